@@ -1,0 +1,128 @@
+"""Format names: the named formats and the grammar for any other shape.
+
+Grammar (case-sensitive):
+
+* ``eXmY``            IEEE-style float, X exponent bits, Y mantissa bits (``e5m7``)
+* ``eXmYfn``          no Inf, NaN at all-ones (``e4m3fn`` is OCP fp8_e4m3)
+* ``eXmYfnuz``        no Inf, no -0, NaN at the -0 code, default bias 2**(X-1)
+* ``eXmYfinite``      no Inf and no NaN (``e2m1finite`` is OCP fp4_e2m1)
+* prefix ``u``        unsigned (``ue4m3fn`` is NVFP4's UE4M3 block scale)
+* suffix ``_bN``      explicit bias (``e4m3fnuz_b11``; N may be negative: ``_b-3``)
+* suffix ``_ftz``     subnormals flushed to zero (also on named formats: ``fp16_ftz``)
+* ``intN`` / ``uintN``              integers of N = 1..32 bits
+* ``fixN_F`` / ``ufixN_F``          fixed point: N total bits, F fraction bits (``fix8_4``)
+"""
+from __future__ import annotations
+
+import difflib
+import re
+from typing import Callable
+
+import pandas as pd
+
+from .floats import FloatFormat
+from .integers import IntFormat
+from .scalar import ScalarFormat
+
+_NAMED: dict[str, Callable[[], ScalarFormat]] = {
+    "fp32": lambda: FloatFormat(8, 23, name="fp32"),
+    "tf32": lambda: FloatFormat(8, 10, name="tf32"),
+    "fp16": lambda: FloatFormat(5, 10, name="fp16"),
+    "bf16": lambda: FloatFormat(8, 7, name="bf16"),
+    "fp8_e4m3": lambda: FloatFormat(4, 3, kind="fn", name="fp8_e4m3"),
+    "fp8_e5m2": lambda: FloatFormat(5, 2, name="fp8_e5m2"),
+    "fp8_e4m3fnuz": lambda: FloatFormat(4, 3, kind="fnuz", name="fp8_e4m3fnuz"),
+    "fp8_e5m2fnuz": lambda: FloatFormat(5, 2, kind="fnuz", name="fp8_e5m2fnuz"),
+    "fp8_e4m3b11fnuz": lambda: FloatFormat(4, 3, bias=11, kind="fnuz", name="fp8_e4m3b11fnuz"),
+    "fp8_e3m4": lambda: FloatFormat(3, 4, name="fp8_e3m4"),
+    "fp6_e3m2": lambda: FloatFormat(3, 2, kind="finite", name="fp6_e3m2"),
+    "fp6_e2m3": lambda: FloatFormat(2, 3, kind="finite", name="fp6_e2m3"),
+    "fp4_e2m1": lambda: FloatFormat(2, 1, kind="finite", name="fp4_e2m1"),
+    "e8m0": lambda: FloatFormat(8, 0, kind="e8m0", signed=False, name="e8m0"),
+}
+for _bits in (2, 4, 8, 16, 32):
+    for _signed in (True, False):
+        _n = f"{'' if _signed else 'u'}int{_bits}"
+        _NAMED[_n] = (lambda b=_bits, s=_signed, n=_n: IntFormat(b, signed=s, name=n))
+
+_FLOAT_RE = re.compile(r"^(u?)e(\d+)m(\d+)(fn|fnuz|finite)?(?:_b(-?\d+))?$")
+_INT_RE = re.compile(r"^(u?)int(\d+)$")
+_FIX_RE = re.compile(r"^(u?)fix(\d+)_(\d+)$")
+_cache: dict[str, ScalarFormat] = {}
+
+
+def names() -> list[str]:
+    """The named formats (the grammar in this module's docstring builds any other)."""
+    return list(_NAMED)
+
+
+def _parse(name: str) -> ScalarFormat | None:
+    if name in _NAMED:
+        return _NAMED[name]()
+    if name.endswith("_ftz"):
+        base = get(name[:-4])
+        if isinstance(base, FloatFormat) and base.subnormals:
+            return FloatFormat(base.ebits, base.mbits, base.bias, base.kind, base.signed,
+                               subnormals=False, name=name)
+        return None
+    m = _FLOAT_RE.match(name)
+    if m:
+        unsigned, e, mant, kind, bias = m.groups()
+        return FloatFormat(int(e), int(mant), None if bias is None else int(bias),
+                           kind or "ieee", signed=not unsigned, name=name)
+    m = _INT_RE.match(name)
+    if m:
+        return IntFormat(int(m.group(2)), signed=not m.group(1), name=name)
+    m = _FIX_RE.match(name)
+    if m:
+        return IntFormat(int(m.group(2)), signed=not m.group(1), frac_bits=int(m.group(3)),
+                         name=name)
+    return None
+
+
+def get(name: str | ScalarFormat) -> ScalarFormat:
+    """The format called ``name`` (a format object is returned as is).
+
+    Unknown names raise ValueError listing the close matches; a name that matches the grammar
+    with out-of-range widths raises the format's own ValueError.
+    """
+    if isinstance(name, ScalarFormat):
+        return name
+    if not isinstance(name, str):
+        raise TypeError(f"format name must be a string, got {type(name).__name__}")
+    if name not in _cache:
+        fmt = _parse(name)
+        if fmt is None:
+            close = difflib.get_close_matches(name, names(), n=5, cutoff=0.5)
+            hint = f"; close matches: {', '.join(close)}" if close else ""
+            raise ValueError(f"unknown format {name!r}{hint} (see formats.names() and the "
+                             f"grammar in formats.registry)")
+        _cache[name] = fmt
+    return _cache[name]
+
+
+def table(names_: list[str] | None = None) -> pd.DataFrame:
+    """Properties of the named formats (or of ``names_``), one row per format."""
+    rows = []
+    for n in names_ or names():
+        f = get(n)
+        rows.append({
+            "name": f.name,
+            "family": "float" if isinstance(f, FloatFormat) else "int",
+            "kind": f.kind,
+            "bits": f.bits,
+            "signed": f.signed,
+            "ebits": getattr(f, "ebits", None),
+            "mbits": getattr(f, "mbits", None),
+            "bias": getattr(f, "bias", None),
+            "frac_bits": getattr(f, "frac_bits", None),
+            "max": f.max,
+            "min_normal": f.min_normal,
+            "min_subnormal": f.min_subnormal,
+            "epsilon": f.epsilon,
+            "n_finite": f.n_finite,
+            "has_inf": f.has_inf,
+            "has_nan": f.has_nan,
+            "default_overflow": f.default_overflow,
+        })
+    return pd.DataFrame(rows)

@@ -1,0 +1,166 @@
+"""Rounding modes, overflow policies and the shared rounding decision.
+
+Conventions
+-----------
+* Modes: ``nearest_even`` (default), ``nearest_away``, ``toward_zero``, ``toward_positive``,
+  ``toward_negative`` and ``stochastic``.
+* Stochastic rounding rounds a value away from zero with probability
+  ``floor(f * 2**sr_bits) / 2**sr_bits``, where ``f`` in [0, 1) is the discarded fraction of one unit
+  in the last place.  ``sr_bits`` is 1..32, default 32.  Hardware keeps a few random bits (8 to 16 is common); 32 is
+  close to ideal stochastic rounding.
+  The random bits come from :func:`random_bits`, a counter-based generator keyed by
+  ``(seed, flat element index)``: the same seed gives the same bits whatever the chunk size, thread
+  count or backend.
+* Overflow policies: ``saturate``, ``ieee`` (floats), ``wrap`` (integers).
+
+The numba helpers below work on unsigned 64-bit integers; every constant is an explicit
+``np.uint64`` so numba never promotes the arithmetic to float64.
+"""
+from __future__ import annotations
+
+import secrets
+
+import numpy as np
+from numba import njit
+
+NEAREST_EVEN, NEAREST_AWAY, TOWARD_ZERO, TOWARD_POSITIVE, TOWARD_NEGATIVE, STOCHASTIC = range(6)
+MODES: dict[str, int] = {
+    "nearest_even": NEAREST_EVEN,
+    "nearest_away": NEAREST_AWAY,
+    "toward_zero": TOWARD_ZERO,
+    "toward_positive": TOWARD_POSITIVE,
+    "toward_negative": TOWARD_NEGATIVE,
+    "stochastic": STOCHASTIC,
+}
+
+SATURATE, IEEE, WRAP = range(3)
+OVERFLOWS: dict[str, int] = {"saturate": SATURATE, "ieee": IEEE, "wrap": WRAP}
+
+SR_BITS_DEFAULT = 32
+SR_BITS_MAX = 32
+
+_U0 = np.uint64(0)
+_U1 = np.uint64(1)
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
+_MIX2 = np.uint64(0x94D049BB133111EB)
+
+
+def mode_id(rounding: str) -> int:
+    """Return the integer id of a rounding mode name; ValueError names the valid modes."""
+    if not isinstance(rounding, str) or rounding not in MODES:
+        raise ValueError(f"unknown rounding mode {rounding!r}; choose one of {', '.join(MODES)}")
+    return MODES[rounding]
+
+
+def overflow_id(overflow: str, allowed: tuple[str, ...]) -> int:
+    """Return the integer id of an overflow policy, checking it is one of ``allowed``."""
+    if not isinstance(overflow, str) or overflow not in allowed:
+        raise ValueError(f"unknown overflow policy {overflow!r}; choose one of {', '.join(allowed)}")
+    return OVERFLOWS[overflow]
+
+
+def resolve_sr_bits(sr_bits: int | None) -> int:
+    """Validate the number of random bits for stochastic rounding (1..32, default 32)."""
+    if sr_bits is None:
+        return SR_BITS_DEFAULT
+    if isinstance(sr_bits, bool) or not isinstance(sr_bits, (int, np.integer)):
+        raise TypeError(f"sr_bits must be an integer, got {type(sr_bits).__name__}")
+    if not 1 <= int(sr_bits) <= SR_BITS_MAX:
+        raise ValueError(f"sr_bits must be in 1..{SR_BITS_MAX}, got {sr_bits}")
+    return int(sr_bits)
+
+
+def resolve_seed(seed: int | None) -> np.uint64:
+    """Turn a user seed (any int, or None for a fresh random one) into the generator key."""
+    if seed is None:
+        seed = secrets.randbits(64)
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise TypeError(f"seed must be an integer or None, got {type(seed).__name__}")
+    return mix64(np.uint64(int(seed) % (1 << 64)))
+
+
+@njit(cache=True, inline="always")
+def mix64(z: np.uint64) -> np.uint64:
+    """SplitMix64's finalizer (Steele, Lea, Flood 2014): a bijective 64-bit mixer."""
+    z = (z ^ (z >> np.uint64(30))) * _MIX1
+    z = (z ^ (z >> np.uint64(27))) * _MIX2
+    return z ^ (z >> np.uint64(31))
+
+
+@njit(cache=True, inline="always")
+def random_bits(key: np.uint64, index: np.int64, nbits: np.int64) -> np.uint64:
+    """``nbits`` uniform random bits for element ``index`` under ``key`` (counter-based)."""
+    return mix64(key + np.uint64(index) * _GOLDEN) >> np.uint64(64 - nbits)
+
+
+@njit(cache=True, inline="always")
+def sr_threshold(rem: np.uint64, shift: np.int64, below: bool, sr_bits: np.int64) -> np.uint64:
+    """``floor(f * 2**sr_bits)`` for the discarded fraction ``f = rem / 2**shift``.
+
+    ``below`` says the exact remainder is a hair less than ``rem`` (a negative tail beyond the
+    bits held in ``rem``); it is applied only when ``shift >= sr_bits``; with fewer discarded bits
+    than ``sr_bits`` the caller adds the tail's own bits.
+    """
+    if shift < sr_bits:
+        return rem << np.uint64(sr_bits - shift)
+    drop = np.uint64(shift - sr_bits)
+    t = rem >> drop
+    if below and (rem & ((_U1 << drop) - _U1)) == _U0:
+        t -= _U1
+    return t
+
+
+@njit(cache=True, inline="always")
+def round_away(mode: np.int64, neg: bool, odd: bool, rem: np.uint64, half: np.uint64,
+               tail: np.int64, threshold: np.uint64, rnd: np.uint64) -> bool:
+    """Decide whether a truncated magnitude moves one unit away from zero.
+
+    ``rem`` is the discarded part in units where ``half`` is half a unit in the last place;
+    ``tail`` is the sign (-1, 0, +1) of anything beyond ``rem`` (from the low word of a TwoSum
+    pair), ``odd`` the parity of the truncated code, ``threshold``/``rnd`` the stochastic
+    comparison (``rnd < threshold`` rounds away).
+    """
+    if mode == NEAREST_EVEN or mode == NEAREST_AWAY:
+        if rem > half or (rem == half and tail > 0):
+            return True
+        if rem == half and tail == 0:
+            return mode == NEAREST_AWAY or odd
+        return False
+    if mode == TOWARD_ZERO:
+        return False
+    inexact = rem != _U0 or tail != 0
+    if mode == TOWARD_POSITIVE:
+        return inexact and not neg
+    if mode == TOWARD_NEGATIVE:
+        return inexact and neg
+    return rnd < threshold
+
+
+@njit(cache=True, inline="always")
+def overflow_to_inf(mode: np.int64, neg: bool) -> bool:
+    """IEEE 754 overflow: does this mode send an overflowing value to infinity (else to max)?"""
+    if mode == TOWARD_ZERO:
+        return False
+    if mode == TOWARD_POSITIVE:
+        return not neg
+    if mode == TOWARD_NEGATIVE:
+        return neg
+    return True
+
+
+JAM_SHIFT = 62   # remainders are kept in at most this many bits, the rest jammed into a sticky bit
+
+
+@njit(cache=True, inline="always")
+def jam(sig: np.uint64, shift: np.int64):
+    """Shift ``sig`` right so that at most JAM_SHIFT discarded bits remain, OR-ing what falls off
+    into the lowest bit.  Rounding decisions (including stochastic thresholds of up to 32 bits)
+    are unchanged.  Returns the new (sig, shift)."""
+    if shift <= JAM_SHIFT:
+        return sig, shift
+    drop = np.uint64(shift - JAM_SHIFT)
+    if drop >= np.uint64(64):
+        return (_U1 if sig != _U0 else _U0), np.int64(JAM_SHIFT)
+    sticky = _U1 if (sig & ((_U1 << drop) - _U1)) != _U0 else _U0
+    return (sig >> drop) | sticky, np.int64(JAM_SHIFT)

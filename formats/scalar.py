@@ -1,0 +1,262 @@
+"""What every scalar format shares: input checks, chunked kernel calls and the public interface.
+
+Subclasses (:class:`formats.FloatFormat`, :class:`formats.IntFormat`) provide a descriptor and
+the kernel calls; this module turns user arrays into flat chunks, passes each chunk's global flat
+index offset to the kernels (so stochastic rounding is independent of the chunking) and raises
+clear errors for bad input.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+from abc import ABC, abstractmethod
+from typing import Iterator
+
+import numpy as np
+
+from .rounding import mode_id, overflow_id, resolve_seed, resolve_sr_bits
+
+_chunk_size = 1 << 20
+
+
+def set_chunk_size(n: int) -> None:
+    """Set how many elements the kernels process per call (memory stays O(chunk) beyond output)."""
+    global _chunk_size
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise ValueError(f"chunk size must be a positive integer, got {n!r}")
+    _chunk_size = int(n)
+
+
+def get_chunk_size() -> int:
+    """The number of elements processed per kernel call."""
+    return _chunk_size
+
+
+@contextlib.contextmanager
+def chunk_size(n: int) -> Iterator[None]:
+    """Temporarily set the chunk size: ``with formats.chunk_size(1000): ...``."""
+    old = _chunk_size
+    set_chunk_size(n)
+    try:
+        yield
+    finally:
+        set_chunk_size(old)
+
+
+def check_int(name: str, v, lo: int, hi: int) -> int:
+    """``v`` as an int in ``lo..hi``, else a TypeError/ValueError naming ``name``."""
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+        raise TypeError(f"{name} must be an integer, got {v!r}")
+    if not lo <= v <= hi:
+        raise ValueError(f"{name} must be in {lo}..{hi}, got {v}")
+    return int(v)
+
+
+def as_real_array(x, what: str = "input") -> np.ndarray:
+    """``x`` as a NumPy array of a real dtype that float64 reads exactly, or a clear TypeError."""
+    arr = np.asarray(x)
+    kind = arr.dtype.kind
+    if kind == "f" and arr.dtype.itemsize > 8:
+        raise TypeError(f"{what}: {arr.dtype} has more precision than float64; cast it first")
+    if kind not in "fiu":
+        raise TypeError(f"{what} must be a real float or integer array, got dtype {arr.dtype}")
+    return arr
+
+
+def as_code_array(codes, bits: int, name: str) -> np.ndarray:
+    """Integer codes checked to lie in ``0 .. 2**bits - 1``."""
+    arr = np.asarray(codes)
+    if arr.dtype.kind not in "iu":
+        raise TypeError(f"{name} codes must be an integer array, got dtype {arr.dtype}")
+    if arr.size:
+        lo, hi = int(arr.min()), int(arr.max())
+        if lo < 0 or hi >= (1 << bits):
+            bad = lo if lo < 0 else hi
+            raise ValueError(f"code {bad} is outside the {bits}-bit format {name} "
+                             f"(valid codes are 0..{(1 << bits) - 1})")
+    return arr
+
+
+def code_dtype(bits: int) -> np.dtype:
+    """The smallest unsigned integer dtype holding ``bits``-bit codes."""
+    for dt in (np.uint8, np.uint16, np.uint32, np.uint64):
+        if bits <= 8 * np.dtype(dt).itemsize:
+            return np.dtype(dt)
+    raise ValueError(f"no unsigned dtype holds {bits} bits")
+
+
+def flat_chunks(n: int) -> Iterator[tuple[int, int]]:
+    """(start, stop) flat index ranges of at most the current chunk size covering ``0..n``."""
+    step = _chunk_size
+    for start in range(0, n, step):
+        yield start, min(start + step, n)
+
+
+def chunk_of(arr: np.ndarray, start: int, stop: int) -> np.ndarray:
+    """Flat elements ``start:stop`` of ``arr``: a view when contiguous, else a copy of the chunk."""
+    if arr.flags.c_contiguous:
+        return arr.reshape(-1)[start:stop]
+    return np.asarray(arr.flat[start:stop])
+
+
+class ScalarFormat(ABC):
+    """A number format whose elements are independent codes of ``bits`` bits.
+
+    Rounding modes: nearest_even (default), nearest_away, toward_zero, toward_positive,
+    toward_negative, stochastic (see :mod:`formats.rounding`).  ``overflow=None`` uses
+    :attr:`default_overflow`.
+    """
+
+    name: str
+    bits: int
+    default_overflow: str
+    overflow_policies: tuple[str, ...]
+
+    # ---- what subclasses provide -------------------------------------------------------
+    @abstractmethod
+    def _encode_chunk(self, x: np.ndarray, out: np.ndarray, mode: int, overflow: int,
+                      key: np.uint64, offset: int, sr_bits: int) -> None:
+        """Encode one flat chunk of reals into ``out`` (raising on unrepresentable input)."""
+
+    @abstractmethod
+    def _decode_chunk(self, codes: np.ndarray, out: np.ndarray) -> None:
+        """Decode one flat chunk of codes into float64 ``out``."""
+
+    @abstractmethod
+    def _arith_chunk(self, op: int, a: np.ndarray, b: np.ndarray, c: np.ndarray | None,
+                     out: np.ndarray, mode: int, overflow: int, key: np.uint64, offset: int,
+                     sr_bits: int) -> None:
+        """One flat chunk of add/sub/mul/fma on codes."""
+
+    @property
+    @abstractmethod
+    def max(self) -> float:
+        """Largest finite value."""
+
+    @abstractmethod
+    def _precision(self) -> tuple[int, int]:
+        """(significant bits, exponent of the smallest quantum) of the value set."""
+
+    @property
+    @abstractmethod
+    def n_finite(self) -> int:
+        """Number of distinct finite values (+0 and -0 count once)."""
+
+    # ---- shared interface --------------------------------------------------------------
+    @property
+    def code_dtype(self) -> np.dtype:
+        """The unsigned dtype codes are returned in."""
+        return code_dtype(self.bits)
+
+    def _options(self, rounding: str, overflow: str | None, seed: int | None,
+                 sr_bits: int | None) -> tuple[int, int, np.uint64, int]:
+        mode = mode_id(rounding)
+        ovf = overflow_id(self.default_overflow if overflow is None else overflow,
+                          self.overflow_policies)
+        sr = resolve_sr_bits(sr_bits)
+        key = resolve_seed(seed) if rounding == "stochastic" else np.uint64(0)
+        return mode, ovf, key, sr
+
+    def encode(self, x, rounding: str = "nearest_even", overflow: str | None = None,
+               seed: int | None = None, sr_bits: int | None = None) -> np.ndarray:
+        """Round real values to codes (same shape as ``x``, dtype :attr:`code_dtype`)."""
+        arr = as_real_array(x)
+        opts = self._options(rounding, overflow, seed, sr_bits)
+        out = np.empty(arr.shape, dtype=self.code_dtype)
+        flat = out.reshape(-1)
+        for start, stop in flat_chunks(arr.size):
+            self._encode_chunk(chunk_of(arr, start, stop), flat[start:stop], *opts[:3], start,
+                               opts[3])
+        return out
+
+    def decode(self, codes) -> np.ndarray:
+        """Exact float64 values of ``codes``."""
+        arr = as_code_array(codes, self.bits, self.name)
+        out = np.empty(arr.shape, dtype=np.float64)
+        flat = out.reshape(-1)
+        for start, stop in flat_chunks(arr.size):
+            self._decode_chunk(chunk_of(arr, start, stop), flat[start:stop])
+        return out
+
+    def quantize(self, x, rounding: str = "nearest_even", overflow: str | None = None,
+                 seed: int | None = None, sr_bits: int | None = None) -> np.ndarray:
+        """``decode(encode(x))``, returned in ``x``'s float dtype when that dtype holds every value
+        of this format exactly (e.g. float32 in, fp8 format), else in float64."""
+        arr = as_real_array(x)
+        codes = self.encode(arr, rounding, overflow, seed, sr_bits)
+        values = self.decode(codes)
+        if arr.dtype.kind == "f" and self.fits_in(arr.dtype):
+            return values.astype(arr.dtype)
+        return values
+
+    def fits_in(self, dtype) -> bool:
+        """True when every value of this format is exactly representable in float ``dtype``."""
+        info = np.finfo(dtype)
+        sig_bits, lsb_exp = self._precision()
+        return (sig_bits <= info.nmant + 1 and 2.0 ** lsb_exp >= float(info.smallest_subnormal)
+                and self.max <= float(info.max))
+
+    def _arith(self, op: int, operands: tuple, rounding: str, overflow: str | None,
+               seed: int | None, sr_bits: int | None) -> np.ndarray:
+        arrays = [as_code_array(a, self.bits, self.name) for a in operands]
+        shaped = np.broadcast_arrays(*arrays)
+        opts = self._options(rounding, overflow, seed, sr_bits)
+        out = np.empty(shaped[0].shape, dtype=self.code_dtype)
+        flat = out.reshape(-1)
+        for start, stop in flat_chunks(out.size):
+            parts = [chunk_of(a, start, stop) for a in shaped]
+            c = parts[2] if len(parts) == 3 else None
+            self._arith_chunk(op, parts[0], parts[1], c, flat[start:stop], *opts[:3], start,
+                              opts[3])
+        return out
+
+    def add(self, a, b, rounding: str = "nearest_even", overflow: str | None = None,
+            seed: int | None = None, sr_bits: int | None = None) -> np.ndarray:
+        """Correctly rounded ``a + b`` on codes (arrays broadcast)."""
+        return self._arith(0, (a, b), rounding, overflow, seed, sr_bits)
+
+    def sub(self, a, b, rounding: str = "nearest_even", overflow: str | None = None,
+            seed: int | None = None, sr_bits: int | None = None) -> np.ndarray:
+        """Correctly rounded ``a - b`` on codes."""
+        return self._arith(1, (a, b), rounding, overflow, seed, sr_bits)
+
+    def mul(self, a, b, rounding: str = "nearest_even", overflow: str | None = None,
+            seed: int | None = None, sr_bits: int | None = None) -> np.ndarray:
+        """Correctly rounded ``a * b`` on codes."""
+        return self._arith(2, (a, b), rounding, overflow, seed, sr_bits)
+
+    def fma(self, a, b, c, rounding: str = "nearest_even", overflow: str | None = None,
+            seed: int | None = None, sr_bits: int | None = None) -> np.ndarray:
+        """Fused ``a * b + c`` on codes with a single rounding."""
+        return self._arith(3, (a, b, c), rounding, overflow, seed, sr_bits)
+
+    def convert(self, codes, other: "ScalarFormat", rounding: str = "nearest_even",
+                overflow: str | None = None, seed: int | None = None,
+                sr_bits: int | None = None) -> np.ndarray:
+        """Codes of ``other`` for the values of ``codes`` (one rounding; decoding is exact)."""
+        arr = as_code_array(codes, self.bits, self.name)
+        opts = other._options(rounding, overflow, seed, sr_bits)
+        out = np.empty(arr.shape, dtype=other.code_dtype)
+        flat = out.reshape(-1)
+        values = np.empty(min(arr.size, _chunk_size), dtype=np.float64)
+        for start, stop in flat_chunks(arr.size):
+            v = values[:stop - start]
+            self._decode_chunk(chunk_of(arr, start, stop), v)
+            other._encode_chunk(v, flat[start:stop], *opts[:3], start, opts[3])
+        return out
+
+    def values(self) -> np.ndarray:
+        """Every distinct finite value, sorted, as float64 (only for formats of <= 16 bits)."""
+        if self.bits > 16:
+            raise ValueError(f"values() lists formats of at most 16 bits; {self.name} has "
+                             f"{self.bits}")
+        v = self.decode(np.arange(1 << self.bits, dtype=self.code_dtype))
+        return np.unique(v[np.isfinite(v)] + 0.0)          # + 0.0 merges -0 into +0
+
+    @property
+    def dynamic_range_binades(self) -> float:
+        """log2(max / smallest positive value)."""
+        return math.log2(self.max / self.min_subnormal)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name}>"
