@@ -10,8 +10,9 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from .rounding import (IEEE, NEAREST_EVEN, SATURATE, STOCHASTIC, TOWARD_NEGATIVE, jam,
-                       overflow_to_inf, random_bits, round_away, sr_threshold)
+from .bitcast import bits_to_f64, f64_to_bits
+from .rounding import (SATURATE, STOCHASTIC, TOWARD_NEGATIVE, overflow_to_inf, random_bits,
+                       round_away, sr_threshold)
 
 # Descriptor layout: index of each field in the int64 array built by FloatFormat.descriptor().
 FIELDS = ("mbits", "emin", "max_mag", "sign_bit", "nan_code", "inf_mag", "subnormals", "no_zero",
@@ -24,120 +25,139 @@ _U1 = np.uint64(1)
 _MANT52 = np.uint64((1 << 52) - 1)
 _HIDDEN = np.uint64(1 << 52)
 _DBL_MAX = np.finfo(np.float64).max
+_JAM = 62     # remainders keep at most this many bits (enough for 32-bit stochastic thresholds)
 
 
 
-@njit(cache=True, inline="always")
-def _overflow_code(d, neg: bool, mode: np.int64, overflow: np.int64) -> np.int64:
-    """Code for a value beyond the finite range (or an infinite input), per the overflow policy."""
-    sign = d[SIGN_BIT] if neg else 0
-    if neg and d[SIGN_BIT] == 0:                      # negative value in an unsigned format
+# Special results, precomputed per call by special_codes() (they depend on the mode and policy).
+(SP_NAN, SP_INF_POS, SP_INF_NEG, SP_OVF_POS, SP_OVF_NEG, SP_ZERO_POS, SP_ZERO_NEG,
+ SP_UNSIGNED_NEG) = range(8)
+
+
+def _overflow_result(d: tuple, neg: bool, to_inf: bool) -> int:
+    """Code for a value beyond the finite range: +-Inf where it exists and ``to_inf``, else NaN
+    where that exists, else +-max (negative values in unsigned formats: NaN, or 0)."""
+    if neg and d[SIGN_BIT] == 0:
         return d[NAN_CODE] if d[NAN_CODE] >= 0 else 0
-    if overflow == SATURATE or not overflow_to_inf(mode, neg):
-        return sign | d[MAX_MAG]
-    if d[INF_MAG] >= 0:
+    sign = d[SIGN_BIT] if neg else 0
+    if to_inf and d[INF_MAG] >= 0:
         return sign | d[INF_MAG]
-    if d[NAN_CODE] >= 0:
+    if to_inf and d[NAN_CODE] >= 0:
         return d[NAN_CODE]
     return sign | d[MAX_MAG]
 
 
+def special_codes(d: tuple, mode: int, overflow: int) -> tuple:
+    """The codes of the special cases (field order SP_*) for descriptor ``d``, a mode and an
+    overflow policy.  -1 marks NaN in a format without NaN (the kernels count it)."""
+    def ovf(neg: bool) -> int:
+        return _overflow_result(d, neg, overflow != SATURATE and overflow_to_inf(mode, neg))
+
+    def inf(neg: bool) -> int:                     # an infinite input is exact, not an overflow
+        return _overflow_result(d, neg, overflow != SATURATE)
+
+    zero_neg = d[SIGN_BIT] if d[NEG_ZERO] else 0
+    return (d[NAN_CODE], inf(False), inf(True), ovf(False), ovf(True),
+            d[NAN_CODE] if d[NO_ZERO] else 0, d[NAN_CODE] if d[NO_ZERO] else zero_neg,
+            _overflow_result(d, True, True))
+
+
 @njit(cache=True, inline="always")
-def round_pair(s: np.float64, e: np.float64, d, mode: np.int64, overflow: np.int64, key: np.uint64,
+def round_pair(s: np.float64, e: np.float64, d, sp, mode: np.int64, key: np.uint64,
                index: np.int64, sr_bits: np.int64) -> np.int64:
     """Round the exact value ``s + e`` to a code.  ``e`` is 0 or the low word of a TwoSum pair
-    (``|e| <= ulp(s)/2``).  Returns -1 for NaN in a format without NaN (the caller flags it)."""
-    if s != s:
-        return d[NAN_CODE]
-    neg = s < 0.0 or (s == 0.0 and np.signbit(s))
-    if np.isinf(s):
-        if overflow == SATURATE:
-            return _overflow_code(d, neg, mode, SATURATE)
-        return _overflow_code(d, neg, NEAREST_EVEN, IEEE)
-    if s == 0.0:
-        if d[NO_ZERO]:
-            return d[NAN_CODE]
-        if neg and d[NEG_ZERO]:
-            return d[SIGN_BIT]
-        return 0
+    (``|e| <= ulp(s)/2``); ``sp`` holds the special results (see :func:`special_codes`).
+
+    The data-dependent logic is written with selects, not branches, so the loops vectorize."""
+    bits = f64_to_bits(s)
+    neg = (bits >> np.uint64(63)) != _U0
+    exf = np.int64((bits >> np.uint64(52)) & np.uint64(0x7FF))
+    mant = bits & _MANT52
+    sig = mant | (np.uint64(exf != 0) << np.uint64(52))
+    ex = max(exf, 1) - 1023                              # unbiased exponent of s
     mb = d[MBITS]
-    bits = np.uint64(np.float64(abs(s)).view(np.uint64))
-    ex = np.int64(bits >> np.uint64(52))
-    sig = bits & _MANT52
-    if ex == 0:
-        ex = -1022
-    else:
-        ex -= 1023
-        sig |= _HIDDEN
-    big_e = max(ex, d[EMIN])
-    shift = 52 - mb + (big_e - ex)
-    sig, shift = jam(sig, shift)                         # far below half an ulp: keep a sticky bit
-    ushift = np.uint64(shift)
-    q = sig >> ushift
-    rem = sig & ((_U1 << ushift) - _U1)
-    tail = 0
-    if e != 0.0:
-        tail = 1 if (e < 0.0) == neg else -1
-    code = ((big_e - d[EMIN]) << mb) + np.int64(q) - (d[NO_ZERO] << mb)
-    if tail < 0 and rem == _U0:                          # just below a code: borrow one unit
-        code -= 1
-        rem = _U1 << ushift
+    big_e = max(ex, d[EMIN])                             # binade of the result
+    shift = 52 - mb + (big_e - ex)                       # bits of sig below the result's ulp
+    sh = min(shift, _JAM)                                # keep <= 62 bits, the rest as a sticky bit
+    drop = np.uint64(min(shift - sh, 63))
+    sig = (sig >> drop) | np.uint64((sig & ((_U1 << drop) - _U1)) != _U0)
+    ush = np.uint64(sh)
+    q = sig >> ush
+    rem = sig & ((_U1 << ush) - _U1)
+    ebits = f64_to_bits(e)
+    has_tail = (ebits << _U1) != _U0
+    tail_up = has_tail & (((ebits >> np.uint64(63)) != _U0) == neg)   # tail grows |s + e|
+    tail_down = has_tail & (not tail_up)
+    tail = np.int64(tail_up) - np.int64(tail_down)
+    borrow = tail_down & (rem == _U0)                    # just below a code: one unit less
+    rem |= np.uint64(borrow) << ush
+    code = ((big_e - d[EMIN]) << mb) + np.int64(q) - (d[NO_ZERO] << mb) - np.int64(borrow)
     threshold = _U0
     rnd = _U0
     if mode == STOCHASTIC:
-        threshold = sr_threshold(rem, shift, tail < 0, sr_bits)
-        if shift < sr_bits and tail != 0:               # the tail's own bits lie inside sr_bits
-            v = np.ldexp(abs(e), 52 - ex + sr_bits - shift)
+        threshold = sr_threshold(rem, sh, tail_down, sr_bits)
+        if tail != 0 and sh < sr_bits:                   # the tail's own bits lie inside sr_bits
+            v = np.ldexp(abs(e), 52 - ex + sr_bits - sh)
             if tail > 0:
                 threshold += np.uint64(np.floor(v))
             else:
                 threshold -= np.uint64(max(np.ceil(v), 1.0))
         rnd = random_bits(key, index, sr_bits)
-    if round_away(mode, neg, (code & 1) == 1, rem, _U1 << np.uint64(shift - 1), tail, threshold,
-                  rnd):
-        code += 1
+    code += np.int64(round_away(mode, neg, (code & 1) == 1, rem, _U1 << np.uint64(sh - 1), tail,
+                                threshold, rnd))
+    sign = d[SIGN_BIT] * np.int64(neg)
+    # below the smallest normal: clamp (no-zero formats), flush (no subnormals), signed zero
+    small = max(code, 0)
+    if d[SUBNORMALS] == 0 and d[NO_ZERO] == 0:
+        small = 0
+    small_is_zero = (small == 0) & (d[NO_ZERO] == 0)
+    small_code = (d[SIGN_BIT] if d[NEG_ZERO] else 0) * np.int64(neg) if small_is_zero \
+        else small | sign
+    res = small_code if code < (1 << mb) else code | sign
+    is_zero_result = (code < (1 << mb)) & small_is_zero
+    if neg & (d[SIGN_BIT] == 0) & (not is_zero_result):
+        res = sp[SP_UNSIGNED_NEG]
     if code > d[MAX_MAG]:
-        return _overflow_code(d, neg, mode, overflow)
-    if code < 0:                                         # no-zero formats: below the smallest
-        code = 0
-    if code < (1 << mb) and d[SUBNORMALS] == 0 and d[NO_ZERO] == 0:
-        code = 0                                         # flush subnormal results to zero
-    if neg:
-        if d[SIGN_BIT] == 0:                             # unsigned: only zero survives
-            return _overflow_code(d, True, mode, overflow) if code != 0 or d[NO_ZERO] else 0
-        if code != 0 or d[NEG_ZERO]:
-            code |= d[SIGN_BIT]
-    return code
+        res = sp[SP_OVF_NEG] if neg else sp[SP_OVF_POS]
+    if (bits << _U1) == _U0:
+        res = sp[SP_ZERO_NEG] if neg else sp[SP_ZERO_POS]
+    if exf == 0x7FF:
+        res = sp[SP_NAN] if mant != _U0 else (sp[SP_INF_NEG] if neg else sp[SP_INF_POS])
+    return res
+
+
+@njit(cache=True, inline="always")
+def pow2(k: np.int64) -> np.float64:
+    """2**k for a normal-range exponent (-1022 <= k <= 1023), built from its bits."""
+    return bits_to_f64((k + 1023) << 52)
 
 
 @njit(cache=True, inline="always")
 def decode_one(code: np.int64, d) -> np.float64:
-    """Exact float64 value of one code (NaN for NaN codes; subnormals read as 0 when flushed)."""
+    """Exact float64 value of one code (NaN for NaN codes; subnormals read as 0 when flushed).
+    Branch-free on the data, like :func:`round_pair`."""
     sign_bit = d[SIGN_BIT]
-    mag = code & ~sign_bit if sign_bit else code
-    neg = sign_bit != 0 and (code & sign_bit) != 0
-    if d[FNUZ_NAN]:
-        if code == sign_bit:
-            return np.nan
-    elif mag > d[MAX_MAG]:
-        if mag == d[INF_MAG]:
-            return -np.inf if neg else np.inf
-        return np.nan
+    mag = code & ~sign_bit
     mb = d[MBITS]
+    exp_field = mag >> mb
+    frac = mag & ((1 << mb) - 1)
     if d[NO_ZERO]:
-        v = np.ldexp(1.0, mag + d[EMIN])
+        v = pow2(mag + d[EMIN])
     else:
-        exp_field = mag >> mb
-        frac = mag & ((1 << mb) - 1)
-        if exp_field == 0:
-            v = np.ldexp(np.float64(frac), d[EMIN] - mb) if d[SUBNORMALS] else 0.0
-        else:
-            v = np.ldexp(np.float64(frac + (1 << mb)), d[EMIN] + exp_field - 1 - mb)
-    return -v if neg else v
+        hidden = np.int64(exp_field != 0)
+        scale = pow2(d[EMIN] + max(exp_field, 1) - 1 - mb)
+        v = np.float64(frac + (hidden << mb)) * scale
+        if d[SUBNORMALS] == 0:
+            v = v if hidden else 0.0
+    if mag > d[MAX_MAG]:
+        v = np.inf if mag == d[INF_MAG] else np.nan
+    if d[FNUZ_NAN] and code == sign_bit:
+        v = np.nan
+    return -v if (code & sign_bit) != 0 else v
 
 
 @njit(cache=True, parallel=True)
-def encode_kernel(x, lo, out, d, mode, overflow, key, offset, sr_bits):
+def encode_kernel(x, lo, out, d, sp, mode, key, offset, sr_bits):
     """Encode ``x`` (+ ``lo`` when it has the same length: exact pairs) into ``out``.
 
     ``offset`` is the flat index of ``x[0]`` in the whole array (for the random stream).
@@ -146,24 +166,20 @@ def encode_kernel(x, lo, out, d, mode, overflow, key, offset, sr_bits):
     pairs = lo.shape[0] == x.shape[0]
     for i in prange(x.shape[0]):
         e = np.float64(lo[i]) if pairs else 0.0
-        c = round_pair(np.float64(x[i]), e, d, mode, overflow, key, offset + i, sr_bits)
-        if c < 0:
-            bad += 1
-            c = 0
-        out[i] = c
+        c = round_pair(np.float64(x[i]), e, d, sp, mode, key, offset + i, sr_bits)
+        bad += c < 0
+        out[i] = max(c, 0)
     return bad
 
 
 @njit(cache=True, parallel=True)
-def quantize_kernel(x, out, d, mode, overflow, key, offset, sr_bits):
-    """Fused decode(encode(x)) into a float array ``out``.  Returns the number of NaNs the format could not hold."""
+def quantize_kernel(x, out, d, sp, mode, key, offset, sr_bits):
+    """Fused decode(encode(x)) into a float array ``out``.  Returns the count of unholdable NaNs."""
     bad = 0
     for i in prange(x.shape[0]):
-        c = round_pair(np.float64(x[i]), 0.0, d, mode, overflow, key, offset + i, sr_bits)
-        if c < 0:
-            bad += 1
-            c = 0
-        out[i] = decode_one(c, d)
+        c = round_pair(np.float64(x[i]), 0.0, d, sp, mode, key, offset + i, sr_bits)
+        bad += c < 0
+        out[i] = decode_one(max(c, 0), d)
     return bad
 
 
@@ -174,7 +190,7 @@ def decode_kernel(codes, out, d):
         out[i] = decode_one(np.int64(codes[i]), d)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _two_sum(a: np.float64, b: np.float64):
     """Knuth's TwoSum: s = fl(a + b) and the exact error e, s + e == a + b."""
     s = a + b
@@ -185,7 +201,7 @@ def _two_sum(a: np.float64, b: np.float64):
     return s, (a - ap) + (b - bp)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _exact_zero_sign(u: np.float64, v: np.float64, s: np.float64, mode: np.int64) -> np.float64:
     """IEEE 754 sign of an exact zero sum u + v: +0, or -0 when rounding toward negative
     (x + x keeps the sign of zero operands)."""
@@ -200,7 +216,7 @@ OP_ADD, OP_SUB, OP_MUL, OP_FMA = range(4)
 
 
 @njit(cache=True, parallel=True)
-def arith_kernel(op, a, b, c, da, db, dc, out, d, mode, overflow, key, offset, sr_bits):
+def arith_kernel(op, a, b, c, da, db, dc, out, d, sp, mode, key, offset, sr_bits):
     """``out = round(a op b [+ c])`` on codes of formats ``da``, ``db``, ``dc`` into format ``d``.
 
     The exact result is formed in float64 (products of <= 24-bit significands are exact) or as a
@@ -225,9 +241,7 @@ def arith_kernel(op, a, b, c, da, db, dc, out, d, mode, overflow, key, offset, s
                 y = -y
             s, e = _two_sum(x, y)
             s = _exact_zero_sign(x, y, s, mode)
-        code = round_pair(s, e, d, mode, overflow, key, offset + i, sr_bits)
-        if code < 0:
-            bad += 1
-            code = 0
-        out[i] = code
+        code = round_pair(s, e, d, sp, mode, key, offset + i, sr_bits)
+        bad += code < 0
+        out[i] = max(code, 0)
     return bad

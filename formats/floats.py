@@ -79,7 +79,7 @@ class FloatFormat(ScalarFormat):
             name += "_ftz"
         return name
 
-    def _descriptor(self) -> np.ndarray:
+    def _descriptor(self) -> tuple[int, ...]:
         e, m = self.ebits, self.mbits
         top_exp = (1 << e) - 1
         if self.kind == "ieee":
@@ -104,35 +104,45 @@ class FloatFormat(ScalarFormat):
             "neg_zero": int(self.signed and self.kind != "fnuz"),
             "fnuz_nan": int(self.kind == "fnuz"),
         }
-        return np.array([fields[f] for f in fk.FIELDS], dtype=np.int64)
+        return tuple(int(fields[f]) for f in fk.FIELDS)
 
     def descriptor(self) -> np.ndarray:
-        """The plain int64 descriptor the kernels take (field order: float_kernels.FIELDS)."""
-        return self._desc.copy()
+        """The plain integer descriptor the kernels take (field order: float_kernels.FIELDS)."""
+        return np.array(self._desc, dtype=np.int64)
 
     # ---- kernels -----------------------------------------------------------------------
     def _raise_flags(self, n_nan: int) -> None:
+        """Raise for NaN inputs the format cannot hold (the kernels count them)."""
         if n_nan:
             raise ValueError(f"{self.name} has no NaN, but the input holds {n_nan} NaN value(s)")
 
     def _encode_chunk(self, x, out, mode, overflow, key, offset, sr_bits) -> None:
         if x.dtype.kind in "iu" and x.dtype.itemsize == 8:
             hi, lo = _int64_pairs(x)
-            flags = fk.encode_kernel(hi, lo, out, self._desc, mode, overflow, key, offset,
-                                     sr_bits)
+            x, lo = _int64_pairs(x)
         else:
-            flags = fk.encode_kernel(x, _NO_LO, out, self._desc, mode, overflow, key, offset,
-                                     sr_bits)
-        self._raise_flags(flags)
+            lo = _NO_LO
+        self._raise_flags(fk.encode_kernel(x, lo, out, self._desc, self._specials(mode, overflow),
+                                           mode, key, offset, sr_bits))
+
+    def _quantize_chunk(self, x, out, mode, overflow, key, offset, sr_bits) -> None:
+        if x.dtype.kind in "iu" and x.dtype.itemsize == 8:
+            super()._quantize_chunk(x, out, mode, overflow, key, offset, sr_bits)
+            return
+        self._raise_flags(fk.quantize_kernel(x, out, self._desc, self._specials(mode, overflow),
+                                             mode, key, offset, sr_bits))
 
     def _decode_chunk(self, codes, out) -> None:
         fk.decode_kernel(codes, out, self._desc)
 
     def _arith_chunk(self, op, a, b, c, out, mode, overflow, key, offset, sr_bits) -> None:
         d = self._desc
-        flags = fk.arith_kernel(op, a, b, a if c is None else c, d, d, d, out, d, mode, overflow,
-                                key, offset, sr_bits)
-        self._raise_flags(flags)
+        self._raise_flags(fk.arith_kernel(op, a, b, a if c is None else c, d, d, d, out, d,
+                                          self._specials(mode, overflow), mode, key, offset,
+                                          sr_bits))
+
+    def _specials(self, mode: int, overflow: int) -> tuple:
+        return fk.special_codes(self._desc, mode, overflow)
 
     # ---- properties --------------------------------------------------------------------
     @property

@@ -9,6 +9,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from .bitcast import bits_to_f64, f64_to_bits
+
 from .rounding import SATURATE, STOCHASTIC, jam, random_bits, round_away, sr_threshold
 
 FIELDS = ("bits", "signed", "frac_bits", "qmin", "qmax")
@@ -23,12 +25,12 @@ ERR_NAN = -1          # round_real's return for NaN input
 ERR_INF_WRAP = -2     # ... and for +-Inf under wrap
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _mask(d) -> np.uint64:
     return (_U1 << np.uint64(d[BITS])) - _U1
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def finish(mag: np.uint64, huge: bool, neg: bool, d, overflow: np.int64) -> np.int64:
     """Code of the integer ``(-1)**neg * mag``, saturated or wrapped into the format.
 
@@ -45,7 +47,7 @@ def finish(mag: np.uint64, huge: bool, neg: bool, d, overflow: np.int64) -> np.i
     return np.int64(val & _mask(d))
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def shift_round(mag: np.uint64, shift: np.int64, neg: bool, mode: np.int64, key: np.uint64,
                 index: np.int64, sr_bits: np.int64) -> np.uint64:
     """Round ``mag / 2**shift`` to an integer magnitude (``shift`` >= 0) in ``mode``."""
@@ -65,7 +67,7 @@ def shift_round(mag: np.uint64, shift: np.int64, neg: bool, mode: np.int64, key:
     return q
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def round_real(s: np.float64, d, mode: np.int64, overflow: np.int64, key: np.uint64,
                index: np.int64, sr_bits: np.int64) -> np.int64:
     """Code of the real ``s`` rounded to the format; negative returns are ERR_* codes."""
@@ -81,7 +83,7 @@ def round_real(s: np.float64, d, mode: np.int64, overflow: np.int64, key: np.uin
         return finish(_U0, True, neg, d, overflow)
     if a == 0.0:
         return 0
-    bits = np.uint64(np.float64(a).view(np.uint64))
+    bits = f64_to_bits(a)
     ex = np.int64(bits >> np.uint64(52))
     sig = bits & _MANT52
     if ex == 0:
@@ -126,7 +128,7 @@ def encode_int_kernel(x, out, d, overflow):
         out[i] = finish(mag << f, huge, neg, d, overflow)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def to_int(code: np.int64, d) -> np.int64:
     """The integer ``k`` a code holds (sign-extended for signed formats)."""
     if d[SIGNED] and (code >> (d[BITS] - 1)) & 1:
@@ -144,7 +146,7 @@ def decode_kernel(codes, out, d):
 OP_ADD, OP_SUB, OP_MUL, OP_FMA = range(4)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _signed_mag(k: np.int64):
     return k < 0, (_U0 - np.uint64(k)) if k < 0 else np.uint64(k)
 

@@ -37,11 +37,11 @@ class IntFormat(ScalarFormat):
         self.qmax = (1 << (self.bits - 1)) - 1 if self.signed else (1 << self.bits) - 1
         fields = {"bits": self.bits, "signed": int(self.signed), "frac_bits": self.frac_bits,
                   "qmin": self.qmin, "qmax": self.qmax}
-        self._desc = np.array([fields[f] for f in ik.FIELDS], dtype=np.int64)
+        self._desc = tuple(int(fields[f]) for f in ik.FIELDS)
 
     def descriptor(self) -> np.ndarray:
-        """The plain int64 descriptor the kernels take (field order: int_kernels.FIELDS)."""
-        return self._desc.copy()
+        """The plain integer descriptor the kernels take (field order: int_kernels.FIELDS)."""
+        return np.array(self._desc, dtype=np.int64)
 
     def _raise_flags(self, counts: tuple[int, int]) -> None:
         n_nan, n_inf = counts

@@ -80,7 +80,7 @@ def resolve_seed(seed: int | None) -> np.uint64:
     return mix64(np.uint64(int(seed) % (1 << 64)))
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def mix64(z: np.uint64) -> np.uint64:
     """SplitMix64's finalizer (Steele, Lea, Flood 2014): a bijective 64-bit mixer."""
     z = (z ^ (z >> np.uint64(30))) * _MIX1
@@ -88,13 +88,13 @@ def mix64(z: np.uint64) -> np.uint64:
     return z ^ (z >> np.uint64(31))
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def random_bits(key: np.uint64, index: np.int64, nbits: np.int64) -> np.uint64:
     """``nbits`` uniform random bits for element ``index`` under ``key`` (counter-based)."""
     return mix64(key + np.uint64(index) * _GOLDEN) >> np.uint64(64 - nbits)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def sr_threshold(rem: np.uint64, shift: np.int64, below: bool, sr_bits: np.int64) -> np.uint64:
     """``floor(f * 2**sr_bits)`` for the discarded fraction ``f = rem / 2**shift``.
 
@@ -111,7 +111,7 @@ def sr_threshold(rem: np.uint64, shift: np.int64, below: bool, sr_bits: np.int64
     return t
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def round_away(mode: np.int64, neg: bool, odd: bool, rem: np.uint64, half: np.uint64,
                tail: np.int64, threshold: np.uint64, rnd: np.uint64) -> bool:
     """Decide whether a truncated magnitude moves one unit away from zero.
@@ -121,23 +121,25 @@ def round_away(mode: np.int64, neg: bool, odd: bool, rem: np.uint64, half: np.ui
     pair), ``odd`` the parity of the truncated code, ``threshold``/``rnd`` the stochastic
     comparison (``rnd < threshold`` rounds away).
     """
-    if mode == NEAREST_EVEN or mode == NEAREST_AWAY:
-        if rem > half or (rem == half and tail > 0):
-            return True
-        if rem == half and tail == 0:
-            return mode == NEAREST_AWAY or odd
-        return False
-    if mode == TOWARD_ZERO:
-        return False
-    inexact = rem != _U0 or tail != 0
+    # Branch only on the (loop-invariant) mode; the data tests are bitwise so they compile to
+    # selects rather than unpredictable branches.
+    if mode == STOCHASTIC:
+        return rnd < threshold
+    at_half = (rem == half) & (tail == 0)
+    above = (rem > half) | ((rem == half) & (tail > 0))
+    if mode == NEAREST_EVEN:
+        return above | (at_half & odd)
+    if mode == NEAREST_AWAY:
+        return above | at_half
+    inexact = (rem != _U0) | (tail != 0)
     if mode == TOWARD_POSITIVE:
-        return inexact and not neg
+        return inexact & (not neg)
     if mode == TOWARD_NEGATIVE:
-        return inexact and neg
-    return rnd < threshold
+        return inexact & neg
+    return False
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def overflow_to_inf(mode: np.int64, neg: bool) -> bool:
     """IEEE 754 overflow: does this mode send an overflowing value to infinity (else to max)?"""
     if mode == TOWARD_ZERO:
@@ -152,7 +154,7 @@ def overflow_to_inf(mode: np.int64, neg: bool) -> bool:
 JAM_SHIFT = 62   # remainders are kept in at most this many bits, the rest jammed into a sticky bit
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def jam(sig: np.uint64, shift: np.int64):
     """Shift ``sig`` right so that at most JAM_SHIFT discarded bits remain, OR-ing what falls off
     into the lowest bit.  Rounding decisions (including stochastic thresholds of up to 32 bits)

@@ -1,0 +1,89 @@
+"""Quantize throughput of numsim's scalar formats, as ratios against references run in the same
+process: ml_dtypes' round-trip cast (float32 -> format -> float32) and a Numba parallel copy of
+the same float32 array (the memory-bandwidth ceiling).
+
+    .venv/bin/python benchmarks/bench_formats.py [--n-log2 24] [--repeat 5]
+
+Targets (issue 2, 2-core machine): quantize >= 10x ml_dtypes for fp8_e4m3 and fp4_e2m1;
+>= 40% of the copy's throughput for every float format; bf16 stochastic rounding >= 0.5 G/s.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import time
+
+import ml_dtypes
+import numba
+import numpy as np
+from numba import njit, prange
+
+import formats
+
+ML_DTYPES = {"bf16": ml_dtypes.bfloat16, "fp8_e4m3": ml_dtypes.float8_e4m3fn,
+             "fp4_e2m1": ml_dtypes.float4_e2m1fn}
+
+
+@njit(parallel=True, cache=True)
+def parallel_copy(src: np.ndarray, dst: np.ndarray) -> None:
+    """The reference: read and write every element once, in parallel."""
+    for i in prange(src.shape[0]):
+        dst[i] = src[i]
+
+
+def best_seconds(fn, repeat: int) -> float:
+    """Best wall time of ``repeat`` calls after one warm-up call."""
+    fn()
+    best = float("inf")
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n-log2", type=int, default=24, help="array size is 2**N float32")
+    parser.add_argument("--repeat", type=int, default=5, help="timed calls per measurement")
+    args = parser.parse_args()
+    n = 1 << args.n_log2
+    x = np.random.default_rng(0).standard_normal(n).astype(np.float32)
+    y = np.empty_like(x)
+    print(f"machine: {cpu_name()}, {os.cpu_count()} cores, numba threads {numba.get_num_threads()}"
+          f", numpy {np.__version__}, ml_dtypes {ml_dtypes.__version__}, numba {numba.__version__}")
+    print(f"input: {n:,} float32 standard normal values")
+    t_copy = best_seconds(lambda: parallel_copy(x, y), args.repeat)
+    print(f"numba parallel copy: {n / t_copy / 1e9:.3f} G elements/s (reference)")
+    print(f"{'format':<16}{'numsim G/s':>11}{'vs copy':>9}{'ml_dtypes G/s':>15}{'numsim/ml_dtypes':>18}")
+    for name in formats.names():
+        fmt = formats.get(name)
+        if not isinstance(fmt, formats.FloatFormat):
+            continue
+        t_ours = best_seconds(lambda: fmt.quantize(x), args.repeat)
+        line = f"{name:<16}{n / t_ours / 1e9:>11.3f}{t_copy / t_ours:>8.0%} "
+        if name in ML_DTYPES:
+            t_ml = best_seconds(lambda: x.astype(ML_DTYPES[name]).astype(np.float32), args.repeat)
+            line += f"{n / t_ml / 1e9:>14.3f}{t_ml / t_ours:>17.1f}x"
+        print(line)
+    for name in ("bf16", "fp8_e4m3"):
+        fmt = formats.get(name)
+        t_sr = best_seconds(lambda: fmt.quantize(x, rounding="stochastic", seed=1), args.repeat)
+        print(f"{name} stochastic rounding: {n / t_sr / 1e9:.3f} G elements/s "
+              f"({t_copy / t_sr:.0%} of copy)")
+
+
+if __name__ == "__main__":
+    main()
