@@ -93,10 +93,13 @@ def flat_chunks(n: int) -> Iterator[tuple[int, int]]:
 
 
 def chunk_of(arr: np.ndarray, start: int, stop: int) -> np.ndarray:
-    """Flat elements ``start:stop`` of ``arr``: a view when contiguous, else a copy of the chunk."""
-    if arr.flags.c_contiguous:
-        return arr.reshape(-1)[start:stop]
-    return np.asarray(arr.flat[start:stop])
+    """Flat elements ``start:stop`` of ``arr`` in a dtype the kernels take: a view when possible,
+    else a copy of the chunk (non-contiguous, byte-swapped or float16 arrays, which Numba cannot
+    read; float16 widens to float32 exactly)."""
+    chunk = arr.reshape(-1)[start:stop] if arr.flags.c_contiguous else arr.flat[start:stop]
+    if arr.dtype == np.float16:
+        return np.asarray(chunk, dtype=np.float32)
+    return np.asarray(chunk, dtype=arr.dtype.newbyteorder("="))
 
 
 class ScalarFormat(ABC):
@@ -185,11 +188,18 @@ class ScalarFormat(ABC):
         arr = as_real_array(x)
         opts = self._options(rounding, overflow, seed, sr_bits)
         exact_in_input = arr.dtype.kind == "f" and self.fits_in(arr.dtype)
-        out = np.empty(arr.shape, dtype=arr.dtype if exact_in_input else np.float64)
+        out_dtype = arr.dtype.newbyteorder("=") if exact_in_input else np.dtype(np.float64)
+        out = np.empty(arr.shape, dtype=out_dtype)
         flat = out.reshape(-1)
         for start, stop in flat_chunks(arr.size):
-            self._quantize_chunk(chunk_of(arr, start, stop), flat[start:stop], *opts[:3], start,
-                                 opts[3])
+            target = flat[start:stop]
+            if target.dtype == np.float16:          # Numba cannot write float16: go via float32
+                wide = np.empty(target.shape, dtype=np.float32)
+                self._quantize_chunk(chunk_of(arr, start, stop), wide, *opts[:3], start, opts[3])
+                target[...] = wide                  # exact: every value fits in float16
+            else:
+                self._quantize_chunk(chunk_of(arr, start, stop), target, *opts[:3], start,
+                                     opts[3])
         return out
 
     def _quantize_chunk(self, x, out, mode, overflow, key, offset, sr_bits) -> None:

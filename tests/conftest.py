@@ -1,0 +1,65 @@
+"""Shared test fixtures.
+
+``assert_same`` compares our output with an oracle's, element by element, and on
+failure names the first few mismatching inputs (input hex, ours, theirs).
+"""
+
+import numpy as np
+import pytest
+
+_UINT_OF_WIDTH = {2: np.uint16, 4: np.uint32, 8: np.uint64}
+
+
+def _show(v):
+    """One array element as hex bits plus its value, for assertion messages."""
+    a = np.asarray(v)
+    if a.dtype.kind == "f":
+        bits = a.view(_UINT_OF_WIDTH[a.dtype.itemsize])
+        return f"0x{int(bits):0{2 * a.dtype.itemsize}x} ({float(a)!r})"
+    if a.dtype.kind in "ui":
+        return f"0x{int(a) & ((1 << (8 * a.dtype.itemsize)) - 1):0{2 * a.dtype.itemsize}x}"
+    return repr(v)
+
+
+def _same(what, inputs, ours, theirs, nan_ours=None, nan_theirs=None, limit=8):
+    """Assert ``ours`` equals ``theirs`` exactly, NaN-aware.
+
+    Positions where either side is NaN must be NaN on both sides (payload ignored);
+    everywhere else floats are compared by bit pattern (so -0 != +0) and integers
+    by value. ``nan_ours``/``nan_theirs`` give the NaN positions explicitly, which
+    is how code arrays (whose NaN codes may differ) are compared.
+    """
+    inputs = np.asarray(inputs).ravel()
+    ours = np.asarray(ours).ravel()
+    theirs = np.asarray(theirs).ravel()
+    assert ours.shape == theirs.shape == inputs.shape, (what, ours.shape, theirs.shape, inputs.shape)
+    if nan_ours is None:
+        nan_ours = np.isnan(ours) if ours.dtype.kind == "f" else np.zeros(ours.shape, bool)
+    if nan_theirs is None:
+        nan_theirs = np.isnan(theirs) if theirs.dtype.kind == "f" else np.zeros(theirs.shape, bool)
+    nan_ours = np.asarray(nan_ours).ravel()
+    nan_theirs = np.asarray(nan_theirs).ravel()
+
+    if ours.dtype.kind == "f" and theirs.dtype.kind == "f":
+        assert ours.dtype == theirs.dtype, (what, ours.dtype, theirs.dtype)
+        ob = ours.view(_UINT_OF_WIDTH[ours.dtype.itemsize])
+        tb = theirs.view(_UINT_OF_WIDTH[theirs.dtype.itemsize])
+        differ = ob != tb
+    else:
+        differ = ours.astype(np.int64) != theirs.astype(np.int64)
+    bad = (nan_ours != nan_theirs) | (~nan_ours & ~nan_theirs & differ)
+    if not bad.any():
+        return
+    idx = np.flatnonzero(bad)
+    lines = [f"{what}: {idx.size} of {inputs.size} differ (first {min(limit, idx.size)}):"]
+    for i in idx[:limit]:
+        o = _show(ours[i]) + (" NaN" if nan_ours[i] else "")
+        t = _show(theirs[i]) + (" NaN" if nan_theirs[i] else "")
+        lines.append(f"  input {_show(inputs[i])}: ours {o}  theirs {t}")
+    raise AssertionError("\n".join(lines))
+
+
+@pytest.fixture(scope="session")
+def assert_same():
+    """The ``_same`` comparison helper (see its docstring)."""
+    return _same
