@@ -100,15 +100,12 @@ def sr_threshold(rem: np.uint64, shift: np.int64, below: bool, sr_bits: np.int64
 
     ``below`` says the exact remainder is a hair less than ``rem`` (a negative tail beyond the
     bits held in ``rem``); it is applied only when ``shift >= sr_bits``; with fewer discarded bits
-    than ``sr_bits`` the caller adds the tail's own bits.
+    than ``sr_bits`` the caller adds the tail's own bits.  Branch-free (selects only).
     """
-    if shift < sr_bits:
-        return rem << np.uint64(sr_bits - shift)
-    drop = np.uint64(shift - sr_bits)
-    t = rem >> drop
-    if below and (rem & ((_U1 << drop) - _U1)) == _U0:
-        t -= _U1
-    return t
+    up = np.uint64(max(sr_bits - shift, 0))
+    drop = np.uint64(max(shift - sr_bits, 0))
+    low_zero = (rem & ((_U1 << drop) - _U1)) == _U0
+    return (rem << up >> drop) - np.uint64(below & low_zero & (shift >= sr_bits))
 
 
 @njit(cache=True)
