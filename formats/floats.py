@@ -25,6 +25,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import float_kernels as fk
+from .rounding import NEAREST_EVEN
 from .scalar import ScalarFormat, check_int
 
 KINDS = ("ieee", "fn", "fnuz", "finite", "e8m0")
@@ -121,13 +122,18 @@ class FloatFormat(ScalarFormat):
             hi, lo = _int64_pairs(x)
             x, lo = _int64_pairs(x)
         else:
-            lo = _NO_LO
+            lo = None
         self._raise_flags(fk.encode_kernel(x, lo, out, self._desc, self._specials(mode, overflow),
                                            mode, key, offset, sr_bits))
 
     def _quantize_chunk(self, x, out, mode, overflow, key, offset, sr_bits) -> None:
         if x.dtype.kind in "iu" and x.dtype.itemsize == 8:
             super()._quantize_chunk(x, out, mode, overflow, key, offset, sr_bits)
+            return
+        if mode == NEAREST_EVEN and self.mbits >= 1:
+            nans = fk.quantize_nearest_even_kernel(
+                x, out, self._desc, fk.special_values(self._desc, mode, overflow))
+            self._raise_flags(nans if not self.has_nan else 0)
             return
         self._raise_flags(fk.quantize_kernel(x, out, self._desc, self._specials(mode, overflow),
                                              mode, key, offset, sr_bits))
@@ -185,9 +191,6 @@ class FloatFormat(ScalarFormat):
     def _precision(self) -> tuple[int, int]:
         lsb = self.emin - self.mbits if self.subnormals else self.emin
         return self.mbits + 1, lsb
-
-
-_NO_LO = np.empty(0, dtype=np.float64)
 
 
 def _int64_pairs(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
