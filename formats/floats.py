@@ -119,7 +119,6 @@ class FloatFormat(ScalarFormat):
 
     def _encode_chunk(self, x, out, mode, overflow, key, offset, sr_bits) -> None:
         if x.dtype.kind in "iu" and x.dtype.itemsize == 8:
-            hi, lo = _int64_pairs(x)
             x, lo = _int64_pairs(x)
         else:
             lo = None

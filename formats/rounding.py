@@ -77,7 +77,7 @@ def resolve_seed(seed: int | None) -> np.uint64:
         seed = secrets.randbits(64)
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
         raise TypeError(f"seed must be an integer or None, got {type(seed).__name__}")
-    return mix64(np.uint64(int(seed) % (1 << 64)))
+    return np.uint64(mix64(np.uint64(int(seed) % (1 << 64))))   # numba returns a Python int
 
 
 @njit(cache=True)
