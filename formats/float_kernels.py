@@ -231,12 +231,10 @@ def quantize_nearest_even_one(x: np.float64, d, spv) -> np.float64:
     res = -y if neg & ((d[NEG_ZERO] != 0) | (y != 0.0)) else y
     if neg & (d[SIGN_BIT] == 0) & (y != 0.0):
         res = spv[SP_UNSIGNED_NEG]
-    if y > spv[SP_MAX_VALUE]:
+    if y > spv[SP_MAX_VALUE]:            # also +-Inf inputs: in this mode both give the same
         res = spv[SP_OVF_NEG] if neg else spv[SP_OVF_POS]
-    if exf == 0x7FF:
-        res = spv[SP_NAN] if (bits & _MANT52) != _U0 else (spv[SP_INF_NEG] if neg
-                                                           else spv[SP_INF_POS])
-    return res
+    return res                           # NaN inputs stay NaN (the caller rejects them where
+                                         # the format has no NaN)
 
 
 @njit(cache=True, parallel=True)
