@@ -11,9 +11,8 @@ import numpy as np
 from numba import njit, prange
 
 from .bitcast import bits_to_f64, f64_to_bits
-from .rounding import (NEAREST_AWAY, NEAREST_EVEN, SATURATE, STOCHASTIC, TOWARD_NEGATIVE,
-                       TOWARD_POSITIVE, TOWARD_ZERO, overflow_to_inf, random_bits, round_away,
-                       sr_threshold)
+from .rounding import (MODES as MODE_NAMES, SATURATE, STOCHASTIC, TOWARD_NEGATIVE,
+                       overflow_to_inf, random_bits, round_away, sr_threshold)
 
 # Descriptor layout: index of each field in the int64 array built by FloatFormat.descriptor().
 FIELDS = ("mbits", "emin", "max_mag", "sign_bit", "nan_code", "inf_mag", "subnormals", "no_zero",
@@ -155,52 +154,44 @@ def decode_one(code: np.int64, d) -> np.float64:
     return -v if (code & sign_bit) != 0 else v
 
 
-@njit(cache=True, parallel=True)
-def _round_loop(x, lo, out, d, sp, mode, key, offset, sr_bits, to_value):
-    """Round ``x`` (+ ``lo``, the low words of exact pairs, or None) into codes, or into their
-    values when ``to_value``.  ``offset`` is the flat index of ``x[0]`` in the whole array (for
-    the random stream).  Returns the number of NaNs the format could not hold."""
-    bad = 0
-    for i in prange(x.shape[0]):
-        e = 0.0 if lo is None else np.float64(lo[i])     # None: compiled without the tail logic
-        c = round_pair(np.float64(x[i]), e, d, sp, mode, key, offset + i, sr_bits)
-        bad += c < 0
-        c = max(c, 0)
-        if to_value:
-            out[i] = decode_one(c, d)
-        else:
-            out[i] = c
-    return bad
+def _make_round_loop(mode: int, to_value: bool):
+    """A parallel loop rounding ``x`` (+ ``lo``, the low words of exact pairs, or None) into
+    codes, or into their values when ``to_value``; ``offset`` is the flat index of ``x[0]`` in
+    the whole array (for the random stream).  It returns the number of NaNs the format could not
+    hold.  ``mode`` and ``to_value`` are compile-time constants: each loop carries only its own
+    mode's code (about twice as fast), and only the loops a program uses get compiled."""
+
+    @njit(cache=True, parallel=True)
+    def round_loop(x, lo, out, d, sp, key, offset, sr_bits):
+        bad = 0
+        for i in prange(x.shape[0]):
+            e = 0.0 if lo is None else np.float64(lo[i])  # None: compiled without tail logic
+            c = round_pair(np.float64(x[i]), e, d, sp, mode, key, offset + i, sr_bits)
+            bad += c < 0
+            if to_value:
+                out[i] = decode_one(max(c, 0), d)
+            else:
+                out[i] = max(c, 0)
+        return bad
+
+    return round_loop
 
 
-@njit(cache=True)
-def _round_by_mode(x, lo, out, d, sp, mode, key, offset, sr_bits, to_value):
-    """Call _round_loop with the mode as a compile-time constant: each mode gets its own
-    compiled loop, free of the other modes' code (about twice as fast)."""
-    if mode == NEAREST_EVEN:
-        return _round_loop(x, lo, out, d, sp, NEAREST_EVEN, key, offset, sr_bits, to_value)
-    if mode == NEAREST_AWAY:
-        return _round_loop(x, lo, out, d, sp, NEAREST_AWAY, key, offset, sr_bits, to_value)
-    if mode == TOWARD_ZERO:
-        return _round_loop(x, lo, out, d, sp, TOWARD_ZERO, key, offset, sr_bits, to_value)
-    if mode == TOWARD_POSITIVE:
-        return _round_loop(x, lo, out, d, sp, TOWARD_POSITIVE, key, offset, sr_bits, to_value)
-    if mode == TOWARD_NEGATIVE:
-        return _round_loop(x, lo, out, d, sp, TOWARD_NEGATIVE, key, offset, sr_bits, to_value)
-    return _round_loop(x, lo, out, d, sp, STOCHASTIC, key, offset, sr_bits, to_value)
+_ENCODE_LOOPS = tuple(_make_round_loop(m, False) for m in range(len(MODE_NAMES)))
+_QUANTIZE_LOOPS = tuple(_make_round_loop(m, True) for m in range(len(MODE_NAMES)))
 
 
-@njit(cache=True)
-def encode_kernel(x, lo, out, d, sp, mode, key, offset, sr_bits):
+def encode_kernel(x, lo, out, d: tuple, sp: tuple, mode: int, key: np.uint64, offset: int,
+                  sr_bits: int) -> int:
     """Encode ``x`` (+ ``lo``: low words of exact pairs, or None) into codes ``out``.
     Returns the number of NaNs the format could not hold."""
-    return _round_by_mode(x, lo, out, d, sp, mode, key, offset, sr_bits, False)
+    return _ENCODE_LOOPS[mode](x, lo, out, d, sp, key, offset, sr_bits)
 
 
-@njit(cache=True)
-def quantize_kernel(x, out, d, sp, mode, key, offset, sr_bits):
+def quantize_kernel(x, out, d: tuple, sp: tuple, mode: int, key: np.uint64, offset: int,
+                    sr_bits: int) -> int:
     """Fused decode(encode(x)) into a float array ``out``.  Returns the count of unholdable NaNs."""
-    return _round_by_mode(x, None, out, d, sp, mode, key, offset, sr_bits, True)
+    return _QUANTIZE_LOOPS[mode](x, None, out, d, sp, key, offset, sr_bits)
 
 
 def special_values(d: tuple, mode: int, overflow: int) -> tuple:

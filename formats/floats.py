@@ -62,12 +62,13 @@ class FloatFormat(ScalarFormat):
         self.has_nan = kind in ("ieee", "fn", "fnuz", "e8m0")
         self.default_overflow = "ieee" if self.has_nan else "saturate"
         self.name = name or self._grammar_name()
-        self._desc = self._descriptor()
+        top_field = (1 << self.ebits) - (2 if kind in ("ieee", "e8m0") else 1)
+        top = top_field - self.bias                     # the largest value is below 2**(top+1)
         lsb = self._precision()[1]
-        top = int(np.floor(np.log2(self.max)))
         if lsb < -537 or top > 511:
             raise ValueError(f"bias {self.bias} puts {self.name} outside 2**-537..2**512, where "
                              f"products are no longer exact in float64")
+        self._desc = self._descriptor()
 
     def _grammar_name(self) -> str:
         suffix = "" if self.kind in ("ieee", "e8m0") else self.kind
@@ -95,7 +96,7 @@ class FloatFormat(ScalarFormat):
                     "e8m0": (1 << e) - 1}[self.kind]
         fields = {
             "mbits": m,
-            "emin": -self.bias if self.kind == "e8m0" else 1 - self.bias,
+            "emin": self.emin,
             "max_mag": max_mag,
             "sign_bit": sign_bit,
             "nan_code": nan_code,
@@ -153,7 +154,7 @@ class FloatFormat(ScalarFormat):
     @property
     def emin(self) -> int:
         """Exponent of the smallest normal binade (min_normal = 2**emin)."""
-        return int(self._desc[fk.EMIN])
+        return -self.bias if self.kind == "e8m0" else 1 - self.bias
 
     @property
     def max(self) -> float:

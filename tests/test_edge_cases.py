@@ -899,8 +899,9 @@ def test_uint64_double_rounding_example():
                                        ("ufix16_4", 4)])
 def test_int64_into_integer_formats(name, frac):
     fmt = formats.get(name)
-    lo, hi = int(fmt.qmin), int(fmt.qmax)
     bits = fmt.bits
+    lo = -(1 << (bits - 1)) if fmt.signed else 0          # two's complement / unsigned range
+    hi = (1 << (bits - 1)) - 1 if fmt.signed else (1 << bits) - 1
     for vals, dt in ((BIG_U64, np.uint64), (BIG_I64, np.int64)):
         x = np.array(vals, dtype=dt)
         sat = [min(max(v << frac, lo), hi) for v in vals]
@@ -963,3 +964,44 @@ def test_quantize_output_dtype(name, din, dout):
         elif np.dtype(din).kind == "f" and din != np.float64:
             with np.errstate(over="ignore"):
                 assert not np.array_equal(v.astype(din).astype(np.float64), v)
+
+
+# ----- the fused nearest-even quantize agrees with decode(encode(x)) -----------------------------
+
+FUSED = ["fp32", "tf32", "fp16", "fp16_ftz", "bf16", "bf16_ftz", "fp8_e4m3", "fp8_e5m2",
+         "fp8_e4m3fnuz", "fp8_e5m2fnuz", "fp8_e4m3b11fnuz", "fp8_e3m4", "fp6_e3m2", "fp6_e2m3",
+         "fp4_e2m1", "e5m7", "ue4m3fn", "ue2m1finite", "ue5m2", "e3m2fnuz_b-3", "e4m3_b20",
+         "e2m1finite_b-5", "e8m0"]
+
+
+@pytest.mark.parametrize("policy", ["ieee", "saturate"])
+@pytest.mark.parametrize("name", FUSED)
+def test_quantize_equals_decode_of_encode(name, policy):
+    """quantize may take a faster value-domain path (nearest_even); it must give exactly
+    decode(encode(x)) for every input: values, midpoints and their float64 neighbours, random
+    reals over the whole range and beyond, specials, float32 and float16 inputs."""
+    fmt = formats.get(name)
+    rng = np.random.default_rng(sum(map(ord, name)))
+    lo, hi = math.log2(fmt.min_subnormal) - 4, math.log2(fmt.max) + 2
+    n = 20000
+    x = np.ldexp(rng.uniform(1, 2, n), rng.integers(int(lo), int(hi) + 1, n))
+    x = np.concatenate([x, -x, [0.0, -0.0, INF, -INF, 5e-324, -5e-324, 1e300, -1e300,
+                                np.finfo(np.float64).max]])
+    if fmt.bits <= 16:
+        v = fmt.values()
+        mid = (v[1:] + v[:-1]) / 2
+        grid = np.concatenate([v, mid])
+        x = np.concatenate([x, grid, -grid, np.nextafter(grid, INF), np.nextafter(grid, -INF)])
+    if not fmt.has_nan:
+        x = x[~np.isnan(x)]
+    with np.errstate(over="ignore"):
+        inputs = [x] + [a[np.isfinite(a) | np.isinf(x)]
+                        for a in (x.astype(np.float32), x.astype(np.float16))]
+    for mode in MODES5:
+        for arr in inputs:
+            q = fmt.quantize(arr, mode, overflow=policy)
+            want = fmt.decode(fmt.encode(arr, mode, overflow=policy)).astype(q.dtype)
+            same_bits = (q.view(f"u{q.itemsize}") == want.view(f"u{want.itemsize}")) | \
+                (np.isnan(q) & np.isnan(want))
+            assert same_bits.all(), (name, mode, policy, arr.dtype, arr[~same_bits][:5],
+                                     q[~same_bits][:5], want[~same_bits][:5])

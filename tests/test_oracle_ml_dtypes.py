@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pytest
 
-ml_dtypes = pytest.importorskip("ml_dtypes")
+import ml_dtypes
 
 import formats  # noqa: E402
 
