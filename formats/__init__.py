@@ -5,11 +5,15 @@ rounded ``add``/``sub``/``mul``/``fma``/``convert`` on codes, and its properties
 :mod:`formats.floats`, :mod:`formats.integers`, :mod:`formats.rounding` and the name grammar in
 :mod:`formats.registry`.
 """
-from .floats import FloatFormat
-from .integers import IntFormat
-from .registry import get, names, table
-from .rounding import MODES
-from .scalar import ScalarFormat, chunk_size, get_chunk_size, set_chunk_size
+from .kernel_cache import use_source_keyed_cache
+
+use_source_keyed_cache()            # before the kernel modules below define their kernels
+
+from .floats import FloatFormat  # noqa: E402
+from .integers import IntFormat  # noqa: E402
+from .registry import get, names, table  # noqa: E402
+from .rounding import MODES  # noqa: E402
+from .scalar import ScalarFormat, chunk_size, get_chunk_size, set_chunk_size  # noqa: E402
 
 __all__ = ["FloatFormat", "IntFormat", "ScalarFormat", "MODES", "get", "names", "table",
            "chunk_size", "get_chunk_size", "set_chunk_size"]
