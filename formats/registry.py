@@ -125,4 +125,7 @@ def table(names_: list[str] | None = None) -> pd.DataFrame:
             "has_nan": f.has_nan,
             "default_overflow": f.default_overflow,
         })
-    return pd.DataFrame(rows)
+    table_ = pd.DataFrame(rows)
+    for column in ("ebits", "mbits", "bias", "frac_bits"):     # absent for the other family
+        table_[column] = table_[column].astype("Int64")
+    return table_
