@@ -16,7 +16,7 @@ import numpy as np
 
 from .rounding import mode_id, overflow_id, resolve_seed, resolve_sr_bits
 
-_chunk_size = 1 << 20
+_chunk_size = 1 << 22     # elements per kernel call: few parallel launches, bounded temporaries
 
 
 def set_chunk_size(n: int) -> None:
@@ -113,6 +113,7 @@ class ScalarFormat(ABC):
     name: str
     bits: int
     default_overflow: str
+    _desc: tuple          # the plain integer descriptor the kernels take
     overflow_policies: tuple[str, ...]
 
     # ---- what subclasses provide -------------------------------------------------------
@@ -278,6 +279,14 @@ class ScalarFormat(ABC):
     def dynamic_range_binades(self) -> float:
         """log2(max / smallest positive value)."""
         return math.log2(self.max / self.min_subnormal)
+
+    def __eq__(self, other: object) -> bool:
+        """Formats are equal when they hold the same values with the same codes, whatever their
+        names (``get("fp8_e4m3") == get("e4m3fn")``)."""
+        return type(other) is type(self) and other._desc == self._desc
+
+    def __hash__(self) -> int:
+        return hash((type(self), self._desc))
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name}>"
