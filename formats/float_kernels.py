@@ -23,7 +23,6 @@ FIELDS = ("mbits", "emin", "max_mag", "sign_bit", "nan_code", "inf_mag", "subnor
 _U0 = np.uint64(0)
 _U1 = np.uint64(1)
 _MANT52 = np.uint64((1 << 52) - 1)
-_HIDDEN = np.uint64(1 << 52)
 _DBL_MAX = np.finfo(np.float64).max
 _JAM = 62     # remainders keep at most this many bits (enough for 32-bit stochastic thresholds)
 
@@ -101,7 +100,10 @@ def round_pair(s: np.float64, e: np.float64, d, sp, mode: np.int64, key: np.uint
     if mode == STOCHASTIC:
         threshold = sr_threshold(rem, sh, tail_down, sr_bits)
         if tail != 0 and sh < sr_bits:                   # the tail's own bits lie inside sr_bits
-            v = abs(e) * pow2(52 - ex + sr_bits - sh)    # < 2**(sr_bits - sh - 1): exact
+            # the tail in units of the result's ulp; below a power of two (borrow) the value lies
+            # in the binade underneath, whose ulp is half as large
+            unit_ex = ex - np.int64(borrow & (mant == _U0) & (ex > d[EMIN]))
+            v = abs(e) * pow2(52 - unit_ex + sr_bits - sh)   # < 2**(sr_bits - sh): exact
             if tail > 0:
                 threshold += np.uint64(np.floor(v))
             else:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from .bitcast import bits_to_f64, f64_to_bits
+from .bitcast import f64_to_bits
 
 from .rounding import SATURATE, STOCHASTIC, jam, random_bits, round_away, sr_threshold
 

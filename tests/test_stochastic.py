@@ -338,31 +338,35 @@ def _data(fmt, n, tag):
 def test_same_bits_across_chunks_and_threads(name, op, restore_threads):
     fmt = formats.get(name)
     data = _data(fmt, 200_003, "repro")
-    ref = _run_op(fmt, op, data, seed=424242)          # one chunk (the default is 2**20)
+    default = formats.get_chunk_size()
+    assert default > 200_003
+    ref = _run_op(fmt, op, data, seed=424242)          # one chunk
     for threads in _threads():
         numba.set_num_threads(threads)
         for size in (1000, 4097, 2**20):
             with formats.chunk_size(size):
                 got = _run_op(fmt, op, data, seed=424242)
-            assert formats.get_chunk_size() == 2**20          # the context manager restores it
+            assert formats.get_chunk_size() == default        # the context manager restores it
             differ = np.count_nonzero(got != ref)
             assert differ == 0, f"{name} {op}: chunk {size}, {threads} thread(s): {differ} differ"
 
 
 @pytest.mark.parametrize("op", ["encode", "fma"])
 def test_same_bits_past_the_default_chunk(op, restore_threads):
-    """More elements than one default chunk (2**20): the second chunk continues the stream."""
+    """More elements than one chunk (here 2**16): the second chunk continues the stream."""
     fmt = formats.get("bf16")
-    data = _data(fmt, 2**20 + 4099, "big")
-    ref = _run_op(fmt, op, data, seed=99)
+    chunk = 2**16
+    data = _data(fmt, chunk + 4099, "big")
+    with formats.chunk_size(chunk):
+        ref = _run_op(fmt, op, data, seed=99)
     for threads in _threads():
         numba.set_num_threads(threads)
         with formats.chunk_size(4097):
             got = _run_op(fmt, op, data, seed=99)
         assert np.count_nonzero(got != ref) == 0, (op, threads)
-    tail = {k: v[2**20:] for k, v in data.items()}
+    tail = {k: v[chunk:] for k, v in data.items()}
     # the tail alone, as its own array, starts the stream again at index 0: it must differ
-    assert np.count_nonzero(_run_op(fmt, op, tail, seed=99) != ref[2**20:]) > 100
+    assert np.count_nonzero(_run_op(fmt, op, tail, seed=99) != ref[chunk:]) > 100
 
 
 @pytest.mark.parametrize("name", ["bf16", "int8"])

@@ -1,0 +1,77 @@
+"""Stochastic rounding, decided exactly: with seeds chosen so that element 0 draws a given random
+value r, the result must round away from zero exactly when r < floor(f * 2**sr_bits), f being the
+discarded fraction of an ulp computed with Fractions.  Statistical tests cannot see an error of
+one part in 2**32; these can.
+"""
+from fractions import Fraction as F
+
+import numpy as np
+import pytest
+
+import formats
+
+_M = (1 << 64) - 1
+_MIX1, _MIX2 = 0xBF58476D1CE4E5B9, 0x94D049BB133111EB   # SplitMix64's finalizer constants
+
+
+def _unxorshift(z: int, s: int) -> int:
+    x = z
+    for _ in range(64 // s + 1):
+        x = z ^ (x >> s)
+    return x & _M
+
+
+def _unmix(z: int) -> int:
+    """Inverse of SplitMix64's finalizer (z ^= z >> 30; z *= MIX1; z ^= z >> 27; z *= MIX2;
+    z ^= z >> 31)."""
+    z = _unxorshift(z, 31)
+    z = (z * pow(_MIX2, -1, 1 << 64)) & _M
+    z = _unxorshift(z, 27)
+    z = (z * pow(_MIX1, -1, 1 << 64)) & _M
+    return _unxorshift(z, 30)
+
+
+def _seed_drawing(r: int, sr_bits: int) -> int:
+    """A seed whose element 0 draws the random value r (key = mix(seed), bits = mix(key + 0))."""
+    return _unmix(_unmix(r << (64 - sr_bits)))
+
+
+# (format, operation on exact inputs, exact value, toward-zero neighbour, ulp there)
+_CASES = [
+    # just below a power of two: the value lies in the lower binade (ulp 2**-24)
+    ("fp32", "add", (1.0, -2.0 ** -54), F(1) - F(2) ** -54, 1 - F(2) ** -24, F(2) ** -24),
+    ("fp32", "add", (4.0, -2.0 ** -45), 4 - F(2) ** -45, 4 - F(2) ** -22, F(2) ** -22),
+    # a positive tail beyond float64's 53 bits
+    ("fp32", "add", (1.0 + 2.0 ** -23, 2.0 ** -60), 1 + F(2) ** -23 + F(2) ** -60,
+     1 + F(2) ** -23, F(2) ** -23),
+    # a negative tail, not at a binade boundary
+    ("fp32", "add", (1.5, -2.0 ** -60), F(3, 2) - F(2) ** -60, F(3, 2) - F(2) ** -23,
+     F(2) ** -23),
+    ("fp32", "add", (-1.0, 2.0 ** -54), -1 + F(2) ** -54, -1 + F(2) ** -24, F(2) ** -24),
+    ("bf16", "encode", (1.0 + 2.0 ** -9,), 1 + F(2) ** -9, F(1), F(2) ** -7),
+    ("fp8_e4m3", "encode", (-0.3,), F(-0.3), F(-0.28125), F(2) ** -5),
+]
+
+
+def _run(fmt, op, args, seed, sr_bits):
+    if op == "encode":
+        return fmt.decode(fmt.encode(np.array(args), "stochastic", seed=seed, sr_bits=sr_bits))[0]
+    a, b = fmt.encode(np.array(args))
+    return fmt.decode(fmt.add(np.array([a]), np.array([b]), "stochastic", seed=seed,
+                              sr_bits=sr_bits))[0]
+
+
+@pytest.mark.parametrize("sr_bits", [8, 24, 30, 31, 32])
+@pytest.mark.parametrize("name,op,args,exact,trunc,ulp", _CASES)
+def test_rounds_away_exactly_below_the_threshold(name, op, args, exact, trunc, ulp, sr_bits):
+    fmt = formats.get(name)
+    f = abs(exact - trunc) / ulp                       # discarded fraction, in [0, 1)
+    assert 0 < f < 1
+    threshold = int(f * 2 ** sr_bits)                  # floor
+    away = trunc + (ulp if exact > 0 else -ulp)
+    for r in (threshold - 2, threshold - 1, threshold, threshold + 1):
+        if not 0 <= r < 2 ** sr_bits:
+            continue
+        got = F(_run(fmt, op, args, _seed_drawing(r, sr_bits), sr_bits))
+        want = away if r < threshold else trunc
+        assert got == want, f"{name} {op}{args} sr_bits={sr_bits} r=T{r - threshold:+d}"
