@@ -33,5 +33,6 @@ clean:
 	rm -rf build dist *.egg-info .pytest_cache numsim-report
 	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
 
+# Also removes the venv and numsim's Numba cache (~/.cache/numsim, see README).
 distclean: clean
-	rm -rf $(VENV)
+	rm -rf $(VENV) "$${XDG_CACHE_HOME:-$$HOME/.cache}/numsim"

@@ -11,7 +11,8 @@ import numpy as np
 from numba import njit, prange
 
 from .bitcast import bits_to_f64, f64_to_bits
-from .rounding import (MODES as MODE_NAMES, SATURATE, STOCHASTIC, TOWARD_NEGATIVE,
+from .opcodes import OP_FMA, OP_MUL, OP_SUB
+from .rounding import (MODES as MODE_NAMES, SATURATE, STOCHASTIC, TOWARD_NEGATIVE, jam,
                        overflow_to_inf, random_bits, round_away, sr_threshold)
 
 # Descriptor layout: index of each field in the int64 array built by FloatFormat.descriptor().
@@ -24,7 +25,6 @@ _U0 = np.uint64(0)
 _U1 = np.uint64(1)
 _MANT52 = np.uint64((1 << 52) - 1)
 _DBL_MAX = np.finfo(np.float64).max
-_JAM = 62     # remainders keep at most this many bits (enough for 32-bit stochastic thresholds)
 
 # Special results, precomputed per call by special_codes() (they depend on the mode and policy).
 (SP_NAN, SP_INF_POS, SP_INF_NEG, SP_OVF_POS, SP_OVF_NEG, SP_ZERO_POS, SP_ZERO_NEG,
@@ -81,9 +81,7 @@ def round_pair(s: np.float64, e: np.float64, d, sp, mode: np.int64, key: np.uint
     mb = d[MBITS]
     big_e = max(ex, d[EMIN])                             # binade of the result
     shift = 52 - mb + (big_e - ex)                       # bits of sig below the result's ulp
-    sh = min(shift, _JAM)                                # keep <= 62 bits, the rest as a sticky bit
-    drop = np.uint64(min(shift - sh, 63))
-    sig = (sig >> drop) | np.uint64((sig & ((_U1 << drop) - _U1)) != _U0)
+    sig, sh = jam(sig, shift)                            # keep <= 62 bits, the rest as sticky
     ush = np.uint64(sh)
     q = sig >> ush
     rem = sig & ((_U1 << ush) - _U1)
@@ -270,8 +268,6 @@ def _exact_zero_sign(u: np.float64, v: np.float64, s: np.float64, mode: np.int64
     return s
 
 
-# Arithmetic op ids for arith_kernel.
-OP_ADD, OP_SUB, OP_MUL, OP_FMA = range(4)
 
 
 @njit(cache=True, parallel=True)

@@ -26,7 +26,7 @@ import numpy as np
 
 from . import float_kernels as fk
 from .rounding import NEAREST_EVEN
-from .scalar import ScalarFormat, check_int
+from .scalar import ScalarFormat, check_bool, check_int
 
 KINDS = ("ieee", "fn", "fnuz", "finite", "e8m0")
 
@@ -47,8 +47,8 @@ class FloatFormat(ScalarFormat):
         if kind not in KINDS:
             raise ValueError(f"unknown float kind {kind!r}; choose one of {', '.join(KINDS)}")
         self.kind = kind
-        self.signed = bool(signed)
-        self.subnormals = bool(subnormals)
+        self.signed = check_bool("signed", signed)
+        self.subnormals = check_bool("subnormals", subnormals)
         if kind == "ieee" and self.mbits == 0:
             raise ValueError("kind 'ieee' needs mbits >= 1 to encode NaN; use 'fn' or 'finite'")
         if kind == "fnuz" and not self.signed:
@@ -69,6 +69,9 @@ class FloatFormat(ScalarFormat):
             raise ValueError(f"bias {self.bias} puts {self.name} outside 2**-537..2**512, where "
                              f"products are no longer exact in float64")
         self._desc = self._descriptor()
+        if self.kind != "e8m0" and not self.max >= self.min_normal:
+            raise ValueError(f"{self.name} has no normal numbers (its largest finite value is "
+                             f"{self.max}); use more exponent bits")
 
     def _grammar_name(self) -> str:
         suffix = "" if self.kind in ("ieee", "e8m0") else self.kind

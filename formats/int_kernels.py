@@ -10,6 +10,7 @@ import numpy as np
 from numba import njit, prange
 
 from .bitcast import f64_to_bits
+from .opcodes import OP_ADD, OP_FMA, OP_SUB
 
 from .rounding import SATURATE, STOCHASTIC, jam, random_bits, round_away, sr_threshold
 
@@ -143,7 +144,6 @@ def decode_kernel(codes, out, d):
         out[i] = np.ldexp(np.float64(to_int(np.int64(codes[i]), d)), -d[FRAC])
 
 
-OP_ADD, OP_SUB, OP_MUL, OP_FMA = range(4)
 
 
 @njit(cache=True)

@@ -13,7 +13,7 @@ import numpy as np
 
 from . import int_kernels as ik
 from .rounding import WRAP
-from .scalar import ScalarFormat, check_int
+from .scalar import ScalarFormat, check_bool, check_int
 
 
 class IntFormat(ScalarFormat):
@@ -29,7 +29,7 @@ class IntFormat(ScalarFormat):
                  name: str | None = None):
         self.bits = check_int("bits", bits, 1, 32)
         self.frac_bits = check_int("frac_bits", frac_bits, 0, 32)
-        self.signed = bool(signed)
+        self.signed = check_bool("signed", signed)
         prefix = "" if self.signed else "u"
         self.name = name or (f"{prefix}int{self.bits}" if self.frac_bits == 0
                              else f"{prefix}fix{self.bits}_{self.frac_bits}")

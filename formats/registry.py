@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import difflib
 import re
-from typing import Callable
-
-import pandas as pd
+from typing import TYPE_CHECKING, Callable
 
 from .floats import FloatFormat
 from .integers import IntFormat
 from .scalar import ScalarFormat
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 _NAMED: dict[str, Callable[[], ScalarFormat]] = {
     "fp32": lambda: FloatFormat(8, 23, name="fp32"),
@@ -101,8 +102,10 @@ def get(name: str | ScalarFormat) -> ScalarFormat:
     return _cache[name]
 
 
-def table(names_: list[str] | None = None) -> pd.DataFrame:
+def table(names_: list[str] | None = None) -> "pd.DataFrame":
     """Properties of the named formats (or of ``names_``), one row per format."""
+    import pandas as pd                      # only this function needs pandas
+
     rows = []
     for n in names_ or names():
         f = get(n)

@@ -151,15 +151,11 @@ def overflow_to_inf(mode: np.int64, neg: bool) -> bool:
 JAM_SHIFT = 62   # remainders are kept in at most this many bits, the rest jammed into a sticky bit
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def jam(sig: np.uint64, shift: np.int64):
     """Shift ``sig`` right so that at most JAM_SHIFT discarded bits remain, OR-ing what falls off
     into the lowest bit.  Rounding decisions (including stochastic thresholds of up to 32 bits)
-    are unchanged.  Returns the new (sig, shift)."""
-    if shift <= JAM_SHIFT:
-        return sig, shift
-    drop = np.uint64(shift - JAM_SHIFT)
-    if drop >= np.uint64(64):
-        return (_U1 if sig != _U0 else _U0), np.int64(JAM_SHIFT)
-    sticky = _U1 if (sig & ((_U1 << drop) - _U1)) != _U0 else _U0
-    return (sig >> drop) | sticky, np.int64(JAM_SHIFT)
+    are unchanged.  Branch-free.  Returns the new (sig, shift)."""
+    kept = min(shift, JAM_SHIFT)
+    drop = np.uint64(min(shift - kept, 63))   # shift > 62 only for 53-bit significands: 63 clears
+    return (sig >> drop) | np.uint64((sig & ((_U1 << drop) - _U1)) != _U0), kept

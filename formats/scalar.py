@@ -14,6 +14,7 @@ from typing import Iterator
 
 import numpy as np
 
+from .opcodes import OP_ADD, OP_FMA, OP_MUL, OP_SUB
 from .rounding import mode_id, overflow_id, resolve_seed, resolve_sr_bits
 
 _chunk_size = 1 << 22     # elements per kernel call: few parallel launches, bounded temporaries
@@ -50,6 +51,13 @@ def check_int(name: str, v, lo: int, hi: int) -> int:
     if not lo <= v <= hi:
         raise ValueError(f"{name} must be in {lo}..{hi}, got {v}")
     return int(v)
+
+
+def check_bool(name: str, v) -> bool:
+    """``v`` if it is a bool (or numpy bool), else a TypeError naming ``name``."""
+    if not isinstance(v, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {v!r}")
+    return bool(v)
 
 
 def as_real_array(x, what: str = "input") -> np.ndarray:
@@ -235,22 +243,22 @@ class ScalarFormat(ABC):
     def add(self, a, b, rounding: str = "nearest_even", overflow: str | None = None,
             seed: int | None = None, sr_bits: int | None = None) -> np.ndarray:
         """Correctly rounded ``a + b`` on codes (arrays broadcast)."""
-        return self._arith(0, (a, b), rounding, overflow, seed, sr_bits)
+        return self._arith(OP_ADD, (a, b), rounding, overflow, seed, sr_bits)
 
     def sub(self, a, b, rounding: str = "nearest_even", overflow: str | None = None,
             seed: int | None = None, sr_bits: int | None = None) -> np.ndarray:
         """Correctly rounded ``a - b`` on codes."""
-        return self._arith(1, (a, b), rounding, overflow, seed, sr_bits)
+        return self._arith(OP_SUB, (a, b), rounding, overflow, seed, sr_bits)
 
     def mul(self, a, b, rounding: str = "nearest_even", overflow: str | None = None,
             seed: int | None = None, sr_bits: int | None = None) -> np.ndarray:
         """Correctly rounded ``a * b`` on codes."""
-        return self._arith(2, (a, b), rounding, overflow, seed, sr_bits)
+        return self._arith(OP_MUL, (a, b), rounding, overflow, seed, sr_bits)
 
     def fma(self, a, b, c, rounding: str = "nearest_even", overflow: str | None = None,
             seed: int | None = None, sr_bits: int | None = None) -> np.ndarray:
         """Fused ``a * b + c`` on codes with a single rounding."""
-        return self._arith(3, (a, b, c), rounding, overflow, seed, sr_bits)
+        return self._arith(OP_FMA, (a, b, c), rounding, overflow, seed, sr_bits)
 
     def convert(self, codes, other: "ScalarFormat", rounding: str = "nearest_even",
                 overflow: str | None = None, seed: int | None = None,
