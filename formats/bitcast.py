@@ -1,8 +1,10 @@
-"""Bit-casts between float64 and uint64 inside Numba kernels (no temporary arrays)."""
+"""Bit-casts between float64 and uint64 inside Numba kernels (no temporary arrays), and the
+split of a float64 into its integer significand and exponent."""
 from __future__ import annotations
 
+import numpy as np
 from llvmlite import ir
-from numba import types
+from numba import njit, types
 from numba.extending import intrinsic
 
 
@@ -30,3 +32,13 @@ def bits_to_f64(typingctx, b):
         return builder.bitcast(val, ir.DoubleType())
 
     return types.float64(b), codegen
+
+
+@njit(cache=True, inline="always")
+def significand_exponent(bits: np.uint64):
+    """(sig, ex) with ``|x| = sig * 2**(ex - 52)`` for the finite float64 whose bits are ``bits``:
+    the 53-bit significand (hidden bit included for normals) and the unbiased exponent (-1022 for
+    subnormals and zero).  Branch-free."""
+    exf = np.int64((bits >> np.uint64(52)) & np.uint64(0x7FF))
+    sig = (bits & np.uint64((1 << 52) - 1)) | (np.uint64(exf != 0) << np.uint64(52))
+    return sig, max(exf, 1) - 1023

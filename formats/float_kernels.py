@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from .bitcast import bits_to_f64, f64_to_bits
+from .bitcast import bits_to_f64, f64_to_bits, significand_exponent
 from .opcodes import OP_FMA, OP_MUL, OP_SUB
 from .rounding import (MODES as MODE_NAMES, SATURATE, STOCHASTIC, TOWARD_NEGATIVE, jam,
                        overflow_to_inf, random_bits, round_away, sr_threshold)
@@ -76,8 +76,7 @@ def round_pair(s: np.float64, e: np.float64, d, sp, mode: np.int64, key: np.uint
     neg = (bits >> np.uint64(63)) != _U0
     exf = np.int64((bits >> np.uint64(52)) & np.uint64(0x7FF))
     mant = bits & _MANT52
-    sig = mant | (np.uint64(exf != 0) << np.uint64(52))
-    ex = max(exf, 1) - 1023                              # unbiased exponent of s
+    sig, ex = significand_exponent(bits)                 # |s| = sig * 2**(ex - 52)
     mb = d[MBITS]
     big_e = max(ex, d[EMIN])                             # binade of the result
     shift = 52 - mb + (big_e - ex)                       # bits of sig below the result's ulp
@@ -213,8 +212,7 @@ def quantize_nearest_even_one(x: np.float64, d, spv) -> np.float64:
     """
     bits = f64_to_bits(x)
     neg = (bits >> np.uint64(63)) != _U0
-    exf = np.int64((bits >> np.uint64(52)) & np.uint64(0x7FF))
-    quantum_exp = max(max(exf, 1) - 1023, d[EMIN]) - d[MBITS]
+    quantum_exp = max(significand_exponent(bits)[1], d[EMIN]) - d[MBITS]
     c = 1.5 * pow2(min(quantum_exp, 970) + 52)          # |x| >= 2**970 overflows every format
     y = abs((x + c) - c)
     if d[SUBNORMALS] == 0 and y < pow2(d[EMIN]):
@@ -266,8 +264,6 @@ def _exact_zero_sign(u: np.float64, v: np.float64, s: np.float64, mode: np.int64
                                                      and not np.signbit(v)):
         return -0.0
     return s
-
-
 
 
 @njit(cache=True, parallel=True)

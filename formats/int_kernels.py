@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from .bitcast import f64_to_bits
+from .bitcast import f64_to_bits, significand_exponent
 from .opcodes import OP_ADD, OP_FMA, OP_SUB
 
 from .rounding import SATURATE, STOCHASTIC, jam, random_bits, round_away, sr_threshold
@@ -19,8 +19,6 @@ BITS, SIGNED, FRAC, QMIN, QMAX = range(len(FIELDS))
 
 _U0 = np.uint64(0)
 _U1 = np.uint64(1)
-_MANT52 = np.uint64((1 << 52) - 1)
-_HIDDEN = np.uint64(1 << 52)
 
 ERR_NAN = -1          # round_real's return for NaN input
 ERR_INF_WRAP = -2     # ... and for +-Inf under wrap
@@ -84,14 +82,7 @@ def round_real(s: np.float64, d, mode: np.int64, overflow: np.int64, key: np.uin
         return finish(_U0, True, neg, d, overflow)
     if a == 0.0:
         return 0
-    bits = f64_to_bits(a)
-    ex = np.int64(bits >> np.uint64(52))
-    sig = bits & _MANT52
-    if ex == 0:
-        ex = -1022
-    else:
-        ex -= 1023
-        sig |= _HIDDEN
+    sig, ex = significand_exponent(f64_to_bits(a))       # a = sig * 2**(ex - 52)
     shift = 52 - ex
     if shift > 0:
         return finish(shift_round(sig, shift, neg, mode, key, index, sr_bits), False, neg, d,
