@@ -2,7 +2,7 @@
 
 ``formats.get(name)`` returns a format object with ``encode``/``decode``/``quantize``, correctly
 rounded ``add``/``sub``/``mul``/``fma``/``convert`` on codes, and its properties.  See
-:mod:`formats.floats`, :mod:`formats.integers`, :mod:`formats.rounding` and the name grammar in
+:mod:`formats.floats`, :mod:`formats.integers`, :mod:`formats.posits`, :mod:`formats.rounding` and the name grammar in
 :mod:`formats.registry`.
 """
 from .kernel_cache import use_source_keyed_cache
@@ -11,9 +11,11 @@ use_source_keyed_cache()            # before the kernel modules below define the
 
 from .floats import FloatFormat  # noqa: E402
 from .integers import IntFormat  # noqa: E402
+from .posits import PositFormat  # noqa: E402
+from .quire import Quire, fused_dot  # noqa: E402
 from .registry import get, names, table  # noqa: E402
 from .rounding import MODES  # noqa: E402
 from .scalar import ScalarFormat, chunk_size, get_chunk_size, set_chunk_size  # noqa: E402
 
-__all__ = ["FloatFormat", "IntFormat", "ScalarFormat", "MODES", "get", "names", "table",
+__all__ = ["FloatFormat", "IntFormat", "PositFormat", "Quire", "fused_dot", "ScalarFormat", "MODES", "get", "names", "table",
            "chunk_size", "get_chunk_size", "set_chunk_size"]

@@ -1,5 +1,5 @@
-"""Bit-casts between float64 and uint64 inside Numba kernels (no temporary arrays), and the
-split of a float64 into its integer significand and exponent."""
+"""Bit-casts between float64 and uint64 inside Numba kernels (no temporary arrays), a count of
+leading zeros, and the split of a float64 into its integer significand and exponent."""
 from __future__ import annotations
 
 import numpy as np
@@ -32,6 +32,20 @@ def bits_to_f64(typingctx, b):
         return builder.bitcast(val, ir.DoubleType())
 
     return types.float64(b), codegen
+
+
+@intrinsic
+def clz64(typingctx, x):
+    """Number of leading zero bits of the 64-bit integer ``x`` (64 for 0), as int64."""
+    if not isinstance(x, types.Integer):
+        return None
+
+    def codegen(context, builder, signature, args):
+        val = context.cast(builder, args[0], x, types.uint64)
+        count = builder.ctlz(val, ir.Constant(ir.IntType(1), 0))    # defined for 0
+        return count
+
+    return types.int64(x), codegen
 
 
 @njit(cache=True, inline="always")

@@ -11,6 +11,11 @@ Grammar (case-sensitive):
 * suffix ``_ftz``     subnormals flushed to zero (also on named formats: ``fp16_ftz``)
 * ``intN`` / ``uintN``              integers of N = 1..32 bits
 * ``fixN_F`` / ``ufixN_F``          fixed point: N total bits, F fraction bits (``fix8_4``)
+* ``positN_E``        posit of N = 2..32 bits with E = 0..4 exponent bits (``posit16_1``)
+
+Named posits: ``posit8_0``, ``posit16_1``, ``posit32_2`` (SoftPosit's posit8/16/32),
+``posit8_2``, ``posit16_2`` (the 2022 standard's es = 2) and ``posit4_1``.  A bare ``posit16``
+is not a name: SoftPosit (es = 1) and the standard (es = 2) disagree on what it means.
 """
 from __future__ import annotations
 
@@ -20,6 +25,7 @@ from typing import TYPE_CHECKING, Callable
 
 from .floats import FloatFormat
 from .integers import IntFormat
+from .posits import PositFormat
 from .scalar import ScalarFormat
 
 if TYPE_CHECKING:
@@ -41,6 +47,8 @@ _NAMED: dict[str, Callable[[], ScalarFormat]] = {
     "fp4_e2m1": lambda: FloatFormat(2, 1, kind="finite", name="fp4_e2m1"),
     "e8m0": lambda: FloatFormat(8, 0, kind="e8m0", signed=False, name="e8m0"),
 }
+for _n, _es in ((8, 0), (16, 1), (32, 2), (8, 2), (16, 2), (4, 1)):
+    _NAMED[f"posit{_n}_{_es}"] = (lambda n=_n, e=_es: PositFormat(n, e))
 for _bits in (2, 4, 8, 16, 32):
     for _signed in (True, False):
         _n = f"{'' if _signed else 'u'}int{_bits}"
@@ -49,7 +57,9 @@ for _bits in (2, 4, 8, 16, 32):
 _FLOAT_RE = re.compile(r"^(u?)e(\d+)m(\d+)(fn|fnuz|finite)?(?:_b(-?\d+))?$")
 _INT_RE = re.compile(r"^(u?)int(\d+)$")
 _FIX_RE = re.compile(r"^(u?)fix(\d+)_(\d+)$")
+_POSIT_RE = re.compile(r"^posit(\d+)_(\d+)$")
 _cache: dict[str, ScalarFormat] = {}
+_FAMILY = {FloatFormat: "float", IntFormat: "int", PositFormat: "posit"}
 
 
 def names() -> list[str]:
@@ -78,6 +88,9 @@ def _parse(name: str) -> ScalarFormat | None:
     if m:
         return IntFormat(int(m.group(2)), signed=not m.group(1), frac_bits=int(m.group(3)),
                          name=name)
+    m = _POSIT_RE.match(name)
+    if m:
+        return PositFormat(int(m.group(1)), int(m.group(2)), name=name)
     return None
 
 
@@ -111,7 +124,7 @@ def table(names_: list[str] | None = None) -> "pd.DataFrame":
         f = get(n)
         rows.append({
             "name": f.name,
-            "family": "float" if isinstance(f, FloatFormat) else "int",
+            "family": _FAMILY[type(f)],
             "kind": f.kind,
             "bits": f.bits,
             "signed": f.signed,
@@ -119,6 +132,7 @@ def table(names_: list[str] | None = None) -> "pd.DataFrame":
             "mbits": getattr(f, "mbits", None),
             "bias": getattr(f, "bias", None),
             "frac_bits": getattr(f, "frac_bits", None),
+            "es": getattr(f, "es", None),
             "max": f.max,
             "min_normal": f.min_normal,
             "min_subnormal": f.min_subnormal,
@@ -129,6 +143,6 @@ def table(names_: list[str] | None = None) -> "pd.DataFrame":
             "default_overflow": f.default_overflow,
         })
     table_ = pd.DataFrame(rows)
-    for column in ("ebits", "mbits", "bias", "frac_bits"):     # absent for the other family
+    for column in ("ebits", "mbits", "bias", "frac_bits", "es"):   # absent in other families
         table_[column] = table_[column].astype("Int64")
     return table_
