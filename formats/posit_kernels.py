@@ -104,7 +104,7 @@ def round_unpacked(neg: bool, big_e: np.int64, sig: np.uint64, d, mode: np.int64
     pos = k >= 0
     run_len = k + 2 if pos else 1 - k              # regime bits, terminator included
     regime = np.uint64((1 << max(k + 2, 1)) - 2) if pos else _U1
-    avail = n - 1 - run_len                        # exponent + fraction bits kept, 0..n-3
+    avail = max(n - 1 - run_len, 0)                # exponent + fraction bits kept, 0..n-3
     frac = sig << _U1                              # hidden bit dropped
     tail = ((e << np.uint64(63 - es)) << _U1) | (frac >> np.uint64(es))
     tail |= np.uint64((frac & ((_U1 << np.uint64(es)) - _U1)) != _U0)   # jam what fell off

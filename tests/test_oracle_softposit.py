@@ -1,0 +1,368 @@
+"""numsim's posits and quires checked bit for bit against SoftPosit (PyPI ``softposit``).
+
+The oracle is SoftPosit's C library through its Python binding, never our output:
+posit8 (es 0) = ``p8``, posit16 (es 1) = ``p16``, posit32 (es 2) = ``p32`` and any n-bit
+es = 2 posit = ``pX2`` (the n-bit pattern left-aligned in 32 bits), with their quires
+``q8``/``q16``/``q32``/``qX2``.  Covered:
+
+1. decode of every posit8_0 and posit16_1 code, and of every es = 2 code for n = 2..16;
+2. encode of every value, every rounding boundary (the midpoint between codes c and c + 1 is
+   the (n+1)-bit code 2c + 1) and one float32 and one float64 ulp either side of each, for
+   posit8_0, posit16_1 and es = 2 at n = 8, 12, 16 (float64 and float32 inputs); random
+   doubles over many binades (beyond maxpos, below minpos, +-0, +-inf, NaN -> NaR): 10**6 for
+   posit16_1, fewer for posit8_0, posit32_2 and es = 2 at several n;
+3. every posit8 pair through add, sub and mul;
+4. random posit16 add / mul (500k each), sub, and fma (mulAdd) triples;
+5. random posit32 encode, add, sub, mul, fma;
+6. es = 2 through pX2 for n in 3..32: random add / mul / fma; every pair for n = 2..8;
+7. quire dot products (``formats.fused_dot`` on batches of rows and ``formats.Quire``),
+   lengths 1 .. 10**4, against q8, q16, q32 and qX2, NaR operands included.
+
+Conventions: SoftPosit decodes NaR to inf (p8, p16, pX2) or NaN (p32); NaR is compared by
+code.  SoftPosit's p8 / p16 quires are 32 / 128 bits (ours are wider), so the dot-product
+inputs are chosen so that the sum of |products| stays well inside them (checked).
+"""
+
+import functools
+import zlib
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+
+import formats
+
+sp = pytest.importorskip("softposit")
+_S = sp._softposit  # the raw SWIG functions: .v get/set without the shadow-class overhead
+
+# --------------------------------------------------------------------------- the oracle
+
+
+@dataclass(frozen=True)
+class Case:
+    """A posit format and the SoftPosit routines that implement it."""
+
+    n: int
+    es: int
+    kind: str  # "p8", "p16", "p32" or "pX2"
+
+    @property
+    def name(self):
+        return f"posit{self.n}_{self.es}"
+
+    @property
+    def fmt(self):
+        return formats.get(self.name)
+
+    @property
+    def x2(self):
+        return self.kind == "pX2"
+
+    @property
+    def shift(self):
+        """pX2 holds the n-bit pattern left-aligned in 32 bits."""
+        return 32 - self.n if self.x2 else 0
+
+    @property
+    def nar(self):
+        return 1 << (self.n - 1)
+
+    @property
+    def emax(self):
+        return (self.n - 2) << self.es
+
+    @property
+    def code_dtype(self):
+        return np.dtype(np.uint8 if self.n <= 8 else np.uint16 if self.n <= 16 else np.uint32)
+
+    @property
+    def sp(self):
+        return _ROUTINES[self.kind]
+
+    def __str__(self):
+        return f"{self.name}-{self.kind}"
+
+
+@dataclass(frozen=True)
+class Routines:
+    new: object
+    vset: object
+    vget: object
+    to_double: object
+    from_double: object
+    add: object
+    sub: object
+    mul: object
+    fma: object
+    qclr: object
+    qfdp: object
+    qto: object
+
+
+_ROUTINES = {
+    "p8": Routines(sp.posit8_t, _S.posit8_t_v_set, _S.posit8_t_v_get, sp.convertP8ToDouble,
+                   sp.convertDoubleToP8, sp.p8_add, sp.p8_sub, sp.p8_mul, sp.p8_mulAdd, sp.q8Clr,
+                   sp.q8_fdp_add, sp.q8_to_p8),
+    "p16": Routines(sp.posit16_t, _S.posit16_t_v_set, _S.posit16_t_v_get, sp.convertP16ToDouble,
+                    sp.convertDoubleToP16, sp.p16_add, sp.p16_sub, sp.p16_mul, sp.p16_mulAdd,
+                    sp.q16Clr, sp.q16_fdp_add, sp.q16_to_p16),
+    "p32": Routines(sp.posit32_t, _S.posit32_t_v_set, _S.posit32_t_v_get, sp.convertP32ToDouble,
+                    sp.convertDoubleToP32, sp.p32_add, sp.p32_sub, sp.p32_mul, sp.p32_mulAdd,
+                    sp.q32Clr, sp.q32_fdp_add, sp.q32_to_p32),
+    "pX2": Routines(sp.posit_2_t, _S.posit_2_t_v_set, _S.posit_2_t_v_get, sp.convertPX2ToDouble,
+                    sp.convertDoubleToPX2, sp.pX2_add, sp.pX2_sub, sp.pX2_mul, sp.pX2_mulAdd,
+                    sp.qX2Clr, sp.qX2_fdp_add, sp.qX2_to_pX2),
+}
+
+# Largest |value| SoftPosit's quire holds (sign bit excluded): 32-bit q8 with lsb 2**-12,
+# 128-bit q16 with lsb 2**-56, 512-bit q32 / qX2 with lsb 2**-240.
+_SP_QUIRE_LIMIT = {"p8": 2.0**19, "p16": 2.0**71, "p32": 2.0**271, "pX2": 2.0**271}
+
+
+def _codes_out(case, vals):
+    """SoftPosit's 32-bit-held results back to n-bit codes (pX2: must be left-aligned)."""
+    v = np.array(vals, dtype=np.uint64)
+    if case.shift:
+        low = v & np.uint64((1 << case.shift) - 1)
+        assert not low.any(), f"SoftPosit pX2 (n={case.n}) returned bits below the n-bit pattern"
+        v >>= np.uint64(case.shift)
+    return v.astype(case.code_dtype)
+
+
+def sp_decode(case, codes):
+    r = case.sp
+    p, vset, to_double, s = r.new(), r.vset, r.to_double, case.shift
+    out = []
+    for c in np.asarray(codes).tolist():
+        vset(p, c << s)
+        out.append(to_double(p))
+    return np.array(out, dtype=np.float64)
+
+
+def sp_encode(case, x):
+    r = case.sp
+    from_double, vget = r.from_double, r.vget
+    xs = np.asarray(x, dtype=np.float64).tolist()
+    if case.x2:
+        n = case.n
+        return _codes_out(case, [vget(from_double(v, n)) for v in xs])
+    return _codes_out(case, [vget(from_double(v)) for v in xs])
+
+
+def sp_binop(case, op, a, b):
+    r = case.sp
+    f = getattr(r, op)
+    pa, pb, vset, vget, s = r.new(), r.new(), r.vset, r.vget, case.shift
+    out = []
+    if case.x2:
+        n = case.n
+        for x, y in zip(a.tolist(), b.tolist()):
+            vset(pa, x << s)
+            vset(pb, y << s)
+            out.append(vget(f(pa, pb, n)))
+    else:
+        for x, y in zip(a.tolist(), b.tolist()):
+            vset(pa, x)
+            vset(pb, y)
+            out.append(vget(f(pa, pb)))
+    return _codes_out(case, out)
+
+
+def sp_fma(case, a, b, c):
+    """SoftPosit's mulAdd(a, b, c) = a * b + c, rounded once."""
+    r = case.sp
+    f = r.fma
+    pa, pb, pc, vset, vget, s = r.new(), r.new(), r.new(), r.vset, r.vget, case.shift
+    out = []
+    if case.x2:
+        n = case.n
+        for x, y, z in zip(a.tolist(), b.tolist(), c.tolist()):
+            vset(pa, x << s)
+            vset(pb, y << s)
+            vset(pc, z << s)
+            out.append(vget(f(pa, pb, pc, n)))
+    else:
+        for x, y, z in zip(a.tolist(), b.tolist(), c.tolist()):
+            vset(pa, x)
+            vset(pb, y)
+            vset(pc, z)
+            out.append(vget(f(pa, pb, pc)))
+    return _codes_out(case, out)
+
+
+def sp_dots(case, a, b):
+    """SoftPosit's quire: round(sum_k a[r, k] * b[r, k]) for every row r."""
+    r = case.sp
+    qclr, qfdp, qto = r.qclr, r.qfdp, r.qto
+    pa, pb, vset, vget, s = r.new(), r.new(), r.vset, r.vget, case.shift
+    out = []
+    for ra, rb in zip(a.tolist(), b.tolist()):
+        q = qclr()
+        for x, y in zip(ra, rb):
+            vset(pa, x << s)
+            vset(pb, y << s)
+            q = qfdp(q, pa, pb)
+        out.append(vget(qto(q, case.n) if case.x2 else qto(q)))
+    return _codes_out(case, out)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _seed(*parts):
+    return zlib.crc32("/".join(map(str, parts)).encode())
+
+
+def _signed(case, codes):
+    """Codes as n-bit two's-complement integers (their order is the value order)."""
+    c = np.asarray(codes).astype(np.int64)
+    return np.where(c >= case.nar, c - (1 << case.n), c)
+
+
+def _unsigned(case, ints):
+    return (np.asarray(ints, dtype=np.int64) & ((1 << case.n) - 1)).astype(case.code_dtype)
+
+
+def _same_codes(assert_same, what, ours, theirs, *operands):
+    """Codes must be equal; on failure name the operands (hex) of the first mismatches."""
+    ours = np.asarray(ours)
+    theirs = np.asarray(theirs)
+    assert ours.shape == theirs.shape, (what, ours.shape, theirs.shape)
+    bad = np.flatnonzero(ours.astype(np.int64).ravel() != theirs.astype(np.int64).ravel())
+    if bad.size:
+        ops = [np.asarray(op).ravel() for op in operands]
+        labels = np.array([" ".join(f"0x{int(op[i]):x}" for op in ops) for i in bad], dtype=object)
+        assert_same(f"{what} ({bad.size} of {ours.size} differ; inputs shown as codes)", labels,
+                    ours.ravel()[bad], theirs.ravel()[bad])
+
+
+def _check_encode(assert_same, case, x, theirs, what):
+    ours = case.fmt.encode(x)
+    assert ours.dtype == case.code_dtype, (what, ours.dtype)
+    assert ours.shape == x.shape
+    with np.errstate(invalid="ignore"):
+        assert_same(f"{case.name} encode {what}", x, ours, theirs)
+
+
+# --------------------------------------------------------------------------- cases
+
+P8 = Case(8, 0, "p8")
+P16 = Case(16, 1, "p16")
+P32 = Case(32, 2, "p32")
+
+
+def X2(n):
+    return Case(n, 2, "pX2")
+
+
+# ============================================================================ 1. decode
+
+DECODE_CASES = [P8, P16] + [X2(n) for n in range(2, 17)]
+
+
+@functools.lru_cache(maxsize=None)
+def _sp_all_values(case):
+    """SoftPosit's value of every code (NaR position: whatever SoftPosit says)."""
+    return sp_decode(case, np.arange(1 << case.n, dtype=np.int64))
+
+
+@pytest.mark.parametrize("case", DECODE_CASES, ids=str)
+def test_decode_all_codes(case, assert_same):
+    codes = np.arange(1 << case.n, dtype=np.int64).astype(case.code_dtype)
+    theirs = _sp_all_values(case)
+    assert not np.isfinite(theirs[case.nar]), "SoftPosit decodes NaR to inf or NaN"
+    ours = case.fmt.decode(codes)
+    assert ours.dtype == np.float64 and ours.shape == codes.shape
+    is_nar = codes == case.nar
+    assert_same(f"{case.name} decode", codes, ours, theirs, nan_theirs=is_nar)
+
+
+# ============================================================================ 2. encode
+
+BOUNDARY_CASES = [P8, P16, X2(8), X2(12), X2(16)]
+
+
+@functools.lru_cache(maxsize=None)
+def _midpoints(case):
+    """Value of the (n+1)-bit code 2c + 1 for every n-bit code c: the rounding boundary
+    between c and c + 1 (c = maxpos: a point beyond maxpos; c = -minpos: one in (-minpos, 0)).
+    es = 2: SoftPosit's pX2 decode at n + 1 bits; otherwise numsim's (n+1)-bit decode (these are
+    only inputs: the encoded results are compared with SoftPosit)."""
+    odd = 2 * np.arange(1 << case.n, dtype=np.int64) + 1
+    if case.es == 2:
+        return sp_decode(X2(case.n + 1), odd)
+    wide = formats.PositFormat(case.n + 1, case.es)
+    return wide.decode(odd.astype(np.uint16 if case.n + 1 <= 16 else np.uint32))
+
+
+@functools.lru_cache(maxsize=None)
+def _boundary_grid(case):
+    """(float64 points, float32 points): every value, every boundary, one float64 ulp and one
+    float32 ulp either side of each, and special values."""
+    vals = _sp_all_values(case)
+    mids = _midpoints(case)
+    # the boundaries really separate neighbours (in signed code order)
+    order = np.argsort(_signed(case, np.arange(1 << case.n)))
+    order = order[order != case.nar]                      # -maxpos .. maxpos
+    lo_codes = order[:-1]
+    assert np.all(vals[lo_codes] < mids[lo_codes]) and np.all(mids[lo_codes] < vals[order[1:]])
+    assert mids[case.nar - 1] > vals[case.nar - 1]         # beyond maxpos
+    pts = np.concatenate([vals[np.isfinite(vals)], mids])
+    maxpos, minpos = 2.0**case.emax, 2.0**-case.emax
+    specials = np.array([0.0, -0.0, np.inf, -np.inf, np.nan, -np.nan, 2 * maxpos, -2 * maxpos,
+                         minpos / 2, -minpos / 2, 1e300, -1e300, 1e-300, -1e-300, 5e-324, -5e-324,
+                         np.finfo(np.float64).max, -np.finfo(np.float64).max])
+    x64 = np.concatenate([pts, np.nextafter(pts, np.inf), np.nextafter(pts, -np.inf), specials])
+    p32 = pts.astype(np.float32)
+    assert np.array_equal(p32.astype(np.float64), pts), "grid point not exact in float32"
+    x32 = np.concatenate([p32, np.nextafter(p32, np.float32(np.inf)),
+                          np.nextafter(p32, np.float32(-np.inf)), specials.astype(np.float32)])
+    return x64, x32
+
+
+@pytest.mark.parametrize("width", ["float64", "float32"])
+@pytest.mark.parametrize("case", BOUNDARY_CASES, ids=str)
+def test_encode_boundaries(case, width, assert_same):
+    x64, x32 = _boundary_grid(case)
+    x = x64 if width == "float64" else x32
+    theirs = sp_encode(case, x)
+    _check_encode(assert_same, case, x, theirs, f"boundaries ({width})")
+
+
+def _spread_doubles(case, size, rng):
+    """Random doubles: random sign and 52-bit mantissa, exponents from well below minpos to well
+    above maxpos; 1/4 are rounding boundaries (midpoint of random neighbours that have fraction
+    bits, so the midpoint is the mean) and one float64 ulp either side; ~2% random bit patterns
+    (NaN payloads, inf, subnormals, huge); specials first."""
+    specials = np.array([0.0, -0.0, np.inf, -np.inf, np.nan, -np.nan, 1.0, -1.0, 5e-324, -5e-324,
+                         np.finfo(np.float64).max, 2.0**case.emax, 2.0**-case.emax])
+    n_bits = size // 50
+    n_mid = size // 4
+    n_spread = size - specials.size - n_bits - n_mid
+    e = rng.integers(-case.emax - 16, case.emax + 16, size=n_spread, endpoint=True)
+    mant = rng.integers(0, 1 << 52, size=n_spread, dtype=np.int64)
+    spread = np.ldexp(1.0 + mant / 2.0**52, e) * rng.choice([-1.0, 1.0], size=n_spread)
+    bits = rng.integers(0, 2**64, size=n_bits, dtype=np.uint64, endpoint=False).view(np.float64)
+    # neighbours c, c+1 with at least one fraction bit left at n+1 bits: |k| <= (n - 4 - es)/2
+    kmax = max((case.n - 4 - case.es) // 2, 0)
+    one = 1 << (case.n - 2)
+    lo = one >> kmax                                     # useed**-kmax
+    hi = max(2 * one - (one >> kmax) - 1, lo)            # just below useed**kmax
+    c = rng.integers(lo, hi, size=n_mid // 3, endpoint=True)
+    c = np.where(rng.integers(0, 2, size=c.size) == 1, (1 << case.n) - c - 1, c)  # negatives
+    v = case.fmt.decode(_unsigned(case, c)), case.fmt.decode(_unsigned(case, c + 1))
+    mid = (v[0] + v[1]) / 2
+    mids = np.concatenate([mid, np.nextafter(mid, np.inf), np.nextafter(mid, -np.inf)])
+    return np.concatenate([specials, spread, bits, mids])
+
+
+RANDOM_ENCODE = [(P16, 10**6), (P8, 10**5), (P32, 2 * 10**5)] + [
+    (X2(n), 4 * 10**4) for n in (3, 5, 8, 10, 16, 20, 24, 32)]
+
+
+@pytest.mark.parametrize("case,size", RANDOM_ENCODE, ids=[f"{c}-{s}" for c, s in RANDOM_ENCODE])
+def test_encode_random(case, size, assert_same):
+    x = _spread_doubles(case, size, np.random.default_rng(_seed("encode", case, size)))
+    assert x.size >= size - 2
+    theirs = sp_encode(case, x)
+    _check_encode(assert_same, case, x, theirs, "random doubles")
