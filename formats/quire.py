@@ -27,7 +27,7 @@ from . import posit_kernels as pk
 from .bitcast import clz64
 from .posits import PositFormat
 from .rounding import mode_id, resolve_seed, resolve_sr_bits
-from .scalar import as_code_array, flat_chunks, get_chunk_size
+from .scalar import as_code_array, flat_chunks
 
 _MASK32 = np.uint64(0xFFFFFFFF)
 _NORMALIZE_EVERY = 1 << 30
@@ -136,19 +136,21 @@ def _accumulate(q, a, b, subtract, d) -> bool:
 
 
 @njit(cache=True, parallel=True)
-def _fused_dot_kernel(a, b, out, d, n_digits, width, mode, key, offset, sr_bits):
-    """out[r] = round(sum_k a[r, k] * b[r, k]), each row through its own quire."""
-    for r in prange(a.shape[0]):
+def _fused_dot_kernel(a, b, rows_a, rows_b, out, d, n_digits, width, mode, key, sr_bits):
+    """out[r] = round(sum_k a[rows_a[r], k] * b[rows_b[r], k]), each through its own quire."""
+    for r in prange(out.shape[0]):
+        ra = rows_a[r]
+        rb = rows_b[r]
         q = np.zeros(n_digits, dtype=np.int64)
         nar = False
         count = 0
         for k in range(a.shape[1]):
-            nar |= _add_product(q, np.int64(a[r, k]), np.int64(b[r, k]), False, d)
+            nar |= _add_product(q, np.int64(a[ra, k]), np.int64(b[rb, k]), False, d)
             count += 1
             if count == _NORMALIZE_EVERY:
                 _normalize(q)
                 count = 0
-        out[r] = _round_quire(q, nar, d, width, mode, key, offset + r, sr_bits)
+        out[r] = _round_quire(q, nar, d, width, mode, key, r, sr_bits)
 
 
 def _posit_format(fmt) -> PositFormat:
@@ -176,15 +178,15 @@ def fused_dot(fmt: PositFormat | str, a, b, rounding: str = "nearest_even",
     key = resolve_seed(seed) if rounding == "stochastic" else np.uint64(0)
     shape = np.broadcast_shapes(a.shape[:-1], b.shape[:-1])
     k = a.shape[-1]
-    a2 = np.broadcast_to(a, shape + (k,)).reshape(-1, k)
-    b2 = np.broadcast_to(b, shape + (k,)).reshape(-1, k)
-    out = np.empty(a2.shape[0], dtype=fmt.code_dtype)
-    rows_per_chunk = max(1, get_chunk_size() // max(k, 1))
-    for start in range(0, out.size, rows_per_chunk):
-        stop = min(start + rows_per_chunk, out.size)
-        _fused_dot_kernel(np.ascontiguousarray(a2[start:stop]),
-                          np.ascontiguousarray(b2[start:stop]), out[start:stop], fmt._desc,
-                          _n_digits(fmt), quire_width(fmt), mode, key, start, sr)
+    if k == 0:
+        return np.zeros(shape, dtype=fmt.code_dtype)          # empty sums are exactly 0
+    # each output row names its row of a and of b: broadcasting costs no copies of the operands
+    rows_a = np.broadcast_to(np.arange(a.size // k).reshape(a.shape[:-1]), shape).reshape(-1)
+    rows_b = np.broadcast_to(np.arange(b.size // k).reshape(b.shape[:-1]), shape).reshape(-1)
+    out = np.empty(rows_a.size, dtype=fmt.code_dtype)
+    _fused_dot_kernel(np.ascontiguousarray(a).reshape(-1, k),
+                      np.ascontiguousarray(b).reshape(-1, k), rows_a, rows_b, out, fmt._desc,
+                      _n_digits(fmt), quire_width(fmt), mode, key, sr)
     return out.reshape(shape)
 
 

@@ -366,3 +366,198 @@ def test_encode_random(case, size, assert_same):
     assert x.size >= size - 2
     theirs = sp_encode(case, x)
     _check_encode(assert_same, case, x, theirs, "random doubles")
+
+
+# ============================================================================ 3.-6. arithmetic
+
+
+def _special_codes(case):
+    one = 1 << (case.n - 2)
+    s = {0, case.nar, one, (1 << case.n) - one, case.nar - 1, case.nar + 1, 1, (1 << case.n) - 1}
+    return np.array(sorted(s), dtype=np.int64)
+
+
+def _band(case, size, rng, k=2):
+    """Random codes of magnitude within useed**-k .. useed**k, random sign."""
+    one = 1 << (case.n - 2)
+    lo = max(one >> k, 1)
+    hi = max(2 * one - (one >> k), lo)
+    mag = rng.integers(lo, hi, size=size, endpoint=True)
+    return np.where(rng.integers(0, 2, size=size) == 1, (1 << case.n) - mag, mag)
+
+
+def _near(case, c, rng, negate=False):
+    """Codes a few steps from c (or from -c): operands of similar magnitude."""
+    span = 1 << min(case.n - 2, 6)
+    base = -c if negate else c
+    return (base + rng.integers(-span, span, size=c.size, endpoint=True)) & ((1 << case.n) - 1)
+
+
+def _operands(case, size, rng):
+    """(a, b): all pairs of special codes (0, NaR, +-1, +-maxpos, +-minpos), then quarters of
+    uniform codes, b near a, b near -a (cancellation), and both within useed**+-2."""
+    s = _special_codes(case)
+    sa, sb = (m.ravel() for m in np.meshgrid(s, s))
+    m = (size - sa.size) // 4
+    full = (1 << case.n) - 1
+    u = rng.integers(0, full, size=4 * m, endpoint=True)
+    a = np.concatenate([sa, u[:m], u[m:2 * m], u[2 * m:3 * m], _band(case, m, rng)])
+    b = np.concatenate([sb, u[3 * m:], _near(case, u[m:2 * m], rng),
+                        _near(case, u[2 * m:3 * m], rng, negate=True), _band(case, m, rng)])
+    return a.astype(case.code_dtype), b.astype(case.code_dtype)
+
+
+def _addend(case, a, b, rng):
+    """Third fma operand: uniform, near -(a*b) (cancellation; a*b by numsim, only an input) or
+    within useed**+-2."""
+    t = a.size // 3
+    ab = case.fmt.mul(a, b).astype(np.int64)
+    c = np.concatenate([rng.integers(0, 1 << case.n, size=t),
+                        _near(case, ab[t:2 * t], rng, negate=True),
+                        _band(case, a.size - 2 * t, rng)])
+    c[:_special_codes(case).size] = _special_codes(case)
+    return c.astype(case.code_dtype)
+
+
+def _check_binop(assert_same, case, op, a, b):
+    theirs = sp_binop(case, op, a, b)
+    ours = getattr(case.fmt, op)(a, b)
+    assert ours.dtype == case.code_dtype and ours.shape == a.shape
+    _same_codes(assert_same, f"{case.name} {op} [{case.kind}]", ours, theirs, a, b)
+
+
+def _check_fma(assert_same, case, a, b, c):
+    theirs = sp_fma(case, a, b, c)
+    ours = case.fmt.fma(a, b, c)
+    assert ours.dtype == case.code_dtype and ours.shape == a.shape
+    _same_codes(assert_same, f"{case.name} fma a*b+c [{case.kind}]", ours, theirs, a, b, c)
+
+
+def _all_pairs(case):
+    c = np.arange(1 << case.n, dtype=np.int64).astype(case.code_dtype)
+    a, b = np.meshgrid(c, c, indexing="ij")
+    return a.ravel(), b.ravel()
+
+
+@pytest.mark.parametrize("op", ["add", "sub", "mul"])
+def test_posit8_all_pairs(op, assert_same):
+    _check_binop(assert_same, P8, op, *_all_pairs(P8))
+
+
+EXHAUSTIVE_X2 = [X2(n) for n in range(2, 9)]
+
+
+@pytest.mark.parametrize("op", ["add", "sub", "mul"])
+@pytest.mark.parametrize("case", EXHAUSTIVE_X2, ids=str)
+def test_es2_all_pairs(case, op, assert_same):
+    _check_binop(assert_same, case, op, *_all_pairs(case))
+
+
+@pytest.mark.parametrize("case", [X2(n) for n in range(2, 6)], ids=str)
+def test_es2_fma_all_triples(case, assert_same):
+    c = np.arange(1 << case.n, dtype=np.int64).astype(case.code_dtype)
+    a, b, z = (m.ravel() for m in np.meshgrid(c, c, c, indexing="ij"))
+    _check_fma(assert_same, case, a, b, z)
+
+
+SPREAD_N = (3, 5, 8, 10, 16, 20, 24, 32)
+RANDOM_BINOPS = ([(P16, "add", 500_000), (P16, "mul", 500_000), (P16, "sub", 100_000),
+                  (P32, "add", 200_000), (P32, "mul", 200_000), (P32, "sub", 50_000)]
+                 + [(X2(n), op, 20_000) for n in SPREAD_N for op in ("add", "mul")])
+
+
+@pytest.mark.parametrize("case,op,size", RANDOM_BINOPS,
+                         ids=[f"{c}-{op}-{s}" for c, op, s in RANDOM_BINOPS])
+def test_random_binop(case, op, size, assert_same):
+    a, b = _operands(case, size, np.random.default_rng(_seed("binop", case, op, size)))
+    _check_binop(assert_same, case, op, a, b)
+
+
+RANDOM_FMA = [(P8, 50_000), (P16, 200_000), (P32, 200_000)] + [(X2(n), 20_000) for n in SPREAD_N]
+
+
+@pytest.mark.parametrize("case,size", RANDOM_FMA, ids=[f"{c}-{s}" for c, s in RANDOM_FMA])
+def test_random_fma(case, size, assert_same):
+    rng = np.random.default_rng(_seed("fma", case, size))
+    a, b = _operands(case, size, rng)
+    _check_fma(assert_same, case, a, b, _addend(case, a, b, rng))
+
+
+# ============================================================================ 7. quire
+
+QUIRE_CASES = [P8, P16, P32, X2(12), X2(24)]
+DOT_LENGTHS = [1, 2, 3, 5, 16, 100, 1000, 10**4]
+
+
+def _dot_vectors(case, length, rows, rng):
+    """(a, b, nar_rows) of shape (rows, length).  Rows cycle through: codes within useed**+-2;
+    uniform codes (posit8: only where q8 cannot overflow); exact cancellation (u*v and u*(-v)
+    shuffled, plus one term, so the quire's exactness decides the result).  Every 7th row gets a
+    NaR in a or b."""
+    full = (1 << case.n) - 1
+    a = np.empty((rows, length), dtype=np.int64)
+    b = np.empty((rows, length), dtype=np.int64)
+    nar_rows = np.zeros(rows, dtype=bool)
+
+    def uniform(size):
+        c = rng.integers(0, full, size=size, endpoint=True)
+        return np.where(c == case.nar, 0, c)
+
+    for r in range(rows):
+        kind = ("band", "full", "cancel")[r % 3]
+        if kind == "full" and case.kind == "p8" and length > 16:
+            kind = "band"
+        if kind == "cancel" and length < 3:
+            kind = "band"
+        if kind == "band":
+            a[r], b[r] = _band(case, length, rng), _band(case, length, rng)
+        elif kind == "full":
+            a[r], b[r] = uniform(length), uniform(length)
+        else:
+            h = (length - 1) // 2
+            src = _band if case.kind == "p8" else (lambda c_, s_, r_: uniform(s_))
+            u, v = src(case, h, rng), src(case, h, rng)
+            ra = np.concatenate([u, u, uniform(length - 2 * h)])
+            rb = np.concatenate([v, (-v) & full, uniform(length - 2 * h)])
+            perm = rng.permutation(length)
+            a[r], b[r] = ra[perm], rb[perm]
+        if r % 7 == 3:
+            (a if r % 2 else b)[r, rng.integers(0, length)] = case.nar
+            nar_rows[r] = True
+    return a.astype(case.code_dtype), b.astype(case.code_dtype), nar_rows
+
+
+@pytest.mark.parametrize("length", DOT_LENGTHS)
+@pytest.mark.parametrize("case", QUIRE_CASES, ids=str)
+def test_quire_dot(case, length, assert_same):
+    rows = int(np.clip(20_000 // length, 4, 200))
+    a, b, nar_rows = _dot_vectors(case, length, rows, np.random.default_rng(_seed("dot", case, length)))
+    # SoftPosit's quire must hold every partial sum (ours is at least as wide)
+    with np.errstate(invalid="ignore"):
+        mags = np.abs(case.fmt.decode(a) * case.fmt.decode(b))
+    bound = np.nansum(mags, axis=1)
+    assert np.all(bound[~nar_rows] < _SP_QUIRE_LIMIT[case.kind] / 2)
+
+    theirs = sp_dots(case, a, b)
+    assert np.all(theirs[nar_rows] == case.nar), "SoftPosit's quire propagates NaR"
+    labels = np.arange(rows)
+    ours = formats.fused_dot(case.fmt, a, b)
+    assert ours.dtype == case.code_dtype and ours.shape == (rows,)
+    _same_codes(assert_same, f"{case.name} fused_dot length {length} (inputs: row)", ours, theirs,
+                labels)
+
+    # formats.Quire: one quire per row, filled by two fma calls (one for length 1)
+    got, is_nar = [], []
+    k = length // 2
+    for r in range(rows):
+        q = formats.Quire(case.fmt)
+        if k:
+            q.fma(a[r, :k], b[r, :k])
+        q.fma(a[r, k:], b[r, k:])
+        got.append(q.to_posit())
+        is_nar.append(q.is_nar)
+    got = np.array(got)
+    assert got.dtype == case.code_dtype
+    _same_codes(assert_same, f"{case.name} Quire.fma length {length} (inputs: row)", got, theirs,
+                labels)
+    np.testing.assert_array_equal(is_nar, theirs == case.nar)
