@@ -62,15 +62,50 @@ def _add_scaled(q, neg: bool, m: np.uint64, pos: np.int64) -> None:
     q[j + 2] += hi
 
 
-@njit(cache=True, inline="always")
-def _add_product(q, a: np.int64, b: np.int64, subtract: bool, d) -> bool:
-    """q += a*b (or -= when ``subtract``) for codes a, b; returns True when either is NaR."""
-    ka, na, ea, sa = pk.unpack(a, d)
-    kb, nb, eb, sb = pk.unpack(b, d)
-    if ka == pk.FINITE and kb == pk.FINITE:
-        p = (sa >> np.uint64(33)) * (sb >> np.uint64(33))     # exact: value p * 2**(ea+eb-60)
-        _add_scaled(q, (na != nb) != subtract, p, ea + eb - 60 + 2 * pk.emax(d))
-    return ka == pk.NAR or kb == pk.NAR
+# A posit operand is packed once into an int64 word, so the O(rows * K) loops never decode:
+# bits 0..30 the significand m (|x| = m * 2**(E - 30); 0 for zero and NaR), bit 31 the sign,
+# bits 32..47 E + _E_BIAS, bit 48 NaR.
+_M31 = np.int64((1 << 31) - 1)
+_E_BIAS = 1024
+
+
+@njit(cache=True, parallel=True)
+def _pack_kernel(codes, out, d) -> None:
+    """Packed words (see above) of posit codes."""
+    for i in prange(codes.shape[0]):
+        kind, neg, big_e, sig = pk.unpack(np.int64(codes[i]), d)
+        finite = kind == pk.FINITE
+        m = np.int64(sig >> np.uint64(33)) if finite else 0
+        out[i] = (m | (np.int64(neg) << 31) | ((big_e if finite else 0) + _E_BIAS) << 32
+                  | np.int64(kind == pk.NAR) << 48)
+
+
+def _pack(fmt: PositFormat, codes: np.ndarray) -> np.ndarray:
+    flat = np.ascontiguousarray(codes).reshape(-1)
+    out = np.empty(flat.shape, dtype=np.int64)
+    _pack_kernel(flat, out, fmt._desc)
+    return out.reshape(codes.shape)
+
+
+@njit(cache=True)
+def _dot_into(q, a, b, subtract: bool, d) -> bool:
+    """q += sum(a * b) (or -= when ``subtract``) for packed 1-D arrays; True if any is NaR."""
+    base = 2 * pk.emax(d) - 60 - 2 * _E_BIAS       # lsb position of a product, less the E's
+    nar = np.int64(0)
+    count = 0
+    for i in range(a.shape[0]):
+        wa = a[i]
+        wb = b[i]
+        p = np.uint64((wa & _M31) * (wb & _M31))      # exact; 0 when either is zero
+        pos = ((wa >> 32) & 0xFFFF) + ((wb >> 32) & 0xFFFF) + base
+        _add_scaled(q, (((wa ^ wb) >> 31) & 1 != 0) != subtract, p, pos)
+        nar |= wa | wb
+        count += 1
+        if count == _NORMALIZE_EVERY:
+            _normalize(q)
+            count = 0
+    _normalize(q)
+    return (nar >> 48) & 1 != 0
 
 
 @njit(cache=True)
@@ -120,36 +155,13 @@ def _round_quire(q, nar: bool, d, width: np.int64, mode: np.int64, key: np.uint6
 
 
 
-@njit(cache=True)
-def _accumulate(q, a, b, subtract, d) -> bool:
-    """q += sum(a*b) (or -= when ``subtract``) over flat code arrays; True if any is NaR."""
-    nar = False
-    count = 0
-    for i in range(a.shape[0]):
-        nar |= _add_product(q, np.int64(a[i]), np.int64(b[i]), subtract, d)
-        count += 1
-        if count == _NORMALIZE_EVERY:
-            _normalize(q)
-            count = 0
-    _normalize(q)
-    return nar
-
-
 @njit(cache=True, parallel=True)
 def _fused_dot_kernel(a, b, rows_a, rows_b, out, d, n_digits, width, mode, key, sr_bits):
-    """out[r] = round(sum_k a[rows_a[r], k] * b[rows_b[r], k]), each through its own quire."""
+    """out[r] = round(sum_k a[rows_a[r], k] * b[rows_b[r], k]) on packed words, each row
+    through its own quire."""
     for r in prange(out.shape[0]):
-        ra = rows_a[r]
-        rb = rows_b[r]
         q = np.zeros(n_digits, dtype=np.int64)
-        nar = False
-        count = 0
-        for k in range(a.shape[1]):
-            nar |= _add_product(q, np.int64(a[ra, k]), np.int64(b[rb, k]), False, d)
-            count += 1
-            if count == _NORMALIZE_EVERY:
-                _normalize(q)
-                count = 0
+        nar = _dot_into(q, a[rows_a[r]], b[rows_b[r]], False, d)
         out[r] = _round_quire(q, nar, d, width, mode, key, r, sr_bits)
 
 
@@ -184,8 +196,8 @@ def fused_dot(fmt: PositFormat | str, a, b, rounding: str = "nearest_even",
     rows_a = np.broadcast_to(np.arange(a.size // k).reshape(a.shape[:-1]), shape).reshape(-1)
     rows_b = np.broadcast_to(np.arange(b.size // k).reshape(b.shape[:-1]), shape).reshape(-1)
     out = np.empty(rows_a.size, dtype=fmt.code_dtype)
-    _fused_dot_kernel(np.ascontiguousarray(a).reshape(-1, k),
-                      np.ascontiguousarray(b).reshape(-1, k), rows_a, rows_b, out, fmt._desc,
+    _fused_dot_kernel(_pack(fmt, a).reshape(-1, k), _pack(fmt, b).reshape(-1, k), rows_a,
+                      rows_b, out, fmt._desc,
                       _n_digits(fmt), quire_width(fmt), mode, key, sr)
     return out.reshape(shape)
 
@@ -223,8 +235,8 @@ class Quire:
         a = a.reshape(-1)
         b = b.reshape(-1)
         for start, stop in flat_chunks(a.size):
-            self._nar |= _accumulate(self._digits, np.ascontiguousarray(a[start:stop]),
-                                     np.ascontiguousarray(b[start:stop]), subtract, fmt._desc)
+            self._nar |= _dot_into(self._digits, _pack(fmt, a[start:stop]),
+                                   _pack(fmt, b[start:stop]), subtract, fmt._desc)
         return self
 
     def fma(self, a, b) -> "Quire":
