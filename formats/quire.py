@@ -69,10 +69,12 @@ _M31 = np.int64((1 << 31) - 1)
 _E_BIAS = 1024
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True)
 def _pack_kernel(codes, out, d) -> None:
-    """Packed words (see above) of posit codes."""
-    for i in prange(codes.shape[0]):
+    """Packed words (see above) of posit codes.  Serial: it is O(operands), the dot loops are
+    O(outputs * K), and a parallel launch costs more than it saves on the short vectors that
+    Quire.fma is often given."""
+    for i in range(codes.shape[0]):
         kind, neg, big_e, sig = pk.unpack(np.int64(codes[i]), d)
         finite = kind == pk.FINITE
         m = np.int64(sig >> np.uint64(33)) if finite else 0

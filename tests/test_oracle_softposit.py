@@ -14,25 +14,33 @@ es = 2 posit = ``pX2`` (the n-bit pattern left-aligned in 32 bits), with their q
 3. every posit8 pair through add, sub and mul;
 4. random posit16 add / mul (500k each), sub, and fma (mulAdd) triples;
 5. random posit32 encode, add, sub, mul, fma;
-6. es = 2 through pX2 for n in 3..32: random add / mul / fma; every pair for n = 2..8;
+6. es = 2 through pX2 for n in 3..32: random add / mul / fma; every add / sub / mul pair for
+   n = 2..8 and every fma triple for n = 2..5;
 7. quire dot products (``formats.fused_dot`` on batches of rows and ``formats.Quire``),
    lengths 1 .. 10**4, against q8, q16, q32 and qX2, NaR operands included.
 
 Conventions: SoftPosit decodes NaR to inf (p8, p16, pX2) or NaN (p32); NaR is compared by
 code.  SoftPosit's p8 / p16 quires are 32 / 128 bits (ours are wider), so the dot-product
 inputs are chosen so that the sum of |products| stays well inside them (checked).
+
+Known SoftPosit defects, excluded where they apply and checked against exact Fraction rounding
+instead (see "known SoftPosit defects" below): p32_mulAdd drops the bit right below the rounding
+bit from its sticky bit; pX2 add / mul / mulAdd at n = 32 return one code too small in
+magnitude for some results of code +-0x7ffffffd, +-0x7ffffffe, +-3, +-4.
 """
 
 import functools
 import zlib
 from dataclasses import dataclass
+from fractions import Fraction
 
 import numpy as np
 import pytest
 
+import softposit as sp
+
 import formats
 
-sp = pytest.importorskip("softposit")
 _S = sp._softposit  # the raw SWIG functions: .v get/set without the shadow-class overhead
 
 # --------------------------------------------------------------------------- the oracle
@@ -315,8 +323,10 @@ def _boundary_grid(case):
     x64 = np.concatenate([pts, np.nextafter(pts, np.inf), np.nextafter(pts, -np.inf), specials])
     p32 = pts.astype(np.float32)
     assert np.array_equal(p32.astype(np.float64), pts), "grid point not exact in float32"
+    with np.errstate(over="ignore"):
+        specials32 = specials.astype(np.float32)          # 1e300 -> inf, 1e-300 -> 0
     x32 = np.concatenate([p32, np.nextafter(p32, np.float32(np.inf)),
-                          np.nextafter(p32, np.float32(-np.inf)), specials.astype(np.float32)])
+                          np.nextafter(p32, np.float32(-np.inf)), specials32])
     return x64, x32
 
 
@@ -348,7 +358,7 @@ def _spread_doubles(case, size, rng):
     one = 1 << (case.n - 2)
     lo = one >> kmax                                     # useed**-kmax
     hi = max(2 * one - (one >> kmax) - 1, lo)            # just below useed**kmax
-    c = rng.integers(lo, hi, size=n_mid // 3, endpoint=True)
+    c = rng.integers(lo, hi, size=-(-n_mid // 3), endpoint=True)
     c = np.where(rng.integers(0, 2, size=c.size) == 1, (1 << case.n) - c - 1, c)  # negatives
     v = case.fmt.decode(_unsigned(case, c)), case.fmt.decode(_unsigned(case, c + 1))
     mid = (v[0] + v[1]) / 2
@@ -363,7 +373,7 @@ RANDOM_ENCODE = [(P16, 10**6), (P8, 10**5), (P32, 2 * 10**5)] + [
 @pytest.mark.parametrize("case,size", RANDOM_ENCODE, ids=[f"{c}-{s}" for c, s in RANDOM_ENCODE])
 def test_encode_random(case, size, assert_same):
     x = _spread_doubles(case, size, np.random.default_rng(_seed("encode", case, size)))
-    assert x.size >= size - 2
+    assert x.size >= size
     theirs = sp_encode(case, x)
     _check_encode(assert_same, case, x, theirs, "random doubles")
 
@@ -386,6 +396,16 @@ def _band(case, size, rng, k=2):
     return np.where(rng.integers(0, 2, size=size) == 1, (1 << case.n) - mag, mag)
 
 
+def _wide(case, size, rng):
+    """Random codes spread evenly over log2 |value| (minpos .. maxpos), random sign: a random
+    magnitude code shifted right by 0..n-2 bits (small values), half of them reflected to
+    2**(n-1) - code (roughly the reciprocal: large values)."""
+    half = 1 << (case.n - 1)
+    mag = np.maximum(rng.integers(1, half, size=size) >> rng.integers(0, case.n - 1, size=size), 1)
+    mag = np.where(rng.integers(0, 2, size=size) == 1, half - mag, mag)
+    return np.where(rng.integers(0, 2, size=size) == 1, (1 << case.n) - mag, mag)
+
+
 def _near(case, c, rng, negate=False):
     """Codes a few steps from c (or from -c): operands of similar magnitude."""
     span = 1 << min(case.n - 2, 6)
@@ -393,17 +413,32 @@ def _near(case, c, rng, negate=False):
     return (base + rng.integers(-span, span, size=c.size, endpoint=True)) & ((1 << case.n) - 1)
 
 
+def _extreme(case, size, rng):
+    """Random codes among the 2**(n/2) largest or smallest magnitudes, random sign (results
+    near maxpos / minpos, where the regime leaves few or no exponent bits)."""
+    w = 1 << max(case.n // 2 - 1, 1)
+    off = rng.integers(0, w, size=size)
+    mag = np.where(rng.integers(0, 2, size=size) == 1, case.nar - 1 - off, 1 + off)
+    mag = np.clip(mag, 1, case.nar - 1)
+    return np.where(rng.integers(0, 2, size=size) == 1, (1 << case.n) - mag, mag)
+
+
 def _operands(case, size, rng):
-    """(a, b): all pairs of special codes (0, NaR, +-1, +-maxpos, +-minpos), then quarters of
-    uniform codes, b near a, b near -a (cancellation), and both within useed**+-2."""
+    """(a, b): all pairs of special codes (0, NaR, +-1, +-maxpos, +-minpos), then fifths of
+    uniform codes, b near a, b near -a (cancellation), both within useed**+-2, and a near the
+    extremes with b near the extremes or spread over the whole exponent range."""
     s = _special_codes(case)
     sa, sb = (m.ravel() for m in np.meshgrid(s, s))
-    m = (size - sa.size) // 4
+    m = (size - sa.size) // 5
     full = (1 << case.n) - 1
     u = rng.integers(0, full, size=4 * m, endpoint=True)
-    a = np.concatenate([sa, u[:m], u[m:2 * m], u[2 * m:3 * m], _band(case, m, rng)])
+    rest = size - sa.size - 4 * m
+    x = np.where(rng.integers(0, 2, size=rest) == 1, _extreme(case, rest, rng),
+                 _wide(case, rest, rng))
+    a = np.concatenate([sa, u[:m], u[m:2 * m], u[2 * m:3 * m], _band(case, m, rng),
+                        _extreme(case, rest, rng)])
     b = np.concatenate([sb, u[3 * m:], _near(case, u[m:2 * m], rng),
-                        _near(case, u[2 * m:3 * m], rng, negate=True), _band(case, m, rng)])
+                        _near(case, u[2 * m:3 * m], rng, negate=True), _band(case, m, rng), x])
     return a.astype(case.code_dtype), b.astype(case.code_dtype)
 
 
@@ -419,18 +454,95 @@ def _addend(case, a, b, rng):
     return c.astype(case.code_dtype)
 
 
-def _check_binop(assert_same, case, op, a, b):
-    theirs = sp_binop(case, op, a, b)
-    ours = getattr(case.fmt, op)(a, b)
-    assert ours.dtype == case.code_dtype and ours.shape == a.shape
-    _same_codes(assert_same, f"{case.name} {op} [{case.kind}]", ours, theirs, a, b)
+# ---------------------------------------------------------------- known SoftPosit defects
+#
+# Where SoftPosit and we differ in one of these documented ways, the exact result (Fractions of
+# SoftPosit's own decoded operands, rounded on the posit bit string by _exact_code) is the
+# oracle instead; any other difference fails.
+#
+# * p32_mulAdd (posit32 es 2): an exact a*b + c whose cut-off part is exactly 0b11 (3/4 of the
+#   last kept bit) is taken for a tie and rounded to the even code below.  Apparently its sticky
+#   bit, ``frac64Z << (32 - regZ)`` in softposit_mulAddP32, leaves out the bit right below the
+#   rounding bit.  E.g. 0x679cdd17 * 0x679cdd50 + 0x8860bc9b: exact 0x0b5b97c9, SoftPosit 0x0b5b97c8.
+# * pX2_mul / pX2_mulAdd / pX2_add at n = 32: results whose correct code is +-0x7ffffffd
+#   (2**114) or +-0x7ffffffe (2**116), or the mirror images +-0x3 / +-0x4 near minpos, come back
+#   one code smaller in magnitude for half the exact values (|x| in [2**114, 2**115) and
+#   [2**115, 2**116)); it is not even monotonic, and 2**114 * 1 gives 2**112 (0x7ffffffd *
+#   0x40000000 -> 0x7ffffffc).  p32_mul and pX2 at n < 32 are right there.
 
 
-def _check_fma(assert_same, case, a, b, c):
-    theirs = sp_fma(case, a, b, c)
-    ours = case.fmt.fma(a, b, c)
-    assert ours.dtype == case.code_dtype and ours.shape == a.shape
-    _same_codes(assert_same, f"{case.name} fma a*b+c [{case.kind}]", ours, theirs, a, b, c)
+def _exact_code(case, x):
+    """Code of the Fraction x rounded to nearest even on the posit bit string (saturating)."""
+    if x == 0:
+        return 0
+    maxcode = case.nar - 1
+    if abs(x) >= Fraction(2) ** case.emax:
+        mag = maxcode
+    elif abs(x) <= Fraction(2) ** -case.emax:
+        mag = 1
+    else:
+        trunc, rest = _posit_tail(abs(x), case.n, case.es)
+        mag = trunc + (rest > Fraction(1, 2) or (rest == Fraction(1, 2) and trunc % 2 == 1))
+    return mag if x > 0 else (1 << case.n) - mag
+
+
+def _posit_tail(x, n, es):
+    """Exact rounding data of a Fraction minpos < x < maxpos: (trunc, rest), the bit string of x
+    (regime, exponent, fraction) cut after n - 1 bits as an integer and the part cut off, in
+    [0, 1) units of the last kept bit."""
+    s = x.numerator.bit_length() - x.denominator.bit_length()
+    if Fraction(2) ** s > x:
+        s -= 1                                            # 2**s <= x < 2**(s+1)
+    k, e = s >> es, s & ((1 << es) - 1)
+    r = k + 2 if k >= 0 else 1 - k                        # regime length incl. terminator
+    regime = ((1 << (k + 1)) - 1) << 1 if k >= 0 else 1
+    y = ((regime << es) + e + x / Fraction(2) ** s - 1) * Fraction(2) ** (n - 1 - r - es)
+    return int(y), y - int(y)
+
+
+def _exact_op(op, x, y, z=None):
+    return {"add": lambda: x + y, "sub": lambda: x - y, "mul": lambda: x * y,
+            "fma": lambda: x * y + z}[op]()
+
+
+def _is_known_defect(case, op, operands, ours, theirs):
+    """True where (operands, ours, theirs) is an instance of a known SoftPosit defect (above)
+    and ours is the exactly rounded result."""
+    if not ((case.kind == "p32" and op == "fma")
+            or (case.kind == "pX2" and case.n == 32 and op in ("add", "sub", "mul", "fma"))):
+        return False
+    vals = [sp_decode(case, np.array([v]))[0] for v in operands]
+    if any(np.isinf(v) or np.isnan(v) for v in vals):
+        return False                                      # a NaR operand
+    x = _exact_op(op, *map(Fraction, vals))
+    if _exact_code(case, x) != int(ours) or x == 0:
+        return False
+    sign = 1 if x > 0 else -1
+    mag_ours, mag_theirs = ((sign * int(_signed(case, v))) for v in (ours, theirs))
+    if case.kind == "p32":
+        if not 2.0**-case.emax < abs(x) < 2.0**case.emax:
+            return False
+        trunc, rest = _posit_tail(abs(x), case.n, case.es)
+        return rest == Fraction(3, 4) and trunc % 2 == 0 and (mag_theirs, mag_ours) == (
+            trunc, trunc + 1)
+    return mag_ours in (0x7FFFFFFD, 0x7FFFFFFE, 3, 4) and mag_theirs == mag_ours - 1
+
+
+def _check_arith(assert_same, case, op, *operands):
+    if op == "fma":
+        theirs = sp_fma(case, *operands)
+        ours = case.fmt.fma(*operands)
+    else:
+        theirs = sp_binop(case, op, *operands)
+        ours = getattr(case.fmt, op)(*operands)
+    assert ours.dtype == case.code_dtype and ours.shape == operands[0].shape
+    differ = np.flatnonzero(ours != theirs)
+    known = [i for i in differ if _is_known_defect(case, op, [o[i] for o in operands], ours[i],
+                                                   theirs[i])]
+    theirs = theirs.copy()
+    theirs[known] = ours[known]                           # checked against the exact result
+    what = f"{case.name} {op} [{case.kind}]" + (" a*b+c" if op == "fma" else "")
+    _same_codes(assert_same, what, ours, theirs, *operands)
 
 
 def _all_pairs(case):
@@ -441,7 +553,7 @@ def _all_pairs(case):
 
 @pytest.mark.parametrize("op", ["add", "sub", "mul"])
 def test_posit8_all_pairs(op, assert_same):
-    _check_binop(assert_same, P8, op, *_all_pairs(P8))
+    _check_arith(assert_same, P8, op, *_all_pairs(P8))
 
 
 EXHAUSTIVE_X2 = [X2(n) for n in range(2, 9)]
@@ -450,14 +562,14 @@ EXHAUSTIVE_X2 = [X2(n) for n in range(2, 9)]
 @pytest.mark.parametrize("op", ["add", "sub", "mul"])
 @pytest.mark.parametrize("case", EXHAUSTIVE_X2, ids=str)
 def test_es2_all_pairs(case, op, assert_same):
-    _check_binop(assert_same, case, op, *_all_pairs(case))
+    _check_arith(assert_same, case, op, *_all_pairs(case))
 
 
 @pytest.mark.parametrize("case", [X2(n) for n in range(2, 6)], ids=str)
 def test_es2_fma_all_triples(case, assert_same):
     c = np.arange(1 << case.n, dtype=np.int64).astype(case.code_dtype)
     a, b, z = (m.ravel() for m in np.meshgrid(c, c, c, indexing="ij"))
-    _check_fma(assert_same, case, a, b, z)
+    _check_arith(assert_same, case, "fma", a, b, z)
 
 
 SPREAD_N = (3, 5, 8, 10, 16, 20, 24, 32)
@@ -470,7 +582,7 @@ RANDOM_BINOPS = ([(P16, "add", 500_000), (P16, "mul", 500_000), (P16, "sub", 100
                          ids=[f"{c}-{op}-{s}" for c, op, s in RANDOM_BINOPS])
 def test_random_binop(case, op, size, assert_same):
     a, b = _operands(case, size, np.random.default_rng(_seed("binop", case, op, size)))
-    _check_binop(assert_same, case, op, a, b)
+    _check_arith(assert_same, case, op, a, b)
 
 
 RANDOM_FMA = [(P8, 50_000), (P16, 200_000), (P32, 200_000)] + [(X2(n), 20_000) for n in SPREAD_N]
@@ -480,7 +592,7 @@ RANDOM_FMA = [(P8, 50_000), (P16, 200_000), (P32, 200_000)] + [(X2(n), 20_000) f
 def test_random_fma(case, size, assert_same):
     rng = np.random.default_rng(_seed("fma", case, size))
     a, b = _operands(case, size, rng)
-    _check_fma(assert_same, case, a, b, _addend(case, a, b, rng))
+    _check_arith(assert_same, case, "fma", a, b, _addend(case, a, b, rng))
 
 
 # ============================================================================ 7. quire
@@ -490,38 +602,37 @@ DOT_LENGTHS = [1, 2, 3, 5, 16, 100, 1000, 10**4]
 
 
 def _dot_vectors(case, length, rows, rng):
-    """(a, b, nar_rows) of shape (rows, length).  Rows cycle through: codes within useed**+-2;
-    uniform codes (posit8: only where q8 cannot overflow); exact cancellation (u*v and u*(-v)
-    shuffled, plus one term, so the quire's exactness decides the result).  Every 7th row gets a
-    NaR in a or b."""
+    """(a, b, nar_rows) of shape (rows, length).  Rows cycle through codes within useed**+-2;
+    uniform codes; codes spread over the whole exponent range; exact cancellation (u*v and
+    u*(-v) for u, v spread over the whole range, shuffled, plus one term within useed**+-2, so
+    only an exact accumulator gets the result right).  posit8 uses only codes within useed**+-2
+    where 32-bit q8 could otherwise overflow.  Every 7th row (from row 4) gets a NaR in a or b."""
     full = (1 << case.n) - 1
     a = np.empty((rows, length), dtype=np.int64)
     b = np.empty((rows, length), dtype=np.int64)
     nar_rows = np.zeros(rows, dtype=bool)
 
-    def uniform(size):
+    def uniform(c_, size, r_):
         c = rng.integers(0, full, size=size, endpoint=True)
         return np.where(c == case.nar, 0, c)
 
     for r in range(rows):
-        kind = ("band", "full", "cancel")[r % 3]
-        if kind == "full" and case.kind == "p8" and length > 16:
-            kind = "band"
+        kind = ("band", "uniform", "wide", "cancel")[r % 4]
         if kind == "cancel" and length < 3:
-            kind = "band"
-        if kind == "band":
-            a[r], b[r] = _band(case, length, rng), _band(case, length, rng)
-        elif kind == "full":
-            a[r], b[r] = uniform(length), uniform(length)
-        else:
+            kind = "wide"
+        src = {"band": _band, "uniform": uniform, "wide": _wide, "cancel": _wide}[kind]
+        if case.kind == "p8" and length > 16:
+            src = _band                                   # 10**4 * maxpos**2 would overflow q8
+        if kind == "cancel":
             h = (length - 1) // 2
-            src = _band if case.kind == "p8" else (lambda c_, s_, r_: uniform(s_))
             u, v = src(case, h, rng), src(case, h, rng)
-            ra = np.concatenate([u, u, uniform(length - 2 * h)])
-            rb = np.concatenate([v, (-v) & full, uniform(length - 2 * h)])
+            ra = np.concatenate([u, u, _band(case, length - 2 * h, rng)])
+            rb = np.concatenate([v, (-v) & full, _band(case, length - 2 * h, rng)])
             perm = rng.permutation(length)
             a[r], b[r] = ra[perm], rb[perm]
-        if r % 7 == 3:
+        else:
+            a[r], b[r] = src(case, length, rng), src(case, length, rng)
+        if r % 7 == 4:
             (a if r % 2 else b)[r, rng.integers(0, length)] = case.nar
             nar_rows[r] = True
     return a.astype(case.code_dtype), b.astype(case.code_dtype), nar_rows
@@ -530,7 +641,7 @@ def _dot_vectors(case, length, rows, rng):
 @pytest.mark.parametrize("length", DOT_LENGTHS)
 @pytest.mark.parametrize("case", QUIRE_CASES, ids=str)
 def test_quire_dot(case, length, assert_same):
-    rows = int(np.clip(20_000 // length, 4, 200))
+    rows = int(np.clip(20_000 // length, 5, 200))
     a, b, nar_rows = _dot_vectors(case, length, rows, np.random.default_rng(_seed("dot", case, length)))
     # SoftPosit's quire must hold every partial sum (ours is at least as wide)
     with np.errstate(invalid="ignore"):
@@ -546,10 +657,12 @@ def test_quire_dot(case, length, assert_same):
     _same_codes(assert_same, f"{case.name} fused_dot length {length} (inputs: row)", ours, theirs,
                 labels)
 
-    # formats.Quire: one quire per row, filled by two fma calls (one for length 1)
+    # formats.Quire: one quire per row (the first 8 rows: every row kind twice, a NaR row),
+    # filled by two fma calls (one for length 1)
+    m = min(rows, 8)
     got, is_nar = [], []
     k = length // 2
-    for r in range(rows):
+    for r in range(m):
         q = formats.Quire(case.fmt)
         if k:
             q.fma(a[r, :k], b[r, :k])
@@ -558,6 +671,6 @@ def test_quire_dot(case, length, assert_same):
         is_nar.append(q.is_nar)
     got = np.array(got)
     assert got.dtype == case.code_dtype
-    _same_codes(assert_same, f"{case.name} Quire.fma length {length} (inputs: row)", got, theirs,
-                labels)
-    np.testing.assert_array_equal(is_nar, theirs == case.nar)
+    _same_codes(assert_same, f"{case.name} Quire.fma length {length} (inputs: row)", got,
+                theirs[:m], labels[:m])
+    np.testing.assert_array_equal(is_nar, theirs[:m] == case.nar)
