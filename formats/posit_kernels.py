@@ -178,7 +178,8 @@ def add_exact(neg1: bool, e1: np.int64, s1: np.uint64, neg2: bool, e2: np.int64,
     dist = e1 - e2
     lost = (_shl(blo, 64 - dist) != _U0) if dist < 64 else True
     if dist >= 64:
-        lost = (blo != _U0) | (_shl(bhi, 128 - dist) != _U0)
+        # from 128 on everything falls off (bhi is not 0): the shift by 0 says so
+        lost = (blo != _U0) | (_shl(bhi, max(128 - dist, 0)) != _U0)
         blo = _shr(bhi, dist - 64)
         bhi = _U0
     elif dist > 0:

@@ -101,7 +101,7 @@ class PositFormat(ScalarFormat):
 
     @property
     def epsilon(self) -> float:
-        """Distance from 1 to the next larger posit."""
+        """Distance from 1 to the next larger posit (NaN for 2-bit posits, where 1 is maxpos)."""
         one = 1 << (self.bits - 2)
         return float(pk.decode_one(np.int64(one + 1), self._desc)) - 1.0
 
