@@ -13,9 +13,14 @@ from .floats import FloatFormat  # noqa: E402
 from .integers import IntFormat  # noqa: E402
 from .posits import PositFormat  # noqa: E402
 from .quire import Quire, fused_dot  # noqa: E402
-from .registry import get, names, table  # noqa: E402
+from .codebook import CodebookFormat  # noqa: E402
+from .scaled import ScaledFormat, ScaledTensor  # noqa: E402
+from .packing import pack_codes, unpack_codes  # noqa: E402
+from .hadamard import hadamard_transform  # noqa: E402
+from .registry import get, names, scaled_names, table  # noqa: E402
 from .rounding import MODES  # noqa: E402
 from .scalar import ScalarFormat, chunk_size, get_chunk_size, set_chunk_size  # noqa: E402
 
-__all__ = ["FloatFormat", "IntFormat", "PositFormat", "Quire", "fused_dot", "ScalarFormat", "MODES", "get", "names", "table",
+__all__ = ["FloatFormat", "IntFormat", "PositFormat", "Quire", "fused_dot", "CodebookFormat", "ScaledFormat",
+           "ScaledTensor", "pack_codes", "unpack_codes", "hadamard_transform", "scaled_names", "ScalarFormat", "MODES", "get", "names", "table",
            "chunk_size", "get_chunk_size", "set_chunk_size"]

@@ -12,6 +12,22 @@ Grammar (case-sensitive):
 * ``intN`` / ``uintN``              integers of N = 1..32 bits
 * ``fixN_F`` / ``ufixN_F``          fixed point: N total bits, F fraction bits (``fix8_4``)
 * ``positN_E``        posit of N = 2..32 bits with E = 0..4 exponent bits (``posit16_1``)
+* ``nf4``             QLoRA's NormalFloat-4 codebook
+
+Scaled formats (:class:`formats.ScaledFormat`; :func:`scaled_names` lists the named ones):
+
+* ``mxfp8_e4m3``, ``mxfp8_e5m2``, ``mxfp6_e3m2``, ``mxfp6_e2m3``, ``mxfp4``, ``mxint8``: OCP MX
+  v1.0 (blocks of 32, E8M0 scale, ``floor`` rule); suffix ``_ceil``, ``_even`` or ``_rceil``
+  for the other shared-exponent rules (``mxfp4_rceil``).
+* ``nvfp4``: e2m1 in blocks of 16, UE4M3 scale rounded to nearest, FP32 tensor scale;
+  ``nvfp4_up`` rounds the block scale up instead.
+* ``bfpM_K``: block floating point, M-bit two's-complement mantissas (M = 2..32) sharing an
+  E8M0 exponent per block of K (``bfp8_16``); the largest magnitude keeps its leading bit.
+* ``intN_gK``, ``intN_channel``, ``intN_tensor`` (N = 2..32): symmetric integers with an FP32
+  scale ``amax / qmax`` per group of K, per channel or per tensor; suffix ``_fp16``, ``_bf16``,
+  ``_e8m0`` or ``_e4m3`` for another scale format (``int4_g128_fp16``).
+* ``nf4_gK``: NF4 with an FP32 absmax scale per block of K (QLoRA uses ``nf4_g64``).
+* ``fp8_e4m3_1x128``, ``fp8_e4m3_128x128``: DeepSeek-V3's FP8 tiles, FP32 scales.
 
 Named posits: ``posit8_0``, ``posit16_1``, ``posit32_2`` (SoftPosit's posit8/16/32),
 ``posit8_2``, ``posit16_2`` (the 2022 standard's es = 2) and ``posit4_1``.  A bare ``posit16``
@@ -23,10 +39,12 @@ import difflib
 import re
 from typing import TYPE_CHECKING, Callable
 
+from .codebook import NF4, CodebookFormat
 from .floats import FloatFormat
 from .integers import IntFormat
 from .posits import PositFormat
 from .scalar import ScalarFormat
+from .scaled import ScaledFormat
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -49,6 +67,7 @@ _NAMED: dict[str, Callable[[], ScalarFormat]] = {
 }
 for _n, _es in ((8, 0), (16, 1), (32, 2), (8, 2), (16, 2), (4, 1)):
     _NAMED[f"posit{_n}_{_es}"] = (lambda n=_n, e=_es: PositFormat(n, e))
+_NAMED["nf4"] = lambda: CodebookFormat(NF4, name="nf4")
 for _bits in (2, 4, 8, 16, 32):
     for _signed in (True, False):
         _n = f"{'' if _signed else 'u'}int{_bits}"
@@ -58,18 +77,69 @@ _FLOAT_RE = re.compile(r"^(u?)e(\d+)m(\d+)(fn|fnuz|finite)?(?:_b(-?\d+))?$")
 _INT_RE = re.compile(r"^(u?)int(\d+)$")
 _FIX_RE = re.compile(r"^(u?)fix(\d+)_(\d+)$")
 _POSIT_RE = re.compile(r"^posit(\d+)_(\d+)$")
-_cache: dict[str, ScalarFormat] = {}
-_FAMILY = {FloatFormat: "float", IntFormat: "int", PositFormat: "posit"}
+_MX_ELEMENTS = {"mxfp8_e4m3": "fp8_e4m3", "mxfp8_e5m2": "fp8_e5m2", "mxfp6_e3m2": "fp6_e3m2",
+                "mxfp6_e2m3": "fp6_e2m3", "mxfp4": "fp4_e2m1", "mxint8": "fix8_6"}
+_SCALED: dict[str, Callable[[], ScaledFormat]] = {
+    **{n: (lambda n=n, e=e: ScaledFormat(e, "e8m0", 32, "floor", name=n))
+       for n, e in _MX_ELEMENTS.items()},
+    "nvfp4": lambda: ScaledFormat("fp4_e2m1", "ue4m3fn", 16, "amax", tensor_scale=True,
+                                  name="nvfp4"),
+    "nvfp4_up": lambda: ScaledFormat("fp4_e2m1", "ue4m3fn", 16, "amax",
+                                     scale_rounding="toward_positive", tensor_scale=True,
+                                     name="nvfp4_up"),
+    "fp8_e4m3_1x128": lambda: ScaledFormat("fp8_e4m3", "fp32", 128, "amax",
+                                           name="fp8_e4m3_1x128"),
+    "fp8_e4m3_128x128": lambda: ScaledFormat("fp8_e4m3", "fp32", (128, 128), "amax",
+                                             name="fp8_e4m3_128x128"),
+    "nf4_g64": lambda: ScaledFormat("nf4", "fp32", 64, "amax", name="nf4_g64"),
+}
+_MX_RULE_RE = re.compile(r"^(mx\w+?)_(ceil|even|rceil)$")
+_BFP_RE = re.compile(r"^bfp(\d+)_(\d+)$")
+_INTQ_RE = re.compile(r"^int(\d+)_(g(\d+)|channel|tensor)(?:_(fp16|bf16|e8m0|e4m3))?$")
+_NF4_RE = re.compile(r"^nf4_g(\d+)$")
+_cache: dict[str, ScalarFormat | ScaledFormat] = {}
+_FAMILY = {FloatFormat: "float", IntFormat: "int", PositFormat: "posit",
+           CodebookFormat: "codebook"}
 
 
 def names() -> list[str]:
-    """The named formats (the grammar in this module's docstring builds any other)."""
+    """The named scalar formats (the grammar in this module's docstring builds any other)."""
     return list(_NAMED)
 
 
-def _parse(name: str) -> ScalarFormat | None:
+def scaled_names() -> list[str]:
+    """The named scaled formats (the grammar builds others: bfpM_K, intN_gK, ...)."""
+    return list(_SCALED)
+
+
+def _parse_scaled(name: str) -> ScaledFormat | None:
+    if name in _SCALED:
+        return _SCALED[name]()
+    m = _MX_RULE_RE.match(name)
+    if m and m.group(1) in _MX_ELEMENTS:
+        return ScaledFormat(_MX_ELEMENTS[m.group(1)], "e8m0", 32, m.group(2), name=name)
+    m = _BFP_RE.match(name)
+    if m:
+        bits = int(m.group(1))
+        return ScaledFormat(IntFormat(bits, frac_bits=max(bits - 2, 0)), "e8m0",
+                            int(m.group(2)), "floor", name=name)
+    m = _INTQ_RE.match(name)
+    if m:
+        group = int(m.group(3)) if m.group(3) else m.group(2)
+        scale = {"e4m3": "fp8_e4m3", None: "fp32"}.get(m.group(4), m.group(4))
+        return ScaledFormat(IntFormat(int(m.group(1))), scale, group, "amax", name=name)
+    m = _NF4_RE.match(name)
+    if m:
+        return ScaledFormat("nf4", "fp32", int(m.group(1)), "amax", name=name)
+    return None
+
+
+def _parse(name: str) -> ScalarFormat | ScaledFormat | None:
     if name in _NAMED:
         return _NAMED[name]()
+    scaled = _parse_scaled(name)
+    if scaled is not None:
+        return scaled
     if name.endswith("_ftz"):
         base = get(name[:-4])
         if isinstance(base, FloatFormat) and base.subnormals:
@@ -94,20 +164,20 @@ def _parse(name: str) -> ScalarFormat | None:
     return None
 
 
-def get(name: str | ScalarFormat) -> ScalarFormat:
+def get(name: str | ScalarFormat | ScaledFormat) -> ScalarFormat | ScaledFormat:
     """The format called ``name`` (a format object is returned as is).
 
     Unknown names raise ValueError listing the close matches; a name that matches the grammar
     with out-of-range widths raises the format's own ValueError.
     """
-    if isinstance(name, ScalarFormat):
+    if isinstance(name, (ScalarFormat, ScaledFormat)):
         return name
     if not isinstance(name, str):
         raise TypeError(f"format name must be a string, got {type(name).__name__}")
     if name not in _cache:
         fmt = _parse(name)
         if fmt is None:
-            close = difflib.get_close_matches(name, names(), n=5, cutoff=0.5)
+            close = difflib.get_close_matches(name, names() + scaled_names(), n=5, cutoff=0.5)
             hint = f"; close matches: {', '.join(close)}" if close else ""
             raise ValueError(f"unknown format {name!r}{hint} (see formats.names() and the "
                              f"grammar in formats.registry)")

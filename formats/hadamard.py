@@ -1,0 +1,103 @@
+"""The random Hadamard transform applied before low-precision quantization (FP4 training recipes).
+
+Conventions
+-----------
+* ``axis`` is split into consecutive blocks of ``block`` elements (a power of two >= 2 that
+  divides the axis length).  Each block ``x`` maps to ``y = H (D x)``: ``D`` is a diagonal of
+  random signs, one per position in the block and the same for every block, and ``H`` the
+  *unnormalized* Walsh-Hadamard matrix in Sylvester order, ``H[i, j] = (-1)**popcount(i & j)``.
+* Sign ``p`` (``p = 0 .. block - 1``) is -1 when ``random_bits(resolve_seed(seed), p, 1)`` is 1
+  (the counter-based generator of :mod:`formats.rounding`), else +1; ``seed=None`` draws a fresh
+  seed.
+* ``H @ H = block * I``, so the forward transform is orthogonal up to the factor ``sqrt(block)``:
+  ``|y| = sqrt(block) * |x|``.  Callers that want the orthonormal transform multiply by
+  ``block ** -0.5``; the forward does not, so that the inverse ``x = D (H y) / block`` (exact:
+  ``block`` is a power of two) undoes it bit for bit whenever the float64 sums are exact (zeros
+  come back as +0.0, so a -0.0 input does not survive).  The sums are exact when a block's values
+  are integer multiples of some ``2**q`` below ``2**(q + 53 - log2(block))`` in magnitude; for
+  float32 inputs (24-bit significands) that holds when the binades ``e`` (``2**e <= |x| <
+  2**(e + 1)``) of a block's nonzero values lie within ``29 - log2(block)`` of each other (28 for
+  block 2, 21 for block 256).
+* Values are float64 throughout; the result is float64 whatever the input dtype.  A NaN or
+  infinity makes every value of its block non-finite.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from .rounding import random_bits, resolve_seed
+from .scalar import as_real_array, check_bool
+
+
+@njit(cache=True)
+def _sign_vector(key, block, scale):
+    """``scale`` times the random sign of each block position (-1 where the bit is 1)."""
+    out = np.empty(block, dtype=np.float64)
+    for p in range(block):
+        out[p] = -scale if random_bits(key, p, 1) == 1 else scale
+    return out
+
+
+@njit(cache=True, inline="always")
+def _scale_block(w, a, base, d):
+    """Multiply rows ``base .. base + len(d) - 1`` of ``w[a]`` by ``d`` (one factor per row);
+    ``+ 0.0`` turns the -0.0 a negative sign makes of +0.0 back into +0.0."""
+    for p in range(d.shape[0]):
+        for b in range(w.shape[2]):
+            w[a, base + p, b] = w[a, base + p, b] * d[p] + 0.0
+
+
+@njit(cache=True, parallel=True)
+def _hadamard_kernel(w, d, inverse):
+    """In place on ``w`` (A, N, B): each block of ``len(d)`` rows along N becomes ``H (d * w)``,
+    or ``d * (H w)`` when ``inverse``; parallel over the A x N/len(d) blocks."""
+    block = d.shape[0]
+    n_blocks = w.shape[1] // block
+    for t in prange(w.shape[0] * n_blocks):
+        a = t // n_blocks
+        base = (t % n_blocks) * block
+        if not inverse:
+            _scale_block(w, a, base, d)
+        h = 1
+        while h < block:                                   # log2(block) butterfly passes
+            for start in range(base, base + block, 2 * h):
+                for k in range(start, start + h):
+                    for b in range(w.shape[2]):
+                        u = w[a, k, b]
+                        v = w[a, k + h, b]
+                        w[a, k, b] = u + v
+                        w[a, k + h, b] = u - v
+            h *= 2
+        if inverse:
+            _scale_block(w, a, base, d)
+
+
+def hadamard_transform(x, block: int, axis: int = -1, seed: int | None = 0,
+                       inverse: bool = False) -> np.ndarray:
+    """Random Hadamard transform ``y = H (D x)`` of each block of ``block`` elements along
+    ``axis`` (float64, same shape as ``x``), or with ``inverse=True`` its exact inverse
+    ``x = D (H y) / block``.  Use the same ``seed`` both ways; see the module docstring."""
+    arr = as_real_array(x)
+    if arr.ndim == 0:
+        raise ValueError("hadamard_transform needs an array with at least one dimension, "
+                         "got a 0-d array")
+    if isinstance(block, bool) or not isinstance(block, (int, np.integer)):
+        raise TypeError(f"block must be an integer, got {block!r}")
+    if block < 2 or block & (block - 1):
+        raise ValueError(f"block must be a power of two >= 2, got {block}")
+    if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)):
+        raise TypeError(f"axis must be an integer, got {axis!r}")
+    if not -arr.ndim <= axis < arr.ndim:
+        raise ValueError(f"axis {axis} is out of bounds for array of dimension {arr.ndim}")
+    inverse = check_bool("inverse", inverse)
+    ax = int(axis) % arr.ndim
+    n = arr.shape[ax]
+    if n % block:
+        raise ValueError(f"axis {axis} has length {n}, which is not a multiple of block {block}")
+    block = int(block)
+    d = _sign_vector(resolve_seed(seed), block, 1.0 / block if inverse else 1.0)
+    out = np.array(arr, dtype=np.float64, order="C")           # a fresh copy, worked in place
+    w = out.reshape(int(np.prod(arr.shape[:ax])), n, int(np.prod(arr.shape[ax + 1:])))
+    _hadamard_kernel(w, d, inverse)
+    return out

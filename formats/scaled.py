@@ -1,0 +1,337 @@
+"""Scaled and block formats: a scalar element format plus one scale per group of elements.
+
+``ScaledFormat(element, scale, group, rule, ...)`` covers OCP MX (block 32, E8M0 scale, the
+spec's ``floor`` rule or the ``ceil``/``even``/``rceil`` rules stacks use instead), NVFP4 (e2m1
+in blocks of 16, UE4M3 block scale, FP32 tensor scale), block floating point, integer
+quantization per tensor, channel or group, codebooks such as NF4, and 2-D tiles.
+
+Conventions
+-----------
+* ``group``: an int k = blocks of k consecutive elements along ``axis`` (the last block may be
+  shorter: it is padded with zeros in concept, which changes neither its scale nor its other
+  elements; pass ``pad=False`` to the format to make a ragged axis an error instead);
+  ``"channel"`` = one scale per index along ``axis`` over all other elements; ``"tensor"`` =
+  one scale for everything; a pair (tm, tn) = tiles over the last two axes.
+* Scale rules.  Power-of-two rules need an ``e8m0`` scale: ``floor`` (OCP MX:
+  ``floor(log2 amax) - emax_elem``, from amax's bits), ``ceil`` (one more when amax is not a
+  power of two), ``even`` (amax rounded to the element's precision first, then floor), ``rceil``
+  (the smallest power of two with ``amax <= elem_max * 2**E``, as NVIDIA's libraries do).  The
+  ``amax`` rule stores ``amax / elem_max`` (divided by the tensor scale, if any) rounded into
+  any scale format, ``scale_rounding`` ``nearest_even`` (default) or ``toward_positive``.
+* Elements are rounded once from the exact ``x / scale`` in any rounding mode (stochastic
+  included, keyed by the element's flat index in ``x``) and saturate to +-max of the element
+  format; ``ScaledTensor.n_clipped`` counts elements whose scaled magnitude exceeded that max.
+* Scales are clamped to the scale format's range (E8M0: 2**-127..2**127; others: smallest
+  positive to largest value), counted in ``ScaledTensor.n_scale_clamped``.  An all-zero group
+  takes the smallest scale.  A group holding NaN or +-Inf gets the scale format's NaN code and
+  decodes to NaN throughout (OCP MX's rule, applied to every scale format), counted in
+  ``n_nan_groups``; for ``group="tensor"`` that is the whole tensor.
+* ``hadamard=b`` applies :func:`formats.hadamard_transform` (blocks of b along ``axis``, signs
+  from ``hadamard_seed``) before quantizing and undoes it exactly after decoding.
+* ``tensor_scale=True`` adds a second-level FP32 scale ``amax_tensor / (scale_max * elem_max)``
+  (NVFP4's per-tensor scale; amax over the finite values; 1 when that is 0).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import float_kernels as fk
+from . import scaled_kernels as sk
+from .codebook import CodebookFormat
+from .floats import FloatFormat
+from .hadamard import hadamard_transform
+from .integers import IntFormat
+from .packing import pack_codes
+from .rounding import SATURATE, mode_id, resolve_seed, resolve_sr_bits
+from .scalar import ScalarFormat, as_real_array
+
+SCALE_ROUNDINGS = ("nearest_even", "toward_positive")
+
+
+@dataclass(frozen=True)
+class ScaledTensor:
+    """What :meth:`ScaledFormat.encode` returns: codes, scales and the layout to decode them.
+
+    ``elements`` has the input's shape; ``scales`` has the input's rank, each axis holding the
+    number of groups along it (1 for axes a group spans entirely).
+    """
+
+    format: "ScaledFormat"
+    elements: np.ndarray
+    scales: np.ndarray
+    axis: int
+    tensor_scale: float
+    clipped: np.ndarray          # per group: elements beyond the element format's max
+    flags: np.ndarray            # per group: sk.FLAG_CLAMPED | sk.FLAG_NAN
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """Shape of the encoded tensor."""
+        return self.elements.shape
+
+    @property
+    def n_clipped(self) -> int:
+        """Elements whose scaled magnitude exceeded the element format's max."""
+        return int(self.clipped.sum())
+
+    @property
+    def n_scale_clamped(self) -> int:
+        """Groups whose scale was clamped to the scale format's range."""
+        return int(np.count_nonzero(self.flags & sk.FLAG_CLAMPED))
+
+    def packed_elements(self) -> np.ndarray:
+        """The element codes as a little-endian bitstream, e.g. two 4-bit codes per byte (see
+        :func:`formats.pack_codes`)."""
+        return pack_codes(self.elements, self.format.element.bits)
+
+    @property
+    def n_nan_groups(self) -> int:
+        """Groups that held NaN or Inf (they decode to NaN)."""
+        return int(np.count_nonzero(self.flags & sk.FLAG_NAN))
+
+
+def _int_grid_desc(fmt: IntFormat, allow_min: bool) -> tuple[int, ...]:
+    """A float descriptor whose values are exactly the integer grid ``k * 2**-frac_bits``,
+    |k| <= qmax (all subnormal: emin = bits - 1 - frac_bits, mbits = bits - 1); with
+    ``allow_min`` the magnitude 2**(bits-1) is held too (the caller clamps positives to qmax)."""
+    mb = fmt.bits - 1
+    fields = {"mbits": mb, "emin": fmt.bits - 1 - fmt.frac_bits,
+              "max_mag": (1 << mb) if allow_min else (1 << mb) - 1, "sign_bit": 1 << (mb + 1),
+              "nan_code": -1, "inf_mag": -1, "subnormals": 1, "no_zero": 0, "neg_zero": 0,
+              "fnuz_nan": 0}
+    return tuple(fields[f] for f in fk.FIELDS)
+
+
+class ScaledFormat:
+    """An element format, a scale format, a grouping and a scale rule (see the module doc)."""
+
+    def __init__(self, element: ScalarFormat | str, scale: ScalarFormat | str = "e8m0",
+                 group: int | str | tuple[int, int] = 32, rule: str = "floor",
+                 scale_rounding: str = "nearest_even", tensor_scale: bool = False,
+                 int_min: bool = False, pad: bool = True, hadamard: int | None = None,
+                 hadamard_seed: int = 0, name: str | None = None):
+        from .registry import get                        # the registry builds ScaledFormats
+        self.element = get(element)
+        self.scale = get(scale)
+        if isinstance(self.element, IntFormat) and not self.element.signed:
+            raise ValueError("unsigned integer elements need a zero point, which is not "
+                             "supported yet; use a signed element format")
+        if not isinstance(self.element, (FloatFormat, IntFormat, CodebookFormat)):
+            raise TypeError(f"element format {self.element.name} is not a float, integer or "
+                            f"codebook format")
+        if not isinstance(self.scale, FloatFormat) or not self.scale.has_nan:
+            raise ValueError(f"the scale format must be a float format with NaN (fp32, fp16, "
+                             f"bf16, e8m0, e4m3, ...), got {self.scale.name}")
+        self.group = _check_group(group)
+        if rule not in sk.RULES:
+            raise ValueError(f"unknown scale rule {rule!r}; choose one of {', '.join(sk.RULES)}")
+        if rule != "amax" and self.scale.kind != "e8m0":
+            raise ValueError(f"scale rule {rule!r} makes power-of-two scales: it needs an e8m0 "
+                             f"scale, not {self.scale.name} (use rule='amax')")
+        self.rule = rule
+        if scale_rounding not in SCALE_ROUNDINGS:
+            raise ValueError(f"scale_rounding must be one of {', '.join(SCALE_ROUNDINGS)}, got "
+                             f"{scale_rounding!r}")
+        self.scale_rounding = scale_rounding
+        self.tensor_scale = bool(tensor_scale)
+        self.int_min = bool(int_min)
+        self.pad = bool(pad)
+        self.hadamard = hadamard
+        self.hadamard_seed = hadamard_seed
+        if hadamard is not None:
+            hadamard_transform(np.zeros(hadamard), hadamard, seed=hadamard_seed)   # validates
+        self.name = name or f"{self.element.name}/{self.scale.name}/{self.group}/{rule}"
+        self._plan, self._elem = self._build_plan()
+
+    # ---- the kernel parameters -----------------------------------------------------------
+    def _build_plan(self):
+        el, sc = self.element, self.scale
+        table = by_code = np.zeros(1)
+        tcodes = np.zeros(1, dtype=np.int64)
+        int_bits = int_qmax = 0
+        if isinstance(el, CodebookFormat):
+            kind, ed = sk.ELEM_CODEBOOK, sc._desc          # ed unused: any float descriptor
+            table, tcodes, by_code = el._sorted, el._sorted_codes, el.table
+            elem_max, prec = float(np.max(np.abs(el.table))), 53
+        elif isinstance(el, IntFormat):
+            kind, ed = sk.ELEM_INT, _int_grid_desc(el, self.int_min)
+            int_bits, int_qmax = el.bits, el.qmax
+            elem_max, prec = el.max, el.bits - 1
+        else:
+            kind, ed = sk.ELEM_FLOAT, el._desc
+            elem_max, prec = el.max, el.mbits + 1
+        if not elem_max > 0:
+            raise ValueError(f"element format {el.name} has no positive values to scale")
+        scale_min = 0 if sc.kind == "e8m0" else (1 if sc.subnormals and sc.mbits else
+                                                 1 << sc.mbits)
+        plan = {"rule": sk.RULES[self.rule], "elem_kind": kind,
+                "elem_emax": math.floor(math.log2(elem_max)), "elem_prec": prec,
+                "int_bits": int_bits, "int_qmax": int_qmax,
+                "scale_nan": sc._desc[fk.NAN_CODE], "scale_min": scale_min,
+                "scale_mode": mode_id(self.scale_rounding), "scale_lo_exp": sc.emin,
+                "scale_hi_exp": sc.emin + 254}
+        elem = {"desc": ed, "max": float(elem_max), "table": table, "codes": tcodes,
+                "by_code": by_code}
+        return tuple(int(plan[f]) for f in sk.PLAN), elem
+
+    @property
+    def bits_per_element(self) -> float:
+        """Element bits plus the stored scale bits (a whole byte or word: NVFP4's 7-bit UE4M3 is
+        kept in 8) spread over a full group: MXFP4 4 + 8/32 = 4.25, NVFP4 4 + 8/16 = 4.5.  The
+        tensor scale and per-tensor/channel scales are counted as 0 per element (they amortise
+        over the tensor)."""
+        scale_bits = 8 * self.scale.code_dtype.itemsize
+        if isinstance(self.group, int):
+            return self.element.bits + scale_bits / self.group
+        if isinstance(self.group, tuple):
+            return self.element.bits + scale_bits / (self.group[0] * self.group[1])
+        return float(self.element.bits)
+
+    # ---- layout --------------------------------------------------------------------------
+    def _layout(self, shape: tuple[int, ...], axis: int):
+        """(3-D view shape, group sizes, scales shape in the input's rank)."""
+        ndim = len(shape)
+        if isinstance(self.group, tuple):
+            if ndim < 2:
+                raise ValueError(f"{self.name} tiles the last two axes; got a {ndim}-D array")
+            tm, tn = self.group
+            a, m, n = math.prod(shape[:-2]), shape[-2], shape[-1]
+            self._check_ragged(m, tm, ndim - 2)
+            self._check_ragged(n, tn, ndim - 1)
+            scales = shape[:-2] + (-(-m // tm), -(-n // tn))
+            return (a, m, n), (1, tm, tn), scales
+        before, size, after = math.prod(shape[:axis]), shape[axis], math.prod(shape[axis + 1:])
+        if self.group == "tensor":
+            return (1, before * size * after, 1), (1, max(before * size * after, 1), 1), \
+                (1,) * ndim
+        if self.group == "channel":
+            return (before, size, after), (max(before, 1), 1, max(after, 1)), tuple(
+                size if d == axis else 1 for d in range(ndim))
+        self._check_ragged(size, self.group, axis)
+        scales = shape[:axis] + (-(-size // self.group),) + shape[axis + 1:]
+        return (before, size, after), (1, self.group, 1), scales
+
+    def _check_ragged(self, size: int, block: int, axis: int) -> None:
+        if not self.pad and size % block:
+            raise ValueError(f"{self.name}: axis {axis} has {size} elements, not a multiple of "
+                             f"the block size {block} (padding is off)")
+
+    def _prepare(self, x, axis: int):
+        arr = as_real_array(x)
+        if arr.ndim == 0:
+            raise ValueError(f"{self.name} needs at least a 1-D array (a group of elements); "
+                             f"got a 0-d array")
+        axis = _normalize_axis(axis, arr.ndim)
+        if self.hadamard is not None:
+            arr = hadamard_transform(arr, self.hadamard, axis, self.hadamard_seed)
+        if arr.dtype == np.float16:
+            arr = arr.astype(np.float32)                  # Numba cannot read float16
+        arr = np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("="))
+        view, groups, scales_shape = self._layout(arr.shape, axis)
+        n_groups = tuple(-(-v // g) if v else 0 for v, g in zip(view, groups))
+        return arr, axis, arr.reshape(view), groups, scales_shape, n_groups
+
+    def _tensor_scale(self, flat: np.ndarray) -> float:
+        if not self.tensor_scale:
+            return 1.0
+        amax = sk.finite_amax(flat) if flat.size else 0.0
+        if amax == 0.0:
+            return 1.0
+        fp32 = FloatFormat(8, 23)._desc
+        # amax / (scale_max * elem_max), rounded once to fp32 (the divisor is exact)
+        return sk.round_quotient(amax, self.scale.max * self._elem["max"], fp32,
+                                 fk.special_codes(fp32, 0, SATURATE))
+
+    def _run(self, x, axis, rounding, seed, sr_bits, to_value):
+        arr, axis, view, groups, scales_shape, n_groups = self._prepare(x, axis)
+        mode = mode_id(rounding)
+        key = resolve_seed(seed) if rounding == "stochastic" else np.uint64(0)
+        sr = resolve_sr_bits(sr_bits)
+        t_scale = self._tensor_scale(arr.reshape(-1))
+        el = self._elem
+        esp = fk.special_codes(el["desc"], mode, SATURATE)
+        sd = self.scale._desc
+        ssp = fk.special_codes(sd, mode_id(self.scale_rounding), SATURATE)
+        codes = np.empty(view.shape if not to_value else (1, 1, 1), dtype=self.element.code_dtype)
+        values = np.empty(view.shape if to_value else (1, 1, 1), dtype=np.float64)
+        scales = np.empty(n_groups, dtype=self.scale.code_dtype)
+        clipped = np.zeros(n_groups, dtype=np.int64)
+        flags = np.zeros(n_groups, dtype=np.int8)
+        if arr.size:
+            sk.group_kernel(mode, to_value)(view, *groups, self._plan, el["max"], t_scale,
+                                            el["desc"], esp, sd, ssp, el["table"], el["codes"],
+                                            key, sr, codes, scales, values, clipped, flags)
+        return arr, axis, scales_shape, t_scale, codes, values, scales, clipped, flags
+
+    # ---- the public interface ------------------------------------------------------------
+    def encode(self, x, axis: int = -1, rounding: str = "nearest_even", seed: int | None = None,
+               sr_bits: int | None = None) -> ScaledTensor:
+        """Element codes and group scales of ``x`` (groups along ``axis``)."""
+        arr, axis, scales_shape, t_scale, codes, _, scales, clipped, flags = self._run(
+            x, axis, rounding, seed, sr_bits, False)
+        return ScaledTensor(self, codes.reshape(arr.shape), scales.reshape(scales_shape), axis,
+                            t_scale, clipped.reshape(scales_shape), flags.reshape(scales_shape))
+
+    def decode(self, st: ScaledTensor) -> np.ndarray:
+        """float64 values of a :class:`ScaledTensor` (exact: element value times scale)."""
+        if not isinstance(st, ScaledTensor):
+            raise TypeError(f"decode takes a ScaledTensor (from encode), got {type(st).__name__}")
+        if st.format != self:
+            raise ValueError(f"this ScaledTensor was encoded with {st.format.name}, not "
+                             f"{self.name}")
+        view, groups, scales_shape = self._layout(st.shape, st.axis)
+        n_groups = tuple(-(-v // g) if v else 0 for v, g in zip(view, groups))
+        out = np.empty(view, dtype=np.float64)
+        if out.size:
+            sk.decode_groups(st.elements.reshape(view), st.scales.reshape(n_groups), *groups,
+                             self._plan, st.tensor_scale, self._elem["desc"], self.scale._desc,
+                             self._elem["by_code"], out)
+        return self._unrotate(out.reshape(st.shape), st.axis)
+
+    def _unrotate(self, values: np.ndarray, axis: int) -> np.ndarray:
+        if self.hadamard is None:
+            return values
+        return hadamard_transform(values, self.hadamard, axis, self.hadamard_seed, inverse=True)
+
+    def quantize(self, x, axis: int = -1, rounding: str = "nearest_even",
+                 seed: int | None = None, sr_bits: int | None = None) -> np.ndarray:
+        """``decode(encode(x))`` in one pass, as float64."""
+        arr, axis, _, _, _, values, _, _, _ = self._run(x, axis, rounding, seed, sr_bits, True)
+        return self._unrotate(values.reshape(arr.shape), axis)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ScaledFormat) and self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def _key(self) -> tuple:
+        return (self.element, self.scale, self.group, self.rule, self.scale_rounding,
+                self.tensor_scale, self.int_min, self.pad, self.hadamard, self.hadamard_seed)
+
+    def __repr__(self) -> str:
+        return f"<ScaledFormat {self.name}>"
+
+
+def _check_group(group):
+    if group in ("tensor", "channel"):
+        return group
+    if isinstance(group, tuple) and len(group) == 2 and all(
+            isinstance(g, (int, np.integer)) and not isinstance(g, bool) and g >= 1
+            for g in group):
+        return (int(group[0]), int(group[1]))
+    if isinstance(group, (int, np.integer)) and not isinstance(group, bool) and group >= 1:
+        return int(group)
+    raise ValueError(f"group must be a positive block size, 'channel', 'tensor' or a (rows, "
+                     f"cols) tile, got {group!r}")
+
+
+def _normalize_axis(axis, ndim: int) -> int:
+    if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)):
+        raise TypeError(f"axis must be an integer, got {axis!r}")
+    if not -ndim <= axis < ndim:
+        raise ValueError(f"axis {axis} is out of range for a {ndim}-D array")
+    return int(axis) % ndim

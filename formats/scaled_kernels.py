@@ -1,0 +1,251 @@
+"""Numba kernels for scaled formats: element codes plus one scale per group of elements.
+
+The input is viewed as a 3-D array (P, Q, R) (a free reshape for C-contiguous input) cut into
+groups of (gp, gq, gr) elements; groups at the ends may be smaller (ragged; padding is
+conceptual: padded elements would be zeros, which change nothing).  One parallel pass over the
+groups does, per group: amax = max |x|, the scale, then every element rounded to the element
+format.  Blocks of k along an axis are groups (1, k, 1) of the view (before, axis, after);
+channels, tensors and 2-D tiles are other group shapes of the same kernel.
+
+Scales:
+
+* power-of-two rules (``floor``, ``ceil``, ``even``, ``rceil``): the shared exponent comes from
+  amax's float64 bits, clamped to the E8M0 range -127..127; elements are ``x * 2**-E``, exact.
+* ``amax`` rule: the scale is ``amax / (elem_max * tensor_scale)`` rounded once into the scale
+  format (nearest-even or up), held at the scale format's smallest positive value and largest
+  value; elements are the exact quotient ``x / (scale * tensor_scale)`` (float64 division plus
+  the exact residual from Dekker's product) rounded once.
+
+A group holding NaN or +-Inf gets the scale format's NaN and decodes to NaN throughout; an
+all-zero group gets the smallest scale.  Element formats: floats (and integers/fixed point,
+expressed as an all-subnormal float with the same grid) through ``float_kernels.round_pair``,
+and codebooks through ``codebook.round_table``.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from . import float_kernels as fk
+from .bitcast import f64_to_bits, significand_exponent
+from .codebook import round_table
+
+RULES = {"floor": 0, "ceil": 1, "even": 2, "rceil": 3, "amax": 4}
+RULE_FLOOR, RULE_CEIL, RULE_EVEN, RULE_RCEIL, RULE_AMAX = range(5)
+ELEM_FLOAT, ELEM_INT, ELEM_CODEBOOK = range(3)
+FLAG_CLAMPED, FLAG_NAN = 1, 2            # per-group flags
+
+# plan: the integer parameters of a call
+PLAN = ("rule", "elem_kind", "elem_emax", "elem_prec", "int_bits", "int_qmax", "scale_nan",
+        "scale_min", "scale_mode", "scale_lo_exp", "scale_hi_exp")
+(P_RULE, P_ELEM_KIND, P_ELEM_EMAX, P_ELEM_PREC, P_INT_BITS, P_INT_QMAX, P_SCALE_NAN,
+ P_SCALE_MIN, P_SCALE_MODE, P_SCALE_LO, P_SCALE_HI) = range(len(PLAN))
+
+_U1 = np.uint64(1)
+_MANT52 = np.uint64((1 << 52) - 1)
+_SPLIT = 134217729.0                      # 2**27 + 1, Veltkamp's splitter
+
+
+@njit(cache=True, inline="always")
+def _two_product(a: np.float64, b: np.float64):
+    """Dekker: p = fl(a * b) and the exact error, p + e == a * b (no overflow/underflow)."""
+    p = a * b
+    t = _SPLIT * a
+    ah = t - (t - a)
+    al = a - ah
+    t = _SPLIT * b
+    bh = t - (t - b)
+    bl = b - bh
+    return p, ((ah * bh - p) + ah * bl + al * bh) + al * bl
+
+
+@njit(cache=True, inline="always")
+def exact_quotient(x: np.float64, s: np.float64):
+    """(q, t): q = fl(x / s) and t approximating the rest (x - q*s) / s, so that q + t is the
+    quotient to about 100 bits and has its sign exactly: enough for one correct rounding to any
+    format here (the residual x - q*s is exact)."""
+    q = x / s
+    if q == 0.0 or not np.isfinite(q):
+        return q, 0.0
+    p, pe = _two_product(q, s)
+    return q, ((x - p) - pe) / s
+
+
+@njit(cache=True)
+def round_quotient(a: np.float64, b: np.float64, d, sp) -> np.float64:
+    """a / b rounded once, to nearest even, into the float format ``d`` (specials ``sp``)."""
+    q, t = exact_quotient(a, b)
+    return fk.decode_one(fk.round_pair(q, t, d, sp, 0, np.uint64(0), 0, 32), d)
+
+
+@njit(cache=True, inline="always")
+def shared_exponent(amax: np.float64, rule: np.int64, elem_emax: np.int64, elem_prec: np.int64,
+                    elem_max: np.float64) -> np.int64:
+    """Unclamped power-of-two scale exponent of a group with max |x| = amax > 0 (finite)."""
+    bits = f64_to_bits(amax)
+    sig, ex = significand_exponent(bits)               # amax = sig * 2**(ex - 52)
+    if rule == RULE_CEIL:
+        ex += np.int64((sig & _MANT52) != 0)
+    elif rule == RULE_EVEN:                            # amax rounded to the element precision
+        drop = np.uint64(53 - elem_prec)
+        half = _U1 << (drop - _U1)
+        rem = sig & ((_U1 << drop) - _U1)
+        q = sig >> drop
+        q += np.uint64((rem > half) | ((rem == half) & ((q & _U1) == _U1)))
+        ex += np.int64(q >> np.uint64(elem_prec))      # carried into the next binade
+    elif rule == RULE_RCEIL:                           # smallest E with elem_max * 2**E >= amax
+        e0 = ex - np.int64(np.floor(np.log2(elem_max)))
+        e = e0 - 1
+        while np.ldexp(elem_max, e) < amax:
+            e += 1
+        return e
+    return ex - elem_emax
+
+
+@njit(cache=True, inline="always")
+def element(s: np.float64, t: np.float64, plan, ed, esp, table, tcodes, mode: np.int64,
+            key: np.uint64, index: np.int64, sr_bits: np.int64):
+    """(stored code, value in element units) of the exact value s + t."""
+    kind = plan[P_ELEM_KIND]
+    if kind == ELEM_CODEBOOK:
+        c = round_table(s, t, table, tcodes, mode, key, index, sr_bits)
+        return c, table[c]
+    c = fk.round_pair(s, t, ed, esp, mode, key, index, sr_bits)
+    v = fk.decode_one(c, ed)
+    if kind == ELEM_INT:                 # sign-magnitude grid code -> two's complement integer
+        k = np.int64(abs(v) * 2.0 ** (ed[fk.MBITS] - ed[fk.EMIN]))
+        k = min(k, plan[P_INT_QMAX]) if v > 0 else -k
+        v = np.ldexp(np.float64(k), ed[fk.EMIN] - ed[fk.MBITS])
+        c = k & ((1 << plan[P_INT_BITS]) - 1)
+    return c, v
+
+
+def _make_group_loop(mode: int, to_value: bool):
+    """A loop over groups for one rounding mode, writing codes and scales, or values."""
+
+    @njit(cache=True, parallel=True)
+    def group_loop(x, gp, gq, gr, plan, elem_max, tensor_scale, ed, esp, sd, ssp, table, tcodes,
+                   key, sr_bits, codes, scales, values, clipped, flags):
+        big_p, big_q, big_r = x.shape
+        np_, nq, nr = scales.shape
+        for g in prange(np_ * nq * nr):
+            ip = g // (nq * nr)
+            iq = (g // nr) % nq
+            ir = g % nr
+            p0, q0, r0 = ip * gp, iq * gq, ir * gr
+            p1, q1, r1 = min(p0 + gp, big_p), min(q0 + gq, big_q), min(r0 + gr, big_r)
+            amax = 0.0
+            bad = False
+            for p in range(p0, p1):
+                for q in range(q0, q1):
+                    for r in range(r0, r1):
+                        v = np.float64(x[p, q, r])
+                        bad |= not np.isfinite(v)
+                        amax = max(amax, abs(v))
+            flag = 0
+            pow2 = plan[P_RULE] != RULE_AMAX
+            exp = 0
+            unit = 1.0                                    # the value of one element unit
+            if bad:
+                flag = FLAG_NAN
+                scode = plan[P_SCALE_NAN]
+                unit = np.nan
+            elif pow2:
+                exp = plan[P_SCALE_LO]
+                if amax > 0.0:
+                    exp = shared_exponent(amax, plan[P_RULE], plan[P_ELEM_EMAX],
+                                          plan[P_ELEM_PREC], elem_max)
+                if exp < plan[P_SCALE_LO] or exp > plan[P_SCALE_HI]:
+                    flag = FLAG_CLAMPED
+                    exp = min(max(exp, plan[P_SCALE_LO]), plan[P_SCALE_HI])
+                scode = exp - plan[P_SCALE_LO]            # E8M0: code = E + 127
+                unit = np.ldexp(1.0, exp)
+            else:
+                scode = plan[P_SCALE_MIN]
+                if amax > 0.0:
+                    sq, st = exact_quotient(amax, elem_max * tensor_scale)
+                    scode = fk.round_pair(sq, st, sd, ssp, plan[P_SCALE_MODE], key, 0, 32)
+                    if fk.decode_one(scode, sd) == 0.0:
+                        scode = plan[P_SCALE_MIN]
+                        flag = FLAG_CLAMPED
+                    if sq > fk.decode_one(ssp[fk.SP_OVF_POS], sd):
+                        flag = FLAG_CLAMPED
+                unit = fk.decode_one(scode, sd) * tensor_scale   # exact: <= 24 x 24 bits
+            if not to_value:
+                scales[ip, iq, ir] = scode
+            flags[ip, iq, ir] = flag
+            n_clip = 0
+            for p in range(p0, p1):
+                for q in range(q0, q1):
+                    for r in range(r0, r1):
+                        xv = np.float64(x[p, q, r])
+                        index = (p * big_q + q) * big_r + r
+                        if bad:
+                            c, v = 0, np.nan
+                        elif pow2:
+                            s = np.ldexp(xv, -exp)
+                            n_clip += abs(s) > elem_max
+                            c, v = element(s, 0.0, plan, ed, esp, table, tcodes, mode, key, index,
+                                           sr_bits)
+                        else:
+                            s, t = exact_quotient(xv, unit)
+                            n_clip += abs(s) > elem_max
+                            c, v = element(s, t, plan, ed, esp, table, tcodes, mode, key, index,
+                                           sr_bits)
+                        if to_value:
+                            values[p, q, r] = v * unit
+                        else:
+                            codes[p, q, r] = c
+            clipped[ip, iq, ir] = n_clip
+
+    return group_loop
+
+
+_LOOPS: dict[tuple[int, bool], object] = {}
+
+
+def group_kernel(mode: int, to_value: bool):
+    """The compiled group loop for a rounding mode (built on first use)."""
+    key = (mode, to_value)
+    if key not in _LOOPS:
+        _LOOPS[key] = _make_group_loop(mode, to_value)
+    return _LOOPS[key]
+
+
+@njit(cache=True, parallel=True)
+def finite_amax(x) -> np.float64:
+    """max |x| over the finite elements of a flat array (0 when there are none)."""
+    amax = 0.0
+    for i in prange(x.shape[0]):
+        v = abs(np.float64(x[i]))
+        if np.isfinite(v):
+            amax = max(amax, v)
+    return amax
+
+
+@njit(cache=True, parallel=True)
+def decode_groups(codes, scales, gp, gq, gr, plan, tensor_scale, ed, sd, table, out):
+    """Values of element codes with their group scales (the inverse of the group loop)."""
+    big_p, big_q, big_r = codes.shape
+    for p in prange(big_p):
+        for q in range(big_q):
+            for r in range(big_r):
+                scode = np.int64(scales[p // gp, q // gq, r // gr])
+                if scode == plan[P_SCALE_NAN]:
+                    out[p, q, r] = np.nan
+                    continue
+                if plan[P_RULE] != RULE_AMAX:
+                    unit = np.ldexp(1.0, scode + plan[P_SCALE_LO])
+                else:
+                    unit = fk.decode_one(scode, sd) * tensor_scale
+                c = np.int64(codes[p, q, r])
+                kind = plan[P_ELEM_KIND]
+                if kind == ELEM_CODEBOOK:
+                    v = table[c]
+                elif kind == ELEM_INT:
+                    bits = plan[P_INT_BITS]
+                    k = c - ((c >> (bits - 1)) & 1) * (np.int64(1) << bits)
+                    v = np.ldexp(np.float64(k), ed[fk.EMIN] - ed[fk.MBITS])
+                else:
+                    v = fk.decode_one(c, ed)
+                out[p, q, r] = v * unit
