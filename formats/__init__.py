@@ -2,7 +2,8 @@
 
 ``formats.get(name)`` returns a format object with ``encode``/``decode``/``quantize``, correctly
 rounded ``add``/``sub``/``mul``/``fma``/``convert`` on codes, and its properties.  See
-:mod:`formats.floats`, :mod:`formats.integers`, :mod:`formats.posits`, :mod:`formats.rounding` and the name grammar in
+:mod:`formats.floats`, :mod:`formats.integers`, :mod:`formats.posits`, :mod:`formats.quire`,
+:mod:`formats.codebook`, :mod:`formats.scaled`, :mod:`formats.rounding` and the name grammar in
 :mod:`formats.registry`.
 """
 from .kernel_cache import use_source_keyed_cache
@@ -21,6 +22,7 @@ from .registry import get, names, scaled_names, table  # noqa: E402
 from .rounding import MODES  # noqa: E402
 from .scalar import ScalarFormat, chunk_size, get_chunk_size, set_chunk_size  # noqa: E402
 
-__all__ = ["FloatFormat", "IntFormat", "PositFormat", "Quire", "fused_dot", "CodebookFormat", "ScaledFormat",
-           "ScaledTensor", "pack_codes", "unpack_codes", "hadamard_transform", "scaled_names", "ScalarFormat", "MODES", "get", "names", "table",
-           "chunk_size", "get_chunk_size", "set_chunk_size"]
+__all__ = ["FloatFormat", "IntFormat", "PositFormat", "CodebookFormat", "ScalarFormat",
+           "Quire", "fused_dot", "ScaledFormat", "ScaledTensor", "pack_codes", "unpack_codes",
+           "hadamard_transform", "MODES", "get", "names", "scaled_names", "table", "chunk_size",
+           "get_chunk_size", "set_chunk_size"]

@@ -31,7 +31,6 @@ ZERO, FINITE, NAR = range(3)       # kinds of an unpacked value
 _U0 = np.uint64(0)
 _U1 = np.uint64(1)
 _TOP = np.uint64(1 << 63)
-_MASK32 = np.uint64(0xFFFFFFFF)
 
 
 @njit(cache=True, inline="always")

@@ -27,7 +27,7 @@ from . import posit_kernels as pk
 from .bitcast import clz64
 from .posits import PositFormat
 from .rounding import mode_id, resolve_seed, resolve_sr_bits
-from .scalar import as_code_array, flat_chunks
+from .scalar import as_code_array, check_int, flat_chunks
 
 _MASK32 = np.uint64(0xFFFFFFFF)
 _NORMALIZE_EVERY = 1 << 30
@@ -83,7 +83,8 @@ def _pack_kernel(codes, out, d) -> None:
 
 
 def _pack(fmt: PositFormat, codes: np.ndarray) -> np.ndarray:
-    flat = np.ascontiguousarray(codes).reshape(-1)
+    """Packed int64 words of a code array (any byte order and layout), same shape."""
+    flat = np.ascontiguousarray(codes, dtype=codes.dtype.newbyteorder("=")).reshape(-1)
     out = np.empty(flat.shape, dtype=np.int64)
     _pack_kernel(flat, out, fmt._desc)
     return out.reshape(codes.shape)
@@ -154,7 +155,6 @@ def _round_quire(q, nar: bool, d, width: np.int64, mode: np.int64, key: np.uint6
     sticky |= (lo << np.uint64(lz)) != np.uint64(0)
     big_e = 32 * (t - 1) - lz + 63 - 2 * pk.emax(d)
     return pk.round_unpacked(neg, big_e, sig | np.uint64(sticky), d, mode, key, index, sr_bits)
-
 
 
 @njit(cache=True, parallel=True)
@@ -255,12 +255,17 @@ class Quire:
         return self._accumulate(p, np.array(one, dtype=self.format.code_dtype), False)
 
     def to_posit(self, rounding: str = "nearest_even", seed: int | None = None,
-                 sr_bits: int | None = None):
-        """The quire's value rounded once to a posit code (NaR when the quire is NaR)."""
+                 sr_bits: int | None = None, index: int = 0) -> np.unsignedinteger:
+        """The quire's value rounded once to a posit code (NaR when the quire is NaR).
+
+        Stochastic rounding draws the random bits of element ``index`` of the seed's stream
+        (:func:`fused_dot` uses the output's flat index): give separate quires rounded with one
+        seed different indices, or their rounding errors are fully correlated."""
         mode = mode_id(rounding)
         key = resolve_seed(seed) if rounding == "stochastic" else np.uint64(0)
+        index = check_int("index", index, 0, (1 << 63) - 1)
         code = _round_quire(self._digits.copy(), self._nar, self.format._desc, self.width, mode,
-                            key, 0, resolve_sr_bits(sr_bits))
+                            key, index, resolve_sr_bits(sr_bits))
         return self.format.code_dtype.type(code)
 
     def _integer(self) -> int:

@@ -173,8 +173,8 @@ class ScaledFormat:
                 "scale_nan": sc._desc[fk.NAN_CODE], "scale_min": scale_min,
                 "scale_mode": mode_id(self.scale_rounding), "scale_lo_exp": sc.emin,
                 "scale_hi_exp": sc.emin + 254}
-        elem = {"desc": ed, "max": float(elem_max), "table": table, "codes": tcodes,
-                "by_code": by_code}
+        elem = {"desc": ed, "kind": kind, "max": float(elem_max), "table": table,
+                "codes": tcodes, "by_code": by_code}
         return tuple(int(plan[f]) for f in sk.PLAN), elem
 
     @property
@@ -255,15 +255,19 @@ class ScaledFormat:
         esp = fk.special_codes(el["desc"], mode, SATURATE)
         sd = self.scale._desc
         ssp = fk.special_codes(sd, mode_id(self.scale_rounding), SATURATE)
-        codes = np.empty(view.shape if not to_value else (1, 1, 1), dtype=self.element.code_dtype)
-        values = np.empty(view.shape if to_value else (1, 1, 1), dtype=np.float64)
-        scales = np.empty(n_groups, dtype=self.scale.code_dtype)
-        clipped = np.zeros(n_groups, dtype=np.int64)
-        flags = np.zeros(n_groups, dtype=np.int8)
-        if arr.size:
-            sk.group_kernel(mode, to_value)(view, *groups, self._plan, el["max"], t_scale,
-                                            el["desc"], esp, sd, ssp, el["table"], el["codes"],
-                                            key, sr, codes, scales, values, clipped, flags)
+        espv = fk.special_values(el["desc"], mode, SATURATE) if el["kind"] == sk.ELEM_FLOAT \
+            else (0.0,) * 9
+        size = view.size
+        codes = np.empty(size if not to_value else 1, dtype=self.element.code_dtype)
+        values = np.empty(size if to_value else 1, dtype=np.float64)
+        scales = np.empty(math.prod(n_groups), dtype=self.scale.code_dtype)
+        clipped = np.zeros(scales.size, dtype=np.int64)
+        flags = np.zeros(scales.size, dtype=np.int8)
+        if size:
+            sk.group_kernel(mode, to_value)(view.reshape(-1), view.shape, groups, self._plan,
+                                            el["max"], t_scale, el["desc"], esp, espv, sd, ssp,
+                                            el["table"], el["codes"], key, sr, codes, scales,
+                                            values, clipped, flags)
         return arr, axis, scales_shape, t_scale, codes, values, scales, clipped, flags
 
     # ---- the public interface ------------------------------------------------------------

@@ -120,31 +120,51 @@ def element(s: np.float64, t: np.float64, plan, ed, esp, table, tcodes, mode: np
     return c, v
 
 
+@njit(cache=True, inline="always")
+def group_extent(g: np.int64, dims, groups):
+    """Flat-index geometry of group ``g`` of the (P, Q, R) view cut into (gp, gq, gr) groups:
+    (first flat index, outer count and stride, middle count and stride, inner count and stride).
+    The inner loop runs along the longer of the group's Q and R extents (contiguous along R)."""
+    big_p, big_q, big_r = dims
+    gp, gq, gr = groups
+    nq = -(-big_q // gq)
+    nr = -(-big_r // gr)
+    ip = g // (nq * nr)
+    iq = (g // nr) % nq
+    ir = g % nr
+    p0, q0, r0 = ip * gp, iq * gq, ir * gr
+    n_p = min(gp, big_p - p0)
+    n_q = min(gq, big_q - q0)
+    n_r = min(gr, big_r - r0)
+    start = (p0 * big_q + q0) * big_r + r0
+    if n_r > 1:
+        return start, n_p, big_q * big_r, n_q, big_r, n_r, 1
+    return start, n_p, big_q * big_r, 1, 1, n_q, big_r
+
+
 def _make_group_loop(mode: int, to_value: bool):
-    """A loop over groups for one rounding mode, writing codes and scales, or values."""
+    """A loop over groups for one rounding mode, writing codes and scales, or values.  ``x``
+    and the outputs are flat; ``dims`` is the (P, Q, R) view and ``groups`` the group shape."""
+    fast_nearest = to_value and mode == 0              # value-domain nearest-even for floats
 
     @njit(cache=True, parallel=True)
-    def group_loop(x, gp, gq, gr, plan, elem_max, tensor_scale, ed, esp, sd, ssp, table, tcodes,
-                   key, sr_bits, codes, scales, values, clipped, flags):
-        big_p, big_q, big_r = x.shape
-        np_, nq, nr = scales.shape
-        for g in prange(np_ * nq * nr):
-            ip = g // (nq * nr)
-            iq = (g // nr) % nq
-            ir = g % nr
-            p0, q0, r0 = ip * gp, iq * gq, ir * gr
-            p1, q1, r1 = min(p0 + gp, big_p), min(q0 + gq, big_q), min(r0 + gr, big_r)
+    def group_loop(x, dims, groups, plan, elem_max, tensor_scale, ed, esp, espv, sd, ssp, table,
+                   tcodes, key, sr_bits, codes, scales, values, clipped, flags):
+        float_elems = plan[P_ELEM_KIND] == ELEM_FLOAT
+        pow2 = plan[P_RULE] != RULE_AMAX
+        for g in prange(scales.shape[0]):
+            start, n_o, s_o, n_m, s_m, n_i, s_i = group_extent(g, dims, groups)
             amax = 0.0
             bad = False
-            for p in range(p0, p1):
-                for q in range(q0, q1):
-                    for r in range(r0, r1):
-                        v = np.float64(x[p, q, r])
+            for o in range(n_o):
+                for m in range(n_m):
+                    base = start + o * s_o + m * s_m
+                    for i in range(n_i):
+                        v = np.float64(x[base + i * s_i])
                         bad |= not np.isfinite(v)
                         amax = max(amax, abs(v))
             flag = 0
-            pow2 = plan[P_RULE] != RULE_AMAX
-            exp = 0
+            inv = 1.0                                     # 1 / scale when it is a power of two
             unit = 1.0                                    # the value of one element unit
             if bad:
                 flag = FLAG_NAN
@@ -159,7 +179,8 @@ def _make_group_loop(mode: int, to_value: bool):
                     flag = FLAG_CLAMPED
                     exp = min(max(exp, plan[P_SCALE_LO]), plan[P_SCALE_HI])
                 scode = exp - plan[P_SCALE_LO]            # E8M0: code = E + 127
-                unit = np.ldexp(1.0, exp)
+                unit = fk.pow2(exp)
+                inv = fk.pow2(-exp)
             else:
                 scode = plan[P_SCALE_MIN]
                 if amax > 0.0:
@@ -172,31 +193,40 @@ def _make_group_loop(mode: int, to_value: bool):
                         flag = FLAG_CLAMPED
                 unit = fk.decode_one(scode, sd) * tensor_scale   # exact: <= 24 x 24 bits
             if not to_value:
-                scales[ip, iq, ir] = scode
-            flags[ip, iq, ir] = flag
+                scales[g] = scode
+            flags[g] = flag
             n_clip = 0
-            for p in range(p0, p1):
-                for q in range(q0, q1):
-                    for r in range(r0, r1):
-                        xv = np.float64(x[p, q, r])
-                        index = (p * big_q + q) * big_r + r
-                        if bad:
-                            c, v = 0, np.nan
-                        elif pow2:
-                            s = np.ldexp(xv, -exp)
-                            n_clip += abs(s) > elem_max
-                            c, v = element(s, 0.0, plan, ed, esp, table, tcodes, mode, key, index,
+            for o in range(n_o):
+                for m in range(n_m):
+                    base = start + o * s_o + m * s_m
+                    if bad:
+                        for i in range(n_i):
+                            if to_value:
+                                values[base + i * s_i] = np.nan
+                            else:
+                                codes[base + i * s_i] = 0
+                    elif fast_nearest and pow2 and float_elems and ed[fk.MBITS] >= 1:
+                        for i in range(n_i):                      # the common MX case, tight
+                            sv = np.float64(x[base + i * s_i]) * inv
+                            n_clip += abs(sv) > elem_max
+                            values[base + i * s_i] = fk.quantize_nearest_even_one(
+                                sv, ed, espv) * unit
+                    else:
+                        for i in range(n_i):
+                            index = base + i * s_i
+                            xv = np.float64(x[index])
+                            if pow2:
+                                sv, t = xv * inv, 0.0     # exact: a power of two, normal range
+                            else:
+                                sv, t = exact_quotient(xv, unit)
+                            n_clip += abs(sv) > elem_max
+                            c, v = element(sv, t, plan, ed, esp, table, tcodes, mode, key, index,
                                            sr_bits)
-                        else:
-                            s, t = exact_quotient(xv, unit)
-                            n_clip += abs(s) > elem_max
-                            c, v = element(s, t, plan, ed, esp, table, tcodes, mode, key, index,
-                                           sr_bits)
-                        if to_value:
-                            values[p, q, r] = v * unit
-                        else:
-                            codes[p, q, r] = c
-            clipped[ip, iq, ir] = n_clip
+                            if to_value:
+                                values[index] = v * unit
+                            else:
+                                codes[index] = c
+            clipped[g] = n_clip
 
     return group_loop
 
