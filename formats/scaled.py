@@ -172,7 +172,7 @@ class ScaledFormat:
                 "int_bits": int_bits, "int_qmax": int_qmax,
                 "scale_nan": sc._desc[fk.NAN_CODE], "scale_min": scale_min,
                 "scale_mode": mode_id(self.scale_rounding), "scale_lo_exp": sc.emin,
-                "scale_hi_exp": sc.emin + 254}
+                "scale_hi_exp": sc.emin + 254, "fast_nearest": 0}
         elem = {"desc": ed, "kind": kind, "max": float(elem_max), "table": table,
                 "codes": tcodes, "by_code": by_code}
         return tuple(int(plan[f]) for f in sk.PLAN), elem
@@ -245,6 +245,25 @@ class ScaledFormat:
         return sk.round_quotient(amax, self.scale.max * self._elem["max"], fp32,
                                  fk.special_codes(fp32, 0, SATURATE))
 
+    def _fast_nearest(self, dtype: np.dtype) -> bool:
+        """Whether nearest-even quantize may round ``x / scale`` computed in float64 in the
+        value domain.  With power-of-two scales the quotient is exact.  Otherwise it is off by
+        at most 2**-53 relative, while a quotient that is not a midpoint differs from every
+        midpoint m by at least |x - m*scale| / scale >= 2**-(max(px - 1, pm + ps - 2) + 1)
+        relative (px, pm, ps: significant bits of the input, the midpoints and the scale with
+        the tensor scale): below 53 bits both ways the float64 quotient rounds the same."""
+        el = self.element
+        if isinstance(el, CodebookFormat) or (isinstance(el, FloatFormat) and el.mbits < 1):
+            return False
+        if isinstance(el, IntFormat) and self.int_min:
+            return False                       # the asymmetric range needs the exact path
+        if self.rule != "amax":
+            return True
+        px = np.finfo(dtype).nmant + 1 if dtype.kind == "f" else 8 * dtype.itemsize
+        pm = (el.mbits + 2) if isinstance(el, FloatFormat) else el.bits
+        ps = self.scale._precision()[0] + (24 if self.tensor_scale else 0)
+        return max(px - 1, pm + ps - 2) + 1 < 53
+
     def _run(self, x, axis, rounding, seed, sr_bits, to_value):
         arr, axis, view, groups, scales_shape, n_groups = self._prepare(x, axis)
         mode = mode_id(rounding)
@@ -255,8 +274,7 @@ class ScaledFormat:
         esp = fk.special_codes(el["desc"], mode, SATURATE)
         sd = self.scale._desc
         ssp = fk.special_codes(sd, mode_id(self.scale_rounding), SATURATE)
-        espv = fk.special_values(el["desc"], mode, SATURATE) if el["kind"] == sk.ELEM_FLOAT \
-            else (0.0,) * 9
+        espv = fk.special_values(el["desc"], mode, SATURATE)    # floats and integer grids
         size = view.size
         codes = np.empty(size if not to_value else 1, dtype=self.element.code_dtype)
         values = np.empty(size if to_value else 1, dtype=np.float64)
@@ -264,7 +282,8 @@ class ScaledFormat:
         clipped = np.zeros(scales.size, dtype=np.int64)
         flags = np.zeros(scales.size, dtype=np.int8)
         if size:
-            sk.group_kernel(mode, to_value)(view.reshape(-1), view.shape, groups, self._plan,
+            plan = self._plan[:sk.P_FAST] + (int(self._fast_nearest(arr.dtype)),)
+            sk.group_kernel(mode, to_value)(view.reshape(-1), view.shape, groups, plan,
                                             el["max"], t_scale, el["desc"], esp, espv, sd, ssp,
                                             el["table"], el["codes"], key, sr, codes, scales,
                                             values, clipped, flags)
