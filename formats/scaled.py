@@ -26,6 +26,11 @@ Conventions
   takes the smallest scale.  A group holding NaN or +-Inf gets the scale format's NaN code and
   decodes to NaN throughout (OCP MX's rule, applied to every scale format), counted in
   ``n_nan_groups``; for ``group="tensor"`` that is the whole tensor.
+* Calibration (``calibration=`` of encode/quantize): ``"max"`` (default) scales each group by
+  its amax; ``"percentile"`` by the ``percentile``-th percentile of its |x| (default 99.9);
+  ``"mse"`` by whichever of ``mse_grid`` candidate ranges ``amax * (1 - 0.7 * j / mse_grid)``
+  gives the group the smallest squared error after quantization (each candidate quantized
+  with nearest-even; ties go to the larger range).  Values beyond the range saturate.
 * ``hadamard=b`` applies :func:`formats.hadamard_transform` (blocks of b along ``axis``, signs
   from ``hadamard_seed``) before quantizing and undoes it exactly after decoding.
 * ``tensor_scale=True`` adds a second-level FP32 scale ``amax_tensor / (scale_max * elem_max)``
@@ -45,8 +50,8 @@ from .floats import FloatFormat
 from .hadamard import hadamard_transform
 from .integers import IntFormat
 from .packing import pack_codes
-from .rounding import SATURATE, mode_id, resolve_seed, resolve_sr_bits
-from .scalar import ScalarFormat, as_real_array
+from .rounding import NEAREST_EVEN, SATURATE, mode_id, resolve_seed, resolve_sr_bits
+from .scalar import ScalarFormat, as_real_array, check_int
 
 SCALE_ROUNDINGS = ("nearest_even", "toward_positive")
 
@@ -264,17 +269,14 @@ class ScaledFormat:
         ps = self.scale._precision()[0] + (24 if self.tensor_scale else 0)
         return max(px - 1, pm + ps - 2) + 1 < 53
 
-    def _run(self, x, axis, rounding, seed, sr_bits, to_value):
-        arr, axis, view, groups, scales_shape, n_groups = self._prepare(x, axis)
-        mode = mode_id(rounding)
-        key = resolve_seed(seed) if rounding == "stochastic" else np.uint64(0)
-        sr = resolve_sr_bits(sr_bits)
-        t_scale = self._tensor_scale(arr.reshape(-1))
+    def _kernel(self, view: np.ndarray, groups, n_groups, dtype, mode: int, key, sr: int,
+                clip: np.ndarray, to_value: bool, t_scale: float):
+        """One pass of the group kernel: (codes, values, scales, clipped, flags), flat."""
         el = self._elem
         esp = fk.special_codes(el["desc"], mode, SATURATE)
+        espv = fk.special_values(el["desc"], mode, SATURATE)    # floats and integer grids
         sd = self.scale._desc
         ssp = fk.special_codes(sd, mode_id(self.scale_rounding), SATURATE)
-        espv = fk.special_values(el["desc"], mode, SATURATE)    # floats and integer grids
         size = view.size
         codes = np.empty(size if not to_value else 1, dtype=self.element.code_dtype)
         values = np.empty(size if to_value else 1, dtype=np.float64)
@@ -282,19 +284,64 @@ class ScaledFormat:
         clipped = np.zeros(scales.size, dtype=np.int64)
         flags = np.zeros(scales.size, dtype=np.int8)
         if size:
-            plan = self._plan[:sk.P_FAST] + (int(self._fast_nearest(arr.dtype)),)
+            plan = self._plan[:sk.P_FAST] + (int(self._fast_nearest(dtype)),)
             sk.group_kernel(mode, to_value)(view.reshape(-1), view.shape, groups, plan,
                                             el["max"], t_scale, el["desc"], esp, espv, sd, ssp,
-                                            el["table"], el["codes"], key, sr, codes, scales,
-                                            values, clipped, flags)
-        return arr, axis, scales_shape, t_scale, codes, values, scales, clipped, flags
+                                            el["table"], el["codes"], key, sr, clip, codes,
+                                            scales, values, clipped, flags)
+        return codes, values, scales, clipped, flags
+
+    def _run(self, x, axis, rounding, seed, sr_bits, to_value, calibration, percentile,
+             mse_grid):
+        arr, axis, view, groups, scales_shape, n_groups = self._prepare(x, axis)
+        mode = mode_id(rounding)
+        key = resolve_seed(seed) if rounding == "stochastic" else np.uint64(0)
+        sr = resolve_sr_bits(sr_bits)
+        t_scale = self._tensor_scale(arr.reshape(-1))
+        clip = self._calibrate(view, groups, n_groups, t_scale, calibration, percentile,
+                               mse_grid)
+        out = self._kernel(view, groups, n_groups, arr.dtype, mode, key, sr, clip, to_value,
+                           t_scale)
+        return (arr, axis, scales_shape, t_scale) + out
+
+    # ---- calibration ---------------------------------------------------------------------
+    def _calibrate(self, view: np.ndarray, groups, n_groups, t_scale: float, method: str,
+                   percentile: float, mse_grid: int) -> np.ndarray:
+        """Per-group clipping ranges (empty for ``"max"``: the kernel uses each amax)."""
+        if method == "max":
+            return np.empty(0)
+        if method not in ("percentile", "mse"):
+            raise ValueError(f"unknown calibration {method!r}; choose max, percentile or mse")
+        mags = np.abs(_group_matrix(view, groups))
+        if method == "percentile":
+            if not 0 < percentile <= 100:
+                raise ValueError(f"percentile must be in (0, 100], got {percentile}")
+            with np.errstate(all="ignore"):
+                return np.nanpercentile(mags, percentile, axis=1) if mags.size else np.empty(0)
+        mse_grid = check_int("mse_grid", mse_grid, 1, 1 << 12)
+        amax = np.nanmax(mags, axis=1) if mags.size else np.empty(0)
+        best = amax.copy()
+        best_err = np.full(amax.shape, np.inf)
+        exact = _group_matrix(view, groups)
+        for j in range(mse_grid):
+            candidate = amax * (1.0 - 0.7 * j / mse_grid)
+            values = self._kernel(view, groups, n_groups, view.dtype, NEAREST_EVEN,
+                                  np.uint64(0), 32, candidate, True, t_scale)[1]
+            err = np.nansum((_group_matrix(values.reshape(view.shape), groups) - exact) ** 2,
+                            axis=1)
+            better = err < best_err
+            best[better] = candidate[better]
+            best_err[better] = err[better]
+        return best
 
     # ---- the public interface ------------------------------------------------------------
     def encode(self, x, axis: int = -1, rounding: str = "nearest_even", seed: int | None = None,
-               sr_bits: int | None = None) -> ScaledTensor:
-        """Element codes and group scales of ``x`` (groups along ``axis``)."""
+               sr_bits: int | None = None, calibration: str = "max", percentile: float = 99.9,
+               mse_grid: int = 32) -> ScaledTensor:
+        """Element codes and group scales of ``x`` (groups along ``axis``; calibration of each
+        group's range as in the module doc)."""
         arr, axis, scales_shape, t_scale, codes, _, scales, clipped, flags = self._run(
-            x, axis, rounding, seed, sr_bits, False)
+            x, axis, rounding, seed, sr_bits, False, calibration, percentile, mse_grid)
         return ScaledTensor(self, codes.reshape(arr.shape), scales.reshape(scales_shape), axis,
                             t_scale, clipped.reshape(scales_shape), flags.reshape(scales_shape))
 
@@ -320,9 +367,11 @@ class ScaledFormat:
         return hadamard_transform(values, self.hadamard, axis, self.hadamard_seed, inverse=True)
 
     def quantize(self, x, axis: int = -1, rounding: str = "nearest_even",
-                 seed: int | None = None, sr_bits: int | None = None) -> np.ndarray:
+                 seed: int | None = None, sr_bits: int | None = None, calibration: str = "max",
+                 percentile: float = 99.9, mse_grid: int = 32) -> np.ndarray:
         """``decode(encode(x))`` in one pass, as float64."""
-        arr, axis, _, _, _, values, _, _, _ = self._run(x, axis, rounding, seed, sr_bits, True)
+        arr, axis, _, _, _, values, _, _, _ = self._run(x, axis, rounding, seed, sr_bits, True,
+                                                        calibration, percentile, mse_grid)
         return self._unrotate(values.reshape(arr.shape), axis)
 
     def __eq__(self, other: object) -> bool:
@@ -337,6 +386,16 @@ class ScaledFormat:
 
     def __repr__(self) -> str:
         return f"<ScaledFormat {self.name}>"
+
+
+def _group_matrix(view: np.ndarray, groups) -> np.ndarray:
+    """The groups of a 3-D view as rows of a float64 matrix, NaN-padded to full groups."""
+    padded = [-(-n // g) * g for n, g in zip(view.shape, groups)]
+    full = np.full(padded, np.nan)
+    full[:view.shape[0], :view.shape[1], :view.shape[2]] = view
+    (gp, gq, gr), (pp, pq, pr) = groups, padded
+    blocks = full.reshape(pp // gp, gp, pq // gq, gq, pr // gr, gr).transpose(0, 2, 4, 1, 3, 5)
+    return blocks.reshape(-1, gp * gq * gr)
 
 
 def _check_group(group):

@@ -190,7 +190,8 @@ def _run_elements(xs, vs, cs, base, step, bad, pow2, inv, unit, fast, to_value, 
 
 def _make_group_loop(mode: int, to_value: bool):
     """A loop over groups for one rounding mode, writing codes and scales, or values.  ``x``
-    and the outputs are flat; ``dims`` is the (P, Q, R) view and ``groups`` the group shape.
+    and the outputs are flat; ``dims`` is the (P, Q, R) view and ``groups`` the group shape;
+    ``clip`` is empty or holds each group's calibrated range (used instead of a larger amax).
     Runs of a group with unit stride are passed on as contiguous slices, which the compiler
     vectorises (several times faster than strided indexing).  Quantize to nearest-even uses
     the value-domain rounding of ``float_kernels.quantize_nearest_even_one`` on ``x * 2**-E``,
@@ -200,7 +201,7 @@ def _make_group_loop(mode: int, to_value: bool):
 
     @njit(cache=True, parallel=True)
     def group_loop(x, dims, groups, plan, elem_max, tensor_scale, ed, esp, espv, sd, ssp, table,
-                   tcodes, key, sr_bits, codes, scales, values, clipped, flags):
+                   tcodes, key, sr_bits, clip, codes, scales, values, clipped, flags):
         pow2 = plan[P_RULE] != RULE_AMAX
         fast = nearest and plan[P_FAST] == 1
         for g in prange(scales.shape[0]):
@@ -216,6 +217,8 @@ def _make_group_loop(mode: int, to_value: bool):
                         run_amax, run_bad = _run_amax(x[base:base + n_i * s_i:s_i])
                     amax = max(amax, run_amax)
                     bad |= run_bad
+            if clip.shape[0] > 0:                         # a calibrated clipping range
+                amax = min(amax, clip[g])
             flag = 0
             inv = 1.0                                     # 1 / scale when it is a power of two
             unit = 1.0                                    # the value of one element unit
