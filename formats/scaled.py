@@ -21,8 +21,9 @@ Conventions
 * Elements are rounded once from the exact ``x / scale`` in any rounding mode (stochastic
   included, keyed by the element's flat index in ``x``) and saturate to +-max of the element
   format; ``ScaledTensor.n_clipped`` counts elements whose scaled magnitude exceeded that max.
-* Scales are clamped to the scale format's range (E8M0: 2**-127..2**127; others: smallest
-  positive to largest value), counted in ``ScaledTensor.n_scale_clamped``.  An all-zero group
+* Scales are clamped to the scale format's range (E8M0: 2**-127..2**127; others: a scale that
+  rounds to 0 or past the largest value is held at the smallest positive or largest value),
+  counted in ``ScaledTensor.n_scale_clamped``.  An all-zero group
   takes the smallest scale.  A group holding NaN or +-Inf gets the scale format's NaN code and
   decodes to NaN throughout (OCP MX's rule, applied to every scale format), counted in
   ``n_nan_groups``; for ``group="tensor"`` that is the whole tensor.
@@ -34,7 +35,8 @@ Conventions
 * ``hadamard=b`` applies :func:`formats.hadamard_transform` (blocks of b along ``axis``, signs
   from ``hadamard_seed``) before quantizing and undoes it exactly after decoding.
 * ``tensor_scale=True`` adds a second-level FP32 scale ``amax_tensor / (scale_max * elem_max)``
-  (NVFP4's per-tensor scale; amax over the finite values; 1 when that is 0).
+  (NVFP4's per-tensor scale; amax over the finite values; 1 when that is 0; at least fp32's
+  smallest positive value 2**-149).
 """
 from __future__ import annotations
 
@@ -50,7 +52,7 @@ from .floats import FloatFormat
 from .hadamard import hadamard_transform
 from .integers import IntFormat
 from .packing import pack_codes
-from .rounding import NEAREST_EVEN, SATURATE, mode_id, resolve_seed, resolve_sr_bits
+from .rounding import IEEE, NEAREST_EVEN, SATURATE, mode_id, resolve_seed, resolve_sr_bits
 from .scalar import ScalarFormat, as_real_array, check_int
 
 SCALE_ROUNDINGS = ("nearest_even", "toward_positive")
@@ -246,9 +248,11 @@ class ScaledFormat:
         if amax == 0.0:
             return 1.0
         fp32 = FloatFormat(8, 23)._desc
-        # amax / (scale_max * elem_max), rounded once to fp32 (the divisor is exact)
-        return sk.round_quotient(amax, self.scale.max * self._elem["max"], fp32,
-                                 fk.special_codes(fp32, 0, SATURATE))
+        # amax / (scale_max * elem_max), rounded once to fp32 (the divisor is exact), held at
+        # fp32's smallest positive value rather than underflowing to 0
+        scale = sk.round_quotient(amax, self.scale.max * self._elem["max"], fp32,
+                                  fk.special_codes(fp32, 0, SATURATE))
+        return max(scale, 2.0 ** -149)
 
     def _fast_nearest(self, dtype: np.dtype) -> bool:
         """Whether nearest-even quantize may round ``x / scale`` computed in float64 in the
@@ -276,7 +280,7 @@ class ScaledFormat:
         esp = fk.special_codes(el["desc"], mode, SATURATE)
         espv = fk.special_values(el["desc"], mode, SATURATE)    # floats and integer grids
         sd = self.scale._desc
-        ssp = fk.special_codes(sd, mode_id(self.scale_rounding), SATURATE)
+        ssp = fk.special_codes(sd, mode_id(self.scale_rounding), IEEE)   # see the kernel
         size = view.size
         codes = np.empty(size if not to_value else 1, dtype=self.element.code_dtype)
         values = np.empty(size if to_value else 1, dtype=np.float64)

@@ -12,8 +12,8 @@ Scales:
 * power-of-two rules (``floor``, ``ceil``, ``even``, ``rceil``): the shared exponent comes from
   amax's float64 bits, clamped to the E8M0 range -127..127; elements are ``x * 2**-E``, exact.
 * ``amax`` rule: the scale is ``amax / (elem_max * tensor_scale)`` rounded once into the scale
-  format (nearest-even or up), held at the scale format's smallest positive value and largest
-  value; elements are the exact quotient ``x / (scale * tensor_scale)`` (float64 division plus
+  format (nearest-even or up); a result that rounds to 0 or past the largest value is held at
+  the smallest positive value or the largest value (and counted as clamped); elements are the exact quotient ``x / (scale * tensor_scale)`` (float64 division plus
   the exact residual from Dekker's product) rounded once.
 
 A group holding NaN or +-Inf gets the scale format's NaN and decodes to NaN throughout; an
@@ -241,11 +241,15 @@ def _make_group_loop(mode: int, to_value: bool):
                 scode = plan[P_SCALE_MIN]
                 if amax > 0.0:
                     sq, st = exact_quotient(amax, elem_max * tensor_scale)
+                    # ssp has the ieee overflow policy: a rounding past the largest scale
+                    # gives Inf or NaN, which is then held at the largest scale
                     scode = fk.round_pair(sq, st, sd, ssp, plan[P_SCALE_MODE], key, 0, 32)
-                    if fk.decode_one(scode, sd) == 0.0:
+                    held = fk.decode_one(scode, sd)
+                    if held == 0.0:
                         scode = plan[P_SCALE_MIN]
                         flag = FLAG_CLAMPED
-                    if sq > fk.decode_one(ssp[fk.SP_OVF_POS], sd):
+                    elif not np.isfinite(held):
+                        scode = sd[fk.MAX_MAG]
                         flag = FLAG_CLAMPED
                 unit = fk.decode_one(scode, sd) * tensor_scale   # exact: <= 24 x 24 bits
             if not to_value:
