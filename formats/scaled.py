@@ -199,7 +199,12 @@ class ScaledFormat:
 
     # ---- layout --------------------------------------------------------------------------
     def _layout(self, shape: tuple[int, ...], axis: int):
-        """(3-D view shape, group sizes, scales shape in the input's rank)."""
+        """(3-D view shape, group sizes, scales shape in the input's rank); an empty input has
+        no scales (each scales axis is at most the input's axis)."""
+        view, groups, scales = self._grouping(shape, axis)
+        return view, groups, tuple(min(s, n) for s, n in zip(scales, shape))
+
+    def _grouping(self, shape: tuple[int, ...], axis: int):
         ndim = len(shape)
         if isinstance(self.group, tuple):
             if ndim < 2:
