@@ -287,9 +287,11 @@ class ScaledFormat:
         sd = self.scale._desc
         ssp = fk.special_codes(sd, mode_id(self.scale_rounding), IEEE)   # see the kernel
         size = view.size
-        codes = np.empty(size if not to_value else 1, dtype=self.element.code_dtype)
+        # one buffer dtype for every format's codes and scales: one compiled kernel per mode
+        # and input dtype, not per (element, scale) dtype pair (compiling is the slow part)
+        codes = np.empty(size if not to_value else 1, dtype=np.uint32)
         values = np.empty(size if to_value else 1, dtype=np.float64)
-        scales = np.empty(math.prod(n_groups), dtype=self.scale.code_dtype)
+        scales = np.empty(math.prod(n_groups), dtype=np.int64)
         clipped = np.zeros(scales.size, dtype=np.int64)
         flags = np.zeros(scales.size, dtype=np.int8)
         if size:
@@ -298,7 +300,8 @@ class ScaledFormat:
                                             el["max"], t_scale, el["desc"], esp, espv, sd, ssp,
                                             el["table"], el["codes"], key, sr, clip, codes,
                                             scales, values, clipped, flags)
-        return codes, values, scales, clipped, flags
+        return (codes.astype(self.element.code_dtype), values,
+                scales.astype(self.scale.code_dtype), clipped, flags)
 
     def _run(self, x, axis, rounding, seed, sr_bits, to_value, calibration, percentile,
              mse_grid):
