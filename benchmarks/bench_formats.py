@@ -63,16 +63,27 @@ def cpu_name() -> str:
     return platform.processor() or "unknown CPU"
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def size_args(doc: str) -> argparse.Namespace:
+    """The options every benchmark here takes: --n-log2 (array size) and --repeat."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("--n-log2", type=int, default=24, help="array size is 2**N float32")
     parser.add_argument("--repeat", type=int, default=5, help="timed calls per measurement")
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def print_machine(**versions: str) -> None:
+    """The machine line: CPU, cores, Numba threads and the versions of what was measured."""
+    extra = "".join(f", {name} {version}" for name, version in versions.items())
+    print(f"machine: {cpu_name()}, {os.cpu_count()} cores, numba threads {numba.get_num_threads()}"
+          f", numpy {np.__version__}{extra}, numba {numba.__version__}")
+
+
+def main() -> None:
+    args = size_args(__doc__)
     n = 1 << args.n_log2
     x = np.random.default_rng(0).standard_normal(n).astype(np.float32)
     y = np.zeros_like(x)
-    print(f"machine: {cpu_name()}, {os.cpu_count()} cores, numba threads {numba.get_num_threads()}"
-          f", numpy {np.__version__}, ml_dtypes {ml_dtypes.__version__}, numba {numba.__version__}")
+    print_machine(ml_dtypes=ml_dtypes.__version__)
     print(f"input: {n:,} float32 standard normal values")
     float_formats = [f for f in map(formats.get, formats.names())
                      if isinstance(f, formats.FloatFormat)]

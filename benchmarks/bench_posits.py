@@ -8,14 +8,12 @@ Target (issue 3, 2-core machine): posit16 quantize >= 0.3 G elements/s.
 """
 from __future__ import annotations
 
-import argparse
-import os
 import time
+from importlib import metadata
 
-import numba
 import numpy as np
 import softposit as sp
-from bench_formats import best_seconds, cpu_name
+from bench_formats import best_seconds, print_machine, size_args
 
 import formats
 
@@ -36,14 +34,10 @@ def softposit_dot16(a: np.ndarray, b: np.ndarray) -> int:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n-log2", type=int, default=24, help="array size is 2**N float32")
-    parser.add_argument("--repeat", type=int, default=5, help="timed calls per measurement")
-    args = parser.parse_args()
+    args = size_args(__doc__)
     n = 1 << args.n_log2
     x = np.random.default_rng(0).standard_normal(n).astype(np.float32)
-    print(f"machine: {cpu_name()}, {os.cpu_count()} cores, numba threads {numba.get_num_threads()}"
-          f", numpy {np.__version__}, numba {numba.__version__}")
+    print_machine(softposit=metadata.version("softposit"))
     print(f"input: {n:,} float32 standard normal values")
     p16, fp16 = formats.get("posit16_1"), formats.get("fp16")
     names = ("posit8_0", "posit16_1", "posit16_2", "posit32_2")

@@ -29,13 +29,9 @@ Target (2-core machine): quantize >= 10x the numpy + ml_dtypes baseline, per for
 """
 from __future__ import annotations
 
-import argparse
-import os
-
 import ml_dtypes
-import numba
 import numpy as np
-from bench_formats import best_seconds, cpu_name
+from bench_formats import best_seconds, print_machine, size_args
 
 import formats
 
@@ -117,14 +113,10 @@ def n_differ(a: np.ndarray, b: np.ndarray) -> int:
 # ---------------------------------------------------------------------------- main
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n-log2", type=int, default=24, help="array size is 2**N float32")
-    parser.add_argument("--repeat", type=int, default=5, help="timed calls per measurement")
-    args = parser.parse_args()
+    args = size_args(__doc__)
     n = 1 << args.n_log2
     x = np.random.default_rng(0).standard_normal(n).astype(np.float32).reshape(-1, 4096)
-    print(f"machine: {cpu_name()}, {os.cpu_count()} cores, numba threads {numba.get_num_threads()}"
-          f", numpy {np.__version__}, ml_dtypes {ml_dtypes.__version__}, numba {numba.__version__}")
+    print_machine(ml_dtypes=ml_dtypes.__version__)
     print(f"input: {n:,} float32 standard normal values shaped {x.shape}, blocks along the last "
           f"axis")
     fmts = {name: formats.get(name) for name in NAMES}
