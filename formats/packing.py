@@ -19,7 +19,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from .scalar import check_int
+from .scalar import as_code_array, check_int
 
 
 def packed_size(count: int, bits: int) -> int:
@@ -60,14 +60,7 @@ def pack_codes(codes, bits: int) -> np.ndarray:
     """Pack integer ``codes`` (any shape, values ``0 .. 2**bits - 1``) into a 1-D uint8 array of
     :func:`packed_size` bytes, in C order (see the module docstring for the bit layout)."""
     bits = check_int("bits", bits, 1, 8)
-    arr = np.asarray(codes)
-    if arr.dtype.kind not in "iu":
-        raise TypeError(f"codes must be an integer array, got dtype {arr.dtype}")
-    if arr.size:
-        lo, hi = int(arr.min()), int(arr.max())
-        if lo < 0 or hi >= (1 << bits):
-            raise ValueError(f"code {lo if lo < 0 else hi} does not fit in bits={bits} "
-                             f"(valid codes are 0..{(1 << bits) - 1})")
+    arr = as_code_array(codes, bits, f"packing (bits={bits})")
     flat = np.ascontiguousarray(arr, dtype=np.uint8).reshape(-1)   # C order; exact after check
     out = np.empty(packed_size(flat.size, bits), dtype=np.uint8)
     _pack_kernel(flat, bits, out)
