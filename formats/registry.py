@@ -26,6 +26,8 @@ Scaled formats (:class:`formats.ScaledFormat`; :func:`scaled_names` lists the na
 * ``intN_gK``, ``intN_channel``, ``intN_tensor`` (N = 2..32): symmetric integers with an FP32
   scale ``amax / qmax`` per group of K, per channel or per tensor; suffix ``_fp16``, ``_bf16``,
   ``_e8m0`` or ``_e4m3`` for another scale format (``int4_g128_fp16``).
+* ``uintN_gK``, ``uintN_channel``, ``uintN_tensor``: asymmetric integers, a scale
+  ``(hi - lo) / (2**N - 1)`` and an N-bit zero point per group (``uint4_g128``; same suffixes).
 * ``nf4_gK``: NF4 with an FP32 absmax scale per block of K (QLoRA uses ``nf4_g64``).
 * ``fp8_e4m3_1x128``, ``fp8_e4m3_128x128``: DeepSeek-V3's FP8 tiles, FP32 scales.
 
@@ -95,7 +97,7 @@ _SCALED: dict[str, Callable[[], ScaledFormat]] = {
 }
 _MX_RULE_RE = re.compile(r"^(mx\w+?)_(ceil|even|rceil)$")
 _BFP_RE = re.compile(r"^bfp(\d+)_(\d+)$")
-_INTQ_RE = re.compile(r"^int(\d+)_(g(\d+)|channel|tensor)(?:_(fp16|bf16|e8m0|e4m3))?$")
+_INTQ_RE = re.compile(r"^(u?)int(\d+)_(g(\d+)|channel|tensor)(?:_(fp16|bf16|e8m0|e4m3))?$")
 _NF4_RE = re.compile(r"^nf4_g(\d+)$")
 _cache: dict[str, ScalarFormat | ScaledFormat] = {}
 _FAMILY = {FloatFormat: "float", IntFormat: "int", PositFormat: "posit",
@@ -125,9 +127,10 @@ def _parse_scaled(name: str) -> ScaledFormat | None:
                             int(m.group(2)), "floor", name=name)
     m = _INTQ_RE.match(name)
     if m:
-        group = int(m.group(3)) if m.group(3) else m.group(2)
-        scale = {"e4m3": "fp8_e4m3", None: "fp32"}.get(m.group(4), m.group(4))
-        return ScaledFormat(IntFormat(int(m.group(1))), scale, group, "amax", name=name)
+        unsigned, bits, group, block, scale = m.groups()
+        scale = {"e4m3": "fp8_e4m3", None: "fp32"}.get(scale, scale)
+        return ScaledFormat(IntFormat(int(bits), signed=not unsigned), scale,
+                            int(block) if block else group, "amax", name=name)
     m = _NF4_RE.match(name)
     if m:
         return ScaledFormat("nf4", "fp32", int(m.group(1)), "amax", name=name)

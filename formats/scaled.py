@@ -20,7 +20,8 @@ Conventions
   any scale format, ``scale_rounding`` ``nearest_even`` (default) or ``toward_positive``.
 * Elements are rounded once from the exact ``x / scale`` in any rounding mode (stochastic
   included, keyed by the element's flat index in ``x``) and saturate to +-max of the element
-  format; ``ScaledTensor.n_clipped`` counts elements whose scaled magnitude exceeded that max.
+  format; ``ScaledTensor.n_clipped`` counts elements whose scaled value lay outside the element
+  format's range (beyond +-max; for integers outside the code range after the zero point).
 * Scales are clamped to the scale format's range (E8M0: 2**-127..2**127; others: a scale that
   rounds to 0 or past the largest value is held at the smallest positive or largest value),
   counted in ``ScaledTensor.n_scale_clamped``.  An all-zero group
@@ -34,6 +35,15 @@ Conventions
   with nearest-even; ties go to the larger range).  Values beyond the range saturate.
 * ``hadamard=b`` applies :func:`formats.hadamard_transform` (blocks of b along ``axis``, signs
   from ``hadamard_seed``) before quantizing and undoes it exactly after decoding.
+* Asymmetric integers: an unsigned integer element (``uint4``, ``uint8``, ...; ``amax`` rule)
+  adds a zero point per group.  With ``lo = min(min x, 0)`` and ``hi = max(max x, 0)`` (so 0 is
+  always exact), the scale is ``(hi - lo) / qmax`` rounded once into the scale format, the zero
+  point ``zp = clamp(round_half_even(-lo / scale), 0, qmax)`` (exact), each element
+  ``k = clamp(round(x / scale) + zp, 0, qmax)`` and its value ``(k - zp) * scale``, as PyTorch's
+  and GPTQ's affine quantization define it.  Zero points are stored in ``ScaledTensor.zero_points``
+  (the element's width; counted in ``bits_per_element``).  Calibration clips ``lo`` and ``hi``
+  separately: percentiles ``100 - p`` and ``p`` of x, or ``mse`` candidates
+  ``(lo, hi) * (1 - 0.7 * j / mse_grid)``.
 * ``tensor_scale=True`` adds a second-level FP32 scale ``amax_tensor / (scale_max * elem_max)``
   (NVFP4's per-tensor scale; amax over the finite values; 1 when that is 0; at least fp32's
   smallest positive value 2**-149).
@@ -62,8 +72,9 @@ SCALE_ROUNDINGS = ("nearest_even", "toward_positive")
 class ScaledTensor:
     """What :meth:`ScaledFormat.encode` returns: codes, scales and the layout to decode them.
 
-    ``elements`` has the input's shape; ``scales`` has the input's rank, each axis holding the
-    number of groups along it (1 for axes a group spans entirely).
+    ``elements`` has the input's shape; ``scales`` (and ``zero_points``, ``clipped``,
+    ``flags``) has the input's rank, each axis holding the number of groups along it (1 for
+    axes a group spans entirely).
     """
 
     format: "ScaledFormat"
@@ -71,8 +82,9 @@ class ScaledTensor:
     scales: np.ndarray
     axis: int
     tensor_scale: float
-    clipped: np.ndarray          # per group: elements beyond the element format's max
+    clipped: np.ndarray          # per group: elements beyond the element format's range
     flags: np.ndarray            # per group: sk.FLAG_CLAMPED | sk.FLAG_NAN
+    zero_points: np.ndarray | None = None    # per group, for asymmetric integer elements
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -81,7 +93,8 @@ class ScaledTensor:
 
     @property
     def n_clipped(self) -> int:
-        """Elements whose scaled magnitude exceeded the element format's max."""
+        """Elements whose scaled value (after the zero point) lay outside the element format's
+        range, so that they were clamped (saturated)."""
         return int(self.clipped.sum())
 
     @property
@@ -102,11 +115,13 @@ class ScaledTensor:
 
 def _int_grid_desc(fmt: IntFormat, allow_min: bool) -> tuple[int, ...]:
     """A float descriptor whose values are exactly the integer grid ``k * 2**-frac_bits``,
-    |k| <= qmax (all subnormal: emin = bits - 1 - frac_bits, mbits = bits - 1); with
-    ``allow_min`` the magnitude 2**(bits-1) is held too (the caller clamps positives to qmax)."""
-    mb = fmt.bits - 1
-    fields = {"mbits": mb, "emin": fmt.bits - 1 - fmt.frac_bits,
-              "max_mag": (1 << mb) if allow_min else (1 << mb) - 1, "sign_bit": 1 << (mb + 1),
+    all subnormal (emin = mbits - frac_bits): signed, |k| <= qmax (mbits = bits - 1), or with
+    ``allow_min`` |k| <= 2**(bits-1); unsigned (zero point), |k| <= qmax = 2**bits - 1
+    (mbits = bits), wide enough for any ``k - zp``.  The kernel clamps to the code range."""
+    mb = fmt.bits - 1 if fmt.signed else fmt.bits
+    max_mag = (1 << mb) if (allow_min and fmt.signed) else (1 << mb) - 1
+    fields = {"mbits": mb, "emin": mb - fmt.frac_bits, "max_mag": max_mag,
+              "sign_bit": 1 << (mb + 1),
               "nan_code": -1, "inf_mag": -1, "subnormals": 1, "no_zero": 0, "neg_zero": 0,
               "fnuz_nan": 0}
     return tuple(fields[f] for f in fk.FIELDS)
@@ -123,9 +138,6 @@ class ScaledFormat:
         from .registry import get                        # the registry builds ScaledFormats
         self.element = get(element)
         self.scale = get(scale)
-        if isinstance(self.element, IntFormat) and not self.element.signed:
-            raise ValueError("unsigned integer elements need a zero point, which is not "
-                             "supported yet; use a signed element format")
         if not isinstance(self.element, (FloatFormat, IntFormat, CodebookFormat)):
             raise TypeError(f"element format {self.element.name} is not a float, integer or "
                             f"codebook format")
@@ -139,6 +151,11 @@ class ScaledFormat:
             raise ValueError(f"scale rule {rule!r} makes power-of-two scales: it needs an e8m0 "
                              f"scale, not {self.scale.name} (use rule='amax')")
         self.rule = rule
+        self.zero_point = isinstance(self.element, IntFormat) and not self.element.signed
+        if self.zero_point and (rule != "amax" or tensor_scale or self.element.frac_bits):
+            raise ValueError(f"unsigned element {self.element.name} means an asymmetric format "
+                             f"with a zero point: it needs rule='amax', a plain uintN (no "
+                             f"fraction bits) and no tensor scale")
         if scale_rounding not in SCALE_ROUNDINGS:
             raise ValueError(f"scale_rounding must be one of {', '.join(SCALE_ROUNDINGS)}, got "
                              f"{scale_rounding!r}")
@@ -158,14 +175,18 @@ class ScaledFormat:
         el, sc = self.element, self.scale
         table = by_code = np.zeros(1)
         tcodes = np.zeros(1, dtype=np.int64)
-        int_bits = int_qmax = 0
+        int_bits = int_qmin = int_qmax = 0
         if isinstance(el, CodebookFormat):
             kind, ed = sk.ELEM_CODEBOOK, sc._desc          # ed unused: any float descriptor
             table, tcodes, by_code = el._sorted, el._sorted_codes, el.table
             elem_max, prec = float(np.max(np.abs(el.table))), 53
         elif isinstance(el, IntFormat):
             kind, ed = sk.ELEM_INT, _int_grid_desc(el, self.int_min)
-            int_bits, int_qmax = el.bits, el.qmax
+            int_bits, int_qmin, int_qmax = el.bits, el.qmin, el.qmax
+            if self.int_min and el.signed:
+                int_qmin = -(1 << (el.bits - 1))
+            elif el.signed:
+                int_qmin = -el.qmax
             elem_max, prec = el.max, el.bits - 1
         else:
             kind, ed = sk.ELEM_FLOAT, el._desc
@@ -176,7 +197,8 @@ class ScaledFormat:
                                                  1 << sc.mbits)
         plan = {"rule": sk.RULES[self.rule], "elem_kind": kind,
                 "elem_emax": math.floor(math.log2(elem_max)), "elem_prec": prec,
-                "int_bits": int_bits, "int_qmax": int_qmax,
+                "int_bits": int_bits, "int_qmin": int_qmin, "int_qmax": int_qmax,
+                "zero_point": int(self.zero_point),
                 "scale_nan": sc._desc[fk.NAN_CODE], "scale_min": scale_min,
                 "scale_mode": mode_id(self.scale_rounding), "scale_lo_exp": sc.emin,
                 "scale_hi_exp": sc.emin + 254, "fast_nearest": 0}
@@ -187,10 +209,12 @@ class ScaledFormat:
     @property
     def bits_per_element(self) -> float:
         """Element bits plus the stored scale bits (a whole byte or word: NVFP4's 7-bit UE4M3 is
-        kept in 8) spread over a full group: MXFP4 4 + 8/32 = 4.25, NVFP4 4 + 8/16 = 4.5.  The
-        tensor scale and per-tensor/channel scales are counted as 0 per element (they amortise
-        over the tensor)."""
-        scale_bits = 8 * self.scale.code_dtype.itemsize
+        kept in 8) and zero-point bits (the element's width) spread over a full group: MXFP4
+        4 + 8/32 = 4.25, NVFP4 4 + 8/16 = 4.5, uint4_g128 4 + (32 + 4)/128.  The tensor scale
+        and per-tensor/channel scales are counted as 0 per element (they amortise over the
+        tensor)."""
+        scale_bits = 8 * self.scale.code_dtype.itemsize + (
+            self.element.bits if self.zero_point else 0)
         if isinstance(self.group, int):
             return self.element.bits + scale_bits / self.group
         if isinstance(self.group, tuple):
@@ -269,18 +293,17 @@ class ScaledFormat:
         el = self.element
         if isinstance(el, CodebookFormat) or (isinstance(el, FloatFormat) and el.mbits < 1):
             return False
-        if isinstance(el, IntFormat) and self.int_min:
-            return False                       # the asymmetric range needs the exact path
         if self.rule != "amax":
             return True
         px = np.finfo(dtype).nmant + 1 if dtype.kind == "f" else 8 * dtype.itemsize
-        pm = (el.mbits + 2) if isinstance(el, FloatFormat) else el.bits
+        pm = (el.mbits + 2) if isinstance(el, FloatFormat) else el.bits + int(self.zero_point)
         ps = self.scale._precision()[0] + (24 if self.tensor_scale else 0)
         return max(px - 1, pm + ps - 2) + 1 < 53
 
     def _kernel(self, view: np.ndarray, groups, n_groups, dtype, mode: int, key, sr: int,
                 clip: np.ndarray, to_value: bool, t_scale: float):
-        """One pass of the group kernel: (codes, values, scales, clipped, flags), flat."""
+        """One pass of the group kernel: (codes, values, scales, zero points, clipped, flags),
+        flat."""
         el = self._elem
         esp = fk.special_codes(el["desc"], mode, SATURATE)
         espv = fk.special_values(el["desc"], mode, SATURATE)    # floats and integer grids
@@ -292,16 +315,17 @@ class ScaledFormat:
         codes = np.empty(size if not to_value else 1, dtype=np.uint32)
         values = np.empty(size if to_value else 1, dtype=np.float64)
         scales = np.empty(math.prod(n_groups), dtype=np.int64)
+        zps = np.zeros(scales.size, dtype=np.int64)
         clipped = np.zeros(scales.size, dtype=np.int64)
         flags = np.zeros(scales.size, dtype=np.int8)
         if size:
             plan = self._plan[:sk.P_FAST] + (int(self._fast_nearest(dtype)),)
-            sk.group_kernel(mode, to_value)(view.reshape(-1), view.shape, groups, plan,
-                                            el["max"], t_scale, el["desc"], esp, espv, sd, ssp,
-                                            el["table"], el["codes"], key, sr, clip, codes,
-                                            scales, values, clipped, flags)
+            sk.group_loop(view.reshape(-1), view.shape, groups, plan, el["max"], t_scale,
+                          el["desc"], esp, espv, sd, ssp, el["table"], el["codes"], mode, key,
+                          sr, clip, to_value, codes, scales, zps, values, clipped, flags)
         return (codes.astype(self.element.code_dtype), values,
-                scales.astype(self.scale.code_dtype), clipped, flags)
+                scales.astype(self.scale.code_dtype), zps.astype(self.element.code_dtype),
+                clipped, flags)
 
     def _run(self, x, axis, rounding, seed, sr_bits, to_value, calibration, percentile,
              mse_grid):
@@ -319,24 +343,34 @@ class ScaledFormat:
     # ---- calibration ---------------------------------------------------------------------
     def _calibrate(self, view: np.ndarray, groups, n_groups, t_scale: float, method: str,
                    percentile: float, mse_grid: int) -> np.ndarray:
-        """Per-group clipping ranges (empty for ``"max"``: the kernel uses each amax)."""
+        """Per-group clipping ranges, rows [lo, hi] (empty for ``"max"``: the kernel uses each
+        group's measured range).  Symmetric formats clip |x|, so lo = -hi."""
         if method == "max":
-            return np.empty(0)
+            return np.empty((0, 2))
         if method not in ("percentile", "mse"):
             raise ValueError(f"unknown calibration {method!r}; choose max, percentile or mse")
-        mags = np.abs(_group_matrix(view, groups))
-        if method == "percentile":
-            if not 0 < percentile <= 100:
-                raise ValueError(f"percentile must be in (0, 100], got {percentile}")
-            with np.errstate(all="ignore"):
-                return np.nanpercentile(mags, percentile, axis=1) if mags.size else np.empty(0)
-        mse_grid = check_int("mse_grid", mse_grid, 1, 1 << 12)
-        amax = np.nanmax(mags, axis=1) if mags.size else np.empty(0)
-        best = amax.copy()
-        best_err = np.full(amax.shape, np.inf)
+        if method == "percentile" and not 0 < percentile <= 100:
+            raise ValueError(f"percentile must be in (0, 100], got {percentile}")
+        if method == "mse":
+            mse_grid = check_int("mse_grid", mse_grid, 1, 1 << 12)
         exact = _group_matrix(view, groups)
+        if not exact.size:
+            return np.empty((0, 2))
+        with np.errstate(all="ignore"):
+            if self.zero_point:
+                pcts = (100 - percentile, percentile) if method == "percentile" else (0, 100)
+                lo, hi = (np.nanpercentile(exact, q, axis=1) for q in pcts)
+            else:
+                hi = np.nanpercentile(np.abs(exact), percentile if method == "percentile"
+                                      else 100, axis=1)
+                lo = -hi
+        bounds = np.stack([lo, hi], axis=1)
+        if method == "percentile":
+            return bounds
+        best = bounds.copy()
+        best_err = np.full(len(bounds), np.inf)
         for j in range(mse_grid):
-            candidate = amax * (1.0 - 0.7 * j / mse_grid)
+            candidate = bounds * (1.0 - 0.7 * j / mse_grid)
             values = self._kernel(view, groups, n_groups, view.dtype, NEAREST_EVEN,
                                   np.uint64(0), 32, candidate, True, t_scale)[1]
             err = np.nansum((_group_matrix(values.reshape(view.shape), groups) - exact) ** 2,
@@ -352,10 +386,11 @@ class ScaledFormat:
                mse_grid: int = 32) -> ScaledTensor:
         """Element codes and group scales of ``x`` (groups along ``axis``; calibration of each
         group's range as in the module doc)."""
-        arr, axis, scales_shape, t_scale, codes, _, scales, clipped, flags = self._run(
+        arr, axis, scales_shape, t_scale, codes, _, scales, zps, clipped, flags = self._run(
             x, axis, rounding, seed, sr_bits, False, calibration, percentile, mse_grid)
         return ScaledTensor(self, codes.reshape(arr.shape), scales.reshape(scales_shape), axis,
-                            t_scale, clipped.reshape(scales_shape), flags.reshape(scales_shape))
+                            t_scale, clipped.reshape(scales_shape), flags.reshape(scales_shape),
+                            zps.reshape(scales_shape) if self.zero_point else None)
 
     def decode(self, st: ScaledTensor) -> np.ndarray:
         """float64 values of a :class:`ScaledTensor` (exact: element value times scale)."""
@@ -367,8 +402,10 @@ class ScaledFormat:
         view, groups, scales_shape = self._layout(st.shape, st.axis)
         n_groups = tuple(-(-v // g) if v else 0 for v, g in zip(view, groups))
         out = np.empty(view, dtype=np.float64)
+        zps = st.zero_points if self.zero_point else np.zeros(st.scales.shape, np.int64)
         if out.size:
-            sk.decode_groups(st.elements.reshape(view), st.scales.reshape(n_groups), *groups,
+            sk.decode_groups(st.elements.reshape(view), st.scales.reshape(n_groups),
+                             zps.reshape(n_groups), *groups,
                              self._plan, st.tensor_scale, self._elem["desc"], self.scale._desc,
                              self._elem["by_code"], out)
         return self._unrotate(out.reshape(st.shape), st.axis)
@@ -382,7 +419,7 @@ class ScaledFormat:
                  seed: int | None = None, sr_bits: int | None = None, calibration: str = "max",
                  percentile: float = 99.9, mse_grid: int = 32) -> np.ndarray:
         """``decode(encode(x))`` in one pass, as float64."""
-        arr, axis, _, _, _, values, _, _, _ = self._run(x, axis, rounding, seed, sr_bits, True,
+        arr, axis, _, _, _, values, _, _, _, _ = self._run(x, axis, rounding, seed, sr_bits, True,
                                                         calibration, percentile, mse_grid)
         return self._unrotate(values.reshape(arr.shape), axis)
 

@@ -16,6 +16,11 @@ Written from the specifications, not from numsim's kernels:
 * integer quantization with an ``amax`` scale: ``scale = round(amax / qmax)`` into the scale
   format (FP32 by default), smallest positive scale for an all-zero group; elements
   ``clip(RNE(x / scale), -qmax, qmax)``.
+* asymmetric integers (PyTorch's affine quantization, with 0 always in range): per group
+  ``lo = min(min x, 0)``, ``hi = max(max x, 0)``, ``scale = round((hi - lo) / qmax)`` into the
+  scale format (smallest positive for an all-zero group), ``zp = clamp(RNE(-lo / scale), 0,
+  qmax)``, elements ``clamp(RNE(x / scale) + zp, 0, qmax)`` meaning ``(k - zp) * scale``;
+  per group, everything in Fractions.
 * NF4 (QLoRA) with an absmax scale per block: ``scale = fp32(amax)``, elements the nearest
   NF4 table value to ``x / scale`` (a tie goes to the even code, numsim's documented choice).
 * DeepSeek-V3 FP8 tiles: ``scale = fp32(amax / 448)``, elements RNE e4m3 of ``x / scale``.
@@ -92,6 +97,10 @@ class IntElem:
     @property
     def max(self) -> float:
         return self.qmax * 2.0**-self.frac
+
+    @property
+    def min(self) -> float:
+        return self.qmin * 2.0**-self.frac
 
     @property
     def precision(self) -> int:
@@ -277,9 +286,11 @@ class Reference:
     values: np.ndarray
     tensor_scale: float
     nan_groups: np.ndarray        # bool, scales' shape
-    clipped: np.ndarray           # int, scales' shape: elements whose |exact scaled| > max
+    clipped: np.ndarray           # int, scales' shape: elements whose exact scaled value lies
+    #                               outside the element's range [min, max]
     clamped: np.ndarray           # bool, scales' shape: scale held at its range
     amax: np.ndarray              # float64, scales' shape: max |x| over the finite values
+    zero_points: np.ndarray | None = None    # asymmetric integers: per group
 
 
 def _group_stats(x64: np.ndarray, gid: np.ndarray, ng: int):
@@ -345,7 +356,8 @@ def mx_reference(x, axis: int, elem, rule: str = "floor", block: int = 32) -> Re
     ebad = bad[gid]
     e_el = exp[gid]
     p = np.ldexp(np.where(ebad, 0.0, flat), -e_el)           # P_i = V_i / X, exact
-    clipped = _count(gid, np.abs(p) > elem.max, ng)
+    clipped = _count(gid, (p > elem.max) | (p < -elem.max if isinstance(elem, FloatElem)
+                                            else p < elem.min), ng)
     if isinstance(elem, FloatElem):
         q = float_elem_rne(p, elem)
         codes = q.view(np.uint8).copy()
@@ -413,15 +425,18 @@ def _nf4_exact(q: Fraction) -> float:
     return float(len(t) - 1)
 
 
-def amax_reference(x, axis: int, elem, sf: ScaleFmt, group, tensor_scale: bool = False
-                   ) -> Reference:
+def amax_reference(x, axis: int, elem, sf: ScaleFmt, group, tensor_scale: bool = False,
+                   clip: np.ndarray | None = None) -> Reference:
     """A scale ``amax / elem_max`` (over the tensor scale, if any) rounded once into ``sf`` per
     group, elements rounded once from the exact ``x / (scale * tensor_scale)``.  ``elem`` is a
-    FloatElem, an IntElem (frac 0) or "nf4"."""
+    FloatElem, an IntElem (frac 0) or "nf4".  ``clip``: a calibrated range per group (flat)
+    used where it is below amax."""
     x64 = np.asarray(x).astype(np.float64)
     gid, sshape = group_ids(x64.shape, axis, group)
     ng = math.prod(sshape)
     amax, bad = _group_stats(x64, gid, ng)
+    if clip is not None:
+        amax = np.minimum(amax, clip)
     elem_max = 1.0 if elem == "nf4" else float(elem.max)
 
     # NVFP4's FP32 tensor scale: amax over the finite values / (448 * 6), rounded once to FP32
@@ -468,6 +483,56 @@ def amax_reference(x, axis: int, elem, sf: ScaleFmt, group, tensor_scale: bool =
                      amax.reshape(sshape))
 
 
+# ---------------------------------------------------------------------------- zero point
+
+
+def zero_point_reference(x, axis: int, bits: int, sf: ScaleFmt, group,
+                         clip: tuple[np.ndarray, np.ndarray] | None = None) -> Reference:
+    """Asymmetric unsigned ``bits``-bit integers with a scale and zero point per group (see the
+    module docstring); scales and zero points are computed per group in Fractions.  ``clip``:
+    calibrated (lo, hi) per group (flat), narrowing the measured range (which keeps 0)."""
+    x64 = np.asarray(x).astype(np.float64)
+    gid, sshape = group_ids(x64.shape, axis, group)
+    ng = math.prod(sshape)
+    qmax = (1 << bits) - 1
+    amax, bad = _group_stats(x64, gid, ng)
+    flat = x64.reshape(-1)
+    fin = np.where(np.isfinite(flat), flat, 0.0)
+    lo = np.zeros(ng)
+    hi = np.zeros(ng)
+    np.minimum.at(lo, gid, fin)
+    np.maximum.at(hi, gid, fin)
+    if clip is not None:
+        lo = np.minimum(np.maximum(lo, clip[0]), 0.0)
+        hi = np.maximum(np.minimum(hi, clip[1]), 0.0)
+    scale = np.full(ng, sf.min_positive)
+    zp = np.zeros(ng, dtype=np.int64)
+    clamped = np.zeros(ng, dtype=bool)
+    for g in np.flatnonzero((hi > lo) & ~bad):
+        q = (Fraction(float(hi[g])) - Fraction(float(lo[g]))) / qmax
+        r = round_fraction(q, sf.mbits, sf.emin, up=sf.up)       # unbounded above
+        clamped[g] = r == 0 or r > Fraction(sf.max)
+        s = min(max(r, Fraction(sf.min_positive)), Fraction(sf.max))
+        scale[g] = float(s)
+        zp[g] = min(max(round(-Fraction(float(lo[g])) / s), 0), qmax)   # round(): half even
+    scodes = scale_code(scale, sf)
+
+    ebad = bad[gid]
+    unit = scale[gid]
+    z = zp[gid]
+    num = np.where(ebad, 0.0, flat)
+    # exact x / unit + zp outside [0, qmax]: z * unit and (qmax - z) * unit are exact
+    clipped = _count(gid, (num < -z * unit) | (num > (qmax - z) * unit), ng)
+    k = round_quotient(num, unit, np.rint, lambda Q: float(round(Q)))
+    # beyond +-qmax the result clamps whatever z is; clipping first keeps int64 from overflowing
+    k = np.clip(np.clip(k, -qmax, qmax).astype(np.int64) + z, 0, qmax)
+    values = np.where(ebad, np.nan, (k - z) * unit)
+    return Reference(k.astype(np.uint8).reshape(x64.shape), scodes.reshape(sshape),
+                     values.reshape(x64.shape), 1.0, bad.reshape(sshape),
+                     clipped.reshape(sshape), clamped.reshape(sshape), amax.reshape(sshape),
+                     zp.astype(np.uint8).reshape(sshape))
+
+
 # ---------------------------------------------------------------------------- named formats
 
 MX_ELEMENTS = {"mxfp8_e4m3": E4M3, "mxfp8_e5m2": E5M2, "mxfp6_e3m2": E3M2, "mxfp6_e2m3": E2M3,
@@ -494,6 +559,12 @@ def reference(name: str, x, axis: int = -1) -> Reference:
         return amax_reference(x, axis, IntElem(8), FP32, "channel")
     if name == "int8_tensor":
         return amax_reference(x, axis, IntElem(8), FP32, "tensor")
+    if name == "uint4_g128":
+        return zero_point_reference(x, axis, 4, FP32, 128)
+    if name == "uint4_g32_fp16":
+        return zero_point_reference(x, axis, 4, FP16, 32)
+    if name == "uint8_channel":
+        return zero_point_reference(x, axis, 8, FP32, "channel")
     if name == "nf4_g64":
         return amax_reference(x, axis, "nf4", FP32, 64)
     if name == "fp8_e4m3_1x128":

@@ -34,7 +34,8 @@ MODES = list(formats.MODES)                     # the five deterministic modes a
 NAMED = formats.scaled_names()
 GRAMMAR = ["mxfp4_rceil", "mxfp4_ceil", "mxfp4_even", "mxfp8_e5m2_rceil", "mxint8_ceil",
            "bfp8_16", "bfp4_8", "int4_g32", "int8_channel", "int4_tensor", "int4_g128_fp16",
-           "int8_g64_bf16", "int8_g32_e8m0", "int4_g32_e4m3", "nf4_g32"]
+           "int8_g64_bf16", "int8_g32_e8m0", "int4_g32_e4m3", "nf4_g32", "uint4_g32",
+           "uint8_channel_fp16", "uint4_tensor"]
 
 
 def _seed(*parts) -> int:
@@ -68,7 +69,7 @@ def _same(a, b) -> bool:
 # ---------------------------------------------------------------------------- layout
 
 LAYOUT_NAMES = ["mxfp4", "mxfp8_e5m2", "nvfp4", "int4_g32", "bfp8_16", "nf4_g64",
-                "int8_channel", "int8_tensor"]
+                "int8_channel", "int8_tensor", "uint4_g32", "uint8_channel"]
 
 
 @pytest.mark.parametrize("axis", [0, 1, -1, -2])
@@ -208,7 +209,7 @@ def test_zero_d_input(x):
 
 @pytest.mark.parametrize("shape", [(0, 32), (4, 0), (0,)])
 @pytest.mark.parametrize("name", ["mxfp4", "nvfp4", "int4_g128", "int8_channel", "int8_tensor",
-                                  "fp8_e4m3_128x128", "nf4_g64"])
+                                  "fp8_e4m3_128x128", "nf4_g64", "uint4_g128", "uint8_tensor"])
 def test_empty_arrays(name, shape):
     # group="tensor" (scales (1,) * ndim) and group="channel" with an empty non-axis dimension
     # (scales (1, 32) for (0, 32)) promise scales where the kernel makes none
@@ -396,7 +397,7 @@ def test_n_scale_clamped_fp16_scale_overflow_and_underflow():
 
 
 @pytest.mark.parametrize("name", ["mxfp4", "mxfp8_e5m2", "nvfp4", "int4_g32", "bfp8_16",
-                                  "nf4_g32", "int8_g32_fp16"])
+                                  "nf4_g32", "int8_g32_fp16", "uint4_g32"])
 def test_n_nan_groups(name):
     fmt = formats.get(name)
     x = _data((4, 64), f"nan{name}")
@@ -418,7 +419,8 @@ def test_n_nan_groups(name):
 
 # ---------------------------------------------------------------------------- stochastic
 
-SR_NAMES = ["mxfp8_e4m3", "mxfp6_e2m3", "nvfp4", "int4_g32", "bfp8_16", "nf4_g64", "mxint8"]
+SR_NAMES = ["mxfp8_e4m3", "mxfp6_e2m3", "nvfp4", "int4_g32", "bfp8_16", "nf4_g64", "mxint8",
+            "uint4_g32"]
 
 
 def _units(fmt: ScaledFormat, st: ScaledTensor) -> np.ndarray:
@@ -429,6 +431,13 @@ def _units(fmt: ScaledFormat, st: ScaledTensor) -> np.ndarray:
     else:
         u = np.exp2(st.scales.astype(np.float64) - 127)
     return np.repeat(u, fmt.group, axis=-1)[:, :st.shape[-1]]
+
+
+def _zero_points(fmt: ScaledFormat, st: ScaledTensor):
+    """The zero point per element (0 for symmetric formats), as for :func:`_units`."""
+    if not fmt.zero_point:
+        return 0
+    return np.repeat(st.zero_points.astype(np.int64), fmt.group, axis=-1)[:, :st.shape[-1]]
 
 
 def _grid(fmt: ScaledFormat) -> np.ndarray:
@@ -476,13 +485,14 @@ def test_stochastic_picks_a_neighbour_of_x_over_scale(name):
     for seed in range(4):
         st = fmt.encode(x, rounding="stochastic", seed=seed)
         unit = _units(fmt, st)
-        p = np.clip(x.astype(np.float64) / unit, grid[0], grid[-1])
+        zp = _zero_points(fmt, st)                             # the grid in codes: k - zp
+        p = np.clip(x.astype(np.float64) / unit + zp, grid[0], grid[-1])
         lo = grid[np.searchsorted(grid, p, side="right") - 1]
         hi = grid[np.searchsorted(grid, p, side="left")]
         v = fmt.element.decode(st.elements)
         ok = (v == lo) | (v == hi)
         assert ok.all(), (name, p[~ok][:5], v[~ok][:5], lo[~ok][:5], hi[~ok][:5])
-        assert _same(fmt.quantize(x, rounding="stochastic", seed=seed), v * unit)
+        assert _same(fmt.quantize(x, rounding="stochastic", seed=seed), (v - zp) * unit)
         ups += int(np.count_nonzero((v == hi) & (lo != hi)))
         inexact += int(np.count_nonzero(lo != hi))
     assert 0 < ups < inexact                                   # both neighbours are chosen
@@ -581,7 +591,8 @@ def test_packed_elements(name, bits, shape):
                                         ("nvfp4_up", 4.5), ("bfp8_16", 8.5),
                                         ("int4_g128", 4.25), ("int4_g128_fp16", 4.125),
                                         ("nf4_g64", 4.5), ("int8_channel", 8.0),
-                                        ("int4_tensor", 4.0),
+                                        ("int4_tensor", 4.0), ("uint4_g128", 4 + 36 / 128),
+                                        ("uint8_g32_fp16", 8 + 24 / 32),
                                         ("fp8_e4m3_1x128", 8.25),
                                         ("fp8_e4m3_128x128", 8 + 32 / 16384)])
 def test_bits_per_element(name, bits):
@@ -607,8 +618,10 @@ def test_bits_per_element(name, bits):
     ({"group": (4, 4, 4)}, ValueError, "group"),
     ({"group": 2.5}, ValueError, "group"),
     ({"group": True}, ValueError, "group"),
-    ({"element": "uint8"}, ValueError, "unsigned"),
-    ({"element": "uint4"}, ValueError, "unsigned"),
+    ({"element": "uint8"}, ValueError, "zero point"),       # needs rule="amax"
+    ({"element": "uint4", "scale": "fp32", "rule": "amax", "tensor_scale": True}, ValueError,
+     "zero point"),
+    ({"element": "ufix8_4", "scale": "fp32", "rule": "amax"}, ValueError, "zero point"),
     ({"element": "posit8_0"}, TypeError, "posit8_0"),
     ({"element": "posit16_1"}, TypeError, "posit16_1"),
     ({"scale": "int8"}, ValueError, "NaN"),
@@ -701,6 +714,8 @@ def test_get_named(name):
     ("int3_channel_fp16", ("int3", "fp16", "channel", "amax")),
     ("nf4_g32", ("nf4", "fp32", 32, "amax")),
     ("nf4_g256", ("nf4", "fp32", 256, "amax")),
+    ("uint4_g128", ("uint4", "fp32", 128, "amax")),
+    ("uint8_channel_bf16", ("uint8", "bf16", "channel", "amax")),
 ])
 def test_grammar_names(name, shape):
     fmt = formats.get(name)
@@ -724,7 +739,7 @@ def test_names_outside_the_grammar(name):
         formats.get(name)
 
 
-@pytest.mark.parametrize("name", ["int4_g0", "bfp8_0", "nf4_g0", "uint4_g32", "int1_g32"])
+@pytest.mark.parametrize("name", ["int4_g0", "bfp8_0", "nf4_g0", "uint4_g0", "int1_g32"])
 def test_grammar_names_with_bad_parameters(name):
     # the shape matches the grammar (or nearly) but the parameters do not make a format
     with pytest.raises(ValueError):

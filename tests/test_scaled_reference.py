@@ -138,8 +138,8 @@ def _scale_nan(fmt, scodes):
     return (s & 0x7F) == 0x7F                        # (u)e4m3fn: S.1111.111
 
 
-def check_against_reference(fmt, x, axis, r, assert_same):
-    st = fmt.encode(x, axis=axis)
+def check_against_reference(fmt, x, axis, r, assert_same, **calibration):
+    st = fmt.encode(x, axis=axis, **calibration)
     nan_ours = _scale_nan(fmt, st.scales)
     gid, sshape = ref.group_ids(x.shape, axis if not isinstance(fmt.group, tuple) else -1,
                                 fmt.group)
@@ -149,11 +149,16 @@ def check_against_reference(fmt, x, axis, r, assert_same):
     assert_same("scale codes", ginputs, st.scales, r.scales, nan_ours=nan_ours,
                 nan_theirs=r.nan_groups)
     assert st.tensor_scale == r.tensor_scale, (st.tensor_scale, r.tensor_scale)
+    if r.zero_points is None:
+        assert st.zero_points is None
+    else:
+        assert st.zero_points.shape == sshape and st.zero_points.dtype == fmt.element.code_dtype
+        assert_same("zero points", ginputs, st.zero_points, r.zero_points)
     el_nan = r.nan_groups.reshape(-1)[gid].reshape(x.shape)
     assert_same("element codes", x, st.elements, r.codes,
                 nan_ours=nan_ours.reshape(-1)[gid].reshape(x.shape), nan_theirs=el_nan)
     assert_same("decode(encode(x))", x, fmt.decode(st), r.values)
-    assert_same("quantize(x)", x, fmt.quantize(x, axis=axis), r.values)
+    assert_same("quantize(x)", x, fmt.quantize(x, axis=axis, **calibration), r.values)
     return st
 
 
@@ -353,7 +358,7 @@ def test_mxint8_int_min_vs_reference(assert_same):
     x = make_data((2048, 64), -1, 32, np.float32, _seed("int_min"))
     r = ref.mx_reference(x, -1, ref.IntElem(8, 6, int_min=True), "floor")
     assert (r.codes == 0x80).any()      # -128 is reached
-    check_against_reference(fmt, x, -1, r, assert_same)
+    check_counters(check_against_reference(fmt, x, -1, r, assert_same), r)
 
 
 # ---------------------------------------------------------------------------- other formats
@@ -377,6 +382,12 @@ AMAX_CASES = [   # (name, shape, axis, dtype): float32 cases hold >= 10**6 value
     ("int8_tensor", (1000, 1000), -1, np.float32),
     ("int8_tensor", (300, 400), -1, np.float64),
     ("int8_tensor", (256, 512), -1, np.float16),
+    ("uint4_g128", (1000, 1000), -1, np.float32),
+    ("uint4_g128", (40, 30, 100), 1, np.float64),
+    ("uint4_g128", (256, 512), -1, np.float16),
+    ("uint4_g32_fp16", (512, 520), -1, np.float32),
+    ("uint8_channel", (1000, 1000), 0, np.float32),
+    ("uint8_channel", (30, 40, 100), 1, np.float64),
     ("nf4_g64", (1000, 1000), -1, np.float32),
     ("nf4_g64", (50, 60, 40), 0, np.float64),
     ("nf4_g64", (256, 512), -1, np.float16),
@@ -727,3 +738,111 @@ def test_mxfp4_stochastic_is_unbiased():
     # all inexact elements together: |z| <= 5
     z = np.sum((mean - p)[keep]) / math.sqrt(np.sum(var[keep]) / n_seeds)
     assert abs(z) <= 5, z
+
+
+# ---------------------------------------------------------------------------- zero point
+
+
+@pytest.mark.parametrize("name", ["uint4_g128", "uint4_g32_fp16"])
+def test_zero_point_ties_and_near_ties(name, assert_same):
+    # groups whose range is exactly qmax * 2**e, so the scale is 2**e: elements (m + 1/2) * 2**e
+    # are ties after the zero point and their float64 neighbours are not; "zp tie" groups put
+    # lo at -(a + 1/2) * 2**e so that -lo / scale is itself a tie (RNE: the even zero point)
+    fmt = formats.get(name)
+    rng = np.random.default_rng(_seed("zp-ties", name))
+    g, qmax = fmt.group, 15
+    n_groups = 600
+    e = rng.integers(-10, 10, n_groups)
+    a = rng.integers(0, qmax + 1, n_groups).astype(np.float64)
+    zp_tie = rng.random(n_groups) < 0.3
+    a = np.where(zp_tie, np.minimum(a, qmax - 1) + 0.5, a)
+    lo, hi = -a, qmax - a                                      # element units of 2**e
+    m = rng.integers(0, qmax, (n_groups, g - 2)) + 0.5 - np.floor(a)[:, None]
+    m = np.clip(m, lo[:, None], hi[:, None])
+    x = np.ldexp(np.column_stack([lo, hi, m]), e[:, None])
+    step = rng.integers(-1, 2, x.shape)
+    step[:, :2] = 0
+    x = np.where(step < 0, np.nextafter(x, -np.inf), np.where(step > 0, np.nextafter(x, np.inf), x))
+    x = rng.permuted(x, axis=1).reshape(-1, 4 * g)             # several groups per row
+    r = ref.reference(name, x, -1)
+    assert (r.zero_points.reshape(-1)[zp_tie.reshape(-1, 4).reshape(-1)] % 2 == 0).all()
+    check_counters(check_against_reference(fmt, x, -1, r, assert_same), r)
+
+
+def test_zero_point_range_always_holds_zero(assert_same):
+    # all-positive and all-negative groups: lo = 0 (zero point 0) or hi = 0 (zero point qmax),
+    # and 0.0 encodes exactly; an all-zero group keeps the smallest scale and zero point 0
+    fmt = formats.get("uint8_g32")
+    x = np.concatenate([np.linspace(1, 2, 32), -np.linspace(1, 2, 32), np.zeros(32),
+                        np.r_[np.zeros(16), np.linspace(-3, 5, 16)]])
+    st = fmt.encode(x)
+    assert st.zero_points.tolist() == [0, 255, 0, round(3 / (8 / 255))]
+    assert fmt.quantize(x)[64:96].tolist() == [0.0] * 32
+    assert fmt.quantize(x)[96:112].tolist() == [0.0] * 16
+    assert st.scales[2] == np.float32(2.0**-149).view(np.uint32)
+    # the last group: zp = RNE(3 / s) = 96 > 3 / s = 95.6, so 5 lands at 255.4: clipped
+    r = ref.zero_point_reference(x, -1, 8, ref.FP32, 32)
+    assert r.clipped.tolist() == [0, 0, 0, 1]
+    check_counters(check_against_reference(fmt, x, -1, r, assert_same), r)
+
+
+# ---------------------------------------------------------------------------- calibration
+
+
+def _group_rows(x, block):
+    """Blocks of ``block`` along the last axis of a 2-D array as rows (block divides it)."""
+    return x.reshape(-1, block)
+
+
+@pytest.mark.parametrize("pct", [99.0, 90.0, 100.0])
+def test_percentile_calibration_vs_reference(pct, assert_same):
+    # the range of each group is numpy's percentile of |x| (symmetric) or of x at 100 - p and p
+    # (asymmetric); values beyond it saturate
+    x = make_data((64, 1024), -1, 128, np.float32, _seed("pct", pct), nonfinite=False)
+    rows = _group_rows(x.astype(np.float64), 128)
+    clip = np.percentile(np.abs(rows), pct, axis=1)
+    r = ref.amax_reference(x, -1, ref.IntElem(4), ref.FP32, 128, clip=clip)
+    fmt = formats.get("int4_g128")
+    kw = {"calibration": "percentile", "percentile": pct}
+    check_counters(check_against_reference(fmt, x, -1, r, assert_same, **kw), r)
+    if pct < 100:
+        assert r.clipped.sum() > 0
+    clip = (np.percentile(rows, 100 - pct, axis=1), np.percentile(rows, pct, axis=1))
+    r = ref.zero_point_reference(x, -1, 4, ref.FP32, 128, clip=clip)
+    fmt = formats.get("uint4_g128")
+    check_counters(check_against_reference(fmt, x, -1, r, assert_same, **kw), r)
+
+
+@pytest.mark.parametrize("name", ["int4_g128", "uint4_g128", "mxfp4", "nvfp4", "nf4_g64"])
+def test_mse_calibration_is_no_worse_than_max(name):
+    # candidate 0 is the measured range itself, so per group the MSE choice can only lower the
+    # squared error; with heavy tails it clips some outliers where the scale can follow (MX's
+    # power-of-two scales only move by binades, and on this data no block gains from that)
+    fmt = formats.get(name)
+    rng = np.random.default_rng(_seed("mse", name))
+    x = rng.standard_t(2, (64, 1024)).astype(np.float32)
+    block = fmt.group
+    err_max = ((_group_rows(fmt.quantize(x) - x, block)) ** 2).sum(axis=1)
+    q = fmt.quantize(x, calibration="mse", mse_grid=16)
+    err_mse = ((_group_rows(q - x, block)) ** 2).sum(axis=1)
+    assert np.all(err_mse <= err_max)
+    st = fmt.encode(x, calibration="mse", mse_grid=16)
+    assert _same_values(fmt.decode(st), q)
+    if fmt.rule == "amax":
+        assert err_mse.sum() < err_max.sum()
+        assert st.n_clipped > fmt.encode(x).n_clipped
+
+
+def _same_values(a, b):
+    return np.array_equal(a, b, equal_nan=True)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"calibration": "minmax"}, "unknown calibration"),
+    ({"calibration": "percentile", "percentile": 0}, "percentile"),
+    ({"calibration": "percentile", "percentile": 101}, "percentile"),
+    ({"calibration": "mse", "mse_grid": 0}, "mse_grid"),
+])
+def test_calibration_bad_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        formats.get("int4_g128").encode(np.ones((2, 128)), **kwargs)
