@@ -1,5 +1,5 @@
-"""Bit-casts between float64 and uint64 inside Numba kernels (no temporary arrays), a count of
-leading zeros, and the split of a float64 into its integer significand and exponent."""
+"""Bit-casts between floats and integers inside Numba kernels (no temporary arrays), a count
+of leading zeros, and the split of a float64 into its integer significand and exponent."""
 from __future__ import annotations
 
 import numpy as np
@@ -30,6 +30,20 @@ def bits_to_f64(typingctx, b):
     def codegen(context, builder, signature, args):
         val = context.cast(builder, args[0], b, types.uint64)
         return builder.bitcast(val, ir.DoubleType())
+
+    return types.float64(b), codegen
+
+
+@intrinsic
+def bits_to_f32(typingctx, b):
+    """The float32 whose IEEE binary32 bit pattern is the low 32 bits of integer ``b``, widened
+    to float64 (exact)."""
+    if not isinstance(b, types.Integer):
+        return None
+
+    def codegen(context, builder, signature, args):
+        val = context.cast(builder, args[0], b, types.uint32)
+        return builder.fpext(builder.bitcast(val, ir.FloatType()), ir.DoubleType())
 
     return types.float64(b), codegen
 

@@ -201,7 +201,7 @@ class ScaledFormat:
                 "zero_point": int(self.zero_point),
                 "scale_nan": sc._desc[fk.NAN_CODE], "scale_min": scale_min,
                 "scale_mode": mode_id(self.scale_rounding), "scale_lo_exp": sc.emin,
-                "scale_hi_exp": sc.emin + 254, "fast_nearest": 0}
+                "scale_hi_exp": sc.emin + 254, "fast_nearest": 0, "fast_scale": 0}
         elem = {"desc": ed, "kind": kind, "max": float(elem_max), "table": table,
                 "codes": tcodes, "by_code": by_code}
         return tuple(int(plan[f]) for f in sk.PLAN), elem
@@ -263,8 +263,9 @@ class ScaledFormat:
         axis = _normalize_axis(axis, arr.ndim)
         if self.hadamard is not None:
             arr = hadamard_transform(arr, self.hadamard, axis, self.hadamard_seed)
-        if arr.dtype == np.float16:
-            arr = arr.astype(np.float32)                  # Numba cannot read float16
+        if arr.dtype.kind != "f" or arr.dtype.itemsize not in (4, 8):
+            # float16 (Numba cannot read it) widens exactly; integers go through float64
+            arr = arr.astype(np.float32 if arr.dtype == np.float16 else np.float64)
         arr = np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("="))
         view, groups, scales_shape = self._layout(arr.shape, axis)
         n_groups = tuple(-(-v // g) if v else 0 for v, g in zip(view, groups))
@@ -273,7 +274,7 @@ class ScaledFormat:
     def _tensor_scale(self, flat: np.ndarray) -> float:
         if not self.tensor_scale:
             return 1.0
-        amax = sk.finite_amax(flat) if flat.size else 0.0
+        amax = sk.finite_amax(_bits(flat)) if flat.size else 0.0
         if amax == 0.0:
             return 1.0
         fp32 = FloatFormat(8, 23)._desc
@@ -295,10 +296,23 @@ class ScaledFormat:
             return False
         if self.rule != "amax":
             return True
-        px = np.finfo(dtype).nmant + 1 if dtype.kind == "f" else 8 * dtype.itemsize
+        px = np.finfo(dtype).nmant + 1
         pm = (el.mbits + 2) if isinstance(el, FloatFormat) else el.bits + int(self.zero_point)
         ps = self.scale._precision()[0] + (24 if self.tensor_scale else 0)
         return max(px - 1, pm + ps - 2) + 1 < 53
+
+    def _fast_scale(self, dtype: np.dtype) -> bool:
+        """Whether quantize may round an ``amax`` scale to nearest-even in the value domain from
+        the float64 quotient ``amax / (elem_max * tensor_scale)``: as in :meth:`_fast_nearest`,
+        when the input's bits and those of the scale format's midpoints times the divisor stay
+        below 53, the float64 quotient rounds as the exact one does."""
+        sc = self.scale
+        if (self.rule != "amax" or self.zero_point or self.scale_rounding != "nearest_even"
+                or sc.mbits < 1):
+            return False
+        px = np.finfo(dtype).nmant + 1
+        pd = _significant_bits(self._elem["max"]) + (24 if self.tensor_scale else 0)
+        return pd <= 53 and max(px - 1, sc.mbits + 2 + pd - 2) + 1 < 53
 
     def _kernel(self, view: np.ndarray, groups, n_groups, dtype, mode: int, key, sr: int,
                 clip: np.ndarray, to_value: bool, t_scale: float):
@@ -309,6 +323,7 @@ class ScaledFormat:
         espv = fk.special_values(el["desc"], mode, SATURATE)    # floats and integer grids
         sd = self.scale._desc
         ssp = fk.special_codes(sd, mode_id(self.scale_rounding), IEEE)   # see the kernel
+        sspv = fk.special_values(sd, NEAREST_EVEN, IEEE)
         size = view.size
         # one buffer dtype for every format's codes and scales: one compiled kernel per mode
         # and input dtype, not per (element, scale) dtype pair (compiling is the slow part)
@@ -319,10 +334,13 @@ class ScaledFormat:
         clipped = np.zeros(scales.size, dtype=np.int64)
         flags = np.zeros(scales.size, dtype=np.int8)
         if size:
-            plan = self._plan[:sk.P_FAST] + (int(self._fast_nearest(dtype)),)
-            sk.group_loop(view.reshape(-1), view.shape, groups, plan, el["max"], t_scale,
-                          el["desc"], esp, espv, sd, ssp, el["table"], el["codes"], mode, key,
-                          sr, clip, to_value, codes, scales, zps, values, clipped, flags)
+            plan = self._plan[:sk.P_FAST] + (int(self._fast_nearest(dtype)),
+                                             int(self._fast_scale(dtype)))
+            flat = view.reshape(-1)
+            sk.group_loop(flat, _bits(flat),
+                          view.shape, groups, plan, el["max"], t_scale, el["desc"], esp, espv,
+                          sd, ssp, sspv, el["table"], el["codes"], mode, key, sr, clip,
+                          to_value, codes, scales, zps, values, clipped, flags)
         return (codes.astype(self.element.code_dtype), values,
                 scales.astype(self.scale.code_dtype), zps.astype(self.element.code_dtype),
                 clipped, flags)
@@ -445,6 +463,17 @@ def _group_matrix(view: np.ndarray, groups) -> np.ndarray:
     (gp, gq, gr), (pp, pq, pr) = groups, padded
     blocks = full.reshape(pp // gp, gp, pq // gq, gq, pr // gr, gr).transpose(0, 2, 4, 1, 3, 5)
     return blocks.reshape(-1, gp * gq * gr)
+
+
+def _bits(flat: np.ndarray) -> np.ndarray:
+    """The IEEE bits of a flat float32/float64 array, as a uint32/uint64 view (no copy)."""
+    return flat.view(np.uint32 if flat.itemsize == 4 else np.uint64)
+
+
+def _significant_bits(v: float) -> int:
+    """Significant bits of a finite nonzero float64 (6.0: 2, 448.0: 3, 127.0: 7)."""
+    m = int(math.ldexp(math.frexp(abs(v))[0], 53))
+    return 53 - ((m & -m).bit_length() - 1)
 
 
 def _check_group(group):

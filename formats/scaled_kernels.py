@@ -34,7 +34,7 @@ import numpy as np
 from numba import njit, prange
 
 from . import float_kernels as fk
-from .bitcast import f64_to_bits, significand_exponent
+from .bitcast import bits_to_f32, bits_to_f64, f64_to_bits, significand_exponent
 from .codebook import round_table
 
 RULES = {"floor": 0, "ceil": 1, "even": 2, "rceil": 3, "amax": 4}
@@ -45,10 +45,11 @@ FLAG_CLAMPED, FLAG_NAN = 1, 2            # per-group flags
 # plan: the integer parameters of a call
 PLAN = ("rule", "elem_kind", "elem_emax", "elem_prec", "int_bits", "int_qmin", "int_qmax",
         "zero_point", "scale_nan", "scale_min", "scale_mode", "scale_lo_exp", "scale_hi_exp",
-        "fast_nearest")
+        "fast_nearest", "fast_scale")
 (P_RULE, P_ELEM_KIND, P_ELEM_EMAX, P_ELEM_PREC, P_INT_BITS, P_INT_QMIN, P_INT_QMAX,
  P_ZERO_POINT, P_SCALE_NAN, P_SCALE_MIN, P_SCALE_MODE, P_SCALE_LO, P_SCALE_HI,
- P_FAST) = range(len(PLAN))
+ P_FAST, P_FAST_SCALE) = range(len(PLAN))
+CHUNK = 16                                # groups per parallel task
 
 _U1 = np.uint64(1)
 _MANT52 = np.uint64((1 << 52) - 1)
@@ -119,17 +120,13 @@ def shared_exponent(amax: np.float64, rule: np.int64, elem_emax: np.int64, elem_
 
 
 @njit(cache=True, inline="always")
-def group_extent(g: np.int64, dims, groups):
-    """Flat-index geometry of group ``g`` of the (P, Q, R) view cut into (gp, gq, gr) groups:
-    (first flat index, outer count and stride, middle count and stride, inner count and stride).
-    The inner loop runs along the longer of the group's Q and R extents (contiguous along R)."""
+def group_extent(ip: np.int64, iq: np.int64, ir: np.int64, dims, groups):
+    """Flat-index geometry of group (ip, iq, ir) of the (P, Q, R) view cut into (gp, gq, gr)
+    groups: (first flat index, outer count and stride, middle count and stride, inner count and
+    stride).  The inner loop runs along the longer of the group's Q and R extents (contiguous
+    along R)."""
     big_p, big_q, big_r = dims
     gp, gq, gr = groups
-    nq = -(-big_q // gq)
-    nr = -(-big_r // gr)
-    ip = g // (nq * nr)
-    iq = (g // nr) % nq
-    ir = g % nr
     p0, q0, r0 = ip * gp, iq * gq, ir * gr
     n_p = min(gp, big_p - p0)
     n_q = min(gq, big_q - q0)
@@ -141,17 +138,26 @@ def group_extent(g: np.int64, dims, groups):
 
 
 @njit(cache=True, inline="always")
-def _run_range(xs):
-    """(min x, max x, whether any x is NaN or +-Inf) over one run of a group."""
-    lo = 0.0
-    hi = 0.0
-    bad = False
-    for i in range(xs.shape[0]):
-        v = np.float64(xs[i])
-        bad |= not np.isfinite(v)
-        lo = min(lo, v)
-        hi = max(hi, v)
-    return lo, hi, bad
+def _run_keys(xb, sign_shift: np.uint64, absmask: np.uint64):
+    """(min, max) of 0 and the order keys of one run of a group's values, read as IEEE bits
+    ``xb``: the bits of |x|, negated for negative x.  Integer reductions, which vectorise (float
+    min/max reductions do not without fast-math, which would drop the NaN checks)."""
+    lo = np.int64(0)
+    hi = np.int64(0)
+    for i in range(xb.shape[0]):
+        b = np.uint64(xb[i])
+        mag = np.int64(b & absmask)
+        k = -mag if (b >> sign_shift) != 0 else mag
+        lo = min(lo, k)
+        hi = max(hi, k)
+    return lo, hi
+
+
+@njit(cache=True, inline="always")
+def _key_value(k: np.int64, is32: bool) -> np.float64:
+    """The value whose order key (see :func:`_run_keys`) is ``k``."""
+    v = bits_to_f32(abs(k)) if is32 else bits_to_f64(abs(k))
+    return -v if k < 0 else v
 
 
 @njit(cache=True)
@@ -195,10 +201,15 @@ def _general_run(xs, vs, cs, base: np.int64, step: np.int64, pow2: bool, inv: np
 
 
 @njit(cache=True, inline="always")
-def _fast_run(xs, vs, pow2: bool, inv: np.float64, unit: np.float64, lo_v: np.float64,
-              hi_v: np.float64, is_int: bool, grid: np.float64, ed, espv) -> np.int64:
-    """Nearest-even values of one run in the value domain (see :func:`group_loop`); returns
-    the count of elements outside ``[lo_v, hi_v]``."""
+def _fast_run(xs, vs, cs, to_value: bool, pow2: bool, inv: np.float64, unit: np.float64,
+              lo_v: np.float64, hi_v: np.float64, zp: np.int64, is_int: bool, grid: np.float64,
+              int_mask: np.int64, ed, esp, espv) -> np.int64:
+    """Nearest-even values (``vs``) or codes (``cs``) of one run from the float64 ``x * 2**-E``
+    or ``x / scale`` (see :func:`group_loop`); returns the count of elements outside
+    ``[lo_v, hi_v]``.  Codes go through :func:`_fast_codes`, compiled on its own."""
+    if not to_value:
+        return _fast_codes(xs, cs, pow2, inv, unit, lo_v, hi_v, zp, is_int, grid, int_mask, ed,
+                           esp)
     n_clip = 0
     if is_int:                                       # rint on the integer grid, then clamp
         per_grid = 1.0 / grid                        # powers of two: exact
@@ -217,11 +228,33 @@ def _fast_run(xs, vs, pow2: bool, inv: np.float64, unit: np.float64, lo_v: np.fl
     return n_clip
 
 
+@njit(cache=True)
+def _fast_codes(xs, cs, pow2: bool, inv: np.float64, unit: np.float64, lo_v: np.float64,
+                hi_v: np.float64, zp: np.int64, is_int: bool, grid: np.float64,
+                int_mask: np.int64, ed, esp) -> np.int64:
+    """The codes of :func:`_fast_run` (integers: the clamped ``rint`` plus the zero point;
+    floats: ``round_pair`` of the float64)."""
+    n_clip = 0
+    per_grid = 1.0 / grid
+    for i in range(xs.shape[0]):
+        sv = np.float64(xs[i]) * inv if pow2 else np.float64(xs[i]) / unit
+        n_clip += (sv < lo_v) | (sv > hi_v)
+        if is_int:
+            k = min(max(np.rint(sv * per_grid), lo_v * per_grid), hi_v * per_grid)
+            cs[i] = (np.int64(k) + zp) & int_mask
+        else:
+            cs[i] = fk.round_pair(sv, 0.0, ed, esp, 0, np.uint64(0), 0, 32)
+    return n_clip
+
+
 @njit(cache=True, inline="always")
 def _group_scale(lo: np.float64, hi: np.float64, bad: bool, plan, elem_max: np.float64,
-                 tensor_scale: np.float64, ed, esp, sd, ssp, key: np.uint64):
+                 tensor_scale: np.float64, ed, esp, sd, ssp, sspv, key: np.uint64,
+                 to_value: bool):
     """(scale code, flags, unit = the scale's value times the tensor scale, 1 / unit when it is
-    a power of two, zero point) of a group whose values span [lo, hi] (lo <= 0 <= hi)."""
+    a power of two, zero point) of a group whose values span [lo, hi] (lo <= 0 <= hi).  With
+    ``to_value`` and ``plan[P_FAST_SCALE]`` the scale is rounded in the value domain from the
+    float64 quotient (see ScaledFormat._fast_scale) and its code is not computed."""
     rule = plan[P_RULE]
     amax = max(hi, -lo)
     if bad:
@@ -235,6 +268,24 @@ def _group_scale(lo: np.float64, hi: np.float64, bad: bool, plan, elem_max: np.f
             flag = FLAG_CLAMPED
             exp = min(max(exp, plan[P_SCALE_LO]), plan[P_SCALE_HI])
         return exp - plan[P_SCALE_LO], flag, fk.pow2(exp), fk.pow2(-exp), 0   # E8M0: E + 127
+    scode = plan[P_SCALE_MIN]
+    if amax > 0.0 and to_value and plan[P_FAST_SCALE] == 1:
+        # sspv: nearest-even with the ieee overflow policy (Inf or NaN past the largest scale)
+        v = fk.quantize_nearest_even_one(amax / (elem_max * tensor_scale), sd, sspv)
+        if v == 0.0:
+            return scode, FLAG_CLAMPED, fk.decode_one(scode, sd) * tensor_scale, 1.0, 0
+        if not np.isfinite(v):
+            return scode, FLAG_CLAMPED, sspv[fk.SP_MAX_VALUE] * tensor_scale, 1.0, 0
+        return scode, 0, v * tensor_scale, 1.0, 0
+    return _exact_scale(lo, hi, plan, elem_max, tensor_scale, ed, esp, sd, ssp, key)
+
+
+@njit(cache=True)
+def _exact_scale(lo: np.float64, hi: np.float64, plan, elem_max: np.float64,
+                 tensor_scale: np.float64, ed, esp, sd, ssp, key: np.uint64):
+    """The ``amax``-rule scale of :func:`_group_scale` rounded exactly, and the zero point
+    (compiled on its own: the group loop inlines the rest)."""
+    amax = max(hi, -lo)
     scode = plan[P_SCALE_MIN]
     flag = 0
     if amax > 0.0:
@@ -262,88 +313,143 @@ def _group_scale(lo: np.float64, hi: np.float64, bad: bool, plan, elem_max: np.f
     return scode, flag, unit, 1.0, zp
 
 
-@njit(cache=True, parallel=True)
-def group_loop(x, dims, groups, plan, elem_max, tensor_scale, ed, esp, espv, sd, ssp, table,
-               tcodes, mode, key, sr_bits, clip, to_value, codes, scales, zps, values, clipped,
-               flags):
-    """One pass over the groups: range, scale (and zero point), elements; writes codes, scales
-    and zero points, or values (``to_value``).  ``x`` and the outputs are flat; ``dims`` is the
-    (P, Q, R) view and ``groups`` the group shape; ``clip`` is empty or holds each group's
-    calibrated range [lo, hi] (used instead of a wider measured one).  Runs of a group with
-    unit stride are passed on as contiguous slices, which the compiler vectorises.  Quantize to
-    nearest-even rounds in the value domain (``float_kernels.quantize_nearest_even_one``, or
-    ``rint`` on integer grids) ``x * 2**-E``, or the float64 quotient ``x / scale`` where
-    ``plan[P_FAST]`` says that quotient cannot land on a rounding midpoint unless the exact
-    one does (see ScaledFormat._fast_nearest); every other case rounds exactly per element."""
+@njit(cache=True, inline="always")
+def _one_group(g, extent, x, xb, bits, clip, plan, elem_max, tensor_scale, ed, esp, espv, sd,
+               ssp, sspv, table, tcodes, mode, key, sr_bits, to_value, outs):
+    """Group ``g``, whose elements are the runs ``extent`` (see :func:`group_extent`): range,
+    scale (and zero point), elements.  ``bits`` = (is32, sign shift, |x| mask, key of Inf)
+    describes ``xb``; ``outs`` = (codes, scales, zps, values, clipped, flags).  (Arguments are
+    packed in tuples: Python passes more than 30 as *args, which Numba cannot inline.)"""
+    start, n_o, s_o, n_m, s_m, n_i, s_i = extent
+    codes, scales, zps, values, clipped, flags = outs
+    is32, sign_shift, absmask, inf_key = bits
     pow2 = plan[P_RULE] != RULE_AMAX
-    fast = to_value and mode == 0 and plan[P_FAST] == 1
+    fast = mode == 0 and plan[P_FAST] == 1
     is_int = plan[P_ELEM_KIND] == ELEM_INT
     grid = np.ldexp(1.0, ed[fk.EMIN] - ed[fk.MBITS])           # integer grids: 2**-frac
-    for g in prange(scales.shape[0]):
-        start, n_o, s_o, n_m, s_m, n_i, s_i = group_extent(g, dims, groups)
-        lo = 0.0
-        hi = 0.0
-        bad = False
-        for o in range(n_o):
-            for m in range(n_m):
-                base = start + o * s_o + m * s_m
-                if s_i == 1:
-                    r_lo, r_hi, r_bad = _run_range(x[base:base + n_i])
-                else:
-                    r_lo, r_hi, r_bad = _run_range(x[base:base + n_i * s_i:s_i])
-                lo = min(lo, r_lo)
-                hi = max(hi, r_hi)
-                bad |= r_bad
-        if clip.shape[0] > 0:                                  # a calibrated clipping range
-            lo = min(max(lo, clip[g, 0]), 0.0)                # the range keeps 0
-            hi = max(min(hi, clip[g, 1]), 0.0)
-        scode, flag, unit, inv, zp = _group_scale(lo, hi, bad, plan, elem_max, tensor_scale,
-                                                  ed, esp, sd, ssp, key)
-        if is_int:
-            lo_v = (plan[P_INT_QMIN] - zp) * grid
-            hi_v = (plan[P_INT_QMAX] - zp) * grid
-        else:
-            lo_v = -elem_max
-            hi_v = elem_max
-        if not to_value:
-            scales[g] = scode
-            zps[g] = zp
-        flags[g] = flag
-        n_clip = 0
-        for o in range(n_o):
-            for m in range(n_m):
-                base = start + o * s_o + m * s_m
-                stop = base + n_i * s_i
-                if bad:
-                    for i in range(base, stop, s_i):
-                        if to_value:
-                            values[i] = np.nan
-                        else:
-                            codes[i] = 0
-                elif fast and s_i == 1:
-                    n_clip += _fast_run(x[base:stop], values[base:stop], pow2, inv, unit,
-                                        lo_v, hi_v, is_int, grid, ed, espv)
-                elif fast:
-                    n_clip += _fast_run(x[base:stop:s_i], values[base:stop:s_i], pow2, inv,
-                                        unit, lo_v, hi_v, is_int, grid, ed, espv)
-                else:
-                    n_clip += _general_run(
-                        x[base:stop:s_i], values[base:stop:s_i] if to_value else values[0:1:1],
-                        codes[0:1:1] if to_value else codes[base:stop:s_i], base, s_i, pow2,
-                        inv, unit, lo_v, hi_v, zp, to_value, plan, ed, esp, table, tcodes,
-                        mode, key, sr_bits)
-        clipped[g] = n_clip
+    int_mask = (np.int64(1) << plan[P_INT_BITS]) - 1
+    k_lo = np.int64(0)
+    k_hi = np.int64(0)
+    for o in range(n_o):
+        for m in range(n_m):
+            base = start + o * s_o + m * s_m
+            if s_i == 1:
+                r_lo, r_hi = _run_keys(xb[base:base + n_i], sign_shift, absmask)
+            else:
+                r_lo, r_hi = _run_keys(xb[base:base + n_i * s_i:s_i], sign_shift, absmask)
+            k_lo = min(k_lo, r_lo)
+            k_hi = max(k_hi, r_hi)
+    bad = max(k_hi, -k_lo) >= inf_key
+    lo = _key_value(k_lo, is32)
+    hi = _key_value(k_hi, is32)
+    if clip.shape[0] > 0:                                      # a calibrated clipping range
+        lo = min(max(lo, clip[g, 0]), 0.0)                     # the range keeps 0
+        hi = max(min(hi, clip[g, 1]), 0.0)
+    scode, flag, unit, inv, zp = _group_scale(lo, hi, bad, plan, elem_max, tensor_scale, ed,
+                                              esp, sd, ssp, sspv, key, to_value)
+    if is_int:
+        lo_v = (plan[P_INT_QMIN] - zp) * grid
+        hi_v = (plan[P_INT_QMAX] - zp) * grid
+    else:
+        lo_v = -elem_max
+        hi_v = elem_max
+    if not to_value:
+        scales[g] = scode
+        zps[g] = zp
+    flags[g] = flag
+    clipped[g] = 0              # (an array element: a local += here would become a reduction
+    #                             of the enclosing prange once this function is inlined)
+    for o in range(n_o):
+        for m in range(n_m):
+            base = start + o * s_o + m * s_m
+            stop = base + n_i * s_i
+            if bad:
+                for i in range(base, stop, s_i):
+                    if to_value:
+                        values[i] = np.nan
+                    else:
+                        codes[i] = 0
+            elif fast and s_i == 1:
+                clipped[g] += _fast_run(
+                    x[base:stop], values[base:stop] if to_value else values[0:1],
+                    codes[0:1] if to_value else codes[base:stop], to_value, pow2, inv, unit,
+                    lo_v, hi_v, zp, is_int, grid, int_mask, ed, esp, espv)
+            elif fast:
+                clipped[g] += _fast_run(
+                    x[base:stop:s_i], values[base:stop:s_i] if to_value else values[0:1:1],
+                    codes[0:1:1] if to_value else codes[base:stop:s_i], to_value, pow2, inv,
+                    unit, lo_v, hi_v, zp, is_int, grid, int_mask, ed, esp, espv)
+            else:
+                clipped[g] += _general_run(
+                    x[base:stop:s_i], values[base:stop:s_i] if to_value else values[0:1:1],
+                    codes[0:1:1] if to_value else codes[base:stop:s_i], base, s_i, pow2, inv,
+                    unit, lo_v, hi_v, zp, to_value, plan, ed, esp, table, tcodes, mode, key,
+                    sr_bits)
 
 
 @njit(cache=True, parallel=True)
-def finite_amax(x) -> np.float64:
-    """max |x| over the finite elements of a flat array (0 when there are none)."""
-    amax = 0.0
-    for i in prange(x.shape[0]):
-        v = abs(np.float64(x[i]))
-        if np.isfinite(v):
-            amax = max(amax, v)
-    return amax
+def group_loop(x, xb, dims, groups, plan, elem_max, tensor_scale, ed, esp, espv, sd, ssp, sspv,
+               table, tcodes, mode, key, sr_bits, clip, to_value, codes, scales, zps, values,
+               clipped, flags):
+    """One pass over the groups: range, scale (and zero point), elements; writes codes, scales
+    and zero points, or values (``to_value``).  ``x`` (float32 or float64) and the outputs are
+    flat; ``xb`` is ``x``'s bits (uint32 or uint64); ``dims`` is the (P, Q, R) view and
+    ``groups`` the group shape; ``clip`` is empty or holds each group's calibrated range [lo, hi]
+    (used instead of a wider measured one).  Parallel tasks take CHUNK consecutive groups.
+    Groups that are one contiguous run (blocks along the last axis) take a code path of their
+    own, compiled for that shape (about twice as fast); runs with unit stride are passed on as
+    contiguous slices, which the compiler vectorises.  Nearest-even (quantize and encode) rounds
+    in the value domain (``float_kernels.quantize_nearest_even_one``, ``round_pair`` of the
+    float64, or ``rint`` on integer grids) ``x * 2**-E``, or the float64 quotient ``x / scale``
+    where ``plan[P_FAST]`` says that quotient cannot land on a rounding midpoint unless the
+    exact one does (see ScaledFormat._fast_nearest); every other case rounds exactly per element."""
+    is32 = xb.itemsize == 4
+    sign_shift = np.uint64(31 if is32 else 63)
+    bits = (is32, sign_shift, (np.uint64(1) << sign_shift) - np.uint64(1),
+            np.int64(0x7F800000) if is32 else np.int64(0x7FF0000000000000))
+    big_p, big_q, big_r = dims
+    gp, gq, gr = groups
+    nq = -(-big_q // gq)
+    nr = -(-big_r // gr)
+    n_groups = scales.shape[0]
+    outs = (codes, scales, zps, values, clipped, flags)
+    for chunk in prange(-(-n_groups // CHUNK)):
+        g0 = chunk * CHUNK
+        ip = g0 // (nq * nr)
+        iq = (g0 // nr) % nq
+        ir = g0 % nr
+        for g in range(g0, min(g0 + CHUNK, n_groups)):
+            extent = group_extent(ip, iq, ir, dims, groups)
+            start, n_o, s_o, n_m, s_m, n_i, s_i = extent
+            ir += 1
+            if ir == nr:
+                ir = 0
+                iq += 1
+                if iq == nq:
+                    iq = 0
+                    ip += 1
+            if n_o == 1 and n_m == 1 and s_i == 1:              # literal 1s: specialised
+                _one_group(g, (start, 1, 0, 1, 0, n_i, 1), x, xb, bits, clip, plan, elem_max,
+                           tensor_scale, ed, esp, espv, sd, ssp, sspv, table, tcodes, mode, key,
+                           sr_bits, to_value, outs)
+            else:
+                _one_group(g, extent, x, xb, bits, clip, plan, elem_max, tensor_scale, ed, esp,
+                           espv, sd, ssp, sspv, table, tcodes, mode, key, sr_bits, to_value,
+                           outs)
+
+
+@njit(cache=True, parallel=True)
+def finite_amax(xb) -> np.float64:
+    """max |x| over the finite elements of a flat float32 or float64 array given as its bits
+    ``xb`` (uint32 or uint64; an integer reduction, which vectorises); 0 when there are none."""
+    is32 = xb.itemsize == 4
+    absmask = np.uint64(0x7FFFFFFF) if is32 else np.uint64(0x7FFFFFFFFFFFFFFF)
+    inf_key = np.uint64(0x7F800000) if is32 else np.uint64(0x7FF0000000000000)
+    m = np.uint64(0)
+    for i in prange(xb.shape[0]):
+        b = np.uint64(xb[i]) & absmask
+        m = max(m, b if b < inf_key else np.uint64(0))
+    return _key_value(np.int64(m), is32)
 
 
 @njit(cache=True, parallel=True)
