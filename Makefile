@@ -28,6 +28,7 @@ test: venv
 bench: venv
 	$(PY) benchmarks/bench_formats.py
 	$(PY) benchmarks/bench_posits.py
+	$(PY) benchmarks/bench_scaled.py
 
 # Removes build outputs and caches; keeps .venv (see distclean).
 clean:

@@ -123,8 +123,8 @@ def shared_exponent(amax: np.float64, rule: np.int64, elem_emax: np.int64, elem_
 def group_extent(ip: np.int64, iq: np.int64, ir: np.int64, dims, groups):
     """Flat-index geometry of group (ip, iq, ir) of the (P, Q, R) view cut into (gp, gq, gr)
     groups: (first flat index, outer count and stride, middle count and stride, inner count and
-    stride).  The inner loop runs along the longer of the group's Q and R extents (contiguous
-    along R)."""
+    stride).  The inner loop runs along R when the group spans more than one R index
+    (contiguous), else along Q, else along P."""
     big_p, big_q, big_r = dims
     gp, gq, gr = groups
     p0, q0, r0 = ip * gp, iq * gq, ir * gr
@@ -134,7 +134,22 @@ def group_extent(ip: np.int64, iq: np.int64, ir: np.int64, dims, groups):
     start = (p0 * big_q + q0) * big_r + r0
     if n_r > 1:
         return start, n_p, big_q * big_r, n_q, big_r, n_r, 1
-    return start, n_p, big_q * big_r, 1, 1, n_q, big_r
+    if n_q > 1:
+        return start, n_p, big_q * big_r, 1, 1, n_q, big_r
+    return start, 1, 0, 1, 1, n_p, big_q * big_r              # a column (channels along -1)
+
+
+@njit(cache=True, inline="always")
+def _next_group(ip: np.int64, iq: np.int64, ir: np.int64, nq: np.int64, nr: np.int64):
+    """The group after (ip, iq, ir) in C order, with nq and nr groups along Q and R."""
+    ir += 1
+    if ir == nr:
+        ir = 0
+        iq += 1
+        if iq == nq:
+            iq = 0
+            ip += 1
+    return ip, iq, ir
 
 
 @njit(cache=True, inline="always")
@@ -387,6 +402,59 @@ def _one_group(g, extent, x, xb, bits, clip, plan, elem_max, tensor_scale, ed, e
                     sr_bits)
 
 
+@njit(cache=True, inline="always")
+def _pair_bounds(g, start, n0, n1, xb, bits, clip, plan, elem_max, tensor_scale, ed, esp, sd,
+                 ssp, sspv, key, flags):
+    """(unit, 1 / unit or 1) of groups ``g`` and ``g + 1``, adjacent contiguous runs of ``n0``
+    and ``n1`` float elements, for nearest-even values; their flags are written, and a NaN
+    group gets NaN units.  (A loop of two, so that the scale code is inlined once.)"""
+    is32, sign_shift, absmask, inf_key = bits
+    u0 = i0 = u1 = i1 = 1.0
+    for h in range(2):
+        s0 = start + h * n0
+        k_lo, k_hi = _run_keys(xb[s0:s0 + (n1 if h else n0)], sign_shift, absmask)
+        lo = _key_value(k_lo, is32)
+        hi = _key_value(k_hi, is32)
+        if clip.shape[0] > 0:
+            lo = min(max(lo, clip[g + h, 0]), 0.0)
+            hi = max(min(hi, clip[g + h, 1]), 0.0)
+        _, flag, unit, inv, _ = _group_scale(
+            lo, hi, max(k_hi, -k_lo) >= inf_key, plan, elem_max, tensor_scale, ed, esp, sd, ssp,
+            sspv, key, True)
+        flags[g + h] = flag
+        if h == 0:
+            u0, i0 = unit, inv
+        else:
+            u1, i1 = unit, inv
+    return u0, i0, u1, i1
+
+
+@njit(cache=True, inline="always")
+def _pair_groups(g, start, n0, n1, x, xb, bits, clip, plan, elem_max, tensor_scale, ed, esp,
+                 espv, sd, ssp, sspv, key, values, clipped, flags):
+    """Nearest-even values of two adjacent one-run float groups ``g`` and ``g + 1`` of fewer
+    than 32 elements each, in one loop over both (selecting each element's scale): the
+    compiler vectorises runs of 16 poorly, and NVFP4's blocks are 16.  A NaN group has NaN
+    units, which make its values NaN and count nothing as clipped."""
+    u0, inv0, u1, inv1 = _pair_bounds(g, start, n0, n1, xb, bits, clip, plan, elem_max,
+                                      tensor_scale, ed, esp, sd, ssp, sspv, key, flags)
+    pow2 = plan[P_RULE] != RULE_AMAX
+    xs = x[start:start + n0 + n1]
+    vs = values[start:start + n0 + n1]
+    c0 = 0
+    c1 = 0
+    for i in range(xs.shape[0]):
+        first = i < n0
+        unit = u0 if first else u1
+        sv = np.float64(xs[i]) * (inv0 if first else inv1) if pow2 else np.float64(xs[i]) / unit
+        out = (sv < -elem_max) | (sv > elem_max)
+        c0 += out & first
+        c1 += out & (not first)
+        vs[i] = fk.quantize_nearest_even_one(sv, ed, espv) * unit
+    clipped[g] = c0
+    clipped[g + 1] = c1
+
+
 @njit(cache=True, parallel=True)
 def group_loop(x, xb, dims, groups, plan, elem_max, tensor_scale, ed, esp, espv, sd, ssp, sspv,
                table, tcodes, mode, key, sr_bits, clip, to_value, codes, scales, zps, values,
@@ -413,22 +481,29 @@ def group_loop(x, xb, dims, groups, plan, elem_max, tensor_scale, ed, esp, espv,
     nr = -(-big_r // gr)
     n_groups = scales.shape[0]
     outs = (codes, scales, zps, values, clipped, flags)
+    pairs = (to_value and mode == 0 and plan[P_FAST] == 1
+             and plan[P_ELEM_KIND] == ELEM_FLOAT)
     for chunk in prange(-(-n_groups // CHUNK)):
-        g0 = chunk * CHUNK
-        ip = g0 // (nq * nr)
-        iq = (g0 // nr) % nq
-        ir = g0 % nr
-        for g in range(g0, min(g0 + CHUNK, n_groups)):
+        g = chunk * CHUNK
+        g_end = min(g + CHUNK, n_groups)
+        ip = g // (nq * nr)
+        iq = (g // nr) % nq
+        ir = g % nr
+        while g < g_end:
             extent = group_extent(ip, iq, ir, dims, groups)
             start, n_o, s_o, n_m, s_m, n_i, s_i = extent
-            ir += 1
-            if ir == nr:
-                ir = 0
-                iq += 1
-                if iq == nq:
-                    iq = 0
-                    ip += 1
-            if n_o == 1 and n_m == 1 and s_i == 1:              # literal 1s: specialised
+            ip, iq, ir = _next_group(ip, iq, ir, nq, nr)
+            one_run = n_o == 1 and n_m == 1 and s_i == 1
+            if pairs and one_run and n_i < 32 and g + 1 < g_end:
+                nxt = group_extent(ip, iq, ir, dims, groups)
+                if nxt[1] == 1 and nxt[3] == 1 and nxt[6] == 1 and nxt[0] == start + n_i:
+                    ip, iq, ir = _next_group(ip, iq, ir, nq, nr)
+                    _pair_groups(g, start, n_i, nxt[5], x, xb, bits, clip, plan, elem_max,
+                                 tensor_scale, ed, esp, espv, sd, ssp, sspv, key, values,
+                                 clipped, flags)
+                    g += 2
+                    continue
+            if one_run:                                         # literal 1s: specialised
                 _one_group(g, (start, 1, 0, 1, 0, n_i, 1), x, xb, bits, clip, plan, elem_max,
                            tensor_scale, ed, esp, espv, sd, ssp, sspv, table, tcodes, mode, key,
                            sr_bits, to_value, outs)
@@ -436,6 +511,7 @@ def group_loop(x, xb, dims, groups, plan, elem_max, tensor_scale, ed, esp, espv,
                 _one_group(g, extent, x, xb, bits, clip, plan, elem_max, tensor_scale, ed, esp,
                            espv, sd, ssp, sspv, table, tcodes, mode, key, sr_bits, to_value,
                            outs)
+            g += 1
 
 
 @njit(cache=True, parallel=True)

@@ -359,6 +359,26 @@ def test_n_clipped_counts_per_block_on_random_data():
     assert np.array_equal(st.clipped, expected)
 
 
+@pytest.mark.parametrize("name", ["mxfp4", "nvfp4", "int4_g128", "uint4_g32", "mxfp8_e4m3"])
+def test_value_pass_counts_clipped_as_encode_does(name):
+    # quantize's pass (values, paired blocks for NVFP4) fills the same per-group counters as
+    # encode's (codes); calibration and the replay statistics read them
+    fmt = formats.get(name)
+    x = _data((64, 300), f"clipv{name}", np.float32)
+    x[3, 7], x[3, 20], x[9, 40] = 1e4, -1e4, 3e4               # outliers in blocks 0, 1, 1-2
+    x[5, :40] = np.nan                                         # NaN groups count nothing
+    arr, axis, view, groups, _, n_groups = fmt._prepare(x, -1)
+    t_scale = fmt._tensor_scale(arr.reshape(-1))
+    _, values, _, _, clipped, flags = fmt._kernel(view, groups, n_groups, arr.dtype, 0,
+                                                  np.uint64(0), 32, np.empty((0, 2)), True,
+                                                  t_scale)
+    st = fmt.encode(x)
+    assert st.n_clipped > 0
+    assert np.array_equal(clipped, st.clipped.reshape(-1))
+    assert np.array_equal(flags, st.flags.reshape(-1))
+    assert _same(values.reshape(x.shape), fmt.decode(st))
+
+
 def test_n_scale_clamped_e8m0_tiny_block():
     # amax 1e-45 (float32: 2**-149): floor(log2) - 2 = -151 < -127, clamped to 2**-127 (code 0)
     x = np.zeros((3, 32), dtype=np.float32)
