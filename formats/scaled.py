@@ -20,8 +20,9 @@ Conventions
   any scale format, ``scale_rounding`` ``nearest_even`` (default) or ``toward_positive``.
 * Elements are rounded once from the exact ``x / scale`` in any rounding mode (stochastic
   included, keyed by the element's flat index in ``x``) and saturate to +-max of the element
-  format; ``ScaledTensor.n_clipped`` counts elements whose scaled value lay outside the element
-  format's range (beyond +-max; for integers outside the code range after the zero point).
+  format; ``ScaledTensor.n_clipped`` counts elements whose exact scaled value lay outside the
+  element format's range (beyond +-max; for integers outside the code range after the zero
+  point), including those within half a step of it that round to its end anyway.
 * Scales are clamped to the scale format's range (E8M0: 2**-127..2**127; others: a scale that
   rounds to 0 or past the largest value is held at the smallest positive or largest value),
   counted in ``ScaledTensor.n_scale_clamped``.  An all-zero group
@@ -93,8 +94,10 @@ class ScaledTensor:
 
     @property
     def n_clipped(self) -> int:
-        """Elements whose scaled value (after the zero point) lay outside the element format's
-        range, so that they were clamped (saturated)."""
+        """Elements whose exact scaled value (after the zero point) lay outside the element
+        format's range [min, max].  Those within half a step of the range round to its end
+        anyway; they are counted all the same (the count says how much of the distribution
+        the scale leaves outside, not how many codes changed)."""
         return int(self.clipped.sum())
 
     @property
@@ -264,8 +267,15 @@ class ScaledFormat:
         if self.hadamard is not None:
             arr = hadamard_transform(arr, self.hadamard, axis, self.hadamard_seed)
         if arr.dtype.kind != "f" or arr.dtype.itemsize not in (4, 8):
-            # float16 (Numba cannot read it) widens exactly; integers go through float64
-            arr = arr.astype(np.float32 if arr.dtype == np.float16 else np.float64)
+            # float16 (Numba cannot read it) widens exactly; integers go through float64,
+            # which must hold them exactly (a second rounding would be silently wrong)
+            wide = arr.astype(np.float32 if arr.dtype == np.float16 else np.float64)
+            if arr.dtype.kind in "iu" and arr.size and not np.array_equal(
+                    wide.astype(arr.dtype), arr):
+                raise ValueError(f"{self.name}: integer inputs that float64 cannot hold exactly "
+                                 f"(some beyond 2**53) cannot be scaled exactly; convert them "
+                                 f"to float64 first if that rounding is acceptable")
+            arr = wide
         arr = np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("="))
         view, groups, scales_shape = self._layout(arr.shape, axis)
         n_groups = tuple(-(-v // g) if v else 0 for v, g in zip(view, groups))
@@ -285,12 +295,15 @@ class ScaledFormat:
         return max(scale, 2.0 ** -149)
 
     def _fast_nearest(self, dtype: np.dtype) -> bool:
-        """Whether nearest-even quantize may round ``x / scale`` computed in float64 in the
-        value domain.  With power-of-two scales the quotient is exact.  Otherwise it is off by
-        at most 2**-53 relative, while a quotient that is not a midpoint differs from every
-        midpoint m by at least |x - m*scale| / scale >= 2**-(max(px - 1, pm + ps - 2) + 1)
-        relative (px, pm, ps: significant bits of the input, the midpoints and the scale with
-        the tensor scale): below 53 bits both ways the float64 quotient rounds the same."""
+        """Whether nearest-even quantize and encode may round ``x / scale`` computed in float64
+        in the value domain.  With power-of-two scales the quotient is exact.  Otherwise
+        q = fl(x / s) is within half an ulp of x / s.  A rounding midpoint m of the element grid
+        (pm significant bits) times s (ps bits, the tensor scale included) is exact in float64
+        when pm + ps <= 53, so x / s equals m only if x == m * s (then q == m too), and
+        otherwise |x - m*s| is at least the float64 spacing at x (or half of it just below a
+        power of two, where the quotient's binade drops with it), which over s exceeds half an
+        ulp of q: q lies strictly on the same side of m as x / s.  The bound on the input's
+        precision px (float32 inputs pass, float64 ones do not) is a margin kept on top."""
         el = self.element
         if isinstance(el, CodebookFormat) or (isinstance(el, FloatFormat) and el.mbits < 1):
             return False
@@ -303,9 +316,10 @@ class ScaledFormat:
 
     def _fast_scale(self, dtype: np.dtype) -> bool:
         """Whether quantize may round an ``amax`` scale to nearest-even in the value domain from
-        the float64 quotient ``amax / (elem_max * tensor_scale)``: as in :meth:`_fast_nearest`,
-        when the input's bits and those of the scale format's midpoints times the divisor stay
-        below 53, the float64 quotient rounds as the exact one does."""
+        the float64 quotient ``amax / (elem_max * tensor_scale)``: the argument of
+        :meth:`_fast_nearest` with the scale format's midpoints (mbits + 2 bits) times the
+        divisor (pd bits) exact in float64; it holds for any float64 amax (a calibrated one
+        too).  The px bound is kept as the same margin."""
         sc = self.scale
         if (self.rule != "amax" or self.zero_point or self.scale_rounding != "nearest_even"
                 or sc.mbits < 1):
@@ -337,10 +351,16 @@ class ScaledFormat:
             plan = self._plan[:sk.P_FAST] + (int(self._fast_nearest(dtype)),
                                              int(self._fast_scale(dtype)))
             flat = view.reshape(-1)
-            sk.group_loop(flat, _bits(flat),
-                          view.shape, groups, plan, el["max"], t_scale, el["desc"], esp, espv,
-                          sd, ssp, sspv, el["table"], el["codes"], mode, key, sr, clip,
-                          to_value, codes, scales, zps, values, clipped, flags)
+            if (self.group == "channel" and view.shape[2] == 1 and mode == NEAREST_EVEN
+                    and plan[sk.P_FAST]):               # channels along the last axis
+                sk.channel_loop(flat, _bits(flat), view.shape[0], view.shape[1], plan,
+                                el["max"], t_scale, el["desc"], esp, espv, sd, ssp, sspv, clip,
+                                to_value, codes, scales, zps, values, clipped, flags)
+            else:
+                sk.group_loop(flat, _bits(flat), view.shape, groups, plan, el["max"], t_scale,
+                              el["desc"], esp, espv, sd, ssp, sspv, el["table"], el["codes"],
+                              mode, key, sr, clip, to_value, codes, scales, zps, values,
+                              clipped, flags)
         return (codes.astype(self.element.code_dtype), values,
                 scales.astype(self.scale.code_dtype), zps.astype(self.element.code_dtype),
                 clipped, flags)
@@ -369,6 +389,9 @@ class ScaledFormat:
             raise ValueError(f"unknown calibration {method!r}; choose max, percentile or mse")
         if method == "percentile" and not 0 < percentile <= 100:
             raise ValueError(f"percentile must be in (0, 100], got {percentile}")
+        if method == "percentile" and self.zero_point and percentile < 50:
+            raise ValueError(f"{self.name} clips x at its (100 - p)th and p-th percentiles: "
+                             f"percentile must be at least 50, got {percentile}")
         if method == "mse":
             mse_grid = check_int("mse_grid", mse_grid, 1, 1 << 12)
         exact = _group_matrix(view, groups)

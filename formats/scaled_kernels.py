@@ -50,6 +50,7 @@ PLAN = ("rule", "elem_kind", "elem_emax", "elem_prec", "int_bits", "int_qmin", "
  P_ZERO_POINT, P_SCALE_NAN, P_SCALE_MIN, P_SCALE_MODE, P_SCALE_LO, P_SCALE_HI,
  P_FAST, P_FAST_SCALE) = range(len(PLAN))
 CHUNK = 16                                # groups per parallel task
+CHANNELS = 64                             # columns per parallel task of channel_loop
 
 _U1 = np.uint64(1)
 _MANT52 = np.uint64((1 << 52) - 1)
@@ -153,6 +154,22 @@ def _next_group(ip: np.int64, iq: np.int64, ir: np.int64, nq: np.int64, nr: np.i
 
 
 @njit(cache=True, inline="always")
+def _key(bits, sign_shift: np.uint64, absmask: np.uint64) -> np.int64:
+    """The order key of a value given as its IEEE bits: the bits of |x|, negated for x < 0."""
+    b = np.uint64(bits)
+    mag = np.int64(b & absmask)
+    return -mag if (b >> sign_shift) != 0 else mag
+
+
+@njit(cache=True, inline="always")
+def _calibrated(lo: np.float64, hi: np.float64, clip, g: np.int64):
+    """[lo, hi] narrowed to group ``g``'s calibrated range, if ``clip`` has one (keeping 0)."""
+    if clip.shape[0] > 0:
+        return min(max(lo, clip[g, 0]), 0.0), max(min(hi, clip[g, 1]), 0.0)
+    return lo, hi
+
+
+@njit(cache=True, inline="always")
 def _run_keys(xb, sign_shift: np.uint64, absmask: np.uint64):
     """(min, max) of 0 and the order keys of one run of a group's values, read as IEEE bits
     ``xb``: the bits of |x|, negated for negative x.  Integer reductions, which vectorise (float
@@ -160,9 +177,7 @@ def _run_keys(xb, sign_shift: np.uint64, absmask: np.uint64):
     lo = np.int64(0)
     hi = np.int64(0)
     for i in range(xb.shape[0]):
-        b = np.uint64(xb[i])
-        mag = np.int64(b & absmask)
-        k = -mag if (b >> sign_shift) != 0 else mag
+        k = _key(xb[i], sign_shift, absmask)
         lo = min(lo, k)
         hi = max(hi, k)
     return lo, hi
@@ -228,30 +243,57 @@ def _general_run(xs, vs, cs, base: np.int64, step: np.int64, pow2: bool, inv: np
 
 
 @njit(cache=True, inline="always")
+def _fast_value(xv: np.float64, pow2: bool, inv: np.float64, unit: np.float64,
+                lo_v: np.float64, hi_v: np.float64, is_int: bool, grid: np.float64, ed, espv):
+    """(nearest-even value, whether outside [lo_v, hi_v]) of one element, from the float64
+    ``x * 2**-E`` or ``x / scale`` (see :func:`group_loop`): ``rint`` on integer grids, then
+    clamped; ``quantize_nearest_even_one`` for floats."""
+    sv = xv * inv if pow2 else xv / unit
+    out = (sv < lo_v) | (sv > hi_v)
+    if is_int:
+        per_grid = 1.0 / grid                                   # powers of two: exact
+        k = min(max(np.rint(sv * per_grid), lo_v * per_grid), hi_v * per_grid) + 0.0  # no -0
+        return (k * grid) * unit, out
+    return fk.quantize_nearest_even_one(sv, ed, espv) * unit, out
+
+
+@njit(cache=True, inline="always")
+def _fast_code(xv: np.float64, pow2: bool, inv: np.float64, unit: np.float64,
+               lo_v: np.float64, hi_v: np.float64, zp: np.int64, is_int: bool,
+               grid: np.float64, int_mask: np.int64, ed, esp):
+    """(code, whether outside [lo_v, hi_v]) of one element, as :func:`_fast_value` rounds it:
+    integers the clamped ``rint`` plus the zero point, floats ``round_pair`` of the float64."""
+    sv = xv * inv if pow2 else xv / unit
+    out = (sv < lo_v) | (sv > hi_v)
+    if is_int:
+        per_grid = 1.0 / grid
+        k = min(max(np.rint(sv * per_grid), lo_v * per_grid), hi_v * per_grid)
+        return (np.int64(k) + zp) & int_mask, out
+    return fk.round_pair(sv, 0.0, ed, esp, 0, np.uint64(0), 0, 32), out
+
+
+@njit(cache=True, inline="always")
 def _fast_run(xs, vs, cs, to_value: bool, pow2: bool, inv: np.float64, unit: np.float64,
               lo_v: np.float64, hi_v: np.float64, zp: np.int64, is_int: bool, grid: np.float64,
               int_mask: np.int64, ed, esp, espv) -> np.int64:
-    """Nearest-even values (``vs``) or codes (``cs``) of one run from the float64 ``x * 2**-E``
-    or ``x / scale`` (see :func:`group_loop`); returns the count of elements outside
-    ``[lo_v, hi_v]``.  Codes go through :func:`_fast_codes`, compiled on its own."""
+    """Nearest-even values (``vs``) or codes (``cs``) of one run; returns the count of elements
+    outside ``[lo_v, hi_v]``.  Codes go through :func:`_fast_codes`, compiled on its own."""
     if not to_value:
         return _fast_codes(xs, cs, pow2, inv, unit, lo_v, hi_v, zp, is_int, grid, int_mask, ed,
                            esp)
     n_clip = 0
-    if is_int:                                       # rint on the integer grid, then clamp
-        per_grid = 1.0 / grid                        # powers of two: exact
-        lo_k = lo_v * per_grid
-        hi_k = hi_v * per_grid
+    if is_int:                                   # literal flags: each loop compiled for its case
         for i in range(xs.shape[0]):
-            y = (np.float64(xs[i]) * inv if pow2 else np.float64(xs[i]) / unit) * per_grid
-            n_clip += (y < lo_k) | (y > hi_k)
-            k = min(max(np.rint(y), lo_k), hi_k) + 0.0          # integers have no -0
-            vs[i] = (k * grid) * unit
+            v, out = _fast_value(np.float64(xs[i]), pow2, inv, unit, lo_v, hi_v, True, grid,
+                                 ed, espv)
+            n_clip += out
+            vs[i] = v
     else:
         for i in range(xs.shape[0]):
-            sv = np.float64(xs[i]) * inv if pow2 else np.float64(xs[i]) / unit
-            n_clip += (sv < lo_v) | (sv > hi_v)
-            vs[i] = fk.quantize_nearest_even_one(sv, ed, espv) * unit
+            v, out = _fast_value(np.float64(xs[i]), pow2, inv, unit, lo_v, hi_v, False, grid,
+                                 ed, espv)
+            n_clip += out
+            vs[i] = v
     return n_clip
 
 
@@ -259,19 +301,23 @@ def _fast_run(xs, vs, cs, to_value: bool, pow2: bool, inv: np.float64, unit: np.
 def _fast_codes(xs, cs, pow2: bool, inv: np.float64, unit: np.float64, lo_v: np.float64,
                 hi_v: np.float64, zp: np.int64, is_int: bool, grid: np.float64,
                 int_mask: np.int64, ed, esp) -> np.int64:
-    """The codes of :func:`_fast_run` (integers: the clamped ``rint`` plus the zero point;
-    floats: ``round_pair`` of the float64)."""
+    """The codes of :func:`_fast_run`."""
     n_clip = 0
-    per_grid = 1.0 / grid
     for i in range(xs.shape[0]):
-        sv = np.float64(xs[i]) * inv if pow2 else np.float64(xs[i]) / unit
-        n_clip += (sv < lo_v) | (sv > hi_v)
-        if is_int:
-            k = min(max(np.rint(sv * per_grid), lo_v * per_grid), hi_v * per_grid)
-            cs[i] = (np.int64(k) + zp) & int_mask
-        else:
-            cs[i] = fk.round_pair(sv, 0.0, ed, esp, 0, np.uint64(0), 0, 32)
+        c, out = _fast_code(np.float64(xs[i]), pow2, inv, unit, lo_v, hi_v, zp, is_int, grid,
+                            int_mask, ed, esp)
+        n_clip += out
+        cs[i] = c
     return n_clip
+
+
+@njit(cache=True, inline="always")
+def _element_bounds(plan, zp: np.int64, grid: np.float64, elem_max: np.float64):
+    """The element range [lo_v, hi_v] in element units: +-elem_max, or for integers the code
+    range less the zero point."""
+    if plan[P_ELEM_KIND] == ELEM_INT:
+        return (plan[P_INT_QMIN] - zp) * grid, (plan[P_INT_QMAX] - zp) * grid
+    return -elem_max, elem_max
 
 
 @njit(cache=True, inline="always")
@@ -369,17 +415,10 @@ def _one_group(g, extent, x, xb, bits, clip, plan, elem_max, tensor_scale, ed, e
     bad = max(k_hi, -k_lo) >= inf_key
     lo = _key_value(k_lo, is32)
     hi = _key_value(k_hi, is32)
-    if clip.shape[0] > 0:                                      # a calibrated clipping range
-        lo = min(max(lo, clip[g, 0]), 0.0)                     # the range keeps 0
-        hi = max(min(hi, clip[g, 1]), 0.0)
+    lo, hi = _calibrated(lo, hi, clip, g)
     scode, flag, unit, inv, zp = _group_scale(lo, hi, bad, plan, elem_max, tensor_scale, ed,
                                               esp, sd, ssp, sspv, key, to_value)
-    if is_int:
-        lo_v = (plan[P_INT_QMIN] - zp) * grid
-        hi_v = (plan[P_INT_QMAX] - zp) * grid
-    else:
-        lo_v = -elem_max
-        hi_v = elem_max
+    lo_v, hi_v = _element_bounds(plan, zp, grid, elem_max)
     if not to_value:
         scales[g] = scode
         zps[g] = zp
@@ -425,11 +464,7 @@ def _pair_bounds(g, start, n0, n1, xb, bits, clip, plan, elem_max, tensor_scale,
     for h in range(2):
         s0 = start + h * n0
         k_lo, k_hi = _run_keys(xb[s0:s0 + (n1 if h else n0)], sign_shift, absmask)
-        lo = _key_value(k_lo, is32)
-        hi = _key_value(k_hi, is32)
-        if clip.shape[0] > 0:
-            lo = min(max(lo, clip[g + h, 0]), 0.0)
-            hi = max(min(hi, clip[g + h, 1]), 0.0)
+        lo, hi = _calibrated(_key_value(k_lo, is32), _key_value(k_hi, is32), clip, g + h)
         _, flag, unit, inv, _ = _group_scale(
             lo, hi, max(k_hi, -k_lo) >= inf_key, plan, elem_max, tensor_scale, ed, esp, sd, ssp,
             sspv, key, True)
@@ -457,12 +492,11 @@ def _pair_groups(g, start, n0, n1, x, xb, bits, clip, plan, elem_max, tensor_sca
     c1 = 0
     for i in range(xs.shape[0]):
         first = i < n0
-        unit = u0 if first else u1
-        sv = np.float64(xs[i]) * (inv0 if first else inv1) if pow2 else np.float64(xs[i]) / unit
-        out = (sv < -elem_max) | (sv > elem_max)
+        v, out = _fast_value(np.float64(xs[i]), pow2, inv0 if first else inv1,
+                             u0 if first else u1, -elem_max, elem_max, False, 1.0, ed, espv)
         c0 += out & first
         c1 += out & (not first)
-        vs[i] = fk.quantize_nearest_even_one(sv, ed, espv) * unit
+        vs[i] = v
     clipped[g] = c0
     clipped[g + 1] = c1
 
@@ -524,6 +558,76 @@ def group_loop(x, xb, dims, groups, plan, elem_max, tensor_scale, ed, esp, espv,
                            espv, sd, ssp, sspv, table, tcodes, mode, key, sr_bits, to_value,
                            outs)
             g += 1
+
+
+@njit(cache=True, parallel=True)
+def channel_loop(x, xb, n_rows, n_cols, plan, elem_max, tensor_scale, ed, esp, espv, sd, ssp,
+                 sspv, clip, to_value, codes, scales, zps, values, clipped, flags):
+    """Nearest-even values or codes with one scale per column of an (n_rows, n_cols) array
+    (channels along the last axis), where the fast path applies (``plan[P_FAST]``).  Each
+    parallel task takes CHANNELS adjacent columns and streams the rows twice: per-column
+    ranges, then elements with per-column scales: contiguous reads, unlike a walk down each
+    column.  Same results as :func:`group_loop` (a NaN column: NaN values, codes 0)."""
+    is32 = xb.itemsize == 4
+    sign_shift = np.uint64(31 if is32 else 63)
+    absmask = (np.uint64(1) << sign_shift) - np.uint64(1)
+    inf_key = np.int64(0x7F800000) if is32 else np.int64(0x7FF0000000000000)
+    pow2 = plan[P_RULE] != RULE_AMAX
+    is_int = plan[P_ELEM_KIND] == ELEM_INT
+    grid = np.ldexp(1.0, ed[fk.EMIN] - ed[fk.MBITS])
+    int_mask = (np.int64(1) << plan[P_INT_BITS]) - 1
+    for blk in prange(-(-n_cols // CHANNELS)):
+        c0 = blk * CHANNELS
+        w = min(CHANNELS, n_cols - c0)
+        k_lo = np.zeros(w, dtype=np.int64)
+        k_hi = np.zeros(w, dtype=np.int64)
+        for p in range(n_rows):
+            row = xb[p * n_cols + c0:p * n_cols + c0 + w]
+            for j in range(w):
+                k = _key(row[j], sign_shift, absmask)
+                k_lo[j] = min(k_lo[j], k)
+                k_hi[j] = max(k_hi[j], k)
+        prm = np.empty((4, w))                  # per column: unit, inv, lo_v, hi_v (one array:
+        zpv = np.empty(w, dtype=np.int64)       # few runtime alias checks, so it vectorises)
+        bad = np.empty(w, dtype=np.bool_)
+        for j in range(w):
+            g = c0 + j
+            bad[j] = max(k_hi[j], -k_lo[j]) >= inf_key
+            lo, hi = _calibrated(_key_value(k_lo[j], is32), _key_value(k_hi[j], is32), clip, g)
+            scode, flag, unit, inv, zp = _group_scale(lo, hi, bad[j], plan, elem_max,
+                                                      tensor_scale, ed, esp, sd, ssp, sspv,
+                                                      np.uint64(0), to_value)
+            lo_v, hi_v = _element_bounds(plan, zp, grid, elem_max)
+            flags[g] = flag
+            prm[0, j], prm[1, j], prm[2, j], prm[3, j], zpv[j] = unit, inv, lo_v, hi_v, zp
+            if not to_value:
+                scales[g] = scode
+                zps[g] = zpv[j]
+        n_clip = np.zeros(w, dtype=np.int64)
+        for p in range(n_rows):
+            base = p * n_cols + c0
+            xs = x[base:base + w]
+            if to_value:
+                vs = values[base:base + w]
+                for j in range(w):
+                    vs[j] = _fast_value(np.float64(xs[j]), pow2, prm[1, j], prm[0, j], prm[2, j],
+                                        prm[3, j], is_int, grid, ed, espv)[0]
+            else:
+                cs = codes[base:base + w]
+                for j in range(w):
+                    cs[j] = _fast_code(np.float64(xs[j]), pow2, prm[1, j], prm[0, j], prm[2, j],
+                                       prm[3, j], zpv[j], is_int, grid, int_mask, ed, esp)[0]
+            for j in range(w):                  # the clip count, in a loop of its own
+                sv = np.float64(xs[j]) * prm[1, j] if pow2 else np.float64(xs[j]) / prm[0, j]
+                n_clip[j] += (sv < prm[2, j]) | (sv > prm[3, j])
+        for j in range(w):
+            clipped[c0 + j] = 0 if bad[j] else n_clip[j]
+            if bad[j]:
+                for p in range(n_rows):
+                    if to_value:
+                        values[p * n_cols + c0 + j] = np.nan
+                    else:
+                        codes[p * n_cols + c0 + j] = 0
 
 
 @njit(cache=True, parallel=True)

@@ -229,14 +229,14 @@ def test_empty_arrays(name, shape):
     assert st.packed_elements().size == 0
 
 
-# (each integer input dtype compiles the group kernels again on a cold Numba cache: one here)
-@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64, np.int32, ">f4", "<f8"],
-                         ids=str)
+# (integers are read through float64, which holds these exactly)
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64, np.int32, np.int64,
+                                   ">f4", "<f8"], ids=str)
 @pytest.mark.parametrize("name", ["mxfp4", "nvfp4", "int4_g32"])
 def test_input_dtypes(name, dtype):
     fmt = formats.get(name)
     x = (_data((6, 128), f"dtype{name}") * (30 if np.dtype(dtype).kind == "i" else 1)).astype(dtype)
-    exact = x.astype(np.float64)                          # every input dtype fits float64
+    exact = x.astype(np.float64)                          # every input here fits float64
     q = fmt.quantize(x)
     assert q.dtype == np.float64
     assert _same(q, fmt.quantize(exact))
@@ -244,6 +244,17 @@ def test_input_dtypes(name, dtype):
     assert np.array_equal(st.elements, st64.elements)
     assert np.array_equal(st.scales, st64.scales)
     assert st.tensor_scale == st64.tensor_scale
+
+
+@pytest.mark.parametrize("dtype", [np.int64, np.uint64])
+def test_integers_float64_cannot_hold_are_refused(dtype):
+    # 2**62 + 2**55 + 1 would round to a float64 tie first and then to the wrong neighbour
+    x = np.zeros(32, dtype=dtype)
+    x[0] = 2**62 + 2**55 + 1
+    with pytest.raises(ValueError, match="cannot hold exactly"):
+        formats.get("mxint8").quantize(x)
+    x[0] = 2**62 + 2**56                                    # exact in float64: fine
+    assert formats.get("mxint8").quantize(x)[0] == 2.0**62 + 2.0**56  # 1 + 2**-6 times 2**62
 
 
 def test_list_input():

@@ -743,8 +743,9 @@ def test_mxfp4_stochastic_is_unbiased():
 # ---------------------------------------------------------------------------- zero point
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])       # exact and fast paths
 @pytest.mark.parametrize("name", ["uint4_g128", "uint4_g32_fp16"])
-def test_zero_point_ties_and_near_ties(name, assert_same):
+def test_zero_point_ties_and_near_ties(name, dtype, assert_same):
     # groups whose range is exactly qmax * 2**e, so the scale is 2**e: elements (m + 1/2) * 2**e
     # are ties after the zero point and their float64 neighbours are not; "zp tie" groups put
     # lo at -(a + 1/2) * 2**e so that -lo / scale is itself a tie (RNE: the even zero point)
@@ -762,7 +763,10 @@ def test_zero_point_ties_and_near_ties(name, assert_same):
     x = np.ldexp(np.column_stack([lo, hi, m]), e[:, None])
     step = rng.integers(-1, 2, x.shape)
     step[:, :2] = 0
-    x = np.where(step < 0, np.nextafter(x, -np.inf), np.where(step > 0, np.nextafter(x, np.inf), x))
+    step[:, 2:][(m == lo[:, None]) | (m == hi[:, None])] = 0   # the range stays qmax * 2**e
+    x = x.astype(dtype)                                        # ties are exact in both
+    x = np.where(step < 0, np.nextafter(x, dtype(-np.inf)),
+                 np.where(step > 0, np.nextafter(x, dtype(np.inf)), x))
     x = rng.permuted(x, axis=1).reshape(-1, 4 * g)             # several groups per row
     r = ref.reference(name, x, -1)
     assert (r.zero_points.reshape(-1)[zp_tie.reshape(-1, 4).reshape(-1)] % 2 == 0).all()
@@ -833,6 +837,37 @@ def test_mse_calibration_is_no_worse_than_max(name):
         assert st.n_clipped > fmt.encode(x).n_clipped
 
 
+@pytest.mark.parametrize("name", ["int4_g128", "uint4_g128"])
+def test_mse_calibration_vs_reference_search(name, assert_same):
+    # the MSE search redone with the reference: each candidate range (the group's measured
+    # range times 1 - 0.7 j / grid) quantized by the reference, per group the candidate with
+    # the smallest squared error (the first on a tie)
+    grid = 8
+    x = np.random.default_rng(_seed("mse-ref", name)).standard_t(3, (32, 1024)).astype(
+        np.float32)
+    rows = _group_rows(x.astype(np.float64), 128)
+    runs, errs = [], []
+    for j in range(grid):
+        f = 1.0 - 0.7 * j / grid
+        if name == "uint4_g128":
+            r = ref.zero_point_reference(x, -1, 4, ref.FP32, 128,
+                                         clip=(rows.min(axis=1) * f, rows.max(axis=1) * f))
+        else:
+            r = ref.amax_reference(x, -1, ref.IntElem(4), ref.FP32, 128,
+                                   clip=np.abs(rows).max(axis=1) * f)
+        runs.append(r)
+        errs.append(np.sum((_group_rows(r.values, 128) - rows) ** 2, axis=1))
+    best = np.argmin(np.array(errs), axis=0)
+    assert len(set(best.tolist())) > 2                          # the search matters here
+    pick = np.repeat(best, 128).reshape(x.shape)
+    want = np.choose(pick, [r.values for r in runs])
+    fmt = formats.get(name)
+    assert_same("quantize(x, mse)", x, fmt.quantize(x, calibration="mse", mse_grid=grid), want)
+    st = fmt.encode(x, calibration="mse", mse_grid=grid)
+    want_scales = np.choose(best, [r.scales.reshape(-1) for r in runs])
+    assert_same("scale codes (mse)", best, st.scales.reshape(-1), want_scales)
+
+
 def _same_values(a, b):
     return np.array_equal(a, b, equal_nan=True)
 
@@ -846,3 +881,11 @@ def _same_values(a, b):
 def test_calibration_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         formats.get("int4_g128").encode(np.ones((2, 128)), **kwargs)
+
+
+def test_percentile_below_50_refused_with_a_zero_point():
+    # (100 - p, p) would be an inverted range
+    with pytest.raises(ValueError, match="at least 50"):
+        formats.get("uint4_g32").encode(np.ones((2, 32)), calibration="percentile",
+                                        percentile=40)
+    formats.get("int4_g32").encode(np.ones((2, 32)), calibration="percentile", percentile=40)
