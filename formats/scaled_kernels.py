@@ -154,6 +154,15 @@ def _next_group(ip: np.int64, iq: np.int64, ir: np.int64, nq: np.int64, nr: np.i
 
 
 @njit(cache=True, inline="always")
+def _bits_info(xb):
+    """(is32, sign shift, |x| mask, order key of Inf) of IEEE bits ``xb`` (uint32 or uint64)."""
+    is32 = xb.itemsize == 4
+    sign_shift = np.uint64(31 if is32 else 63)
+    return (is32, sign_shift, (np.uint64(1) << sign_shift) - np.uint64(1),
+            np.int64(0x7F800000) if is32 else np.int64(0x7FF0000000000000))
+
+
+@njit(cache=True, inline="always")
 def _key(bits, sign_shift: np.uint64, absmask: np.uint64) -> np.int64:
     """The order key of a value given as its IEEE bits: the bits of |x|, negated for x < 0."""
     b = np.uint64(bits)
@@ -167,6 +176,20 @@ def _calibrated(lo: np.float64, hi: np.float64, clip, g: np.int64):
     if clip.shape[0] > 0:
         return min(max(lo, clip[g, 0]), 0.0), max(min(hi, clip[g, 1]), 0.0)
     return lo, hi
+
+
+@njit(cache=True, inline="always")
+def _scale_from_keys(k_lo: np.int64, k_hi: np.int64, g: np.int64, bits, clip, plan,
+                     elem_max: np.float64, tensor_scale: np.float64, ed, esp, sd, ssp, sspv,
+                     key: np.uint64, to_value: bool):
+    """:func:`_group_scale` of group ``g`` from the order keys of its range (calibrated by
+    ``clip``), and whether the group holds NaN or Inf: (scode, flag, unit, inv, zp, bad)."""
+    is32, _, _, inf_key = bits
+    bad = max(k_hi, -k_lo) >= inf_key
+    lo, hi = _calibrated(_key_value(k_lo, is32), _key_value(k_hi, is32), clip, g)
+    scode, flag, unit, inv, zp = _group_scale(lo, hi, bad, plan, elem_max, tensor_scale, ed,
+                                              esp, sd, ssp, sspv, key, to_value)
+    return scode, flag, unit, inv, zp, bad
 
 
 @njit(cache=True, inline="always")
@@ -395,7 +418,7 @@ def _one_group(g, extent, x, xb, bits, clip, plan, elem_max, tensor_scale, ed, e
     packed in tuples: Python passes more than 30 as *args, which Numba cannot inline.)"""
     start, n_o, s_o, n_m, s_m, n_i, s_i = extent
     codes, scales, zps, values, clipped, flags = outs
-    is32, sign_shift, absmask, inf_key = bits
+    _, sign_shift, absmask, _ = bits
     pow2 = plan[P_RULE] != RULE_AMAX
     fast = mode == 0 and plan[P_FAST] == 1
     is_int = plan[P_ELEM_KIND] == ELEM_INT
@@ -412,12 +435,9 @@ def _one_group(g, extent, x, xb, bits, clip, plan, elem_max, tensor_scale, ed, e
                 r_lo, r_hi = _run_keys(xb[base:base + n_i * s_i:s_i], sign_shift, absmask)
             k_lo = min(k_lo, r_lo)
             k_hi = max(k_hi, r_hi)
-    bad = max(k_hi, -k_lo) >= inf_key
-    lo = _key_value(k_lo, is32)
-    hi = _key_value(k_hi, is32)
-    lo, hi = _calibrated(lo, hi, clip, g)
-    scode, flag, unit, inv, zp = _group_scale(lo, hi, bad, plan, elem_max, tensor_scale, ed,
-                                              esp, sd, ssp, sspv, key, to_value)
+    scode, flag, unit, inv, zp, bad = _scale_from_keys(k_lo, k_hi, g, bits, clip, plan,
+                                                       elem_max, tensor_scale, ed, esp, sd,
+                                                       ssp, sspv, key, to_value)
     lo_v, hi_v = _element_bounds(plan, zp, grid, elem_max)
     if not to_value:
         scales[g] = scode
@@ -459,15 +479,14 @@ def _pair_bounds(g, start, n0, n1, xb, bits, clip, plan, elem_max, tensor_scale,
     """(unit, 1 / unit or 1) of groups ``g`` and ``g + 1``, adjacent contiguous runs of ``n0``
     and ``n1`` float elements, for nearest-even values; their flags are written, and a NaN
     group gets NaN units.  (A loop of two, so that the scale code is inlined once.)"""
-    is32, sign_shift, absmask, inf_key = bits
+    _, sign_shift, absmask, _ = bits
     u0 = i0 = u1 = i1 = 1.0
     for h in range(2):
         s0 = start + h * n0
         k_lo, k_hi = _run_keys(xb[s0:s0 + (n1 if h else n0)], sign_shift, absmask)
-        lo, hi = _calibrated(_key_value(k_lo, is32), _key_value(k_hi, is32), clip, g + h)
-        _, flag, unit, inv, _ = _group_scale(
-            lo, hi, max(k_hi, -k_lo) >= inf_key, plan, elem_max, tensor_scale, ed, esp, sd, ssp,
-            sspv, key, True)
+        _, flag, unit, inv, _, _ = _scale_from_keys(k_lo, k_hi, g + h, bits, clip, plan,
+                                                    elem_max, tensor_scale, ed, esp, sd, ssp,
+                                                    sspv, key, True)
         flags[g + h] = flag
         if h == 0:
             u0, i0 = unit, inv
@@ -517,10 +536,7 @@ def group_loop(x, xb, dims, groups, plan, elem_max, tensor_scale, ed, esp, espv,
     float64, or ``rint`` on integer grids) ``x * 2**-E``, or the float64 quotient ``x / scale``
     where ``plan[P_FAST]`` says that quotient cannot land on a rounding midpoint unless the
     exact one does (see ScaledFormat._fast_nearest); every other case rounds exactly per element."""
-    is32 = xb.itemsize == 4
-    sign_shift = np.uint64(31 if is32 else 63)
-    bits = (is32, sign_shift, (np.uint64(1) << sign_shift) - np.uint64(1),
-            np.int64(0x7F800000) if is32 else np.int64(0x7FF0000000000000))
+    bits = _bits_info(xb)
     big_p, big_q, big_r = dims
     gp, gq, gr = groups
     nq = -(-big_q // gq)
@@ -568,10 +584,8 @@ def channel_loop(x, xb, n_rows, n_cols, plan, elem_max, tensor_scale, ed, esp, e
     parallel task takes CHANNELS adjacent columns and streams the rows twice: per-column
     ranges, then elements with per-column scales: contiguous reads, unlike a walk down each
     column.  Same results as :func:`group_loop` (a NaN column: NaN values, codes 0)."""
-    is32 = xb.itemsize == 4
-    sign_shift = np.uint64(31 if is32 else 63)
-    absmask = (np.uint64(1) << sign_shift) - np.uint64(1)
-    inf_key = np.int64(0x7F800000) if is32 else np.int64(0x7FF0000000000000)
+    bits = _bits_info(xb)
+    _, sign_shift, absmask, _ = bits
     pow2 = plan[P_RULE] != RULE_AMAX
     is_int = plan[P_ELEM_KIND] == ELEM_INT
     grid = np.ldexp(1.0, ed[fk.EMIN] - ed[fk.MBITS])
@@ -592,11 +606,9 @@ def channel_loop(x, xb, n_rows, n_cols, plan, elem_max, tensor_scale, ed, esp, e
         bad = np.empty(w, dtype=np.bool_)
         for j in range(w):
             g = c0 + j
-            bad[j] = max(k_hi[j], -k_lo[j]) >= inf_key
-            lo, hi = _calibrated(_key_value(k_lo[j], is32), _key_value(k_hi[j], is32), clip, g)
-            scode, flag, unit, inv, zp = _group_scale(lo, hi, bad[j], plan, elem_max,
-                                                      tensor_scale, ed, esp, sd, ssp, sspv,
-                                                      np.uint64(0), to_value)
+            scode, flag, unit, inv, zp, bad[j] = _scale_from_keys(
+                k_lo[j], k_hi[j], g, bits, clip, plan, elem_max, tensor_scale, ed, esp, sd, ssp,
+                sspv, np.uint64(0), to_value)
             lo_v, hi_v = _element_bounds(plan, zp, grid, elem_max)
             flags[g] = flag
             prm[0, j], prm[1, j], prm[2, j], prm[3, j], zpv[j] = unit, inv, lo_v, hi_v, zp
@@ -634,14 +646,12 @@ def channel_loop(x, xb, n_rows, n_cols, plan, elem_max, tensor_scale, ed, esp, e
 def finite_amax(xb) -> np.float64:
     """max |x| over the finite elements of a flat float32 or float64 array given as its bits
     ``xb`` (uint32 or uint64; an integer reduction, which vectorises); 0 when there are none."""
-    is32 = xb.itemsize == 4
-    absmask = np.uint64(0x7FFFFFFF) if is32 else np.uint64(0x7FFFFFFFFFFFFFFF)
-    inf_key = np.uint64(0x7F800000) if is32 else np.uint64(0x7FF0000000000000)
-    m = np.uint64(0)
+    is32, _, absmask, inf_key = _bits_info(xb)
+    m = np.int64(0)
     for i in prange(xb.shape[0]):
-        b = np.uint64(xb[i]) & absmask
-        m = max(m, b if b < inf_key else np.uint64(0))
-    return _key_value(np.int64(m), is32)
+        b = np.int64(np.uint64(xb[i]) & absmask)
+        m = max(m, b if b < inf_key else np.int64(0))
+    return _key_value(m, is32)
 
 
 @njit(cache=True, parallel=True)
