@@ -185,11 +185,9 @@ class ScaledFormat:
             elem_max, prec = float(np.max(np.abs(el.table))), 53
         elif isinstance(el, IntFormat):
             kind, ed = sk.ELEM_INT, _int_grid_desc(el, self.int_min)
-            int_bits, int_qmin, int_qmax = el.bits, el.qmin, el.qmax
-            if self.int_min and el.signed:
-                int_qmin = -(1 << (el.bits - 1))
-            elif el.signed:
-                int_qmin = -el.qmax
+            # signed elements are symmetric (-qmax) unless int_min allows -2**(bits-1)
+            int_bits, int_qmax = el.bits, el.qmax
+            int_qmin = -el.qmax if el.signed and not self.int_min else el.qmin
             elem_max, prec = el.max, el.bits - 1
         else:
             kind, ed = sk.ELEM_FLOAT, el._desc

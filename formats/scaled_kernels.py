@@ -213,6 +213,14 @@ def _key_value(k: np.int64, is32: bool) -> np.float64:
     return -v if k < 0 else v
 
 
+@njit(cache=True, inline="always")
+def _kept_nonzero(sv: np.float64, xv: np.float64) -> np.float64:
+    """``sv``, or the smallest float64 of x's sign where scaling a nonzero x underflowed to 0:
+    far below every element format's grid, only its sign (and nonzero-ness, for the directed
+    modes) matters."""
+    return np.copysign(_TINY, xv) if (sv == 0.0) & (xv != 0.0) else sv
+
+
 @njit(cache=True)
 def _general_run(xs, vs, cs, base: np.int64, step: np.int64, pow2: bool, inv: np.float64,
                  unit: np.float64, lo_v: np.float64, hi_v: np.float64, zp: np.int64,
@@ -228,8 +236,7 @@ def _general_run(xs, vs, cs, base: np.int64, step: np.int64, pow2: bool, inv: np
     if kind == ELEM_FLOAT and pow2:                  # the common case, in a loop of its own
         for i in range(xs.shape[0]):                 # (branch-free: it vectorises)
             xv = np.float64(xs[i])
-            sv = xv * inv
-            sv = np.copysign(_TINY, xv) if (sv == 0.0) & (xv != 0.0) else sv
+            sv = _kept_nonzero(xv * inv, xv)
             n_clip += (sv < lo_v) | (sv > hi_v)
             c = fk.round_pair(sv, 0.0, ed, esp, mode, key, base + i * step, sr_bits)
             if to_value:
@@ -243,8 +250,7 @@ def _general_run(xs, vs, cs, base: np.int64, step: np.int64, pow2: bool, inv: np
             sv, t = xv * inv, 0.0                    # exact unless it underflows (see below)
         else:
             sv, t = exact_quotient(xv, unit)
-        if sv == 0.0 and xv != 0.0:                  # underflowed: far below every element
-            sv = np.copysign(_TINY, xv)              # format's grid, only its sign matters
+        sv = _kept_nonzero(sv, xv)
         n_clip += (sv < lo_v) | (sv > hi_v)
         index = base + i * step
         if kind == ELEM_CODEBOOK:
@@ -266,6 +272,14 @@ def _general_run(xs, vs, cs, base: np.int64, step: np.int64, pow2: bool, inv: np
 
 
 @njit(cache=True, inline="always")
+def _grid_int(sv: np.float64, lo_v: np.float64, hi_v: np.float64, grid: np.float64):
+    """``sv`` (element units) rounded to nearest-even on the integer grid of spacing ``grid``
+    and clamped to [lo_v, hi_v], as a float count of grid steps (powers of two: exact)."""
+    per_grid = 1.0 / grid
+    return min(max(np.rint(sv * per_grid), lo_v * per_grid), hi_v * per_grid)
+
+
+@njit(cache=True, inline="always")
 def _fast_value(xv: np.float64, pow2: bool, inv: np.float64, unit: np.float64,
                 lo_v: np.float64, hi_v: np.float64, is_int: bool, grid: np.float64, ed, espv):
     """(nearest-even value, whether outside [lo_v, hi_v]) of one element, from the float64
@@ -274,8 +288,7 @@ def _fast_value(xv: np.float64, pow2: bool, inv: np.float64, unit: np.float64,
     sv = xv * inv if pow2 else xv / unit
     out = (sv < lo_v) | (sv > hi_v)
     if is_int:
-        per_grid = 1.0 / grid                                   # powers of two: exact
-        k = min(max(np.rint(sv * per_grid), lo_v * per_grid), hi_v * per_grid) + 0.0  # no -0
+        k = _grid_int(sv, lo_v, hi_v, grid) + 0.0               # integers have no -0
         return (k * grid) * unit, out
     return fk.quantize_nearest_even_one(sv, ed, espv) * unit, out
 
@@ -289,9 +302,7 @@ def _fast_code(xv: np.float64, pow2: bool, inv: np.float64, unit: np.float64,
     sv = xv * inv if pow2 else xv / unit
     out = (sv < lo_v) | (sv > hi_v)
     if is_int:
-        per_grid = 1.0 / grid
-        k = min(max(np.rint(sv * per_grid), lo_v * per_grid), hi_v * per_grid)
-        return (np.int64(k) + zp) & int_mask, out
+        return (np.int64(_grid_int(sv, lo_v, hi_v, grid)) + zp) & int_mask, out
     return fk.round_pair(sv, 0.0, ed, esp, 0, np.uint64(0), 0, 32), out
 
 

@@ -387,6 +387,7 @@ AMAX_CASES = [   # (name, shape, axis, dtype): float32 cases hold >= 10**6 value
     ("uint4_g128", (256, 512), -1, np.float16),
     ("uint4_g32_fp16", (512, 520), -1, np.float32),
     ("uint8_channel", (1000, 1000), 0, np.float32),
+    ("uint8_channel", (1000, 1000), -1, np.float32),         # channel_loop, zero point
     ("uint8_channel", (30, 40, 100), 1, np.float64),
     ("nf4_g64", (1000, 1000), -1, np.float32),
     ("nf4_g64", (50, 60, 40), 0, np.float64),
