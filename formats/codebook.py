@@ -26,7 +26,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from .float_kernels import _two_sum
+from .float_kernels import two_sum
 from .opcodes import OP_FMA, OP_MUL, OP_SUB
 from .rounding import (NEAREST_AWAY, NEAREST_EVEN, STOCHASTIC, TOWARD_POSITIVE, TOWARD_ZERO,
                        random_bits)
@@ -116,11 +116,11 @@ def arith_kernel(op, a, b, c, table, values, codes, out, mode, key, offset, sr_b
             s = x * y
             if op == OP_FMA:
                 z = table[c[i]]
-                s, e = _two_sum(s, z)
+                s, e = two_sum(s, z)
         else:
             if op == OP_SUB:
                 y = -y
-            s, e = _two_sum(x, y)
+            s, e = two_sum(x, y)
         out[i] = round_table(s, e, values, codes, mode, key, offset + i, sr_bits)
 
 

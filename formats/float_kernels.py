@@ -246,7 +246,7 @@ def decode_kernel(codes, out, d):
 
 
 @njit(cache=True)
-def _two_sum(a: np.float64, b: np.float64):
+def two_sum(a: np.float64, b: np.float64):
     """Knuth's TwoSum: s = fl(a + b) and the exact error e, s + e == a + b."""
     s = a + b
     if not np.isfinite(s):
@@ -257,7 +257,7 @@ def _two_sum(a: np.float64, b: np.float64):
 
 
 @njit(cache=True)
-def _exact_zero_sign(u: np.float64, v: np.float64, s: np.float64, mode: np.int64) -> np.float64:
+def exact_zero_sign(u: np.float64, v: np.float64, s: np.float64, mode: np.int64) -> np.float64:
     """IEEE 754 sign of an exact zero sum u + v: +0, or -0 when rounding toward negative
     (x + x keeps the sign of zero operands)."""
     if s == 0.0 and mode == TOWARD_NEGATIVE and not (u == 0.0 and v == 0.0 and not np.signbit(u)
@@ -285,13 +285,13 @@ def arith_kernel(op, a, b, c, da, db, dc, out, d, sp, mode, key, offset, sr_bits
                 s = p
             else:
                 z = decode_one(np.int64(c[i]), dc)
-                s, e = _two_sum(p, z)
-                s = _exact_zero_sign(p, z, s, mode)
+                s, e = two_sum(p, z)
+                s = exact_zero_sign(p, z, s, mode)
         else:
             if op == OP_SUB:
                 y = -y
-            s, e = _two_sum(x, y)
-            s = _exact_zero_sign(x, y, s, mode)
+            s, e = two_sum(x, y)
+            s = exact_zero_sign(x, y, s, mode)
         code = round_pair(s, e, d, sp, mode, key, offset + i, sr_bits)
         bad += code < 0
         out[i] = max(code, 0)

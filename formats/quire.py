@@ -44,7 +44,7 @@ def _n_digits(fmt: PositFormat) -> int:
 
 
 @njit(cache=True, inline="always")
-def _add_scaled(q, neg: bool, m: np.uint64, pos: np.int64) -> None:
+def add_scaled(q, neg: bool, m: np.uint64, pos: np.int64) -> None:
     """q += (-1)**neg * m * 2**pos (in units of the quire's lsb); m < 2**62 and, when pos < 0,
     the low -pos bits of m are zero."""
     if pos < 0:
@@ -101,18 +101,18 @@ def _dot_into(q, a, b, subtract: bool, d) -> bool:
         wb = b[i]
         p = np.uint64((wa & _M31) * (wb & _M31))      # exact; 0 when either is zero
         pos = ((wa >> 32) & 0xFFFF) + ((wb >> 32) & 0xFFFF) + base
-        _add_scaled(q, (((wa ^ wb) >> 31) & 1 != 0) != subtract, p, pos)
+        add_scaled(q, (((wa ^ wb) >> 31) & 1 != 0) != subtract, p, pos)
         nar |= wa | wb
         count += 1
         if count == _NORMALIZE_EVERY:
-            _normalize(q)
+            normalize(q)
             count = 0
-    _normalize(q)
+    normalize(q)
     return (nar >> 48) & 1 != 0
 
 
 @njit(cache=True)
-def _normalize(q) -> None:
+def normalize(q) -> None:
     """Propagate carries: every digit but the top one ends in 0 .. 2**32 - 1."""
     carry = np.int64(0)
     for i in range(q.shape[0] - 1):
@@ -129,20 +129,29 @@ def _round_quire(q, nar: bool, d, width: np.int64, mode: np.int64, key: np.uint6
     nar_code = 1 << (d[pk.NBITS] - 1)
     if nar:
         return nar_code
-    _normalize(q)
+    normalize(q)
     top = q.shape[0] - 1
     neg = q[top] < 0
     if neg:
         for i in range(top + 1):
             q[i] = -q[i]
-        _normalize(q)
-    t = top
-    while t >= 0 and q[t] == 0:
-        t -= 1
-    if t < 0:
+        normalize(q)
+    if not q.any():
         return 0
-    if 32 * t + 64 - clz64(np.uint64(q[t])) > width - 1:
+    sig, top_bit = leading_bits(q)
+    if top_bit > width - 2:
         return nar_code                                  # outside the quire's range
+    return pk.round_unpacked(neg, top_bit - 2 * pk.emax(d), sig, d, mode, key, index, sr_bits)
+
+
+@njit(cache=True)
+def leading_bits(q):
+    """(sig, top) for normalised non-negative digits q holding a nonzero value: ``sig`` is the
+    value's 64 leading bits (bit 63 set) with every lower nonzero bit ORed into bit 0 (sticky),
+    ``top`` the position of its leading bit, counted from bit 0 of ``q[0]``."""
+    t = q.shape[0] - 1
+    while q[t] == 0:
+        t -= 1
     t = max(t, 1)
     hi = (np.uint64(q[t]) << np.uint64(32)) | np.uint64(q[t - 1])
     lo = (np.uint64(q[t - 2]) << np.uint64(32)) if t >= 2 else np.uint64(0)
@@ -153,8 +162,7 @@ def _round_quire(q, nar: bool, d, width: np.int64, mode: np.int64, key: np.uint6
     lz = clz64(hi)                                      # < 64: hi holds the top digit
     sig = (hi << np.uint64(lz)) | ((lo >> np.uint64(1)) >> np.uint64(63 - lz))
     sticky |= (lo << np.uint64(lz)) != np.uint64(0)
-    big_e = 32 * (t - 1) - lz + 63 - 2 * pk.emax(d)
-    return pk.round_unpacked(neg, big_e, sig | np.uint64(sticky), d, mode, key, index, sr_bits)
+    return sig | np.uint64(sticky), 32 * (t - 1) - lz + 63
 
 
 @njit(cache=True, parallel=True)

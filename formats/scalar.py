@@ -219,6 +219,12 @@ class ScalarFormat(ABC):
         self._decode_chunk(codes, values)
         out[...] = values
 
+    @property
+    def precision(self) -> tuple[int, int]:
+        """(sig_bits, lsb_exp): every value has at most ``sig_bits`` significant bits and is a
+        multiple of ``2**lsb_exp`` (what bounds the exactness of sums and products)."""
+        return self._precision()
+
     def fits_in(self, dtype) -> bool:
         """True when every value of this format is exactly representable in float ``dtype``."""
         info = np.finfo(dtype)

@@ -397,7 +397,7 @@ def _exact_scale(lo: np.float64, hi: np.float64, plan, elem_max: np.float64,
     flag = 0
     if amax > 0.0:
         if plan[P_ZERO_POINT]:
-            rh, rl = fk._two_sum(hi, -lo)                       # the range, exactly
+            rh, rl = fk.two_sum(hi, -lo)                       # the range, exactly
             sq, st = pair_quotient(rh, rl, elem_max)
         else:
             sq, st = exact_quotient(amax, elem_max * tensor_scale)

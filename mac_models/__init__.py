@@ -1,9 +1,21 @@
-"""What the units do: multipliers, accumulators and MAC units, and their cost models.
+"""What the units do: multipliers, accumulators and MAC units (see DESIGN.md).
 
-This room holds integer (wrap/saturate), floating-point, fixed-point/alignment-truncating
-multi-term and exact (Kulisch/quire) accumulators, MAC units combining them, ``dot``,
-``matmul`` and ``conv2d`` built from MACs with event counters, and the energy and area
-proxies per operation and per MAC configuration. It imports only from ``formats``.
-
-Empty for now: it is built by a later issue (see DESIGN.md).
+``MAC`` describes a design (operand formats, multiplier, accumulator, order, promotion);
+``dot``, ``matmul`` and ``conv2d`` run it and return a ``MacResult`` with event statistics;
+``preset(name)`` gives the common designs.  It imports only from ``formats``.
 """
+from pathlib import Path
+
+from formats.kernel_cache import use_source_keyed_cache
+
+use_source_keyed_cache(Path(__file__).parent)    # the kernels here inline formats' helpers
+
+from .accumulators import (AlignedAccumulator, ExactAccumulator, FloatAccumulator,  # noqa: E402
+                           IntAccumulator, QuireAccumulator)
+from .mac import MAC  # noqa: E402
+from .ops import MacResult, conv2d, dot, matmul  # noqa: E402
+from .presets import preset, preset_names  # noqa: E402
+
+__all__ = ["AlignedAccumulator", "ExactAccumulator", "FloatAccumulator", "IntAccumulator",
+           "QuireAccumulator", "MAC", "MacResult", "conv2d", "dot", "matmul", "preset",
+           "preset_names"]

@@ -1,0 +1,502 @@
+"""Numba kernels of the MAC models: C = A @ B with a modelled accumulator.
+
+Layout and order.  ``a`` is (M, K), ``b`` is (K, N), both float64 values (or int64 integers for
+integer accumulators).  Rows of the output run in parallel; inside a row the loop order is k then
+j, so the work vectorises across the outputs of the row while each output still sees its products
+in the order k = 0, 1, ..., K - 1: the order is part of the model.  K is cut into segments of
+``seg`` products (promotion intervals, k-split chunks or scaled-format blocks); each segment is
+summed from zero by the accumulator and its sum is then combined into the row's total by a second
+accumulator step (see :mod:`mac_models.ops`).
+
+Statistics, per row, columns ``ST_*``: overflow events (an integer register wrapped, or a float
+register went to Inf/NaN because the exact result lay beyond its range), saturation events (a
+register was clamped), swamped addends (a nonzero addend that left the register unchanged, or
+that alignment truncated to nothing) and, in ``peak``, the largest |value| any register held.
+
+Compile time: the exact rounding (``add_round`` and friends) is compiled once, out of line, and
+called; only the nearest-even fast path and the integer step are inlined into the loops.
+
+Stochastic rounding draws from :func:`formats.rounding.random_bits` keyed by the accumulator's
+key and the index ``(i * N + j) * K + k`` of the addition (times 4 plus the step for Kahan's four
+roundings), so results do not depend on the thread count.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit, prange
+
+from formats import float_kernels as fk
+from formats.bitcast import bits_to_f64, clz64, f64_to_bits, significand_exponent
+from formats.quire import add_scaled, leading_bits, normalize
+from formats.rounding import SATURATE
+
+ST_OVERFLOW, ST_SATURATED, ST_SWAMPED = range(3)
+N_STATS = 3
+_U1 = np.uint64(1)
+_NO_BINADE = -100000                       # the binade of zero in the aligned adder
+_OVF_POS, _OVF_NEG = -2, -3                # overflow markers in a plan's special codes
+
+
+# ---- one rounded addition -------------------------------------------------------------------
+@njit(cache=True)
+def add_round(acc, x, fd, index):
+    """``acc + x`` rounded once into the float register ``fd`` (see :func:`float_plan`); returns
+    (value, overflowed): whether the rounding, in the register's mode, went beyond the largest
+    finite value (the result is then the overflow policy's: Inf, NaN or the clamped max)."""
+    s, e = fk.two_sum(acc, x)
+    s = fk.exact_zero_sign(acc, x, s, fd[4])
+    return finish(fk.round_pair(s, e, fd[0], fd[1], fd[4], fd[5], index, fd[6]), fd)
+
+
+@njit(cache=True, inline="always")
+def finish(code, fd):
+    """(value, overflowed) of a code from round_pair with the plan's specials, where the two
+    overflow results are the markers _OVF_POS / _OVF_NEG (see :func:`float_plan`)."""
+    v = fk.decode_one(max(code, 0), fd[0])
+    if code < 0:
+        v = np.nan
+    if code == _OVF_POS:
+        v = fd[2][fk.SP_OVF_POS]
+    if code == _OVF_NEG:
+        v = fd[2][fk.SP_OVF_NEG]
+    return v, code <= _OVF_POS
+
+
+@njit(cache=True, inline="always")
+def add_nearest_even(acc, x, fd):
+    """``add_round`` for nearest-even, branch-free: the float64 sum is made round-to-odd from its
+    TwoSum error (the odd neighbour of the exact sum), which any format of <= 51 significant bits
+    then rounds exactly as it would the exact sum; the value-domain rounding does the rest."""
+    s = acc + x
+    bp = s - acc
+    e = (acc - (s - bp)) + (x - bp)
+    bits = f64_to_bits(s)
+    fix = (e != 0.0) & ((bits & _U1) == np.uint64(0)) & np.isfinite(e)
+    grow = (e > 0) == (s > 0)                           # the exact sum is farther from zero
+    bits = bits + np.uint64(fix & grow) - np.uint64(fix & (not grow))
+    odd = bits_to_f64(bits)
+    big = abs(odd)
+    return fk.quantize_nearest_even_one(odd, fd[0], fd[2]), (big > fd[3]) | ((big == fd[3]) & fd[8])
+
+
+@njit(cache=True, inline="always")
+def add_float(acc, x, fd, index, fast):
+    if fast:
+        return add_nearest_even(acc, x, fd)
+    return add_round(acc, x, fd, index)
+
+
+@njit(cache=True)
+def round_value(x, fd, index):
+    """``x`` (exact in float64) rounded into the format ``fd``; (value, beyond)."""
+    return add_round(0.0, x, fd, index) if x == x else (x, False)
+
+
+@njit(cache=True, inline="always")
+def two_prod(a, b):
+    """Dekker's TwoProduct: (p, e) with p = fl(a * b) and p + e == a * b exactly (|a|, |b| <
+    2**900 and products far above the underflow threshold, as for every format here)."""
+    p = a * b
+    ca = 134217729.0 * a                                # 2**27 + 1: split into 26-bit halves
+    ah = ca - (ca - a)
+    al = a - ah
+    cb = 134217729.0 * b
+    bh = cb - (cb - b)
+    bl = b - bh
+    return p, ((ah * bh - p) + ah * bl + al * bh) + al * bl
+
+
+@njit(cache=True)
+def add_scaled_round(acc, part, scale, fd, index):
+    """``acc + part * scale`` rounded once into ``fd``, exactly: the product as a TwoProduct
+    pair, the three terms renormalised to (s, tail) where the tail is made round-to-odd, which
+    keeps its sign, its zeroness and its leading bits - all that rounding ``s + tail`` reads.
+    Returns (value, beyond, x) with x the float64 product (for the statistics)."""
+    if scale == 1.0:
+        v, beyond = add_round(acc, part, fd, index)
+        return v, beyond, part
+    h, l = two_prod(part, scale)
+    if not np.isfinite(h):
+        l = 0.0
+    s1, e1 = fk.two_sum(acc, h)
+    s1 = fk.exact_zero_sign(acc, h, s1, fd[4])
+    s2 = e1 + l
+    bp = s2 - e1
+    e2 = (e1 - (s2 - bp)) + (l - bp)
+    s3 = s1 + s2
+    e3 = s2 - (s3 - s1)                                 # FastTwoSum (|s1| >= |s2|)
+    if not np.isfinite(s3):
+        s3, e3, e2 = s1, 0.0, 0.0
+    t = e3 + e2
+    bp = t - e3
+    et = (e3 - (t - bp)) + (e2 - bp)
+    bits = f64_to_bits(t)
+    fix = (et != 0.0) & ((bits & _U1) == np.uint64(0))
+    grow = (et > 0) == (t > 0)
+    t = bits_to_f64(bits + np.uint64(fix & grow) - np.uint64(fix & (not grow)))
+    v, beyond = finish(fk.round_pair(s3, t, fd[0], fd[1], fd[4], fd[5], index, fd[6]), fd)
+    return v, beyond, h
+
+
+@njit(cache=True, inline="always")
+def _count(st, j, old, new, x, beyond, saturates):
+    finite_in = np.isfinite(old) & np.isfinite(x)
+    st[j, ST_SWAMPED] += (x != 0.0) & (new == old) & finite_in
+    st[j, ST_OVERFLOW] += beyond & (not saturates) & finite_in
+    st[j, ST_SATURATED] += beyond & saturates & finite_in
+
+
+@njit(cache=True)
+def _combine(total, part, unit, sa, sb, i, seg_no, cd, st, top, base, kk):
+    """total[j] += part[j] * unit * sa[i, seg_no] * sb[seg_no, j], each rounded once into
+    ``cd`` (a segment's sum promoted, or a block's sum scaled and accumulated)."""
+    for j in range(total.shape[0]):
+        old = total[j]
+        x_scale = unit * sa[i, seg_no] * sb[seg_no, j]           # exact: <= 48 bits
+        new, beyond, x = add_scaled_round(old, np.float64(part[j]), x_scale, cd,
+                                          (base + j) * kk + seg_no)
+        _count(st, j, old, new, x, beyond, cd[7])
+        total[j] = new
+        top[j] = max(top[j], abs(new))
+
+
+# ---- floating-point accumulators -----------------------------------------------------------
+@njit(cache=True, inline="always")
+def _product(av, bv, pf, use_pf, index, st, j):
+    p = av * bv
+    if use_pf:
+        p, beyond = round_value(p, pf, index)
+        st[j, ST_OVERFLOW] += beyond & (not pf[7])
+        st[j, ST_SATURATED] += beyond & pf[7]
+    return p
+
+
+@njit(cache=True, parallel=True)
+def float_matmul(a, b, out, stats, peak, seg, fd, fast, kahan, pf, use_pf, cd, combine, sa, sb):
+    """Sequential float accumulation with segments (see the module doc).  ``fd``: the register
+    format; ``fast``: nearest-even via :func:`add_nearest_even`; ``pf``/``use_pf``: the product's
+    rounding (multiplier format); ``cd``/``combine``: the format segment sums are added into."""
+    m, kk = a.shape
+    n = b.shape[1]
+    for i in prange(m):
+        part = np.zeros(n)
+        comp = np.zeros(n)
+        total = np.zeros(n)
+        st = np.zeros((n, N_STATS), dtype=np.int64)
+        top = np.zeros(n)
+        for k0 in range(0, kk, seg):
+            part[:] = 0.0
+            comp[:] = 0.0
+            for k in range(k0, min(kk, k0 + seg)):
+                av = a[i, k]
+                for j in range(n):
+                    idx = (i * n + j) * kk + k
+                    p = _product(av, b[k, j], pf, use_pf, idx, st, j)
+                    old = part[j]
+                    if kahan:
+                        y, by = add_float(p, -comp[j], fd, 4 * idx, fast)
+                        t, bt = add_float(old, y, fd, 4 * idx + 1, fast)
+                        d, bd = add_float(t, -old, fd, 4 * idx + 2, fast)
+                        comp[j] = add_float(d, -y, fd, 4 * idx + 3, fast)[0]
+                        new, beyond = t, by | bt | bd
+                    else:
+                        new, beyond = add_float(old, p, fd, idx, fast)
+                    _count(st, j, old, new, p, beyond, fd[7])
+                    part[j] = new
+                    top[j] = max(top[j], abs(new))
+            if combine:
+                _combine(total, part, 1.0, sa, sb, i, k0 // seg, cd, st, top, i * n, kk)
+            else:
+                total[:] = part
+        out[i, :] = total
+        stats[i, :] = st.sum(axis=0)
+        peak[i] = top.max() if n else 0.0
+
+
+@njit(cache=True, parallel=True)
+def float32_matmul(a, b, out, stats, peak):
+    """fp32 round-to-nearest-even sequential accumulation in native float32 arithmetic.  Valid
+    only when every product is exact in float32 (the caller checks the operand formats)."""
+    m, kk = a.shape
+    n = b.shape[1]
+    a32 = a.astype(np.float32)
+    b32 = b.astype(np.float32)
+    big = np.float32(np.finfo(np.float32).max)
+    for i in prange(m):
+        acc = np.zeros(n, dtype=np.float32)
+        swamped = np.zeros(n, dtype=np.int64)
+        over = np.zeros(n, dtype=np.int64)
+        top = np.zeros(n, dtype=np.float32)
+        for k in range(kk):
+            av = a32[i, k]
+            for j in range(n):
+                p = av * b32[k, j]
+                old = acc[j]
+                new = old + p
+                swamped[j] += (p != 0) & (new == old) & (abs(p) <= big)
+                over[j] += (abs(new) > big) & (abs(old) <= big) & (abs(p) <= big)
+                acc[j] = new
+                top[j] = max(top[j], abs(new))
+        for j in range(n):
+            out[i, j] = acc[j]
+        stats[i, ST_OVERFLOW] = over.sum()
+        stats[i, ST_SWAMPED] = swamped.sum()
+        peak[i] = top.max() if n else 0.0
+
+
+@njit(cache=True, parallel=True)
+def float_pairwise(a, b, out, stats, peak, fd, pf, use_pf):
+    """Pairwise (tree) summation of each output's products: level by level, neighbours (0, 1),
+    (2, 3), ... are added and rounded into ``fd``; an odd last element moves up unchanged."""
+    m, kk = a.shape
+    n = b.shape[1]
+    for i in prange(m):
+        buf = np.empty((kk, n))
+        st = np.zeros((n, N_STATS), dtype=np.int64)
+        top = np.zeros(n)
+        for k in range(kk):
+            for j in range(n):
+                buf[k, j] = _product(a[i, k], b[k, j], pf, use_pf, (i * n + j) * kk + k, st, j)
+        width = kk
+        while width > 1:
+            half = width // 2
+            for t in range(half):
+                for j in range(n):
+                    x = buf[2 * t, j]
+                    y = buf[2 * t + 1, j]
+                    new, beyond = add_round(x, y, fd, (i * n + j) * kk + width + t)
+                    _count(st, j, x, new, y, beyond, fd[7])
+                    buf[t, j] = new
+                    top[j] = max(top[j], abs(new))
+            if width % 2:
+                buf[half, :] = buf[width - 1, :]
+            width = half + width % 2
+        for j in range(n):
+            out[i, j] = buf[0, j] if kk else 0.0
+        stats[i, :] = st.sum(axis=0)
+        peak[i] = top.max() if n else 0.0
+
+
+# ---- integer accumulators ------------------------------------------------------------------
+@njit(cache=True, inline="always")
+def _int_add(acc, x, lo, hi, saturate):
+    """acc + x (exact in int64) wrapped or clamped to [lo, hi]; (value, changed)."""
+    s = acc + x
+    out_of_range = (s > hi) | (s < lo)
+    wrapped = ((s - lo) & (hi - lo)) + lo               # hi - lo = 2**bits - 1
+    clamped = min(max(s, lo), hi)
+    return (clamped if saturate else wrapped), out_of_range
+
+
+@njit(cache=True, parallel=True)
+def int_matmul(a, b, out, totals, stats, peak, seg, lo, hi, saturate, unit, cd, combine, sa,
+               sb):
+    """Integer accumulation of int64 products into a [lo, hi] register, wrapping or saturating.
+    With ``combine``, each segment's sum times ``unit`` (a power of two) and ``sa``/``sb`` is
+    added into the float format ``cd`` (promotion, block scales) and ``totals`` receives the
+    float results; else ``out`` receives the register's integers."""
+    m, kk = a.shape
+    n = b.shape[1]
+    for i in prange(m):
+        part = np.zeros(n, dtype=np.int64)
+        total = np.zeros(n)
+        events = np.zeros(n, dtype=np.int64)
+        st = np.zeros((n, N_STATS), dtype=np.int64)
+        top = np.zeros(n, dtype=np.int64)
+        ftop = np.zeros(n)
+        for k0 in range(0, kk, seg):
+            part[:] = 0
+            for k in range(k0, min(kk, k0 + seg)):
+                av = a[i, k]
+                for j in range(n):
+                    new, changed = _int_add(part[j], av * b[k, j], lo, hi, saturate)
+                    events[j] += changed
+                    part[j] = new
+                    top[j] = max(top[j], abs(new))
+            if combine:
+                _combine(total, part, unit, sa, sb, i, k0 // seg, cd, st, ftop, i * n, kk)
+        if combine:
+            totals[i, :] = total
+        else:
+            out[i, :] = part
+        ev = events.sum()
+        stats[i, ST_SATURATED if saturate else ST_OVERFLOW] = ev
+        stats[i, ST_SWAMPED] = st[:, ST_SWAMPED].sum()
+        stats[i, ST_OVERFLOW] += st[:, ST_OVERFLOW].sum()
+        stats[i, ST_SATURATED] += st[:, ST_SATURATED].sum()
+        peak[i] = max(top.max() * unit, ftop.max()) if n else 0.0
+
+
+# ---- the aligned (tensor-core) multi-term adder -----------------------------------------------
+@njit(cache=True, inline="always")
+def _binade(v):
+    """floor(log2|v|) of a finite nonzero float64; _NO_BINADE for zero and non-finite values."""
+    sig, ex = significand_exponent(f64_to_bits(v))
+    return ex - (clz64(sig) - 11) if (v != 0.0) & np.isfinite(v) else _NO_BINADE
+
+
+@njit(cache=True, parallel=True)
+def aligned_matmul(a, b, out, stats, peak, seg, group, p, rnd, fd, cd, combine, sa, sb):
+    """Groups of ``group`` products, aligned to the largest binade E among them and the running
+    sum, each kept to its bits >= 2**(E - p + 1) (``rnd``: rounded to nearest even, else
+    truncated toward zero), summed exactly and rounded into ``fd``."""
+    m, kk = a.shape
+    n = b.shape[1]
+    for i in prange(m):
+        part = np.zeros(n)
+        total = np.zeros(n)
+        big_e = np.zeros(n, dtype=np.int64)
+        acc = np.zeros(n)
+        raw = np.zeros(n)
+        bad = np.zeros(n, dtype=np.bool_)
+        st = np.zeros((n, N_STATS), dtype=np.int64)
+        top = np.zeros(n)
+        for k0 in range(0, kk, seg):
+            part[:] = 0.0
+            k_end = min(kk, k0 + seg)
+            for g0 in range(k0, k_end, group):
+                g1 = min(k_end, g0 + group)
+                for j in range(n):
+                    big_e[j] = _binade(part[j])
+                    raw[j] = part[j]
+                    bad[j] = not np.isfinite(part[j])
+                for k in range(g0, g1):
+                    av = a[i, k]
+                    for j in range(n):
+                        v = av * b[k, j]
+                        big_e[j] = max(big_e[j], _binade(v))
+                        raw[j] += v
+                        bad[j] |= not np.isfinite(v)
+                for j in range(n):
+                    acc[j] = _keep(part[j], big_e[j] - p + 1, rnd)
+                for k in range(g0, g1):
+                    av = a[i, k]
+                    for j in range(n):
+                        v = av * b[k, j]
+                        t = _keep(v, big_e[j] - p + 1, rnd)
+                        st[j, ST_SWAMPED] += (v != 0.0) & (t == 0.0)
+                        acc[j] += t
+                for j in range(n):
+                    x = raw[j] if bad[j] else acc[j]   # IEEE: Inf, or NaN
+                    new, beyond = round_value(x, fd, (i * n + j) * kk + g0)
+                    st[j, ST_OVERFLOW] += beyond & (not fd[7])
+                    st[j, ST_SATURATED] += beyond & fd[7]
+                    part[j] = new
+                    top[j] = max(top[j], abs(new))
+            if combine:
+                _combine(total, part, 1.0, sa, sb, i, k0 // seg, cd, st, top, i * n, kk)
+            else:
+                total[:] = part
+        out[i, :] = total
+        stats[i, :] = st.sum(axis=0)
+        peak[i] = top.max() if n else 0.0
+
+
+@njit(cache=True, inline="always")
+def _keep(v, unit_exp, rnd):
+    """``v`` reduced to a multiple of 2**unit_exp: to nearest even (``rnd``) or toward zero.
+    Exact: |v| < 2**(unit_exp + 48), so the quotient is exact and the result is representable."""
+    q = math.ldexp(v, -unit_exp)
+    q = np.rint(q) if rnd else np.trunc(q)
+    return math.ldexp(q, unit_exp) if np.isfinite(v) else 0.0
+
+
+# ---- exact (Kulisch) accumulation -------------------------------------------------------------
+@njit(cache=True, inline="always")
+def _kulisch_add(q, v, lsb):
+    """q += v for a finite nonzero float64 v that is a multiple of 2**lsb."""
+    sig, ex = significand_exponent(f64_to_bits(v))
+    add_scaled(q, v < 0, sig, ex - 52 - lsb)
+
+
+@njit(cache=True)
+def kulisch_value(q, lsb, fd, index):
+    """The value of the digits q (times 2**lsb) rounded once into ``fd`` (q is clobbered)."""
+    normalize(q)
+    top = q.shape[0] - 1
+    neg = q[top] < 0
+    if neg:
+        for t in range(top + 1):
+            q[t] = -q[t]
+        normalize(q)
+    if not q.any():
+        return 0.0, False
+    sig, top_bit = leading_bits(q)
+    scale = top_bit - 63 + lsb                          # sig * 2**scale, sticky in bit 0
+    hi = math.ldexp(np.float64(sig >> np.uint64(11)), scale + 11)
+    lo = math.ldexp(np.float64(sig & np.uint64(0x7FF)), scale)
+    s = hi + lo
+    e = lo - (s - hi)                                   # FastTwoSum: s + e == hi + lo
+    if neg:
+        s, e = -s, -e
+    return finish(fk.round_pair(s, e, fd[0], fd[1], fd[4], fd[5], index, fd[6]), fd)
+
+
+@njit(cache=True, parallel=True)
+def exact_matmul(a, b, out, stats, n_digits, lsb, fd):
+    """Kulisch accumulation: every product added exactly into digits of 32 bits (carries
+    propagated every 2**29 additions), the sum rounded once into ``fd``.  Non-finite products
+    follow IEEE: NaN, or Inf + -Inf, gives NaN; an Inf gives that Inf."""
+    m, kk = a.shape
+    n = b.shape[1]
+    for i in prange(m):
+        q = np.zeros((n, n_digits), dtype=np.int64)
+        pinf = np.zeros(n, dtype=np.bool_)
+        ninf = np.zeros(n, dtype=np.bool_)
+        nan = np.zeros(n, dtype=np.bool_)
+        for k in range(kk):
+            av = a[i, k]
+            for j in range(n):
+                v = av * b[k, j]
+                if np.isfinite(v):
+                    if v != 0.0:
+                        _kulisch_add(q[j], v, lsb)
+                else:
+                    nan[j] |= v != v
+                    pinf[j] |= v > 0
+                    ninf[j] |= v < 0
+            if (k + 1) % (1 << 29) == 0:
+                for j in range(n):
+                    normalize(q[j])
+        over = 0
+        sat = 0
+        for j in range(n):
+            if nan[j] or (pinf[j] and ninf[j]):
+                out[i, j] = np.nan
+            elif pinf[j] or ninf[j]:
+                out[i, j] = round_value(np.inf if pinf[j] else -np.inf, fd, 0)[0]
+            else:
+                v, beyond = kulisch_value(q[j], lsb, fd, i * n + j)
+                over += beyond & (not fd[7])
+                sat += beyond & fd[7]
+                out[i, j] = v
+        stats[i, ST_OVERFLOW] = over
+        stats[i, ST_SATURATED] = sat
+
+
+def float_plan(fmt, rounding_mode: int, key: np.uint64, sr_bits: int, overflow: int) -> tuple:
+    """The tuple the kernels take for a float register: (descriptor, special codes with the
+    overflow results replaced by markers, special values, overflow threshold, mode, key,
+    sr_bits, saturates, tie_overflows).  Nearest-even overflows when |x| exceeds the threshold
+    (the midpoint between max and the next value an unbounded exponent would give), or equals it
+    and max is odd.  The first three are arrays: Numba's parallel loops cannot take tuples
+    nested in tuples."""
+    d = fmt._desc
+    sp = list(fk.special_codes(d, rounding_mode, overflow))
+    sp[fk.SP_OVF_POS], sp[fk.SP_OVF_NEG] = _OVF_POS, _OVF_NEG
+    top = float(fmt.max)
+    ulp = 2.0 ** (math.floor(math.log2(top)) - fmt.mbits)
+    odd_max = (int(d[fk.MAX_MAG]) & 1) == 1
+    return (np.array(d, dtype=np.int64), np.array(sp, dtype=np.int64),
+            np.array(fk.special_values(d, rounding_mode, overflow), dtype=np.float64),
+            top + ulp / 2, np.int64(rounding_mode), np.uint64(key), np.int64(sr_bits),
+            overflow == SATURATE, odd_max)
+
+
+@njit(cache=True, parallel=True)
+def scale_all(x, t, cd):
+    """x[i] = x[i] * t rounded once into ``cd`` (a per-tensor scale applied to the results)."""
+    for i in prange(x.shape[0]):
+        x[i] = add_scaled_round(0.0, x[i], t, cd, i)[0]

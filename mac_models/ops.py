@@ -1,0 +1,335 @@
+"""``dot``, ``matmul`` and ``conv2d`` through a :class:`mac_models.MAC`, with event statistics.
+
+Every function returns a :class:`MacResult`: the float64 results (exactly what the described
+hardware would produce) and the statistics summed over all outputs:
+
+* ``overflows``: integer wraps, or float registers driven to Inf/NaN by an exact result beyond
+  their range (counted once, on the step that left the finite range);
+* ``saturations``: clamps of a saturating register (integer or float);
+* ``swamped``: nonzero addends that left the register unchanged (or that alignment truncated to
+  nothing);
+* ``max_abs_partial``: the largest |value| any register held (NaN for the exact and quire
+  accumulators, whose partial sums are not rounded values);
+* ``macs``: multiply-accumulates performed (M * N * K per matmul).
+
+Stochastic accumulators draw their random bits from the accumulator's seed and the position of
+each addition (output and k), so results do not depend on threads or batch order.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Union
+
+import numpy as np
+
+from formats import FloatFormat, IntFormat, ScaledFormat, fused_dot, get
+from formats.rounding import mix64, mode_id, overflow_id, resolve_seed, resolve_sr_bits
+from formats.scalar import as_real_array
+
+from . import kernels as mk
+from .accumulators import (AlignedAccumulator, ExactAccumulator, FloatAccumulator,
+                           IntAccumulator, QuireAccumulator)
+from .mac import MAC
+
+_FP32 = FloatFormat(8, 23)
+_PROMOTE_KEY = np.uint64(0x5851F42D4C957F2D)          # separates the promotion register's stream
+
+
+@dataclass
+class MacResult:
+    """Results and event statistics of one operation (see the module doc)."""
+
+    values: np.ndarray
+    overflows: int = 0
+    saturations: int = 0
+    swamped: int = 0
+    max_abs_partial: float = 0.0
+    macs: int = 0
+    integers: Union[np.ndarray, None] = None     # integer accumulators without promotion
+
+    def _merge(self, other: "MacResult") -> None:
+        self.overflows += other.overflows
+        self.saturations += other.saturations
+        self.swamped += other.swamped
+        self.max_abs_partial = float(np.fmax(self.max_abs_partial, other.max_abs_partial)
+                                     if not np.isnan(self.max_abs_partial + other.max_abs_partial)
+                                     else np.nan)
+        self.macs += other.macs
+
+
+def _mac(mac) -> MAC:
+    if isinstance(mac, MAC):
+        return mac
+    if isinstance(mac, str):
+        from .presets import preset
+        return preset(mac)
+    raise TypeError(f"mac must be a MAC or a preset name, got {mac!r}")
+
+
+def _float_plan(fmt: FloatFormat, rounding: str, seed, sr_bits, overflow, salt=0) -> tuple:
+    key = np.uint64(0)
+    if rounding == "stochastic":
+        key = resolve_seed(seed)
+        if salt:
+            key = mix64(key ^ np.uint64(salt))
+    ovf = overflow_id(overflow or fmt.default_overflow, fmt.overflow_policies)
+    return mk.float_plan(fmt, mode_id(rounding), key, resolve_sr_bits(sr_bits), ovf)
+
+
+def _acc_plan(acc: FloatAccumulator, salt=0) -> tuple:
+    return _float_plan(acc.format, acc.rounding, acc.seed, acc.sr_bits, acc.overflow, salt)
+
+
+# ---- operands ---------------------------------------------------------------------------------
+@dataclass
+class _Operand:
+    values: np.ndarray            # element values (float64), (M, K) or (K, N)
+    scales: np.ndarray            # block scales broadcast to (M, n_seg) or (n_seg, N)
+    k_group: Union[int, None]     # block size along K, None when one scale spans K
+    tensor_scale: float
+
+
+def _operand(x: np.ndarray, fmt, k_axis: int) -> _Operand:
+    """Quantize one 2-D operand; ``k_axis`` is its summed axis (1 for A, 0 for B)."""
+    if not isinstance(fmt, ScaledFormat):
+        return _Operand(fmt.quantize(x), np.ones((1, 1)), None, 1.0)
+    other = 1 - k_axis
+    st = fmt.encode(x, axis=other if fmt.group == "channel" else k_axis)
+    reps = [x.shape[0], x.shape[1]]            # elements per group along each axis
+    k_group = None
+    if isinstance(fmt.group, tuple):            # tiles over this operand's two axes
+        reps = list(fmt.group)
+        k_group = fmt.group[k_axis]
+    elif isinstance(fmt.group, int):
+        reps[k_axis] = k_group = fmt.group
+    elif fmt.group == "channel":
+        reps[other] = 1
+    elements = fmt.element.decode(st.elements)
+    if st.zero_points is not None:
+        zp = _expand(st.zero_points.astype(np.float64), reps, x.shape)
+        elements = elements - zp * fmt.element.epsilon
+    scales = fmt.scale.decode(st.scales).astype(np.float64)
+    scales = _expand(scales, [reps[0] if other == 0 else 1, reps[1] if other == 1 else 1],
+                     tuple(x.shape[ax] if ax == other else scales.shape[ax] for ax in range(2)))
+    return _Operand(elements, scales, k_group, float(st.tensor_scale))
+
+
+def _expand(per_group: np.ndarray, reps, shape) -> np.ndarray:
+    """Per-group values repeated ``reps`` times along each axis, cut to ``shape``."""
+    out = per_group
+    for ax in range(2):
+        if out.shape[ax] != shape[ax]:
+            out = np.repeat(out, reps[ax], axis=ax).take(range(shape[ax]), axis=ax)
+    return out
+
+
+def _segments(a: _Operand, b: _Operand, k: int, mac: MAC) -> tuple[int, np.ndarray, np.ndarray]:
+    """(segment length, A's scales (M or 1, n_seg), B's scales (n_seg, N or 1))."""
+    groups = {g for g in (a.k_group, b.k_group) if g is not None}
+    if len(groups) > 1:
+        raise ValueError(f"{mac.a_format.name} and {mac.b_format.name} have different block "
+                         f"sizes along K ({a.k_group} and {b.k_group}); a MAC needs them equal")
+    seg = groups.pop() if groups else k
+    if mac.promote_every:
+        if seg != k and mac.promote_every % seg:
+            raise ValueError(f"promote_every={mac.promote_every} is not a multiple of the "
+                             f"block size {seg}")
+        seg = min(seg, mac.promote_every) if seg != k else mac.promote_every
+    if mac.chunks > 1:
+        seg = -(-k // mac.chunks)
+    seg = max(min(seg, k), 1)
+    n_seg = -(-k // seg) if k else 1
+
+    def per_segment(op: _Operand, k_axis: int, shape) -> np.ndarray:
+        sc = op.scales if op.k_group is not None else np.repeat(op.scales, n_seg, axis=k_axis)
+        return np.ascontiguousarray(np.broadcast_to(sc, shape))
+
+    return (seg, per_segment(a, 1, (a.values.shape[0], n_seg)),
+            per_segment(b, 0, (n_seg, b.values.shape[1])))
+
+
+def _integers(values: np.ndarray, fmt) -> np.ndarray:
+    elem = fmt.element if isinstance(fmt, ScaledFormat) else fmt
+    return np.rint(values * 2.0 ** elem.frac_bits).astype(np.int64)
+
+
+# ---- the 2-D engine -------------------------------------------------------------------------
+def _matmul2d(a: np.ndarray, b: np.ndarray, mac: MAC) -> MacResult:
+    m, k = a.shape
+    n = b.shape[1]
+    acc = mac.accumulator
+    macs = m * n * k
+    if isinstance(acc, QuireAccumulator):
+        fmt = acc.format
+        codes = fused_dot(fmt, fmt.encode(a)[:, None, :], fmt.encode(b).T[None, :, :],
+                          acc.rounding, acc.seed)
+        return MacResult(fmt.decode(codes).reshape(m, n), max_abs_partial=np.nan, macs=macs)
+    opa = _operand(a, mac.a_format, 1)
+    opb = _operand(b, mac.b_format, 0)
+    seg, sa, sb = _segments(opa, opb, k, mac)
+    scaled = isinstance(mac.a_format, ScaledFormat) or isinstance(mac.b_format, ScaledFormat)
+    combine = seg < k or scaled
+    cd = _acc_plan(mac.promotion, _PROMOTE_KEY)
+    if mac.chunks > 1 and isinstance(acc, FloatAccumulator):
+        cd = _acc_plan(acc, _PROMOTE_KEY)                  # chunks combine in the same register
+    out = np.zeros((m, n))
+    stats = np.zeros((m, mk.N_STATS), dtype=np.int64)
+    peak = np.zeros(m)
+    integers = None
+    if isinstance(acc, IntAccumulator):
+        ia, ib = _integers(opa.values, mac.a_format), _integers(opb.values, mac.b_format)
+        elem_a = mac.a_format.element if isinstance(mac.a_format, ScaledFormat) else mac.a_format
+        elem_b = mac.b_format.element if isinstance(mac.b_format, ScaledFormat) else mac.b_format
+        unit = 2.0 ** -(elem_a.frac_bits + elem_b.frac_bits)
+        ints = np.zeros((m, n), dtype=np.int64)
+        mk.int_matmul(ia, ib, ints, out, stats, peak, seg, acc.lo, acc.hi,
+                      acc.overflow == "saturate", unit, cd, combine, sa, sb)
+        if not combine:
+            integers = ints
+            out = ints * unit
+    elif isinstance(acc, FloatAccumulator):
+        fd = _acc_plan(acc)
+        prf = mac.product_rounding_format
+        pf = _float_plan(prf or _FP32, mac.product_rounding if mac.product_format else
+                         acc.rounding, acc.seed, acc.sr_bits, None, 0x9E37)
+        if _native_fp32(mac, combine):
+            mk.float32_matmul(opa.values, opb.values, out, stats, peak)
+        elif mac.order == "pairwise":
+            mk.float_pairwise(opa.values, opb.values, out, stats, peak, fd, pf, prf is not None)
+        else:
+            mk.float_matmul(opa.values, opb.values, out, stats, peak, seg, fd,
+                            acc.rounding == "nearest_even", acc.kahan, pf, prf is not None, cd,
+                            combine, sa, sb)
+    elif isinstance(acc, AlignedAccumulator):
+        fd = _float_plan(acc.format, acc.rounding, None, None, None)
+        mk.aligned_matmul(opa.values, opb.values, out, stats, peak, seg, acc.n, acc.p,
+                          acc.alignment == "round", fd, cd, combine, sa, sb)
+    else:
+        assert isinstance(acc, ExactAccumulator)
+        fd = _float_plan(acc.format, acc.rounding, acc.seed, acc.sr_bits, None)
+        lsb, digits = _kulisch_layout(mac, k)
+        mk.exact_matmul(opa.values, opb.values, out, stats, digits, lsb, fd)
+        peak[:] = np.nan
+    t = opa.tensor_scale * opb.tensor_scale
+    if t != 1.0:
+        mk.scale_all(out.reshape(-1), t, cd)
+    return MacResult(out, int(stats[:, mk.ST_OVERFLOW].sum()),
+                     int(stats[:, mk.ST_SATURATED].sum()), int(stats[:, mk.ST_SWAMPED].sum()),
+                     float(peak.max()) if m else 0.0, macs, integers)
+
+
+def _native_fp32(mac: MAC, combine: bool) -> bool:
+    """fp32 nearest-even, sequential, with every product exact in float32: native arithmetic."""
+    acc = mac.accumulator
+    if not (acc.format == _FP32 and acc.rounding == "nearest_even" and not acc.kahan
+            and acc.overflow in (None, "ieee") and mac.product_rounding_format is None
+            and mac.order == "sequential" and not combine):
+        return False
+    (sa, la), (sb, lb) = mac.a_format.precision, mac.b_format.precision
+    return sa + sb <= 24 and la + lb >= -149 and mac.a_format.max * mac.b_format.max <= _FP32.max
+
+
+def _kulisch_layout(mac: MAC, k: int) -> tuple[int, int]:
+    """(lsb exponent, number of 32-bit digits) of a Kulisch register for K products."""
+    (_, la), (_, lb) = mac.a_format.precision, mac.b_format.precision
+    top = int(np.ceil(np.log2(mac.a_format.max * mac.b_format.max))) + 1
+    lsb = la + lb
+    return lsb, (top - lsb + max(k, 1).bit_length() + 2) // 32 + 4
+
+
+# ---- public operations -----------------------------------------------------------------------
+def matmul(a, b, mac: Union[MAC, str]) -> MacResult:
+    """``a @ b`` through ``mac``: 2-D (M, K) @ (K, N), or batched (..., M, K) @ (..., K, N) with
+    broadcasting of the leading axes, as numpy.matmul."""
+    mac = _mac(mac)
+    a = as_real_array(a, "a")
+    b = as_real_array(b, "b")
+    if a.ndim < 2 or b.ndim < 2:
+        raise ValueError(f"matmul needs arrays of at least 2 dimensions, got {a.shape} and "
+                         f"{b.shape}; use dot for vectors")
+    if a.shape[-1] != b.shape[-2]:
+        raise ValueError(f"shapes {a.shape} and {b.shape} do not match: {a.shape[-1]} "
+                         f"(a's last axis) != {b.shape[-2]} (b's second-to-last axis)")
+    lead = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+    a = np.broadcast_to(a, lead + a.shape[-2:])
+    b = np.broadcast_to(b, lead + b.shape[-2:])
+    total = MacResult(np.empty(lead + (a.shape[-2], b.shape[-1])),
+                      max_abs_partial=-np.inf)
+    ints = []
+    for idx in np.ndindex(*lead):
+        r = _matmul2d(np.ascontiguousarray(a[idx]), np.ascontiguousarray(b[idx]), mac)
+        total.values[idx] = r.values
+        total._merge(r)
+        ints.append(r.integers)
+    total.max_abs_partial = max(total.max_abs_partial, 0.0) if not np.isnan(
+        total.max_abs_partial) else np.nan
+    if ints and ints[0] is not None:
+        total.integers = np.stack(ints).reshape(total.values.shape)
+    return total
+
+
+def dot(a, b, mac: Union[MAC, str]) -> MacResult:
+    """The dot product of two vectors through ``mac``; ``values`` is a 0-d array."""
+    a = as_real_array(a, "a")
+    b = as_real_array(b, "b")
+    if a.ndim != 1 or b.ndim != 1:
+        raise ValueError(f"dot takes two vectors, got shapes {a.shape} and {b.shape}")
+    if a.shape != b.shape:
+        raise ValueError(f"dot: lengths differ ({a.shape[0]} and {b.shape[0]})")
+    r = matmul(a[None, :], b[:, None], mac)
+    r.values = r.values.reshape(())
+    if r.integers is not None:
+        r.integers = r.integers.reshape(())
+    return r
+
+
+def conv2d(x, w, mac: Union[MAC, str], stride=1, padding=0, dilation=1,
+           groups: int = 1) -> MacResult:
+    """2-D convolution (cross-correlation, as in PyTorch) of ``x`` (N, C, H, W) with ``w``
+    (O, C / groups, kh, kw) through ``mac``, as a matmul on im2col columns: each output sums its
+    products in the order (channel, kernel row, kernel column).  ``stride``, ``padding`` and
+    ``dilation`` are ints or (h, w) pairs; zero padding."""
+    x = as_real_array(x, "x")
+    w = as_real_array(w, "w")
+    if x.ndim != 4 or w.ndim != 4:
+        raise ValueError(f"conv2d takes x (N, C, H, W) and w (O, C/groups, kh, kw), got shapes "
+                         f"{x.shape} and {w.shape}")
+    sh, sw = _pair(stride, "stride", 1)
+    ph, pw = _pair(padding, "padding", 0)
+    dh, dw = _pair(dilation, "dilation", 1)
+    nb, c, h, wd = x.shape
+    o, cg, kh, kw = w.shape
+    if isinstance(groups, bool) or not isinstance(groups, (int, np.integer)) or groups < 1:
+        raise ValueError(f"groups must be a positive integer, got {groups!r}")
+    if c % groups or o % groups or c // groups != cg:
+        raise ValueError(f"channels do not match: x has {c}, w expects {cg} per group with "
+                         f"groups={groups} and {o} outputs (both must divide by groups)")
+    ho = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
+    wo = (wd + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+    if ho < 1 or wo < 1:
+        raise ValueError(f"the kernel ({kh}x{kw}, dilation {dh}x{dw}) does not fit the padded "
+                         f"input ({h + 2 * ph}x{wd + 2 * pw})")
+    xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+    cols = np.empty((nb, ho, wo, c, kh, kw))
+    for i in range(kh):
+        for j in range(kw):
+            cols[:, :, :, :, i, j] = xp[:, :, i * dh:i * dh + sh * (ho - 1) + 1:sh,
+                                        j * dw:j * dw + sw * (wo - 1) + 1:sw].transpose(0, 2, 3, 1)
+    out = np.empty((nb, o, ho, wo))
+    total = MacResult(out, max_abs_partial=-np.inf)
+    og = o // groups
+    for g in range(groups):
+        a = cols[:, :, :, g * cg:(g + 1) * cg].reshape(nb * ho * wo, cg * kh * kw)
+        b = w[g * og:(g + 1) * og].reshape(og, cg * kh * kw).T
+        r = matmul(a, b, mac)
+        out[:, g * og:(g + 1) * og] = r.values.reshape(nb, ho, wo, og).transpose(0, 3, 1, 2)
+        total._merge(r)
+    return total
+
+
+def _pair(v, name: str, lo: int) -> tuple[int, int]:
+    pair = (v, v) if isinstance(v, (int, np.integer)) and not isinstance(v, bool) else tuple(v)
+    if len(pair) != 2 or any(isinstance(p, bool) or not isinstance(p, (int, np.integer))
+                             or p < lo for p in pair):
+        raise ValueError(f"{name} must be an integer >= {lo} or a pair of them, got {v!r}")
+    return int(pair[0]), int(pair[1])

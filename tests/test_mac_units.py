@@ -1,0 +1,326 @@
+"""MAC designs beyond the plain accumulators: the aligned (tensor-core) adder, Kulisch and quire
+accumulation, block-scaled operands, conv2d, the presets and bad input.
+
+Oracles: Python's ``fractions.Fraction`` for exact sums, MPFR (``tests/mpfr_oracle``) for every
+rounding into a float format, SoftPosit's quire16, a literal re-statement of the aligned-adder
+model in Fractions (``aligned_reference``, written from the model's definition in
+``mac_models.accumulators``), direct convolution loops, and numpy float64 where sums of small
+integers are exact.
+"""
+from __future__ import annotations
+
+import math
+from fractions import Fraction
+
+import gmpy2
+import numpy as np
+import pytest
+import softposit as sp
+
+import formats
+import mac_models as mm
+from tests.mpfr_oracle import FloatSpec, oracle_round
+
+FP32 = FloatSpec(8, 23, 127)
+
+
+def to_fp32(x: Fraction, mode: str = "nearest_even") -> float:
+    """``x`` rounded once into fp32 by MPFR."""
+    with gmpy2.context(precision=4096):
+        exact = gmpy2.mpfr(gmpy2.mpq(x.numerator, x.denominator))
+    return float(oracle_round(np.array([exact], dtype=object), FP32, mode, "ieee")[0])
+
+
+def binade(x: Fraction) -> int:
+    """floor(log2 |x|) of a nonzero Fraction."""
+    x = abs(x)
+    e = x.numerator.bit_length() - x.denominator.bit_length()
+    return e if x >= Fraction(2) ** e else e - 1
+
+
+def aligned_reference(products: list[Fraction], n: int, p: int, truncate: bool,
+                      mode: str = "toward_zero", promote_every: int | None = None) -> float:
+    """The aligned adder as its definition states: per group of n products, E = the largest
+    binade among the group and the running sum, every term kept to multiples of 2**(E-p+1),
+    the kept terms summed exactly and rounded into fp32; every ``promote_every`` products the
+    sum is added into an fp32 nearest-even total and restarts at zero."""
+    total, acc = Fraction(0), Fraction(0)
+    seg = promote_every or len(products) or 1
+    for s0 in range(0, len(products), seg):
+        acc = Fraction(0)
+        piece = products[s0:s0 + seg]
+        for g0 in range(0, len(piece), n):
+            terms = [acc] + piece[g0:g0 + n]
+            nonzero = [t for t in terms if t != 0]
+            if not nonzero:
+                continue
+            unit = Fraction(2) ** (max(binade(t) for t in nonzero) - p + 1)
+            kept = 0
+            for t in terms:
+                q = t / unit
+                kept += (math.trunc(q) if truncate else round(q)) * unit   # round(): half-even
+            acc = Fraction(to_fp32(kept, mode))
+        total = Fraction(to_fp32(total + acc)) if promote_every else acc
+    return float(total)
+
+
+def fractions_of_products(a: np.ndarray, b: np.ndarray) -> list[list[list[Fraction]]]:
+    return [[[Fraction(float(a[i, k])) * Fraction(float(b[k, j])) for k in range(a.shape[1])]
+             for j in range(b.shape[1])] for i in range(a.shape[0])]
+
+
+# ---- the aligned adder ------------------------------------------------------------------------
+def test_aligned_truncation_loses_small_products_hand_computed():
+    # group of 4: 1.0 sets E = 0; with p = 4 bits kept the unit is 2**-3, so 2**-4 products
+    # vanish entirely while an exact (or fp32) sum would keep them
+    a = np.array([[1.0, 2.0 ** -4, 2.0 ** -4, 2.0 ** -4]])
+    b = np.ones((4, 1))
+    mac = mm.MAC("fp32", accumulator=mm.AlignedAccumulator(n=4, p=4))
+    r = mm.matmul(a, b, mac)
+    assert r.values[0, 0] == 1.0
+    assert r.swamped == 3
+    exact = mm.matmul(a, b, mm.MAC("fp32", accumulator=mm.ExactAccumulator()))
+    assert exact.values[0, 0] == 1.0 + 3 * 2.0 ** -4
+    # rounding instead of truncation keeps 2**-4 * 3 = 0.1875 -> rounds each 0.5 unit to even 0
+    r = mm.matmul(a, b, mm.MAC("fp32", accumulator=mm.AlignedAccumulator(4, 4, "round")))
+    assert r.values[0, 0] == 1.0
+    # with 3 * 2**-3 the terms are exactly representable at p = 4: nothing lost
+    a2 = np.array([[1.0, 2.0 ** -3, 2.0 ** -3, 2.0 ** -3]])
+    assert mm.matmul(a2, b, mac).values[0, 0] == 1.375
+
+
+def test_aligned_running_sum_is_aligned_too():
+    # first group sums to 1.0 exactly; the second group's largest product (2**6) sets E = 6,
+    # so with p = 4 the running sum 1.0 (unit 2**3) is truncated to 0
+    a = np.array([[0.5, 0.5, 64.0, 0.0]])
+    b = np.ones((4, 1))
+    r = mm.matmul(a, b, mm.MAC("fp32", accumulator=mm.AlignedAccumulator(n=2, p=4)))
+    assert r.values[0, 0] == 64.0
+
+
+@pytest.mark.parametrize("n,p,truncate,fmt", [(4, 10, True, "fp16"), (8, 14, True, "fp8_e4m3"),
+                                             (4, 12, False, "bf16"), (32, 14, True, "fp8_e5m2")])
+def test_aligned_matches_reference(n, p, truncate, fmt):
+    rng = np.random.default_rng(n * 100 + p)
+    a = rng.standard_normal((3, 70)) * np.exp2(rng.integers(-6, 6, (3, 70)))
+    b = rng.standard_normal((70, 4))
+    f = formats.get(fmt)
+    qa, qb = f.quantize(a), f.quantize(b)
+    acc = mm.AlignedAccumulator(n, p, "truncate" if truncate else "round")
+    r = mm.matmul(qa, qb, mm.MAC(fmt, accumulator=acc))
+    prods = fractions_of_products(qa, qb)
+    want = [[aligned_reference(prods[i][j], n, p, truncate) for j in range(4)] for i in range(3)]
+    np.testing.assert_array_equal(r.values, want)
+
+
+def test_aligned_with_promotion_matches_reference():
+    rng = np.random.default_rng(7)
+    f = formats.get("fp8_e4m3")
+    a = f.quantize(rng.standard_normal((2, 300)))
+    b = f.quantize(rng.standard_normal((300, 3)))
+    r = mm.matmul(a, b, "fp8_e4m3->fp32_h100")
+    prods = fractions_of_products(a, b)
+    want = [[aligned_reference(prods[i][j], 32, 14, True, promote_every=128) for j in range(3)]
+            for i in range(2)]
+    np.testing.assert_array_equal(r.values, want)
+
+
+def test_deepseek_experiment_error_grows_with_k_and_promotion_cures_it():
+    """DeepSeek-V3 section 3.3.2: 14-bit aligned accumulation of FP8 products loses accuracy as
+    K grows (the report quotes ~2% max relative error at K = 4096); promotion every 128 into
+    FP32 brings it back near the FP32 level."""
+    rng = np.random.default_rng(0)
+    f = formats.get("fp8_e4m3")
+    errors = {}
+    for k in (256, 4096):
+        a = f.quantize(np.abs(rng.standard_normal((4, k))) + 0.1)   # same-sign: no cancellation
+        b = f.quantize(np.abs(rng.standard_normal((k, 8))) + 0.1)
+        exact = a @ b                                 # float64: far more precise than either
+        for name in ("fp8_e4m3->fp32_h100_nopromote", "fp8_e4m3->fp32_h100", "fp8_e4m3->fp32"):
+            got = mm.matmul(a, b, name).values
+            errors[name, k] = float(np.max(np.abs(got - exact) / np.abs(exact)))
+    no_promo = "fp8_e4m3->fp32_h100_nopromote"
+    assert errors[no_promo, 4096] > 4 * errors[no_promo, 256]
+    assert errors[no_promo, 4096] > 1e-3
+    assert errors["fp8_e4m3->fp32_h100", 4096] < errors[no_promo, 4096] / 10
+    assert errors["fp8_e4m3->fp32", 4096] < errors[no_promo, 4096] / 10
+
+
+# ---- Kulisch and quire --------------------------------------------------------------------------
+@pytest.mark.parametrize("fmt", ["fp16", "fp8_e5m2", "fp32", "bf16"])
+@pytest.mark.parametrize("mode", ["nearest_even", "toward_zero", "toward_positive"])
+def test_exact_accumulator_matches_fractions(fmt, mode):
+    rng = np.random.default_rng(len(fmt) + len(mode))
+    f = formats.get(fmt)
+    spread = 20 if f.max > 1e30 else 6                 # keep |a| finite in the format
+    a = f.quantize(rng.standard_normal((3, 50)) * np.exp2(rng.integers(-spread, spread, (3, 50))))
+    b = f.quantize(rng.standard_normal((50, 3)))
+    a[0, :2] = [f.max, -f.max]                        # cancellation of huge terms
+    b[:2, 0] = [1.0, 1.0]
+    r = mm.matmul(a, b, mm.MAC(fmt, accumulator=mm.ExactAccumulator("fp32", mode)))
+    prods = fractions_of_products(a, b)
+    want = [[to_fp32(sum(prods[i][j]), mode) for j in range(3)] for i in range(3)]
+    np.testing.assert_array_equal(r.values, want)
+    assert np.isnan(r.max_abs_partial)
+
+
+def test_exact_accumulator_ieee_specials():
+    a = np.array([[np.inf, 1.0], [np.inf, -np.inf], [np.nan, 1.0]])
+    b = np.array([[1.0], [1.0]])
+    r = mm.matmul(a, b, mm.MAC("fp16", accumulator=mm.ExactAccumulator()))
+    assert r.values[0, 0] == np.inf
+    assert np.isnan(r.values[1, 0]) and np.isnan(r.values[2, 0])
+
+
+def test_quire_matches_softposit():
+    rng = np.random.default_rng(3)
+    f = formats.get("posit16_1")
+    a = f.quantize(rng.standard_normal((3, 40)) * np.exp2(rng.integers(-8, 8, (3, 40))))
+    b = f.quantize(rng.standard_normal((40, 2)))
+    r = mm.matmul(a, b, "posit16_quire")
+    for i in range(3):
+        for j in range(2):
+            q = sp.quire16()
+            for k in range(40):
+                q.qma(sp.posit16(float(a[i, k])), sp.posit16(float(b[k, j])))
+            assert r.values[i, j] == float(q.toPosit())
+
+
+# ---- block-scaled operands ----------------------------------------------------------------------
+def scaled_reference(a, b, fmt_name: str) -> np.ndarray:
+    """sum over blocks of (sum of element products accumulated in fp32 RNE from zero) times the
+    two block scales, each added into an fp32 RNE total; then times the tensor scales.  Element
+    codes and scales come from the format's encode (checked against its own references)."""
+    fmt = formats.get(fmt_name)
+    sta, stb = fmt.encode(a, axis=1), fmt.encode(b, axis=0)
+    ea, eb = fmt.element.decode(sta.elements), fmt.element.decode(stb.elements)
+    xa, xb = fmt.scale.decode(sta.scales), fmt.scale.decode(stb.scales)
+    g = fmt.group
+    out = np.zeros((a.shape[0], b.shape[1]))
+    for i in range(a.shape[0]):
+        for j in range(b.shape[1]):
+            total = Fraction(0)
+            for blk in range(-(-a.shape[1] // g)):
+                acc = Fraction(0)
+                for k in range(blk * g, min(a.shape[1], (blk + 1) * g)):
+                    acc = Fraction(to_fp32(acc + Fraction(ea[i, k]) * Fraction(eb[k, j])))
+                term = acc * Fraction(xa[i, blk]) * Fraction(xb[blk, j])
+                total = Fraction(to_fp32(total + term))
+            t = Fraction(sta.tensor_scale) * Fraction(stb.tensor_scale)
+            out[i, j] = to_fp32(total * t)
+    return out
+
+
+@pytest.mark.parametrize("name", ["mxfp4", "mxfp8_e4m3", "nvfp4", "mxint8"])
+def test_block_scaled_matmul_matches_reference(name):
+    rng = np.random.default_rng(11)
+    a = rng.standard_normal((3, 80)) * np.exp2(rng.integers(-3, 3, (3, 80)))
+    b = rng.standard_normal((80, 2))
+    r = mm.matmul(a, b, mm.MAC(name, accumulator=mm.FloatAccumulator("fp32")))
+    np.testing.assert_array_equal(r.values, scaled_reference(a, b, name))
+
+
+def test_int_groups_into_int32_with_fp32_promotion():
+    # int8 per-channel weights x int8 per-tensor activations: integer sums, scaled once
+    rng = np.random.default_rng(5)
+    a = rng.standard_normal((4, 64))
+    b = rng.standard_normal((64, 3))
+    mac = mm.MAC("int8_tensor", "int8_channel", accumulator=mm.IntAccumulator(32))
+    r = mm.matmul(a, b, mac)
+    fa, fb = formats.get("int8_tensor"), formats.get("int8_channel")
+    sta, stb = fa.encode(a, axis=1), fb.encode(b, axis=1)
+    ia, ib = sta.elements.view(np.int8).astype(int), stb.elements.view(np.int8).astype(int)
+    xa = fa.scale.decode(sta.scales)[0, 0]
+    xb = fb.scale.decode(stb.scales)[0]
+    want = [[to_fp32(Fraction(int(ia[i] @ ib[:, j])) * Fraction(xa) * Fraction(xb[j]))
+             for j in range(3)] for i in range(4)]
+    np.testing.assert_array_equal(r.values, want)
+
+
+# ---- conv2d ----------------------------------------------------------------------------------
+def direct_conv(x, w, stride, padding, dilation, groups):
+    nb, c, h, wd = x.shape
+    o, cg, kh, kw = w.shape
+    xp = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
+    ho = (h + 2 * padding - dilation * (kh - 1) - 1) // stride + 1
+    wo = (wd + 2 * padding - dilation * (kw - 1) - 1) // stride + 1
+    out = np.zeros((nb, o, ho, wo))
+    og = o // groups
+    for n in range(nb):
+        for oc in range(o):
+            g = oc // og
+            for y in range(ho):
+                for z in range(wo):
+                    s = 0.0
+                    for ci in range(cg):
+                        for i in range(kh):
+                            for j in range(kw):
+                                s += (xp[n, g * cg + ci, y * stride + i * dilation,
+                                         z * stride + j * dilation] * w[oc, ci, i, j])
+                    out[n, oc, y, z] = s
+    return out
+
+
+@pytest.mark.parametrize("stride,padding,dilation,groups", [(1, 0, 1, 1), (2, 1, 1, 1),
+                                                            (1, 2, 2, 2), (2, 1, 1, 4)])
+def test_conv2d_exact_equals_direct_convolution(stride, padding, dilation, groups):
+    rng = np.random.default_rng(stride + 10 * padding + 100 * groups)
+    x = rng.integers(-8, 8, (2, 4, 7, 6)).astype(float)      # small integers: float64 sums exact
+    w = rng.integers(-8, 8, (4, 4 // groups, 3, 3)).astype(float)
+    r = mm.conv2d(x, w, mm.MAC("fp16", accumulator=mm.ExactAccumulator()), stride, padding,
+                  dilation, groups)
+    np.testing.assert_array_equal(r.values, direct_conv(x, w, stride, padding, dilation, groups))
+    assert r.macs == r.values.size * 4 // groups * 9
+
+
+def test_conv2d_is_matmul_on_im2col_in_channel_row_column_order():
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((1, 3, 5, 5))
+    w = rng.standard_normal((2, 3, 3, 3))
+    mac = mm.MAC("fp16", accumulator=mm.FloatAccumulator("fp16"))   # order-sensitive
+    r = mm.conv2d(x, w, mac, padding=1)
+    cols = np.zeros((25, 27))
+    xp = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)))
+    for y in range(5):
+        for z in range(5):
+            cols[y * 5 + z] = xp[0, :, y:y + 3, z:z + 3].reshape(-1)
+    want = mm.matmul(cols, w.reshape(2, 27).T, mac).values.T.reshape(1, 2, 5, 5)
+    np.testing.assert_array_equal(r.values, want)
+
+
+# ---- presets and bad input ---------------------------------------------------------------------
+@pytest.mark.parametrize("name", mm.preset_names())
+def test_every_preset_runs_close_to_float64(name):
+    rng = np.random.default_rng(1)
+    scale = 20.0 if name.startswith("int") else 1.0
+    a = np.rint(rng.standard_normal((3, 96)) * scale) if scale > 1 else \
+        rng.standard_normal((3, 96))
+    b = np.rint(rng.standard_normal((96, 4)) * scale) if scale > 1 else \
+        rng.standard_normal((96, 4))
+    r = mm.matmul(a, b, name)
+    assert r.values.shape == (3, 4) and r.macs == 3 * 4 * 96
+    ref = a @ b
+    tol = 0.35 if "fp4" in name else 0.08
+    assert np.max(np.abs(r.values - ref)) <= tol * np.max(np.abs(ref)), name
+    assert mm.preset(name).name == name
+
+
+def test_bad_input_is_refused_clearly():
+    with pytest.raises(ValueError, match="do not match"):
+        mm.matmul(np.ones((2, 3)), np.ones((4, 2)), "fp16->fp32")
+    with pytest.raises(ValueError, match="cannot hold a product"):
+        mm.MAC("int16", accumulator=mm.IntAccumulator(16))
+    with pytest.raises(TypeError, match="integer or fixed-point"):
+        mm.MAC("fp16", accumulator=mm.IntAccumulator(32))
+    with pytest.raises(ValueError, match="NaN"):
+        mm.matmul(np.array([[np.nan]]), np.ones((1, 1)), "int8->int32")
+    with pytest.raises(ValueError, match="unknown MAC preset"):
+        mm.matmul(np.ones((1, 1)), np.ones((1, 1)), "fp16->fp31")
+    with pytest.raises(ValueError, match="more than float64"):
+        mm.MAC("posit32_2", accumulator=mm.FloatAccumulator("fp32"))
+    with pytest.raises(ValueError, match="block size"):
+        mm.matmul(np.ones((1, 64)), np.ones((64, 1)), mm.MAC("mxfp4", "nvfp4"))
+    with pytest.raises(ValueError, match="dot takes two vectors"):
+        mm.dot(np.ones((2, 2)), np.ones(2), "fp16->fp32")
+    with pytest.raises(ValueError, match="channels do not match"):
+        mm.conv2d(np.ones((1, 3, 4, 4)), np.ones((2, 2, 3, 3)), "fp16->fp32")
