@@ -329,6 +329,33 @@ def int_matmul(a, b, out, totals, stats, peak, seg, lo, hi, saturate, unit, cd, 
         peak[i] = max(top.max() * unit, ftop.max()) if n else 0.0
 
 
+@njit(cache=True, parallel=True)
+def int32_wrap_matmul(a, b, out, stats, peak):
+    """The int32 wrapping register in native 32-bit arithmetic (int32 operands whose products
+    fit in int32, as int8 and int16 ones do): each sum is formed exactly in int64, truncated to
+    int32, and counted as an overflow when the two differ."""
+    m, kk = a.shape
+    n = b.shape[1]
+    for i in prange(m):
+        acc = np.zeros(n, dtype=np.int32)
+        events = np.zeros(n, dtype=np.int32)
+        hi = np.zeros(n, dtype=np.int32)
+        lo = np.zeros(n, dtype=np.int32)
+        for k in range(kk):
+            av = a[i, k]
+            for j in range(n):
+                exact = np.int64(acc[j]) + np.int64(av * b[k, j])
+                new = np.int32(exact)
+                events[j] += np.int32(exact != new)
+                acc[j] = new
+                hi[j] = max(hi[j], new)
+                lo[j] = min(lo[j], new)
+        for j in range(n):
+            out[i, j] = acc[j]
+        stats[i, ST_OVERFLOW] = events.astype(np.int64).sum()
+        peak[i] = max(hi.max(), -np.int64(lo.min())) if n else 0
+
+
 # ---- the aligned (tensor-core) multi-term adder -----------------------------------------------
 @njit(cache=True, inline="always")
 def _binade(v):

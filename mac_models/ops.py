@@ -182,8 +182,12 @@ def _matmul2d(a: np.ndarray, b: np.ndarray, mac: MAC) -> MacResult:
         elem_b = mac.b_format.element if isinstance(mac.b_format, ScaledFormat) else mac.b_format
         unit = 2.0 ** -(elem_a.frac_bits + elem_b.frac_bits)
         ints = np.zeros((m, n), dtype=np.int64)
-        mk.int_matmul(ia, ib, ints, out, stats, peak, seg, acc.lo, acc.hi,
-                      acc.overflow == "saturate", unit, cd, combine, sa, sb)
+        if acc.bits == 32 and acc.overflow == "wrap" and not combine and _fits_int32(ia, ib):
+            mk.int32_wrap_matmul(ia.astype(np.int32), ib.astype(np.int32), ints, stats, peak)
+            peak *= unit
+        else:
+            mk.int_matmul(ia, ib, ints, out, stats, peak, seg, acc.lo, acc.hi,
+                          acc.overflow == "saturate", unit, cd, combine, sa, sb)
         if not combine:
             integers = ints
             out = ints * unit
@@ -216,6 +220,12 @@ def _matmul2d(a: np.ndarray, b: np.ndarray, mac: MAC) -> MacResult:
     return MacResult(out, int(stats[:, mk.ST_OVERFLOW].sum()),
                      int(stats[:, mk.ST_SATURATED].sum()), int(stats[:, mk.ST_SWAMPED].sum()),
                      float(peak.max()) if m else 0.0, macs, integers)
+
+
+def _fits_int32(ia: np.ndarray, ib: np.ndarray) -> bool:
+    """Every product of the two integer operands fits in int32 (operands within +-2**15)."""
+    return all(x.size == 0 or (int(x.max()) <= 1 << 15 and int(x.min()) >= -(1 << 15))
+               for x in (ia, ib))
 
 
 def _native_fp32(mac: MAC, combine: bool) -> bool:

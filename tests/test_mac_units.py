@@ -146,6 +146,25 @@ def test_deepseek_experiment_error_grows_with_k_and_promotion_cures_it():
     assert errors["fp8_e4m3->fp32", 4096] < errors[no_promo, 4096] / 10
 
 
+# ---- the multiplier ------------------------------------------------------------------------------
+def test_products_rounded_into_a_product_format():
+    # fp32 operands, each exact product rounded once into bf16 (MPFR), then summed in numpy float32
+    rng = np.random.default_rng(21)
+    a = rng.standard_normal((2, 40)).astype(np.float32).astype(float)
+    b = rng.standard_normal((40, 3)).astype(np.float32).astype(float)
+    mac = mm.MAC("fp32", accumulator=mm.FloatAccumulator("fp32"), product_format="bf16",
+                 product_rounding="toward_zero")
+    r = mm.matmul(a, b, mac)
+    bf16 = FloatSpec(8, 7, 127)
+    for i in range(2):
+        for j in range(3):
+            prods = oracle_round(a[i] * b[:, j], bf16, "toward_zero", "ieee")  # exact products
+            acc = np.float32(0)
+            for v in prods:
+                acc = acc + np.float32(v)
+            assert r.values[i, j] == acc
+
+
 # ---- Kulisch and quire --------------------------------------------------------------------------
 @pytest.mark.parametrize("fmt", ["fp16", "fp8_e5m2", "fp32", "bf16"])
 @pytest.mark.parametrize("mode", ["nearest_even", "toward_zero", "toward_positive"])
