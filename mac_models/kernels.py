@@ -141,11 +141,17 @@ def add_scaled_round(acc, part, scale, fd, index):
 
 
 @njit(cache=True, inline="always")
+def _larger(x, y):
+    """max(x, y) written as a select, which vectorises (Numba's max does not)."""
+    return x if x > y else y
+
+
+@njit(cache=True, inline="always")
 def _count(st, j, old, new, x, beyond, saturates):
     finite_in = np.isfinite(old) & np.isfinite(x)
-    st[j, ST_SWAMPED] += (x != 0.0) & (new == old) & finite_in
-    st[j, ST_OVERFLOW] += beyond & (not saturates) & finite_in
-    st[j, ST_SATURATED] += beyond & saturates & finite_in
+    st[ST_SWAMPED, j] += (x != 0.0) & (new == old) & finite_in
+    st[ST_OVERFLOW, j] += beyond & (not saturates) & finite_in
+    st[ST_SATURATED, j] += beyond & saturates & finite_in
 
 
 @njit(cache=True)
@@ -159,7 +165,7 @@ def _combine(total, part, unit, sa, sb, i, seg_no, cd, st, top, base, kk):
                                           (base + j) * kk + seg_no)
         _count(st, j, old, new, x, beyond, cd[7])
         total[j] = new
-        top[j] = max(top[j], abs(new))
+        top[j] = _larger(abs(new), top[j])
 
 
 # ---- floating-point accumulators -----------------------------------------------------------
@@ -168,51 +174,59 @@ def _product(av, bv, pf, use_pf, index, st, j):
     p = av * bv
     if use_pf:
         p, beyond = round_value(p, pf, index)
-        st[j, ST_OVERFLOW] += beyond & (not pf[7])
-        st[j, ST_SATURATED] += beyond & pf[7]
+        st[ST_OVERFLOW, j] += beyond & (not pf[7])
+        st[ST_SATURATED, j] += beyond & pf[7]
     return p
 
 
-@njit(cache=True, parallel=True)
-def float_matmul(a, b, out, stats, peak, seg, fd, fast, kahan, pf, use_pf, cd, combine, sa, sb):
-    """Sequential float accumulation with segments (see the module doc).  ``fd``: the register
-    format; ``fast``: nearest-even via :func:`add_nearest_even`; ``pf``/``use_pf``: the product's
-    rounding (multiplier format); ``cd``/``combine``: the format segment sums are added into."""
-    m, kk = a.shape
-    n = b.shape[1]
-    for i in prange(m):
-        part = np.zeros(n)
-        comp = np.zeros(n)
-        total = np.zeros(n)
-        st = np.zeros((n, N_STATS), dtype=np.int64)
-        top = np.zeros(n)
-        for k0 in range(0, kk, seg):
-            part[:] = 0.0
-            comp[:] = 0.0
-            for k in range(k0, min(kk, k0 + seg)):
-                av = a[i, k]
-                for j in range(n):
-                    idx = (i * n + j) * kk + k
-                    p = _product(av, b[k, j], pf, use_pf, idx, st, j)
-                    old = part[j]
-                    if kahan:
-                        y, by = add_float(p, -comp[j], fd, 4 * idx, fast)
-                        t, bt = add_float(old, y, fd, 4 * idx + 1, fast)
-                        d, bd = add_float(t, -old, fd, 4 * idx + 2, fast)
-                        comp[j] = add_float(d, -y, fd, 4 * idx + 3, fast)[0]
-                        new, beyond = t, by | bt | bd
-                    else:
-                        new, beyond = add_float(old, p, fd, idx, fast)
-                    _count(st, j, old, new, p, beyond, fd[7])
-                    part[j] = new
-                    top[j] = max(top[j], abs(new))
-            if combine:
-                _combine(total, part, 1.0, sa, sb, i, k0 // seg, cd, st, top, i * n, kk)
-            else:
-                total[:] = part
-        out[i, :] = total
-        stats[i, :] = st.sum(axis=0)
-        peak[i] = top.max() if n else 0.0
+def _make_float_matmul(fast: bool):
+    """The sequential float kernel, compiled separately for the nearest-even fast path (no call
+    in its loop, so it vectorises) and for the exact path of every other mode."""
+    @njit(cache=True, parallel=True)
+    def float_matmul(a, b, out, stats, peak, seg, fd, kahan, pf, use_pf, cd, combine, sa, sb):
+        """Sequential float accumulation with segments (see the module doc).  ``fd``: the
+        register format; ``pf``/``use_pf``: the product's rounding (multiplier format);
+        ``cd``/``combine``: the format segment sums are added into, times ``sa``/``sb``."""
+        m, kk = a.shape
+        n = b.shape[1]
+        for i in prange(m):
+            part = np.zeros(n)
+            comp = np.zeros(n)
+            total = np.zeros(n)
+            st = np.zeros((N_STATS, n), dtype=np.int64)
+            top = np.zeros(n)
+            for k0 in range(0, kk, seg):
+                part[:] = 0.0
+                comp[:] = 0.0
+                for k in range(k0, min(kk, k0 + seg)):
+                    av = a[i, k]
+                    for j in range(n):
+                        idx = (i * n + j) * kk + k
+                        p = _product(av, b[k, j], pf, use_pf, idx, st, j)
+                        old = part[j]
+                        if kahan:
+                            y, by = add_float(p, -comp[j], fd, 4 * idx, fast)
+                            t, bt = add_float(old, y, fd, 4 * idx + 1, fast)
+                            d, bd = add_float(t, -old, fd, 4 * idx + 2, fast)
+                            comp[j] = add_float(d, -y, fd, 4 * idx + 3, fast)[0]
+                            new, beyond = t, by | bt | bd
+                        else:
+                            new, beyond = add_float(old, p, fd, idx, fast)
+                        _count(st, j, old, new, p, beyond, fd[7])
+                        part[j] = new
+                        top[j] = _larger(abs(new), top[j])
+                if combine:
+                    _combine(total, part, 1.0, sa, sb, i, k0 // seg, cd, st, top, i * n, kk)
+                else:
+                    total[:] = part
+            out[i, :] = total
+            stats[i, :] = st.sum(axis=1)
+            peak[i] = top.max() if n else 0.0
+    return float_matmul
+
+
+float_matmul_nearest = _make_float_matmul(True)
+float_matmul_exact = _make_float_matmul(False)
 
 
 @njit(cache=True, parallel=True)
@@ -238,7 +252,7 @@ def float32_matmul(a, b, out, stats, peak):
                 swamped[j] += (p != 0) & (new == old) & (abs(p) <= big)
                 over[j] += (abs(new) > big) & (abs(old) <= big) & (abs(p) <= big)
                 acc[j] = new
-                top[j] = max(top[j], abs(new))
+                top[j] = _larger(abs(new), top[j])
         for j in range(n):
             out[i, j] = acc[j]
         stats[i, ST_OVERFLOW] = over.sum()
@@ -254,7 +268,7 @@ def float_pairwise(a, b, out, stats, peak, fd, pf, use_pf):
     n = b.shape[1]
     for i in prange(m):
         buf = np.empty((kk, n))
-        st = np.zeros((n, N_STATS), dtype=np.int64)
+        st = np.zeros((N_STATS, n), dtype=np.int64)
         top = np.zeros(n)
         for k in range(kk):
             for j in range(n):
@@ -269,13 +283,13 @@ def float_pairwise(a, b, out, stats, peak, fd, pf, use_pf):
                     new, beyond = add_round(x, y, fd, (i * n + j) * kk + width + t)
                     _count(st, j, x, new, y, beyond, fd[7])
                     buf[t, j] = new
-                    top[j] = max(top[j], abs(new))
+                    top[j] = _larger(abs(new), top[j])
             if width % 2:
                 buf[half, :] = buf[width - 1, :]
             width = half + width % 2
         for j in range(n):
             out[i, j] = buf[0, j] if kk else 0.0
-        stats[i, :] = st.sum(axis=0)
+        stats[i, :] = st.sum(axis=1)
         peak[i] = top.max() if n else 0.0
 
 
@@ -303,7 +317,7 @@ def int_matmul(a, b, out, totals, stats, peak, seg, lo, hi, saturate, unit, cd, 
         part = np.zeros(n, dtype=np.int64)
         total = np.zeros(n)
         events = np.zeros(n, dtype=np.int64)
-        st = np.zeros((n, N_STATS), dtype=np.int64)
+        st = np.zeros((N_STATS, n), dtype=np.int64)
         top = np.zeros(n, dtype=np.int64)
         ftop = np.zeros(n)
         for k0 in range(0, kk, seg):
@@ -314,7 +328,7 @@ def int_matmul(a, b, out, totals, stats, peak, seg, lo, hi, saturate, unit, cd, 
                     new, changed = _int_add(part[j], av * b[k, j], lo, hi, saturate)
                     events[j] += changed
                     part[j] = new
-                    top[j] = max(top[j], abs(new))
+                    top[j] = _larger(abs(new), top[j])
             if combine:
                 _combine(total, part, unit, sa, sb, i, k0 // seg, cd, st, ftop, i * n, kk)
         if combine:
@@ -323,9 +337,9 @@ def int_matmul(a, b, out, totals, stats, peak, seg, lo, hi, saturate, unit, cd, 
             out[i, :] = part
         ev = events.sum()
         stats[i, ST_SATURATED if saturate else ST_OVERFLOW] = ev
-        stats[i, ST_SWAMPED] = st[:, ST_SWAMPED].sum()
-        stats[i, ST_OVERFLOW] += st[:, ST_OVERFLOW].sum()
-        stats[i, ST_SATURATED] += st[:, ST_SATURATED].sum()
+        stats[i, ST_SWAMPED] = st[ST_SWAMPED].sum()
+        stats[i, ST_OVERFLOW] += st[ST_OVERFLOW].sum()
+        stats[i, ST_SATURATED] += st[ST_SATURATED].sum()
         peak[i] = max(top.max() * unit, ftop.max()) if n else 0.0
 
 
@@ -378,7 +392,7 @@ def aligned_matmul(a, b, out, stats, peak, seg, group, p, rnd, fd, cd, combine, 
         acc = np.zeros(n)
         raw = np.zeros(n)
         bad = np.zeros(n, dtype=np.bool_)
-        st = np.zeros((n, N_STATS), dtype=np.int64)
+        st = np.zeros((N_STATS, n), dtype=np.int64)
         top = np.zeros(n)
         for k0 in range(0, kk, seg):
             part[:] = 0.0
@@ -403,21 +417,21 @@ def aligned_matmul(a, b, out, stats, peak, seg, group, p, rnd, fd, cd, combine, 
                     for j in range(n):
                         v = av * b[k, j]
                         t = _keep(v, big_e[j] - p + 1, rnd)
-                        st[j, ST_SWAMPED] += (v != 0.0) & (t == 0.0)
+                        st[ST_SWAMPED, j] += (v != 0.0) & (t == 0.0)
                         acc[j] += t
                 for j in range(n):
                     x = raw[j] if bad[j] else acc[j]   # IEEE: Inf, or NaN
                     new, beyond = round_value(x, fd, (i * n + j) * kk + g0)
-                    st[j, ST_OVERFLOW] += beyond & (not fd[7])
-                    st[j, ST_SATURATED] += beyond & fd[7]
+                    st[ST_OVERFLOW, j] += beyond & (not fd[7])
+                    st[ST_SATURATED, j] += beyond & fd[7]
                     part[j] = new
-                    top[j] = max(top[j], abs(new))
+                    top[j] = _larger(abs(new), top[j])
             if combine:
                 _combine(total, part, 1.0, sa, sb, i, k0 // seg, cd, st, top, i * n, kk)
             else:
                 total[:] = part
         out[i, :] = total
-        stats[i, :] = st.sum(axis=0)
+        stats[i, :] = st.sum(axis=1)
         peak[i] = top.max() if n else 0.0
 
 

@@ -201,9 +201,10 @@ def _matmul2d(a: np.ndarray, b: np.ndarray, mac: MAC) -> MacResult:
         elif mac.order == "pairwise":
             mk.float_pairwise(opa.values, opb.values, out, stats, peak, fd, pf, prf is not None)
         else:
-            mk.float_matmul(opa.values, opb.values, out, stats, peak, seg, fd,
-                            acc.rounding == "nearest_even", acc.kahan, pf, prf is not None, cd,
-                            combine, sa, sb)
+            kernel = mk.float_matmul_nearest if acc.rounding == "nearest_even" else \
+                mk.float_matmul_exact
+            kernel(opa.values, opb.values, out, stats, peak, seg, fd, acc.kahan, pf,
+                   prf is not None, cd, combine, sa, sb)
     elif isinstance(acc, AlignedAccumulator):
         fd = _float_plan(acc.format, acc.rounding, None, None, None)
         mk.aligned_matmul(opa.values, opb.values, out, stats, peak, seg, acc.n, acc.p,
