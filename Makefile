@@ -29,6 +29,7 @@ bench: venv
 	$(PY) benchmarks/bench_formats.py
 	$(PY) benchmarks/bench_posits.py
 	$(PY) benchmarks/bench_scaled.py
+	$(PY) benchmarks/bench_mac.py
 
 # Removes build outputs and caches; keeps .venv (see distclean).
 clean:
