@@ -240,8 +240,8 @@ def float32_matmul(a, b, out, stats, peak):
     big = np.float32(np.finfo(np.float32).max)
     for i in prange(m):
         acc = np.zeros(n, dtype=np.float32)
-        swamped = np.zeros(n, dtype=np.int64)
-        over = np.zeros(n, dtype=np.int64)
+        swamped = np.zeros(n, dtype=np.int32)
+        over = np.zeros(n, dtype=np.int32)
         top = np.zeros(n, dtype=np.float32)
         for k in range(kk):
             av = a32[i, k]
@@ -249,14 +249,14 @@ def float32_matmul(a, b, out, stats, peak):
                 p = av * b32[k, j]
                 old = acc[j]
                 new = old + p
-                swamped[j] += (p != 0) & (new == old) & (abs(p) <= big)
-                over[j] += (abs(new) > big) & (abs(old) <= big) & (abs(p) <= big)
+                swamped[j] += np.int32((p != 0) & (new == old) & (abs(p) <= big))
+                over[j] += np.int32((abs(new) > big) & (abs(old) <= big) & (abs(p) <= big))
                 acc[j] = new
                 top[j] = _larger(abs(new), top[j])
         for j in range(n):
             out[i, j] = acc[j]
-        stats[i, ST_OVERFLOW] = over.sum()
-        stats[i, ST_SWAMPED] = swamped.sum()
+        stats[i, ST_OVERFLOW] = over.astype(np.int64).sum()
+        stats[i, ST_SWAMPED] = swamped.astype(np.int64).sum()
         peak[i] = top.max() if n else 0.0
 
 
@@ -346,8 +346,8 @@ def int_matmul(a, b, out, totals, stats, peak, seg, lo, hi, saturate, unit, cd, 
 @njit(cache=True, parallel=True)
 def int32_wrap_matmul(a, b, out, stats, peak):
     """The int32 wrapping register in native 32-bit arithmetic (int32 operands whose products
-    fit in int32, as int8 and int16 ones do): each sum is formed exactly in int64, truncated to
-    int32, and counted as an overflow when the two differ."""
+    fit in int32, as int8 and int16 ones do).  A sum wrapped exactly when both operands' signs
+    differ from the result's: ((acc ^ new) & (p ^ new)) < 0, counted by its sign bit."""
     m, kk = a.shape
     n = b.shape[1]
     for i in prange(m):
@@ -358,9 +358,10 @@ def int32_wrap_matmul(a, b, out, stats, peak):
         for k in range(kk):
             av = a[i, k]
             for j in range(n):
-                exact = np.int64(acc[j]) + np.int64(av * b[k, j])
-                new = np.int32(exact)
-                events[j] += np.int32(exact != new)
+                p = np.int32(av * b[k, j])
+                old = acc[j]
+                new = np.int32(old + p)
+                events[j] -= np.int32(((old ^ new) & (p ^ new)) >> 31)
                 acc[j] = new
                 hi[j] = max(hi[j], new)
                 lo[j] = min(lo[j], new)
