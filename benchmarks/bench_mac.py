@@ -4,9 +4,9 @@ dependency; ``pip install apytypes`` into the environment to include it).
 
     .venv/bin/python benchmarks/bench_mac.py [--size 512] [--repeat 3] [--presets a b ...]
 
-Each line: the preset, G MAC/s of ``mac_models.matmul`` on size x size x size (operands already in
-the preset's format, so the time is the MAC model's plus the operands' quantize pass), and the
-ratio to BLAS.  Targets (issue 5, 2-core machine): int8->int32 >= 10 G MAC/s, fp16 accumulation
+Each line: the preset, G MAC/s of ``mac_models.matmul`` on size x size x size (random normal
+operands, integers for the integer presets; the time includes quantizing them into the preset's
+formats, O(size^2) against the O(size^3) MACs), and the ratio to BLAS.  Targets (issue 5, 2-core machine): int8->int32 >= 10 G MAC/s, fp16 accumulation
 rounded after every add >= 3 G MAC/s, fp32-RNE sequential >= 5 G MAC/s, aligned >= 1 G MAC/s.
 """
 from __future__ import annotations

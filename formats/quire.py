@@ -129,6 +129,19 @@ def _round_quire(q, nar: bool, d, width: np.int64, mode: np.int64, key: np.uint6
     nar_code = 1 << (d[pk.NBITS] - 1)
     if nar:
         return nar_code
+    neg = to_magnitude(q)
+    if not q.any():
+        return 0
+    sig, top_bit = leading_bits(q)
+    if top_bit > width - 2:
+        return nar_code                                  # outside the quire's range
+    return pk.round_unpacked(neg, top_bit - 2 * pk.emax(d), sig, d, mode, key, index, sr_bits)
+
+
+@njit(cache=True)
+def to_magnitude(q) -> bool:
+    """Normalise the digits q and replace a negative value by its magnitude; True if it was
+    negative."""
     normalize(q)
     top = q.shape[0] - 1
     neg = q[top] < 0
@@ -136,12 +149,7 @@ def _round_quire(q, nar: bool, d, width: np.int64, mode: np.int64, key: np.uint6
         for i in range(top + 1):
             q[i] = -q[i]
         normalize(q)
-    if not q.any():
-        return 0
-    sig, top_bit = leading_bits(q)
-    if top_bit > width - 2:
-        return nar_code                                  # outside the quire's range
-    return pk.round_unpacked(neg, top_bit - 2 * pk.emax(d), sig, d, mode, key, index, sr_bits)
+    return neg
 
 
 @njit(cache=True)

@@ -25,7 +25,7 @@ Each class is a frozen description (a value, comparable and hashable); the arith
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Union
 
 from formats import FloatFormat, PositFormat, get
@@ -117,6 +117,9 @@ class AlignedAccumulator:
     def __post_init__(self) -> None:
         check_int("AlignedAccumulator n", self.n, 1, 1 << 16)
         check_int("AlignedAccumulator p", self.p, 1, 48)
+        if self.p + (self.n + 1).bit_length() > 62:
+            raise ValueError(f"AlignedAccumulator sums n + 1 = {self.n + 1} terms of p = {self.p} "
+                             f"bits exactly in 62 bits: p + log2(n + 1) must stay <= 62")
         if self.alignment not in ALIGNMENTS:
             raise ValueError(f"alignment must be 'truncate' or 'round', got {self.alignment!r}")
         object.__setattr__(self, "format",
@@ -156,7 +159,7 @@ class QuireAccumulator:
 
     format: Union[PositFormat, str] = "posit16_1"
     rounding: str = "nearest_even"
-    seed: Union[int, None] = field(default=None)
+    seed: Union[int, None] = None
 
     def __post_init__(self) -> None:
         f = get(self.format)

@@ -29,8 +29,8 @@ from numba import njit, prange
 
 from formats import float_kernels as fk
 from formats.bitcast import bits_to_f64, clz64, f64_to_bits, significand_exponent
-from formats.quire import add_scaled, leading_bits, normalize
-from formats.rounding import SATURATE
+from formats.quire import add_scaled, leading_bits, normalize, to_magnitude
+from formats.rounding import SATURATE, TOWARD_NEGATIVE
 
 ST_OVERFLOW, ST_SATURATED, ST_SWAMPED = range(3)
 N_STATS = 3
@@ -168,6 +168,22 @@ def _combine(total, part, unit, sa, sb, i, seg_no, cd, st, top, base, kk):
         top[j] = _larger(abs(new), top[j])
 
 
+@njit(cache=True, inline="always")
+def _end_segment(total, part, combine, sa, sb, i, seg_no, cd, st, top, kk):
+    """A float segment's sum into the row's totals: combined (scaled) or taken as it is."""
+    if combine:
+        _combine(total, part, 1.0, sa, sb, i, seg_no, cd, st, top, i * total.shape[0], kk)
+    else:
+        total[:] = part
+
+
+@njit(cache=True, inline="always")
+def _end_row(out, stats, peak, i, total, st, top):
+    out[i, :] = total
+    stats[i, :] = st.sum(axis=1)
+    peak[i] = top.max() if total.shape[0] else 0.0
+
+
 # ---- floating-point accumulators -----------------------------------------------------------
 @njit(cache=True, inline="always")
 def _product(av, bv, pf, use_pf, index, st, j):
@@ -215,13 +231,8 @@ def _make_float_matmul(fast: bool):
                         _count(st, j, old, new, p, beyond, fd[7])
                         part[j] = new
                         top[j] = _larger(abs(new), top[j])
-                if combine:
-                    _combine(total, part, 1.0, sa, sb, i, k0 // seg, cd, st, top, i * n, kk)
-                else:
-                    total[:] = part
-            out[i, :] = total
-            stats[i, :] = st.sum(axis=1)
-            peak[i] = top.max() if n else 0.0
+                _end_segment(total, part, combine, sa, sb, i, k0 // seg, cd, st, top, kk)
+            _end_row(out, stats, peak, i, total, st, top)
     return float_matmul
 
 
@@ -249,7 +260,8 @@ def float32_matmul(a, b, out, stats, peak):
                 p = av * b32[k, j]
                 old = acc[j]
                 new = old + p
-                swamped[j] += np.int32((p != 0) & (new == old) & (abs(p) <= big))
+                swamped[j] += np.int32((p != 0) & (new == old) & (abs(p) <= big)
+                                       & (abs(old) <= big))
                 over[j] += np.int32((abs(new) > big) & (abs(old) <= big) & (abs(p) <= big))
                 acc[j] = new
                 top[j] = _larger(abs(new), top[j])
@@ -274,18 +286,20 @@ def float_pairwise(a, b, out, stats, peak, fd, pf, use_pf):
             for j in range(n):
                 buf[k, j] = _product(a[i, k], b[k, j], pf, use_pf, (i * n + j) * kk + k, st, j)
         width = kk
+        node = 0                                # additions so far in each output's tree
         while width > 1:
             half = width // 2
             for t in range(half):
                 for j in range(n):
                     x = buf[2 * t, j]
                     y = buf[2 * t + 1, j]
-                    new, beyond = add_round(x, y, fd, (i * n + j) * kk + width + t)
+                    new, beyond = add_round(x, y, fd, (i * n + j) * kk + node + t)
                     _count(st, j, x, new, y, beyond, fd[7])
                     buf[t, j] = new
                     top[j] = _larger(abs(new), top[j])
             if width % 2:
                 buf[half, :] = buf[width - 1, :]
+            node += half
             width = half + width % 2
         for j in range(n):
             out[i, j] = buf[0, j] if kk else 0.0
@@ -383,14 +397,15 @@ def _binade(v):
 def aligned_matmul(a, b, out, stats, peak, seg, group, p, rnd, fd, cd, combine, sa, sb):
     """Groups of ``group`` products, aligned to the largest binade E among them and the running
     sum, each kept to its bits >= 2**(E - p + 1) (``rnd``: rounded to nearest even, else
-    truncated toward zero), summed exactly and rounded into ``fd``."""
+    truncated toward zero), summed exactly as integers in that unit (p + log2(group + 1) <= 62
+    bits, checked by AlignedAccumulator) and rounded once into ``fd``."""
     m, kk = a.shape
     n = b.shape[1]
     for i in prange(m):
         part = np.zeros(n)
         total = np.zeros(n)
         big_e = np.zeros(n, dtype=np.int64)
-        acc = np.zeros(n)
+        acc = np.zeros(n, dtype=np.int64)
         raw = np.zeros(n)
         bad = np.zeros(n, dtype=np.bool_)
         st = np.zeros((N_STATS, n), dtype=np.int64)
@@ -418,31 +433,32 @@ def aligned_matmul(a, b, out, stats, peak, seg, group, p, rnd, fd, cd, combine, 
                     for j in range(n):
                         v = av * b[k, j]
                         t = _keep(v, big_e[j] - p + 1, rnd)
-                        st[ST_SWAMPED, j] += (v != 0.0) & (t == 0.0)
+                        st[ST_SWAMPED, j] += (v != 0.0) & (t == 0)
                         acc[j] += t
                 for j in range(n):
-                    x = raw[j] if bad[j] else acc[j]   # IEEE: Inf, or NaN
-                    new, beyond = round_value(x, fd, (i * n + j) * kk + g0)
+                    # the kept sum acc * 2**unit (|acc| < 2**62) as an exact pair, rounded once
+                    unit = big_e[j] - p + 1
+                    hi = np.float64(acc[j])
+                    lo = np.float64(acc[j] - np.int64(hi))
+                    hi, lo = math.ldexp(hi, unit), math.ldexp(lo, unit)
+                    if bad[j]:
+                        hi, lo = raw[j], 0.0             # IEEE: Inf, or NaN
+                    new, beyond = add_round(hi, lo, fd, (i * n + j) * kk + g0)
                     st[ST_OVERFLOW, j] += beyond & (not fd[7])
                     st[ST_SATURATED, j] += beyond & fd[7]
                     part[j] = new
                     top[j] = _larger(abs(new), top[j])
-            if combine:
-                _combine(total, part, 1.0, sa, sb, i, k0 // seg, cd, st, top, i * n, kk)
-            else:
-                total[:] = part
-        out[i, :] = total
-        stats[i, :] = st.sum(axis=1)
-        peak[i] = top.max() if n else 0.0
+            _end_segment(total, part, combine, sa, sb, i, k0 // seg, cd, st, top, kk)
+        _end_row(out, stats, peak, i, total, st, top)
 
 
 @njit(cache=True, inline="always")
 def _keep(v, unit_exp, rnd):
-    """``v`` reduced to a multiple of 2**unit_exp: to nearest even (``rnd``) or toward zero.
-    Exact: |v| < 2**(unit_exp + 48), so the quotient is exact and the result is representable."""
+    """``v`` in units of 2**unit_exp, rounded to an integer: to nearest even (``rnd``) or toward
+    zero.  Exact: |v| < 2**(unit_exp + 48), so the quotient is exact."""
     q = math.ldexp(v, -unit_exp)
     q = np.rint(q) if rnd else np.trunc(q)
-    return math.ldexp(q, unit_exp) if np.isfinite(v) else 0.0
+    return np.int64(q) if np.isfinite(v) else np.int64(0)
 
 
 # ---- exact (Kulisch) accumulation -------------------------------------------------------------
@@ -456,13 +472,7 @@ def _kulisch_add(q, v, lsb):
 @njit(cache=True)
 def kulisch_value(q, lsb, fd, index):
     """The value of the digits q (times 2**lsb) rounded once into ``fd`` (q is clobbered)."""
-    normalize(q)
-    top = q.shape[0] - 1
-    neg = q[top] < 0
-    if neg:
-        for t in range(top + 1):
-            q[t] = -q[t]
-        normalize(q)
+    neg = to_magnitude(q)
     if not q.any():
         return 0.0, False
     sig, top_bit = leading_bits(q)
@@ -488,10 +498,12 @@ def exact_matmul(a, b, out, stats, n_digits, lsb, fd):
         pinf = np.zeros(n, dtype=np.bool_)
         ninf = np.zeros(n, dtype=np.bool_)
         nan = np.zeros(n, dtype=np.bool_)
+        signed = np.zeros(n, dtype=np.bool_)   # a product other than +0 was added
         for k in range(kk):
             av = a[i, k]
             for j in range(n):
                 v = av * b[k, j]
+                signed[j] |= (v != 0.0) | np.signbit(v)
                 if np.isfinite(v):
                     if v != 0.0:
                         _kulisch_add(q[j], v, lsb)
@@ -511,6 +523,8 @@ def exact_matmul(a, b, out, stats, n_digits, lsb, fd):
                 out[i, j] = round_value(np.inf if pinf[j] else -np.inf, fd, 0)[0]
             else:
                 v, beyond = kulisch_value(q[j], lsb, fd, i * n + j)
+                if v == 0.0 and signed[j] and fd[4] == TOWARD_NEGATIVE:
+                    v = -0.0                    # IEEE: an exact zero sum is -0 rounding down
                 over += beyond & (not fd[7])
                 sat += beyond & fd[7]
                 out[i, j] = v
@@ -539,6 +553,11 @@ def float_plan(fmt, rounding_mode: int, key: np.uint64, sr_bits: int, overflow: 
 
 @njit(cache=True, parallel=True)
 def scale_all(x, t, cd):
-    """x[i] = x[i] * t rounded once into ``cd`` (a per-tensor scale applied to the results)."""
+    """x[i] = x[i] * t rounded once into ``cd`` (a per-tensor scale applied to the results);
+    returns how many of those roundings overflowed."""
+    over = 0
     for i in prange(x.shape[0]):
-        x[i] = add_scaled_round(0.0, x[i], t, cd, i)[0]
+        v, beyond, _ = add_scaled_round(0.0, x[i], t, cd, i)
+        x[i] = v
+        over += beyond
+    return over

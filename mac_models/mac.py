@@ -26,7 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Union
 
-from formats import FloatFormat, IntFormat, PositFormat, ScaledFormat, get
+from formats import FloatFormat, IntFormat, ScaledFormat, get
 from formats.rounding import MODES
 from formats.scalar import ScalarFormat, check_bool, check_int
 
@@ -120,8 +120,6 @@ class MAC:
                                  "its sums exact in float64: at most 53 bits")
         else:
             sa, sb = elem_a.precision[0], elem_b.precision[0]
-            if isinstance(elem_a, PositFormat) or isinstance(elem_b, PositFormat):
-                sa, sb = max(sa, 1), max(sb, 1)
             if sa + sb > 53:
                 raise ValueError(f"products of {elem_a.name} and {elem_b.name} need {sa + sb} "
                                  f"significant bits, more than float64 holds exactly; use a "

@@ -3,17 +3,19 @@
 Every function returns a :class:`MacResult`: the float64 results (exactly what the described
 hardware would produce) and the statistics summed over all outputs:
 
-* ``overflows``: integer wraps, or float registers driven to Inf/NaN by an exact result beyond
-  their range (counted once, on the step that left the finite range);
-* ``saturations``: clamps of a saturating register (integer or float);
+* ``overflows``: integer wraps, or roundings of a float register (with the ``ieee`` policy) that
+  went beyond its largest finite value - the result is then Inf (or NaN), or max in the
+  directions that round toward it; counted on steps whose inputs were finite;
+* ``saturations``: the same events in a saturating register (integer or float), clamped to
+  its range;
 * ``swamped``: nonzero addends that left the register unchanged (or that alignment truncated to
   nothing);
-* ``max_abs_partial``: the largest |value| any register held (NaN for the exact and quire
-  accumulators, whose partial sums are not rounded values);
+* ``max_abs_partial``: the largest |value| any register held (Inf once one overflowed; NaN for
+  the exact and quire accumulators, whose partial sums are not rounded values);
 * ``macs``: multiply-accumulates performed (M * N * K per matmul).
 
 Stochastic accumulators draw their random bits from the accumulator's seed and the position of
-each addition (output and k), so results do not depend on threads or batch order.
+each addition (batch entry or conv group, output and k), so results do not depend on threads.
 """
 from __future__ import annotations
 
@@ -30,6 +32,7 @@ from . import kernels as mk
 from .accumulators import (AlignedAccumulator, ExactAccumulator, FloatAccumulator,
                            IntAccumulator, QuireAccumulator)
 from .mac import MAC
+from .presets import preset
 
 _FP32 = FloatFormat(8, 23)
 _PROMOTE_KEY = np.uint64(0x5851F42D4C957F2D)          # separates the promotion register's stream
@@ -51,9 +54,9 @@ class MacResult:
         self.overflows += other.overflows
         self.saturations += other.saturations
         self.swamped += other.swamped
-        self.max_abs_partial = float(np.fmax(self.max_abs_partial, other.max_abs_partial)
-                                     if not np.isnan(self.max_abs_partial + other.max_abs_partial)
-                                     else np.nan)
+        untracked = np.isnan(self.max_abs_partial) or np.isnan(other.max_abs_partial)
+        self.max_abs_partial = np.nan if untracked else max(self.max_abs_partial,
+                                                            other.max_abs_partial)
         self.macs += other.macs
 
 
@@ -61,7 +64,6 @@ def _mac(mac) -> MAC:
     if isinstance(mac, MAC):
         return mac
     if isinstance(mac, str):
-        from .presets import preset
         return preset(mac)
     raise TypeError(f"mac must be a MAC or a preset name, got {mac!r}")
 
@@ -92,6 +94,9 @@ class _Operand:
 def _operand(x: np.ndarray, fmt, k_axis: int) -> _Operand:
     """Quantize one 2-D operand; ``k_axis`` is its summed axis (1 for A, 0 for B)."""
     if not isinstance(fmt, ScaledFormat):
+        if isinstance(fmt, IntFormat) and not np.isfinite(x).all():
+            raise ValueError(f"{fmt.name} cannot hold NaN or Inf, and an operand holds "
+                             f"{int(np.count_nonzero(~np.isfinite(x)))} such value(s)")
         return _Operand(fmt.quantize(x), np.ones((1, 1)), None, 1.0)
     other = 1 - k_axis
     st = fmt.encode(x, axis=other if fmt.group == "channel" else k_axis)
@@ -154,24 +159,32 @@ def _integers(values: np.ndarray, fmt) -> np.ndarray:
 
 
 # ---- the 2-D engine -------------------------------------------------------------------------
-def _matmul2d(a: np.ndarray, b: np.ndarray, mac: MAC) -> MacResult:
+def _matmul2d(a: np.ndarray, b: np.ndarray, mac: MAC, stream: int) -> MacResult:
+    """One (M, K) @ (K, N) product.  ``stream`` numbers the 2-D products of one call (batch
+    entries, conv groups) so that their stochastic roundings draw different bits."""
     m, k = a.shape
     n = b.shape[1]
     acc = mac.accumulator
     macs = m * n * k
+    salt = (stream * 0x9E3779B97F4A7C15) % (1 << 64)
     if isinstance(acc, QuireAccumulator):
         fmt = acc.format
+        seed = None if acc.seed is None else (acc.seed + salt) % (1 << 64)
         codes = fused_dot(fmt, fmt.encode(a)[:, None, :], fmt.encode(b).T[None, :, :],
-                          acc.rounding, acc.seed)
+                          acc.rounding, seed)
         return MacResult(fmt.decode(codes).reshape(m, n), max_abs_partial=np.nan, macs=macs)
+    if k == 0:                                        # empty sums are exactly zero
+        zeros = np.zeros((m, n))
+        return MacResult(zeros, macs=0, integers=zeros.astype(np.int64)
+                         if isinstance(acc, IntAccumulator) else None)
     opa = _operand(a, mac.a_format, 1)
     opb = _operand(b, mac.b_format, 0)
     seg, sa, sb = _segments(opa, opb, k, mac)
     scaled = isinstance(mac.a_format, ScaledFormat) or isinstance(mac.b_format, ScaledFormat)
     combine = seg < k or scaled
-    cd = _acc_plan(mac.promotion, _PROMOTE_KEY)
+    cd = _acc_plan(mac.promotion, _PROMOTE_KEY ^ salt)
     if mac.chunks > 1 and isinstance(acc, FloatAccumulator):
-        cd = _acc_plan(acc, _PROMOTE_KEY)                  # chunks combine in the same register
+        cd = _acc_plan(acc, _PROMOTE_KEY ^ salt)           # chunks combine in the same register
     out = np.zeros((m, n))
     stats = np.zeros((m, mk.N_STATS), dtype=np.int64)
     peak = np.zeros(m)
@@ -192,10 +205,10 @@ def _matmul2d(a: np.ndarray, b: np.ndarray, mac: MAC) -> MacResult:
             integers = ints
             out = ints * unit
     elif isinstance(acc, FloatAccumulator):
-        fd = _acc_plan(acc)
+        fd = _acc_plan(acc, salt)
         prf = mac.product_rounding_format
         pf = _float_plan(prf or _FP32, mac.product_rounding if mac.product_format else
-                         acc.rounding, acc.seed, acc.sr_bits, None, 0x9E37)
+                         acc.rounding, acc.seed, acc.sr_bits, None, 0x9E37 ^ salt)
         if _native_fp32(mac, combine):
             mk.float32_matmul(opa.values, opb.values, out, stats, peak)
         elif mac.order == "pairwise":
@@ -211,13 +224,14 @@ def _matmul2d(a: np.ndarray, b: np.ndarray, mac: MAC) -> MacResult:
                           acc.alignment == "round", fd, cd, combine, sa, sb)
     else:
         assert isinstance(acc, ExactAccumulator)
-        fd = _float_plan(acc.format, acc.rounding, acc.seed, acc.sr_bits, None)
+        fd = _float_plan(acc.format, acc.rounding, acc.seed, acc.sr_bits, None, salt)
         lsb, digits = _kulisch_layout(mac, k)
         mk.exact_matmul(opa.values, opb.values, out, stats, digits, lsb, fd)
         peak[:] = np.nan
     t = opa.tensor_scale * opb.tensor_scale
     if t != 1.0:
-        mk.scale_all(out.reshape(-1), t, cd)
+        beyond = mk.scale_all(out.reshape(-1), t, cd)
+        stats[0, mk.ST_SATURATED if cd[7] else mk.ST_OVERFLOW] += beyond
     return MacResult(out, int(stats[:, mk.ST_OVERFLOW].sum()),
                      int(stats[:, mk.ST_SATURATED].sum()), int(stats[:, mk.ST_SWAMPED].sum()),
                      float(peak.max()) if m else 0.0, macs, integers)
@@ -252,7 +266,11 @@ def _kulisch_layout(mac: MAC, k: int) -> tuple[int, int]:
 def matmul(a, b, mac: Union[MAC, str]) -> MacResult:
     """``a @ b`` through ``mac``: 2-D (M, K) @ (K, N), or batched (..., M, K) @ (..., K, N) with
     broadcasting of the leading axes, as numpy.matmul."""
-    mac = _mac(mac)
+    return _matmul(a, b, _mac(mac), 0)
+
+
+def _matmul(a, b, mac: MAC, stream: int) -> MacResult:
+    """matmul whose 2-D products are numbered from ``stream`` (see :func:`_matmul2d`)."""
     a = as_real_array(a, "a")
     b = as_real_array(b, "b")
     if a.ndim < 2 or b.ndim < 2:
@@ -267,8 +285,9 @@ def matmul(a, b, mac: Union[MAC, str]) -> MacResult:
     total = MacResult(np.empty(lead + (a.shape[-2], b.shape[-1])),
                       max_abs_partial=-np.inf)
     ints = []
-    for idx in np.ndindex(*lead):
-        r = _matmul2d(np.ascontiguousarray(a[idx]), np.ascontiguousarray(b[idx]), mac)
+    for number, idx in enumerate(np.ndindex(*lead)):
+        r = _matmul2d(np.ascontiguousarray(a[idx]), np.ascontiguousarray(b[idx]), mac,
+                      stream + number)
         total.values[idx] = r.values
         total._merge(r)
         ints.append(r.integers)
@@ -300,6 +319,7 @@ def conv2d(x, w, mac: Union[MAC, str], stride=1, padding=0, dilation=1,
     (O, C / groups, kh, kw) through ``mac``, as a matmul on im2col columns: each output sums its
     products in the order (channel, kernel row, kernel column).  ``stride``, ``padding`` and
     ``dilation`` are ints or (h, w) pairs; zero padding."""
+    mac = _mac(mac)
     x = as_real_array(x, "x")
     w = as_real_array(w, "w")
     if x.ndim != 4 or w.ndim != 4:
@@ -332,7 +352,7 @@ def conv2d(x, w, mac: Union[MAC, str], stride=1, padding=0, dilation=1,
     for g in range(groups):
         a = cols[:, :, :, g * cg:(g + 1) * cg].reshape(nb * ho * wo, cg * kh * kw)
         b = w[g * og:(g + 1) * og].reshape(og, cg * kh * kw).T
-        r = matmul(a, b, mac)
+        r = _matmul(a, b, mac, g)
         out[:, g * og:(g + 1) * og] = r.values.reshape(nb, ho, wo, og).transpose(0, 3, 1, 2)
         total._merge(r)
     return total

@@ -10,6 +10,7 @@ Integer Operations".
 from __future__ import annotations
 
 import difflib
+from dataclasses import replace
 
 from .accumulators import (AlignedAccumulator, FloatAccumulator, IntAccumulator,
                            QuireAccumulator)
@@ -52,9 +53,4 @@ def preset(name: str) -> MAC:
         hint = f"; close matches: {', '.join(close)}" if close else ""
         raise ValueError(f"unknown MAC preset {name!r}{hint} (see mac_models.preset_names())")
     mac = _PRESETS[name]()
-    return mac if mac.name == name else _renamed(mac, name)
-
-
-def _renamed(mac: MAC, name: str) -> MAC:
-    from dataclasses import replace
-    return replace(mac, name=name)
+    return mac if mac.name == name else replace(mac, name=name)

@@ -343,3 +343,57 @@ def test_bad_input_is_refused_clearly():
         mm.dot(np.ones((2, 2)), np.ones(2), "fp16->fp32")
     with pytest.raises(ValueError, match="channels do not match"):
         mm.conv2d(np.ones((1, 3, 4, 4)), np.ones((2, 2, 3, 3)), "fp16->fp32")
+
+
+# ---- cases a cold review found ---------------------------------------------------------------
+def test_aligned_wide_terms_sum_exactly():
+    # p = 48 and n = 65: the kept terms need 55 bits together; the sticky 2**-47 must survive
+    a = np.array([[2.0 ** -47] + [1.0] * 64])
+    b = np.ones((65, 1))
+    acc = mm.AlignedAccumulator(n=65, p=48, rounding="toward_positive")
+    r = mm.matmul(a, b, mm.MAC("fp32", accumulator=acc))
+    want = aligned_reference(fractions_of_products(a, b)[0][0], 65, 48, True, "toward_positive")
+    assert r.values[0, 0] == want == float(np.nextafter(np.float32(64), np.float32(np.inf)))
+    with pytest.raises(ValueError, match="62 bits"):
+        mm.AlignedAccumulator(n=1 << 16, p=48)
+
+
+@pytest.mark.parametrize("product_format", [None, "fp32"])   # native float32 and exact paths
+def test_statistics_after_a_register_became_infinite(product_format):
+    mac = mm.MAC("fp16", accumulator=mm.FloatAccumulator("fp32"), product_format=product_format)
+    r = mm.dot([np.inf, 1.0, 1.0, 1.0], np.ones(4), mac)
+    assert r.values == np.inf
+    assert r.max_abs_partial == np.inf
+    assert r.swamped == 0 and r.overflows == 0      # an Inf operand is not an overflow
+
+
+def test_stochastic_batches_and_groups_draw_different_bits():
+    rng = np.random.default_rng(4)
+    a = rng.standard_normal((1, 1, 64))
+    b = rng.standard_normal((1, 64, 1))
+    mac = mm.MAC("fp32", accumulator=mm.FloatAccumulator("bf16", "stochastic", seed=7))
+    batch = mm.matmul(np.concatenate([a] * 8), np.concatenate([b] * 8), mac).values.ravel()
+    assert len(set(batch.tolist())) > 1
+    assert batch[0] == mm.matmul(a[0], b[0], mac).values[0, 0]    # entry 0 is the 2-D draw
+
+
+def test_empty_sums_are_zero_for_every_kind():
+    for name in ("mxfp8->fp32", "nvfp4->fp32", "int8->int32", "fp16->fp16", "posit16_quire"):
+        r = mm.matmul(np.ones((2, 0)), np.ones((0, 3)), name)
+        np.testing.assert_array_equal(r.values, np.zeros((2, 3)))
+        assert r.macs == 0
+
+
+@pytest.mark.parametrize("mode,negative", [("toward_negative", True), ("nearest_even", False)])
+def test_exact_zero_sum_sign_follows_ieee(mode, negative):
+    mac = mm.MAC("fp16", accumulator=mm.ExactAccumulator("fp32", mode))
+    r = mm.dot([1.0, -1.0], [1.0, 1.0], mac)
+    seq = mm.dot([1.0, -1.0], [1.0, 1.0], mm.MAC("fp16", accumulator=mm.FloatAccumulator(
+        "fp32", mode), product_format="fp32"))
+    assert r.values == 0.0 and bool(np.signbit(r.values)) == negative == bool(
+        np.signbit(seq.values))
+
+
+def test_integer_formats_refuse_infinities():
+    with pytest.raises(ValueError, match="cannot hold NaN or Inf"):
+        mm.dot([1.0, np.inf], [1.0, 1.0], "int8->int32")
