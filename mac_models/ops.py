@@ -181,7 +181,7 @@ def _matmul2d(a: np.ndarray, b: np.ndarray, mac: MAC, stream: int) -> MacResult:
     opb = _operand(b, mac.b_format, 0)
     seg, sa, sb = _segments(opa, opb, k, mac)
     scaled = isinstance(mac.a_format, ScaledFormat) or isinstance(mac.b_format, ScaledFormat)
-    combine = seg < k or scaled
+    combine = seg < k or scaled or mac.promote_every is not None   # the last piece is promoted too
     cd = _acc_plan(mac.promotion, _PROMOTE_KEY ^ salt)
     if mac.chunks > 1 and isinstance(acc, FloatAccumulator):
         cd = _acc_plan(acc, _PROMOTE_KEY ^ salt)           # chunks combine in the same register

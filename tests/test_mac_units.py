@@ -397,3 +397,11 @@ def test_exact_zero_sum_sign_follows_ieee(mode, negative):
 def test_integer_formats_refuse_infinities():
     with pytest.raises(ValueError, match="cannot hold NaN or Inf"):
         mm.dot([1.0, np.inf], [1.0, 1.0], "int8->int32")
+
+
+def test_promotion_applies_even_when_k_is_shorter_than_the_interval():
+    # one int32 partial sum, 4097**2 = 2**24 + 8193, promoted into fp32 must round there
+    mac = mm.MAC("int16", accumulator=mm.IntAccumulator(32), promote_every=128)
+    r = mm.dot([4097.0], [4097.0], mac)
+    assert r.values == float(np.float32(4097 * 4097)) != 4097 * 4097
+    assert r.integers is None
