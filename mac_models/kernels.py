@@ -9,16 +9,17 @@ summed from zero by the accumulator and its sum is then combined into the row's 
 accumulator step (see :mod:`mac_models.ops`).
 
 Statistics, per row, columns ``ST_*``: overflow events (an integer register wrapped, or a float
-register went to Inf/NaN because the exact result lay beyond its range), saturation events (a
-register was clamped), swamped addends (a nonzero addend that left the register unchanged, or
+register's rounding went beyond its largest finite value), saturation events (the same in a
+register that clamps), swamped addends (a nonzero addend that left the register unchanged, or
 that alignment truncated to nothing) and, in ``peak``, the largest |value| any register held.
 
 Compile time: the exact rounding (``add_round`` and friends) is compiled once, out of line, and
 called; only the nearest-even fast path and the integer step are inlined into the loops.
 
 Stochastic rounding draws from :func:`formats.rounding.random_bits` keyed by the accumulator's
-key and the index ``(i * N + j) * K + k`` of the addition (times 4 plus the step for Kahan's four
-roundings), so results do not depend on the thread count.
+key (salted per batch entry or conv group by :mod:`mac_models.ops`) and the index
+``(i * N + j) * K + k`` of the addition (times 4 plus the step for Kahan's four roundings; the
+node number in a pairwise tree), so results do not depend on the thread count.
 """
 from __future__ import annotations
 
@@ -65,18 +66,25 @@ def finish(code, fd):
 
 
 @njit(cache=True, inline="always")
-def add_nearest_even(acc, x, fd):
-    """``add_round`` for nearest-even, branch-free: the float64 sum is made round-to-odd from its
-    TwoSum error (the odd neighbour of the exact sum), which any format of <= 51 significant bits
-    then rounds exactly as it would the exact sum; the value-domain rounding does the rest."""
-    s = acc + x
-    bp = s - acc
-    e = (acc - (s - bp)) + (x - bp)
+def odd_sum(a, b):
+    """a + b rounded to odd in float64, branch-free: the nearest float64 sum, moved to its odd
+    neighbour when the TwoSum error says it was inexact.  Rounding that value into any format of
+    <= 51 significant bits gives what rounding the exact sum would (and keeps its sign and
+    whether it was zero)."""
+    s = a + b
+    bp = s - a
+    e = (a - (s - bp)) + (b - bp)
     bits = f64_to_bits(s)
     fix = (e != 0.0) & ((bits & _U1) == np.uint64(0)) & np.isfinite(e)
     grow = (e > 0) == (s > 0)                           # the exact sum is farther from zero
-    bits = bits + np.uint64(fix & grow) - np.uint64(fix & (not grow))
-    odd = bits_to_f64(bits)
+    return bits_to_f64(bits + np.uint64(fix & grow) - np.uint64(fix & (not grow)))
+
+
+@njit(cache=True, inline="always")
+def add_nearest_even(acc, x, fd):
+    """``add_round`` for nearest-even, branch-free: the round-to-odd sum (:func:`odd_sum`)
+    rounded in the value domain."""
+    odd = odd_sum(acc, x)
     big = abs(odd)
     return fk.quantize_nearest_even_one(odd, fd[0], fd[2]), (big > fd[3]) | ((big == fd[3]) & fd[8])
 
@@ -122,20 +130,12 @@ def add_scaled_round(acc, part, scale, fd, index):
         l = 0.0
     s1, e1 = fk.two_sum(acc, h)
     s1 = fk.exact_zero_sign(acc, h, s1, fd[4])
-    s2 = e1 + l
-    bp = s2 - e1
-    e2 = (e1 - (s2 - bp)) + (l - bp)
+    s2, e2 = fk.two_sum(e1, l)
     s3 = s1 + s2
     e3 = s2 - (s3 - s1)                                 # FastTwoSum (|s1| >= |s2|)
     if not np.isfinite(s3):
         s3, e3, e2 = s1, 0.0, 0.0
-    t = e3 + e2
-    bp = t - e3
-    et = (e3 - (t - bp)) + (e2 - bp)
-    bits = f64_to_bits(t)
-    fix = (et != 0.0) & ((bits & _U1) == np.uint64(0))
-    grow = (et > 0) == (t > 0)
-    t = bits_to_f64(bits + np.uint64(fix & grow) - np.uint64(fix & (not grow)))
+    t = odd_sum(e3, e2)
     v, beyond = finish(fk.round_pair(s3, t, fd[0], fd[1], fd[4], fd[5], index, fd[6]), fd)
     return v, beyond, h
 
@@ -147,11 +147,18 @@ def _larger(x, y):
 
 
 @njit(cache=True, inline="always")
+def _tally(st, j, beyond, saturates):
+    """One rounding that went beyond the register's range: a saturation or an overflow."""
+    st[ST_OVERFLOW, j] += beyond & (not saturates)
+    st[ST_SATURATED, j] += beyond & saturates
+
+
+@njit(cache=True, inline="always")
 def _count(st, j, old, new, x, beyond, saturates):
+    """The statistics of one addition old + x -> new (events only from finite inputs)."""
     finite_in = np.isfinite(old) & np.isfinite(x)
     st[ST_SWAMPED, j] += (x != 0.0) & (new == old) & finite_in
-    st[ST_OVERFLOW, j] += beyond & (not saturates) & finite_in
-    st[ST_SATURATED, j] += beyond & saturates & finite_in
+    _tally(st, j, beyond & finite_in, saturates)
 
 
 @njit(cache=True)
@@ -190,8 +197,7 @@ def _product(av, bv, pf, use_pf, index, st, j):
     p = av * bv
     if use_pf:
         p, beyond = round_value(p, pf, index)
-        st[ST_OVERFLOW, j] += beyond & (not pf[7])
-        st[ST_SATURATED, j] += beyond & pf[7]
+        _tally(st, j, beyond, pf[7])
     return p
 
 
@@ -301,10 +307,7 @@ def float_pairwise(a, b, out, stats, peak, fd, pf, use_pf):
                 buf[half, :] = buf[width - 1, :]
             node += half
             width = half + width % 2
-        for j in range(n):
-            out[i, j] = buf[0, j] if kk else 0.0
-        stats[i, :] = st.sum(axis=1)
-        peak[i] = top.max() if n else 0.0
+        _end_row(out, stats, peak, i, buf[0], st, top)
 
 
 # ---- integer accumulators ------------------------------------------------------------------
@@ -444,8 +447,7 @@ def aligned_matmul(a, b, out, stats, peak, seg, group, p, rnd, fd, cd, combine, 
                     if bad[j]:
                         hi, lo = raw[j], 0.0             # IEEE: Inf, or NaN
                     new, beyond = add_round(hi, lo, fd, (i * n + j) * kk + g0)
-                    st[ST_OVERFLOW, j] += beyond & (not fd[7])
-                    st[ST_SATURATED, j] += beyond & fd[7]
+                    _tally(st, j, beyond, fd[7])
                     part[j] = new
                     top[j] = _larger(abs(new), top[j])
             _end_segment(total, part, combine, sa, sb, i, k0 // seg, cd, st, top, kk)

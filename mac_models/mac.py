@@ -37,6 +37,11 @@ ORDERS = ("sequential", "pairwise")
 FormatLike = Union[str, ScalarFormat, ScaledFormat]
 
 
+def element_format(fmt) -> ScalarFormat:
+    """The scalar format of one operand element: the element format of a scaled format."""
+    return fmt.element if isinstance(fmt, ScaledFormat) else fmt
+
+
 @dataclass(frozen=True)
 class MAC:
     """One multiply-accumulate design (see the module doc for each field's meaning)."""
@@ -83,8 +88,7 @@ class MAC:
             object.__setattr__(self, "name", self._default_name())
 
     def _check_units(self, a, b, acc) -> None:
-        elem_a = a.element if isinstance(a, ScaledFormat) else a
-        elem_b = b.element if isinstance(b, ScaledFormat) else b
+        elem_a, elem_b = element_format(a), element_format(b)
         scaled = isinstance(a, ScaledFormat) or isinstance(b, ScaledFormat)
         for f in (a, b):
             if isinstance(f, ScaledFormat) and f.hadamard is not None:

@@ -31,7 +31,7 @@ from formats.scalar import as_real_array
 from . import kernels as mk
 from .accumulators import (AlignedAccumulator, ExactAccumulator, FloatAccumulator,
                            IntAccumulator, QuireAccumulator)
-from .mac import MAC
+from .mac import MAC, element_format
 from .presets import preset
 
 _FP32 = FloatFormat(8, 23)
@@ -154,8 +154,8 @@ def _segments(a: _Operand, b: _Operand, k: int, mac: MAC) -> tuple[int, np.ndarr
 
 
 def _integers(values: np.ndarray, fmt) -> np.ndarray:
-    elem = fmt.element if isinstance(fmt, ScaledFormat) else fmt
-    return np.rint(values * 2.0 ** elem.frac_bits).astype(np.int64)
+    """The integers k of fixed-point element values k * 2**-frac_bits."""
+    return np.rint(values * 2.0 ** element_format(fmt).frac_bits).astype(np.int64)
 
 
 # ---- the 2-D engine -------------------------------------------------------------------------
@@ -191,9 +191,8 @@ def _matmul2d(a: np.ndarray, b: np.ndarray, mac: MAC, stream: int) -> MacResult:
     integers = None
     if isinstance(acc, IntAccumulator):
         ia, ib = _integers(opa.values, mac.a_format), _integers(opb.values, mac.b_format)
-        elem_a = mac.a_format.element if isinstance(mac.a_format, ScaledFormat) else mac.a_format
-        elem_b = mac.b_format.element if isinstance(mac.b_format, ScaledFormat) else mac.b_format
-        unit = 2.0 ** -(elem_a.frac_bits + elem_b.frac_bits)
+        unit = 2.0 ** -(element_format(mac.a_format).frac_bits
+                        + element_format(mac.b_format).frac_bits)
         ints = np.zeros((m, n), dtype=np.int64)
         if acc.bits == 32 and acc.overflow == "wrap" and not combine and _fits_int32(ia, ib):
             mk.int32_wrap_matmul(ia.astype(np.int32), ib.astype(np.int32), ints, stats, peak)
