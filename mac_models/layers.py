@@ -1,0 +1,191 @@
+"""Cost of a whole layer: its MACs through a MAC design plus its tensors' memory traffic.
+
+A layer is a :class:`Matmul` or a :class:`Conv2d` shape.  Traffic model: each operand tensor is
+read once and the output written once, at one memory level (DRAM by default), in the formats
+given (by default the MAC's operand formats, and for the output the register the sums end in:
+the promotion register where sums are promoted or block-scaled, else the accumulator's format).
+Perfect reuse inside the array is assumed: a lower bound on traffic, the usual first-order
+proxy.  Energies in pJ.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Mapping, Union
+
+from formats import IntFormat, ScaledFormat, get
+
+from .accumulators import IntAccumulator
+from .costs import cost
+from .mac import MAC
+from .memory import MemoryCost, memory_cost
+from .presets import preset
+from .technology import TechLike
+
+
+def _positive(name: str, v) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+        raise ValueError(f"{name} must be a positive integer, got {v!r}")
+    return v
+
+
+def _pair(name: str, v, lo: int) -> tuple[int, int]:
+    pair = (v, v) if isinstance(v, int) and not isinstance(v, bool) else tuple(v)
+    if len(pair) != 2 or any(isinstance(x, bool) or not isinstance(x, int) or x < lo
+                             for x in pair):
+        raise ValueError(f"{name} must be an integer >= {lo} or a pair of them, got {v!r}")
+    return pair
+
+
+@dataclass(frozen=True)
+class Matmul:
+    """``(batch, m, k) @ (k, n)``; ``b_batched=True`` when B has the batch too (attention's
+    score and value products), else one B is shared by the batch (a Linear layer's weights)."""
+
+    m: int
+    k: int
+    n: int
+    batch: int = 1
+    b_batched: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("m", "k", "n", "batch"):
+            _positive(name, getattr(self, name))
+
+    @property
+    def macs(self) -> int:
+        return self.batch * self.m * self.k * self.n
+
+    @property
+    def dot_length(self) -> int:
+        return self.k
+
+    def sizes(self) -> dict:
+        """Elements of A, B and the output."""
+        return {"a": self.batch * self.m * self.k,
+                "b": (self.batch if self.b_batched else 1) * self.k * self.n,
+                "out": self.batch * self.m * self.n}
+
+
+@dataclass(frozen=True)
+class Conv2d:
+    """A 2-D convolution of an (batch, in_channels, height, width) input with
+    (out_channels, in_channels / groups, kernel) weights, as :func:`mac_models.conv2d`."""
+
+    batch: int
+    in_channels: int
+    height: int
+    width: int
+    out_channels: int
+    kernel: Union[int, tuple] = 3
+    stride: Union[int, tuple] = 1
+    padding: Union[int, tuple] = 0
+    dilation: Union[int, tuple] = 1
+    groups: int = 1
+    _out: tuple = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        for name in ("batch", "in_channels", "height", "width", "out_channels", "groups"):
+            _positive(name, getattr(self, name))
+        if self.in_channels % self.groups or self.out_channels % self.groups:
+            raise ValueError(f"groups={self.groups} must divide in_channels={self.in_channels} "
+                             f"and out_channels={self.out_channels}")
+        kh, kw = _pair("kernel", self.kernel, 1)
+        sh, sw = _pair("stride", self.stride, 1)
+        ph, pw = _pair("padding", self.padding, 0)
+        dh, dw = _pair("dilation", self.dilation, 1)
+        ho = (self.height + 2 * ph - dh * (kh - 1) - 1) // sh + 1
+        wo = (self.width + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+        if ho < 1 or wo < 1:
+            raise ValueError(f"a {kh}x{kw} kernel (dilation {dh}x{dw}) does not fit the padded "
+                             f"{self.height}x{self.width} input")
+        object.__setattr__(self, "_out", (ho, wo, kh * kw))
+
+    @property
+    def dot_length(self) -> int:
+        return self.in_channels // self.groups * self._out[2]
+
+    @property
+    def macs(self) -> int:
+        ho, wo, _ = self._out
+        return self.batch * self.out_channels * ho * wo * self.dot_length
+
+    def sizes(self) -> dict:
+        ho, wo, kk = self._out
+        return {"a": self.batch * self.in_channels * self.height * self.width,
+                "b": self.out_channels * self.in_channels // self.groups * kk,
+                "out": self.batch * self.out_channels * ho * wo}
+
+
+@dataclass(frozen=True)
+class LayerCost:
+    """MACs, compute and memory energy (pJ) of one layer, and the area of one MAC unit."""
+
+    op: Union[Matmul, Conv2d]
+    mac: str
+    macs: int
+    compute_pj: float
+    memory: Mapping[str, MemoryCost]
+    area_um2: float
+
+    @property
+    def memory_pj(self) -> float:
+        return sum(m.energy_pj for m in self.memory.values())
+
+    @property
+    def total_pj(self) -> float:
+        return self.compute_pj + self.memory_pj
+
+    def as_dict(self) -> dict:
+        """A flat record for a table row."""
+        row = {"mac": self.mac, "macs": self.macs, "compute_pj": self.compute_pj,
+               "memory_pj": self.memory_pj, "total_pj": self.total_pj,
+               "area_um2_per_mac_unit": self.area_um2}
+        for name, m in self.memory.items():
+            row[f"{name}_format"] = m.format
+            row[f"{name}_bits"] = m.bits
+            row[f"{name}_pj"] = m.energy_pj
+        return row
+
+
+def output_format(mac: MAC):
+    """The format a MAC's sums end in: the promotion register's when sums are promoted or
+    block-scaled, else the accumulator's (int<bits> for integer accumulators)."""
+    acc = mac.accumulator
+    if mac.promote_every or any(isinstance(f, ScaledFormat) for f in (mac.a_format,
+                                                                      mac.b_format)):
+        return mac.promotion.format
+    if isinstance(acc, IntAccumulator):
+        if acc.bits > 32:
+            raise ValueError(f"{acc.name} sums have no stored format here (integer formats go up "
+                             f"to 32 bits): give formats={{'out': ...}}")
+        return IntFormat(acc.bits)
+    return acc.format
+
+
+def layer_cost(op: Union[Matmul, Conv2d], mac: Union[MAC, str],
+               formats: Union[Mapping[str, object], None] = None, *, level: str = "dram",
+               kilobytes: Union[float, None] = None, tech: TechLike = None) -> LayerCost:
+    """MACs, compute energy, memory energy and total (pJ) of ``op`` through ``mac``.
+    ``formats`` may name the stored format of ``"a"`` (activations / input), ``"b"`` (weights)
+    and ``"out"``; per-channel scaled formats count one scale per row of A, column of B or
+    output channel."""
+    mac = preset(mac) if isinstance(mac, str) else mac
+    if not isinstance(op, (Matmul, Conv2d)):
+        raise TypeError(f"op must be a Matmul or a Conv2d, got {op!r}")
+    chosen = dict(formats or {})
+    unknown = set(chosen) - {"a", "b", "out"}
+    if unknown:
+        raise ValueError(f"formats takes the keys 'a', 'b' and 'out', got {sorted(unknown)}")
+    fmts = {"a": get(chosen.get("a", mac.a_format)), "b": get(chosen.get("b", mac.b_format)),
+            "out": get(chosen["out"]) if "out" in chosen else output_format(mac)}
+    if isinstance(op, Matmul):
+        channels = {"a": op.batch * op.m, "b": (op.batch if op.b_batched else 1) * op.n,
+                    "out": op.n}
+    else:
+        channels = {"a": op.batch * op.in_channels, "b": op.out_channels,
+                    "out": op.out_channels}
+    sizes = op.sizes()
+    memory = {name: memory_cost(fmts[name], sizes[name], level, kilobytes=kilobytes, tech=tech,
+                                channels=channels[name]) for name in ("a", "b", "out")}
+    unit = cost(mac, tech, k=op.dot_length)
+    return LayerCost(op, mac.name, op.macs, op.macs * unit.energy_pj, memory, unit.area_um2)

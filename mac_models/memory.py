@@ -1,0 +1,83 @@
+"""Memory traffic: the bits a tensor of some format occupies and the energy of moving them.
+
+Levels: ``"rf"`` (a register file, 1 KB by default), ``"sram"`` (an on-chip buffer, 256 KB by
+default) and ``"dram"``.  Per-bit energies come from :mod:`mac_models.components` (Horowitz's
+cache and DRAM figures); on-chip levels scale with the node (:mod:`mac_models.technology`), DRAM
+does not (its energy is off-chip I/O and the DRAM array).  Energies in pJ; a read and a write cost
+the same.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Union
+
+from formats import ScaledFormat, get
+
+from .components import DRAM_PJ_PER_BIT, sram_pj_per_bit
+from .technology import TechLike, technology
+
+LEVELS = ("rf", "sram", "dram")
+DEFAULT_KB = {"rf": 1.0, "sram": 256.0}
+
+
+@dataclass(frozen=True)
+class MemoryCost:
+    """Bits moved to or from one memory level and their energy (pJ)."""
+
+    format: str
+    n_elements: int
+    bits: float
+    level: str
+    kilobytes: Union[float, None]
+    pj_per_bit: float
+
+    @property
+    def energy_pj(self) -> float:
+        return self.bits * self.pj_per_bit
+
+
+def pj_per_bit(level: str, kilobytes: Union[float, None] = None,
+               tech: TechLike = None) -> float:
+    """Access energy per bit (pJ) of a memory ``level``: ``"rf"`` (a register file, 1 KB by
+    default), ``"sram"`` (256 KB by default) or ``"dram"`` (20 pJ/bit at every node: off-chip
+    I/O and the DRAM array do not follow the logic node)."""
+    if level not in LEVELS:
+        raise ValueError(f"level must be one of {LEVELS}, got {level!r}")
+    if level == "dram":
+        if kilobytes is not None:
+            raise ValueError("a DRAM access energy does not depend on a size; drop kilobytes")
+        return DRAM_PJ_PER_BIT
+    kb = DEFAULT_KB[level] if kilobytes is None else kilobytes
+    return sram_pj_per_bit(kb) * technology(tech).energy_scale
+
+
+def format_bits(fmt, n_elements: int, channels: Union[int, None] = None) -> float:
+    """Bits that ``n_elements`` values of ``fmt`` occupy, scales and zero points included:
+    ``n_elements * bits_per_element`` (full groups), plus a 32-bit per-tensor scale (NVFP4's) and
+    one scale per tensor or per channel where the format has them."""
+    fmt = get(fmt)
+    if isinstance(n_elements, bool) or not isinstance(n_elements, int) or n_elements < 0:
+        raise ValueError(f"n_elements must be a non-negative integer, got {n_elements!r}")
+    if not isinstance(fmt, ScaledFormat):
+        return float(n_elements * fmt.bits)
+    bits = n_elements * fmt.bits_per_element + (32 if fmt.tensor_scale else 0)
+    scale_bits = 8 * fmt.scale.code_dtype.itemsize
+    if fmt.group == "tensor":
+        bits += scale_bits
+    elif fmt.group == "channel":
+        if channels is None:
+            raise ValueError(f"{fmt.name} has one scale per channel: give channels=")
+        bits += channels * scale_bits
+    return float(bits)
+
+
+def memory_cost(fmt, n_elements: int, level: str = "dram", *,
+                kilobytes: Union[float, None] = None, tech: TechLike = None,
+                channels: Union[int, None] = None) -> MemoryCost:
+    """Moving ``n_elements`` values of ``fmt`` once to or from ``level`` (see :func:`pj_per_bit`
+    and :func:`format_bits`)."""
+    fmt = get(fmt)
+    bits = format_bits(fmt, n_elements, channels)
+    e = pj_per_bit(level, kilobytes, tech)
+    kb = None if level == "dram" else (DEFAULT_KB[level] if kilobytes is None else kilobytes)
+    return MemoryCost(fmt.name, n_elements, bits, level, kb, e)
