@@ -143,9 +143,12 @@ def _accumulate(mac: MAC, e_in: int, p_in: int) -> tuple[list[Part], list[Part]]
     if isinstance(acc, AlignedAccumulator):
         n, p = acc.n, acc.p
         w = p + (n + 1).bit_length()
-        lane = [adder(e_in, "aligned: exponent max tree"),
-                mux(e_in, 2, "aligned: exponent max tree"),
+        e_lane = e_in or p_in.bit_length()     # integer products: the leading one's position
+        lane = [adder(e_lane, "aligned: exponent max tree"),
+                mux(e_lane, 2, "aligned: exponent max tree"),
                 shifter(p, "aligned: alignment shifter"), adder(w, "aligned: adder tree")]
+        if acc.alignment == "round":
+            lane.append(adder(p, "aligned: term rounding"))
         group = [shifter(p, "aligned: running-sum alignment"),
                  leading_zero_count(w, "aligned: leading-zero count"),
                  shifter(w, "aligned: normalization shifter"), adder(p_acc, "aligned: rounding"),
@@ -157,10 +160,15 @@ def _accumulate(mac: MAC, e_in: int, p_in: int) -> tuple[list[Part], list[Part]]
         parts += [x.times(3, f"Kahan: {x.component}") for x in fp_adder(e_acc, p_acc, "add")]
         parts.append(register(fmt.bits, "Kahan: compensation register"))
     if acc.rounding == "stochastic":
-        r = resolve_sr_bits(acc.sr_bits)
-        parts += [register(r, "stochastic rounding: random source"),
-                  adder(r, "stochastic rounding: random add")]
+        parts += _random_bits(acc.sr_bits)
     return parts, []
+
+
+def _random_bits(sr_bits, where: str = "stochastic rounding") -> list[Part]:
+    """A random source (an LFSR of sr_bits bits) and the adder that adds its bits below the
+    kept ones, for one stochastic rounding."""
+    r = resolve_sr_bits(sr_bits)
+    return [register(r, f"{where}: random source"), adder(r, f"{where}: random add")]
 
 
 def exact_register_bits(mac: MAC) -> int:
@@ -188,6 +196,8 @@ def _exact(mac: MAC, p_in: int) -> tuple[list[Part], list[Part]]:
         out += [shifter(n, "posit encode: regime shifter"), adder(n, "posit encode: rounding")]
     else:
         out.append(adder(acc.format.mbits + 1, "final: rounding"))
+    if acc.rounding == "stochastic":
+        out += _random_bits(getattr(acc, "sr_bits", None), "final")
     return per_product, out
 
 
@@ -239,6 +249,8 @@ def cost(mac: Union[MAC, str], tech: TechLike = None, k: Union[int, None] = None
     rounded = mac.product_rounding_format
     parts += fp_multiplier(e_ops, oa.p, ob.p,
                            round_to=None if rounded is None else rounded.mbits + 1)
+    if rounded is not None and mac.product_rounding == "stochastic":
+        parts += _random_bits(None, "product rounding")
     if rounded is not None:
         e_in, p_in = rounded.ebits, rounded.mbits + 1
     else:

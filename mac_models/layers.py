@@ -65,6 +65,12 @@ class Matmul:
                 "b": (self.batch if self.b_batched else 1) * self.k * self.n,
                 "out": self.batch * self.m * self.n}
 
+    def rows(self) -> dict:
+        """Rows along which block scales run: A's rows (groups along K), B's columns (B stored
+        as (N, K), groups along K), the output's rows (groups along N)."""
+        return {"a": self.batch * self.m, "b": (self.batch if self.b_batched else 1) * self.n,
+                "out": self.batch * self.m}
+
 
 @dataclass(frozen=True)
 class Conv2d:
@@ -114,6 +120,13 @@ class Conv2d:
         return {"a": self.batch * self.in_channels * self.height * self.width,
                 "b": self.out_channels * self.in_channels // self.groups * kk,
                 "out": self.batch * self.out_channels * ho * wo}
+
+    def rows(self) -> dict:
+        """Rows along which block scales run: image rows of the input and output (groups along
+        the width), one row of C / groups * kh * kw per output channel of the weights."""
+        ho = self._out[0]
+        return {"a": self.batch * self.in_channels * self.height, "b": self.out_channels,
+                "out": self.batch * self.out_channels * ho}
 
 
 @dataclass(frozen=True)
@@ -167,8 +180,8 @@ def layer_cost(op: Union[Matmul, Conv2d], mac: Union[MAC, str],
                kilobytes: Union[float, None] = None, tech: TechLike = None) -> LayerCost:
     """MACs, compute energy, memory energy and total (pJ) of ``op`` through ``mac``.
     ``formats`` may name the stored format of ``"a"`` (activations / input), ``"b"`` (weights)
-    and ``"out"``; per-channel scaled formats count one scale per row of A, column of B or
-    output channel."""
+    and ``"out"``; block scales are counted per row (see ``Matmul.rows``, ``Conv2d.rows``),
+    per-channel ones once per row of A, column of B or output channel."""
     mac = preset(mac) if isinstance(mac, str) else mac
     if not isinstance(op, (Matmul, Conv2d)):
         raise TypeError(f"op must be a Matmul or a Conv2d, got {op!r}")
@@ -178,14 +191,11 @@ def layer_cost(op: Union[Matmul, Conv2d], mac: Union[MAC, str],
         raise ValueError(f"formats takes the keys 'a', 'b' and 'out', got {sorted(unknown)}")
     fmts = {"a": get(chosen.get("a", mac.a_format)), "b": get(chosen.get("b", mac.b_format)),
             "out": get(chosen["out"]) if "out" in chosen else output_format(mac)}
-    if isinstance(op, Matmul):
-        channels = {"a": op.batch * op.m, "b": (op.batch if op.b_batched else 1) * op.n,
-                    "out": op.n}
-    else:
-        channels = {"a": op.batch * op.in_channels, "b": op.out_channels,
-                    "out": op.out_channels}
-    sizes = op.sizes()
+    sizes, rows = op.sizes(), op.rows()
+    channels = {"a": rows["a"], "b": rows["b"],
+                "out": op.n if isinstance(op, Matmul) else op.out_channels}
     memory = {name: memory_cost(fmts[name], sizes[name], level, kilobytes=kilobytes, tech=tech,
-                                channels=channels[name]) for name in ("a", "b", "out")}
+                                channels=channels[name], rows=rows[name])
+              for name in ("a", "b", "out")}
     unit = cost(mac, tech, k=op.dot_length)
     return LayerCost(op, mac.name, op.macs, op.macs * unit.energy_pj, memory, unit.area_um2)

@@ -8,6 +8,7 @@ the same.
 """
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
 from typing import Union
 
@@ -26,7 +27,7 @@ class MemoryCost:
 
     format: str
     n_elements: int
-    bits: float
+    bits: int
     level: str
     kilobytes: Union[float, None]
     pj_per_bit: float
@@ -51,33 +52,45 @@ def pj_per_bit(level: str, kilobytes: Union[float, None] = None,
     return sram_pj_per_bit(kb) * technology(tech).energy_scale
 
 
-def format_bits(fmt, n_elements: int, channels: Union[int, None] = None) -> float:
-    """Bits that ``n_elements`` values of ``fmt`` occupy, scales and zero points included:
-    ``n_elements * bits_per_element`` (full groups), plus a 32-bit per-tensor scale (NVFP4's) and
-    one scale per tensor or per channel where the format has them."""
+def _count(name: str, v, lo: int) -> int:
+    if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < lo:
+        raise ValueError(f"{name} must be an integer >= {lo}, got {v!r}")
+    return int(v)
+
+
+def format_bits(fmt, n_elements: int, channels: Union[int, None] = None,
+                rows: int = 1) -> int:
+    """Bits that ``n_elements`` values of ``fmt`` occupy, scales and zero points included.
+    The values form ``rows`` equal rows along which the groups run (a ragged last group is
+    padded: MXFP4's 33 values take two scales); tiles of r x c count as groups of r * c.  Plus a
+    32-bit per-tensor scale (NVFP4's) and one scale per tensor or per channel (``channels``)
+    where the format has them."""
     fmt = get(fmt)
-    if isinstance(n_elements, bool) or not isinstance(n_elements, int) or n_elements < 0:
-        raise ValueError(f"n_elements must be a non-negative integer, got {n_elements!r}")
+    n = _count("n_elements", n_elements, 0)
+    rows = _count("rows", rows, 1)
+    if n % rows:
+        raise ValueError(f"{n} elements do not form {rows} equal rows")
     if not isinstance(fmt, ScaledFormat):
-        return float(n_elements * fmt.bits)
-    bits = n_elements * fmt.bits_per_element + (32 if fmt.tensor_scale else 0)
-    scale_bits = 8 * fmt.scale.code_dtype.itemsize
+        return n * fmt.bits
+    scale_bits = 8 * fmt.scale.code_dtype.itemsize + (fmt.element.bits if fmt.zero_point else 0)
+    bits = n * fmt.element.bits + (32 if fmt.tensor_scale else 0)
     if fmt.group == "tensor":
-        bits += scale_bits
-    elif fmt.group == "channel":
+        return bits + scale_bits
+    if fmt.group == "channel":
         if channels is None:
             raise ValueError(f"{fmt.name} has one scale per channel: give channels=")
-        bits += channels * scale_bits
-    return float(bits)
+        return bits + _count("channels", channels, 1) * scale_bits
+    group = fmt.group if isinstance(fmt.group, int) else fmt.group[0] * fmt.group[1]
+    return bits + rows * -(-(n // rows) // group) * scale_bits
 
 
 def memory_cost(fmt, n_elements: int, level: str = "dram", *,
                 kilobytes: Union[float, None] = None, tech: TechLike = None,
-                channels: Union[int, None] = None) -> MemoryCost:
+                channels: Union[int, None] = None, rows: int = 1) -> MemoryCost:
     """Moving ``n_elements`` values of ``fmt`` once to or from ``level`` (see :func:`pj_per_bit`
     and :func:`format_bits`)."""
     fmt = get(fmt)
-    bits = format_bits(fmt, n_elements, channels)
+    bits = format_bits(fmt, n_elements, channels, rows)
     e = pj_per_bit(level, kilobytes, tech)
     kb = None if level == "dram" else (DEFAULT_KB[level] if kilobytes is None else kilobytes)
     return MemoryCost(fmt.name, n_elements, bits, level, kb, e)

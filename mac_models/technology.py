@@ -23,6 +23,7 @@ Conventions here:
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 from typing import Union
 
@@ -79,14 +80,18 @@ class Technology:
     vdd: float | None = None        # the node's nominal supply when None
 
     def __post_init__(self) -> None:
-        if isinstance(self.node, bool) or not isinstance(self.node, (int, float)):
+        if isinstance(self.node, bool) or not isinstance(self.node, numbers.Real):
             raise TypeError(f"node must be a number of nanometres, got {self.node!r}")
+        object.__setattr__(self, "node", float(self.node))
         _neighbours(self.node)
         if self.vdd is None:
             object.__setattr__(self, "vdd", _interp(_NOMINAL_VDD, self.node))
-        elif not (isinstance(self.vdd, (int, float)) and 0.3 <= self.vdd <= 2.0):
+        elif isinstance(self.vdd, bool) or not isinstance(self.vdd, numbers.Real):
+            raise TypeError(f"vdd must be a supply voltage in volts, got {self.vdd!r}")
+        elif not 0.3 <= float(self.vdd) <= 2.0:
             raise ValueError(f"vdd must be a supply voltage between 0.3 and 2.0 V, got "
                              f"{self.vdd!r}")
+        object.__setattr__(self, "vdd", float(self.vdd))
 
     @property
     def energy_scale(self) -> float:
