@@ -89,6 +89,7 @@ class _Operand:
     scales: np.ndarray            # block scales broadcast to (M, n_seg) or (n_seg, N)
     k_group: Union[int, None]     # block size along K, None when one scale spans K
     tensor_scale: float
+    clipped: int = 0              # elements the scaled encoder clipped to the element range
 
 
 def _operand(x: np.ndarray, fmt, k_axis: int) -> _Operand:
@@ -97,7 +98,10 @@ def _operand(x: np.ndarray, fmt, k_axis: int) -> _Operand:
         if isinstance(fmt, IntFormat) and not np.isfinite(x).all():
             raise ValueError(f"{fmt.name} cannot hold NaN or Inf, and an operand holds "
                              f"{int(np.count_nonzero(~np.isfinite(x)))} such value(s)")
-        return _Operand(fmt.quantize(x), np.ones((1, 1)), None, 1.0)
+        # float64 always: the kernels compute in their inputs' dtype (float32 operands would
+        # round products and sums in float32)
+        return _Operand(fmt.quantize(x).astype(np.float64, copy=False), np.ones((1, 1)), None,
+                        1.0)
     other = 1 - k_axis
     st = fmt.encode(x, axis=other if fmt.group == "channel" else k_axis)
     reps = [x.shape[0], x.shape[1]]            # elements per group along each axis
@@ -116,7 +120,7 @@ def _operand(x: np.ndarray, fmt, k_axis: int) -> _Operand:
     scales = fmt.scale.decode(st.scales).astype(np.float64)
     scales = _expand(scales, [reps[0] if other == 0 else 1, reps[1] if other == 1 else 1],
                      tuple(x.shape[ax] if ax == other else scales.shape[ax] for ax in range(2)))
-    return _Operand(elements, scales, k_group, float(st.tensor_scale))
+    return _Operand(elements, scales, k_group, float(st.tensor_scale), int(st.n_clipped))
 
 
 def _expand(per_group: np.ndarray, reps, shape) -> np.ndarray:
@@ -339,12 +343,7 @@ def conv2d(x, w, mac: Union[MAC, str], stride=1, padding=0, dilation=1,
     if ho < 1 or wo < 1:
         raise ValueError(f"the kernel ({kh}x{kw}, dilation {dh}x{dw}) does not fit the padded "
                          f"input ({h + 2 * ph}x{wd + 2 * pw})")
-    xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
-    cols = np.empty((nb, ho, wo, c, kh, kw))
-    for i in range(kh):
-        for j in range(kw):
-            cols[:, :, :, :, i, j] = xp[:, :, i * dh:i * dh + sh * (ho - 1) + 1:sh,
-                                        j * dw:j * dw + sw * (wo - 1) + 1:sw].transpose(0, 2, 3, 1)
+    cols = im2col(x, (kh, kw), (sh, sw), (ph, pw), (dh, dw))
     out = np.empty((nb, o, ho, wo))
     total = MacResult(out, max_abs_partial=-np.inf)
     og = o // groups
@@ -355,6 +354,44 @@ def conv2d(x, w, mac: Union[MAC, str], stride=1, padding=0, dilation=1,
         out[:, g * og:(g + 1) * og] = r.values.reshape(nb, ho, wo, og).transpose(0, 3, 1, 2)
         total._merge(r)
     return total
+
+
+def im2col(x: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int],
+           padding: tuple[int, int], dilation: tuple[int, int]) -> np.ndarray:
+    """The patches of ``x`` (N, C, H, W) a convolution multiplies, as (N, Ho, Wo, C, kh, kw)
+    (zero padding; float64)."""
+    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = kernel, stride, padding, dilation
+    nb, c, h, wd = x.shape
+    ho = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
+    wo = (wd + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+    xp = np.pad(np.asarray(x, dtype=np.float64), ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+    cols = np.empty((nb, ho, wo, c, kh, kw))
+    for i in range(kh):
+        for j in range(kw):
+            cols[:, :, :, :, i, j] = xp[:, :, i * dh:i * dh + sh * (ho - 1) + 1:sh,
+                                        j * dw:j * dw + sw * (wo - 1) + 1:sw].transpose(0, 2, 3, 1)
+    return cols
+
+
+def quantized_operand(x, fmt, k_axis: int) -> tuple[np.ndarray, int]:
+    """The values a MAC multiplies for the 2-D operand ``x`` of format ``fmt`` (``k_axis`` is
+    the summed axis: 1 for A (M, K), 0 for B (K, N)): elements times block and tensor scales,
+    as float64, and the count of elements clipped to the format's range (scaled formats: the
+    encoder's count; scalar formats: finite inputs beyond the largest finite value)."""
+    fmt = get(fmt)
+    x = as_real_array(x, "x")
+    if x.ndim != 2 or k_axis not in (0, 1):
+        raise ValueError(f"quantized_operand takes a 2-D operand and k_axis 0 or 1, got shape "
+                         f"{x.shape} and k_axis {k_axis!r}")
+    op = _operand(x, fmt, k_axis)
+    if not isinstance(fmt, ScaledFormat):
+        clipped = int(np.count_nonzero(np.isfinite(x) & (np.abs(x) > fmt.max)))
+        return op.values, clipped
+    n = x.shape[k_axis]
+    seg = op.k_group or n
+    idx = np.minimum(np.arange(n) // seg, (op.scales.shape[k_axis]) - 1)
+    scales = op.scales[:, idx] if k_axis == 1 else op.scales[idx, :]
+    return op.values * scales * op.tensor_scale, op.clipped
 
 
 def _pair(v, name: str, lo: int) -> tuple[int, int]:

@@ -405,3 +405,29 @@ def test_promotion_applies_even_when_k_is_shorter_than_the_interval():
     r = mm.dot([4097.0], [4097.0], mac)
     assert r.values == float(np.float32(4097 * 4097)) != 4097 * 4097
     assert r.integers is None
+
+
+def test_float32_and_float16_operands_compute_as_float64_ones():
+    """Operands stored in float32/float16 are the same values in float64: the MAC's products and
+    sums must not be carried out in the narrower dtype (a replay regression)."""
+    rng = np.random.default_rng(11)
+    a = rng.standard_normal((7, 40)).astype(np.float32)
+    b = rng.standard_normal((40, 5)).astype(np.float32)
+    for mac in (mm.MAC("fp32", accumulator=mm.FloatAccumulator("fp32")), "fp16->fp32",
+                mm.MAC("fp16", accumulator=mm.FloatAccumulator("fp16", "toward_zero"))):
+        ref = mm.matmul(a.astype(np.float64), b.astype(np.float64), mac).values
+        assert np.array_equal(mm.matmul(a, b, mac).values, ref)
+        h = mm.matmul(a.astype(np.float16), b.astype(np.float16), mac).values
+        assert np.array_equal(h, mm.matmul(a.astype(np.float16).astype(np.float64),
+                                           b.astype(np.float16).astype(np.float64), mac).values)
+    # the fp32 x fp32 products need 48 bits: MPFR's fused multiply-add at 24 bits, one
+    # rounding per step (the magnitudes here stay far from fp32's range limits)
+    mac = mm.MAC("fp32", accumulator=mm.FloatAccumulator("fp32"))
+    got = mm.matmul(a, b, mac).values
+    with gmpy2.context(precision=24, round=gmpy2.RoundToNearest):
+        for i in range(2):
+            for j in range(2):
+                s = gmpy2.mpfr(0)
+                for k in range(40):
+                    s = gmpy2.fma(gmpy2.mpfr(float(a[i, k])), gmpy2.mpfr(float(b[k, j])), s)
+                assert got[i, j] == float(s)
