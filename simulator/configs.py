@@ -1,0 +1,135 @@
+"""Replay configurations: which formats and which MAC a model runs with.
+
+A :class:`Config` names the weight, activation and gradient formats (registry names, see
+:mod:`formats.registry`), the MAC (a preset name, a :class:`mac_models.MAC`, a spec table, or
+None for an fp32 accumulator), the rounding of the operands and the seed.  The MAC's operand
+formats are replaced by the config's: the MAC contributes its multiplier, accumulator, order
+and promotion, the config says what is multiplied.  A spec table (from TOML or a dict) is::
+
+    {accumulator = "int" | "float" | "aligned" | "exact" | "quire", <that accumulator's
+     arguments: bits, overflow, format, rounding, kahan, n, p, alignment, ...>,
+     <MAC arguments: promote_every, fused, order, chunks, product_format>}
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, replace
+from typing import Any, Mapping, Union
+
+import formats
+import mac_models as mm
+from formats import ScaledFormat
+from formats.rounding import MODES
+
+ACCUMULATORS = {"int": mm.IntAccumulator, "float": mm.FloatAccumulator,
+                "aligned": mm.AlignedAccumulator, "exact": mm.ExactAccumulator,
+                "quire": mm.QuireAccumulator}
+MAC_ARGS = ("promote_every", "fused", "order", "chunks", "product_format", "product_rounding")
+MacSpec = Union[str, mm.MAC, Mapping[str, Any], None]
+
+
+def mac_from_spec(spec: Mapping[str, Any]) -> mm.MAC:
+    """A MAC (fp32 operands, to be replaced) from a spec table (see the module doc)."""
+    spec = dict(spec)
+    kind = spec.pop("accumulator", None)
+    if kind not in ACCUMULATORS:
+        raise ValueError(f"a MAC spec needs accumulator = one of {', '.join(ACCUMULATORS)}, "
+                         f"got {kind!r}")
+    mac_args = {k: spec.pop(k) for k in MAC_ARGS if k in spec}
+    try:
+        acc = ACCUMULATORS[kind](**spec)
+    except TypeError as exc:
+        raise ValueError(f"bad arguments for a {kind} accumulator {spec}: {exc}") from exc
+    a = acc.format.name if kind == "quire" else "fp32"
+    return mm.MAC(a, accumulator=acc, **mac_args)
+
+
+def _format_name(value, what: str) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"{what} must be a format name, got {value!r}")
+    formats.get(value)                       # unknown names raise with close matches
+    return value
+
+
+@dataclass(frozen=True)
+class Config:
+    """One configuration of a replay (see the module doc)."""
+
+    weights: str = "fp32"
+    activations: str = "fp32"
+    mac: MacSpec = None
+    gradients: Union[str, None] = None
+    rounding: str = "nearest_even"
+    seed: int = 0
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        _format_name(self.weights, "weights")
+        _format_name(self.activations, "activations")
+        if self.gradients is not None:
+            _format_name(self.gradients, "gradients")
+        if self.rounding not in MODES:
+            raise ValueError(f"unknown rounding {self.rounding!r}; choose one of "
+                             f"{', '.join(MODES)}")
+        if self.rounding != "nearest_even":
+            for f in (self.weights, self.activations):
+                if isinstance(formats.get(f), ScaledFormat):
+                    raise ValueError(f"rounding {self.rounding!r} applies to scalar formats; "
+                                     f"{f} is scaled (its elements round to nearest even)")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+            raise TypeError(f"seed must be an integer, got {self.seed!r}")
+        if isinstance(self.mac, Mapping):
+            object.__setattr__(self, "mac", dict(self.mac))
+        self.build_mac()                     # validates the MAC and the formats together
+        if not self.name:
+            object.__setattr__(self, "name", self.default_name())
+
+    def _mac_name(self) -> str:
+        if self.mac is None:
+            return "fp32acc"
+        if isinstance(self.mac, str):
+            return self.mac
+        if isinstance(self.mac, mm.MAC):
+            return self.mac.accumulator.name
+        return self.build_mac().accumulator.name
+
+    def default_name(self) -> str:
+        fmt = self.weights if self.weights == self.activations else \
+            f"w:{self.weights},a:{self.activations}"
+        tail = "" if self.rounding == "nearest_even" else f",{self.rounding},seed{self.seed}"
+        return f"{fmt}|{self._mac_name()}{tail}"
+
+    def build_mac(self) -> mm.MAC:
+        """The MAC that multiplies activations (A) by weights (B) in this configuration."""
+        if self.mac is None:
+            base = mm.MAC("fp32", accumulator=mm.FloatAccumulator("fp32"))
+        elif isinstance(self.mac, str):
+            base = mm.preset(self.mac)
+        elif isinstance(self.mac, mm.MAC):
+            base = self.mac
+        elif isinstance(self.mac, dict):
+            base = mac_from_spec(self.mac)
+        else:
+            raise TypeError(f"mac must be a preset name, a MAC, a spec table or None, got "
+                            f"{self.mac!r}")
+        try:
+            return replace(base, a_format=self.activations, b_format=self.weights, name="")
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"config {self.weights}/{self.activations} cannot run on MAC "
+                             f"{base.name}: {exc}") from exc
+
+    def key(self) -> str:
+        """A stable identifier of what this config computes (its name excluded)."""
+        mac = self.mac
+        if isinstance(mac, mm.MAC):
+            mac = repr(mac)
+        blob = json.dumps([self.weights, self.activations, mac, self.gradients, self.rounding,
+                           self.seed], sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def as_dict(self) -> dict:
+        """The record columns that describe this config."""
+        return {"config": self.name, "weights": self.weights, "activations": self.activations,
+                "mac": self._mac_name(), "gradients": self.gradients, "rounding": self.rounding,
+                "seed": self.seed}

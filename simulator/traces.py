@@ -1,0 +1,373 @@
+"""Trace folders: ``manifest.json`` plus one safetensors file per op (see DESIGN.md).
+
+A trace records the ops of one model run in execution order.  The manifest (version 1)::
+
+    {"format": "numsim-trace", "version": 1, "model": "...", "meta": {...},
+     "ops": [{"name": "fc1", "kind": "linear", "file": "fc1.safetensors",
+              "tensors": {"input": {"shape": [..], "dtype": "float32"}, "weight": ..., ...},
+              "attrs": {...}, "inputs_from": ["op name", ...]}, ...],
+     "extras": {"file": "extras.safetensors", "tensors": {"labels": {...}}}}
+
+* ``kind`` is one of :data:`KINDS`.  MAC ops: ``linear`` (roles ``input`` (..., K), ``weight``
+  (N, K), optional ``bias`` (N,), ``output``), ``conv2d`` (``input`` NCHW, ``weight`` OIhw,
+  optional ``bias``, ``output``; attrs ``stride``, ``padding``, ``dilation``, ``groups``),
+  ``matmul`` and ``attention_scores`` (``a`` (..., M, K), ``b`` (..., K, N), ``output``).
+  Elementwise ops (``relu``, ``gelu``, ``softmax``, ``flatten``, ``identity``) have ``input``
+  and ``output``.  Gradients captured in backward are roles ``grad_output``, ``grad_input`` and
+  ``grad_weight``.
+* ``inputs_from`` is the graph: the ops whose outputs are this op's ``input`` (or ``a`` and
+  ``b`` in that order), when known; empty for the model's inputs and when unknown.
+* ``dtype`` is the dtype the tensor was captured in; tensors are stored in it.
+* ``extras`` holds tensors that belong to no op (task labels: ``labels``).
+
+Writing goes to a temporary folder beside the target and is renamed into place, so a trace
+on disk is always whole.  Loading checks the manifest and every file's header (names, shapes,
+dtypes) and names the op, role and file of anything wrong; tensor data is read on access.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Union
+
+import numpy as np
+
+FORMAT = "numsim-trace"
+VERSION = 1
+MAC_KINDS = ("linear", "conv2d", "matmul", "attention_scores")
+ELEMENTWISE_KINDS = ("relu", "gelu", "softmax", "flatten", "identity")
+KINDS = MAC_KINDS + ELEMENTWISE_KINDS
+ROLES = {
+    "linear": ("input", "weight", "bias", "output"),
+    "conv2d": ("input", "weight", "bias", "output"),
+    "matmul": ("a", "b", "output"),
+    "attention_scores": ("a", "b", "output"),
+}
+GRAD_ROLES = ("grad_output", "grad_input", "grad_weight")
+REQUIRED = {"linear": ("input", "weight", "output"), "conv2d": ("input", "weight", "output"),
+            "matmul": ("a", "b", "output"), "attention_scores": ("a", "b", "output")}
+DTYPES = ("float64", "float32", "float16", "bfloat16", "int64", "int32", "int8", "uint8", "bool")
+
+
+class TraceError(ValueError):
+    """A trace folder that cannot be read or written as asked; the message names the path."""
+
+
+def roles_of(kind: str) -> tuple[str, ...]:
+    """The tensor roles an op of ``kind`` may have (gradients included)."""
+    return ROLES.get(kind, ("input", "output")) + GRAD_ROLES
+
+
+@dataclass
+class Op:
+    """One op of a trace: its kind, tensors by role, attributes and graph inputs."""
+
+    name: str
+    kind: str
+    tensors: dict[str, np.ndarray]
+    attrs: dict[str, Any] = field(default_factory=dict)
+    inputs_from: list[str] = field(default_factory=list)
+
+    @property
+    def is_mac(self) -> bool:
+        return self.kind in MAC_KINDS
+
+
+class Trace:
+    """Ops in execution order plus extra tensors; tensors of a loaded trace are read lazily."""
+
+    def __init__(self, ops: Iterable[Op], extras: Union[Mapping[str, np.ndarray], None] = None,
+                 model: str = "", meta: Union[Mapping[str, Any], None] = None):
+        self.ops = list(ops)
+        self.extras = dict(extras or {})
+        self.model = model
+        self.meta = dict(meta or {})
+        self.path: Union[Path, None] = None
+        _validate_graph(self.ops, "trace")
+
+    def op(self, name: str) -> Op:
+        for o in self.ops:
+            if o.name == name:
+                return o
+        raise KeyError(f"no op named {name!r} in the trace (ops: "
+                       f"{', '.join(o.name for o in self.ops)})")
+
+    @property
+    def has_graph(self) -> bool:
+        """True when every op after the first MAC op records where its inputs come from."""
+        return any(o.inputs_from for o in self.ops)
+
+    def __repr__(self) -> str:
+        return f"Trace({self.model!r}, {len(self.ops)} ops, path={self.path})"
+
+
+def _validate_graph(ops: list[Op], where: str) -> None:
+    seen: set[str] = set()
+    for o in ops:
+        if not isinstance(o.name, str) or not o.name or "/" in o.name or o.name.startswith("."):
+            raise TraceError(f"{where}: op name {o.name!r} must be a non-empty string without "
+                             f"'/' that does not start with '.'")
+        if o.name in seen:
+            raise TraceError(f"{where}: op name {o.name!r} appears twice")
+        if o.kind not in KINDS:
+            raise TraceError(f"{where}: op {o.name!r} has unknown kind {o.kind!r}; known: "
+                             f"{', '.join(KINDS)}")
+        for src in o.inputs_from:
+            if src not in seen:
+                raise TraceError(f"{where}: op {o.name!r} takes input from {src!r}, which is not "
+                                 f"an earlier op")
+        allowed = roles_of(o.kind)
+        for role in o.tensors:
+            if role not in allowed:
+                raise TraceError(f"{where}: op {o.name!r} ({o.kind}) has tensor role {role!r}; "
+                                 f"allowed: {', '.join(allowed)}")
+        for role in REQUIRED.get(o.kind, ("input", "output")):
+            if role not in o.tensors:
+                raise TraceError(f"{where}: op {o.name!r} ({o.kind}) lacks its {role!r} tensor")
+        problem = _shape_problem(o)
+        if problem:
+            raise TraceError(f"{where}: op {o.name!r} ({o.kind}): {problem}")
+        seen.add(o.name)
+
+
+def _shape_problem(o: Op) -> str:
+    """What is wrong with the shapes of a MAC op's tensors, or ''."""
+    t = o.tensors
+    shape = {r: tuple(t.shape(r) if isinstance(t, _LazyTensors) else np.shape(t[r]))
+             for r in t}
+    out = shape.get("output")
+    if o.kind == "linear":
+        x, w = shape["input"], shape["weight"]
+        want = x[:-1] + w[:1] if len(w) == 2 and x else None
+        if len(w) != 2 or not x or x[-1] != w[1]:
+            return f"input {x} and weight {w} do not make a linear layer (input (..., K), " \
+                   f"weight (N, K))"
+    elif o.kind == "conv2d":
+        x, w = shape["input"], shape["weight"]
+        groups = o.attrs.get("groups", 1)
+        if len(x) != 4 or len(w) != 4 or x[1] != w[1] * groups:
+            return f"input {x} and weight {w} (groups {groups}) do not make a conv2d " \
+                   f"(input NCHW, weight (O, C / groups, kh, kw))"
+        want = out if out and len(out) == 4 and out[:2] == (x[0], w[0]) else None
+        if want is None:
+            return f"output {out} should be (N, O, Ho, Wo) = ({x[0]}, {w[0]}, ...)"
+    elif o.kind in ("matmul", "attention_scores"):
+        a, b = shape["a"], shape["b"]
+        if len(a) < 2 or len(b) < 2 or a[-1] != b[-2]:
+            return f"a {a} and b {b} do not multiply (a (..., M, K), b (..., K, N))"
+        try:
+            batch = np.broadcast_shapes(a[:-2], b[:-2])
+        except ValueError:
+            return f"the batch axes of a {a} and b {b} do not broadcast"
+        want = tuple(batch) + (a[-2], b[-1])
+    else:
+        return ""
+    if "bias" in shape and shape["bias"] != (shape["weight"][0],):
+        return f"bias {shape['bias']} should be ({shape['weight'][0]},)"
+    if out != want:
+        return f"output {out} should be {want}"
+    return ""
+
+
+def _dtype_name(a: np.ndarray) -> str:
+    name = "bfloat16" if a.dtype.name == "bfloat16" else a.dtype.name
+    if name not in DTYPES:
+        raise TraceError(f"tensors of dtype {a.dtype} cannot be stored; use one of "
+                         f"{', '.join(DTYPES)}")
+    return name
+
+
+def _entry(a: np.ndarray) -> dict:
+    return {"shape": list(a.shape), "dtype": _dtype_name(a)}
+
+
+def save_trace(trace: Trace, path: Union[str, Path], overwrite: bool = False) -> Path:
+    """Write ``trace`` as a folder at ``path`` (atomically: a temporary folder renamed into
+    place).  An existing folder is replaced only with ``overwrite=True``."""
+    from safetensors.numpy import save_file
+
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise TraceError(f"{path} exists; pass overwrite=True to replace it")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        manifest = {"format": FORMAT, "version": VERSION, "model": trace.model,
+                    "meta": trace.meta, "ops": []}
+        for o in trace.ops:
+            arrays = {role: np.ascontiguousarray(a) for role, a in o.tensors.items()}
+            save_file(arrays, str(tmp / f"{o.name}.safetensors"))
+            manifest["ops"].append({"name": o.name, "kind": o.kind,
+                                    "file": f"{o.name}.safetensors",
+                                    "tensors": {r: _entry(a) for r, a in arrays.items()},
+                                    "attrs": o.attrs, "inputs_from": list(o.inputs_from)})
+        if trace.extras:
+            extras = {k: np.ascontiguousarray(v) for k, v in trace.extras.items()}
+            save_file(extras, str(tmp / "extras.safetensors"))
+            manifest["extras"] = {"file": "extras.safetensors",
+                                  "tensors": {k: _entry(v) for k, v in extras.items()}}
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
+        if path.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old.", dir=path.parent))
+            os.replace(path, old / path.name)
+            os.replace(tmp, path)
+            shutil.rmtree(old)
+        else:
+            os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    trace.path = path
+    return path
+
+
+class _LazyTensors(dict):
+    """Role -> array, read from one safetensors file on first access."""
+
+    def __init__(self, file: Path, entries: Mapping[str, dict], where: str):
+        super().__init__()
+        self._file, self._entries, self._where = file, dict(entries), where
+
+    def _load(self) -> None:
+        if dict.__len__(self) == len(self._entries):
+            return
+        from safetensors.numpy import load_file
+        try:
+            arrays = load_file(str(self._file))
+        except Exception as exc:          # safetensors raises its own error types
+            raise TraceError(f"{self._file}: cannot read {self._where}: {exc}") from exc
+        for role, entry in self._entries.items():
+            dict.__setitem__(self, role, arrays[role])
+
+    def __getitem__(self, role):
+        if role not in self._entries:
+            raise KeyError(f"{self._where} has no tensor {role!r} (has: "
+                           f"{', '.join(self._entries)})")
+        self._load()
+        return dict.__getitem__(self, role)
+
+    def shape(self, role: str) -> tuple:
+        return tuple(self._entries[role]["shape"])
+
+    def get(self, role, default=None):
+        return self[role] if role in self._entries else default
+
+    def __contains__(self, role) -> bool:
+        return role in self._entries
+
+    def __iter__(self):
+        return iter(self._entries)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def keys(self):
+        return self._entries.keys()
+
+    def items(self):
+        return [(r, self[r]) for r in self._entries]
+
+    def values(self):
+        return [self[r] for r in self._entries]
+
+
+def _check_header(file: Path, entries: Mapping[str, dict], where: str) -> None:
+    """The file's header must hold exactly ``entries`` with their shapes and dtypes."""
+    from safetensors import safe_open
+
+    if not file.is_file():
+        raise TraceError(f"{file}: missing (named by {where})")
+    try:
+        with safe_open(str(file), framework="numpy") as f:
+            names = set(f.keys())
+            for role, entry in entries.items():
+                if role not in names:
+                    raise TraceError(f"{file}: has no tensor {role!r} (named by {where})")
+                sl = f.get_slice(role)
+                shape, dtype = list(sl.get_shape()), sl.get_dtype()
+                if shape != list(entry["shape"]):
+                    raise TraceError(f"{file}: tensor {role!r} has shape {shape}, the manifest "
+                                     f"says {entry['shape']} ({where})")
+                if _ST_DTYPES.get(dtype) != entry["dtype"]:
+                    raise TraceError(f"{file}: tensor {role!r} is {dtype}, the manifest says "
+                                     f"{entry['dtype']} ({where})")
+    except TraceError:
+        raise
+    except Exception as exc:              # corrupt or truncated file
+        raise TraceError(f"{file}: cannot read {where}: {exc}") from exc
+
+
+_ST_DTYPES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16",
+              "I64": "int64", "I32": "int32", "I8": "int8", "U8": "uint8", "BOOL": "bool"}
+
+
+def _tensor_entries(raw: Any, where: str) -> dict:
+    if not isinstance(raw, dict) or not raw:
+        raise TraceError(f"{where}: 'tensors' must be a non-empty object")
+    for role, entry in raw.items():
+        if (not isinstance(entry, dict) or not isinstance(entry.get("shape"), list)
+                or not all(isinstance(s, int) and s >= 0 for s in entry["shape"])
+                or entry.get("dtype") not in DTYPES):
+            raise TraceError(f"{where}: tensor {role!r} needs a 'shape' (list of sizes) and a "
+                             f"'dtype' (one of {', '.join(DTYPES)}), got {entry!r}")
+    return raw
+
+
+def load_trace(path: Union[str, Path]) -> Trace:
+    """Read and validate a trace folder (see the module doc); tensors are read on access."""
+    path = Path(path)
+    mpath = path / "manifest.json"
+    if not mpath.is_file():
+        raise TraceError(f"{mpath}: missing; {path} is not a trace folder")
+    try:
+        manifest = json.loads(mpath.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise TraceError(f"{mpath}: not valid JSON: {exc}") from exc
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise TraceError(f"{mpath}: not a numsim trace manifest ('format' must be {FORMAT!r})")
+    if manifest.get("version") != VERSION:
+        raise TraceError(f"{mpath}: trace version {manifest.get('version')!r}; this numsim "
+                         f"reads version {VERSION}")
+    raw_ops = manifest.get("ops")
+    if not isinstance(raw_ops, list):
+        raise TraceError(f"{mpath}: 'ops' must be a list")
+    ops = []
+    for i, raw in enumerate(raw_ops):
+        where = f"{mpath}: ops[{i}]"
+        if not isinstance(raw, dict):
+            raise TraceError(f"{where} must be an object")
+        for key in ("name", "kind", "file", "tensors"):
+            if key not in raw:
+                raise TraceError(f"{where} lacks {key!r}")
+        where = f"{mpath}: op {raw['name']!r}"
+        file = path / str(raw["file"])
+        if file.resolve().parent != path.resolve():
+            raise TraceError(f"{where}: file {raw['file']!r} must lie in the trace folder")
+        entries = _tensor_entries(raw["tensors"], where)
+        _check_header(file, entries, f"op {raw['name']!r}")
+        inputs_from = raw.get("inputs_from", [])
+        attrs = raw.get("attrs", {})
+        if not isinstance(inputs_from, list) or not isinstance(attrs, dict):
+            raise TraceError(f"{where}: 'inputs_from' must be a list and 'attrs' an object")
+        ops.append(Op(raw["name"], raw["kind"], _LazyTensors(file, entries, f"op {raw['name']!r}"),
+                      attrs, inputs_from))
+    extras = {}
+    if "extras" in manifest:
+        raw = manifest["extras"]
+        if not isinstance(raw, dict) or "file" not in raw:
+            raise TraceError(f"{mpath}: 'extras' needs a 'file' and 'tensors'")
+        file = path / str(raw["file"])
+        entries = _tensor_entries(raw.get("tensors"), f"{mpath}: extras")
+        _check_header(file, entries, "extras")
+        extras = _LazyTensors(file, entries, "extras")
+    try:
+        trace = Trace(ops, None, str(manifest.get("model", "")), manifest.get("meta") or {})
+    except TraceError as exc:
+        raise TraceError(f"{mpath}: {exc}") from exc
+    trace.extras = extras
+    trace.path = path
+    return trace
