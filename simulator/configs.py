@@ -95,10 +95,13 @@ class Config:
         return self.build_mac().accumulator.name
 
     def default_name(self) -> str:
+        """``formats|accumulator`` (+ promotion, rounding and seed where they matter)."""
         fmt = self.weights if self.weights == self.activations else \
             f"w:{self.weights},a:{self.activations}"
+        mac = self.build_mac()
+        acc = mac.accumulator.name + (f"+promote{mac.promote_every}" if mac.promote_every else "")
         tail = "" if self.rounding == "nearest_even" else f",{self.rounding},seed{self.seed}"
-        return f"{fmt}|{self._mac_name()}{tail}"
+        return f"{fmt}|{acc}{tail}"
 
     def build_mac(self) -> mm.MAC:
         """The MAC that multiplies activations (A) by weights (B) in this configuration."""

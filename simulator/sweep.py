@@ -1,0 +1,260 @@
+"""Sweeps: many configurations over one trace, in parallel, resumable.
+
+A sweep file (TOML)::
+
+    trace = "builtin:digits"        # or a trace folder (relative to this file)
+    mode = "propagated"             # or "per-op"
+    output = "sweep-results"        # results folder (relative to this file)
+    tech = 7                        # optional: node in nm for the cost model (45 default)
+    level = "dram"                  # optional: memory level of the tensors
+
+    [grid]                          # every combination of the lists given
+    formats = ["fp16", "fp8_e4m3"]  # weights = activations = each of these ...
+    weights = ["int8_channel"]      # ... and/or weights x activations
+    activations = ["int8_tensor"]
+    mac = ["fp16->fp32"]            # presets or spec tables (see simulator.configs)
+    rounding = ["nearest_even"]
+    seed = [0]
+
+    [[configs]]                     # extra cells, one table each (Config's fields)
+    name = "int8"
+    weights = "int8_channel"
+    activations = "int8_tensor"
+    mac = "int8->int32"
+
+Each cell (configuration) is replayed on its own and written to
+``<output>/cells/<key>.parquet`` (temporary file + rename); a rerun skips the cells whose file
+exists, so an interrupted sweep resumes where it stopped and nothing already written is lost.
+The sweep's table (its cells, in order) is then written atomically to ``<output>/results.parquet``
+and ``results.csv``.  Cells run in local worker processes (``workers``, default the CPU
+count; 1 runs them here), or on a Dask distributed cluster given its scheduler address (the
+trace must then be readable at the same path by every worker).  Each worker runs its kernels
+on one thread when there are several workers.
+"""
+from __future__ import annotations
+
+import itertools
+import os
+import sys
+import tempfile
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Union
+
+import pandas as pd
+
+from .configs import Config
+from .replay import MODES, replay
+from .traces import TraceError, load_trace, save_trace
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:                                            # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+BUILTIN = "builtin:digits"
+GRID_KEYS = ("formats", "weights", "activations", "mac", "rounding", "seed", "gradients")
+TOP_KEYS = ("trace", "mode", "output", "tech", "level", "grid", "configs")
+
+
+class SweepError(ValueError):
+    """A sweep file or run that cannot go ahead; the message names the file and key."""
+
+
+@dataclass
+class Sweep:
+    """A trace, a mode, the cells and where results go."""
+
+    trace: str
+    configs: list[Config]
+    output: Path
+    mode: str = "propagated"
+    tech: Union[float, None] = None
+    level: str = "dram"
+    source: str = field(default="", repr=False)
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise SweepError(f"{self.source or 'sweep'}: mode must be one of {MODES}, got "
+                             f"{self.mode!r}")
+        if not self.configs:
+            raise SweepError(f"{self.source or 'sweep'}: no configurations ([grid] or "
+                             f"[[configs]])")
+        keys = [c.key() for c in self.configs]
+        dup = {k for k in keys if keys.count(k) > 1}
+        if dup:
+            names = [c.name for c in self.configs if c.key() in dup]
+            raise SweepError(f"{self.source or 'sweep'}: configurations repeat: {names}")
+        self.output = Path(self.output)
+
+
+def _config(raw: dict, where: str) -> Config:
+    try:
+        return Config(**raw)
+    except TypeError as exc:
+        raise SweepError(f"{where}: {exc}") from exc
+    except ValueError as exc:
+        raise SweepError(f"{where}: {exc}") from exc
+
+
+def _grid(grid: Any, where: str) -> list[Config]:
+    if not isinstance(grid, dict):
+        raise SweepError(f"{where}: [grid] must be a table")
+    unknown = set(grid) - set(GRID_KEYS)
+    if unknown:
+        raise SweepError(f"{where}: unknown [grid] keys {sorted(unknown)}; known: "
+                         f"{', '.join(GRID_KEYS)}")
+    for k, v in grid.items():
+        if not isinstance(v, list) or not v:
+            raise SweepError(f"{where}: grid.{k} must be a non-empty list")
+    pairs = [(f, f) for f in grid.get("formats", [])]
+    if "weights" in grid or "activations" in grid:
+        pairs += list(itertools.product(grid.get("weights", ["fp32"]),
+                                        grid.get("activations", ["fp32"])))
+    if not pairs:
+        raise SweepError(f"{where}: [grid] needs formats, or weights and activations")
+    out = []
+    for (w, a), mac, rnd, seed, grad in itertools.product(
+            pairs, grid.get("mac", [None]), grid.get("rounding", ["nearest_even"]),
+            grid.get("seed", [0]), grid.get("gradients", [None])):
+        out.append(_config({"weights": w, "activations": a, "mac": mac, "rounding": rnd,
+                            "seed": seed, "gradients": grad},
+                           f"{where}: [grid] cell weights={w}, activations={a}, mac={mac}"))
+    return out
+
+
+def load_sweep(path: Union[str, Path]) -> Sweep:
+    """Read and validate a sweep file (see the module doc)."""
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except OSError as exc:
+        raise SweepError(f"{path}: cannot read: {exc}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise SweepError(f"{path}: not valid TOML: {exc}") from exc
+    unknown = set(raw) - set(TOP_KEYS)
+    if unknown:
+        raise SweepError(f"{path}: unknown keys {sorted(unknown)}; known: {', '.join(TOP_KEYS)}")
+    for key in ("trace", "output"):
+        if not isinstance(raw.get(key), str):
+            raise SweepError(f"{path}: '{key}' must be given as a string")
+    base = path.parent
+    trace = raw["trace"] if raw["trace"] == BUILTIN else str(base / raw["trace"])
+    configs = _grid(raw["grid"], str(path)) if "grid" in raw else []
+    extra = raw.get("configs", [])
+    if not isinstance(extra, list):
+        raise SweepError(f"{path}: 'configs' must be an array of tables ([[configs]])")
+    configs += [_config(c, f"{path}: configs[{i}]") for i, c in enumerate(extra)]
+    return Sweep(trace, configs, base / raw["output"], raw.get("mode", "propagated"),
+                 raw.get("tech"), raw.get("level", "dram"), str(path))
+
+
+def builtin_trace_path() -> Path:
+    """The built-in digits trace, saved once into numsim's cache folder."""
+    from . import digits
+
+    path = digits.cache_dir() / f"traces/{digits.MODEL}-v{digits.VERSION}"
+    if not (path / "manifest.json").is_file():
+        save_trace(digits.trace(), path, overwrite=True)
+    return path
+
+
+def _trace_path(trace: str) -> str:
+    return str(builtin_trace_path()) if trace == BUILTIN else trace
+
+
+@lru_cache(maxsize=4)
+def _cached_trace(path: str):
+    return load_trace(path)
+
+
+def _write_atomic(df: pd.DataFrame, path: Path, kind: str) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(fd)
+    try:
+        if kind == "parquet":
+            df.to_parquet(tmp, index=False)
+        else:
+            df.to_csv(tmp, index=False)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def run_cell(trace_path: str, cfg: Config, mode: str, tech, level: str, cells_dir: str,
+             threads: Union[int, None] = None) -> str:
+    """Replay one configuration and write its cell file; returns the cell's key.  (Runs in a
+    worker process or on a Dask worker.)"""
+    if threads:
+        import numba
+        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+    df = replay(_cached_trace(trace_path), [cfg], mode, tech=tech, level=level)
+    df.insert(0, "cell", cfg.key())
+    _write_atomic(df, Path(cells_dir) / f"{cfg.key()}.parquet", "parquet")
+    return cfg.key()
+
+
+def run_sweep(sweep: Union[Sweep, str, Path], *, workers: Union[int, None] = None,
+              scheduler: Union[str, Any, None] = None, progress: bool = True) -> pd.DataFrame:
+    """Run every cell not yet on disk, then write and return the sweep's table.
+    ``scheduler``: a Dask scheduler address (or a ``dask.distributed.Client``) to run on."""
+    if not isinstance(sweep, Sweep):
+        sweep = load_sweep(sweep)
+    trace_path = _trace_path(sweep.trace)
+    _cached_trace(trace_path)                       # validate the trace before starting work
+    cells = sweep.output / "cells"
+    cells.mkdir(parents=True, exist_ok=True)
+    todo = [c for c in sweep.configs if not (cells / f"{c.key()}.parquet").is_file()]
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=len(sweep.configs), initial=len(sweep.configs) - len(todo), desc="sweep",
+               unit="cell", disable=not progress)
+    args = (sweep.mode, sweep.tech, sweep.level, str(cells))
+    if scheduler is not None:
+        _run_dask(scheduler, trace_path, todo, args, bar)
+    else:
+        n = workers or os.cpu_count() or 1
+        if n == 1 or len(todo) <= 1:
+            for cfg in todo:
+                run_cell(trace_path, cfg, *args)
+                bar.update(1)
+        else:
+            import multiprocessing as mp
+            with ProcessPoolExecutor(n, mp_context=mp.get_context("spawn")) as pool:
+                futures = {pool.submit(run_cell, trace_path, c, *args, 1): c for c in todo}
+                for fut in as_completed(futures):
+                    _finish(fut, futures[fut])
+                    bar.update(1)
+    bar.close()
+    table = pd.concat([pd.read_parquet(cells / f"{c.key()}.parquet") for c in sweep.configs],
+                      ignore_index=True)
+    _write_atomic(table, sweep.output / "results.parquet", "parquet")
+    _write_atomic(table, sweep.output / "results.csv", "csv")
+    return table
+
+
+def _finish(fut, cfg: Config) -> None:
+    exc = fut.exception()
+    if exc is not None:
+        raise SweepError(f"cell {cfg.name!r} failed: {type(exc).__name__}: {exc} (the cells "
+                         f"already written stay; rerun to resume)") from exc
+
+
+def _run_dask(scheduler, trace_path: str, todo: list[Config], args: tuple, bar) -> None:
+    from dask.distributed import Client
+    from dask.distributed import as_completed as dask_completed
+
+    client = scheduler if isinstance(scheduler, Client) else Client(scheduler)
+    try:
+        futures = [client.submit(run_cell, trace_path, cfg, *args, 1, pure=False)
+                   for cfg in todo]
+        cfg_of = {fut.key: cfg for fut, cfg in zip(futures, todo)}
+        for fut in dask_completed(futures):
+            _finish(fut, cfg_of[fut.key])
+            bar.update(1)
+    finally:
+        if not isinstance(scheduler, Client):
+            client.close()
