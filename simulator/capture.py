@@ -51,3 +51,161 @@ def from_arrays(ops: Mapping[str, Mapping[str, Any]],
                                  f"{sorted(tensors)}: {exc}") from exc
         built.append(Op(name, kind, tensors, attrs, inputs_from))
     return Trace(built, extras, model=model)
+
+
+
+# ---- PyTorch (optional extra: pip install torch) ------------------------------------------------
+def _np(t) -> np.ndarray:
+    import torch
+    t = t.detach().cpu()
+    if t.dtype == torch.bfloat16:          # numpy has no bfloat16: stored as float32 (exact)
+        t = t.float()
+    return t.numpy().copy()
+
+
+class _Recorder:
+    """Collects ops during one forward pass; links an op to the ops that produced its inputs."""
+
+    def __init__(self) -> None:
+        self.ops: list[Op] = []
+        self.names: set[str] = set()
+        self.producer: dict[int, str] = {}       # id(tensor) -> op that produced it
+        self.keep: list = []                     # tensors kept alive, so ids stay unique
+
+    def add(self, base: str, kind: str, tensors: dict, sources: list, attrs=None) -> Op:
+        name, i = base or kind, 1
+        while name in self.names:
+            i += 1
+            name = f"{base or kind}_{i}"
+        self.names.add(name)
+        known = [self.producer.get(id(t)) for t in sources]
+        op = Op(name, kind, {r: _np(t) for r, t in tensors.items()}, dict(attrs or {}),
+                known if all(known) else [])      # the graph only where every source is known
+        self.ops.append(op)
+        self.keep += list(tensors.values())
+        self.producer[id(tensors["output"])] = name
+        return op
+
+
+def _conv_attrs(m, dims: int) -> dict:
+    """stride, padding, dilation, groups of a Conv1d/Conv2d as conv2d pairs."""
+    k = tuple(m.kernel_size)
+    pad = m.padding
+    if pad == "valid":
+        pad = (0,) * dims
+    elif pad == "same":
+        if any((d * (kk - 1)) % 2 for d, kk in zip(m.dilation, k)):
+            raise TraceError(f"{m}: padding='same' with an even kernel pads unevenly; not "
+                             f"representable as a conv2d op")
+        pad = tuple(d * (kk - 1) // 2 for d, kk in zip(m.dilation, k))
+    if m.padding_mode != "zeros":
+        raise TraceError(f"{m}: padding_mode={m.padding_mode!r} is not modelled (zeros only)")
+    one = (1,) if dims == 1 else ()
+    zero = (0,) if dims == 1 else ()
+    return {"stride": list(one + tuple(m.stride)), "padding": list(zero + tuple(pad)),
+            "dilation": list(one + tuple(m.dilation)), "groups": m.groups}
+
+
+def capture_torch(model, inputs, *, loss_fn=None, target=None, labels=None,
+                  model_name: str = "") -> Trace:
+    """Run ``model(*inputs)`` and record its ops (needs torch).
+
+    Recorded: ``nn.Linear``, ``nn.Conv1d`` (as a conv2d of height 1) and ``nn.Conv2d`` modules
+    through forward hooks; ``torch.matmul``/``bmm``/``@`` of two operands of 2 or more dims
+    (``matmul``) and the scores ``q @ k^T`` of ``F.scaled_dot_product_attention``
+    (``attention_scores``, before scaling) through a ``TorchFunctionMode``; ``relu``, ``gelu``,
+    ``softmax`` and ``flatten`` calls as elementwise ops, so the graph links through them.
+    ``inputs_from`` is recorded where every input of an op is the output of a recorded op.
+    With ``loss_fn``, ``loss_fn(output, target).backward()`` runs after the forward pass and
+    each Linear/Conv op gains ``grad_output``, ``grad_input`` (when the input needs one) and
+    ``grad_weight`` (for a module called more than once, its last call).  ``labels`` (an
+    integer array) become the trace's ``labels`` extra, for task accuracy in replay."""
+    import torch
+    import torch.nn.functional as F
+    from torch.overrides import TorchFunctionMode
+
+    rec = _Recorder()
+    module_op: dict = {}
+    grads: dict = {}
+    handles = []
+    matmuls = {torch.matmul, torch.bmm, torch.Tensor.matmul, torch.Tensor.__matmul__,
+               torch.Tensor.bmm}
+    elementwise = {F.relu: "relu", torch.relu: "relu", torch.Tensor.relu: "relu",
+                   F.gelu: "gelu", F.softmax: "softmax", torch.softmax: "softmax",
+                   torch.Tensor.softmax: "softmax", torch.flatten: "flatten",
+                   torch.Tensor.flatten: "flatten"}
+
+    def watch(name, role, t):
+        """Record the gradient that reaches ``t`` in backward (a tensor hook keeps ids)."""
+        if loss_fn is not None and t.requires_grad:
+            t.register_hook(lambda g: grads.setdefault(name, {}).__setitem__(role, g))
+
+    def hook(name):
+        def forward_hook(m, args, out):
+            x = args[0]
+            watch(name, "grad_output", out)
+            watch(name, "grad_input", x)
+            t = {"input": x, "weight": m.weight, "output": out}
+            if m.bias is not None:
+                t["bias"] = m.bias
+            if isinstance(m, torch.nn.Linear):
+                module_op[name] = rec.add(name, "linear", t, [x])
+                return
+            attrs = _conv_attrs(m, 1 if isinstance(m, torch.nn.Conv1d) else 2)
+            if isinstance(m, torch.nn.Conv1d):
+                t = {**t, "input": x.unsqueeze(2), "weight": m.weight.unsqueeze(2),
+                     "output": out.unsqueeze(2)}
+            op = rec.add(name, "conv2d", t, [x], attrs)
+            rec.producer[id(out)] = op.name
+            module_op[name] = op
+        return forward_hook
+
+    class Mode(TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            if func in matmuls and all(getattr(a, "ndim", 0) >= 2 for a in args[:2]):
+                rec.add("matmul", "matmul", {"a": args[0], "b": args[1], "output": out},
+                        list(args[:2]))
+            elif func in elementwise and isinstance(out, torch.Tensor):
+                kind = elementwise[func]
+                kw = dict(kwargs or {})
+                attrs = {}
+                if kind == "softmax":
+                    dim = kw.get("dim", args[1] if len(args) > 1 else None)
+                    if dim is None or dim not in (-1, args[0].ndim - 1):
+                        return out                   # replay applies softmax on the last axis
+                elif kind == "gelu":
+                    attrs["approximate"] = kw.get("approximate", "none")
+                rec.add(kind, kind, {"input": args[0], "output": out}, [args[0]], attrs)
+            elif func is F.scaled_dot_product_attention:
+                q, k = args[0], args[1]
+                kt = k.transpose(-2, -1)
+                rec.add("attention_scores", "attention_scores",
+                        {"a": q, "b": kt, "output": q @ kt}, [])
+            return out
+
+    for name, m in model.named_modules():
+        if isinstance(m, (torch.nn.Linear, torch.nn.Conv1d, torch.nn.Conv2d)):
+            handles.append(m.register_forward_hook(hook(name)))
+    args = inputs if isinstance(inputs, (tuple, list)) else (inputs,)
+    try:
+        with torch.set_grad_enabled(loss_fn is not None), Mode():
+            output = model(*args)
+        if loss_fn is not None:
+            model.zero_grad(set_to_none=True)
+            loss_fn(output, target).backward()
+    finally:
+        for h in handles:
+            h.remove()
+    modules = dict(model.named_modules())
+    for name, op in module_op.items():
+        if loss_fn is None:
+            continue
+        found = {**grads.get(name, {}), "grad_weight": modules[name].weight.grad}
+        for role, g in found.items():
+            if g is not None:
+                if op.kind == "conv2d" and g.ndim == 3:            # Conv1d
+                    g = g.unsqueeze(2)
+                op.tensors[role] = _np(g)
+    extras = {} if labels is None else {"labels": np.asarray(labels)}
+    return Trace(rec.ops, extras, model=model_name or type(model).__name__)

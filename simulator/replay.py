@@ -19,7 +19,8 @@
 Modes: ``"per-op"`` feeds every op its captured inputs; ``"propagated"`` feeds each op the
 replayed output of the ops it takes input from (``inputs_from``), the captured input where the
 trace records no source.  Elementwise ops (relu, gelu (erf form), softmax, flatten, identity)
-run in float64 on propagated values and are skipped in per-op mode.  A MAC op's result is the
+run in float64 on propagated values (softmax on the last axis; gelu's ``approximate``
+attribute honoured) and are skipped in per-op mode.  A MAC op's result is the
 MAC's output register plus the bias, rounded to fp32 (the op's output is stored in fp32).
 Error metrics are those of :mod:`simulator.metrics`.  An op that cannot run (NaN for an integer
 format, for example) gives a row with its ``error`` message instead of stopping the replay.
@@ -44,9 +45,12 @@ from .traces import Op, Trace
 MODES = ("per-op", "propagated")
 
 
-def _gelu(x: np.ndarray) -> np.ndarray:
+def _gelu(x: np.ndarray, approximate: str = "none") -> np.ndarray:
+    """GELU: x * Phi(x) (erf form), or PyTorch's ``approximate="tanh"`` form."""
+    if approximate == "tanh":
+        return 0.5 * x * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x ** 3)))
     from math import erf
-    return x * 0.5 * (1.0 + np.vectorize(erf)(x / math.sqrt(2.0)))
+    return x * 0.5 * (1.0 + np.vectorize(erf, otypes=[float])(x / math.sqrt(2.0)))
 
 
 def _softmax(x: np.ndarray) -> np.ndarray:
@@ -54,11 +58,11 @@ def _softmax(x: np.ndarray) -> np.ndarray:
     return z / np.sum(z, axis=-1, keepdims=True)
 
 
-ELEMENTWISE = {"relu": lambda x, shape: np.maximum(x, 0.0),
-               "gelu": lambda x, shape: _gelu(x),
-               "softmax": lambda x, shape: _softmax(x),
-               "flatten": lambda x, shape: x.reshape(shape),
-               "identity": lambda x, shape: x}
+ELEMENTWISE = {"relu": lambda x, shape, attrs: np.maximum(x, 0.0),
+               "gelu": lambda x, shape, attrs: _gelu(x, attrs.get("approximate", "none")),
+               "softmax": lambda x, shape, attrs: _softmax(x),
+               "flatten": lambda x, shape, attrs: x.reshape(shape),
+               "identity": lambda x, shape, attrs: x}
 
 
 def _quant_row(ref: np.ndarray, fmt, k_axis: int) -> dict:
@@ -154,6 +158,16 @@ def _merge_quant(parts: list, fmt, k_axis: int) -> dict:
     return {**metrics.error_metrics(ref, q), "clipped": clipped, "numel": ref.size}
 
 
+def _task(labels: np.ndarray, ref: np.ndarray, got: np.ndarray, failed: bool) -> dict:
+    """Accuracy of the replayed and the captured logits against ``labels``."""
+    if ref.shape[:-1] != labels.shape:
+        return {"error": f"labels of shape {labels.shape} do not match the last op's logits "
+                         f"{ref.shape} (one label per row of logits)"}
+    acc = math.nan if failed else float(np.mean(np.argmax(got, axis=-1) == labels))
+    return {"numel": labels.size, "accuracy": acc,
+            "reference_accuracy": float(np.mean(np.argmax(ref, axis=-1) == labels))}
+
+
 def _check_configs(configs) -> list[Config]:
     if isinstance(configs, Config):
         configs = [configs]
@@ -197,12 +211,15 @@ def _replay_one(trace: Trace, cfg: Config, mode: str, tech, level, bar) -> list[
         src = [outputs[s] for s in op.inputs_from if s in outputs] \
             if mode == "propagated" else []
         x = src[0] if len(src) == len(op.inputs_from) and src else None
+        if x is not None:                    # a Conv1d's output (N, O, 1, L) feeds (N, O, L)
+            want = np.shape(op.tensors["a" if "a" in op.tensors else "input"])
+            x = x.reshape(want) if x.size == int(np.prod(want)) else None
         base = {**head, "op": op.name, "kind": op.kind}
         if not op.is_mac:
             if mode == "propagated":
                 ref_out = np.asarray(op.tensors["output"], dtype=np.float64)
                 inp = np.asarray(op.tensors["input"] if x is None else x, dtype=np.float64)
-                y = ELEMENTWISE[op.kind](inp, ref_out.shape)
+                y = ELEMENTWISE[op.kind](inp, ref_out.shape, op.attrs)
                 outputs[op.name] = y
                 row = {**base, "role": "output", "numel": y.size,
                        **metrics.error_metrics(ref_out, y)}
@@ -229,13 +246,8 @@ def _replay_one(trace: Trace, cfg: Config, mode: str, tech, level, bar) -> list[
         for k in totals:
             totals[k] += out[k]
     if mode == "propagated" and labels is not None and last in outputs:
-        labels = np.asarray(labels)
-        ref = np.asarray(trace.ops[-1].tensors["output"])
-        acc = float(np.mean(np.argmax(outputs[last], axis=-1) == labels)) if not failed \
-            else math.nan
-        rows.append({**head, "op": "model", "kind": "task", "role": "task",
-                     "numel": labels.size, "accuracy": acc,
-                     "reference_accuracy": float(np.mean(np.argmax(ref, axis=-1) == labels)),
-                     **totals})
+        rows.append({**head, "op": "model", "kind": "task", "role": "task", **totals,
+                     **_task(np.asarray(labels), np.asarray(trace.ops[-1].tensors["output"]),
+                             outputs[last], failed)})
     return rows
 
