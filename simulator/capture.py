@@ -209,3 +209,129 @@ def capture_torch(model, inputs, *, loss_fn=None, target=None, labels=None,
                 op.tensors[role] = _np(g)
     extras = {} if labels is None else {"labels": np.asarray(labels)}
     return Trace(rec.ops, extras, model=model_name or type(model).__name__)
+
+
+# ---- ONNX (optional extra: pip install onnx onnxruntime) ----------------------------------------
+def _onnx_attrs(node) -> dict:
+    """A node's attributes, strings decoded."""
+    from onnx import helper
+    out = {}
+    for a in node.attribute:
+        v = helper.get_attribute_value(a)
+        out[a.name] = v.decode() if isinstance(v, bytes) else v
+    return out
+
+
+def _onnx_conv_attrs(node, w: np.ndarray) -> tuple[dict, bool]:
+    """conv2d attrs of an ONNX Conv node and whether it is 1-D (then lifted to height 1)."""
+    at = _onnx_attrs(node)
+    dims = w.ndim - 2
+    if dims not in (1, 2) or at.get("auto_pad", "NOTSET") != "NOTSET":
+        raise TraceError(f"ONNX node {node.name!r}: only 1-D and 2-D Conv with explicit pads "
+                         f"are captured")
+    pads = list(at.get("pads", [0] * 2 * dims))
+    if pads[:dims] != pads[dims:]:
+        raise TraceError(f"ONNX node {node.name!r}: asymmetric pads {pads} are not modelled")
+    lift = (lambda v, fill: [fill] + list(v)) if dims == 1 else (lambda v, fill: list(v))
+    return ({"stride": lift(at.get("strides", [1] * dims), 1),
+             "padding": lift(pads[:dims], 0),
+             "dilation": lift(at.get("dilations", [1] * dims), 1),
+             "groups": int(at.get("group", 1))}, dims == 1)
+
+
+def capture_onnx(model, feeds: Mapping[str, np.ndarray], labels=None,
+                 model_name: str = "") -> Trace:
+    """Run an ONNX model (a path or a ModelProto) on ``feeds`` with onnxruntime and record its
+    ops from the intermediate values (needs onnx and onnxruntime).
+
+    Recorded: ``Gemm`` (alpha = beta = 1, no transposed A) and ``MatMul`` by a 2-D initializer
+    as ``linear`` (a following ``Add`` of a 1-D initializer is folded in as the bias);
+    ``MatMul`` of two activations as ``matmul``; 1-D and 2-D ``Conv`` (symmetric explicit pads)
+    as ``conv2d``; ``Relu``, ``Gelu``, ``Softmax`` (last axis), ``Flatten`` and ``Identity`` as
+    elementwise ops.  Other nodes are run but not recorded, and break the graph links."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import numpy_helper, shape_inference
+
+    proto = onnx.load(str(model)) if not isinstance(model, onnx.ModelProto) else model
+    proto = shape_inference.infer_shapes(proto)
+    graph = proto.graph
+    inits = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    outputs = {o.name for o in graph.output}
+    extra = [vi for vi in graph.value_info if vi.name not in outputs]
+    full = onnx.ModelProto()
+    full.CopyFrom(proto)
+    full.graph.output.extend(extra)
+    sess = ort.InferenceSession(full.SerializeToString(), providers=["CPUExecutionProvider"])
+    names = [o.name for o in sess.get_outputs()]
+    values = {**inits, **{k: np.asarray(v) for k, v in feeds.items()},
+              **dict(zip(names, sess.run(names, dict(feeds))))}
+    consumers: dict = {}
+    for node in graph.node:
+        for i in node.input:
+            consumers.setdefault(i, []).append(node)
+    producer: dict = {}
+    ops: list[Op] = []
+    taken: set = set()
+    folded: set = set()
+
+    def add(node, kind, tensors, sources, out_name, attrs=None):
+        base = (node.name or node.op_type.lower()).replace("/", ".").lstrip(".") or "op"
+        name, i = base, 1
+        while name in taken:
+            i += 1
+            name = f"{base}_{i}"
+        taken.add(name)
+        known = [producer.get(s) for s in sources]
+        ops.append(Op(name, kind, tensors, attrs or {}, known if all(known) else []))
+        producer[out_name] = name
+
+    def have(n) -> bool:
+        return n in values
+
+    for node in graph.node:
+        t, ins, out = node.op_type, list(node.input), node.output[0]
+        if id(node) in folded or not all(have(n) for n in ins if n) or not have(out):
+            continue
+        at = _onnx_attrs(node)
+        if t in ("Gemm", "MatMul"):
+            a, b = values[ins[0]], values[ins[1]]
+            gemm_ok = t == "MatMul" or (at.get("alpha", 1.0) == 1.0 and at.get("beta", 1.0) == 1.0
+                                        and not at.get("transA", 0))
+            if ins[1] in inits and b.ndim == 2 and gemm_ok and ins[0] not in inits:
+                w = b if at.get("transB", 0) else b.T
+                tensors = {"input": a, "weight": np.ascontiguousarray(w)}
+                out_name = out
+                if t == "Gemm" and len(ins) > 2 and ins[2] in inits and inits[ins[2]].ndim == 1:
+                    tensors["bias"] = inits[ins[2]]
+                elif t == "MatMul" and len(consumers.get(out, [])) == 1:
+                    nxt = consumers[out][0]
+                    other = [n for n in nxt.input if n != out]
+                    if (nxt.op_type == "Add" and len(other) == 1 and other[0] in inits
+                            and inits[other[0]].shape == (w.shape[0],) and have(nxt.output[0])):
+                        tensors["bias"] = inits[other[0]]
+                        out_name = nxt.output[0]
+                        folded.add(id(nxt))
+                tensors["output"] = values[out_name]
+                add(node, "linear", tensors, [ins[0]], out_name)
+            elif t == "MatMul" and a.ndim >= 2 and b.ndim >= 2:
+                add(node, "matmul", {"a": a, "b": b, "output": values[out]},
+                    [n for n in ins if n not in inits], out)
+        elif t == "Conv" and ins[1] in inits:
+            w = inits[ins[1]]
+            attrs, lift = _onnx_conv_attrs(node, w)
+            x, y = values[ins[0]], values[out]
+            if lift:
+                x, w, y = x[:, :, None], w[:, :, None], y[:, :, None]
+            tensors = {"input": x, "weight": w, "output": y}
+            if len(ins) > 2 and ins[2] in inits:
+                tensors["bias"] = inits[ins[2]]
+            add(node, "conv2d", tensors, [ins[0]], out, attrs)
+        elif t in ("Relu", "Gelu", "Softmax", "Flatten", "Identity"):
+            x = values[ins[0]]
+            if t == "Softmax" and at.get("axis", -1) not in (-1, x.ndim - 1):
+                continue
+            attrs = {"approximate": at.get("approximate", "none")} if t == "Gelu" else {}
+            add(node, t.lower(), {"input": x, "output": values[out]}, [ins[0]], out, attrs)
+    extras = {} if labels is None else {"labels": np.asarray(labels)}
+    return Trace(ops, extras, model=model_name or (graph.name or "onnx"))
