@@ -30,6 +30,7 @@ bench: venv
 	$(PY) benchmarks/bench_posits.py
 	$(PY) benchmarks/bench_scaled.py
 	$(PY) benchmarks/bench_mac.py
+	$(PY) benchmarks/bench_replay.py
 
 # Removes build outputs and caches; keeps .venv (see distclean).
 clean:

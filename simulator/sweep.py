@@ -26,10 +26,11 @@ Each cell (configuration) is replayed on its own and written to
 ``<output>/cells/<key>.parquet`` (temporary file + rename); a rerun skips the cells whose file
 exists, so an interrupted sweep resumes where it stopped and nothing already written is lost.
 The sweep's table (its cells, in order) is then written atomically to ``<output>/results.parquet``
-and ``results.csv``.  Cells run in local worker processes (``workers``, default the CPU
-count; 1 runs them here), or on a Dask distributed cluster given its scheduler address (the
-trace must then be readable at the same path by every worker).  Each worker runs its kernels
-on one thread when there are several workers.
+and ``results.csv``.  Cells run in local worker processes (``workers``; 1 runs them here), or on
+a Dask distributed cluster given its scheduler address (the trace must then be readable at the
+same path by every worker; each Dask task runs its kernels on one thread).  numsim's kernels
+already use every core, so the default is one worker per 4 cores (1 on small machines), each
+with cores / workers threads.
 """
 from __future__ import annotations
 
@@ -216,15 +217,17 @@ def run_sweep(sweep: Union[Sweep, str, Path], *, workers: Union[int, None] = Non
     if scheduler is not None:
         _run_dask(scheduler, trace_path, todo, args, bar)
     else:
-        n = workers or os.cpu_count() or 1
+        cpus = os.cpu_count() or 1
+        n = workers or max(1, cpus // 4)
         if n == 1 or len(todo) <= 1:
             for cfg in todo:
                 run_cell(trace_path, cfg, *args)
                 bar.update(1)
         else:
-            import multiprocessing as mp
-            with ProcessPoolExecutor(n, mp_context=mp.get_context("spawn")) as pool:
-                futures = {pool.submit(run_cell, trace_path, c, *args, 1): c for c in todo}
+            threads = max(1, cpus // n)
+            with ProcessPoolExecutor(min(n, len(todo)), mp_context=_worker_context()) as pool:
+                futures = {pool.submit(run_cell, trace_path, c, *args, threads): c
+                           for c in todo}
                 for fut in as_completed(futures):
                     _finish(fut, futures[fut])
                     bar.update(1)
@@ -234,6 +237,18 @@ def run_sweep(sweep: Union[Sweep, str, Path], *, workers: Union[int, None] = Non
     _write_atomic(table, sweep.output / "results.parquet", "parquet")
     _write_atomic(table, sweep.output / "results.csv", "csv")
     return table
+
+
+def _worker_context():
+    """Worker processes forked from a server that imported numsim once (a plain fork could
+    inherit Numba's worker threads mid-flight; spawn would import numsim in every worker)."""
+    import multiprocessing as mp
+
+    if "forkserver" not in mp.get_all_start_methods():
+        return mp.get_context("spawn")
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload(["simulator.replay"])
+    return ctx
 
 
 def _finish(fut, cfg: Config) -> None:
