@@ -106,9 +106,9 @@ def _conv_attrs(m, dims: int) -> dict:
             "dilation": list(one + tuple(m.dilation)), "groups": m.groups}
 
 
-def capture_torch(model, inputs, *, loss_fn=None, target=None, labels=None,
+def capture_torch(model, inputs, *, kwargs=None, loss_fn=None, target=None, labels=None,
                   model_name: str = "") -> Trace:
-    """Run ``model(*inputs)`` and record its ops (needs torch).
+    """Run ``model(*inputs, **kwargs)`` and record its ops (needs torch).
 
     Recorded: ``nn.Linear``, ``nn.Conv1d`` (as a conv2d of height 1) and ``nn.Conv2d`` modules
     through forward hooks; ``torch.matmul``/``bmm``/``@`` of two operands of 2 or more dims
@@ -190,7 +190,7 @@ def capture_torch(model, inputs, *, loss_fn=None, target=None, labels=None,
     args = inputs if isinstance(inputs, (tuple, list)) else (inputs,)
     try:
         with torch.set_grad_enabled(loss_fn is not None), Mode():
-            output = model(*args)
+            output = model(*args, **dict(kwargs or {}))
         if loss_fn is not None:
             model.zero_grad(set_to_none=True)
             loss_fn(output, target).backward()
