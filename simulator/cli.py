@@ -45,11 +45,25 @@ def _cmd_formats(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    """Run the main job on the built-in example (for now: the named-format table)."""
-    table = _formats_table()
-    print("numsim demo: named number formats "
-          "(the full demo, replaying a built-in trace, arrives with the trace/replay issues)")
-    print(table.to_string(index=False))
+    """The main job on the built-in example: the digits model's trace replayed (propagated)
+    through the standard configurations; prints accuracy, error and cost per configuration."""
+    from .digits import trace
+    from .replay import replay
+    from .standard import standard_configs
+
+    print("numsim demo: the built-in digits MLP (360 test images) through the standard "
+          "configurations", file=sys.stderr)
+    df = replay(trace(), standard_configs(), "propagated", progress=True)
+    task = df[df.role == "task"].set_index("config")
+    logits = df[(df.role == "output") & (df.op == df.op[df.kind == "linear"].iloc[-1])]
+    table = task[["accuracy", "total_pj"]].copy()
+    table["logits_sqnr_db"] = logits.set_index("config").sqnr_db
+    table["energy_uj"] = table.pop("total_pj") / 1e6
+    table["area_um2_per_mac"] = df[df.role == "output"].groupby("config").area_um2.max()
+    print(table.round({"accuracy": 4, "logits_sqnr_db": 1, "energy_uj": 2,
+                       "area_um2_per_mac": 0}).to_string())
+    print("(energy: compute + DRAM traffic for the 360 images at 45 nm; the full report "
+          "arrives with the reports issue)", file=sys.stderr)
     return 0
 
 
@@ -76,7 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
     p_demo = sub.add_parser(
         "demo",
         help="run the main job on the built-in example",
-        description="Run the main job on the built-in example.",
+        description="Replay the built-in digits model through the standard configurations and "
+                    "print accuracy, error and cost per configuration.",
     )
     p_demo.set_defaults(func=_cmd_demo)
     return parser
