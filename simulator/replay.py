@@ -65,12 +65,30 @@ ELEMENTWISE = {"relu": lambda x, shape, attrs: np.maximum(x, 0.0),
                "identity": lambda x, shape, attrs: x}
 
 
-def _quant_row(ref: np.ndarray, fmt, k_axis: int) -> dict:
-    q, clipped = quantized_operand(ref, fmt, k_axis)
-    row = metrics.error_metrics(ref, q)
-    row["clipped"] = clipped
-    row["numel"] = ref.size
-    return row
+def _operand_rows(refs: list, useds: list, fmt, k_axis: int, cfg: Config) -> dict:
+    """Quantization error of 2-D operand pieces as the MAC multiplies them: ``refs`` the
+    captured values, ``useds`` what was handed to the MAC (``refs`` rounded with the config's
+    rounding when it is not nearest even; the format is then scalar)."""
+    ref = np.concatenate([r.ravel() for r in refs])
+    got, clipped = [], 0
+    for r, u in zip(refs, useds):
+        q, c = quantized_operand(u, fmt, k_axis)
+        got.append(q.ravel())
+        if cfg.rounding != "nearest_even":         # u is already inside the range: count on r
+            c = int(np.count_nonzero(np.isfinite(r) & (np.abs(r) > fmt.max)))
+        clipped += c
+    return {**metrics.error_metrics(ref, np.concatenate(got)), "clipped": clipped,
+            "numel": ref.size}
+
+
+def _rounded(x: np.ndarray, fmt_name: str, cfg: Config, stream: int) -> np.ndarray:
+    """``x`` rounded into ``fmt_name`` with the config's rounding when that is not nearest even
+    (scalar formats only, checked by Config; the MAC's own nearest-even quantization then
+    leaves the values unchanged); ``stream`` separates the random streams of the operands."""
+    if cfg.rounding == "nearest_even":
+        return x
+    return formats.get(fmt_name).quantize(x, rounding=cfg.rounding,
+                                          seed=(cfg.seed * 4 + stream) % (1 << 63))
 
 
 def _grad_rows(op: Op, cfg: Config) -> list[dict]:
@@ -81,58 +99,72 @@ def _grad_rows(op: Op, cfg: Config) -> list[dict]:
     for role in ("grad_output", "grad_input", "grad_weight"):
         if role in op.tensors:
             g = np.asarray(op.tensors[role], dtype=np.float64)
-            g2 = g.reshape(-1, g.shape[-1]) if g.ndim else g.reshape(1, 1)
-            rows.append({"role": role, **_quant_row(g2, fmt, 1)})
+            g = g.reshape(-1, g.shape[-1]) if g.ndim else g.reshape(1, 1)
+            rows.append({"role": role, **_operand_rows(
+                [g], [_rounded(g, cfg.gradients, cfg, 3)], fmt, 1, cfg)})
     return rows
+
+
+def _f64(a) -> np.ndarray:
+    return np.asarray(a, dtype=np.float64)
 
 
 def _run_mac_op(op: Op, cfg: Config, x: Union[np.ndarray, None], tech, level) -> tuple:
     """(output as fp32, rows for the operands, output row fields) of one MAC op."""
     t = op.tensors
     mac = cfg.build_mac()
-    a_fmt = formats.get(cfg.activations)
-    rows = []
+    a_fmt, w_fmt = formats.get(cfg.activations), formats.get(cfg.weights)
+    if op.kind in ("linear", "conv2d"):
+        x = _f64(t["input"] if x is None else x)
+        w = _f64(t["weight"])
+        xu, wu = _rounded(x, cfg.activations, cfg, 0), _rounded(w, cfg.weights, cfg, 1)
     if op.kind == "linear":
-        x = np.asarray(t["input"] if x is None else x, dtype=np.float64)
-        w = np.asarray(t["weight"], dtype=np.float64)
-        a2 = x.reshape(-1, w.shape[1])
-        rows += [{"role": "input", **_quant_row(a2, a_fmt, 1)},
-                 {"role": "weight", **_quant_row(w.T, formats.get(cfg.weights), 0)}]
-        r = mm.matmul(a2, w.T, mac)
+        a2, au = x.reshape(-1, w.shape[1]), xu.reshape(-1, w.shape[1])
+        rows = [{"role": "input", **_operand_rows([a2], [au], a_fmt, 1, cfg)},
+                {"role": "weight", **_operand_rows([w.T], [wu.T], w_fmt, 0, cfg)}]
+        r = mm.matmul(au, wu.T, mac)
         y = r.values.reshape(x.shape[:-1] + (w.shape[0],))
         shape = mm.Matmul(a2.shape[0], w.shape[1], w.shape[0])
     elif op.kind == "conv2d":
-        x = np.asarray(t["input"] if x is None else x, dtype=np.float64)
-        w = np.asarray(t["weight"], dtype=np.float64)
         at = op.attrs
         conv = mm.Conv2d(x.shape[0], x.shape[1], x.shape[2], x.shape[3], w.shape[0],
                          tuple(w.shape[2:]), at.get("stride", 1), at.get("padding", 0),
                          at.get("dilation", 1), at.get("groups", 1))
-        cols = im2col(x, tuple(w.shape[2:]), _pair(conv.stride), _pair(conv.padding),
-                      _pair(conv.dilation))
-        g, cg = conv.groups, w.shape[1]
-        a_parts = [cols[:, :, :, i * cg:(i + 1) * cg].reshape(-1, cg * w.shape[2] * w.shape[3])
-                   for i in range(g)]
-        og = w.shape[0] // g
-        b_parts = [w[i * og:(i + 1) * og].reshape(og, -1).T for i in range(g)]
-        rows += [{"role": "input", **_merge_quant(a_parts, a_fmt, 1)},
-                 {"role": "weight", **_merge_quant(b_parts, formats.get(cfg.weights), 0)}]
-        r = mm.conv2d(x, w, mac, conv.stride, conv.padding, conv.dilation, conv.groups)
+        geometry = (tuple(w.shape[2:]), _pair(conv.stride), _pair(conv.padding),
+                    _pair(conv.dilation))
+        g, cg, og = conv.groups, w.shape[1], w.shape[0] // conv.groups
+        k = cg * w.shape[2] * w.shape[3]
+
+        def a_parts(v):
+            cols = im2col(v, *geometry)
+            return [cols[:, :, :, i * cg:(i + 1) * cg].reshape(-1, k) for i in range(g)]
+
+        def b_parts(v):
+            return [v[i * og:(i + 1) * og].reshape(og, -1).T for i in range(g)]
+
+        ra, rb = a_parts(x), b_parts(w)
+        rows = [{"role": "input", **_operand_rows(ra, a_parts(xu), a_fmt, 1, cfg)},
+                {"role": "weight", **_operand_rows(rb, b_parts(wu), w_fmt, 0, cfg)}]
+        r = mm.conv2d(xu, wu, mac, conv.stride, conv.padding, conv.dilation, conv.groups)
         y = r.values
         shape = conv
     else:                                    # matmul, attention_scores: two activations
-        a = np.asarray(t["a"] if x is None else x, dtype=np.float64)
-        b = np.asarray(t["b"], dtype=np.float64)
+        a, b = _f64(t["a"] if x is None else x), _f64(t["b"])
+        au, bu = _rounded(a, cfg.activations, cfg, 0), _rounded(b, cfg.activations, cfg, 2)
         mac = replace(mac, b_format=mac.a_format, name="")
-        rows += [{"role": "a", **_quant_row(a.reshape(-1, a.shape[-1]), a_fmt, 1)},
-                 {"role": "b", **_quant_row(np.moveaxis(b, -2, 0).reshape(b.shape[-2], -1),
-                                            a_fmt, 0)}]
-        r = mm.matmul(a, b, mac)
+
+        def b2(v):
+            return np.moveaxis(v, -2, 0).reshape(v.shape[-2], -1)
+
+        rows = [{"role": "a", **_operand_rows([a.reshape(-1, a.shape[-1])],
+                                              [au.reshape(-1, a.shape[-1])], a_fmt, 1, cfg)},
+                {"role": "b", **_operand_rows([b2(b)], [b2(bu)], a_fmt, 0, cfg)}]
+        r = mm.matmul(au, bu, mac)
         y = r.values
         batch = int(np.prod(np.broadcast_shapes(a.shape[:-2], b.shape[:-2])))
         shape = mm.Matmul(a.shape[-2], a.shape[-1], b.shape[-1], batch, b.ndim > 2)
     if "bias" in t:
-        bias = np.asarray(t["bias"], dtype=np.float64)
+        bias = _f64(t["bias"])
         y = y + (bias.reshape(-1, 1, 1) if op.kind == "conv2d" else bias)
     y = y.astype(np.float32)
     lc = mm.layer_cost(shape, mac, tech=tech, level=level)
@@ -144,18 +176,6 @@ def _run_mac_op(op: Op, cfg: Config, x: Union[np.ndarray, None], tech, level) ->
 
 def _pair(v) -> tuple[int, int]:
     return (v, v) if isinstance(v, int) else tuple(v)
-
-
-def _merge_quant(parts: list, fmt, k_axis: int) -> dict:
-    """Quantization metrics over several operand pieces taken together."""
-    refs, qs, clipped = [], [], 0
-    for p in parts:
-        q, c = quantized_operand(p, fmt, k_axis)
-        refs.append(p.ravel())
-        qs.append(q.ravel())
-        clipped += c
-    ref, q = np.concatenate(refs), np.concatenate(qs)
-    return {**metrics.error_metrics(ref, q), "clipped": clipped, "numel": ref.size}
 
 
 def _task(labels: np.ndarray, ref: np.ndarray, got: np.ndarray, failed: bool) -> dict:
