@@ -5,6 +5,9 @@ trace folders, replay them through many format/MAC configurations into tidy resu
 tables, and run sweeps across processes or a Dask cluster. It may import every other
 room; nothing imports it.
 
-So far it holds only the command line (:mod:`simulator.cli`); the rest is built by later
-issues (see DESIGN.md).
+Modules: :mod:`~simulator.traces` (trace folders), :mod:`~simulator.capture` (from arrays,
+PyTorch, ONNX), :mod:`~simulator.minilm` (the real-transformer extra), :mod:`~simulator.digits`
+(the built-in model), :mod:`~simulator.metrics`, :mod:`~simulator.configs`,
+:mod:`~simulator.replay`, :mod:`~simulator.standard` (the standard configurations),
+:mod:`~simulator.sweep` (TOML sweeps on processes or Dask) and :mod:`~simulator.cli`.
 """

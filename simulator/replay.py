@@ -4,8 +4,10 @@
 
 * roles ``input``/``weight`` (linear, conv2d) or ``a``/``b`` (matmul, attention_scores): the
   quantization error of that operand as the MAC multiplies it (activations in the activation
-  format, weights in the weight format; both matmul operands are activations), with
-  ``clipped`` the elements clipped to the format's range;
+  format, weights in the weight format; both matmul operands are activations; a config's
+  rounding other than nearest even applied), with ``clipped`` the elements beyond the format's
+  range (scaled formats: exact scaled values beyond the element range, counting those within
+  half a step of it that round to its end anyway, as :class:`formats.ScaledTensor` does);
 * role ``output``: the op's output against the captured one, with the MAC's event counts
   (``overflows``, ``saturations``, ``swamped``, ``max_abs_partial``, ``macs``) and its cost
   (``compute_pj``, ``memory_pj``, ``total_pj``, ``area_um2`` of one MAC unit, from
