@@ -1,8 +1,8 @@
 """Running real work: traces, replay, error metrics, sweeps and the ``numsim`` command line.
 
-This room will capture traces (PyTorch hooks, ONNX or plain arrays), read and validate
-trace folders, replay them through many format/MAC configurations into tidy result
-tables, and run sweeps across processes or a Dask cluster. It may import every other
+This room captures traces (PyTorch hooks, ONNX or plain arrays), reads and validates
+trace folders, replays them through many format/MAC configurations into tidy result
+tables, and runs sweeps across processes or a Dask cluster. It may import every other
 room; nothing imports it.
 
 Modules: :mod:`~simulator.traces` (trace folders), :mod:`~simulator.capture` (from arrays,
