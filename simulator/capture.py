@@ -39,7 +39,7 @@ def from_arrays(ops: Mapping[str, Mapping[str, Any]],
         tensors = {}
         for role, value in spec.items():
             arr = np.asarray(value)
-            if arr.dtype.kind not in "fiub":
+            if arr.dtype.kind not in "fiub" and arr.dtype.name != "bfloat16":
                 raise TraceError(f"op {name!r}: tensor {role!r} must be a numeric array, got "
                                  f"dtype {arr.dtype}")
             tensors[role] = arr

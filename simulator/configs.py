@@ -123,12 +123,12 @@ class Config:
                              f"{base.name}: {exc}") from exc
 
     def key(self) -> str:
-        """A stable identifier of what this config computes (its name excluded)."""
-        mac = self.mac
-        if isinstance(mac, mm.MAC):
-            mac = repr(mac)
-        blob = json.dumps([self.weights, self.activations, mac, self.gradients, self.rounding,
-                           self.seed], sort_keys=True, default=str)
+        """A stable identifier of what this config computes: the formats, the MAC as built
+        (so a preset and the same MAC written out are one key), the gradients, the rounding and
+        the seed where the rounding uses it; the name is left out."""
+        seed = self.seed if self.rounding == "stochastic" else None
+        blob = json.dumps([self.weights, self.activations, repr(self.build_mac()),
+                           self.gradients, self.rounding, seed])
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     def as_dict(self) -> dict:

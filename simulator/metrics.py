@@ -46,8 +46,18 @@ def rmse(x, y) -> float:
     return math.sqrt(mse(x, y))
 
 
+def _rescaled(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """x and y divided by one power of two bringing their largest magnitude near 1, so sums
+    of squares neither overflow nor underflow (for the scale-free metrics)."""
+    top = max(float(np.max(np.abs(x), initial=0.0)), float(np.max(np.abs(y), initial=0.0)))
+    if top == 0.0 or 1e-100 < top < 1e100:
+        return x, y
+    k = math.frexp(top)[1]
+    return np.ldexp(x, -k), np.ldexp(y, -k)
+
+
 def sqnr_db(x, y) -> float:
-    x, y = _finite(x, y)
+    x, y = _rescaled(*_finite(x, y))
     if not x.size:
         return math.nan
     noise = float(np.sum((y - x) ** 2))
@@ -79,7 +89,7 @@ def max_rel_error(x, y) -> float:
 
 
 def cosine(x, y) -> float:
-    x, y = _finite(x, y)
+    x, y = _rescaled(*_finite(x, y))
     if not x.size:
         return math.nan
     nx, ny = float(np.linalg.norm(x)), float(np.linalg.norm(y))
@@ -123,9 +133,9 @@ def underflow_count(x, y) -> int:
 
 def saturation_count(x, y, fmt_max: Union[float, None]) -> int:
     """Elements clamped to the format's largest magnitude ``fmt_max`` (0 when None)."""
+    x, y = _pair(x, y)
     if fmt_max is None:
         return 0
-    x, y = _pair(x, y)
     return int(np.count_nonzero((np.abs(y) == fmt_max) & (np.abs(x) > fmt_max)))
 
 

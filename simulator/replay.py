@@ -24,8 +24,11 @@ trace records no source.  Elementwise ops (relu, gelu (erf form), softmax, flatt
 run in float64 on propagated values (softmax on the last axis; gelu's ``approximate``
 attribute honoured) and are skipped in per-op mode.  A MAC op's result is the
 MAC's output register plus the bias, rounded to fp32 (the op's output is stored in fp32).
-Error metrics are those of :mod:`simulator.metrics`.  An op that cannot run (NaN for an integer
-format, for example) gives a row with its ``error`` message instead of stopping the replay.
+Error metrics are those of :mod:`simulator.metrics`.  An op that cannot run (NaN for a scalar
+integer format, for example) gives a row with its ``error`` message instead of stopping the
+replay; in propagated mode the ops fed by it get an ``error`` row too, and the task accuracy is
+NaN.  (Scaled formats follow their own NaN rule: a group holding NaN decodes to NaN, counted in
+``nan_count``.)  A row of logits holding NaN counts as a wrong answer.
 """
 from __future__ import annotations
 
@@ -38,7 +41,9 @@ import pandas as pd
 
 import formats
 import mac_models as mm
+from mac_models.memory import pj_per_bit
 from mac_models.ops import im2col, quantized_operand
+from mac_models.technology import technology
 
 from . import metrics
 from .configs import Config
@@ -180,14 +185,19 @@ def _pair(v) -> tuple[int, int]:
     return (v, v) if isinstance(v, int) else tuple(v)
 
 
+def _accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
+    """Share of rows whose largest logit is the label's; a row holding NaN counts as wrong."""
+    right = (np.argmax(logits, axis=-1) == labels) & ~np.any(np.isnan(logits), axis=-1)
+    return float(np.mean(right))
+
+
 def _task(labels: np.ndarray, ref: np.ndarray, got: np.ndarray, failed: bool) -> dict:
     """Accuracy of the replayed and the captured logits against ``labels``."""
     if ref.shape[:-1] != labels.shape:
         return {"error": f"labels of shape {labels.shape} do not match the last op's logits "
                          f"{ref.shape} (one label per row of logits)"}
-    acc = math.nan if failed else float(np.mean(np.argmax(got, axis=-1) == labels))
-    return {"numel": labels.size, "accuracy": acc,
-            "reference_accuracy": float(np.mean(np.argmax(ref, axis=-1) == labels))}
+    return {"numel": labels.size, "accuracy": math.nan if failed else _accuracy(got, labels),
+            "reference_accuracy": _accuracy(ref, labels)}
 
 
 def _check_configs(configs) -> list[Config]:
@@ -209,6 +219,8 @@ def replay(trace: Trace, configs: Union[Config, Iterable[Config]], mode: str = "
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     configs = _check_configs(configs)
+    technology(tech)                         # bad cost-model arguments raise here, not per op
+    pj_per_bit(level)
     from tqdm.auto import tqdm
 
     rows = []
@@ -220,56 +232,77 @@ def replay(trace: Trace, configs: Union[Config, Iterable[Config]], mode: str = "
     return pd.DataFrame(rows)
 
 
+def _propagated_input(op: Op, outputs: dict, failed: set) -> tuple:
+    """(input from the ops before, the other matmul operand, an error message or '')."""
+    if not op.inputs_from:
+        return None, None, ""
+    bad = [s for s in op.inputs_from if s in failed]
+    if bad:
+        return None, None, f"its input comes from {', '.join(bad)}, which failed"
+    src = [outputs[s] for s in op.inputs_from]
+    want = np.shape(op.tensors["a" if "a" in op.tensors else "input"])
+    if src[0].size != int(np.prod(want)):
+        return None, None, (f"the output of {op.inputs_from[0]} has shape {src[0].shape}, its "
+                            f"captured input {want}")
+    return src[0].reshape(want), (src[1] if len(src) > 1 else None), ""
+
+
 def _replay_one(trace: Trace, cfg: Config, mode: str, tech, level, bar) -> list[dict]:
     head = {**cfg.as_dict(), "mode": mode}
     labels = trace.extras.get("labels") if "labels" in trace.extras else None
     outputs: dict[str, np.ndarray] = {}
+    failed: set[str] = set()
     rows: list[dict] = []
     totals = {"compute_pj": 0.0, "memory_pj": 0.0, "total_pj": 0.0, "macs": 0}
-    failed = False
-    last = trace.ops[-1].name if trace.ops else None
     for op in trace.ops:
         bar.update(1)
-        src = [outputs[s] for s in op.inputs_from if s in outputs] \
-            if mode == "propagated" else []
-        x = src[0] if len(src) == len(op.inputs_from) and src else None
-        if x is not None:                    # a Conv1d's output (N, O, 1, L) feeds (N, O, L)
-            want = np.shape(op.tensors["a" if "a" in op.tensors else "input"])
-            x = x.reshape(want) if x.size == int(np.prod(want)) else None
         base = {**head, "op": op.name, "kind": op.kind}
+        x, b, problem = _propagated_input(op, outputs, failed) if mode == "propagated"             else (None, None, "")
+        if problem:
+            rows.append({**base, "role": "output", "error": problem})
+            failed.add(op.name)
+            continue
         if not op.is_mac:
             if mode == "propagated":
-                ref_out = np.asarray(op.tensors["output"], dtype=np.float64)
-                inp = np.asarray(op.tensors["input"] if x is None else x, dtype=np.float64)
-                y = ELEMENTWISE[op.kind](inp, ref_out.shape, op.attrs)
-                outputs[op.name] = y
-                row = {**base, "role": "output", "numel": y.size,
-                       **metrics.error_metrics(ref_out, y)}
-                if op.kind == "softmax":
-                    row["kl_softmax"] = metrics.kl_softmax(op.tensors["input"], inp)
-                rows.append(row)
+                rows.append({**base, **_elementwise(op, x, outputs)})
             continue
         try:
-            if op.kind in ("matmul", "attention_scores") and len(src) == 2:
-                op = Op(op.name, op.kind, {**op.tensors, "b": src[1]}, op.attrs, op.inputs_from)
+            if b is not None:
+                op = Op(op.name, op.kind, {**op.tensors, "b": b}, op.attrs, op.inputs_from)
             y, qrows, out = _run_mac_op(op, cfg, x, tech, level)
         except ValueError as exc:
             rows.append({**base, "role": "output", "error": str(exc)})
-            failed = True
+            failed.add(op.name)
             continue
         outputs[op.name] = y
         rows += [{**base, **r} for r in qrows + _grad_rows(op, cfg)]
         ref_out = np.asarray(op.tensors["output"], dtype=np.float64)
         row = {**base, "role": "output", "numel": y.size, **metrics.error_metrics(ref_out, y),
                **out}
-        if labels is not None and op.name == last:
+        if labels is not None and op.name == trace.ops[-1].name:
             row["kl_softmax"] = metrics.kl_softmax(ref_out, y)
         rows.append(row)
         for k in totals:
             totals[k] += out[k]
-    if mode == "propagated" and labels is not None and last in outputs:
-        rows.append({**head, "op": "model", "kind": "task", "role": "task", **totals,
-                     **_task(np.asarray(labels), np.asarray(trace.ops[-1].tensors["output"]),
-                             outputs[last], failed)})
+    if mode == "propagated" and labels is not None and trace.ops:
+        last = trace.ops[-1].name
+        task = {**head, "op": "model", "kind": "task", "role": "task", **totals}
+        if last in outputs:
+            task.update(_task(np.asarray(labels), np.asarray(trace.ops[-1].tensors["output"]),
+                              outputs[last], bool(failed)))
+        else:
+            task.update({"accuracy": math.nan, "error": f"{last} did not run"})
+        rows.append(task)
     return rows
 
+
+def _elementwise(op: Op, x, outputs: dict) -> dict:
+    """Run an elementwise op on its propagated input (its captured one if none); its row."""
+    ref_out = np.asarray(op.tensors["output"], dtype=np.float64)
+    inp = np.asarray(op.tensors["input"] if x is None else x, dtype=np.float64)
+    y = ELEMENTWISE[op.kind](inp, ref_out.shape, op.attrs)
+    outputs[op.name] = y
+    row = {"role": "output", "numel": y.size, **metrics.error_metrics(ref_out, y)}
+    if op.kind == "softmax":
+        row["kl_softmax"] = metrics.kl_softmax(op.tensors["input"], inp)
+    return row

@@ -23,8 +23,10 @@ A sweep file (TOML)::
     mac = "int8->int32"
 
 Each cell (configuration) is replayed on its own and written to
-``<output>/cells/<key>.parquet`` (temporary file + rename); a rerun skips the cells whose file
-exists, so an interrupted sweep resumes where it stopped and nothing already written is lost.
+``<output>/cells/<key>.parquet`` (temporary file + rename), the key hashing the configuration,
+the trace's content stamp, the mode, node and memory level; a rerun skips the cells whose file
+exists, so an interrupted sweep resumes where it stopped and nothing already written is lost,
+while a changed trace or option computes its cells afresh.
 The sweep's table (its cells, in order) is then written atomically to ``<output>/results.parquet``
 and ``results.csv``.  Cells run in local worker processes (``workers``; 1 runs them here), or on
 a Dask distributed cluster given its scheduler address (the trace must then be readable at the
@@ -34,6 +36,7 @@ with cores / workers threads.
 """
 from __future__ import annotations
 
+import hashlib
 import itertools
 import os
 import sys
@@ -45,6 +48,9 @@ from pathlib import Path
 from typing import Any, Union
 
 import pandas as pd
+
+from mac_models.memory import pj_per_bit
+from mac_models.technology import technology
 
 from .configs import Config
 from .replay import MODES, replay
@@ -83,6 +89,11 @@ class Sweep:
         if not self.configs:
             raise SweepError(f"{self.source or 'sweep'}: no configurations ([grid] or "
                              f"[[configs]])")
+        try:
+            technology(self.tech)
+            pj_per_bit(self.level)
+        except (TypeError, ValueError) as exc:
+            raise SweepError(f"{self.source or 'sweep'}: 'tech' or 'level': {exc}") from exc
         keys = [c.key() for c in self.configs]
         dup = {k for k in keys if keys.count(k) > 1}
         if dup:
@@ -166,9 +177,32 @@ def _trace_path(trace: str) -> str:
     return str(builtin_trace_path()) if trace == BUILTIN else trace
 
 
+def _trace_stamp(path: str) -> str:
+    """What identifies a trace's content on disk: its manifest's bytes and every file's size
+    and modification time."""
+    folder = Path(path)
+    h = hashlib.sha256((folder / "manifest.json").read_bytes())
+    for f in sorted(folder.iterdir()):
+        st = f.stat()
+        h.update(f"{f.name}:{st.st_size}:{st.st_mtime_ns}".encode())
+    return h.hexdigest()[:16]
+
+
 @lru_cache(maxsize=4)
-def _cached_trace(path: str):
+def _load_stamped(path: str, stamp: str):
     return load_trace(path)
+
+
+def _cached_trace(path: str):
+    """The trace at ``path``, re-read when it changed on disk."""
+    return _load_stamped(path, _trace_stamp(path))
+
+
+def cell_key(cfg: Config, stamp: str, mode: str, tech, level: str) -> str:
+    """A cell's file name: the config's key with the trace's stamp, mode, node and level (a
+    rerun with any of them changed computes the cell afresh)."""
+    blob = f"{cfg.key()}|{stamp}|{mode}|{tech}|{level}"
+    return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
 def _write_atomic(df: pd.DataFrame, path: Path, kind: str) -> None:
@@ -185,17 +219,17 @@ def _write_atomic(df: pd.DataFrame, path: Path, kind: str) -> None:
         raise
 
 
-def run_cell(trace_path: str, cfg: Config, mode: str, tech, level: str, cells_dir: str,
-             threads: Union[int, None] = None) -> str:
-    """Replay one configuration and write its cell file; returns the cell's key.  (Runs in a
-    worker process or on a Dask worker.)"""
+def run_cell(trace_path: str, cfg: Config, key: str, mode: str, tech, level: str,
+             cells_dir: str, threads: Union[int, None] = None) -> str:
+    """Replay one configuration and write its cell file ``<key>.parquet``; returns the key.
+    (Runs here, in a worker process or on a Dask worker.)"""
     if threads:
         import numba
         numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
     df = replay(_cached_trace(trace_path), [cfg], mode, tech=tech, level=level)
-    df.insert(0, "cell", cfg.key())
-    _write_atomic(df, Path(cells_dir) / f"{cfg.key()}.parquet", "parquet")
-    return cfg.key()
+    df.insert(0, "cell", key)
+    _write_atomic(df, Path(cells_dir) / f"{key}.parquet", "parquet")
+    return key
 
 
 def run_sweep(sweep: Union[Sweep, str, Path], *, workers: Union[int, None] = None,
@@ -206,34 +240,37 @@ def run_sweep(sweep: Union[Sweep, str, Path], *, workers: Union[int, None] = Non
         sweep = load_sweep(sweep)
     trace_path = _trace_path(sweep.trace)
     _cached_trace(trace_path)                       # validate the trace before starting work
+    stamp = _trace_stamp(trace_path)
+    keys = {c.key(): cell_key(c, stamp, sweep.mode, sweep.tech, sweep.level)
+            for c in sweep.configs}
     cells = sweep.output / "cells"
     cells.mkdir(parents=True, exist_ok=True)
-    todo = [c for c in sweep.configs if not (cells / f"{c.key()}.parquet").is_file()]
+    todo = [c for c in sweep.configs if not (cells / f"{keys[c.key()]}.parquet").is_file()]
     from tqdm.auto import tqdm
 
     bar = tqdm(total=len(sweep.configs), initial=len(sweep.configs) - len(todo), desc="sweep",
                unit="cell", disable=not progress)
     args = (sweep.mode, sweep.tech, sweep.level, str(cells))
     if scheduler is not None:
-        _run_dask(scheduler, trace_path, todo, args, bar)
+        _run_dask(scheduler, trace_path, [(c, keys[c.key()]) for c in todo], args, bar)
     else:
         cpus = os.cpu_count() or 1
         n = workers or max(1, cpus // 4)
         if n == 1 or len(todo) <= 1:
             for cfg in todo:
-                run_cell(trace_path, cfg, *args)
+                run_cell(trace_path, cfg, keys[cfg.key()], *args)
                 bar.update(1)
         else:
             threads = max(1, cpus // n)
             with ProcessPoolExecutor(min(n, len(todo)), mp_context=_worker_context()) as pool:
-                futures = {pool.submit(run_cell, trace_path, c, *args, threads): c
-                           for c in todo}
+                futures = {pool.submit(run_cell, trace_path, c, keys[c.key()], *args,
+                                       threads): c for c in todo}
                 for fut in as_completed(futures):
                     _finish(fut, futures[fut])
                     bar.update(1)
     bar.close()
-    table = pd.concat([pd.read_parquet(cells / f"{c.key()}.parquet") for c in sweep.configs],
-                      ignore_index=True)
+    table = pd.concat([pd.read_parquet(cells / f"{keys[c.key()]}.parquet")
+                       for c in sweep.configs], ignore_index=True)
     _write_atomic(table, sweep.output / "results.parquet", "parquet")
     _write_atomic(table, sweep.output / "results.csv", "csv")
     return table
@@ -258,15 +295,15 @@ def _finish(fut, cfg: Config) -> None:
                          f"already written stay; rerun to resume)") from exc
 
 
-def _run_dask(scheduler, trace_path: str, todo: list[Config], args: tuple, bar) -> None:
+def _run_dask(scheduler, trace_path: str, todo: list, args: tuple, bar) -> None:
     from dask.distributed import Client
     from dask.distributed import as_completed as dask_completed
 
     client = scheduler if isinstance(scheduler, Client) else Client(scheduler)
     try:
-        futures = [client.submit(run_cell, trace_path, cfg, *args, 1, pure=False)
-                   for cfg in todo]
-        cfg_of = {fut.key: cfg for fut, cfg in zip(futures, todo)}
+        futures = [client.submit(run_cell, trace_path, cfg, key, *args, 1, pure=False)
+                   for cfg, key in todo]
+        cfg_of = {fut.key: cfg for fut, (cfg, _) in zip(futures, todo)}
         for fut in dask_completed(futures):
             _finish(fut, cfg_of[fut.key])
             bar.update(1)

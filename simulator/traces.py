@@ -134,6 +134,16 @@ def _validate_graph(ops: list[Op], where: str) -> None:
         seen.add(o.name)
 
 
+def _conv_out(hw: tuple, khw: tuple, attrs: dict) -> tuple:
+    """(Ho, Wo) of a conv2d with ``attrs`` stride, padding and dilation (ints or pairs)."""
+    def pair(key, default):
+        v = attrs.get(key, default)
+        return (v, v) if isinstance(v, int) else tuple(v)
+    (sh, sw), (ph, pw), (dh, dw) = pair("stride", 1), pair("padding", 0), pair("dilation", 1)
+    return ((hw[0] + 2 * ph - dh * (khw[0] - 1) - 1) // sh + 1,
+            (hw[1] + 2 * pw - dw * (khw[1] - 1) - 1) // sw + 1)
+
+
 def _shape_problem(o: Op) -> str:
     """What is wrong with the shapes of a MAC op's tensors, or ''."""
     t = o.tensors
@@ -152,9 +162,7 @@ def _shape_problem(o: Op) -> str:
         if len(x) != 4 or len(w) != 4 or x[1] != w[1] * groups:
             return f"input {x} and weight {w} (groups {groups}) do not make a conv2d " \
                    f"(input NCHW, weight (O, C / groups, kh, kw))"
-        want = out if out and len(out) == 4 and out[:2] == (x[0], w[0]) else None
-        if want is None:
-            return f"output {out} should be (N, O, Ho, Wo) = ({x[0]}, {w[0]}, ...)"
+        want = (x[0], w[0]) + _conv_out(x[2:], w[2:], o.attrs)
     elif o.kind in ("matmul", "attention_scores"):
         a, b = shape["a"], shape["b"]
         if len(a) < 2 or len(b) < 2 or a[-1] != b[-2]:
@@ -276,7 +284,8 @@ class _LazyTensors(dict):
 
 
 def _check_header(file: Path, entries: Mapping[str, dict], where: str) -> None:
-    """The file's header must hold exactly ``entries`` with their shapes and dtypes."""
+    """The file's header must hold ``entries`` with their shapes and dtypes (other tensors in
+    the file are ignored)."""
     from safetensors import safe_open
 
     if not file.is_file():
@@ -317,6 +326,14 @@ def _tensor_entries(raw: Any, where: str) -> dict:
     return raw
 
 
+def _inside(folder: Path, name: Any, where: str) -> Path:
+    """``folder / name``, refused unless it lies directly in ``folder``."""
+    file = folder / str(name)
+    if file.resolve().parent != folder.resolve():
+        raise TraceError(f"{where}: file {name!r} must lie in the trace folder")
+    return file
+
+
 def load_trace(path: Union[str, Path]) -> Trace:
     """Read and validate a trace folder (see the module doc); tensors are read on access."""
     path = Path(path)
@@ -344,9 +361,7 @@ def load_trace(path: Union[str, Path]) -> Trace:
             if key not in raw:
                 raise TraceError(f"{where} lacks {key!r}")
         where = f"{mpath}: op {raw['name']!r}"
-        file = path / str(raw["file"])
-        if file.resolve().parent != path.resolve():
-            raise TraceError(f"{where}: file {raw['file']!r} must lie in the trace folder")
+        file = _inside(path, raw["file"], where)
         entries = _tensor_entries(raw["tensors"], where)
         _check_header(file, entries, f"op {raw['name']!r}")
         inputs_from = raw.get("inputs_from", [])
@@ -360,7 +375,7 @@ def load_trace(path: Union[str, Path]) -> Trace:
         raw = manifest["extras"]
         if not isinstance(raw, dict) or "file" not in raw:
             raise TraceError(f"{mpath}: 'extras' needs a 'file' and 'tensors'")
-        file = path / str(raw["file"])
+        file = _inside(path, raw["file"], f"{mpath}: extras")
         entries = _tensor_entries(raw.get("tensors"), f"{mpath}: extras")
         _check_header(file, entries, "extras")
         extras = _LazyTensors(file, entries, "extras")

@@ -1,0 +1,269 @@
+"""Error metrics (simulator.metrics) against independent formulas.
+
+Expected values come from hand-derived tiny cases, from numpy formulas written out here and
+from scipy (``scipy.spatial.distance.cosine``, ``scipy.stats.entropy`` on
+``scipy.special.softmax``), never from the module's own output.
+"""
+import math
+
+import numpy as np
+import pytest
+from scipy.spatial.distance import cosine as scipy_cosine_distance
+from scipy.special import softmax as scipy_softmax
+from scipy.stats import entropy as scipy_entropy
+
+from simulator import metrics as M
+
+PAIR_FUNCS = [M.mse, M.rmse, M.sqnr_db, M.max_abs_error, M.mean_rel_error, M.max_rel_error,
+              M.cosine, M.kl_softmax, M.nan_count, M.inf_count, M.underflow_count]
+
+
+# --- hand-made cases -----------------------------------------------------------------------
+
+def test_known_error_vector():
+    # x = [1, 2, 3, 4], y = [1, 2, 3, 6]: e = [0, 0, 0, 2]
+    x = np.array([1.0, 2.0, 3.0, 4.0])
+    y = np.array([1.0, 2.0, 3.0, 6.0])
+    assert M.mse(x, y) == pytest.approx(1.0, rel=1e-15)             # 4 / 4
+    assert M.rmse(x, y) == pytest.approx(1.0, rel=1e-15)
+    assert M.max_abs_error(x, y) == 2.0
+    # signal 1 + 4 + 9 + 16 = 30, noise 4
+    assert M.sqnr_db(x, y) == pytest.approx(10 * math.log10(7.5), rel=1e-13)
+    # relative errors 0, 0, 0, 0.5
+    assert M.mean_rel_error(x, y) == pytest.approx(0.125, rel=1e-15)
+    assert M.max_rel_error(x, y) == pytest.approx(0.5, rel=1e-15)
+    # x.y = 1 + 4 + 9 + 24 = 38, |x|^2 = 30, |y|^2 = 50
+    assert M.cosine(x, y) == pytest.approx(38 / math.sqrt(1500), rel=1e-14)
+    assert M.nan_count(x, y) == M.inf_count(x, y) == M.underflow_count(x, y) == 0
+
+
+def test_mse_sign_and_2d_input():
+    x = np.array([[0.0, 1.0], [2.0, -3.0]])
+    y = np.array([[0.5, 1.0], [2.0, -4.0]])       # e = [0.5, 0, 0, -1]
+    assert M.mse(x, y) == pytest.approx((0.25 + 1.0) / 4, rel=1e-15)
+    assert M.max_abs_error(x, y) == 1.0
+    # relative error over x != 0 only: 0, 0, 1/3
+    assert M.mean_rel_error(x, y) == pytest.approx((1 / 3) / 3, rel=1e-14)
+    assert M.max_rel_error(x, y) == pytest.approx(1 / 3, rel=1e-14)
+
+
+def test_zero_error_gives_infinite_sqnr():
+    x = np.array([0.5, -1.25, 3.0])
+    assert M.sqnr_db(x, x.copy()) == math.inf
+    assert M.mse(x, x.copy()) == 0.0
+    assert M.max_abs_error(x, x.copy()) == 0.0
+    assert M.cosine(x, x.copy()) == pytest.approx(1.0, abs=1e-15)
+    assert M.kl_softmax(x, x.copy()) == pytest.approx(0.0, abs=1e-15)
+
+
+def test_zero_signal_nonzero_noise_gives_minus_inf_sqnr():
+    assert M.sqnr_db(np.zeros(3), np.array([0.0, 1e-3, 0.0])) == -math.inf
+
+
+def test_cosine_zero_vectors():
+    z = np.zeros(4)
+    v = np.array([1.0, 0.0, -2.0, 0.5])
+    assert M.cosine(z, z) == 1.0
+    assert M.cosine(z, v) == 0.0
+    assert M.cosine(v, z) == 0.0
+    assert M.cosine(v, -v) == pytest.approx(-1.0, abs=1e-15)
+
+
+def test_relative_errors_skip_zero_reference():
+    x = np.array([0.0, 0.0, 2.0])
+    y = np.array([5.0, -1.0, 2.5])
+    assert M.mean_rel_error(x, y) == pytest.approx(0.25, rel=1e-15)
+    assert M.max_rel_error(x, y) == pytest.approx(0.25, rel=1e-15)
+    # all-zero reference: no element to take a relative error over
+    assert math.isnan(M.mean_rel_error(np.zeros(2), np.ones(2)))
+    assert math.isnan(M.max_rel_error(np.zeros(2), np.ones(2)))
+
+
+def test_counts_hand_made():
+    inf, nan = np.inf, np.nan
+    x = np.array([1.0, 2.0, nan, 3.0, inf, 4.0, 0.0, 5.0, -7.0, 1.0])
+    y = np.array([nan, inf, nan, 0.0, nan, -inf, 0.0, -0.0, 1.0, 2.0])
+    # NaN in y where x is not NaN: positions 0 and 4 (x = inf there) -> 2
+    assert M.nan_count(x, y) == 2
+    # y infinite where x finite: 1 and 5 -> 2
+    assert M.inf_count(x, y) == 2
+    # y == 0 (either sign) where x is finite and nonzero: 3 and 7 -> 2
+    assert M.underflow_count(x, y) == 2
+
+
+def test_saturation_count_hand_made():
+    fmax = 448.0
+    x = np.array([500.0, -1000.0, 448.0, 10.0, 449.0, np.inf, 600.0])
+    y = np.array([448.0, -448.0, 448.0, 10.0, 447.0, 448.0, np.nan])
+    # |y| == 448 and |x| > 448: 0, 1 and 5 (x = inf is beyond the range too)
+    assert M.saturation_count(x, y, fmax) == 3
+    assert M.saturation_count(x, y, None) == 0
+
+
+def test_kl_softmax_hand_made():
+    # x = [0, 0] -> p = [1/2, 1/2]; y = [ln 3, 0] -> q = [3/4, 1/4]
+    x = np.array([0.0, 0.0])
+    y = np.array([math.log(3.0), 0.0])
+    want = 0.5 * math.log(0.5 / 0.75) + 0.5 * math.log(0.5 / 0.25)
+    assert M.kl_softmax(x, y) == pytest.approx(want, rel=1e-13)
+    # softmax ignores a constant added to a row
+    assert M.kl_softmax(x + 100.0, y - 3.0) == pytest.approx(want, rel=1e-12)
+
+
+# --- random arrays against numpy / scipy -----------------------------------------------------
+
+def _finite_pair(x, y):
+    keep = np.isfinite(x) & np.isfinite(y)
+    return x[keep], y[keep]
+
+
+@pytest.fixture(scope="module")
+def noisy():
+    rng = np.random.default_rng(1234)
+    x = rng.standard_normal(2000) * 3.0
+    y = x + rng.standard_normal(2000) * 0.01
+    x[[5, 17]] = np.nan
+    y[[40, 41]] = np.inf
+    y[[99]] = -np.inf
+    y[[7]] = np.nan
+    x[[300]] = -np.inf
+    return x, y
+
+
+def test_random_against_numpy_formulas(noisy):
+    x, y = noisy
+    xf, yf = _finite_pair(x, y)
+    assert xf.size == 2000 - 7
+    e = yf - xf
+    mse = np.sum(e * e) / e.size
+    assert M.mse(x, y) == pytest.approx(mse, rel=1e-12)
+    assert M.rmse(x, y) == pytest.approx(np.sqrt(mse), rel=1e-12)
+    assert M.sqnr_db(x, y) == pytest.approx(
+        10 * np.log10(np.sum(xf ** 2) / np.sum(e ** 2)), rel=1e-12)
+    assert M.max_abs_error(x, y) == np.max(np.abs(e))
+    nz = xf != 0
+    rel = np.abs(e[nz]) / np.abs(xf[nz])
+    assert M.mean_rel_error(x, y) == pytest.approx(np.mean(rel), rel=1e-12)
+    assert M.max_rel_error(x, y) == pytest.approx(np.max(rel), rel=1e-12)
+
+
+def test_random_cosine_against_scipy(noisy):
+    x, y = noisy
+    xf, yf = _finite_pair(x, y)
+    assert M.cosine(x, y) == pytest.approx(1.0 - scipy_cosine_distance(xf, yf), abs=1e-12)
+    rng = np.random.default_rng(7)
+    a, b = rng.standard_normal(300), rng.standard_normal(300)
+    assert M.cosine(a, b) == pytest.approx(1.0 - scipy_cosine_distance(a, b), abs=1e-12)
+
+
+def test_random_counts(noisy):
+    x, y = noisy
+    assert M.nan_count(x, y) == 1       # y[7]; y is NaN nowhere else, x NaN at 5 and 17
+    assert M.inf_count(x, y) == 3       # y[40], y[41], y[99]
+    assert M.underflow_count(x, y) == 0
+
+
+def test_nonfinite_elements_are_excluded(noisy):
+    """Metrics with NaN/Inf present equal the metrics of the finite subset alone."""
+    x, y = noisy
+    xf, yf = _finite_pair(x, y)
+    for f in (M.mse, M.rmse, M.sqnr_db, M.max_abs_error, M.mean_rel_error, M.max_rel_error,
+              M.cosine):
+        got, want = f(x, y), f(xf, yf)
+        assert math.isfinite(got), f.__name__
+        assert got == want, f.__name__
+
+
+def test_kl_softmax_against_scipy():
+    rng = np.random.default_rng(99)
+    x = rng.standard_normal((4, 3, 7)) * 4.0
+    y = x + rng.standard_normal(x.shape) * 0.3
+    x[0, 1, 0] = 800.0                  # large logits: needs a stable softmax
+    y[0, 1, 0] = 801.5
+    x2, y2 = x.reshape(-1, 7), y.reshape(-1, 7)
+    p, q = scipy_softmax(x2, axis=1), scipy_softmax(y2, axis=1)
+    want = np.mean([scipy_entropy(p[i], q[i]) for i in range(len(p))])
+    assert M.kl_softmax(x, y) == pytest.approx(want, rel=1e-9)
+
+
+def test_kl_softmax_skips_rows_with_nonfinite_values():
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((5, 4))
+    y = x + rng.standard_normal((5, 4)) * 0.2
+    x[1, 2] = np.nan
+    y[3, 0] = np.inf
+    keep = [0, 2, 4]
+    p, q = scipy_softmax(x[keep], axis=1), scipy_softmax(y[keep], axis=1)
+    want = np.mean([scipy_entropy(p[i], q[i]) for i in range(3)])
+    assert M.kl_softmax(x, y) == pytest.approx(want, rel=1e-10)
+    # every row poisoned -> NaN
+    x[:, 0] = np.nan
+    assert math.isnan(M.kl_softmax(x, y))
+
+
+def test_error_metrics_record_matches_the_functions(noisy):
+    x, y = noisy
+    rec = M.error_metrics(x, y, fmt_max=2.0)
+    xf, yf = _finite_pair(x, y)
+    e = yf - xf
+    assert set(rec) == {"mse", "rmse", "sqnr_db", "max_abs_error", "mean_rel_error",
+                        "max_rel_error", "cosine", "nan_count", "inf_count",
+                        "underflow_count", "saturation_count"}
+    assert rec["mse"] == pytest.approx(np.mean(e * e), rel=1e-12)
+    assert rec["max_abs_error"] == np.max(np.abs(e))
+    assert rec["nan_count"] == 1 and rec["inf_count"] == 3
+    # no element of y sits exactly at 2.0 -> nothing saturated
+    assert rec["saturation_count"] == 0
+    yy = np.where(np.abs(x) > 2.0, np.sign(x) * 2.0, x)
+    want = int(np.count_nonzero(np.isfinite(x) & (np.abs(x) > 2.0)))
+    want += int(np.count_nonzero(np.isinf(x) & ~np.isnan(x)))
+    assert M.error_metrics(x, yy, fmt_max=2.0)["saturation_count"] == want
+
+
+# --- edge cases --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("f", PAIR_FUNCS, ids=lambda f: f.__name__)
+def test_shape_mismatch_raises(f):
+    with pytest.raises(ValueError, match="shape"):
+        f(np.zeros((2, 3)), np.zeros((3, 2)))
+
+
+def test_shape_mismatch_raises_error_metrics_and_saturation():
+    with pytest.raises(ValueError, match="shape"):
+        M.error_metrics(np.zeros(3), np.zeros(4))
+    with pytest.raises(ValueError, match="shape"):
+        M.saturation_count(np.zeros(3), np.zeros(4), 1.0)
+
+
+def test_saturation_count_without_fmt_max_still_checks_shapes():
+    with pytest.raises(ValueError, match="shape"):
+        M.saturation_count(np.zeros(3), np.zeros(4), None)
+
+
+@pytest.mark.parametrize("f", [M.mse, M.rmse, M.sqnr_db, M.max_abs_error, M.mean_rel_error,
+                               M.max_rel_error, M.cosine, M.kl_softmax],
+                         ids=lambda f: f.__name__)
+def test_empty_inputs_give_nan(f):
+    assert math.isnan(f(np.array([]), np.array([])))
+
+
+@pytest.mark.parametrize("f", [M.mse, M.rmse, M.sqnr_db, M.max_abs_error, M.mean_rel_error,
+                               M.max_rel_error, M.cosine], ids=lambda f: f.__name__)
+def test_all_nonfinite_gives_nan(f):
+    x = np.array([np.nan, 1.0, np.inf])
+    y = np.array([1.0, np.nan, 2.0])
+    assert math.isnan(f(x, y))
+
+
+def test_empty_counts_are_zero():
+    e = np.array([])
+    assert M.nan_count(e, e) == M.inf_count(e, e) == M.underflow_count(e, e) == 0
+    assert M.saturation_count(e, e, 1.0) == 0
+
+
+def test_all_nan_test_tensor_counts_every_element():
+    x = np.arange(1.0, 7.0).reshape(2, 3)
+    y = np.full_like(x, np.nan)
+    rec = M.error_metrics(x, y)
+    assert rec["nan_count"] == 6
+    assert math.isnan(rec["mse"]) and math.isnan(rec["sqnr_db"])

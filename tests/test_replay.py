@@ -1,0 +1,373 @@
+"""Replay (simulator.replay) on the built-in digits trace and on small plain-array traces.
+
+Reference values are independent of the replay code: exact float64 products (naive loops for
+conv2d), shapes read off the trace, ml_dtypes' bfloat16 rounding for gradient quantization.
+"""
+import math
+
+import ml_dtypes
+import numpy as np
+import pandas as pd
+import pytest
+
+from simulator import digits
+from simulator.capture import from_arrays
+from simulator.configs import Config
+from simulator.replay import replay
+from simulator.traces import Op, Trace
+
+FP32 = Config("fp32", "fp32")
+INT8 = Config("int8_channel", "int8_tensor", "int8->int32")
+COST_COLUMNS = ["compute_pj", "memory_pj", "total_pj", "area_um2"]
+
+
+@pytest.fixture(scope="module")
+def digits_trace():
+    return digits.trace()
+
+
+@pytest.fixture(scope="module")
+def fp32_tables(digits_trace):
+    return {mode: replay(digits_trace, FP32, mode) for mode in ("per-op", "propagated")}
+
+
+def _linear_ops(trace):
+    return [o for o in trace.ops if o.kind == "linear"]
+
+
+def _row(df, op, role):
+    rows = df[(df["op"] == op) & (df["role"] == role)]
+    assert len(rows) == 1, (op, role, len(rows))
+    return rows.iloc[0]
+
+
+# --- exactness and ordering on the digits trace ------------------------------------------------
+
+def test_digits_trace_shape(digits_trace):
+    assert [(o.name, o.kind) for o in digits_trace.ops] == [
+        ("fc1", "linear"), ("relu1", "relu"), ("fc2", "linear"), ("relu2", "relu"),
+        ("fc3", "linear")]
+    assert digits_trace.extras["labels"].shape == (digits.N_TEST,)
+
+
+@pytest.mark.parametrize("mode", ["per-op", "propagated"])
+def test_fp32_replay_is_exact(fp32_tables, mode):
+    df = fp32_tables[mode]
+    out = df[df["role"] == "output"]
+    expected_ops = {"fc1", "fc2", "fc3"} | ({"relu1", "relu2"} if mode == "propagated"
+                                            else set())
+    assert set(out["op"]) == expected_ops
+    assert (out["mse"] == 0).all(), out[["op", "mse"]]
+    assert (out["max_abs_error"] == 0).all(), out[["op", "max_abs_error"]]
+    assert (out["nan_count"] == 0).all() and (out["inf_count"] == 0).all()
+    assert np.isinf(out["sqnr_db"]).all()
+
+
+def test_fp32_propagated_accuracy_equals_reference(fp32_tables, digits_trace):
+    task = fp32_tables["propagated"]
+    task = task[task["role"] == "task"]
+    assert len(task) == 1
+    t = task.iloc[0]
+    # reference accuracy from the captured logits, computed here
+    logits = np.asarray(digits_trace.op("fc3").tensors["output"])
+    labels = np.asarray(digits_trace.extras["labels"])
+    ref = float(np.mean(np.argmax(logits, axis=1) == labels))
+    assert t["reference_accuracy"] == pytest.approx(ref, abs=1e-12)
+    assert t["accuracy"] == t["reference_accuracy"]
+    assert ref > 0.9                     # the model is trained, not random
+
+
+def test_error_grows_as_formats_shrink(digits_trace):
+    names = ["fp16", "fp8_e4m3", "fp4_e2m1"]
+    df = replay(digits_trace, [Config(n, n) for n in names], "per-op")
+    for op in ("fc1", "fc2", "fc3"):
+        mses = []
+        for n in names:
+            r = df[(df["op"] == op) & (df["role"] == "output") & (df["weights"] == n)]
+            assert len(r) == 1
+            mses.append(float(r["mse"].iloc[0]))
+        assert 0 < mses[0] < mses[1] < mses[2], (op, mses)
+
+
+def test_int8_keeps_task_accuracy(digits_trace, fp32_tables):
+    df = replay(digits_trace, INT8, "propagated")
+    acc = float(df[df["role"] == "task"]["accuracy"].iloc[0])
+    ref = float(fp32_tables["propagated"].query("role == 'task'")["accuracy"].iloc[0])
+    assert abs(acc - ref) <= 0.01
+    # and int8 is not error-free: the outputs really went through int8
+    assert (df[(df["role"] == "output") & (df["kind"] == "linear")]["mse"] > 0).all()
+
+
+# --- row layout and costs ------------------------------------------------------------------
+
+def test_row_layout_per_op(fp32_tables, digits_trace):
+    df = fp32_tables["per-op"]
+    for o in _linear_ops(digits_trace):
+        assert sorted(df[df["op"] == o.name]["role"]) == ["input", "output", "weight"]
+    assert "task" not in set(df["role"])
+    assert not (df["kind"] == "relu").any()          # elementwise ops skipped per op
+    assert set(df["mode"]) == {"per-op"}
+    assert set(df["config"]) == {FP32.name}
+    assert set(df["weights"]) == {"fp32"} and set(df["activations"]) == {"fp32"}
+
+
+def test_row_layout_propagated(fp32_tables, digits_trace):
+    df = fp32_tables["propagated"]
+    for o in _linear_ops(digits_trace):
+        assert sorted(df[df["op"] == o.name]["role"]) == ["input", "output", "weight"]
+    assert list(df[df["kind"] == "relu"]["role"]) == ["output", "output"]
+    task = df[df["role"] == "task"]
+    assert len(task) == 1 and task.iloc[0]["op"] == "model"
+    assert task.iloc[0]["numel"] == digits.N_TEST
+    # the task row is the last row
+    assert df.iloc[-1]["role"] == "task"
+
+
+def test_no_task_row_without_labels(digits_trace):
+    t = Trace(digits_trace.ops, extras=None, model="nolabels")
+    df = replay(t, FP32, "propagated")
+    assert "task" not in set(df["role"])
+
+
+def test_macs_and_costs(fp32_tables, digits_trace):
+    for mode, df in fp32_tables.items():
+        for o in _linear_ops(digits_trace):
+            n, k = o.tensors["weight"].shape
+            rows = int(np.prod(o.tensors["input"].shape[:-1]))
+            r = _row(df, o.name, "output")
+            assert r["macs"] == n * k * rows
+            for c in COST_COLUMNS:
+                assert r[c] > 0, (mode, o.name, c)
+            assert r["total_pj"] >= r["compute_pj"]
+            assert r["numel"] == rows * n
+            inp, w = _row(df, o.name, "input"), _row(df, o.name, "weight")
+            assert inp["numel"] == rows * k and w["numel"] == n * k
+    df = fp32_tables["propagated"]
+    out = df[(df["role"] == "output") & (df["kind"] == "linear")]
+    task = df[df["role"] == "task"].iloc[0]
+    assert task["macs"] == out["macs"].sum()
+    for c in ("compute_pj", "memory_pj", "total_pj"):
+        assert task[c] == pytest.approx(out[c].sum(), rel=1e-12)
+
+
+def test_cost_follows_node_and_memory_level(digits_trace, fp32_tables):
+    base = fp32_tables["per-op"].query("role == 'output'").set_index("op")
+    small = replay(digits_trace, FP32, "per-op", tech=7).query("role == 'output'").set_index("op")
+    rf = replay(digits_trace, FP32, "per-op", level="rf").query("role == 'output'").set_index("op")
+    for op in base.index:
+        assert small.loc[op, "compute_pj"] < base.loc[op, "compute_pj"]
+        assert rf.loc[op, "memory_pj"] < base.loc[op, "memory_pj"]
+        # error does not depend on the cost model
+        assert small.loc[op, "mse"] == base.loc[op, "mse"]
+
+
+def test_replay_argument_errors(digits_trace):
+    with pytest.raises(ValueError, match="mode"):
+        replay(digits_trace, FP32, "sideways")
+    with pytest.raises(ValueError):
+        replay(digits_trace, [], "per-op")
+    with pytest.raises(TypeError):
+        replay(digits_trace, ["fp32"], "per-op")
+
+
+@pytest.mark.parametrize("kwargs", [{"level": "moon"}, {"tech": -5}])
+def test_bad_cost_arguments_raise(digits_trace, kwargs):
+    with pytest.raises(ValueError):
+        replay(digits_trace, FP32, "per-op", **kwargs)
+
+
+# --- NaN inputs ---------------------------------------------------------------------------
+
+def _nan_trace(all_nan=True):
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((4, 8)).astype(np.float32)
+    w = rng.standard_normal((3, 8)).astype(np.float32)
+    y = (x.astype(np.float64) @ w.T.astype(np.float64)).astype(np.float32)
+    xn = np.full_like(x, np.nan) if all_nan else x.copy()
+    if not all_nan:
+        xn[0, 0] = np.nan
+    r = np.maximum(y, 0)
+    w2 = rng.standard_normal((3, 3)).astype(np.float32)
+    return from_arrays({
+        "fc": {"kind": "linear", "input": xn, "weight": w, "output": y},
+        "act": {"kind": "relu", "input": y, "output": r, "inputs_from": ["fc"]},
+        "head": {"kind": "linear", "input": r, "weight": w2, "inputs_from": ["act"]},
+    }, extras={"labels": np.zeros(4, np.int64)})
+
+
+@pytest.mark.parametrize("mode", ["per-op", "propagated"])
+def test_nan_input_float_format_counts_nans(mode):
+    df = replay(_nan_trace(), Config("fp16", "fp16"), mode)
+    out = _row(df, "fc", "output")
+    assert out["nan_count"] == 12               # every output NaN, captured output finite
+    assert math.isnan(out["mse"])
+    assert "error" not in df.columns or df["error"].isna().all()
+
+
+def test_nan_input_scalar_integer_format_gives_error_row():
+    for mode in ("per-op", "propagated"):
+        df = replay(_nan_trace(), Config("int8", "int8", "int8->int32"), mode)
+        fc = df[df["op"] == "fc"]
+        assert len(fc) == 1 and fc.iloc[0]["role"] == "output"
+        assert "NaN" in fc.iloc[0]["error"]
+        # the rest of the trace is still replayed (per-op: head from its captured input)
+        if mode == "per-op":
+            assert _row(df, "head", "output")["mse"] >= 0
+        else:
+            task = df[df["role"] == "task"].iloc[0]
+            assert math.isnan(task["accuracy"])
+
+
+def test_nan_input_int8_tensor_follows_the_scaled_nan_rule():
+    """A scaled format turns a group holding NaN into NaN (its documented rule, OCP MX's): with
+    one per-tensor scale, one NaN input makes every output NaN, counted rather than an error."""
+    df = replay(_nan_trace(all_nan=False), INT8, "per-op")
+    fc = _row(df, "fc", "output")
+    assert fc["nan_count"] == 12
+    assert not isinstance(fc.get("error"), str)
+
+
+def test_nan_logits_do_not_count_as_correct():
+    df = replay(_nan_trace(), Config("fp16", "fp16"), "propagated")
+    task = df[df["role"] == "task"].iloc[0]
+    assert _row(df, "head", "output")["nan_count"] == 12     # every logit is NaN
+    assert not task["accuracy"] > 0                         # 0 or NaN, not 1.0
+
+
+def test_ops_after_a_failed_op_are_not_silently_fed_captured_inputs():
+    df = replay(_nan_trace(all_nan=False), Config("int8", "int8", "int8->int32"), "propagated")
+    assert isinstance(_row(df, "fc", "output")["error"], str)
+    head = _row(df, "head", "output")
+    assert isinstance(head.get("error"), str) or not np.isfinite(head["mse"])
+
+
+# --- config errors ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("kwargs, name", [
+    ({"weights": "fp99", "activations": "fp32"}, "fp99"),
+    ({"weights": "fp32", "activations": "nosuchfmt"}, "nosuchfmt"),
+    ({"weights": "fp32", "activations": "fp32", "gradients": "bogus8"}, "bogus8"),
+])
+def test_unknown_format_names(kwargs, name):
+    with pytest.raises(ValueError, match=name):
+        Config(**kwargs)
+
+
+def test_mac_format_mismatch():
+    with pytest.raises(ValueError, match="int8->int32"):
+        Config("fp16", "fp16", "int8->int32")
+
+
+# --- conv2d and matmul wiring -----------------------------------------------------------------
+
+def _conv_ref(x, w, b, stride, padding, dilation, groups):
+    """Naive float64 cross-correlation (PyTorch convention)."""
+    x, w = x.astype(np.float64), w.astype(np.float64)
+    n, c, h, wd = x.shape
+    o, cg, kh, kw = w.shape
+    (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
+    xp = np.zeros((n, c, h + 2 * ph, wd + 2 * pw))
+    xp[:, :, ph:ph + h, pw:pw + wd] = x
+    ho = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
+    wo = (wd + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+    og = o // groups
+    out = np.zeros((n, o, ho, wo))
+    for ni in range(n):
+        for oc in range(o):
+            g = oc // og
+            for i in range(ho):
+                for j in range(wo):
+                    acc = 0.0
+                    for ci in range(cg):
+                        for u in range(kh):
+                            for v in range(kw):
+                                acc += (xp[ni, g * cg + ci, i * sh + u * dh, j * sw + v * dw]
+                                        * w[oc, ci, u, v])
+                    out[ni, oc, i, j] = acc + (b[oc] if b is not None else 0.0)
+    return out
+
+
+@pytest.fixture(scope="module")
+def conv_matmul_trace():
+    rng = np.random.default_rng(21)
+    x1 = rng.standard_normal((2, 4, 6, 6)).astype(np.float32)
+    w1 = rng.standard_normal((6, 2, 3, 3)).astype(np.float32)
+    b1 = rng.standard_normal(6).astype(np.float32)
+    y1 = _conv_ref(x1, w1, b1, (2, 2), (1, 1), (1, 1), 2)
+    assert y1.shape == (2, 6, 3, 3)
+    x2 = rng.standard_normal((1, 3, 7, 5)).astype(np.float32)
+    w2 = rng.standard_normal((4, 3, 2, 3)).astype(np.float32)
+    y2 = _conv_ref(x2, w2, None, (1, 2), (1, 0), (2, 1), 1)
+    a = rng.standard_normal((2, 3, 5)).astype(np.float32)
+    b = rng.standard_normal((5, 4)).astype(np.float32)
+    return from_arrays({
+        "conv_g2": {"kind": "conv2d", "input": x1, "weight": w1, "bias": b1, "output": y1,
+                    "attrs": {"stride": 2, "padding": 1, "groups": 2}},
+        "conv_dil": {"kind": "conv2d", "input": x2, "weight": w2, "output": y2,
+                     "attrs": {"stride": [1, 2], "padding": [1, 0], "dilation": [2, 1]}},
+        "mm": {"kind": "matmul", "a": a, "b": b},
+    })
+
+
+def test_conv_and_matmul_wiring(conv_matmul_trace):
+    df = replay(conv_matmul_trace, FP32, "per-op")
+    if "error" in df.columns:
+        assert df["error"].isna().all(), df["error"].dropna().tolist()
+    for op in ("conv_g2", "conv_dil", "mm"):
+        out = _row(df, op, "output")
+        assert out["sqnr_db"] > 100, (op, out["sqnr_db"])
+        assert out["nan_count"] == 0
+    # roles of the operands
+    assert sorted(df[df["op"] == "mm"]["role"]) == ["a", "b", "output"]
+    assert sorted(df[df["op"] == "conv_g2"]["role"]) == ["input", "output", "weight"]
+    # MACs counted from the shapes
+    for op in ("conv_g2", "conv_dil"):
+        t = conv_matmul_trace.op(op).tensors
+        _, cg, kh, kw = t["weight"].shape
+        assert _row(df, op, "output")["macs"] == np.prod(t["output"].shape) * cg * kh * kw
+    assert conv_matmul_trace.op("conv_dil").tensors["output"].shape == (1, 4, 7, 2)
+    assert _row(df, "mm", "output")["macs"] == 2 * 3 * 5 * 4
+    assert _row(df, "conv_g2", "input")["numel"] > 0
+
+
+def test_conv_wiring_detects_wrong_reference(conv_matmul_trace):
+    """The same check fails when the reference is computed with the wrong grouping."""
+    op = conv_matmul_trace.op("conv_g2")
+    t = dict(op.tensors)
+    wrong = _conv_ref(t["input"], np.roll(t["weight"], 3, axis=0), t["bias"], (2, 2), (1, 1),
+                      (1, 1), 2)
+    bad = Trace([Op("c", "conv2d", {**t, "output": wrong}, attrs=op.attrs)])
+    out = _row(replay(bad, FP32, "per-op"), "c", "output")
+    assert out["sqnr_db"] < 20
+
+
+def test_low_precision_conv_has_error(conv_matmul_trace):
+    df = replay(conv_matmul_trace, Config("fp8_e4m3", "fp8_e4m3"), "per-op")
+    for op in ("conv_g2", "conv_dil", "mm"):
+        assert 10 < _row(df, op, "output")["sqnr_db"] < 60
+
+
+# --- gradients -----------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def grad_trace():
+    rng = np.random.default_rng(31)
+    x = rng.standard_normal((5, 6)).astype(np.float32)
+    w = rng.standard_normal((3, 6)).astype(np.float32)
+    return from_arrays({"fc": {"kind": "linear", "input": x, "weight": w,
+                               "grad_output": rng.standard_normal((5, 3)).astype(np.float32)}})
+
+
+@pytest.mark.parametrize("mode", ["per-op", "propagated"])
+def test_gradient_rows_only_with_a_gradient_format(grad_trace, mode):
+    df = replay(grad_trace, FP32, mode)
+    assert "grad_output" not in set(df["role"])
+    df = replay(grad_trace, Config("fp32", "fp32", gradients="bf16"), mode)
+    assert sorted(df["role"]) == ["grad_output", "input", "output", "weight"]
+    g = np.asarray(grad_trace.op("fc").tensors["grad_output"], np.float64)
+    q = g.astype(ml_dtypes.bfloat16).astype(np.float64)     # round to nearest even
+    row = _row(df, "fc", "grad_output")
+    assert row["numel"] == g.size
+    assert row["mse"] == pytest.approx(np.mean((q - g) ** 2), rel=1e-12)
+    assert row["max_abs_error"] == np.max(np.abs(q - g))
+    assert row["gradients"] == "bf16"

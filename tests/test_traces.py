@@ -1,0 +1,480 @@
+"""Trace folders (simulator.traces) and plain-array capture (simulator.capture).
+
+Files are written with safetensors directly where a test needs a broken or hand-made trace,
+so the checks do not rely on save_trace to build their inputs.
+"""
+import json
+import os
+from pathlib import Path
+
+import ml_dtypes
+import numpy as np
+import pytest
+from safetensors.numpy import save_file
+
+from simulator.capture import from_arrays
+from simulator.traces import Op, Trace, TraceError, load_trace, save_trace
+
+BF16 = ml_dtypes.bfloat16
+
+
+def _same_array(a, b):
+    a, b = np.asarray(a), np.asarray(b)
+    assert a.dtype == b.dtype
+    assert a.shape == b.shape
+    if a.dtype == BF16:
+        a, b = a.view(np.uint16), b.view(np.uint16)
+    np.testing.assert_array_equal(a, b)
+
+
+def _rich_trace():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((6, 8)).astype(np.float32)
+    w = rng.standard_normal((5, 8)).astype(np.float16)
+    b = rng.standard_normal(5).astype(BF16)
+    y = (x @ w.astype(np.float32).T + b.astype(np.float32)).astype(np.float32)
+    r = np.maximum(y, 0)
+    a2 = rng.standard_normal((2, 3, 5)).astype(np.float64)
+    b2 = rng.standard_normal((2, 5, 4)).astype(np.float64)
+    ops = [
+        Op("fc", "linear", {"input": x, "weight": w, "bias": b, "output": y,
+                            "grad_output": rng.standard_normal((6, 5)).astype(BF16)},
+           attrs={"note": "first", "nested": {"k": [1, 2]}}),
+        Op("act", "relu", {"input": y, "output": r}, inputs_from=["fc"]),
+        Op("mm", "matmul", {"a": a2, "b": b2, "output": a2 @ b2}, attrs={"transpose": False}),
+    ]
+    extras = {"labels": np.arange(6, dtype=np.int64), "mask": np.array([True, False, True]),
+              "ids": np.array([7, -3], dtype=np.int32), "u8": np.array([0, 255], np.uint8),
+              "i8": np.array([-128, 127], np.int8)}
+    return Trace(ops, extras, model="toy", meta={"seed": 3, "task": "demo"})
+
+
+# --- round trip ------------------------------------------------------------------------------
+
+def test_round_trip_arrays_dtypes_and_structure(tmp_path):
+    tr = _rich_trace()
+    out = save_trace(tr, tmp_path / "t")
+    assert out == tmp_path / "t"
+    back = load_trace(out)
+    assert back.model == "toy"
+    assert back.meta == {"seed": 3, "task": "demo"}
+    assert [o.name for o in back.ops] == ["fc", "act", "mm"]
+    assert [o.kind for o in back.ops] == ["linear", "relu", "matmul"]
+    assert [o.inputs_from for o in back.ops] == [[], ["fc"], []]
+    assert back.ops[0].attrs == {"note": "first", "nested": {"k": [1, 2]}}
+    assert back.ops[2].attrs == {"transpose": False}
+    for o_in, o_out in zip(tr.ops, back.ops):
+        assert set(o_out.tensors) == set(o_in.tensors)
+        for role in o_in.tensors:
+            _same_array(o_out.tensors[role], o_in.tensors[role])
+    assert set(back.extras) == set(tr.extras)
+    for k, v in tr.extras.items():
+        _same_array(back.extras[k], v)
+    # the dtypes named in the task, explicitly
+    assert back.op("fc").tensors["input"].dtype == np.float32
+    assert back.op("fc").tensors["weight"].dtype == np.float16
+    assert back.op("fc").tensors["bias"].dtype == BF16
+    assert back.extras["labels"].dtype == np.int64
+
+
+def test_manifest_is_valid_json_with_format_and_version(tmp_path):
+    save_trace(_rich_trace(), tmp_path / "t")
+    m = json.loads((tmp_path / "t" / "manifest.json").read_text())
+    assert m["format"] == "numsim-trace"
+    assert m["version"] == 1
+    assert [o["name"] for o in m["ops"]] == ["fc", "act", "mm"]
+    fc = m["ops"][0]
+    assert fc["tensors"]["bias"] == {"shape": [5], "dtype": "bfloat16"}
+    assert fc["tensors"]["weight"] == {"shape": [5, 8], "dtype": "float16"}
+    assert m["extras"]["tensors"]["labels"] == {"shape": [6], "dtype": "int64"}
+    for o in m["ops"]:
+        assert (tmp_path / "t" / o["file"]).is_file()
+
+
+def test_loaded_trace_saves_again(tmp_path):
+    """A lazily loaded trace can be written elsewhere and over itself."""
+    tr = _rich_trace()
+    save_trace(tr, tmp_path / "a")
+    save_trace(load_trace(tmp_path / "a"), tmp_path / "b")
+    save_trace(load_trace(tmp_path / "a"), tmp_path / "a", overwrite=True)
+    for folder in ("a", "b"):
+        back = load_trace(tmp_path / folder)
+        _same_array(back.op("fc").tensors["bias"], tr.op("fc").tensors["bias"])
+        _same_array(back.extras["mask"], tr.extras["mask"])
+
+
+# --- atomic writes and overwrite --------------------------------------------------------------
+
+def _small(value):
+    x = np.full((2, 3), value, np.float32)
+    return Trace([Op("r", "relu", {"input": x, "output": x})])
+
+
+def test_save_refuses_existing_folder_and_keeps_it(tmp_path):
+    save_trace(_small(1.0), tmp_path / "t")
+    before = {p.name: p.read_bytes() for p in (tmp_path / "t").iterdir()}
+    with pytest.raises(TraceError, match="exists"):
+        save_trace(_small(2.0), tmp_path / "t")
+    assert {p.name: p.read_bytes() for p in (tmp_path / "t").iterdir()} == before
+    assert load_trace(tmp_path / "t").op("r").tensors["input"][0, 0] == 1.0
+    assert sorted(os.listdir(tmp_path)) == ["t"]
+
+
+def test_overwrite_replaces_folder(tmp_path):
+    save_trace(_small(1.0), tmp_path / "t")
+    (tmp_path / "t" / "stale.txt").write_text("left from the old trace")
+    save_trace(_small(2.0), tmp_path / "t", overwrite=True)
+    assert load_trace(tmp_path / "t").op("r").tensors["input"][0, 0] == 2.0
+    assert not (tmp_path / "t" / "stale.txt").exists()
+    assert sorted(os.listdir(tmp_path)) == ["t"]
+
+
+def _complex_trace():
+    good = np.ones((2, 2), np.float32)
+    bad = np.ones((2, 2), np.complex64)
+    return Trace([Op("ok", "relu", {"input": good, "output": good}),
+                  Op("bad", "relu", {"input": bad, "output": bad})])
+
+
+def test_failed_save_leaves_no_temporary_folder(tmp_path):
+    with pytest.raises(TraceError, match="complex"):
+        save_trace(_complex_trace(), tmp_path / "t")
+    assert os.listdir(tmp_path) == []
+
+
+def test_failed_overwrite_keeps_old_folder(tmp_path):
+    save_trace(_small(1.0), tmp_path / "t")
+    with pytest.raises(TraceError):
+        save_trace(_complex_trace(), tmp_path / "t", overwrite=True)
+    assert sorted(os.listdir(tmp_path)) == ["t"]
+    assert load_trace(tmp_path / "t").op("r").tensors["input"][0, 0] == 1.0
+
+
+# --- validation on load -------------------------------------------------------------------------
+
+X = np.arange(12, dtype=np.float32).reshape(3, 4)
+W = np.arange(8, dtype=np.float32).reshape(2, 4) / 8
+Y = (X @ W.T).astype(np.float32)
+
+
+def _write(folder: Path, ops: list, extras=None, **top):
+    """A trace folder written by hand: ops = [(name, kind, {role: array}, extra manifest
+    fields)], one safetensors file per op."""
+    folder.mkdir(parents=True, exist_ok=True)
+    manifest = {"format": "numsim-trace", "version": 1, "model": "m", "meta": {}, "ops": []}
+    for name, kind, tensors, more in ops:
+        save_file({r: np.ascontiguousarray(a) for r, a in tensors.items()},
+                  str(folder / f"{name}.safetensors"))
+        entry = {"name": name, "kind": kind, "file": f"{name}.safetensors",
+                 "tensors": {r: {"shape": list(a.shape), "dtype": str(a.dtype)}
+                             for r, a in tensors.items()},
+                 "attrs": {}, "inputs_from": []}
+        entry.update(more)
+        manifest["ops"].append(entry)
+    if extras is not None:
+        save_file(extras, str(folder / "extras.safetensors"))
+        manifest["extras"] = {"file": "extras.safetensors",
+                              "tensors": {k: {"shape": list(v.shape), "dtype": str(v.dtype)}
+                                          for k, v in extras.items()}}
+    manifest.update(top)
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    return folder
+
+
+def _good_ops():
+    return [("fc", "linear", {"input": X, "weight": W, "output": Y}, {}),
+            ("act", "relu", {"input": Y, "output": np.maximum(Y, 0)}, {"inputs_from": ["fc"]})]
+
+
+def _edit_manifest(folder: Path, fn):
+    m = json.loads((folder / "manifest.json").read_text())
+    fn(m)
+    (folder / "manifest.json").write_text(json.dumps(m))
+
+
+def _load_error(folder: Path) -> str:
+    with pytest.raises(TraceError) as info:
+        load_trace(folder)
+    return str(info.value)
+
+
+def test_hand_written_trace_loads(tmp_path):
+    t = load_trace(_write(tmp_path / "t", _good_ops(), extras={"labels": np.arange(3)}))
+    np.testing.assert_array_equal(t.op("fc").tensors["weight"], W)
+    np.testing.assert_array_equal(t.extras["labels"], np.arange(3))
+    assert t.op("act").inputs_from == ["fc"]
+
+
+def test_corrupt_safetensors(tmp_path):
+    folder = _write(tmp_path / "t", _good_ops())
+    (folder / "fc.safetensors").write_bytes(b"\x00garbage, not a safetensors file" * 4)
+    msg = _load_error(folder)
+    assert "fc.safetensors" in msg and "'fc'" in msg
+
+
+def test_truncated_safetensors(tmp_path):
+    folder = _write(tmp_path / "t", _good_ops())
+    f = folder / "act.safetensors"
+    data = f.read_bytes()
+    f.write_bytes(data[: len(data) // 2])
+    msg = _load_error(folder)
+    assert "act.safetensors" in msg and "'act'" in msg
+
+
+def test_file_missing_its_last_bytes(tmp_path):
+    """Cut only inside the tensor data (the header stays whole)."""
+    folder = _write(tmp_path / "t", _good_ops())
+    f = folder / "fc.safetensors"
+    f.write_bytes(f.read_bytes()[:-4])
+    msg = _load_error(folder)
+    assert "fc.safetensors" in msg and "'fc'" in msg
+
+
+def test_manifest_names_tensor_missing_from_file(tmp_path):
+    folder = _write(tmp_path / "t", _good_ops())
+    _edit_manifest(folder, lambda m: m["ops"][0]["tensors"].update(
+        bias={"shape": [2], "dtype": "float32"}))
+    msg = _load_error(folder)
+    assert "fc.safetensors" in msg and "'bias'" in msg and "'fc'" in msg
+
+
+def test_missing_file(tmp_path):
+    folder = _write(tmp_path / "t", _good_ops())
+    (folder / "act.safetensors").unlink()
+    msg = _load_error(folder)
+    assert "act.safetensors" in msg and "missing" in msg and "'act'" in msg
+
+
+def test_missing_manifest(tmp_path):
+    folder = _write(tmp_path / "t", _good_ops())
+    (folder / "manifest.json").unlink()
+    assert "manifest.json" in _load_error(folder)
+
+
+def test_shape_disagrees_with_file(tmp_path):
+    folder = _write(tmp_path / "t", _good_ops())
+    _edit_manifest(folder, lambda m: m["ops"][0]["tensors"]["input"].update(shape=[4, 3]))
+    msg = _load_error(folder)
+    assert "fc.safetensors" in msg and "'input'" in msg and "shape" in msg
+
+
+def test_dtype_disagrees_with_file(tmp_path):
+    folder = _write(tmp_path / "t", _good_ops())
+    _edit_manifest(folder, lambda m: m["ops"][0]["tensors"]["weight"].update(dtype="float16"))
+    msg = _load_error(folder)
+    assert "fc.safetensors" in msg and "'weight'" in msg and "float16" in msg
+
+
+def test_unknown_dtype_name_in_manifest(tmp_path):
+    folder = _write(tmp_path / "t", _good_ops())
+    _edit_manifest(folder, lambda m: m["ops"][1]["tensors"]["input"].update(dtype="float8"))
+    msg = _load_error(folder)
+    assert "manifest.json" in msg and "'act'" in msg and "'input'" in msg
+
+
+def test_bad_json(tmp_path):
+    folder = _write(tmp_path / "t", _good_ops())
+    (folder / "manifest.json").write_text('{"format": "numsim-trace", "version": 1,')
+    msg = _load_error(folder)
+    assert "manifest.json" in msg and "JSON" in msg
+
+
+def test_wrong_format(tmp_path):
+    folder = _write(tmp_path / "t", _good_ops(), format="other-trace")
+    msg = _load_error(folder)
+    assert "manifest.json" in msg and "numsim-trace" in msg
+
+
+def test_wrong_version(tmp_path):
+    folder = _write(tmp_path / "t", _good_ops(), version=2)
+    msg = _load_error(folder)
+    assert "manifest.json" in msg and "version" in msg
+
+
+def test_unknown_op_kind(tmp_path):
+    ops = _good_ops()
+    ops[1] = ("act", "sigmoidish", ops[1][2], ops[1][3])
+    msg = _load_error(_write(tmp_path / "t", ops))
+    assert "manifest.json" in msg and "'act'" in msg and "sigmoidish" in msg
+
+
+@pytest.mark.parametrize("source", ["act", "nowhere"])
+def test_inputs_from_later_or_unknown_op(tmp_path, source):
+    ops = _good_ops()
+    ops[0] = ("fc", "linear", ops[0][2], {"inputs_from": [source]})
+    msg = _load_error(_write(tmp_path / "t", ops))
+    assert "manifest.json" in msg and "'fc'" in msg and repr(source) in msg
+
+
+def test_duplicate_op_names(tmp_path):
+    folder = _write(tmp_path / "t", _good_ops())
+    _edit_manifest(folder, lambda m: m["ops"].append(dict(m["ops"][1], inputs_from=[])))
+    msg = _load_error(folder)
+    assert "manifest.json" in msg and "'act'" in msg and "twice" in msg
+
+
+def test_linear_input_weight_mismatch(tmp_path):
+    ops = [("fc", "linear", {"input": X, "weight": np.ones((2, 5), np.float32),
+                             "output": Y}, {})]
+    msg = _load_error(_write(tmp_path / "t", ops))
+    assert "manifest.json" in msg and "'fc'" in msg and "(3, 4)" in msg and "(2, 5)" in msg
+
+
+def test_linear_output_shape_mismatch(tmp_path):
+    ops = [("fc", "linear", {"input": X, "weight": W, "output": np.ones((3, 3), np.float32)},
+            {})]
+    msg = _load_error(_write(tmp_path / "t", ops))
+    assert "manifest.json" in msg and "'fc'" in msg and "output" in msg
+
+
+def test_matmul_output_shape_mismatch(tmp_path):
+    a, b = np.ones((2, 3), np.float32), np.ones((3, 4), np.float32)
+    ops = [("mm", "matmul", {"a": a, "b": b, "output": np.ones((2, 5), np.float32)}, {})]
+    msg = _load_error(_write(tmp_path / "t", ops))
+    assert "'mm'" in msg and "output" in msg
+
+
+def test_missing_required_role(tmp_path):
+    ops = [("fc", "linear", {"input": X, "output": Y}, {})]
+    msg = _load_error(_write(tmp_path / "t", ops))
+    assert "'fc'" in msg and "'weight'" in msg
+
+
+def test_unknown_role(tmp_path):
+    ops = [("act", "relu", {"input": Y, "output": Y, "weight": W}, {})]
+    msg = _load_error(_write(tmp_path / "t", ops))
+    assert "'act'" in msg and "'weight'" in msg
+
+
+@pytest.mark.parametrize("where", ["../x.safetensors", "ABSOLUTE"])
+def test_op_file_escaping_the_folder(tmp_path, where):
+    folder = _write(tmp_path / "t", _good_ops())
+    save_file({"input": Y, "output": np.maximum(Y, 0)}, str(tmp_path / "x.safetensors"))
+    target = str(tmp_path / "x.safetensors") if where == "ABSOLUTE" else where
+    _edit_manifest(folder, lambda m: m["ops"][1].update(file=target))
+    msg = _load_error(folder)
+    assert "'act'" in msg and "x.safetensors" in msg and "trace folder" in msg
+
+
+def test_extras_file_escaping_the_folder(tmp_path):
+    folder = _write(tmp_path / "t", _good_ops(), extras={"labels": np.arange(3)})
+    save_file({"labels": np.arange(3)}, str(tmp_path / "x.safetensors"))
+    _edit_manifest(folder, lambda m: m["extras"].update(file="../x.safetensors"))
+    with pytest.raises(TraceError, match="x.safetensors"):
+        load_trace(folder)
+
+
+def test_extras_header_checked(tmp_path):
+    folder = _write(tmp_path / "t", _good_ops(), extras={"labels": np.arange(3)})
+    _edit_manifest(folder, lambda m: m["extras"]["tensors"]["labels"].update(shape=[4]))
+    msg = _load_error(folder)
+    assert "extras.safetensors" in msg and "'labels'" in msg
+
+
+def test_conv2d_output_spatial_shape_mismatch():
+    x = np.ones((1, 2, 5, 5), np.float32)
+    w = np.ones((4, 2, 3, 3), np.float32)
+    with pytest.raises(TraceError, match="output"):
+        Trace([Op("c", "conv2d", {"input": x, "weight": w,
+                                  "output": np.zeros((1, 4, 7, 7), np.float32)})])
+
+
+def test_conv2d_group_mismatch():
+    x = np.ones((1, 4, 5, 5), np.float32)
+    w = np.ones((6, 4, 3, 3), np.float32)           # needs C = 4 * groups
+    with pytest.raises(TraceError, match="'c'"):
+        Trace([Op("c", "conv2d", {"input": x, "weight": w,
+                                  "output": np.zeros((1, 6, 3, 3), np.float32)},
+                  attrs={"groups": 2})])
+
+
+# --- from_arrays ---------------------------------------------------------------------------
+
+def test_from_arrays_linear_exact_output():
+    # integer-valued operands: the exact result is representable, so compare with integers
+    rng = np.random.default_rng(3)
+    xi = rng.integers(-50, 50, size=(2, 3, 6))
+    wi = rng.integers(-50, 50, size=(4, 6))
+    bi = rng.integers(-1000, 1000, size=4)
+    want = np.einsum("bsk,nk->bsn", xi.astype(object), wi.astype(object)) + bi.astype(object)
+    tr = from_arrays({"fc": {"kind": "linear", "input": xi.astype(np.float32),
+                             "weight": wi.astype(np.float16), "bias": bi.astype(np.float32)}})
+    out = tr.op("fc").tensors["output"]
+    assert out.dtype == np.float64
+    assert out.shape == (2, 3, 4)
+    np.testing.assert_array_equal(out, want.astype(np.float64))
+    assert tr.model == "arrays"
+
+
+def test_from_arrays_linear_output_is_float64_not_float32():
+    """Values whose float32 product would round: the output must keep float64 precision."""
+    x = np.array([[1.0 + 2.0 ** -20, 1.0]], np.float32)
+    w = np.array([[1.0 + 2.0 ** -20, -1.0]], np.float32)
+    out = from_arrays({"fc": {"kind": "linear", "input": x, "weight": w}}).op("fc").tensors
+    # (1 + 2^-20)^2 - 1 = 2^-19 + 2^-40, exact in float64
+    assert out["output"][0, 0] == 2.0 ** -19 + 2.0 ** -40
+
+
+def test_from_arrays_matmul_exact_output():
+    rng = np.random.default_rng(4)
+    a = rng.integers(-20, 20, size=(2, 3, 5))
+    b = rng.integers(-20, 20, size=(5, 4))
+    tr = from_arrays({"mm": {"kind": "matmul", "a": a.astype(np.float32),
+                             "b": b.astype(np.float32)}},
+                     extras={"labels": np.arange(3)}, model="mine")
+    out = tr.op("mm").tensors["output"]
+    want = np.einsum("bmk,kn->bmn", a.astype(object), b.astype(object)).astype(np.float64)
+    assert out.dtype == np.float64
+    np.testing.assert_array_equal(out, want)
+    assert tr.model == "mine"
+    np.testing.assert_array_equal(tr.extras["labels"], np.arange(3))
+
+
+def test_from_arrays_keeps_given_output_attrs_and_graph():
+    y = np.ones((3, 2), np.float32)
+    tr = from_arrays({"fc": {"kind": "linear", "input": X, "weight": W, "output": y},
+                      "act": {"kind": "relu", "input": y, "output": y, "inputs_from": ["fc"],
+                              "attrs": {"k": 1}}})
+    np.testing.assert_array_equal(tr.op("fc").tensors["output"], y)
+    assert tr.op("fc").tensors["output"].dtype == np.float32
+    assert tr.op("act").inputs_from == ["fc"] and tr.op("act").attrs == {"k": 1}
+
+
+@pytest.mark.parametrize("spec, words", [
+    ({"kind": "linear", "input": np.ones((2, 3)), "weight": np.ones((4, 5))}, ["linear"]),
+    ({"kind": "linear", "input": np.ones((2, 3)), "weight": np.ones((4, 3)),
+      "bias": np.ones(5)}, ["linear"]),
+    ({"kind": "linear", "input": np.ones((2, 3))}, ["weight"]),
+    ({"kind": "matmul", "a": np.ones((2, 3)), "b": np.ones((4, 5))}, ["matmul"]),
+    ({"kind": "conv2d", "input": np.ones((1, 2, 4, 4)), "weight": np.ones((3, 2, 3, 3))},
+     ["output"]),
+    ({"kind": "relu", "input": np.ones(3, np.complex64), "output": np.ones(3)}, ["complex"]),
+    ({"kind": "linear", "input": np.ones((2, 3)), "weight": np.ones((4, 3)),
+      "output": np.ones((2, 5))}, ["output"]),
+    ({"kind": "nonsense", "input": np.ones(3), "output": np.ones(3)}, ["nonsense"]),
+    ({"input": np.ones(3)}, ["kind"]),
+], ids=["linear-K", "linear-bias", "linear-no-weight", "matmul-K", "conv-no-output",
+        "complex", "linear-output", "unknown-kind", "no-kind"])
+def test_from_arrays_bad_shapes_name_the_op(spec, words):
+    with pytest.raises(TraceError) as info:
+        from_arrays({"badop": spec})
+    msg = str(info.value)
+    assert "'badop'" in msg
+    for word in words:
+        assert word in msg
+
+
+def test_from_arrays_accepts_bfloat16():
+    x = np.ones((2, 3), BF16)
+    w = np.ones((4, 3), BF16)
+    tr = from_arrays({"fc": {"kind": "linear", "input": x, "weight": w}})
+    np.testing.assert_array_equal(tr.op("fc").tensors["output"], np.full((2, 4), 3.0))
+
+
+def test_from_arrays_round_trip(tmp_path):
+    rng = np.random.default_rng(8)
+    tr = from_arrays({"fc": {"kind": "linear", "input": rng.standard_normal((3, 4)),
+                             "weight": rng.standard_normal((2, 4)).astype(np.float32)}})
+    back = load_trace(save_trace(tr, tmp_path / "t"))
+    _same_array(back.op("fc").tensors["output"], tr.op("fc").tensors["output"])
+    _same_array(back.op("fc").tensors["weight"], tr.op("fc").tensors["weight"])
