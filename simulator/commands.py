@@ -1,0 +1,230 @@
+"""What each ``numsim`` subcommand does (the parser is in :mod:`simulator.cli`).
+
+Every command returns an exit code; tables go to standard output (as text, or ``--json`` /
+``--csv``), progress and notes to standard error.  Heavy imports happen inside the commands so
+that ``numsim --help`` stays fast.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+
+def emit(table: pd.DataFrame, args: argparse.Namespace, index: bool = False) -> None:
+    """Print ``table`` as text, or as JSON / CSV (to a path, or ``-`` for stdout)."""
+    if getattr(args, "json", False):
+        data = table.reset_index() if index else table
+        print(json.dumps(json.loads(data.to_json(orient="records")), indent=1))
+    elif getattr(args, "csv", None):
+        if args.csv == "-":
+            table.to_csv(sys.stdout, index=index)
+        else:
+            table.to_csv(args.csv, index=index)
+            print(f"wrote {len(table)} rows to {args.csv}", file=sys.stderr)
+    else:
+        print(table.to_string(index=index))
+
+
+def cmd_formats(args: argparse.Namespace) -> int:
+    from reports.tables import property_table
+    emit(property_table(args.names or None), args)
+    return 0
+
+
+def _read_tensors(path: Path) -> dict:
+    if path.suffix == ".npy":
+        import numpy as np
+        return {path.stem: np.load(path, allow_pickle=False)}
+    if path.suffix == ".safetensors":
+        from safetensors.numpy import load_file
+        return load_file(str(path))
+    raise ValueError(f"{path}: give a .npy or .safetensors file")
+
+
+def cmd_quantize(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    import formats
+    from reports.tables import error_row, quantize_2d
+
+    src = Path(args.input)
+    if not src.is_file():
+        raise FileNotFoundError(f"{src}: no such file")
+    tensors = _read_tensors(src)
+    fmt = formats.get(args.format)
+    if args.rounding != "nearest_even" and isinstance(fmt, formats.ScaledFormat):
+        raise ValueError(f"--rounding applies to scalar formats; {args.format} is scaled")
+    out, rows = {}, []
+    for name, x in tensors.items():
+        x = np.asarray(x, dtype=np.float64)
+        x2 = x.reshape(-1, x.shape[-1]) if x.ndim > 1 else x.reshape(1, -1)
+        if isinstance(fmt, formats.ScaledFormat):
+            q = quantize_2d(x2, fmt)[0]
+        else:
+            q = fmt.quantize(x2, rounding=args.rounding, seed=args.seed)
+        out[name] = q.reshape(x.shape).astype(np.float32 if args.float32 else np.float64)
+        rows.append({"tensor": name, "shape": "x".join(map(str, x.shape)),
+                     **error_row(x2, fmt)})
+    dest = Path(args.output) if args.output else \
+        src.with_name(f"{src.stem}.{args.format}{src.suffix}")
+    if dest.suffix == ".npy":
+        if len(out) != 1:
+            raise ValueError(f"{dest}: a .npy file holds one tensor; {src} has {len(out)}")
+        np.save(dest, next(iter(out.values())))
+    else:
+        from safetensors.numpy import save_file
+        save_file(out, str(dest))
+    print(f"wrote {len(out)} quantized tensor(s) to {dest}", file=sys.stderr)
+    emit(pd.DataFrame(rows), args)
+    return 0
+
+
+def cmd_table(args: argparse.Namespace) -> int:
+    from reports.tables import DEFAULT_FORMATS, DISTRIBUTIONS, error_table, standard_data
+
+    data = None
+    if args.input:
+        data = _read_tensors(Path(args.input))
+    else:
+        unknown = set(args.distributions or []) - set(DISTRIBUTIONS)
+        if unknown:
+            raise ValueError(f"unknown distributions {sorted(unknown)}; known: "
+                             f"{', '.join(DISTRIBUTIONS)}")
+        data = standard_data(args.rows, args.seed)
+        if args.distributions:
+            data = {k: v for k, v in data.items() if k in args.distributions}
+    emit(error_table(args.formats or DEFAULT_FORMATS, data), args)
+    return 0
+
+
+def cmd_capture(args: argparse.Namespace) -> int:
+    from .traces import save_trace
+    if args.model == "digits":
+        from .digits import trace
+        t = trace()
+    else:
+        from .minilm import SENTENCES, capture_minilm
+        t = capture_minilm(args.sentences or SENTENCES)
+    path = save_trace(t, args.output, overwrite=args.overwrite)
+    print(f"captured {len(t.ops)} ops of {t.model} into {path}", file=sys.stderr)
+    return 0
+
+
+def _configs(args: argparse.Namespace) -> list:
+    from .configs import Config
+    from .standard import standard_configs
+    configs = []
+    for spec in args.config or []:
+        parts = spec.split(":")
+        if not 2 <= len(parts) <= 3:
+            raise ValueError(f"--config {spec!r}: write WEIGHTS:ACTIVATIONS[:MAC_PRESET]")
+        configs.append(Config(parts[0], parts[1], parts[2] if len(parts) == 3 else None))
+    if args.standard or not configs:
+        configs = standard_configs() + configs
+    return configs
+
+
+def _summary(results: pd.DataFrame) -> pd.DataFrame:
+    from reports.report import summarize
+    return summarize(results)
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from .replay import replay
+    from .sweep import BUILTIN, builtin_trace_path
+    from .traces import load_trace
+    trace = load_trace(builtin_trace_path() if args.trace == BUILTIN else args.trace)
+    results = replay(trace, _configs(args), args.mode, tech=args.tech, level=args.level,
+                     progress=True)
+    if args.output:
+        out = Path(args.output)
+        (results.to_parquet if out.suffix == ".parquet" else results.to_csv)(out, index=False)
+        print(f"wrote {len(results)} rows to {out}", file=sys.stderr)
+    emit(_summary(results), args, index=True)
+    return 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from .sweep import load_sweep, run_sweep
+    sweep = load_sweep(args.file)
+    results = run_sweep(sweep, workers=args.workers, scheduler=args.scheduler)
+    print(f"results in {sweep.output}/results.parquet and results.csv", file=sys.stderr)
+    emit(_summary(results), args, index=True)
+    return 0
+
+
+def _read_results(path: Path) -> pd.DataFrame:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    results = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+    missing = {"config", "op", "role", "sqnr_db", "macs"} - set(results.columns)
+    if missing:
+        raise ValueError(f"{path}: not a replay table (missing columns {sorted(missing)})")
+    return results
+
+
+def _costs(results: pd.DataFrame) -> dict:
+    """MacCost per configuration whose MAC can be rebuilt from the table (presets, default)."""
+    import mac_models as mm
+
+    from .configs import Config
+    costs = {}
+    first = results.drop_duplicates("config")
+    for _, r in first.iterrows():
+        mac = r.get("mac")
+        mac = None if mac in (None, "fp32acc") or pd.isna(mac) else mac
+        if mac is not None and mac not in mm.preset_names():
+            continue
+        cfg = Config(r["weights"], r["activations"], mac)
+        costs[r["config"]] = mm.cost(cfg.build_mac(), k=64)
+    return costs
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from reports.report import write_report
+    results = _read_results(Path(args.results))
+    path = write_report(results, args.output, costs=_costs(results), svg=args.svg,
+                        meta={"title": args.title, "results": str(args.results)})
+    print(f"report written to {path}", file=sys.stderr)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """The main job: capture the built-in model, sweep the standard configurations, report."""
+    import mac_models as mm
+    from reports.report import write_report
+    from reports.tables import DEFAULT_FORMATS, error_table, standard_data
+
+    from . import digits
+    from .standard import standard_configs
+    from .sweep import Sweep, run_sweep
+    from .traces import save_trace
+
+    out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    print(f"numsim demo: capturing the built-in digits MLP into {out / 'trace'}",
+          file=sys.stderr)
+    trace = digits.trace()
+    save_trace(trace, out / "trace", overwrite=True)
+    configs = standard_configs()
+    print(f"numsim demo: replaying it through {len(configs)} configurations",
+          file=sys.stderr)
+    results = run_sweep(Sweep(str(out / "trace"), configs, out / "sweep"),
+                        workers=args.workers)
+    captured = {f"{op.name}.{role}": op.tensors[role] for op in trace.ops
+                if op.kind == "linear" for role in ("input", "weight")}
+    etable = error_table(DEFAULT_FORMATS, {**standard_data(16), **captured})
+    costs = {c.name: mm.cost(c.build_mac(), k=64) for c in configs}
+    print("numsim demo: writing the report", file=sys.stderr)
+    path = write_report(results, out, costs=costs, error_table=etable,
+                        presets=["int8->int32", "int8->int16", "fp16->fp16", "bf16->fp32",
+                                 "fp8_e4m3->fp32_h100", "fp8_e4m3->fp32_h100_nopromote"],
+                        meta={"title": "numsim demo: the digits MLP on 20 configurations",
+                              "model": f"{digits.MODEL} v{digits.VERSION}, 360 test images"})
+    emit(_summary(results), args, index=True)
+    print(f"numsim demo: report written to {path}", file=sys.stderr)
+    return 0
