@@ -145,11 +145,12 @@ def write_report(results: pd.DataFrame, out_dir: Union[str, Path], *,
                  costs: Union[Mapping[str, object], None] = None,
                  error_table: Union[pd.DataFrame, None] = None,
                  presets: Union[list, None] = None, meta: Union[Mapping, None] = None,
-                 svg: bool = False) -> Path:
+                 figures: Union[Mapping[str, object], None] = None, svg: bool = False) -> Path:
     """Write the report for ``results`` (a replay table) into ``out_dir``; returns the HTML
     path.  ``costs`` maps configuration names to :class:`mac_models.MacCost` for the cost
     breakdowns; ``error_table`` is a :func:`reports.tables.error_table`; ``presets`` are MAC
-    presets for the accumulation-error plot; ``meta`` adds method notes (title, model, ...)."""
+    presets for the accumulation-error plot; ``meta`` adds method notes (title, model, ...);
+    ``figures`` adds more matplotlib figures by name (a tensor's histogram, say)."""
     out = Path(out_dir)
     figdir = out / "figures"
     figdir.mkdir(parents=True, exist_ok=True)
@@ -163,6 +164,7 @@ def write_report(results: pd.DataFrame, out_dir: Union[str, Path], *,
     front_a = summary.index[plots.pareto_front(summary["area_um2_per_mac"],
                                                summary["error_metric"])]
     ylabel = "task error (1 - accuracy)" if err else "relative output noise (10^(-SQNR/10))"
+    named = dict(figures or {})
     figures = {
         "pareto_energy": plots.pareto(summary.assign(total_uj=summary["total_pj"] / 1e6),
                                       "total_uj", "error_metric", "energy per run (µJ)", ylabel),
@@ -176,8 +178,7 @@ def write_report(results: pd.DataFrame, out_dir: Union[str, Path], *,
         figures["sqnr_vs_bits"] = plots.sqnr_vs_bits(error_table, data)
     if presets:
         figures["accumulation_error"] = plots.accumulator_error(presets)
-    for name, fig in meta.pop("figures", {}).items():
-        figures[name] = fig
+    figures.update(named)
     embedded = {}
     for name, fig in figures.items():
         embedded[name] = base64.b64encode(_png(fig)).decode()

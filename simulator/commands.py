@@ -196,6 +196,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     """The main job: capture the built-in model, sweep the standard configurations, report."""
     import mac_models as mm
+    from reports.plots import histogram
     from reports.report import write_report
     from reports.tables import DEFAULT_FORMATS, error_table, standard_data
 
@@ -224,7 +225,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
                         presets=["int8->int32", "int8->int16", "fp16->fp16", "bf16->fp32",
                                  "fp8_e4m3->fp32_h100", "fp8_e4m3->fp32_h100_nopromote"],
                         meta={"title": "numsim demo: the digits MLP on 20 configurations",
-                              "model": f"{digits.MODEL} v{digits.VERSION}, 360 test images"})
+                              "model": f"{digits.MODEL} v{digits.VERSION}, 360 test images"},
+                        figures={"fc2_weights_in_fp8_e4m3":
+                                 histogram(trace.op("fc2").tensors["weight"], "fp8_e4m3")})
     emit(_summary(results), args, index=True)
     print(f"numsim demo: report written to {path}", file=sys.stderr)
     return 0
