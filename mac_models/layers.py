@@ -18,6 +18,7 @@ from .accumulators import IntAccumulator
 from .costs import cost
 from .mac import MAC
 from .memory import MemoryCost, memory_cost
+from .ops import conv_output_size, pair_arg
 from .presets import preset
 from .technology import TechLike
 
@@ -26,14 +27,6 @@ def _positive(name: str, v) -> int:
     if isinstance(v, bool) or not isinstance(v, int) or v < 1:
         raise ValueError(f"{name} must be a positive integer, got {v!r}")
     return v
-
-
-def _pair(name: str, v, lo: int) -> tuple[int, int]:
-    pair = (v, v) if isinstance(v, int) and not isinstance(v, bool) else tuple(v)
-    if len(pair) != 2 or any(isinstance(x, bool) or not isinstance(x, int) or x < lo
-                             for x in pair):
-        raise ValueError(f"{name} must be an integer >= {lo} or a pair of them, got {v!r}")
-    return pair
 
 
 @dataclass(frozen=True)
@@ -95,12 +88,12 @@ class Conv2d:
         if self.in_channels % self.groups or self.out_channels % self.groups:
             raise ValueError(f"groups={self.groups} must divide in_channels={self.in_channels} "
                              f"and out_channels={self.out_channels}")
-        kh, kw = _pair("kernel", self.kernel, 1)
-        sh, sw = _pair("stride", self.stride, 1)
-        ph, pw = _pair("padding", self.padding, 0)
-        dh, dw = _pair("dilation", self.dilation, 1)
-        ho = (self.height + 2 * ph - dh * (kh - 1) - 1) // sh + 1
-        wo = (self.width + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+        kh, kw = pair_arg(self.kernel, "kernel", 1)
+        sh, sw = pair_arg(self.stride, "stride", 1)
+        ph, pw = pair_arg(self.padding, "padding", 0)
+        dh, dw = pair_arg(self.dilation, "dilation", 1)
+        ho, wo = conv_output_size((self.height, self.width), (kh, kw), (sh, sw), (ph, pw),
+                                  (dh, dw))
         if ho < 1 or wo < 1:
             raise ValueError(f"a {kh}x{kw} kernel (dilation {dh}x{dw}) does not fit the padded "
                              f"{self.height}x{self.width} input")

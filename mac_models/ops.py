@@ -328,9 +328,9 @@ def conv2d(x, w, mac: Union[MAC, str], stride=1, padding=0, dilation=1,
     if x.ndim != 4 or w.ndim != 4:
         raise ValueError(f"conv2d takes x (N, C, H, W) and w (O, C/groups, kh, kw), got shapes "
                          f"{x.shape} and {w.shape}")
-    sh, sw = _pair(stride, "stride", 1)
-    ph, pw = _pair(padding, "padding", 0)
-    dh, dw = _pair(dilation, "dilation", 1)
+    sh, sw = pair_arg(stride, "stride", 1)
+    ph, pw = pair_arg(padding, "padding", 0)
+    dh, dw = pair_arg(dilation, "dilation", 1)
     nb, c, h, wd = x.shape
     o, cg, kh, kw = w.shape
     if isinstance(groups, bool) or not isinstance(groups, (int, np.integer)) or groups < 1:
@@ -338,8 +338,7 @@ def conv2d(x, w, mac: Union[MAC, str], stride=1, padding=0, dilation=1,
     if c % groups or o % groups or c // groups != cg:
         raise ValueError(f"channels do not match: x has {c}, w expects {cg} per group with "
                          f"groups={groups} and {o} outputs (both must divide by groups)")
-    ho = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
-    wo = (wd + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+    ho, wo = conv_output_size((h, wd), (kh, kw), (sh, sw), (ph, pw), (dh, dw))
     if ho < 1 or wo < 1:
         raise ValueError(f"the kernel ({kh}x{kw}, dilation {dh}x{dw}) does not fit the padded "
                          f"input ({h + 2 * ph}x{wd + 2 * pw})")
@@ -362,8 +361,7 @@ def im2col(x: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int],
     (zero padding; float64)."""
     (kh, kw), (sh, sw), (ph, pw), (dh, dw) = kernel, stride, padding, dilation
     nb, c, h, wd = x.shape
-    ho = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
-    wo = (wd + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+    ho, wo = conv_output_size((h, wd), kernel, stride, padding, dilation)
     xp = np.pad(np.asarray(x, dtype=np.float64), ((0, 0), (0, 0), (ph, ph), (pw, pw)))
     cols = np.empty((nb, ho, wo, c, kh, kw))
     for i in range(kh):
@@ -394,7 +392,15 @@ def quantized_operand(x, fmt, k_axis: int) -> tuple[np.ndarray, int]:
     return op.values * scales * op.tensor_scale, op.clipped
 
 
-def _pair(v, name: str, lo: int) -> tuple[int, int]:
+def conv_output_size(hw: tuple[int, int], kernel: tuple[int, int], stride: tuple[int, int],
+                     padding: tuple[int, int], dilation: tuple[int, int]) -> tuple[int, int]:
+    """(Ho, Wo) of a convolution of an (H, W) input (PyTorch's formula)."""
+    return tuple((hw[i] + 2 * padding[i] - dilation[i] * (kernel[i] - 1) - 1) // stride[i] + 1
+                 for i in range(2))
+
+
+def pair_arg(v, name: str, lo: int) -> tuple[int, int]:
+    """An int or an (h, w) pair of ints >= ``lo``, as a pair; a clear error otherwise."""
     pair = (v, v) if isinstance(v, (int, np.integer)) and not isinstance(v, bool) else tuple(v)
     if len(pair) != 2 or any(isinstance(p, bool) or not isinstance(p, (int, np.integer))
                              or p < lo for p in pair):

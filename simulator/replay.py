@@ -42,7 +42,7 @@ import pandas as pd
 import formats
 import mac_models as mm
 from mac_models.memory import pj_per_bit
-from mac_models.ops import im2col, quantized_operand
+from mac_models.ops import im2col, pair_arg, quantized_operand
 from mac_models.technology import technology
 
 from . import metrics
@@ -137,8 +137,8 @@ def _run_mac_op(op: Op, cfg: Config, x: Union[np.ndarray, None], tech, level) ->
         conv = mm.Conv2d(x.shape[0], x.shape[1], x.shape[2], x.shape[3], w.shape[0],
                          tuple(w.shape[2:]), at.get("stride", 1), at.get("padding", 0),
                          at.get("dilation", 1), at.get("groups", 1))
-        geometry = (tuple(w.shape[2:]), _pair(conv.stride), _pair(conv.padding),
-                    _pair(conv.dilation))
+        geometry = (tuple(w.shape[2:]), pair_arg(conv.stride, "stride", 1),
+                    pair_arg(conv.padding, "padding", 0), pair_arg(conv.dilation, "dilation", 1))
         g, cg, og = conv.groups, w.shape[1], w.shape[0] // conv.groups
         k = cg * w.shape[2] * w.shape[3]
 
@@ -179,10 +179,6 @@ def _run_mac_op(op: Op, cfg: Config, x: Union[np.ndarray, None], tech, level) ->
            "max_abs_partial": r.max_abs_partial, "macs": r.macs, "compute_pj": lc.compute_pj,
            "memory_pj": lc.memory_pj, "total_pj": lc.total_pj, "area_um2": lc.area_um2}
     return y, rows, out
-
-
-def _pair(v) -> tuple[int, int]:
-    return (v, v) if isinstance(v, int) else tuple(v)
 
 
 def _accuracy(logits: np.ndarray, labels: np.ndarray) -> float:

@@ -136,12 +136,13 @@ def _validate_graph(ops: list[Op], where: str) -> None:
 
 def _conv_out(hw: tuple, khw: tuple, attrs: dict) -> tuple:
     """(Ho, Wo) of a conv2d with ``attrs`` stride, padding and dilation (ints or pairs)."""
-    def pair(key, default):
-        v = attrs.get(key, default)
-        return (v, v) if isinstance(v, int) else tuple(v)
-    (sh, sw), (ph, pw), (dh, dw) = pair("stride", 1), pair("padding", 0), pair("dilation", 1)
-    return ((hw[0] + 2 * ph - dh * (khw[0] - 1) - 1) // sh + 1,
-            (hw[1] + 2 * pw - dw * (khw[1] - 1) - 1) // sw + 1)
+    from mac_models.ops import conv_output_size, pair_arg
+    try:
+        args = [pair_arg(attrs.get(k, d), k, lo) for k, d, lo in
+                (("stride", 1, 1), ("padding", 0, 0), ("dilation", 1, 1))]
+    except (TypeError, ValueError) as exc:
+        raise TraceError(str(exc)) from exc
+    return conv_output_size(hw, khw, *args)
 
 
 def _shape_problem(o: Op) -> str:
