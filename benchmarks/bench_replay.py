@@ -6,7 +6,7 @@ Prints: the in-process replay time of the 20 configurations (propagated mode, wa
 against a plain numpy float32 forward pass of the same network repeated 20 times in the same
 process; then a sweep of the same cells with 1 worker and with 2 worker processes (each from an
 empty results folder, so every cell runs) and the speed-up of 2 workers against 1.  Worker
-start-up (spawned processes import numsim and load the cached kernels) is included: that is
+start-up (a forkserver imports numsim, workers load the cached kernels) is included: that is
 what a user waits for.
 """
 from __future__ import annotations

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from formats.kernel_cache import use_source_keyed_cache
 
-use_source_keyed_cache(Path(__file__).parent)    # the kernels here inline formats' helpers
+use_source_keyed_cache(Path(__file__).parent / "kernels.py")   # they inline formats' helpers
 
 from .accumulators import (AlignedAccumulator, ExactAccumulator, FloatAccumulator,  # noqa: E402
                            IntAccumulator, QuireAccumulator)

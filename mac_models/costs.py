@@ -28,6 +28,10 @@ What one MAC is made of, by the design's parts:
   the segment.
 * **Per-output work** (the Kulisch/quire final rounding, the posit encode, NVFP4's per-tensor
   scale), shared by the ``k`` products of one output: counted only when ``k`` is given.
+* Shared hardware is divided among the products that use it, in energy *and area*: a unit used
+  once per group of n products counts 1/n of its area per MAC, as if n MAC units shared it (a
+  dot-product unit of width n, as tensor cores are built).  This is what makes the aligned
+  adder's area per MAC small next to a per-MAC FP adder.
 
 What the proxy leaves out: wires and data movement inside the array, control, clock tree,
 leakage, pipeline registers between stages, and the effect of data on switching activity
@@ -47,8 +51,7 @@ from formats import CodebookFormat, FloatFormat, IntFormat, PositFormat, ScaledF
 from formats.quire import quire_width
 from formats.rounding import resolve_sr_bits
 
-from .accumulators import (AlignedAccumulator, ExactAccumulator, FloatAccumulator,
-                           IntAccumulator, QuireAccumulator)
+from .accumulators import AlignedAccumulator, ExactAccumulator, IntAccumulator, QuireAccumulator
 from .components import (Part, adder, fp_adder, fp_multiplier, leading_zero_count, mux,
                          register, shifter)
 from .mac import MAC, element_format
@@ -106,10 +109,12 @@ class MacCost:
 
     @property
     def energy_pj(self) -> float:
+        """Energy of one MAC (pJ)."""
         return sum(p.energy_pj for p in self.parts)
 
     @property
     def area_um2(self) -> float:
+        """Area of one MAC unit (µm²), shared hardware divided among its users."""
         return sum(p.area_um2 for p in self.parts)
 
     def breakdown(self) -> pd.DataFrame:

@@ -371,6 +371,11 @@ def im2col(x: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int],
     return cols
 
 
+def beyond_range(x: np.ndarray, fmt) -> int:
+    """Finite elements of ``x`` beyond the scalar format's largest finite magnitude."""
+    return int(np.count_nonzero(np.isfinite(x) & (np.abs(x) > fmt.max)))
+
+
 def quantized_operand(x, fmt, k_axis: int) -> tuple[np.ndarray, int]:
     """The values a MAC multiplies for the 2-D operand ``x`` of format ``fmt`` (``k_axis`` is
     the summed axis: 1 for A (M, K), 0 for B (K, N)): elements times block and tensor scales,
@@ -383,8 +388,7 @@ def quantized_operand(x, fmt, k_axis: int) -> tuple[np.ndarray, int]:
                          f"{x.shape} and k_axis {k_axis!r}")
     op = _operand(x, fmt, k_axis)
     if not isinstance(fmt, ScaledFormat):
-        clipped = int(np.count_nonzero(np.isfinite(x) & (np.abs(x) > fmt.max)))
-        return op.values, clipped
+        return op.values, beyond_range(x, fmt)
     n = x.shape[k_axis]
     seg = op.k_group or n
     idx = np.minimum(np.arange(n) // seg, (op.scales.shape[k_axis]) - 1)

@@ -2,8 +2,8 @@
 :func:`save` to write it as PNG (and SVG on request).
 
 * :func:`sqnr_vs_bits`: SQNR against bits per element, one line per family (an error table).
-* :func:`pareto`: error against energy per MAC (or area), the Pareto front drawn through the
-  configurations no other beats on both.
+* :func:`pareto`: error against a cost (energy per MAC, MAC area), the Pareto front drawn
+  through the configurations no other beats on both.
 * :func:`layer_heatmap`: per-layer SQNR of each configuration's outputs.
 * :func:`histogram`: a tensor's values with the format's representable values overlaid.
 * :func:`accumulator_error`: relative error of dot products against their length K for MAC
@@ -23,6 +23,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+import formats  # noqa: E402
+
 import mac_models as mm  # noqa: E402
 
 from .tables import quantize_2d  # noqa: E402
@@ -41,7 +43,7 @@ def save(fig, path: Path, svg: bool = False) -> list[Path]:
     return out
 
 
-def sqnr_vs_bits(table: pd.DataFrame, data: str = "gaussian"):
+def sqnr_vs_bits(table: pd.DataFrame, data: str = "gaussian") -> plt.Figure:
     """SQNR (dB) against bits per element on one data set of an error table."""
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     rows = table[table["data"] == data]
@@ -60,16 +62,20 @@ def sqnr_vs_bits(table: pd.DataFrame, data: str = "gaussian"):
 
 
 def pareto_front(cost: np.ndarray, error: np.ndarray) -> np.ndarray:
-    """Mask of the points no other point beats or ties on both (lower cost and lower error)."""
+    """Mask of the points no other point beats (no worse on both, better on one); points with
+    a NaN cost or error (failed configurations) are never on the front and beat nothing."""
     cost, error = np.asarray(cost, float), np.asarray(error, float)
-    keep = np.ones(cost.size, dtype=bool)
-    for i in range(cost.size):
-        others = (cost <= cost[i]) & (error <= error[i]) & ((cost < cost[i]) | (error < error[i]))
+    valid = ~(np.isnan(cost) | np.isnan(error))
+    keep = valid.copy()
+    for i in np.flatnonzero(valid):
+        others = valid & (cost <= cost[i]) & (error <= error[i]) & \
+            ((cost < cost[i]) | (error < error[i]))
         keep[i] = not others.any()
     return keep
 
 
-def pareto(summary: pd.DataFrame, x: str, y: str, xlabel: str, ylabel: str, logy=True):
+def pareto(summary: pd.DataFrame, x: str, y: str, xlabel: str, ylabel: str,
+           logy: bool = True) -> plt.Figure:
     """``y`` (an error) against ``x`` (a cost), one point per configuration, front marked."""
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     d = summary.dropna(subset=[x, y])
@@ -89,7 +95,7 @@ def pareto(summary: pd.DataFrame, x: str, y: str, xlabel: str, ylabel: str, logy
     return fig
 
 
-def layer_heatmap(results: pd.DataFrame):
+def layer_heatmap(results: pd.DataFrame) -> plt.Figure:
     """SQNR (dB) of every MAC op's output, configurations by ops."""
     out = results[(results["role"] == "output") & results["macs"].notna()]
     grid = out.pivot_table(index="config", columns="op", values="sqnr_db", sort=False)
@@ -106,19 +112,25 @@ def layer_heatmap(results: pd.DataFrame):
     return fig
 
 
-def histogram(x: np.ndarray, fmt: str, bins: int = 200):
-    """Histogram of ``x`` with the values ``fmt`` can hold there (as quantized) overlaid."""
+def histogram(x: np.ndarray, fmt: str, bins: int = 200) -> plt.Figure:
+    """Histogram of ``x`` with ``fmt``'s representable values over the data's range overlaid
+    (every value of a scalar format of at most 16 bits; for wider or scaled formats, whose grid
+    depends on the block scales, the values the quantized tensor takes)."""
     x = np.asarray(x, dtype=np.float64).reshape(1, -1) if np.ndim(x) < 2 else \
         np.asarray(x, dtype=np.float64).reshape(-1, np.shape(x)[-1])
-    q, _ = quantize_2d(x, fmt)
+    f = formats.get(fmt)
     fig, ax = plt.subplots(figsize=(6.4, 3.6))
     finite = x[np.isfinite(x)]
     ax.hist(finite, bins=bins, color="tab:blue", alpha=0.6, label="values")
-    grid = np.unique(q[np.isfinite(q)])
-    if grid.size <= 512:
-        for v in grid:
-            ax.axvline(v, color="tab:red", lw=0.4, alpha=0.6)
-    ax.plot([], [], color="tab:red", lw=1, label=f"{fmt} values used ({grid.size})")
+    if isinstance(f, formats.ScaledFormat) or f.bits > 16:
+        q, _ = quantize_2d(x, fmt)
+        grid, what = np.unique(q[np.isfinite(q)]), "values taken"
+    else:
+        v = f.values()
+        grid, what = v[(v >= finite.min()) & (v <= finite.max())], "representable values"
+    for value in grid:
+        ax.axvline(value, color="tab:red", lw=0.3, alpha=0.5)
+    ax.plot([], [], color="tab:red", lw=1, label=f"{fmt}: {grid.size} {what} in range")
     ax.set_yscale("log")
     ax.set_xlabel("value")
     ax.set_ylabel("count")
@@ -133,7 +145,7 @@ def _exact_dot(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def accumulator_error(presets: Sequence[str], ks: Sequence[int] = (16, 64, 256, 1024, 4096),
-                      trials: int = 8, seed: int = 0):
+                      trials: int = 8, seed: int = 0) -> plt.Figure:
     """Median relative error of ``trials`` dot products of length K through each preset."""
     rng = np.random.default_rng(seed)
     fig, ax = plt.subplots(figsize=(6.4, 4.2))

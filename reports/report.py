@@ -69,20 +69,26 @@ def _mean_sqnr(v: pd.Series) -> float:
 
 def summarize(results: pd.DataFrame) -> pd.DataFrame:
     """One row per configuration: accuracy (propagated replays with labels), mean output SQNR
-    over MAC ops whose output is not exact (+inf when all are), energy per run (pJ: compute, memory, total), MAC area (µm², the largest over
-    ops) and overflow / saturation counts; in the table's configuration order."""
+    over MAC ops whose output is not exact (+inf when all are), energy per run (pJ: compute,
+    memory, total), energy per MAC (pJ, memory traffic included), MACs, MAC area (µm², the
+    largest over ops) and overflow / saturation counts; in the table's configuration order."""
+    modes = set(results["mode"].dropna()) if "mode" in results else set()
+    if len(modes) > 1:
+        raise ValueError(f"the results mix replay modes {sorted(modes)}; summarize one at a time")
     order = list(dict.fromkeys(results["config"]))
     out = results[(results["role"] == "output") & results["macs"].notna()]
     g = out.groupby("config", sort=False)
     s = pd.DataFrame({
         "mean_output_sqnr_db": g["sqnr_db"].apply(_mean_sqnr),
         "compute_pj": g["compute_pj"].sum(), "memory_pj": g["memory_pj"].sum(),
-        "total_pj": g["total_pj"].sum(), "area_um2_per_mac": g["area_um2"].max(),
+        "total_pj": g["total_pj"].sum(), "macs": g["macs"].sum(),
+        "area_um2_per_mac": g["area_um2"].max(),
         "overflows": g["overflows"].sum(), "saturations": g["saturations"].sum()})
-    task = results[results["role"] == "task"]
-    if len(task) and "accuracy" in task:
-        s.insert(0, "accuracy", task.set_index("config")["accuracy"])
-        s.insert(1, "reference_accuracy", task.set_index("config")["reference_accuracy"])
+    s.insert(s.columns.get_loc("macs"), "pj_per_mac", s["total_pj"] / s["macs"])
+    task = results[results["role"] == "task"].set_index("config")
+    for i, column in enumerate(("accuracy", "reference_accuracy")):
+        if column in task:
+            s.insert(i, column, task[column])
     if "error" in results:
         errs = results.dropna(subset=["error"]).groupby("config")["error"].first()
         s["error"] = errs
@@ -91,9 +97,12 @@ def summarize(results: pd.DataFrame) -> pd.DataFrame:
 
 def recommend(summary: pd.DataFrame) -> tuple[str, str]:
     """(configuration, the rule applied) — see the module doc."""
-    ok = summary[summary.get("error", pd.Series(dtype=object)).isna()] \
-        if "error" in summary else summary
-    if "accuracy" in ok and ok["accuracy"].notna().any():
+    ok = summary[summary["error"].isna()] if "error" in summary else summary
+    if "accuracy" in ok:
+        ok = ok[ok["accuracy"].notna()]
+    if not len(ok):
+        return "none", "every configuration failed: nothing to recommend"
+    if "accuracy" in ok:
         best = ok["accuracy"].max()
         pool = ok[ok["accuracy"] >= best - 0.01]
         rule = (f"within one point of the best accuracy ({best:.2%}), the least energy per "
@@ -145,12 +154,14 @@ def write_report(results: pd.DataFrame, out_dir: Union[str, Path], *,
                  costs: Union[Mapping[str, object], None] = None,
                  error_table: Union[pd.DataFrame, None] = None,
                  presets: Union[list, None] = None, meta: Union[Mapping, None] = None,
-                 figures: Union[Mapping[str, object], None] = None, svg: bool = False) -> Path:
+                 figures: Union[Mapping[str, object], None] = None,
+                 cost_note: str = "45 nm", svg: bool = False) -> Path:
     """Write the report for ``results`` (a replay table) into ``out_dir``; returns the HTML
     path.  ``costs`` maps configuration names to :class:`mac_models.MacCost` for the cost
     breakdowns; ``error_table`` is a :func:`reports.tables.error_table`; ``presets`` are MAC
     presets for the accumulation-error plot; ``meta`` adds method notes (title, model, ...);
-    ``figures`` adds more matplotlib figures by name (a tensor's histogram, say)."""
+    ``figures`` adds more matplotlib figures by name (a tensor's histogram, say);
+    ``cost_note`` says at which node and dot length ``costs`` were priced."""
     out = Path(out_dir)
     figdir = out / "figures"
     figdir.mkdir(parents=True, exist_ok=True)
@@ -160,14 +171,14 @@ def write_report(results: pd.DataFrame, out_dir: Union[str, Path], *,
     err = "accuracy" in summary and summary["accuracy"].notna().any()
     summary["error_metric"] = (1 - summary["accuracy"]) if err else \
         10 ** (-summary["mean_output_sqnr_db"] / 10)
-    front_e = summary.index[plots.pareto_front(summary["total_pj"], summary["error_metric"])]
+    front_e = summary.index[plots.pareto_front(summary["pj_per_mac"], summary["error_metric"])]
     front_a = summary.index[plots.pareto_front(summary["area_um2_per_mac"],
                                                summary["error_metric"])]
     ylabel = "task error (1 - accuracy)" if err else "relative output noise (10^(-SQNR/10))"
     named = dict(figures or {})
     figures = {
-        "pareto_energy": plots.pareto(summary.assign(total_uj=summary["total_pj"] / 1e6),
-                                      "total_uj", "error_metric", "energy per run (µJ)", ylabel),
+        "pareto_energy": plots.pareto(summary, "pj_per_mac", "error_metric",
+                                      "energy per MAC, memory traffic included (pJ)", ylabel),
         "pareto_area": plots.pareto(summary, "area_um2_per_mac", "error_metric",
                                     "MAC unit area (µm²)", ylabel),
         "layer_heatmap": plots.layer_heatmap(results),
@@ -185,9 +196,9 @@ def write_report(results: pd.DataFrame, out_dir: Union[str, Path], *,
         plots.save(fig, figdir / f"{name}.png", svg=svg)
     results.to_csv(out / "results.csv", index=False)
     _write_html(out / "index.html", summary, results, pick, rule, front_e, front_a, embedded,
-                costs, error_table, meta)
+                costs, error_table, meta, cost_note)
     _write_markdown(out / "report.md", summary, results, pick, rule, front_e, front_a,
-                    list(figures), costs, error_table, meta)
+                    list(figures), costs, error_table, meta, cost_note)
     return out / "index.html"
 
 
@@ -213,8 +224,9 @@ def _notes(results: pd.DataFrame, meta: Mapping) -> list[str]:
     notes += [
         f"replay mode: {', '.join(modes)}; seeds: {seeds}",
         "operands are rounded to nearest even into their formats unless a configuration says "
-        "otherwise; products are exact; each output sums its products sequentially in K "
-        "through the MAC's accumulator (bit-exact models, see mac_models).",
+        "otherwise; each output's products are summed in K order by the MAC's accumulator, "
+        "exactly as that design does (products exact unless the MAC rounds them; aligned, "
+        "Kulisch and quire adders as modelled in mac_models).",
         "energy and area: proxies calibrated to Horowitz (ISSCC 2014, 45 nm, 0.9 V), node "
         "scaling from Stillmaker & Baas (2017); memory traffic: each tensor read once and the "
         "output written once (a lower bound); wires, control and leakage are not modelled.",
@@ -239,7 +251,7 @@ def _write_html(path, summary, results, pick, rule, front_e, front_a, figs, cost
     parts += ["<h2>Per-layer output SQNR (dB)</h2>", _table_html(_layer_table(results)),
               f'<img alt="layer_heatmap" src="data:image/png;base64,{figs["layer_heatmap"]}">']
     if costs:
-        parts += ["<h2>Cost breakdown (pJ per MAC, 45 nm unless noted)</h2>",
+        parts += [f"<h2>Cost breakdown (pJ per MAC, {html.escape(cost_note)})</h2>",
                   _table_html(_breakdowns(costs))]
     if etable is not None and len(etable):
         parts += ["<h2>Format error table</h2>",
@@ -259,7 +271,7 @@ def _md_table(df: pd.DataFrame) -> str:
 
 
 def _write_markdown(path, summary, results, pick, rule, front_e, front_a, fig_names, costs,
-                    etable, meta) -> None:
+                    etable, meta, cost_note) -> None:
     lines = [f"# {meta.get('title', 'numsim hardware-design report')}", "", "## Summary", "",
              f"**Recommendation: {pick}** (rule: {rule}).", "",
              f"Pareto-optimal in energy and error: {', '.join(front_e)}.", "",
@@ -269,7 +281,8 @@ def _write_markdown(path, summary, results, pick, rule, front_e, front_a, fig_na
     lines += ["", "## Per-layer output SQNR (dB)", "", _md_table(_layer_table(results)), "",
               "![layer_heatmap](figures/layer_heatmap.png)", ""]
     if costs:
-        lines += ["## Cost breakdown (pJ per MAC)", "", _md_table(_breakdowns(costs)), ""]
+        lines += [f"## Cost breakdown (pJ per MAC, {cost_note})", "",
+                  _md_table(_breakdowns(costs)), ""]
     if etable is not None and len(etable):
         lines += ["## Format error table", "", _md_table(etable.set_index("format")), ""]
     lines += [f"![{n}](figures/{n}.png)" for n in fig_names

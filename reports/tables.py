@@ -9,8 +9,9 @@
 * :func:`error_table`: quantize standard distributions (or given tensors) into each format and
   report MSE, SQNR (dB), max absolute error, the share saturated (beyond the range: clipped by
   a scaled format's encoder, or beyond a scalar format's largest value) and the share flushed
-  (nonzero in, zero out), in the style of the MX and FP8-versus-INT8 papers' tables.  Data are
-  2-D (rows of 1,024 values); scaled formats group along the rows.
+  (nonzero in, zero out), in the style of the MX and FP8-versus-INT8 papers' tables, and the
+  share NaN out.  Data are 2-D (rows of 1,024 values), quantized as a MAC's first operand is:
+  scaled formats group along each row, per-channel ones give each row its scale.
 """
 from __future__ import annotations
 
@@ -22,24 +23,22 @@ import pandas as pd
 
 import formats
 from formats import ScaledFormat
+from mac_models.ops import beyond_range, quantized_operand
 
 ROW = 1024
 
 
 def family(fmt) -> str:
-    """A format's family for grouping: float, int, posit, codebook, or the scaled kind (mx,
-    nvfp4, bfp, int groups, codebook groups, tiles)."""
+    """A format's family for grouping: float, int, posit, codebook, or for scaled formats mx,
+    nvfp4, bfp, or the element's family with " (scaled)"."""
     f = formats.get(fmt)
     if isinstance(f, ScaledFormat):
-        name = f.name
-        for prefix, fam in (("mx", "mx"), ("nvfp4", "nvfp4"), ("bfp", "bfp"), ("nf4", "nf4")):
-            if name.startswith(prefix):
-                return fam
-        if isinstance(f.element, formats.IntFormat):
-            return "int (scaled)"
-        return "float (scaled)"
-    return {"FloatFormat": "float", "IntFormat": "int", "PositFormat": "posit",
-            "CodebookFormat": "nf4"}.get(type(f).__name__, type(f).__name__)
+        for prefix in ("mx", "nvfp4", "bfp"):
+            if f.name.startswith(prefix):
+                return prefix
+        return f"{family(f.element)} (scaled)"
+    return {formats.FloatFormat: "float", formats.IntFormat: "int", formats.PositFormat: "posit",
+            formats.CodebookFormat: "codebook"}[type(f)]
 
 
 def _bits(f) -> float:
@@ -103,33 +102,42 @@ def standard_data(rows: int = 64, seed: int = 0) -> dict[str, np.ndarray]:
             for i, (name, make) in enumerate(DISTRIBUTIONS.items())}
 
 
-def quantize_2d(x: np.ndarray, fmt) -> tuple[np.ndarray, int]:
-    """``x`` (2-D) quantized into ``fmt`` (scaled formats group along the rows; per-channel
-    ones scale each column) and the count of elements beyond the format's range."""
+def quantize_2d(x: np.ndarray, fmt, rounding: str = "nearest_even",
+                seed: int = 0) -> tuple[np.ndarray, int]:
+    """``x`` (2-D) quantized into ``fmt`` as a MAC's first operand is (scaled formats group
+    along each row; per-channel ones give each row its scale) and the count of elements beyond
+    the format's range; ``rounding`` other than nearest even for scalar formats only."""
     f = formats.get(fmt)
+    if rounding == "nearest_even":
+        return quantized_operand(x, f, 1)
     if isinstance(f, ScaledFormat):
-        axis = 0 if f.group == "channel" else 1
-        st = f.encode(x, axis=axis)
-        return f.decode(st), int(st.n_clipped)
-    beyond = int(np.count_nonzero(np.isfinite(x) & (np.abs(x) > f.max)))
-    return f.quantize(x), beyond
+        raise ValueError(f"rounding {rounding!r} applies to scalar formats; {f.name} is scaled")
+    return f.quantize(x, rounding=rounding, seed=seed), beyond_range(x, f)
 
 
-def error_row(x: np.ndarray, fmt) -> dict:
-    """MSE, SQNR, max error and saturated/flushed shares of ``x`` quantized into ``fmt``."""
+def error_row(x: np.ndarray, fmt, rounding: str = "nearest_even", seed: int = 0) -> dict:
+    """MSE, SQNR, max error, and the shares saturated, flushed and NaN of ``x`` quantized
+    into ``fmt`` (errors over the elements finite before and after; NaN when there are none)."""
     x = np.asarray(x, dtype=np.float64)
     x2 = x.reshape(-1, x.shape[-1]) if x.ndim > 1 else x.reshape(1, -1)
-    q, beyond = quantize_2d(x2, fmt)
+    q, beyond = quantize_2d(x2, fmt, rounding, seed)
     finite = np.isfinite(x2) & np.isfinite(q)
     err = (q - x2)[finite]
     signal = float(np.sum(x2[finite] ** 2))
     noise = float(np.sum(err ** 2))
-    n = x2.size
-    return {"bits": _bits(formats.get(fmt)), "mse": noise / max(err.size, 1),
-            "sqnr_db": math.inf if noise == 0 else 10 * math.log10(signal / noise),
+    n = max(x2.size, 1)
+    if not err.size:
+        sqnr = math.nan
+    elif noise == 0:
+        sqnr = math.inf
+    else:
+        sqnr = 10 * math.log10(signal / noise) if signal > 0 else -math.inf
+    return {"bits": _bits(formats.get(fmt)),
+            "mse": noise / err.size if err.size else math.nan, "sqnr_db": sqnr,
             "max_abs_error": float(np.max(np.abs(err))) if err.size else math.nan,
             "saturated_share": beyond / n,
-            "flushed_share": int(np.count_nonzero((x2 != 0) & (q == 0))) / n}
+            "flushed_share": int(np.count_nonzero((x2 != 0) & (q == 0))) / n,
+            "nan_share": int(np.count_nonzero(np.isnan(q))) / n}
 
 
 def error_table(fmts: Sequence[str] = DEFAULT_FORMATS,

@@ -1,9 +1,9 @@
 """Building traces from what a user has: plain arrays, or (optional extras) PyTorch models.
 
 ``from_arrays`` takes ops as a mapping of op name to a mapping with ``kind``, the tensors by
-role, and optionally ``attrs`` and ``inputs_from``.  A MAC op may leave out ``output``: it is
-then the exact product (float64: ``x @ W.T + b`` for linear, ``a @ b`` for matmul), so replay
-measures error against exact arithmetic.
+role, and optionally ``attrs`` and ``inputs_from``.  A linear or matmul op may leave out
+``output``: it is then the exact product (float64: ``x @ W.T + b`` for linear, ``a @ b`` for
+matmul), so replay measures error against exact arithmetic.
 """
 from __future__ import annotations
 
@@ -51,7 +51,6 @@ def from_arrays(ops: Mapping[str, Mapping[str, Any]],
                                  f"{sorted(tensors)}: {exc}") from exc
         built.append(Op(name, kind, tensors, attrs, inputs_from))
     return Trace(built, extras, model=model)
-
 
 
 # ---- PyTorch (optional extra: pip install torch) ------------------------------------------------
@@ -117,16 +116,17 @@ def capture_torch(model, inputs, *, kwargs=None, loss_fn=None, target=None, labe
     ``softmax`` and ``flatten`` calls as elementwise ops, so the graph links through them.
     ``inputs_from`` is recorded where every input of an op is the output of a recorded op.
     With ``loss_fn``, ``loss_fn(output, target).backward()`` runs after the forward pass and
-    each Linear/Conv op gains ``grad_output``, ``grad_input`` (when the input needs one) and
-    ``grad_weight`` (for a module called more than once, its last call).  ``labels`` (an
+    each Linear/Conv op gains ``grad_output`` and ``grad_input`` (when the input needs one) of
+    that call, and ``grad_weight`` when its module was called once (a weight used by several
+    calls has one summed gradient, which belongs to no single op).  ``labels`` (an
     integer array) become the trace's ``labels`` extra, for task accuracy in replay."""
     import torch
     import torch.nn.functional as F
     from torch.overrides import TorchFunctionMode
 
     rec = _Recorder()
-    module_op: dict = {}
-    grads: dict = {}
+    calls: dict = {}                        # module name -> its ops, one per call
+    grads: dict = {}                        # op name -> {role: gradient}
     handles = []
     matmuls = {torch.matmul, torch.bmm, torch.Tensor.matmul, torch.Tensor.__matmul__,
                torch.Tensor.bmm}
@@ -135,29 +135,30 @@ def capture_torch(model, inputs, *, kwargs=None, loss_fn=None, target=None, labe
                    torch.Tensor.softmax: "softmax", torch.flatten: "flatten",
                    torch.Tensor.flatten: "flatten"}
 
-    def watch(name, role, t):
+    def watch(op, role, t):
         """Record the gradient that reaches ``t`` in backward (a tensor hook keeps ids)."""
         if loss_fn is not None and t.requires_grad:
-            t.register_hook(lambda g: grads.setdefault(name, {}).__setitem__(role, g))
+            t.register_hook(lambda g: grads.setdefault(op.name, {}).__setitem__(role, g))
 
     def hook(name):
         def forward_hook(m, args, out):
             x = args[0]
-            watch(name, "grad_output", out)
-            watch(name, "grad_input", x)
             t = {"input": x, "weight": m.weight, "output": out}
             if m.bias is not None:
                 t["bias"] = m.bias
             if isinstance(m, torch.nn.Linear):
-                module_op[name] = rec.add(name, "linear", t, [x])
-                return
-            attrs = _conv_attrs(m, 1 if isinstance(m, torch.nn.Conv1d) else 2)
-            if isinstance(m, torch.nn.Conv1d):
-                t = {**t, "input": x.unsqueeze(2), "weight": m.weight.unsqueeze(2),
-                     "output": out.unsqueeze(2)}
-            op = rec.add(name, "conv2d", t, [x], attrs)
-            rec.producer[id(out)] = op.name
-            module_op[name] = op
+                op = rec.add(name, "linear", t, [x])
+            else:
+                attrs = _conv_attrs(m, 1 if isinstance(m, torch.nn.Conv1d) else 2)
+                if isinstance(m, torch.nn.Conv1d):
+                    t = {**t, "input": x.unsqueeze(2), "weight": m.weight.unsqueeze(2),
+                         "output": out.unsqueeze(2)}
+                op = rec.add(name, "conv2d", t, [x], attrs)
+                rec.producer[id(out)] = op.name
+                rec.keep.append(out)
+            calls.setdefault(name, []).append(op)
+            watch(op, "grad_output", out)
+            watch(op, "grad_input", x)
         return forward_hook
 
     class Mode(TorchFunctionMode):
@@ -198,15 +199,18 @@ def capture_torch(model, inputs, *, kwargs=None, loss_fn=None, target=None, labe
         for h in handles:
             h.remove()
     modules = dict(model.named_modules())
-    for name, op in module_op.items():
+    for name, ops in calls.items():
         if loss_fn is None:
             continue
-        found = {**grads.get(name, {}), "grad_weight": modules[name].weight.grad}
-        for role, g in found.items():
-            if g is not None:
-                if op.kind == "conv2d" and g.ndim == 3:            # Conv1d
-                    g = g.unsqueeze(2)
-                op.tensors[role] = _np(g)
+        for op in ops:
+            found = dict(grads.get(op.name, {}))
+            if len(ops) == 1:                   # a weight used twice has one summed gradient
+                found["grad_weight"] = modules[name].weight.grad
+            for role, g in found.items():
+                if g is not None:
+                    if op.kind == "conv2d" and g.ndim == 3:        # Conv1d
+                        g = g.unsqueeze(2)
+                    op.tensors[role] = _np(g)
     extras = {} if labels is None else {"labels": np.asarray(labels)}
     return Trace(rec.ops, extras, model=model_name or type(model).__name__)
 
@@ -244,11 +248,13 @@ def capture_onnx(model, feeds: Mapping[str, np.ndarray], labels=None,
     """Run an ONNX model (a path or a ModelProto) on ``feeds`` with onnxruntime and record its
     ops from the intermediate values (needs onnx and onnxruntime).
 
-    Recorded: ``Gemm`` (alpha = beta = 1, no transposed A) and ``MatMul`` by a 2-D initializer
-    as ``linear`` (a following ``Add`` of a 1-D initializer is folded in as the bias);
-    ``MatMul`` of two activations as ``matmul``; 1-D and 2-D ``Conv`` (symmetric explicit pads)
-    as ``conv2d``; ``Relu``, ``Gelu``, ``Softmax`` (last axis), ``Flatten`` and ``Identity`` as
-    elementwise ops.  Other nodes are run but not recorded, and break the graph links."""
+    Recorded: ``Gemm`` (alpha = beta = 1, no transposed A, a bias C of one value per output)
+    and ``MatMul`` by a 2-D initializer as ``linear`` (a following ``Add`` of a 1-D initializer
+    is folded in as the bias); other ``MatMul`` as ``matmul`` (linked to the graph only when its
+    first operand is an activation); 1-D and 2-D ``Conv`` (symmetric explicit pads) as
+    ``conv2d``; ``Relu``, ``Gelu``, ``Softmax`` (on the last axis; before opset 13 only of 2-D
+    inputs), ``Flatten`` and ``Identity`` as elementwise ops.  Other nodes are run but not
+    recorded, and break the graph links."""
     import onnx
     import onnxruntime as ort
     from onnx import numpy_helper, shape_inference
@@ -256,6 +262,8 @@ def capture_onnx(model, feeds: Mapping[str, np.ndarray], labels=None,
     proto = onnx.load(str(model)) if not isinstance(model, onnx.ModelProto) else model
     proto = shape_inference.infer_shapes(proto)
     graph = proto.graph
+    opset = max((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")),
+                default=13)
     inits = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
     outputs = {o.name for o in graph.output}
     extra = [vi for vi in graph.value_info if vi.name not in outputs]
@@ -302,8 +310,11 @@ def capture_onnx(model, feeds: Mapping[str, np.ndarray], labels=None,
                 w = b if at.get("transB", 0) else b.T
                 tensors = {"input": a, "weight": np.ascontiguousarray(w)}
                 out_name = out
-                if t == "Gemm" and len(ins) > 2 and ins[2] in inits and inits[ins[2]].ndim == 1:
-                    tensors["bias"] = inits[ins[2]]
+                if t == "Gemm" and len(ins) > 2 and ins[2]:
+                    c = inits.get(ins[2])
+                    if c is None or c.size != w.shape[0] or c.shape[-1] != w.shape[0]:
+                        continue                 # a bias that is not one value per output
+                    tensors["bias"] = c.reshape(-1)
                 elif t == "MatMul" and len(consumers.get(out, [])) == 1:
                     nxt = consumers[out][0]
                     other = [n for n in nxt.input if n != out]
@@ -315,8 +326,8 @@ def capture_onnx(model, feeds: Mapping[str, np.ndarray], labels=None,
                 tensors["output"] = values[out_name]
                 add(node, "linear", tensors, [ins[0]], out_name)
             elif t == "MatMul" and a.ndim >= 2 and b.ndim >= 2:
-                add(node, "matmul", {"a": a, "b": b, "output": values[out]},
-                    [n for n in ins if n not in inits], out)
+                sources = [] if ins[0] in inits else [n for n in ins if n not in inits]
+                add(node, "matmul", {"a": a, "b": b, "output": values[out]}, sources, out)
         elif t == "Conv" and ins[1] in inits:
             w = inits[ins[1]]
             attrs, lift = _onnx_conv_attrs(node, w)
@@ -329,8 +340,9 @@ def capture_onnx(model, feeds: Mapping[str, np.ndarray], labels=None,
             add(node, "conv2d", tensors, [ins[0]], out, attrs)
         elif t in ("Relu", "Gelu", "Softmax", "Flatten", "Identity"):
             x = values[ins[0]]
-            if t == "Softmax" and at.get("axis", -1) not in (-1, x.ndim - 1):
-                continue
+            if t == "Softmax" and (at.get("axis", -1 if opset >= 13 else 1) not in
+                                   (-1, x.ndim - 1) or (opset < 13 and x.ndim != 2)):
+                continue                         # replay's softmax runs on the last axis
             attrs = {"approximate": at.get("approximate", "none")} if t == "Gelu" else {}
             add(node, t.lower(), {"input": x, "output": values[out]}, [ins[0]], out, attrs)
     extras = {} if labels is None else {"labels": np.asarray(labels)}

@@ -11,13 +11,21 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 
+def _inf_text(v):
+    """JSON has no infinity: +-inf (an exact SQNR, say) is written as "inf" / "-inf"."""
+    return ("inf" if v > 0 else "-inf") if isinstance(v, float) and np.isinf(v) else v
+
+
 def emit(table: pd.DataFrame, args: argparse.Namespace, index: bool = False) -> None:
-    """Print ``table`` as text, or as JSON / CSV (to a path, or ``-`` for stdout)."""
+    """Print ``table`` as text, or as JSON (NaN as null, infinities as "inf" / "-inf") or CSV
+    (to a path, or ``-`` for stdout)."""
     if getattr(args, "json", False):
-        data = table.reset_index() if index else table
+        data = (table.reset_index() if index else table).astype(object)
+        data = data.where(~data.isin([np.inf, -np.inf]), data.map(_inf_text))
         print(json.dumps(json.loads(data.to_json(orient="records")), indent=1))
     elif getattr(args, "csv", None):
         if args.csv == "-":
@@ -36,39 +44,35 @@ def cmd_formats(args: argparse.Namespace) -> int:
 
 
 def _read_tensors(path: Path) -> dict:
-    if path.suffix == ".npy":
-        import numpy as np
-        return {path.stem: np.load(path, allow_pickle=False)}
-    if path.suffix == ".safetensors":
+    """The tensors of a .npy or .safetensors file, by name; errors name the file."""
+    if path.suffix not in (".npy", ".safetensors"):
+        raise ValueError(f"{path}: give a .npy or .safetensors file")
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    try:
+        if path.suffix == ".npy":
+            return {path.stem: np.load(path, allow_pickle=False)}
         from safetensors.numpy import load_file
         return load_file(str(path))
-    raise ValueError(f"{path}: give a .npy or .safetensors file")
+    except Exception as exc:              # numpy and safetensors raise their own types
+        raise ValueError(f"{path}: cannot read: {exc}") from exc
 
 
 def cmd_quantize(args: argparse.Namespace) -> int:
-    import numpy as np
-
     import formats
     from reports.tables import error_row, quantize_2d
 
     src = Path(args.input)
-    if not src.is_file():
-        raise FileNotFoundError(f"{src}: no such file")
     tensors = _read_tensors(src)
     fmt = formats.get(args.format)
-    if args.rounding != "nearest_even" and isinstance(fmt, formats.ScaledFormat):
-        raise ValueError(f"--rounding applies to scalar formats; {args.format} is scaled")
     out, rows = {}, []
     for name, x in tensors.items():
         x = np.asarray(x, dtype=np.float64)
         x2 = x.reshape(-1, x.shape[-1]) if x.ndim > 1 else x.reshape(1, -1)
-        if isinstance(fmt, formats.ScaledFormat):
-            q = quantize_2d(x2, fmt)[0]
-        else:
-            q = fmt.quantize(x2, rounding=args.rounding, seed=args.seed)
+        q = quantize_2d(x2, fmt, args.rounding, args.seed)[0]
         out[name] = q.reshape(x.shape).astype(np.float32 if args.float32 else np.float64)
         rows.append({"tensor": name, "shape": "x".join(map(str, x.shape)),
-                     **error_row(x2, fmt)})
+                     **error_row(x2, fmt, args.rounding, args.seed)})
     dest = Path(args.output) if args.output else \
         src.with_name(f"{src.stem}.{args.format}{src.suffix}")
     if dest.suffix == ".npy":
@@ -167,27 +171,39 @@ def _read_results(path: Path) -> pd.DataFrame:
     return results
 
 
-def _costs(results: pd.DataFrame) -> dict:
-    """MacCost per configuration whose MAC can be rebuilt from the table (presets, default)."""
+BREAKDOWN_K = 64          # the dot length the report's cost breakdowns share per-output work by
+
+
+def _costs(results: pd.DataFrame) -> tuple[dict, str]:
+    """(MacCost per configuration whose MAC the table can rebuild (presets, spec tables, the
+    default), the note saying how they were priced).  Configurations run with a MAC object
+    are left out of the breakdown and named in the note."""
     import mac_models as mm
 
     from .configs import Config
-    costs = {}
+    costs, skipped = {}, []
     first = results.drop_duplicates("config")
+    tech = first["tech_nm"].iloc[0] if "tech_nm" in first else None
     for _, r in first.iterrows():
         mac = r.get("mac")
-        mac = None if mac in (None, "fp32acc") or pd.isna(mac) else mac
-        if mac is not None and mac not in mm.preset_names():
+        if isinstance(mac, str) and mac.startswith("MAC:"):
+            skipped.append(str(r["config"]))
             continue
+        mac = None if mac == "fp32acc" or not isinstance(mac, str) else \
+            (json.loads(mac) if mac.startswith("{") else mac)
         cfg = Config(r["weights"], r["activations"], mac)
-        costs[r["config"]] = mm.cost(cfg.build_mac(), k=64)
-    return costs
+        costs[r["config"]] = mm.cost(cfg.build_mac(), tech=tech, k=BREAKDOWN_K)
+    note = f"{tech or 45:g} nm, per-output work shared by K = {BREAKDOWN_K}"
+    if skipped:
+        note += f"; not rebuilt from the table: {', '.join(skipped)}"
+    return costs, note
 
 
 def cmd_report(args: argparse.Namespace) -> int:
     from reports.report import write_report
     results = _read_results(Path(args.results))
-    path = write_report(results, args.output, costs=_costs(results), svg=args.svg,
+    costs, note = _costs(results)
+    path = write_report(results, args.output, costs=costs, cost_note=note, svg=args.svg,
                         meta={"title": args.title, "results": str(args.results)})
     print(f"report written to {path}", file=sys.stderr)
     return 0
@@ -219,9 +235,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     captured = {f"{op.name}.{role}": op.tensors[role] for op in trace.ops
                 if op.kind == "linear" for role in ("input", "weight")}
     etable = error_table(DEFAULT_FORMATS, {**standard_data(16), **captured})
-    costs = {c.name: mm.cost(c.build_mac(), k=64) for c in configs}
+    costs = {c.name: mm.cost(c.build_mac(), k=BREAKDOWN_K) for c in configs}
     print("numsim demo: writing the report", file=sys.stderr)
     path = write_report(results, out, costs=costs, error_table=etable,
+                        cost_note=f"45 nm, per-output work shared by K = {BREAKDOWN_K}",
                         presets=["int8->int32", "int8->int16", "fp16->fp16", "bf16->fp32",
                                  "fp8_e4m3->fp32_h100", "fp8_e4m3->fp32_h100_nopromote"],
                         meta={"title": "numsim demo: the digits MLP on 20 configurations",

@@ -86,13 +86,16 @@ class Config:
             object.__setattr__(self, "name", self.default_name())
 
     def _mac_name(self) -> str:
+        """The ``mac`` column: the preset name, the spec table as JSON (rebuildable with
+        :func:`mac_from_spec`), ``fp32acc`` for the default, or ``MAC:<name>`` for a MAC
+        object."""
         if self.mac is None:
             return "fp32acc"
         if isinstance(self.mac, str):
             return self.mac
         if isinstance(self.mac, mm.MAC):
-            return self.mac.accumulator.name
-        return self.build_mac().accumulator.name
+            return f"MAC:{self.mac.name}"
+        return json.dumps(self.mac, sort_keys=True)
 
     def default_name(self) -> str:
         """``formats|accumulator`` (+ promotion, rounding and seed where they matter)."""

@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import os
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -93,11 +94,12 @@ def train() -> list[tuple[np.ndarray, np.ndarray]]:
 def weights() -> list[tuple[np.ndarray, np.ndarray]]:
     """The trained float32 weights, from the cache or trained (and cached) now."""
     path = cache_dir() / f"{MODEL}-v{VERSION}.npz"
-    if path.is_file():
+    n = len(SIZES) - 1
+    try:
         with np.load(path) as f:
-            n = len(SIZES) - 1
-            if all(f"w{i}" in f and f"b{i}" in f for i in range(n)):
-                return [(f[f"w{i}"], f[f"b{i}"]) for i in range(n)]
+            return [(f[f"w{i}"], f[f"b{i}"]) for i in range(n)]
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+        pass                                 # absent or unreadable: train and cache again
     params = [(w.astype(np.float32), b.astype(np.float32)) for w, b in train()]
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".tmp{os.getpid()}.npz")

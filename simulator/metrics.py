@@ -140,10 +140,14 @@ def saturation_count(x, y, fmt_max: Union[float, None]) -> int:
 
 
 def error_metrics(x, y, fmt_max: Union[float, None] = None) -> dict:
-    """Every metric above (except kl_softmax) as one record."""
-    return {"mse": mse(x, y), "rmse": rmse(x, y), "sqnr_db": sqnr_db(x, y),
-            "max_abs_error": max_abs_error(x, y), "mean_rel_error": mean_rel_error(x, y),
-            "max_rel_error": max_rel_error(x, y), "cosine": cosine(x, y),
-            "nan_count": nan_count(x, y), "inf_count": inf_count(x, y),
-            "underflow_count": underflow_count(x, y),
-            "saturation_count": saturation_count(x, y, fmt_max)}
+    """Every metric above as one record, except kl_softmax; saturation_count only when the
+    format's largest magnitude ``fmt_max`` is given (replay reports clipped operands and the
+    MAC's saturations instead)."""
+    rec = {"mse": mse(x, y), "rmse": rmse(x, y), "sqnr_db": sqnr_db(x, y),
+           "max_abs_error": max_abs_error(x, y), "mean_rel_error": mean_rel_error(x, y),
+           "max_rel_error": max_rel_error(x, y), "cosine": cosine(x, y),
+           "nan_count": nan_count(x, y), "inf_count": inf_count(x, y),
+           "underflow_count": underflow_count(x, y)}
+    if fmt_max is not None:
+        rec["saturation_count"] = saturation_count(x, y, fmt_max)
+    return rec

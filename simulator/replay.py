@@ -42,7 +42,7 @@ import pandas as pd
 import formats
 import mac_models as mm
 from mac_models.memory import pj_per_bit
-from mac_models.ops import im2col, pair_arg, quantized_operand
+from mac_models.ops import beyond_range, im2col, pair_arg, quantized_operand
 from mac_models.technology import technology
 
 from . import metrics
@@ -82,7 +82,7 @@ def _operand_rows(refs: list, useds: list, fmt, k_axis: int, cfg: Config) -> dic
         q, c = quantized_operand(u, fmt, k_axis)
         got.append(q.ravel())
         if cfg.rounding != "nearest_even":         # u is already inside the range: count on r
-            c = int(np.count_nonzero(np.isfinite(r) & (np.abs(r) > fmt.max)))
+            c = beyond_range(r, fmt)
         clipped += c
     return {**metrics.error_metrics(ref, np.concatenate(got)), "clipped": clipped,
             "numel": ref.size}
@@ -160,15 +160,17 @@ def _run_mac_op(op: Op, cfg: Config, x: Union[np.ndarray, None], tech, level) ->
         au, bu = _rounded(a, cfg.activations, cfg, 0), _rounded(b, cfg.activations, cfg, 2)
         mac = replace(mac, b_format=mac.a_format, name="")
 
-        def b2(v):
-            return np.moveaxis(v, -2, 0).reshape(v.shape[-2], -1)
+        batch_shape = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
 
-        rows = [{"role": "a", **_operand_rows([a.reshape(-1, a.shape[-1])],
-                                              [au.reshape(-1, a.shape[-1])], a_fmt, 1, cfg)},
-                {"role": "b", **_operand_rows([b2(b)], [b2(bu)], a_fmt, 0, cfg)}]
+        def slices(v):                       # the 2-D operands mm.matmul quantizes one by one
+            v = np.broadcast_to(v, batch_shape + v.shape[-2:])
+            return list(v.reshape((-1,) + v.shape[-2:]))
+
+        rows = [{"role": "a", **_operand_rows(slices(a), slices(au), a_fmt, 1, cfg)},
+                {"role": "b", **_operand_rows(slices(b), slices(bu), a_fmt, 0, cfg)}]
         r = mm.matmul(au, bu, mac)
         y = r.values
-        batch = int(np.prod(np.broadcast_shapes(a.shape[:-2], b.shape[:-2])))
+        batch = int(np.prod(batch_shape))
         shape = mm.Matmul(a.shape[-2], a.shape[-1], b.shape[-1], batch, b.ndim > 2)
     if "bias" in t:
         bias = _f64(t["bias"])
@@ -244,7 +246,7 @@ def _propagated_input(op: Op, outputs: dict, failed: set) -> tuple:
 
 
 def _replay_one(trace: Trace, cfg: Config, mode: str, tech, level, bar) -> list[dict]:
-    head = {**cfg.as_dict(), "mode": mode}
+    head = {**cfg.as_dict(), "mode": mode, "tech_nm": technology(tech).node, "level": level}
     labels = trace.extras.get("labels") if "labels" in trace.extras else None
     outputs: dict[str, np.ndarray] = {}
     failed: set[str] = set()
@@ -253,7 +255,8 @@ def _replay_one(trace: Trace, cfg: Config, mode: str, tech, level, bar) -> list[
     for op in trace.ops:
         bar.update(1)
         base = {**head, "op": op.name, "kind": op.kind}
-        x, b, problem = _propagated_input(op, outputs, failed) if mode == "propagated"             else (None, None, "")
+        x, b, problem = _propagated_input(op, outputs, failed) if mode == "propagated" \
+            else (None, None, "")
         if problem:
             rows.append({**base, "role": "output", "error": problem})
             failed.add(op.name)

@@ -30,9 +30,10 @@ while a changed trace or option computes its cells afresh.
 The sweep's table (its cells, in order) is then written atomically to ``<output>/results.parquet``
 and ``results.csv``.  Cells run in local worker processes (``workers``; 1 runs them here), or on
 a Dask distributed cluster given its scheduler address (the trace must then be readable at the
-same path by every worker; each Dask task runs its kernels on one thread).  numsim's kernels
-already use every core, so the default is one worker per 4 cores (1 on small machines), each
-with cores / workers threads.
+same path by every worker; each Dask task runs its kernels on one thread).  The default is one
+worker per core, each running its kernels on cores / workers threads; numsim's kernels already
+use every core, so on a small machine a short sweep runs faster with ``workers=1``
+(benchmarks/RESULTS.md).
 """
 from __future__ import annotations
 
@@ -54,7 +55,7 @@ from mac_models.technology import technology
 
 from .configs import Config
 from .replay import MODES, replay
-from .traces import TraceError, load_trace, save_trace
+from .traces import load_trace, save_trace
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -178,13 +179,15 @@ def _trace_path(trace: str) -> str:
 
 
 def _trace_stamp(path: str) -> str:
-    """What identifies a trace's content on disk: its manifest's bytes and every file's size
-    and modification time."""
-    folder = Path(path)
-    h = hashlib.sha256((folder / "manifest.json").read_bytes())
-    for f in sorted(folder.iterdir()):
-        st = f.stat()
-        h.update(f"{f.name}:{st.st_size}:{st.st_mtime_ns}".encode())
+    """A hash of the trace folder's content (every file's name and bytes): a trace rewritten
+    with the same tensors keeps its stamp, any change gives a new one."""
+    h = hashlib.sha256()
+    for f in sorted(Path(path).iterdir()):
+        if f.is_file():
+            h.update(f.name.encode() + b"\0")
+            with open(f, "rb") as fh:
+                for block in iter(lambda: fh.read(1 << 20), b""):
+                    h.update(block)
     return h.hexdigest()[:16]
 
 
@@ -198,7 +201,7 @@ def _cached_trace(path: str):
     return _load_stamped(path, _trace_stamp(path))
 
 
-def cell_key(cfg: Config, stamp: str, mode: str, tech, level: str) -> str:
+def cell_key(cfg: Config, stamp: str, mode: str, tech: Union[float, None], level: str) -> str:
     """A cell's file name: the config's key with the trace's stamp, mode, node and level (a
     rerun with any of them changed computes the cell afresh)."""
     blob = f"{cfg.key()}|{stamp}|{mode}|{tech}|{level}"
@@ -219,8 +222,8 @@ def _write_atomic(df: pd.DataFrame, path: Path, kind: str) -> None:
         raise
 
 
-def run_cell(trace_path: str, cfg: Config, key: str, mode: str, tech, level: str,
-             cells_dir: str, threads: Union[int, None] = None) -> str:
+def run_cell(trace_path: str, cfg: Config, key: str, mode: str, tech: Union[float, None],
+             level: str, cells_dir: str, threads: Union[int, None] = None) -> str:
     """Replay one configuration and write its cell file ``<key>.parquet``; returns the key.
     (Runs here, in a worker process or on a Dask worker.)"""
     if threads:
@@ -255,7 +258,7 @@ def run_sweep(sweep: Union[Sweep, str, Path], *, workers: Union[int, None] = Non
         _run_dask(scheduler, trace_path, [(c, keys[c.key()]) for c in todo], args, bar)
     else:
         cpus = os.cpu_count() or 1
-        n = workers or max(1, cpus // 4)
+        n = workers or cpus
         if n == 1 or len(todo) <= 1:
             for cfg in todo:
                 run_cell(trace_path, cfg, keys[cfg.key()], *args)
@@ -269,11 +272,20 @@ def run_sweep(sweep: Union[Sweep, str, Path], *, workers: Union[int, None] = Non
                     _finish(fut, futures[fut])
                     bar.update(1)
     bar.close()
-    table = pd.concat([pd.read_parquet(cells / f"{keys[c.key()]}.parquet")
+    table = pd.concat([_cell_table(cells / f"{keys[c.key()]}.parquet", c)
                        for c in sweep.configs], ignore_index=True)
     _write_atomic(table, sweep.output / "results.parquet", "parquet")
     _write_atomic(table, sweep.output / "results.csv", "csv")
     return table
+
+
+def _cell_table(path: Path, cfg: Config) -> pd.DataFrame:
+    """A cell's rows labelled with the configuration as this sweep names it (a cell computed
+    under another name or seed, for the same computation, is reused)."""
+    df = pd.read_parquet(path)
+    for column, value in cfg.as_dict().items():
+        df[column] = value
+    return df
 
 
 def _worker_context():

@@ -74,6 +74,7 @@ class Op:
 
     @property
     def is_mac(self) -> bool:
+        """True for the kinds that multiply-accumulate (linear, conv2d, matmul, scores)."""
         return self.kind in MAC_KINDS
 
 
@@ -95,11 +96,6 @@ class Trace:
                 return o
         raise KeyError(f"no op named {name!r} in the trace (ops: "
                        f"{', '.join(o.name for o in self.ops)})")
-
-    @property
-    def has_graph(self) -> bool:
-        """True when every op after the first MAC op records where its inputs come from."""
-        return any(o.inputs_from for o in self.ops)
 
     def __repr__(self) -> str:
         return f"Trace({self.model!r}, {len(self.ops)} ops, path={self.path})"

@@ -89,3 +89,37 @@ def test_asymmetric_pads_are_refused():
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     with pytest.raises(TraceError, match="asymmetric pads"):
         capture_onnx(model, {"img": np.ones((1, 1, 4, 4), np.float32)})
+
+
+def _gemm_model(c: np.ndarray):
+    rng = np.random.default_rng(3)
+    w = numpy_helper.from_array(rng.standard_normal((3, 4)).astype(np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("Gemm", ["x", "w", "c"], ["y"], name="fc", transB=1)], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])],
+        [w, numpy_helper.from_array(c.astype(np.float32), "c")])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_gemm_bias_of_one_row_is_kept_and_a_full_matrix_is_not_a_linear_bias():
+    x = np.ones((2, 4), np.float32)
+    row = np.arange(3.0).reshape(1, 3)
+    trace = capture_onnx(_gemm_model(row), {"x": x})
+    assert np.array_equal(trace.op("fc").tensors["bias"], row.reshape(-1).astype(np.float32))
+    assert (replay(trace, [Config()], "per-op").query("role == 'output'").sqnr_db > 120).all()
+    full = np.arange(6.0).reshape(2, 3)                  # one bias per output element
+    assert [o.name for o in capture_onnx(_gemm_model(full), {"x": x}).ops] == []
+
+
+def test_matmul_by_a_leading_initializer_is_not_linked_as_its_first_operand():
+    rng = np.random.default_rng(4)
+    m = numpy_helper.from_array(rng.standard_normal((2, 3)).astype(np.float32), "m")
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["r"], name="relu"),
+         helper.make_node("MatMul", ["m", "r"], ["y"], name="mm")], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 5])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 5])], [m])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    trace = capture_onnx(model, {"x": rng.standard_normal((3, 5)).astype(np.float32)})
+    assert trace.op("mm").kind == "matmul" and trace.op("mm").inputs_from == []

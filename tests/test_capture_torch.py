@@ -119,3 +119,23 @@ def test_no_gradients_without_a_loss_and_task_accuracy():
     bad = capture_torch(model, x, labels=np.arange(3))
     assert "labels of shape" in replay(bad, [Config()], "propagated").query(
         "role == 'task'").error.item()
+
+
+def test_a_module_called_twice_gets_each_calls_gradients():
+    """Each call is its own op with its own grad_output (dL/dy of that call, from autograd);
+    the weight's gradient sums both calls, so it is attached to neither."""
+    torch.manual_seed(2)
+    lin = nn.Linear(3, 3)
+    model = nn.Sequential(lin, nn.ReLU(), lin)
+    x = torch.randn(4, 3)
+    trace = capture_torch(model, x, loss_fn=lambda out, t: (out ** 2).sum(), target=None)
+    first, second = trace.ops[0], trace.ops[2]
+    assert first.name != second.name and first.kind == second.kind == "linear"
+    # loss = sum(y2^2): dL/dy2 = 2 y2 for the second call
+    np.testing.assert_allclose(second.tensors["grad_output"], 2 * second.tensors["output"],
+                               rtol=1e-6)
+    # first call: dL/dy1 = (dL/dy2 @ W) * relu'(y1)
+    relu_mask = first.tensors["output"] > 0
+    want = (second.tensors["grad_output"] @ second.tensors["weight"]) * relu_mask
+    np.testing.assert_allclose(first.tensors["grad_output"], want, rtol=1e-5, atol=1e-7)
+    assert "grad_weight" not in first.tensors and "grad_weight" not in second.tensors
