@@ -237,7 +237,7 @@ def _notes(results: pd.DataFrame, meta: Mapping) -> list[str]:
 
 
 def _write_html(path, summary, results, pick, rule, front_e, front_a, figs, costs, etable,
-                meta) -> None:
+                meta, cost_note) -> None:
     title = html.escape(meta.get("title", "numsim hardware-design report"))
     parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{title}</title>"
              f"<style>{_CSS}</style></head><body><h1>{title}</h1>",
