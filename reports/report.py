@@ -84,6 +84,8 @@ def summarize(results: pd.DataFrame) -> pd.DataFrame:
         "total_pj": g["total_pj"].sum(), "macs": g["macs"].sum(),
         "area_um2_per_mac": g["area_um2"].max(),
         "overflows": g["overflows"].sum(), "saturations": g["saturations"].sum()})
+    s = s.reindex(order)                     # configurations whose every op failed included
+    s.index.name = "config"
     s.insert(s.columns.get_loc("macs"), "pj_per_mac", s["total_pj"] / s["macs"])
     task = results[results["role"] == "task"].set_index("config")
     for i, column in enumerate(("accuracy", "reference_accuracy")):
@@ -92,7 +94,7 @@ def summarize(results: pd.DataFrame) -> pd.DataFrame:
     if "error" in results:
         errs = results.dropna(subset=["error"]).groupby("config")["error"].first()
         s["error"] = errs
-    return s.reindex([c for c in order if c in s.index])
+    return s
 
 
 def recommend(summary: pd.DataFrame) -> tuple[str, str]:

@@ -15,18 +15,29 @@ import numpy as np
 import pandas as pd
 
 
-def _inf_text(v):
-    """JSON has no infinity: +-inf (an exact SQNR, say) is written as "inf" / "-inf"."""
-    return ("inf" if v > 0 else "-inf") if isinstance(v, float) and np.isinf(v) else v
+def _json_value(v):
+    """A table cell as JSON: numpy scalars as Python numbers (full precision), NaN and missing
+    as null, infinities (an exact SQNR, say) as "inf" / "-inf"."""
+    if isinstance(v, np.generic):
+        v = v.item()
+    if isinstance(v, float):
+        if np.isnan(v):
+            return None
+        if np.isinf(v):
+            return "inf" if v > 0 else "-inf"
+    if v is pd.NA or v is pd.NaT:
+        return None
+    return v
 
 
 def emit(table: pd.DataFrame, args: argparse.Namespace, index: bool = False) -> None:
-    """Print ``table`` as text, or as JSON (NaN as null, infinities as "inf" / "-inf") or CSV
-    (to a path, or ``-`` for stdout)."""
+    """Print ``table`` as text, or as JSON records (see :func:`_json_value`) or CSV (to a
+    path, or ``-`` for stdout)."""
     if getattr(args, "json", False):
-        data = (table.reset_index() if index else table).astype(object)
-        data = data.where(~data.isin([np.inf, -np.inf]), data.map(_inf_text))
-        print(json.dumps(json.loads(data.to_json(orient="records")), indent=1))
+        data = table.reset_index() if index else table
+        records = [{k: _json_value(v) for k, v in row.items()}
+                   for row in data.to_dict(orient="records")]
+        print(json.dumps(records, indent=1))
     elif getattr(args, "csv", None):
         if args.csv == "-":
             table.to_csv(sys.stdout, index=index)
