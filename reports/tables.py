@@ -117,11 +117,13 @@ def quantize_2d(x: np.ndarray, fmt, rounding: str = "nearest_even",
 
 def error_row(x: np.ndarray, fmt, rounding: str = "nearest_even", seed: int = 0) -> dict:
     """MSE, SQNR, max error, and the shares saturated, flushed and NaN of ``x`` quantized
-    into ``fmt`` (errors over the elements finite before and after; NaN when there are none)."""
+    into ``fmt``.  Errors run over the elements finite in ``x`` and not NaN after (a finite
+    value that overflows to infinity makes the MSE infinite and the SQNR -inf); NaN when there
+    are none."""
     x = np.asarray(x, dtype=np.float64)
     x2 = x.reshape(-1, x.shape[-1]) if x.ndim > 1 else x.reshape(1, -1)
     q, beyond = quantize_2d(x2, fmt, rounding, seed)
-    finite = np.isfinite(x2) & np.isfinite(q)
+    finite = np.isfinite(x2) & ~np.isnan(q)          # an overflow to inf is an infinite error
     err = (q - x2)[finite]
     signal = float(np.sum(x2[finite] ** 2))
     noise = float(np.sum(err ** 2))
@@ -130,8 +132,10 @@ def error_row(x: np.ndarray, fmt, rounding: str = "nearest_even", seed: int = 0)
         sqnr = math.nan
     elif noise == 0:
         sqnr = math.inf
+    elif signal == 0 or math.isinf(noise):
+        sqnr = -math.inf
     else:
-        sqnr = 10 * math.log10(signal / noise) if signal > 0 else -math.inf
+        sqnr = 10 * math.log10(signal / noise)
     return {"bits": _bits(formats.get(fmt)),
             "mse": noise / err.size if err.size else math.nan, "sqnr_db": sqnr,
             "max_abs_error": float(np.max(np.abs(err))) if err.size else math.nan,

@@ -7,6 +7,7 @@ message, on standard error, names the file or key), 2 a usage error (argparse), 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from importlib import metadata
 
@@ -137,6 +138,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"numsim {args.command}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:                     # `numsim formats | head`: the reader left
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except (ValueError, TypeError, KeyError, OSError, ImportError) as exc:
         print(f"numsim {args.command}: error: {exc}", file=sys.stderr)
         return 1

@@ -192,13 +192,10 @@ def _trace_stamp(path: str) -> str:
 
 
 @lru_cache(maxsize=4)
-def _load_stamped(path: str, stamp: str):
+def _cached_trace(path: str, stamp: str):
+    """The trace at ``path`` whose content hashes to ``stamp`` (read once per process; a
+    changed trace has another stamp and is read again)."""
     return load_trace(path)
-
-
-def _cached_trace(path: str):
-    """The trace at ``path``, re-read when it changed on disk."""
-    return _load_stamped(path, _trace_stamp(path))
 
 
 def cell_key(cfg: Config, stamp: str, mode: str, tech: Union[float, None], level: str) -> str:
@@ -206,6 +203,12 @@ def cell_key(cfg: Config, stamp: str, mode: str, tech: Union[float, None], level
     rerun with any of them changed computes the cell afresh)."""
     blob = f"{cfg.key()}|{stamp}|{mode}|{tech}|{level}"
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _write_atomic(df: pd.DataFrame, path: Path, kind: str) -> None:
@@ -216,20 +219,22 @@ def _write_atomic(df: pd.DataFrame, path: Path, kind: str) -> None:
             df.to_parquet(tmp, index=False)
         else:
             df.to_csv(tmp, index=False)
+        os.chmod(tmp, 0o666 & ~_umask())            # mkstemp makes 0600; results are shared
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
 
 
-def run_cell(trace_path: str, cfg: Config, key: str, mode: str, tech: Union[float, None],
-             level: str, cells_dir: str, threads: Union[int, None] = None) -> str:
+def run_cell(trace_path: str, stamp: str, cfg: Config, key: str, mode: str,
+             tech: Union[float, None], level: str, cells_dir: str,
+             threads: Union[int, None] = None) -> str:
     """Replay one configuration and write its cell file ``<key>.parquet``; returns the key.
     (Runs here, in a worker process or on a Dask worker.)"""
     if threads:
         import numba
         numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
-    df = replay(_cached_trace(trace_path), [cfg], mode, tech=tech, level=level)
+    df = replay(_cached_trace(trace_path, stamp), [cfg], mode, tech=tech, level=level)
     df.insert(0, "cell", key)
     _write_atomic(df, Path(cells_dir) / f"{key}.parquet", "parquet")
     return key
@@ -242,8 +247,8 @@ def run_sweep(sweep: Union[Sweep, str, Path], *, workers: Union[int, None] = Non
     if not isinstance(sweep, Sweep):
         sweep = load_sweep(sweep)
     trace_path = _trace_path(sweep.trace)
-    _cached_trace(trace_path)                       # validate the trace before starting work
     stamp = _trace_stamp(trace_path)
+    _cached_trace(trace_path, stamp)                # validate the trace before starting work
     keys = {c.key(): cell_key(c, stamp, sweep.mode, sweep.tech, sweep.level)
             for c in sweep.configs}
     cells = sweep.output / "cells"
@@ -255,18 +260,18 @@ def run_sweep(sweep: Union[Sweep, str, Path], *, workers: Union[int, None] = Non
                unit="cell", disable=not progress)
     args = (sweep.mode, sweep.tech, sweep.level, str(cells))
     if scheduler is not None:
-        _run_dask(scheduler, trace_path, [(c, keys[c.key()]) for c in todo], args, bar)
+        _run_dask(scheduler, trace_path, stamp, [(c, keys[c.key()]) for c in todo], args, bar)
     else:
         cpus = os.cpu_count() or 1
         n = workers or cpus
         if n == 1 or len(todo) <= 1:
             for cfg in todo:
-                run_cell(trace_path, cfg, keys[cfg.key()], *args)
+                run_cell(trace_path, stamp, cfg, keys[cfg.key()], *args)
                 bar.update(1)
         else:
             threads = max(1, cpus // n)
             with ProcessPoolExecutor(min(n, len(todo)), mp_context=_worker_context()) as pool:
-                futures = {pool.submit(run_cell, trace_path, c, keys[c.key()], *args,
+                futures = {pool.submit(run_cell, trace_path, stamp, c, keys[c.key()], *args,
                                        threads): c for c in todo}
                 for fut in as_completed(futures):
                     _finish(fut, futures[fut])
@@ -307,13 +312,13 @@ def _finish(fut, cfg: Config) -> None:
                          f"already written stay; rerun to resume)") from exc
 
 
-def _run_dask(scheduler, trace_path: str, todo: list, args: tuple, bar) -> None:
+def _run_dask(scheduler, trace_path: str, stamp: str, todo: list, args: tuple, bar) -> None:
     from dask.distributed import Client
     from dask.distributed import as_completed as dask_completed
 
     client = scheduler if isinstance(scheduler, Client) else Client(scheduler)
     try:
-        futures = [client.submit(run_cell, trace_path, cfg, key, *args, 1, pure=False)
+        futures = [client.submit(run_cell, trace_path, stamp, cfg, key, *args, 1, pure=False)
                    for cfg, key in todo]
         cfg_of = {fut.key: cfg for fut, (cfg, _) in zip(futures, todo)}
         for fut in dask_completed(futures):

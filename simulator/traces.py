@@ -216,6 +216,9 @@ def save_trace(trace: Trace, path: Union[str, Path], overwrite: bool = False) ->
             manifest["extras"] = {"file": "extras.safetensors",
                                   "tensors": {k: _entry(v) for k, v in extras.items()}}
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(tmp, 0o777 & ~mask)           # mkdtemp makes 0700; a trace is shared
         if path.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old.", dir=path.parent))
             os.replace(path, old / path.name)

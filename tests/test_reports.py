@@ -863,3 +863,11 @@ def test_report_on_per_op_table_uses_sqnr_rule(trace, tmp_path):
     rec = [t for t in p.b_text if t.startswith("Recommendation: ")]
     assert rec == [f"Recommendation: {pick}"]
     _check_images(p)
+
+
+def test_error_row_counts_an_overflow_to_infinity_as_infinite_error():
+    """70000 is finite but beyond binary16 (it rounds to +inf under IEEE overflow): the error
+    is infinite, so MSE is inf and SQNR -inf, not the finite rest's numbers."""
+    row = error_row(np.array([1.0, 2.0, 70000.0]), "fp16")
+    assert row["mse"] == math.inf and row["sqnr_db"] == -math.inf
+    assert row["max_abs_error"] == math.inf and row["nan_share"] == 0

@@ -248,9 +248,9 @@ def test_resume_recomputes_only_missing_cell(local_run, monkeypatch):
     calls = []
     real = S.run_cell
 
-    def counting(trace_path, cfg, *args, **kwargs):
+    def counting(trace_path, stamp, cfg, *args, **kwargs):
         calls.append(cfg.key())
-        return real(trace_path, cfg, *args, **kwargs)
+        return real(trace_path, stamp, cfg, *args, **kwargs)
 
     monkeypatch.setattr(S, "run_cell", counting)
     again = run_sweep(path, workers=1, progress=False)
