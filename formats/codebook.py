@@ -44,25 +44,25 @@ FP4_E2M1_TABLE = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0,
 
 
 @njit(cache=True, inline="always")
-def round_table(s: np.float64, e: np.float64, values, codes, mode: np.int64, key: np.uint64,
-                index: np.int64, sr_bits: np.int64) -> np.int64:
-    """Code of the exact value ``s + e`` (``e`` the low word of a pair, or 0) in the table whose
-    distinct values sorted ascending are ``values`` with their ``codes``."""
+def round_table_index(s: np.float64, e: np.float64, values, codes, mode: np.int64,
+                      key: np.uint64, index: np.int64, sr_bits: np.int64) -> np.int64:
+    """Index in ``values`` (the table's distinct values sorted ascending, with their ``codes``)
+    of the rounded exact value ``s + e`` (``e`` the low word of a pair, or 0)."""
     n = values.shape[0]
     i = np.searchsorted(values, s, side="right")     # values[i-1] <= s < values[i]
     if i == 0:
-        return codes[0]
+        return 0
     if i == n:
-        return codes[n - 1]
+        return n - 1
     lo = values[i - 1]
     hi = values[i + 0]
     below = s - lo + e                               # exact for float32-like tables and data
     above = hi - s - e
     if below == 0.0:
-        return codes[i - 1]
+        return i - 1
     if below < 0.0:                                  # s == lo and a negative tail
         if i == 1:
-            return codes[0]
+            return 0
         hi = lo
         lo = values[i - 2]
         i -= 1
@@ -82,7 +82,14 @@ def round_table(s: np.float64, e: np.float64, values, codes, mode: np.int64, key
     elif mode == STOCHASTIC:
         frac = below / (hi - lo)
         up = random_bits(key, index, sr_bits) < np.uint64(np.floor(frac * 2.0 ** sr_bits))
-    return codes[i] if up else codes[i - 1]
+    return i if up else i - 1
+
+
+@njit(cache=True, inline="always")
+def round_table(s: np.float64, e: np.float64, values, codes, mode: np.int64, key: np.uint64,
+                index: np.int64, sr_bits: np.int64) -> np.int64:
+    """Code of the rounded exact value ``s + e`` (see :func:`round_table_index`)."""
+    return codes[round_table_index(s, e, values, codes, mode, key, index, sr_bits)]
 
 
 @njit(cache=True, parallel=True)

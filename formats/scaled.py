@@ -36,6 +36,8 @@ Conventions
   with nearest-even; ties go to the larger range).  Values beyond the range saturate.
 * ``hadamard=b`` applies :func:`formats.hadamard_transform` (blocks of b along ``axis``, signs
   from ``hadamard_seed``) before quantizing and undoes it exactly after decoding.
+  ``hadamard_seed=None`` draws one random seed when the format is made, kept in
+  ``hadamard_seed`` (both directions must use the same signs).
 * Asymmetric integers: an unsigned integer element (``uint4``, ``uint8``, ...; ``amax`` rule)
   adds a zero point per group.  With ``lo = min(min x, 0)`` and ``hi = max(max x, 0)`` (so 0 is
   always exact), the scale is ``(hi - lo) / qmax`` rounded once into the scale format, the zero
@@ -52,6 +54,7 @@ Conventions
 from __future__ import annotations
 
 import math
+import secrets
 from dataclasses import dataclass
 
 import numpy as np
@@ -137,7 +140,7 @@ class ScaledFormat:
                  group: int | str | tuple[int, int] = 32, rule: str = "floor",
                  scale_rounding: str = "nearest_even", tensor_scale: bool = False,
                  int_min: bool = False, pad: bool = True, hadamard: int | None = None,
-                 hadamard_seed: int = 0, name: str | None = None):
+                 hadamard_seed: int | None = 0, name: str | None = None):
         from .registry import get                        # the registry builds ScaledFormats
         self.element = get(element)
         self.scale = get(scale)
@@ -167,7 +170,7 @@ class ScaledFormat:
         self.int_min = bool(int_min)
         self.pad = bool(pad)
         self.hadamard = hadamard
-        self.hadamard_seed = hadamard_seed
+        self.hadamard_seed = secrets.randbits(64) if hadamard_seed is None else hadamard_seed
         if hadamard is not None:
             hadamard_transform(np.zeros(hadamard), hadamard, seed=hadamard_seed)   # validates
         self.name = name or f"{self.element.name}/{self.scale.name}/{self.group}/{rule}"

@@ -26,7 +26,7 @@ A group holding NaN or +-Inf gets the scale format's NaN and decodes to NaN thro
 all-zero group gets the smallest scale.  Element formats: floats through
 ``float_kernels.round_pair``; integers/fixed point as an all-subnormal float with the same grid
 (wide enough for the zero-point shift) then clamped to their code range; codebooks through
-``codebook.round_table``.
+``codebook.round_table_index``.
 """
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ from numba import njit, prange
 
 from . import float_kernels as fk
 from .bitcast import bits_to_f32, bits_to_f64, f64_to_bits, significand_exponent
-from .codebook import round_table
+from .codebook import round_table_index
 
 RULES = {"floor": 0, "ceil": 1, "even": 2, "rceil": 3, "amax": 4}
 RULE_FLOOR, RULE_CEIL, RULE_EVEN, RULE_RCEIL, RULE_AMAX = range(5)
@@ -104,7 +104,7 @@ def shared_exponent(amax: np.float64, rule: np.int64, elem_emax: np.int64, elem_
     sig, ex = significand_exponent(bits)               # amax = sig * 2**(ex - 52)
     if rule == RULE_CEIL:
         ex += np.int64((sig & _MANT52) != 0)
-    elif rule == RULE_EVEN:                            # amax rounded to the element precision
+    elif rule == RULE_EVEN and elem_prec < 53:         # amax rounded to the element precision
         drop = np.uint64(53 - elem_prec)
         half = _U1 << (drop - _U1)
         rem = sig & ((_U1 << drop) - _U1)
@@ -254,8 +254,8 @@ def _general_run(xs, vs, cs, base: np.int64, step: np.int64, pow2: bool, inv: np
         n_clip += (sv < lo_v) | (sv > hi_v)
         index = base + i * step
         if kind == ELEM_CODEBOOK:
-            c = round_table(sv, t, table, tcodes, mode, key, index, sr_bits)
-            v = table[c]
+            j = round_table_index(sv, t, table, tcodes, mode, key, index, sr_bits)
+            c, v = tcodes[j], table[j]
         else:
             c = fk.round_pair(sv, t, ed, esp, mode, key, index, sr_bits)
             v = fk.decode_one(c, ed)

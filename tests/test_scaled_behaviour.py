@@ -27,6 +27,7 @@ import pytest
 
 import formats
 from formats import ScaledFormat, ScaledTensor
+from formats.codebook import FP4_E2M1_TABLE
 
 MODES = list(formats.MODES)                     # the five deterministic modes and stochastic
 
@@ -570,6 +571,16 @@ def test_hadamard_option_equals_explicit_transform(elem, scale, group, rule, ts,
                                                               seed=s))
 
 
+def test_hadamard_seed_none_draws_one_seed_per_format():
+    """seed None: one random seed, kept, so quantize undoes exactly the transform it applied."""
+    fmt = ScaledFormat("fp4_e2m1", hadamard=32, hadamard_seed=None)
+    assert isinstance(fmt.hadamard_seed, int)
+    x = _data((4, 64), "hadnone")
+    fixed = ScaledFormat("fp4_e2m1", hadamard=32, hadamard_seed=fmt.hadamard_seed)
+    assert _same(fmt.quantize(x), fixed.quantize(x))
+    assert _same(fmt.decode(fmt.encode(x)), fmt.quantize(x))
+
+
 def test_hadamard_seed_matters():
     x = _data((4, 64), "hadseed")
     a = ScaledFormat("fp4_e2m1", hadamard=32, hadamard_seed=1).quantize(x)
@@ -775,3 +786,35 @@ def test_grammar_names_with_bad_parameters(name):
     # the shape matches the grammar (or nearly) but the parameters do not make a format
     with pytest.raises(ValueError):
         formats.get(name)
+
+
+# ---------------------------------------------------------------------------- codebook elements
+
+@pytest.mark.parametrize("rounding", ["nearest_even", "nearest_away", "toward_zero",
+                                      "toward_positive", "toward_negative"])
+def test_unsorted_codebook_element_equals_its_float_format(rounding):
+    """The e2m1 value set as a table in code order (not sorted: the negatives follow the
+    positives) rounds like the fp4_e2m1 element itself: same values (but for the sign of
+    zero) and the same codes wherever the value is not zero.  (Not stochastic rounding: a
+    table's random draw decides "toward +inf", a float's "away from zero".)"""
+    table = formats.CodebookFormat(FP4_E2M1_TABLE, "e2m1_table")
+    as_table = ScaledFormat(table, "e8m0", 32, "floor")
+    as_float = ScaledFormat("fp4_e2m1", "e8m0", 32, "floor")
+    x = _data((8, 256), "cbtable")
+    kw = dict(rounding=rounding, seed=3)
+    q = as_table.quantize(x, **kw)
+    assert np.array_equal(q, as_float.quantize(x, **kw))
+    st, ref = as_table.encode(x, **kw), as_float.encode(x, **kw)
+    assert np.array_equal(st.scales, ref.scales)
+    nonzero = q != 0
+    assert nonzero.mean() > 0.3
+    assert np.array_equal(st.elements[nonzero], ref.elements[nonzero])
+    assert np.array_equal(as_table.decode(st), q)
+
+
+def test_even_rule_with_a_codebook_element_is_the_floor_rule():
+    """A table's values are kept at full (53-bit) precision, so rounding amax to the element
+    precision (rule "even") changes nothing."""
+    x = _data((4, 128), "cbeven")
+    even = ScaledFormat("nf4", "e8m0", 32, "even").quantize(x)
+    assert _same(even, ScaledFormat("nf4", "e8m0", 32, "floor").quantize(x))
