@@ -27,6 +27,7 @@ import numpy as np
 from numba import njit, prange
 
 from .float_kernels import two_sum
+from .gpu.codebook_kernels import CodebookKernels
 from .opcodes import OP_FMA, OP_MUL, OP_SUB
 from .rounding import (NEAREST_AWAY, NEAREST_EVEN, STOCHASTIC, TOWARD_POSITIVE, TOWARD_ZERO,
                        random_bits)
@@ -170,19 +171,20 @@ class CodebookFormat(ScalarFormat):
             raise ValueError(f"code {int(codes.max())} is outside the table of {self.name} "
                              f"(valid codes are 0..{self.table.size - 1})")
 
-    def _encode_chunk(self, x, out, mode, overflow, key, offset, sr_bits) -> None:
-        self._raise_flags(encode_kernel(x, out, self._sorted, self._sorted_codes, mode, key,
-                                        offset, sr_bits))
+    def _encode_chunk(self, x, out, mode, overflow, key, offset, sr_bits, launch=None) -> None:
+        self._raise_flags(_kernels(launch).encode_kernel(x, out, self._sorted, self._sorted_codes,
+                                                         mode, key, offset, sr_bits))
 
-    def _decode_chunk(self, codes, out) -> None:
+    def _decode_chunk(self, codes, out, launch=None) -> None:
         self._check_codes(codes)
-        decode_kernel(codes, out, self.table)
+        _kernels(launch).decode_kernel(codes, out, self.table)
 
-    def _arith_chunk(self, op, a, b, c, out, mode, overflow, key, offset, sr_bits) -> None:
+    def _arith_chunk(self, op, a, b, c, out, mode, overflow, key, offset, sr_bits,
+                     launch=None) -> None:
         for codes in (a, b) if c is None else (a, b, c):
             self._check_codes(codes)
-        arith_kernel(op, a, b, a if c is None else c, self.table, self._sorted,
-                     self._sorted_codes, out, mode, key, offset, sr_bits)
+        _kernels(launch).arith_kernel(op, a, b, a if c is None else c, self.table, self._sorted,
+                                      self._sorted_codes, out, mode, key, offset, sr_bits)
 
     @property
     def max(self) -> float:
@@ -221,3 +223,16 @@ class CodebookFormat(ScalarFormat):
             sig = max(sig, bits)
             lsb = min(lsb, int(ex) - bits)
         return sig, lsb
+
+
+class _NumbaKernels:
+    """The Numba kernels of this module under the adapter's method names."""
+
+    encode_kernel = staticmethod(encode_kernel)
+    decode_kernel = staticmethod(decode_kernel)
+    arith_kernel = staticmethod(arith_kernel)
+
+
+def _kernels(launch):
+    """The Numba kernels, or their CUDA twins on ``launch`` (see formats.gpu)."""
+    return _NumbaKernels if launch is None else CodebookKernels(launch)

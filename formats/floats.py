@@ -25,6 +25,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import float_kernels as fk
+from .gpu.float_kernels import FloatKernels
 from .rounding import NEAREST_EVEN
 from .scalar import ScalarFormat, check_bool, check_int
 
@@ -121,34 +122,36 @@ class FloatFormat(ScalarFormat):
         if n_nan:
             raise ValueError(f"{self.name} has no NaN, but the input holds {n_nan} NaN value(s)")
 
-    def _encode_chunk(self, x, out, mode, overflow, key, offset, sr_bits) -> None:
+    def _encode_chunk(self, x, out, mode, overflow, key, offset, sr_bits, launch=None) -> None:
         if x.dtype.kind in "iu" and x.dtype.itemsize == 8:
             x, lo = _int64_pairs(x)
         else:
             lo = None
-        self._raise_flags(fk.encode_kernel(x, lo, out, self._desc, self._specials(mode, overflow),
-                                           mode, key, offset, sr_bits))
+        self._raise_flags(_kernels(launch).encode_kernel(
+            x, lo, out, self._desc, self._specials(mode, overflow), mode, key, offset, sr_bits))
 
-    def _quantize_chunk(self, x, out, mode, overflow, key, offset, sr_bits) -> None:
+    def _quantize_chunk(self, x, out, mode, overflow, key, offset, sr_bits, launch=None) -> None:
         if x.dtype.kind in "iu" and x.dtype.itemsize == 8:
-            super()._quantize_chunk(x, out, mode, overflow, key, offset, sr_bits)
+            super()._quantize_chunk(x, out, mode, overflow, key, offset, sr_bits, launch)
             return
+        k = _kernels(launch)
         if mode == NEAREST_EVEN and self.mbits >= 1:
-            nans = fk.quantize_nearest_even_kernel(
+            nans = k.quantize_nearest_even_kernel(
                 x, out, self._desc, fk.special_values(self._desc, mode, overflow))
             self._raise_flags(nans if not self.has_nan else 0)
             return
-        self._raise_flags(fk.quantize_kernel(x, out, self._desc, self._specials(mode, overflow),
-                                             mode, key, offset, sr_bits))
+        self._raise_flags(k.quantize_kernel(x, out, self._desc, self._specials(mode, overflow),
+                                            mode, key, offset, sr_bits))
 
-    def _decode_chunk(self, codes, out) -> None:
-        fk.decode_kernel(codes, out, self._desc)
+    def _decode_chunk(self, codes, out, launch=None) -> None:
+        _kernels(launch).decode_kernel(codes, out, self._desc)
 
-    def _arith_chunk(self, op, a, b, c, out, mode, overflow, key, offset, sr_bits) -> None:
+    def _arith_chunk(self, op, a, b, c, out, mode, overflow, key, offset, sr_bits,
+                     launch=None) -> None:
         d = self._desc
-        self._raise_flags(fk.arith_kernel(op, a, b, a if c is None else c, d, d, d, out, d,
-                                          self._specials(mode, overflow), mode, key, offset,
-                                          sr_bits))
+        self._raise_flags(_kernels(launch).arith_kernel(
+            op, a, b, a if c is None else c, d, d, d, out, d, self._specials(mode, overflow),
+            mode, key, offset, sr_bits))
 
     def _specials(self, mode: int, overflow: int) -> tuple:
         return fk.special_codes(self._desc, mode, overflow)
@@ -194,6 +197,11 @@ class FloatFormat(ScalarFormat):
     def _precision(self) -> tuple[int, int]:
         lsb = self.emin - self.mbits if self.subnormals else self.emin
         return self.mbits + 1, lsb
+
+
+def _kernels(launch):
+    """The Numba kernels, or their CUDA twins on ``launch`` (see formats.gpu)."""
+    return fk if launch is None else FloatKernels(launch)
 
 
 def _int64_pairs(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import int_kernels as ik
+from .gpu.int_kernels import IntKernels
 from .rounding import WRAP
 from .scalar import ScalarFormat, check_bool, check_int
 
@@ -51,22 +52,24 @@ class IntFormat(ScalarFormat):
             raise ValueError(f"{self.name}: {n_inf} infinite value(s) cannot wrap; "
                              f"use overflow='saturate'")
 
-    def _encode_chunk(self, x, out, mode, overflow, key, offset, sr_bits) -> None:
+    def _encode_chunk(self, x, out, mode, overflow, key, offset, sr_bits, launch=None) -> None:
+        k = _kernels(launch)
         if x.dtype.kind in "iu":
             if x.dtype == np.uint64:     # wrap: same bits modulo 2**64; saturate: clip first
                 x = (x.view(np.int64) if overflow == WRAP
                      else np.minimum(x, np.iinfo(np.int64).max).astype(np.int64))
-            ik.encode_int_kernel(x, out, self._desc, overflow)
+            k.encode_int_kernel(x, out, self._desc, overflow)
             return
-        self._raise_flags(ik.encode_kernel(x, out, self._desc, mode, overflow, key, offset,
-                                           sr_bits))
+        self._raise_flags(k.encode_kernel(x, out, self._desc, mode, overflow, key, offset,
+                                          sr_bits))
 
-    def _decode_chunk(self, codes, out) -> None:
-        ik.decode_kernel(codes, out, self._desc)
+    def _decode_chunk(self, codes, out, launch=None) -> None:
+        _kernels(launch).decode_kernel(codes, out, self._desc)
 
-    def _arith_chunk(self, op, a, b, c, out, mode, overflow, key, offset, sr_bits) -> None:
-        ik.arith_kernel(op, a, b, a if c is None else c, self._desc, out, mode, overflow, key,
-                        offset, sr_bits)
+    def _arith_chunk(self, op, a, b, c, out, mode, overflow, key, offset, sr_bits,
+                     launch=None) -> None:
+        _kernels(launch).arith_kernel(op, a, b, a if c is None else c, self._desc, out, mode,
+                                      overflow, key, offset, sr_bits)
 
     @property
     def max(self) -> float:
@@ -97,3 +100,8 @@ class IntFormat(ScalarFormat):
 
     def _precision(self) -> tuple[int, int]:
         return self.bits - int(self.signed), -self.frac_bits
+
+
+def _kernels(launch):
+    """The Numba kernels, or their CUDA twins on ``launch`` (see formats.gpu)."""
+    return ik if launch is None else IntKernels(launch)

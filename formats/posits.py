@@ -28,6 +28,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import posit_kernels as pk
+from .gpu.posit_kernels import PositKernels
 from .scalar import ScalarFormat, check_int
 
 
@@ -67,24 +68,26 @@ class PositFormat(ScalarFormat):
         return np.array(self._desc, dtype=np.int64)
 
     # ---- kernels -----------------------------------------------------------------------
-    def _encode_chunk(self, x, out, mode, overflow, key, offset, sr_bits) -> None:
+    def _encode_chunk(self, x, out, mode, overflow, key, offset, sr_bits, launch=None) -> None:
+        k = _kernels(launch)
         if x.dtype.kind in "iu" and x.dtype.itemsize == 8:
-            pk.encode_int_kernel(x, out, self._desc, mode, key, offset, sr_bits)
+            k.encode_int_kernel(x, out, self._desc, mode, key, offset, sr_bits)
         else:
-            pk.encode_kernel(x, out, self._desc, mode, key, offset, sr_bits)
+            k.encode_kernel(x, out, self._desc, mode, key, offset, sr_bits)
 
-    def _quantize_chunk(self, x, out, mode, overflow, key, offset, sr_bits) -> None:
+    def _quantize_chunk(self, x, out, mode, overflow, key, offset, sr_bits, launch=None) -> None:
         if x.dtype.kind in "iu" and x.dtype.itemsize == 8:
-            super()._quantize_chunk(x, out, mode, overflow, key, offset, sr_bits)
+            super()._quantize_chunk(x, out, mode, overflow, key, offset, sr_bits, launch)
         else:
-            pk.quantize_kernel(x, out, self._desc, mode, key, offset, sr_bits)
+            _kernels(launch).quantize_kernel(x, out, self._desc, mode, key, offset, sr_bits)
 
-    def _decode_chunk(self, codes, out) -> None:
-        pk.decode_kernel(codes, out, self._desc)
+    def _decode_chunk(self, codes, out, launch=None) -> None:
+        _kernels(launch).decode_kernel(codes, out, self._desc)
 
-    def _arith_chunk(self, op, a, b, c, out, mode, overflow, key, offset, sr_bits) -> None:
-        pk.arith_kernel(op, a, b, a if c is None else c, self._desc, out, mode, key, offset,
-                        sr_bits)
+    def _arith_chunk(self, op, a, b, c, out, mode, overflow, key, offset, sr_bits,
+                     launch=None) -> None:
+        _kernels(launch).arith_kernel(op, a, b, a if c is None else c, self._desc, out, mode,
+                                      key, offset, sr_bits)
 
     # ---- properties --------------------------------------------------------------------
     @property
@@ -113,3 +116,8 @@ class PositFormat(ScalarFormat):
     def _precision(self) -> tuple[int, int]:
         # at most n - 3 - es fraction bits (next to 1); every posit is a multiple of minpos
         return max(self.bits - 3 - self.es, 0) + 1, -self.emax
+
+
+def _kernels(launch):
+    """The Numba kernels, or their CUDA twins on ``launch`` (see formats.gpu)."""
+    return pk if launch is None else PositKernels(launch)

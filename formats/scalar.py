@@ -14,6 +14,7 @@ from typing import Iterator
 
 import numpy as np
 
+from . import gpu
 from .opcodes import OP_ADD, OP_FMA, OP_MUL, OP_SUB
 from .rounding import mode_id, overflow_id, resolve_seed, resolve_sr_bits
 
@@ -61,8 +62,9 @@ def check_bool(name: str, v) -> bool:
 
 
 def as_real_array(x, what: str = "input") -> np.ndarray:
-    """``x`` as a NumPy array of a real dtype that float64 reads exactly, or a clear TypeError."""
-    arr = np.asarray(x)
+    """``x`` as a NumPy array (CuPy arrays stay CuPy) of a real dtype that float64 reads exactly,
+    or a clear TypeError."""
+    arr = x if gpu.is_device_array(x) else np.asarray(x)
     kind = arr.dtype.kind
     if kind == "f" and arr.dtype.itemsize > 8:
         raise TypeError(f"{what}: {arr.dtype} has more precision than float64; cast it first")
@@ -73,7 +75,7 @@ def as_real_array(x, what: str = "input") -> np.ndarray:
 
 def as_code_array(codes, bits: int, name: str) -> np.ndarray:
     """Integer codes checked to lie in ``0 .. 2**bits - 1``."""
-    arr = np.asarray(codes)
+    arr = codes if gpu.is_device_array(codes) else np.asarray(codes)
     if arr.dtype.kind not in "iu":
         raise TypeError(f"{name} codes must be an integer array, got dtype {arr.dtype}")
     if arr.size:
@@ -93,9 +95,10 @@ def code_dtype(bits: int) -> np.dtype:
     raise ValueError(f"no unsigned dtype holds {bits} bits")
 
 
-def flat_chunks(n: int) -> Iterator[tuple[int, int]]:
-    """(start, stop) flat index ranges of at most the current chunk size covering ``0..n``."""
-    step = _chunk_size
+def flat_chunks(n: int, launch=None) -> Iterator[tuple[int, int]]:
+    """(start, stop) flat index ranges of at most the current chunk size covering ``0..n`` (one
+    range on the GPU, whose kernels take any size in one launch)."""
+    step = _chunk_size if launch is None else max(n, 1)
     for start in range(0, n, step):
         yield start, min(start + step, n)
 
@@ -104,10 +107,25 @@ def chunk_of(arr: np.ndarray, start: int, stop: int) -> np.ndarray:
     """Flat elements ``start:stop`` of ``arr`` in a dtype the kernels take: a view when possible,
     else a copy of the chunk (non-contiguous, byte-swapped or float16 arrays, which Numba cannot
     read; float16 widens to float32 exactly)."""
+    if gpu.is_device_array(arr):
+        chunk = arr.reshape(-1)[start:stop]
+        return chunk.astype(np.float32) if arr.dtype == np.float16 else chunk
     chunk = arr.reshape(-1)[start:stop] if arr.flags.c_contiguous else arr.flat[start:stop]
     if arr.dtype == np.float16:
         return np.asarray(chunk, dtype=np.float32)
     return np.asarray(chunk, dtype=arr.dtype.newbyteorder("="))
+
+
+def _xp(launch):
+    """The array module of a launcher (NumPy for the CPU)."""
+    return np if launch is None else launch.xp
+
+
+def _on(launch, arr):
+    """``arr`` moved to the launcher's backend, C-contiguous there."""
+    if launch is None:
+        return arr
+    return launch.xp.ascontiguousarray(gpu.to_backend(launch, arr))
 
 
 class ScalarFormat(ABC):
@@ -125,19 +143,20 @@ class ScalarFormat(ABC):
     overflow_policies: tuple[str, ...]
 
     # ---- what subclasses provide -------------------------------------------------------
+    # Each chunk method runs on the Numba kernels when ``launch`` is None, else on the CUDA
+    # kernels through that launcher (see formats.gpu), with arrays of ``launch.xp``.
     @abstractmethod
-    def _encode_chunk(self, x: np.ndarray, out: np.ndarray, mode: int, overflow: int,
-                      key: np.uint64, offset: int, sr_bits: int) -> None:
+    def _encode_chunk(self, x, out, mode: int, overflow: int, key: np.uint64, offset: int,
+                      sr_bits: int, launch=None) -> None:
         """Encode one flat chunk of reals into ``out`` (raising on unrepresentable input)."""
 
     @abstractmethod
-    def _decode_chunk(self, codes: np.ndarray, out: np.ndarray) -> None:
+    def _decode_chunk(self, codes, out, launch=None) -> None:
         """Decode one flat chunk of codes into float64 ``out``."""
 
     @abstractmethod
-    def _arith_chunk(self, op: int, a: np.ndarray, b: np.ndarray, c: np.ndarray | None,
-                     out: np.ndarray, mode: int, overflow: int, key: np.uint64, offset: int,
-                     sr_bits: int) -> None:
+    def _arith_chunk(self, op: int, a, b, c, out, mode: int, overflow: int, key: np.uint64,
+                     offset: int, sr_bits: int, launch=None) -> None:
         """One flat chunk of add/sub/mul/fma on codes."""
 
     @property
@@ -170,53 +189,62 @@ class ScalarFormat(ABC):
         return mode, ovf, key, sr
 
     def encode(self, x, rounding: str = "nearest_even", overflow: str | None = None,
-               seed: int | None = None, sr_bits: int | None = None) -> np.ndarray:
-        """Round real values to codes (same shape as ``x``, dtype :attr:`code_dtype`)."""
-        arr = as_real_array(x)
+               seed: int | None = None, sr_bits: int | None = None,
+               backend: str = "auto") -> np.ndarray:
+        """Round real values to codes (same shape as ``x``, dtype :attr:`code_dtype`).
+        ``backend``: "auto" (the GPU for CuPy input), "cpu" or "gpu" (see :mod:`formats.gpu`)."""
+        launch = gpu.resolve(backend, x)
+        arr = _on(launch, as_real_array(x))
         opts = self._options(rounding, overflow, seed, sr_bits)
-        out = np.empty(arr.shape, dtype=self.code_dtype)
+        out = _xp(launch).empty(arr.shape, dtype=self.code_dtype)
         flat = out.reshape(-1)
-        for start, stop in flat_chunks(arr.size):
+        for start, stop in flat_chunks(arr.size, launch):
             self._encode_chunk(chunk_of(arr, start, stop), flat[start:stop], *opts[:3], start,
-                               opts[3])
-        return out
+                               opts[3], launch)
+        return gpu.to_caller(launch, out, x)
 
-    def decode(self, codes) -> np.ndarray:
+    def decode(self, codes, backend: str = "auto") -> np.ndarray:
         """Exact float64 values of ``codes``."""
-        arr = as_code_array(codes, self.bits, self.name)
-        out = np.empty(arr.shape, dtype=np.float64)
+        launch = gpu.resolve(backend, codes)
+        arr = _on(launch, as_code_array(codes, self.bits, self.name))
+        out = _xp(launch).empty(arr.shape, dtype=np.float64)
         flat = out.reshape(-1)
-        for start, stop in flat_chunks(arr.size):
-            self._decode_chunk(chunk_of(arr, start, stop), flat[start:stop])
-        return out
+        for start, stop in flat_chunks(arr.size, launch):
+            self._decode_chunk(chunk_of(arr, start, stop), flat[start:stop], launch)
+        return gpu.to_caller(launch, out, codes)
 
     def quantize(self, x, rounding: str = "nearest_even", overflow: str | None = None,
-                 seed: int | None = None, sr_bits: int | None = None) -> np.ndarray:
+                 seed: int | None = None, sr_bits: int | None = None,
+                 backend: str = "auto") -> np.ndarray:
         """``decode(encode(x))``, returned in ``x``'s float dtype when that dtype holds every value
         of this format exactly (e.g. float32 in, fp8 format), else in float64."""
-        arr = as_real_array(x)
+        launch = gpu.resolve(backend, x)
+        arr = _on(launch, as_real_array(x))
         opts = self._options(rounding, overflow, seed, sr_bits)
         exact_in_input = arr.dtype.kind == "f" and self.fits_in(arr.dtype)
         out_dtype = arr.dtype.newbyteorder("=") if exact_in_input else np.dtype(np.float64)
-        out = np.empty(arr.shape, dtype=out_dtype)
+        xp = _xp(launch)
+        out = xp.empty(arr.shape, dtype=out_dtype)
         flat = out.reshape(-1)
-        for start, stop in flat_chunks(arr.size):
+        for start, stop in flat_chunks(arr.size, launch):
             target = flat[start:stop]
-            if target.dtype == np.float16:          # Numba cannot write float16: go via float32
-                wide = np.empty(target.shape, dtype=np.float32)
-                self._quantize_chunk(chunk_of(arr, start, stop), wide, *opts[:3], start, opts[3])
+            if target.dtype == np.float16:          # the kernels cannot write float16: via float32
+                wide = xp.empty(target.shape, dtype=np.float32)
+                self._quantize_chunk(chunk_of(arr, start, stop), wide, *opts[:3], start, opts[3],
+                                     launch)
                 target[...] = wide                  # exact: every value fits in float16
             else:
                 self._quantize_chunk(chunk_of(arr, start, stop), target, *opts[:3], start,
-                                     opts[3])
-        return out
+                                     opts[3], launch)
+        return gpu.to_caller(launch, out, x)
 
-    def _quantize_chunk(self, x, out, mode, overflow, key, offset, sr_bits) -> None:
+    def _quantize_chunk(self, x, out, mode, overflow, key, offset, sr_bits, launch=None) -> None:
         """One flat chunk of quantize; formats with a fused kernel override this."""
-        codes = np.empty(x.shape, dtype=self.code_dtype)
-        self._encode_chunk(x, codes, mode, overflow, key, offset, sr_bits)
-        values = np.empty(x.shape, dtype=np.float64)
-        self._decode_chunk(codes, values)
+        xp = _xp(launch)
+        codes = xp.empty(x.shape, dtype=self.code_dtype)
+        self._encode_chunk(x, codes, mode, overflow, key, offset, sr_bits, launch)
+        values = xp.empty(x.shape, dtype=np.float64)
+        self._decode_chunk(codes, values, launch)
         out[...] = values
 
     @property
@@ -233,53 +261,67 @@ class ScalarFormat(ABC):
                 and self.max <= float(info.max))
 
     def _arith(self, op: int, operands: tuple, rounding: str, overflow: str | None,
-               seed: int | None, sr_bits: int | None) -> np.ndarray:
-        arrays = [as_code_array(a, self.bits, self.name) for a in operands]
-        shaped = np.broadcast_arrays(*arrays)
+               seed: int | None, sr_bits: int | None, backend: str = "auto") -> np.ndarray:
+        launch = gpu.resolve(backend, *operands)
+        xp = _xp(launch)
+        arrays = [_on(launch, as_code_array(a, self.bits, self.name)) for a in operands]
+        shaped = xp.broadcast_arrays(*arrays)
         opts = self._options(rounding, overflow, seed, sr_bits)
-        out = np.empty(shaped[0].shape, dtype=self.code_dtype)
+        out = xp.empty(shaped[0].shape, dtype=self.code_dtype)
         flat = out.reshape(-1)
-        for start, stop in flat_chunks(out.size):
-            parts = [chunk_of(a, start, stop) for a in shaped]
+        for start, stop in flat_chunks(out.size, launch):
+            parts = [chunk_of(xp.ascontiguousarray(a) if launch else a, start, stop)
+                     for a in shaped]
             c = parts[2] if len(parts) == 3 else None
             self._arith_chunk(op, parts[0], parts[1], c, flat[start:stop], *opts[:3], start,
-                              opts[3])
-        return out
+                              opts[3], launch)
+        return gpu.to_caller(launch, out, operands[0])
 
     def add(self, a, b, rounding: str = "nearest_even", overflow: str | None = None,
-            seed: int | None = None, sr_bits: int | None = None) -> np.ndarray:
+            seed: int | None = None, sr_bits: int | None = None,
+            backend: str = "auto") -> np.ndarray:
         """Correctly rounded ``a + b`` on codes (arrays broadcast)."""
-        return self._arith(OP_ADD, (a, b), rounding, overflow, seed, sr_bits)
+        return self._arith(OP_ADD, (a, b), rounding, overflow, seed, sr_bits,
+                           backend)
 
     def sub(self, a, b, rounding: str = "nearest_even", overflow: str | None = None,
-            seed: int | None = None, sr_bits: int | None = None) -> np.ndarray:
+            seed: int | None = None, sr_bits: int | None = None,
+            backend: str = "auto") -> np.ndarray:
         """Correctly rounded ``a - b`` on codes."""
-        return self._arith(OP_SUB, (a, b), rounding, overflow, seed, sr_bits)
+        return self._arith(OP_SUB, (a, b), rounding, overflow, seed, sr_bits,
+                           backend)
 
     def mul(self, a, b, rounding: str = "nearest_even", overflow: str | None = None,
-            seed: int | None = None, sr_bits: int | None = None) -> np.ndarray:
+            seed: int | None = None, sr_bits: int | None = None,
+            backend: str = "auto") -> np.ndarray:
         """Correctly rounded ``a * b`` on codes."""
-        return self._arith(OP_MUL, (a, b), rounding, overflow, seed, sr_bits)
+        return self._arith(OP_MUL, (a, b), rounding, overflow, seed, sr_bits,
+                           backend)
 
     def fma(self, a, b, c, rounding: str = "nearest_even", overflow: str | None = None,
-            seed: int | None = None, sr_bits: int | None = None) -> np.ndarray:
+            seed: int | None = None, sr_bits: int | None = None,
+            backend: str = "auto") -> np.ndarray:
         """Fused ``a * b + c`` on codes with a single rounding."""
-        return self._arith(OP_FMA, (a, b, c), rounding, overflow, seed, sr_bits)
+        return self._arith(OP_FMA, (a, b, c), rounding, overflow, seed, sr_bits,
+                           backend)
 
     def convert(self, codes, other: "ScalarFormat", rounding: str = "nearest_even",
                 overflow: str | None = None, seed: int | None = None,
-                sr_bits: int | None = None) -> np.ndarray:
+                sr_bits: int | None = None, backend: str = "auto") -> np.ndarray:
         """Codes of ``other`` for the values of ``codes`` (one rounding; decoding is exact)."""
-        arr = as_code_array(codes, self.bits, self.name)
+        launch = gpu.resolve(backend, codes)
+        xp = _xp(launch)
+        arr = _on(launch, as_code_array(codes, self.bits, self.name))
         opts = other._options(rounding, overflow, seed, sr_bits)
-        out = np.empty(arr.shape, dtype=other.code_dtype)
+        out = xp.empty(arr.shape, dtype=other.code_dtype)
         flat = out.reshape(-1)
-        values = np.empty(min(arr.size, _chunk_size), dtype=np.float64)
-        for start, stop in flat_chunks(arr.size):
+        values = xp.empty(min(arr.size, _chunk_size) if launch is None else arr.size,
+                          dtype=np.float64)
+        for start, stop in flat_chunks(arr.size, launch):
             v = values[:stop - start]
-            self._decode_chunk(chunk_of(arr, start, stop), v)
-            other._encode_chunk(v, flat[start:stop], *opts[:3], start, opts[3])
-        return out
+            self._decode_chunk(chunk_of(arr, start, stop), v, launch)
+            other._encode_chunk(v, flat[start:stop], *opts[:3], start, opts[3], launch)
+        return gpu.to_caller(launch, out, codes)
 
     def values(self) -> np.ndarray:
         """Every distinct finite value, sorted, as float64 (only for formats of <= 16 bits)."""

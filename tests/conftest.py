@@ -63,3 +63,31 @@ def _same(what, inputs, ours, theirs, nan_ours=None, nan_theirs=None, limit=8):
 def assert_same():
     """The ``_same`` comparison helper (see its docstring)."""
     return _same
+
+
+class GpuEngine:
+    """The engine a GPU test runs on: ``to(x)`` moves a NumPy array to it, ``back(y)`` returns a
+    result as NumPy.  "host" is the CUDA source built as C++ (formats.gpu.host), "device" CuPy on a
+    real GPU."""
+
+    def __init__(self, name, to, back):
+        self.name, self.to, self.back = name, to, back
+
+
+@pytest.fixture(params=["host", "device"])
+def gpu_engine(request):
+    """Run a test against the CUDA kernels: compiled for the host (needs a C++ compiler) and on a
+    GPU (needs CuPy and a device); each skips with its reason when unavailable."""
+    from formats import gpu
+    from formats.gpu.host import compiler
+    if request.param == "host":
+        if compiler() is None:
+            pytest.skip("no C++ compiler to build the CUDA sources for the host")
+        with gpu.use_host_build():
+            yield GpuEngine("host", np.asarray, np.asarray)
+        return
+    cupy = gpu.cupy_module()
+    if cupy is None:
+        pytest.skip("no CuPy with a GPU on this machine")
+    yield GpuEngine("device", cupy.asarray,
+                    lambda y: cupy.asnumpy(y) if gpu.is_device_array(y) else np.asarray(y))

@@ -1,0 +1,122 @@
+"""The GPU engine: CuPy launches of the CUDA kernels in ``formats/gpu/*.cu`` (and any other source
+folder registered with :func:`register_sources`, such as ``mac_models/gpu``).
+
+Backend choice (the ``backend=`` argument of the public functions):
+
+* ``"cpu"``: the Numba kernels.
+* ``"gpu"``: the CUDA kernels; NumPy inputs are copied to the device and the result comes back as
+  NumPy, CuPy inputs give CuPy results.
+* ``"auto"`` (default): ``"gpu"`` when an input is a CuPy array, else ``"cpu"``.
+
+:func:`resolve` turns a backend and the input arrays into a *launcher* (None for the CPU): a
+callable ``launcher(kernel_name, n, *args)`` with an ``xp`` attribute (the array module its arrays
+live in).  Kernel arguments: arrays, ``np.uint64`` (unsigned 64-bit), other ints (signed 64-bit),
+floats (double) and None (a null pointer).
+
+Without a GPU, :func:`use_host_build` makes ``"gpu"`` run the same CUDA sources compiled as plain
+C++ (see :mod:`formats.gpu.host`) on NumPy arrays: that is how the tests prove the GPU arithmetic
+bit for bit on machines without one.
+"""
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+BACKENDS = ("auto", "cpu", "gpu")
+THREADS = 256                              # threads per block of every launch
+
+_sources: list[Path] = [Path(__file__).parent]
+_host_override = False
+_launchers: dict = {}
+
+
+def register_sources(folder: Path) -> None:
+    """Add a folder of ``.cu`` files (with their ``.cuh`` headers) to the kernels the launchers
+    build.  Called by packages above ``formats`` (``mac_models``) at import."""
+    folder = Path(folder).resolve()
+    if folder not in _sources:
+        _sources.append(folder)
+        _launchers.clear()
+
+
+def sources() -> tuple[Path, ...]:
+    """Every registered ``.cu`` file, in a fixed order."""
+    return tuple(p for folder in _sources for p in sorted(folder.glob("*.cu")))
+
+
+def cupy_module():
+    """The ``cupy`` module if it imports and sees a GPU, else None."""
+    try:
+        import cupy
+        if cupy.cuda.runtime.getDeviceCount() < 1:
+            return None
+    except Exception:              # not installed, no driver, no device: all mean "no GPU"
+        return None
+    return cupy
+
+
+def is_device_array(x) -> bool:
+    """True for a CuPy array (checked without importing CuPy)."""
+    return type(x).__module__.split(".")[0] == "cupy"
+
+
+def available() -> bool:
+    """True when the ``"gpu"`` backend can run: CuPy with a GPU, or the host build in tests."""
+    return _host_override or cupy_module() is not None
+
+
+@contextlib.contextmanager
+def use_host_build() -> Iterator[None]:
+    """While active, ``backend="gpu"`` runs the CUDA sources compiled as C++ on the host."""
+    global _host_override
+    old, _host_override = _host_override, True
+    try:
+        yield
+    finally:
+        _host_override = old
+
+
+def resolve(backend: str, *arrays):
+    """The launcher for ``backend`` given the input arrays, or None for the Numba kernels."""
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    if backend == "cpu" or (backend == "auto" and not any(map(is_device_array, arrays))):
+        if any(map(is_device_array, arrays)):
+            raise ValueError("backend='cpu' was asked for CuPy arrays; pass NumPy arrays "
+                             "(cupy.asnumpy) or use backend='gpu'")
+        return None
+    return _launcher()
+
+
+def _launcher():
+    kind = "host" if _host_override else "cupy"
+    key = (kind, sources())
+    if key not in _launchers:
+        if kind == "host":
+            from .host import HostLauncher
+            _launchers[key] = HostLauncher(key[1])
+        else:
+            from .device import CupyLauncher
+            cupy = cupy_module()
+            if cupy is None:
+                raise RuntimeError("backend='gpu' needs CuPy and an NVIDIA GPU; neither was found "
+                                   "(pip install cupy-cuda12x), or use backend='cpu'")
+            _launchers[key] = CupyLauncher(cupy, key[1])
+    return _launchers[key]
+
+
+def to_backend(launcher, x):
+    """``x`` as an array of the launcher's module (a device copy of a NumPy array for CuPy)."""
+    if launcher is None:
+        return x
+    return launcher.xp.asarray(x) if launcher.xp is not np else np.asarray(x)
+
+
+def to_caller(launcher, result, like):
+    """``result`` in the kind of array the caller passed (``like``): NumPy stays NumPy."""
+    if launcher is not None and launcher.xp is not np and not is_device_array(like):
+        return launcher.xp.asnumpy(result)
+    return result
