@@ -23,9 +23,12 @@ Conventions
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from numba import njit, prange
 
+from . import gpu
 from .rounding import random_bits, resolve_seed
 from .scalar import as_real_array, check_bool
 
@@ -74,10 +77,14 @@ def _hadamard_kernel(w, d, inverse):
 
 
 def hadamard_transform(x, block: int, axis: int = -1, seed: int | None = 0,
-                       inverse: bool = False) -> np.ndarray:
+                       inverse: bool = False, xp=None) -> np.ndarray:
     """Random Hadamard transform ``y = H (D x)`` of each block of ``block`` elements along
     ``axis`` (float64, same shape as ``x``), or with ``inverse=True`` its exact inverse
-    ``x = D (H y) / block``.  Use the same ``seed`` both ways; see the module docstring."""
+    ``x = D (H y) / block``.  Use the same ``seed`` both ways; see the module docstring.
+
+    ``xp`` is the array module to work in: by default CuPy for a CuPy ``x``, else NumPy through
+    the Numba kernel.  Any module given runs the same products and butterflies as whole-array
+    operations, so the results are the same float64 values."""
     arr = as_real_array(x)
     if arr.ndim == 0:
         raise ValueError("hadamard_transform needs an array with at least one dimension, "
@@ -97,7 +104,30 @@ def hadamard_transform(x, block: int, axis: int = -1, seed: int | None = 0,
         raise ValueError(f"axis {axis} has length {n}, which is not a multiple of block {block}")
     block = int(block)
     d = _sign_vector(resolve_seed(seed), block, 1.0 / block if inverse else 1.0)
+    rows, cols = math.prod(arr.shape[:ax]), math.prod(arr.shape[ax + 1:])
+    if xp is None and gpu.is_device_array(arr):
+        xp = gpu.cupy_module()
+    if xp is not None:
+        return _transform_xp(xp, arr, d, (rows, n // block, block, cols), inverse)
     out = np.array(arr, dtype=np.float64, order="C")           # a fresh copy, worked in place
-    w = out.reshape(int(np.prod(arr.shape[:ax])), n, int(np.prod(arr.shape[ax + 1:])))
-    _hadamard_kernel(w, d, inverse)
+    _hadamard_kernel(out.reshape(rows, n, cols), d, inverse)
     return out
+
+
+def _transform_xp(xp, arr, d: np.ndarray, shape: tuple, inverse: bool):
+    """The kernel's arithmetic as array operations of ``xp`` on ``arr`` viewed as ``shape`` =
+    (rows, blocks, block, cols): ``w * d + 0.0`` and the butterflies ``u + v``, ``u - v``."""
+    block = shape[2]
+    d = xp.asarray(d).reshape(1, 1, block, 1)
+    w = xp.array(arr, dtype=np.float64).reshape(shape)
+    if not inverse:
+        w = w * d + 0.0
+    h = 1
+    while h < block:
+        pairs = w.reshape(shape[:2] + (block // (2 * h), 2, h, shape[3]))
+        w = xp.stack((pairs[:, :, :, 0] + pairs[:, :, :, 1],
+                      pairs[:, :, :, 0] - pairs[:, :, :, 1]), axis=3).reshape(shape)
+        h *= 2
+    if inverse:
+        w = w * d + 0.0
+    return w.reshape(arr.shape)

@@ -47,6 +47,9 @@ Conventions
   (the element's width; counted in ``bits_per_element``).  Calibration clips ``lo`` and ``hi``
   separately: percentiles ``100 - p`` and ``p`` of x, or ``mse`` candidates
   ``(lo, hi) * (1 - 0.7 * j / mse_grid)``.
+* ``backend=`` of encode/decode/quantize: ``"auto"`` (the GPU for CuPy input), ``"cpu"`` (the
+  Numba kernels) or ``"gpu"`` (the CUDA kernels of ``formats/gpu/scaled.cu``, bit for bit the
+  same results); arrays come back in the caller's kind (CuPy in, CuPy out).
 * ``tensor_scale=True`` adds a second-level FP32 scale ``amax_tensor / (scale_max * elem_max)``
   (NVFP4's per-tensor scale; amax over the finite values; 1 when that is 0; at least fp32's
   smallest positive value 2**-149).
@@ -60,9 +63,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import float_kernels as fk
+from . import gpu
 from . import scaled_kernels as sk
 from .codebook import CodebookFormat
 from .floats import FloatFormat
+from .gpu.scaled_kernels import ScaledKernels
 from .hadamard import hadamard_transform
 from .integers import IntFormat
 from .packing import pack_codes
@@ -259,33 +264,36 @@ class ScaledFormat:
             raise ValueError(f"{self.name}: axis {axis} has {size} elements, not a multiple of "
                              f"the block size {block} (padding is off)")
 
-    def _prepare(self, x, axis: int):
+    def _prepare(self, x, axis: int, launch=None):
         arr = as_real_array(x)
+        xp = _xp(launch)
+        if launch is not None:
+            arr = gpu.to_backend(launch, arr)
         if arr.ndim == 0:
             raise ValueError(f"{self.name} needs at least a 1-D array (a group of elements); "
                              f"got a 0-d array")
         axis = _normalize_axis(axis, arr.ndim)
         if self.hadamard is not None:
-            arr = hadamard_transform(arr, self.hadamard, axis, self.hadamard_seed)
+            arr = self._rotate(arr, axis, launch)
         if arr.dtype.kind != "f" or arr.dtype.itemsize not in (4, 8):
             # float16 (Numba cannot read it) widens exactly; integers go through float64,
             # which must hold them exactly (a second rounding would be silently wrong)
             wide = arr.astype(np.float32 if arr.dtype == np.float16 else np.float64)
-            if arr.dtype.kind in "iu" and arr.size and not np.array_equal(
-                    wide.astype(arr.dtype), arr):
+            if arr.dtype.kind in "iu" and arr.size and not bool(xp.array_equal(
+                    wide.astype(arr.dtype), arr)):
                 raise ValueError(f"{self.name}: integer inputs that float64 cannot hold exactly "
                                  f"(some beyond 2**53) cannot be scaled exactly; convert them "
                                  f"to float64 first if that rounding is acceptable")
             arr = wide
-        arr = np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("="))
+        arr = xp.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("="))
         view, groups, scales_shape = self._layout(arr.shape, axis)
         n_groups = tuple(-(-v // g) if v else 0 for v, g in zip(view, groups))
         return arr, axis, arr.reshape(view), groups, scales_shape, n_groups
 
-    def _tensor_scale(self, flat: np.ndarray) -> float:
+    def _tensor_scale(self, flat, launch=None) -> float:
         if not self.tensor_scale:
             return 1.0
-        amax = sk.finite_amax(_bits(flat)) if flat.size else 0.0
+        amax = _kernels(launch).finite_amax(_bits(flat)) if flat.size else 0.0
         if amax == 0.0:
             return 1.0
         fp32 = FloatFormat(8, 23)._desc
@@ -329,10 +337,10 @@ class ScaledFormat:
         pd = _significant_bits(self._elem["max"]) + (24 if self.tensor_scale else 0)
         return pd <= 53 and max(px - 1, sc.mbits + 2 + pd - 2) + 1 < 53
 
-    def _kernel(self, view: np.ndarray, groups, n_groups, dtype, mode: int, key, sr: int,
-                clip: np.ndarray, to_value: bool, t_scale: float):
+    def _kernel(self, view, groups, n_groups, dtype, mode: int, key, sr: int,
+                clip: np.ndarray, to_value: bool, t_scale: float, launch=None):
         """One pass of the group kernel: (codes, values, scales, zero points, clipped, flags),
-        flat."""
+        flat, as arrays of the launcher's module (NumPy on the CPU: ``launch`` None)."""
         el = self._elem
         esp = fk.special_codes(el["desc"], mode, SATURATE)
         espv = fk.special_values(el["desc"], mode, SATURATE)    # floats and integer grids
@@ -342,48 +350,51 @@ class ScaledFormat:
         size = view.size
         # one buffer dtype for every format's codes and scales: one compiled kernel per mode
         # and input dtype, not per (element, scale) dtype pair (compiling is the slow part)
-        codes = np.empty(size if not to_value else 1, dtype=np.uint32)
-        values = np.empty(size if to_value else 1, dtype=np.float64)
-        scales = np.empty(math.prod(n_groups), dtype=np.int64)
-        zps = np.zeros(scales.size, dtype=np.int64)
-        clipped = np.zeros(scales.size, dtype=np.int64)
-        flags = np.zeros(scales.size, dtype=np.int8)
+        xp, kernels = _xp(launch), _kernels(launch)
+        codes = xp.empty(size if not to_value else 1, dtype=np.uint32)
+        values = xp.empty(size if to_value else 1, dtype=np.float64)
+        scales = xp.empty(math.prod(n_groups), dtype=np.int64)
+        zps = xp.zeros(scales.size, dtype=np.int64)
+        clipped = xp.zeros(scales.size, dtype=np.int64)
+        flags = xp.zeros(scales.size, dtype=np.int8)
         if size:
             plan = self._plan[:sk.P_FAST] + (int(self._fast_nearest(dtype)),
                                              int(self._fast_scale(dtype)))
             flat = view.reshape(-1)
             if (self.group == "channel" and view.shape[2] == 1 and mode == NEAREST_EVEN
                     and plan[sk.P_FAST]):               # channels along the last axis
-                sk.channel_loop(flat, _bits(flat), view.shape[0], view.shape[1], plan,
-                                el["max"], t_scale, el["desc"], esp, espv, sd, ssp, sspv, clip,
-                                to_value, codes, scales, zps, values, clipped, flags)
+                kernels.channel_loop(flat, _bits(flat), view.shape[0], view.shape[1], plan,
+                                     el["max"], t_scale, el["desc"], esp, espv, sd, ssp, sspv,
+                                     clip, to_value, codes, scales, zps, values, clipped, flags)
             else:
-                sk.group_loop(flat, _bits(flat), view.shape, groups, plan, el["max"], t_scale,
-                              el["desc"], esp, espv, sd, ssp, sspv, el["table"], el["codes"],
-                              mode, key, sr, clip, to_value, codes, scales, zps, values,
-                              clipped, flags)
+                kernels.group_loop(flat, _bits(flat), view.shape, groups, plan, el["max"],
+                                   t_scale, el["desc"], esp, espv, sd, ssp, sspv, el["table"],
+                                   el["codes"], mode, key, sr, clip, to_value, codes, scales,
+                                   zps, values, clipped, flags)
         return (codes.astype(self.element.code_dtype), values,
                 scales.astype(self.scale.code_dtype), zps.astype(self.element.code_dtype),
                 clipped, flags)
 
     def _run(self, x, axis, rounding, seed, sr_bits, to_value, calibration, percentile,
-             mse_grid):
-        arr, axis, view, groups, scales_shape, n_groups = self._prepare(x, axis)
+             mse_grid, launch):
+        arr, axis, view, groups, scales_shape, n_groups = self._prepare(x, axis, launch)
         mode = mode_id(rounding)
         key = resolve_seed(seed) if rounding == "stochastic" else np.uint64(0)
         sr = resolve_sr_bits(sr_bits)
-        t_scale = self._tensor_scale(arr.reshape(-1))
+        t_scale = self._tensor_scale(arr.reshape(-1), launch)
         clip = self._calibrate(view, groups, n_groups, t_scale, calibration, percentile,
-                               mse_grid)
+                               mse_grid, launch)
         out = self._kernel(view, groups, n_groups, arr.dtype, mode, key, sr, clip, to_value,
-                           t_scale)
+                           t_scale, launch)
         return (arr, axis, scales_shape, t_scale) + out
 
     # ---- calibration ---------------------------------------------------------------------
-    def _calibrate(self, view: np.ndarray, groups, n_groups, t_scale: float, method: str,
-                   percentile: float, mse_grid: int) -> np.ndarray:
+    def _calibrate(self, view, groups, n_groups, t_scale: float, method: str,
+                   percentile: float, mse_grid: int, launch=None) -> np.ndarray:
         """Per-group clipping ranges, rows [lo, hi] (empty for ``"max"``: the kernel uses each
-        group's measured range).  Symmetric formats clip |x|, so lo = -hi."""
+        group's measured range).  Symmetric formats clip |x|, so lo = -hi.  The statistics are
+        computed with NumPy (on a host copy for the GPU); the MSE candidates are quantized on
+        ``launch``'s engine."""
         if method == "max":
             return np.empty((0, 2))
         if method not in ("percentile", "mse"):
@@ -395,7 +406,7 @@ class ScaledFormat:
                              f"percentile must be at least 50, got {percentile}")
         if method == "mse":
             mse_grid = check_int("mse_grid", mse_grid, 1, 1 << 12)
-        exact = _group_matrix(view, groups)
+        exact = _group_matrix(_host(launch, view), groups)
         if not exact.size:
             return np.empty((0, 2))
         with np.errstate(all="ignore"):
@@ -413,8 +424,9 @@ class ScaledFormat:
         best_err = np.full(len(bounds), np.inf)
         for j in range(mse_grid):
             candidate = bounds * (1.0 - 0.7 * j / mse_grid)
-            values = self._kernel(view, groups, n_groups, view.dtype, NEAREST_EVEN,
-                                  np.uint64(0), 32, candidate, True, t_scale)[1]
+            values = _host(launch, self._kernel(view, groups, n_groups, view.dtype,
+                                                NEAREST_EVEN, np.uint64(0), 32, candidate,
+                                                True, t_scale, launch)[1])
             err = np.nansum((_group_matrix(values.reshape(view.shape), groups) - exact) ** 2,
                             axis=1)
             better = err < best_err
@@ -425,45 +437,61 @@ class ScaledFormat:
     # ---- the public interface ------------------------------------------------------------
     def encode(self, x, axis: int = -1, rounding: str = "nearest_even", seed: int | None = None,
                sr_bits: int | None = None, calibration: str = "max", percentile: float = 99.9,
-               mse_grid: int = 32) -> ScaledTensor:
+               mse_grid: int = 32, backend: str = "auto") -> ScaledTensor:
         """Element codes and group scales of ``x`` (groups along ``axis``; calibration of each
-        group's range as in the module doc)."""
+        group's range as in the module doc).  ``backend``: "auto" (the GPU for CuPy input),
+        "cpu" or "gpu" (see :mod:`formats.gpu`); the arrays come back in ``x``'s kind."""
+        launch = gpu.resolve(backend, x)
         arr, axis, scales_shape, t_scale, codes, _, scales, zps, clipped, flags = self._run(
-            x, axis, rounding, seed, sr_bits, False, calibration, percentile, mse_grid)
-        return ScaledTensor(self, codes.reshape(arr.shape), scales.reshape(scales_shape), axis,
-                            t_scale, clipped.reshape(scales_shape), flags.reshape(scales_shape),
-                            zps.reshape(scales_shape) if self.zero_point else None)
+            x, axis, rounding, seed, sr_bits, False, calibration, percentile, mse_grid, launch)
 
-    def decode(self, st: ScaledTensor) -> np.ndarray:
-        """float64 values of a :class:`ScaledTensor` (exact: element value times scale)."""
+        def back(a, shape):
+            return gpu.to_caller(launch, a.reshape(shape), x)
+        return ScaledTensor(self, back(codes, arr.shape), back(scales, scales_shape), axis,
+                            t_scale, back(clipped, scales_shape), back(flags, scales_shape),
+                            back(zps, scales_shape) if self.zero_point else None)
+
+    def decode(self, st: ScaledTensor, backend: str = "auto") -> np.ndarray:
+        """float64 values of a :class:`ScaledTensor` (exact: element value times scale), on
+        ``backend`` (see :meth:`encode`; "auto" follows the kind of ``st.elements``)."""
         if not isinstance(st, ScaledTensor):
             raise TypeError(f"decode takes a ScaledTensor (from encode), got {type(st).__name__}")
         if st.format != self:
             raise ValueError(f"this ScaledTensor was encoded with {st.format.name}, not "
                              f"{self.name}")
+        launch = gpu.resolve(backend, st.elements)
         view, groups, scales_shape = self._layout(st.shape, st.axis)
         n_groups = tuple(-(-v // g) if v else 0 for v, g in zip(view, groups))
-        out = np.empty(view, dtype=np.float64)
+        out = _xp(launch).empty(view, dtype=np.float64)
         zps = st.zero_points if self.zero_point else np.zeros(st.scales.shape, np.int64)
         if out.size:
-            sk.decode_groups(st.elements.reshape(view), st.scales.reshape(n_groups),
-                             zps.reshape(n_groups), *groups,
-                             self._plan, st.tensor_scale, self._elem["desc"], self.scale._desc,
-                             self._elem["by_code"], out)
-        return self._unrotate(out.reshape(st.shape), st.axis)
+            _kernels(launch).decode_groups(
+                st.elements.reshape(view), st.scales.reshape(n_groups), zps.reshape(n_groups),
+                *groups, self._plan, st.tensor_scale, self._elem["desc"], self.scale._desc,
+                self._elem["by_code"], out)
+        return gpu.to_caller(launch, self._unrotate(out.reshape(st.shape), st.axis, launch),
+                             st.elements)
 
-    def _unrotate(self, values: np.ndarray, axis: int) -> np.ndarray:
+    def _rotate(self, arr, axis: int, launch=None, inverse: bool = False):
+        """The Hadamard transform of the format (or its inverse) along ``axis``, with the array
+        module of ``launch`` (NumPy arrays go through the Numba kernel)."""
+        return hadamard_transform(arr, self.hadamard, axis, self.hadamard_seed, inverse,
+                                  xp=None if launch is None else launch.xp)
+
+    def _unrotate(self, values, axis: int, launch=None):
         if self.hadamard is None:
             return values
-        return hadamard_transform(values, self.hadamard, axis, self.hadamard_seed, inverse=True)
+        return self._rotate(values, axis, launch, inverse=True)
 
     def quantize(self, x, axis: int = -1, rounding: str = "nearest_even",
                  seed: int | None = None, sr_bits: int | None = None, calibration: str = "max",
-                 percentile: float = 99.9, mse_grid: int = 32) -> np.ndarray:
-        """``decode(encode(x))`` in one pass, as float64."""
+                 percentile: float = 99.9, mse_grid: int = 32,
+                 backend: str = "auto") -> np.ndarray:
+        """``decode(encode(x))`` in one pass, as float64 (``backend``: see :meth:`encode`)."""
+        launch = gpu.resolve(backend, x)
         arr, axis, _, _, _, values, _, _, _, _ = self._run(x, axis, rounding, seed, sr_bits, True,
-                                                        calibration, percentile, mse_grid)
-        return self._unrotate(values.reshape(arr.shape), axis)
+                                                        calibration, percentile, mse_grid, launch)
+        return gpu.to_caller(launch, self._unrotate(values.reshape(arr.shape), axis, launch), x)
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, ScaledFormat) and self._key() == other._key()
@@ -487,6 +515,21 @@ def _group_matrix(view: np.ndarray, groups) -> np.ndarray:
     (gp, gq, gr), (pp, pq, pr) = groups, padded
     blocks = full.reshape(pp // gp, gp, pq // gq, gq, pr // gr, gr).transpose(0, 2, 4, 1, 3, 5)
     return blocks.reshape(-1, gp * gq * gr)
+
+
+def _kernels(launch):
+    """The Numba kernels, or their CUDA twins on ``launch`` (see formats.gpu)."""
+    return sk if launch is None else ScaledKernels(launch)
+
+
+def _xp(launch):
+    """The array module of a launcher (NumPy for the CPU)."""
+    return np if launch is None else launch.xp
+
+
+def _host(launch, a) -> np.ndarray:
+    """``a`` as a NumPy array (a host copy of a device array)."""
+    return np.asarray(gpu.to_caller(launch, a, None))
 
 
 def _bits(flat: np.ndarray) -> np.ndarray:
