@@ -24,11 +24,12 @@ from typing import Union
 
 import numpy as np
 
-from formats import FloatFormat, IntFormat, ScaledFormat, fused_dot, get
+from formats import FloatFormat, IntFormat, ScaledFormat, fused_dot, get, gpu
 from formats.rounding import mix64, mode_id, overflow_id, resolve_seed, resolve_sr_bits
 from formats.scalar import as_real_array
 
 from . import kernels as mk
+from .gpu.kernels import MacKernels
 from .accumulators import (AlignedAccumulator, ExactAccumulator, FloatAccumulator,
                            IntAccumulator, QuireAccumulator)
 from .mac import MAC, element_format
@@ -92,18 +93,30 @@ class _Operand:
     clipped: int = 0              # elements the scaled encoder clipped to the element range
 
 
-def _operand(x: np.ndarray, fmt, k_axis: int) -> _Operand:
-    """Quantize one 2-D operand; ``k_axis`` is its summed axis (1 for A, 0 for B)."""
+def _xp(launch):
+    """The array module of a launcher (NumPy for the CPU)."""
+    return np if launch is None else launch.xp
+
+
+def _backend(launch) -> str:
+    """The formats' ``backend=`` for the engine ``launch`` (None: the CPU)."""
+    return "cpu" if launch is None else "gpu"
+
+
+def _operand(x: np.ndarray, fmt, k_axis: int, launch=None) -> _Operand:
+    """Quantize one 2-D operand; ``k_axis`` is its summed axis (1 for A, 0 for B).  Arrays are
+    ``launch``'s (NumPy for the CPU)."""
+    xp, backend = _xp(launch), _backend(launch)
     if not isinstance(fmt, ScaledFormat):
-        if isinstance(fmt, IntFormat) and not np.isfinite(x).all():
+        if isinstance(fmt, IntFormat) and not bool(xp.isfinite(x).all()):
             raise ValueError(f"{fmt.name} cannot hold NaN or Inf, and an operand holds "
-                             f"{int(np.count_nonzero(~np.isfinite(x)))} such value(s)")
+                             f"{int(xp.count_nonzero(~xp.isfinite(x)))} such value(s)")
         # float64 always: the kernels compute in their inputs' dtype (float32 operands would
         # round products and sums in float32)
-        return _Operand(fmt.quantize(x).astype(np.float64, copy=False), np.ones((1, 1)), None,
-                        1.0)
+        return _Operand(fmt.quantize(x, backend=backend).astype(np.float64, copy=False),
+                        xp.ones((1, 1)), None, 1.0)
     other = 1 - k_axis
-    st = fmt.encode(x, axis=other if fmt.group == "channel" else k_axis)
+    st = fmt.encode(x, axis=other if fmt.group == "channel" else k_axis, backend=backend)
     reps = [x.shape[0], x.shape[1]]            # elements per group along each axis
     k_group = None
     if isinstance(fmt.group, tuple):            # tiles over this operand's two axes
@@ -113,27 +126,30 @@ def _operand(x: np.ndarray, fmt, k_axis: int) -> _Operand:
         reps[k_axis] = k_group = fmt.group
     elif fmt.group == "channel":
         reps[other] = 1
-    elements = fmt.element.decode(st.elements)
+    elements = fmt.element.decode(st.elements, backend=backend)
     if st.zero_points is not None:
-        zp = _expand(st.zero_points.astype(np.float64), reps, x.shape)
+        zp = _expand(st.zero_points.astype(np.float64), reps, x.shape, xp)
         elements = elements - zp * fmt.element.epsilon
-    scales = fmt.scale.decode(st.scales).astype(np.float64)
+    scales = fmt.scale.decode(st.scales, backend=backend).astype(np.float64)
     scales = _expand(scales, [reps[0] if other == 0 else 1, reps[1] if other == 1 else 1],
-                     tuple(x.shape[ax] if ax == other else scales.shape[ax] for ax in range(2)))
+                     tuple(x.shape[ax] if ax == other else scales.shape[ax] for ax in range(2)),
+                     xp)
     return _Operand(elements, scales, k_group, float(st.tensor_scale), int(st.n_clipped))
 
 
-def _expand(per_group: np.ndarray, reps, shape) -> np.ndarray:
-    """Per-group values repeated ``reps`` times along each axis, cut to ``shape``."""
+def _expand(per_group: np.ndarray, reps, shape, xp=np) -> np.ndarray:
+    """Per-group values repeated ``reps`` times along each axis, cut to ``shape`` (arrays of
+    the module ``xp``)."""
     out = per_group
     for ax in range(2):
         if out.shape[ax] != shape[ax]:
-            out = np.repeat(out, reps[ax], axis=ax).take(range(shape[ax]), axis=ax)
+            out = xp.repeat(out, reps[ax], axis=ax)[(slice(None),) * ax + (slice(shape[ax]),)]
     return out
 
 
-def _segments(a: _Operand, b: _Operand, k: int, mac: MAC) -> tuple[int, np.ndarray, np.ndarray]:
-    """(segment length, A's scales (M or 1, n_seg), B's scales (n_seg, N or 1))."""
+def _segments(a: _Operand, b: _Operand, k: int, mac: MAC,
+              xp=np) -> tuple[int, np.ndarray, np.ndarray]:
+    """(segment length, A's scales (M, n_seg), B's scales (n_seg, N)), of the module ``xp``."""
     groups = {g for g in (a.k_group, b.k_group) if g is not None}
     if len(groups) > 1:
         raise ValueError(f"{mac.a_format.name} and {mac.b_format.name} have different block "
@@ -150,22 +166,25 @@ def _segments(a: _Operand, b: _Operand, k: int, mac: MAC) -> tuple[int, np.ndarr
     n_seg = -(-k // seg) if k else 1
 
     def per_segment(op: _Operand, k_axis: int, shape) -> np.ndarray:
-        sc = op.scales if op.k_group is not None else np.repeat(op.scales, n_seg, axis=k_axis)
-        return np.ascontiguousarray(np.broadcast_to(sc, shape))
+        sc = op.scales if op.k_group is not None else xp.repeat(op.scales, n_seg, axis=k_axis)
+        return xp.ascontiguousarray(xp.broadcast_to(sc, shape))
 
     return (seg, per_segment(a, 1, (a.values.shape[0], n_seg)),
             per_segment(b, 0, (n_seg, b.values.shape[1])))
 
 
-def _integers(values: np.ndarray, fmt) -> np.ndarray:
+def _integers(values: np.ndarray, fmt, xp=np) -> np.ndarray:
     """The integers k of fixed-point element values k * 2**-frac_bits."""
-    return np.rint(values * 2.0 ** element_format(fmt).frac_bits).astype(np.int64)
+    return xp.rint(values * 2.0 ** element_format(fmt).frac_bits).astype(np.int64)
 
 
 # ---- the 2-D engine -------------------------------------------------------------------------
-def _matmul2d(a: np.ndarray, b: np.ndarray, mac: MAC, stream: int) -> MacResult:
+def _matmul2d(a: np.ndarray, b: np.ndarray, mac: MAC, stream: int, launch=None) -> MacResult:
     """One (M, K) @ (K, N) product.  ``stream`` numbers the 2-D products of one call (batch
-    entries, conv groups) so that their stochastic roundings draw different bits."""
+    entries, conv groups) so that their stochastic roundings draw different bits.  ``launch``:
+    the GPU engine (arrays of ``launch.xp``), or None for the Numba kernels."""
+    xp, backend = _xp(launch), _backend(launch)
+    kern = mk if launch is None else MacKernels(launch)
     m, k = a.shape
     n = b.shape[1]
     acc = mac.accumulator
@@ -174,35 +193,39 @@ def _matmul2d(a: np.ndarray, b: np.ndarray, mac: MAC, stream: int) -> MacResult:
     if isinstance(acc, QuireAccumulator):
         fmt = acc.format
         seed = None if acc.seed is None else (acc.seed + salt) % (1 << 64)
-        codes = fused_dot(fmt, fmt.encode(a)[:, None, :], fmt.encode(b).T[None, :, :],
-                          acc.rounding, seed)
-        return MacResult(fmt.decode(codes).reshape(m, n), max_abs_partial=np.nan, macs=macs)
+        ca, cb = fmt.encode(a, backend=backend), fmt.encode(b, backend=backend)
+        if launch is None:
+            codes = fused_dot(fmt, ca[:, None, :], cb.T[None, :, :], acc.rounding, seed)
+        else:
+            codes = kern.quire_matmul(fmt, ca, cb, acc.rounding, seed)
+        return MacResult(fmt.decode(codes, backend=backend).reshape(m, n),
+                         max_abs_partial=np.nan, macs=macs)
     if k == 0:                                        # empty sums are exactly zero
-        zeros = np.zeros((m, n))
+        zeros = xp.zeros((m, n))
         return MacResult(zeros, macs=0, integers=zeros.astype(np.int64)
                          if isinstance(acc, IntAccumulator) else None)
-    opa = _operand(a, mac.a_format, 1)
-    opb = _operand(b, mac.b_format, 0)
-    seg, sa, sb = _segments(opa, opb, k, mac)
+    opa = _operand(a, mac.a_format, 1, launch)
+    opb = _operand(b, mac.b_format, 0, launch)
+    seg, sa, sb = _segments(opa, opb, k, mac, xp)
     scaled = isinstance(mac.a_format, ScaledFormat) or isinstance(mac.b_format, ScaledFormat)
     combine = seg < k or scaled or mac.promote_every is not None   # the last piece is promoted too
     cd = _acc_plan(mac.promotion, _PROMOTE_KEY ^ salt)
     if mac.chunks > 1 and isinstance(acc, FloatAccumulator):
         cd = _acc_plan(acc, _PROMOTE_KEY ^ salt)           # chunks combine in the same register
-    out = np.zeros((m, n))
-    stats = np.zeros((m, mk.N_STATS), dtype=np.int64)
-    peak = np.zeros(m)
+    out = xp.zeros((m, n))
+    stats = xp.zeros((m, mk.N_STATS), dtype=np.int64)
+    peak = xp.zeros(m)
     integers = None
     if isinstance(acc, IntAccumulator):
-        ia, ib = _integers(opa.values, mac.a_format), _integers(opb.values, mac.b_format)
+        ia, ib = _integers(opa.values, mac.a_format, xp), _integers(opb.values, mac.b_format, xp)
         unit = 2.0 ** -(element_format(mac.a_format).frac_bits
                         + element_format(mac.b_format).frac_bits)
-        ints = np.zeros((m, n), dtype=np.int64)
+        ints = xp.zeros((m, n), dtype=np.int64)
         if acc.bits == 32 and acc.overflow == "wrap" and not combine and _fits_int32(ia, ib):
-            mk.int32_wrap_matmul(ia.astype(np.int32), ib.astype(np.int32), ints, stats, peak)
+            kern.int32_wrap_matmul(ia.astype(np.int32), ib.astype(np.int32), ints, stats, peak)
             peak *= unit
         else:
-            mk.int_matmul(ia, ib, ints, out, stats, peak, seg, acc.lo, acc.hi,
+            kern.int_matmul(ia, ib, ints, out, stats, peak, seg, acc.lo, acc.hi,
                           acc.overflow == "saturate", unit, cd, combine, sa, sb)
         if not combine:
             integers = ints
@@ -213,27 +236,28 @@ def _matmul2d(a: np.ndarray, b: np.ndarray, mac: MAC, stream: int) -> MacResult:
         pf = _float_plan(prf or _FP32, mac.product_rounding if mac.product_format else
                          acc.rounding, acc.seed, acc.sr_bits, None, 0x9E37 ^ salt)
         if _native_fp32(mac, combine):
-            mk.float32_matmul(opa.values, opb.values, out, stats, peak)
+            kern.float32_matmul(opa.values, opb.values, out, stats, peak)
         elif mac.order == "pairwise":
-            mk.float_pairwise(opa.values, opb.values, out, stats, peak, fd, pf, prf is not None)
+            kern.float_pairwise(opa.values, opb.values, out, stats, peak, fd, pf,
+                                prf is not None)
         else:
-            kernel = mk.float_matmul_nearest if acc.rounding == "nearest_even" else \
-                mk.float_matmul_exact
+            kernel = kern.float_matmul_nearest if acc.rounding == "nearest_even" else \
+                kern.float_matmul_exact
             kernel(opa.values, opb.values, out, stats, peak, seg, fd, acc.kahan, pf,
                    prf is not None, cd, combine, sa, sb)
     elif isinstance(acc, AlignedAccumulator):
         fd = _float_plan(acc.format, acc.rounding, None, None, None)
-        mk.aligned_matmul(opa.values, opb.values, out, stats, peak, seg, acc.n, acc.p,
+        kern.aligned_matmul(opa.values, opb.values, out, stats, peak, seg, acc.n, acc.p,
                           acc.alignment == "round", fd, cd, combine, sa, sb)
     else:
         assert isinstance(acc, ExactAccumulator)
         fd = _float_plan(acc.format, acc.rounding, acc.seed, acc.sr_bits, None, salt)
         lsb, digits = _kulisch_layout(mac, k)
-        mk.exact_matmul(opa.values, opb.values, out, stats, digits, lsb, fd)
+        kern.exact_matmul(opa.values, opb.values, out, stats, digits, lsb, fd)
         peak[:] = np.nan
     t = opa.tensor_scale * opb.tensor_scale
     if t != 1.0:
-        beyond = mk.scale_all(out.reshape(-1), t, cd)
+        beyond = kern.scale_all(out.reshape(-1), t, cd)
         stats[0, mk.ST_SATURATED if cd[7] else mk.ST_OVERFLOW] += beyond
     return MacResult(out, int(stats[:, mk.ST_OVERFLOW].sum()),
                      int(stats[:, mk.ST_SATURATED].sum()), int(stats[:, mk.ST_SWAMPED].sum()),
@@ -266,14 +290,34 @@ def _kulisch_layout(mac: MAC, k: int) -> tuple[int, int]:
 
 
 # ---- public operations -----------------------------------------------------------------------
-def matmul(a, b, mac: Union[MAC, str]) -> MacResult:
+def _engine(backend: str, *arrays) -> tuple:
+    """(launcher or None, the inputs as arrays of its module) for ``backend`` (see
+    :func:`formats.gpu.resolve`)."""
+    launch = gpu.resolve(backend, *arrays)
+    return launch, [gpu.to_backend(launch, x) for x in arrays]
+
+
+def _to_caller(launch, r: MacResult, inputs) -> MacResult:
+    """``r`` with its arrays in the kind the caller passed: CuPy if an input was CuPy."""
+    like = next((x for x in inputs if gpu.is_device_array(x)), inputs[0])
+    r.values = gpu.to_caller(launch, r.values, like)
+    if r.integers is not None:
+        r.integers = gpu.to_caller(launch, r.integers, like)
+    return r
+
+
+def matmul(a, b, mac: Union[MAC, str], backend: str = "auto") -> MacResult:
     """``a @ b`` through ``mac``: 2-D (M, K) @ (K, N), or batched (..., M, K) @ (..., K, N) with
-    broadcasting of the leading axes, as numpy.matmul."""
-    return _matmul(a, b, _mac(mac), 0)
+    broadcasting of the leading axes, as numpy.matmul.  ``backend``: "auto" (the GPU for CuPy
+    input), "cpu" or "gpu" (see :mod:`formats.gpu`); CuPy input gives CuPy values."""
+    launch, (da, db) = _engine(backend, a, b)
+    return _to_caller(launch, _matmul(da, db, _mac(mac), 0, launch), (a, b))
 
 
-def _matmul(a, b, mac: MAC, stream: int) -> MacResult:
-    """matmul whose 2-D products are numbered from ``stream`` (see :func:`_matmul2d`)."""
+def _matmul(a, b, mac: MAC, stream: int, launch=None) -> MacResult:
+    """matmul whose 2-D products are numbered from ``stream`` (see :func:`_matmul2d`), on the
+    engine ``launch`` (None: the CPU)."""
+    xp = _xp(launch)
     a = as_real_array(a, "a")
     b = as_real_array(b, "b")
     if a.ndim < 2 or b.ndim < 2:
@@ -283,33 +327,34 @@ def _matmul(a, b, mac: MAC, stream: int) -> MacResult:
         raise ValueError(f"shapes {a.shape} and {b.shape} do not match: {a.shape[-1]} "
                          f"(a's last axis) != {b.shape[-2]} (b's second-to-last axis)")
     lead = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
-    a = np.broadcast_to(a, lead + a.shape[-2:])
-    b = np.broadcast_to(b, lead + b.shape[-2:])
-    total = MacResult(np.empty(lead + (a.shape[-2], b.shape[-1])),
+    a = xp.broadcast_to(a, lead + a.shape[-2:])
+    b = xp.broadcast_to(b, lead + b.shape[-2:])
+    total = MacResult(xp.empty(lead + (a.shape[-2], b.shape[-1])),
                       max_abs_partial=-np.inf)
     ints = []
     for number, idx in enumerate(np.ndindex(*lead)):
-        r = _matmul2d(np.ascontiguousarray(a[idx]), np.ascontiguousarray(b[idx]), mac,
-                      stream + number)
+        r = _matmul2d(xp.ascontiguousarray(a[idx]), xp.ascontiguousarray(b[idx]), mac,
+                      stream + number, launch)
         total.values[idx] = r.values
         total._merge(r)
         ints.append(r.integers)
     total.max_abs_partial = max(total.max_abs_partial, 0.0) if not np.isnan(
         total.max_abs_partial) else np.nan
     if ints and ints[0] is not None:
-        total.integers = np.stack(ints).reshape(total.values.shape)
+        total.integers = xp.stack(ints).reshape(total.values.shape)
     return total
 
 
-def dot(a, b, mac: Union[MAC, str]) -> MacResult:
-    """The dot product of two vectors through ``mac``; ``values`` is a 0-d array."""
+def dot(a, b, mac: Union[MAC, str], backend: str = "auto") -> MacResult:
+    """The dot product of two vectors through ``mac``; ``values`` is a 0-d array (``backend``:
+    see :func:`matmul`)."""
     a = as_real_array(a, "a")
     b = as_real_array(b, "b")
     if a.ndim != 1 or b.ndim != 1:
         raise ValueError(f"dot takes two vectors, got shapes {a.shape} and {b.shape}")
     if a.shape != b.shape:
         raise ValueError(f"dot: lengths differ ({a.shape[0]} and {b.shape[0]})")
-    r = matmul(a[None, :], b[:, None], mac)
+    r = matmul(a[None, :], b[:, None], mac, backend)
     r.values = r.values.reshape(())
     if r.integers is not None:
         r.integers = r.integers.reshape(())
@@ -317,14 +362,15 @@ def dot(a, b, mac: Union[MAC, str]) -> MacResult:
 
 
 def conv2d(x, w, mac: Union[MAC, str], stride=1, padding=0, dilation=1,
-           groups: int = 1) -> MacResult:
+           groups: int = 1, backend: str = "auto") -> MacResult:
     """2-D convolution (cross-correlation, as in PyTorch) of ``x`` (N, C, H, W) with ``w``
     (O, C / groups, kh, kw) through ``mac``, as a matmul on im2col columns: each output sums its
     products in the order (channel, kernel row, kernel column).  ``stride``, ``padding`` and
-    ``dilation`` are ints or (h, w) pairs; zero padding."""
+    ``dilation`` are ints or (h, w) pairs; zero padding.  ``backend``: see :func:`matmul`."""
     mac = _mac(mac)
-    x = as_real_array(x, "x")
-    w = as_real_array(w, "w")
+    launch, (x_in, w_in) = _engine(backend, x, w)
+    x = as_real_array(x_in, "x")
+    w = as_real_array(w_in, "w")
     if x.ndim != 4 or w.ndim != 4:
         raise ValueError(f"conv2d takes x (N, C, H, W) and w (O, C/groups, kh, kw), got shapes "
                          f"{x.shape} and {w.shape}")
@@ -343,31 +389,33 @@ def conv2d(x, w, mac: Union[MAC, str], stride=1, padding=0, dilation=1,
         raise ValueError(f"the kernel ({kh}x{kw}, dilation {dh}x{dw}) does not fit the padded "
                          f"input ({h + 2 * ph}x{wd + 2 * pw})")
     cols = im2col(x, (kh, kw), (sh, sw), (ph, pw), (dh, dw))
-    out = np.empty((nb, o, ho, wo))
+    out = _xp(launch).empty((nb, o, ho, wo))
     total = MacResult(out, max_abs_partial=-np.inf)
     og = o // groups
     for g in range(groups):
         a = cols[:, :, :, g * cg:(g + 1) * cg].reshape(nb * ho * wo, cg * kh * kw)
         b = w[g * og:(g + 1) * og].reshape(og, cg * kh * kw).T
-        r = _matmul(a, b, mac, g)
+        r = _matmul(a, b, mac, g, launch)
         out[:, g * og:(g + 1) * og] = r.values.reshape(nb, ho, wo, og).transpose(0, 3, 1, 2)
         total._merge(r)
-    return total
+    return _to_caller(launch, total, (x_in, w_in))
 
 
 def im2col(x: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int],
            padding: tuple[int, int], dilation: tuple[int, int]) -> np.ndarray:
     """The patches of ``x`` (N, C, H, W) a convolution multiplies, as (N, Ho, Wo, C, kh, kw)
-    (zero padding; float64)."""
+    (zero padding; float64; CuPy for CuPy ``x``)."""
     (kh, kw), (sh, sw), (ph, pw), (dh, dw) = kernel, stride, padding, dilation
     nb, c, h, wd = x.shape
     ho, wo = conv_output_size((h, wd), kernel, stride, padding, dilation)
-    xp = np.pad(np.asarray(x, dtype=np.float64), ((0, 0), (0, 0), (ph, ph), (pw, pw)))
-    cols = np.empty((nb, ho, wo, c, kh, kw))
+    xp = gpu.cupy_module() if gpu.is_device_array(x) else np
+    padded = xp.pad(xp.asarray(x, dtype=np.float64), ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+    cols = xp.empty((nb, ho, wo, c, kh, kw))
     for i in range(kh):
         for j in range(kw):
-            cols[:, :, :, :, i, j] = xp[:, :, i * dh:i * dh + sh * (ho - 1) + 1:sh,
-                                        j * dw:j * dw + sw * (wo - 1) + 1:sw].transpose(0, 2, 3, 1)
+            cols[:, :, :, :, i, j] = padded[:, :, i * dh:i * dh + sh * (ho - 1) + 1:sh,
+                                            j * dw:j * dw + sw * (wo - 1) + 1:sw
+                                            ].transpose(0, 2, 3, 1)
     return cols
 
 
