@@ -38,6 +38,7 @@ bench: venv
 	$(PY) benchmarks/bench_scaled.py
 	$(PY) benchmarks/bench_mac.py
 	$(PY) benchmarks/bench_replay.py
+	$(PY) benchmarks/bench_gpu.py
 
 # Removes build outputs and caches; keeps .venv (see distclean).
 clean:

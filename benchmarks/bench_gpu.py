@@ -1,0 +1,91 @@
+"""GPU engine throughput (``backend="gpu"``), as ratios against references run in the same
+process on the same GPU: a device-to-device copy of the same float32 array (the memory-bandwidth
+ceiling for quantize) and ``cupy.matmul`` in float32 (cuBLAS) for the emulated GEMMs.
+
+    .venv/bin/python benchmarks/bench_gpu.py [--n-log2 26] [--size 2048] [--repeat 5]
+
+Needs CuPy and an NVIDIA GPU (``pip install cupy-cuda12x``); without them it says so and exits 0,
+so ``make bench`` runs on any machine.  Arrays stay on the device: the times exclude host
+transfers but include the result allocation, as a user calling ``fmt.quantize(cupy_array)`` sees.
+Targets (issue 9, one H100): quantize >= 70% of the copy's throughput; emulated int8 -> int32
+GEMM >= 1 T MAC/s; fp16 accumulation rounded after every add (``fp16->fp16``) >= 100 G MAC/s.
+"""
+from __future__ import annotations
+
+import argparse
+import numpy as np
+
+import formats
+import mac_models as mm
+from formats import gpu
+
+QUANTIZE = ("fp8_e4m3", "fp8_e5m2", "bf16", "fp4_e2m1", "fp6_e2m3", "posit16_2", "int8",
+            "mxfp4", "mxfp8_e4m3", "nvfp4")
+
+
+def device_seconds(cupy, fn, repeat: int) -> float:
+    """Best time of ``repeat`` calls after one warm-up (which also compiles), each bracketed by
+    CUDA events so it measures the device's work."""
+    fn()
+    cupy.cuda.Device().synchronize()
+    best = float("inf")
+    for _ in range(repeat):
+        start, stop = cupy.cuda.Event(), cupy.cuda.Event()
+        start.record()
+        fn()
+        stop.record()
+        stop.synchronize()
+        best = min(best, cupy.cuda.get_elapsed_time(start, stop) / 1e3)
+    return best
+
+
+def quantize_rates(cupy, n: int, repeat: int) -> None:
+    x = cupy.asarray(np.random.default_rng(0).standard_normal(n, dtype=np.float32))
+    copy = n / device_seconds(cupy, lambda: x.copy(), repeat) / 1e9
+    print(f"device-to-device copy of {n} float32: {copy:.1f} G elements/s")
+    print(f"{'format':16s} {'G elem/s':>9s} {'/ copy':>7s}")
+    for name in QUANTIZE:
+        fmt = formats.get(name)
+        rate = n / device_seconds(cupy, lambda: fmt.quantize(x, backend="gpu"), repeat) / 1e9
+        print(f"{name:16s} {rate:9.2f} {rate / copy:7.3f}", flush=True)
+
+
+def gemm_rates(cupy, size: int, repeat: int) -> None:
+    rng = np.random.default_rng(1)
+    macs = size ** 3
+    a32 = cupy.asarray(rng.standard_normal((size, size), dtype=np.float32))
+    b32 = cupy.asarray(rng.standard_normal((size, size), dtype=np.float32))
+    blas = macs / device_seconds(cupy, lambda: a32 @ b32, repeat) / 1e9
+    print(f"cupy float32 matmul (cuBLAS) {size}^3: {blas:.0f} G MAC/s")
+    print(f"{'preset':34s} {'G MAC/s':>9s} {'/ cuBLAS':>9s}")
+    for name in mm.preset_names():
+        a, b = a32, b32
+        if name.startswith("int8"):
+            a, b = (cupy.rint(cupy.clip(v * 30, -127, 127)) for v in (a32, b32))
+        elif name.startswith("int16"):
+            a, b = (cupy.rint(v * 3000) for v in (a32, b32))
+        mac = mm.preset(name)
+        rate = macs / device_seconds(cupy, lambda: mm.matmul(a, b, mac, backend="gpu"),
+                                     repeat) / 1e9
+        print(f"{name:34s} {rate:9.1f} {rate / blas:9.4f}", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n-log2", type=int, default=26, help="quantize array size, log2")
+    parser.add_argument("--size", type=int, default=2048, help="GEMM M = N = K")
+    parser.add_argument("--repeat", type=int, default=5, help="timed calls per measurement")
+    args = parser.parse_args()
+    cupy = gpu.cupy_module()
+    if cupy is None:
+        print("bench_gpu: no CuPy with an NVIDIA GPU here; nothing measured")
+        return
+    props = cupy.cuda.runtime.getDeviceProperties(0)
+    print(f"GPU: {props['name'].decode()}, CuPy {cupy.__version__}, "
+          f"CUDA runtime {cupy.cuda.runtime.runtimeGetVersion()}")
+    quantize_rates(cupy, 1 << args.n_log2, args.repeat)
+    gemm_rates(cupy, args.size, args.repeat)
+
+
+if __name__ == "__main__":
+    main()
