@@ -256,6 +256,21 @@ def two_sum(a: np.float64, b: np.float64):
     return s, (a - ap) + (b - bp)
 
 
+@njit(cache=True, inline="always")
+def two_product(a: np.float64, b: np.float64):
+    """Dekker's TwoProduct: p = fl(a * b) and the exact error e, p + e == a * b (operands split
+    into 26-bit halves by Veltkamp's 2**27 + 1; exact for |a|, |b| < 2**900 and products far
+    above the underflow threshold)."""
+    p = a * b
+    t = 134217729.0 * a
+    ah = t - (t - a)
+    al = a - ah
+    t = 134217729.0 * b
+    bh = t - (t - b)
+    bl = b - bh
+    return p, ((ah * bh - p) + ah * bl + al * bh) + al * bl
+
+
 @njit(cache=True)
 def exact_zero_sign(u: np.float64, v: np.float64, s: np.float64, mode: np.int64) -> np.float64:
     """IEEE 754 sign of an exact zero sum u + v: +0, or -0 when rounding toward negative

@@ -84,7 +84,7 @@ def hadamard_transform(x, block: int, axis: int = -1, seed: int | None = 0,
 
     ``xp`` is the array module to work in: by default CuPy for a CuPy ``x``, else NumPy through
     the Numba kernel.  Any module given runs the same products and butterflies as whole-array
-    operations, so the results are the same float64 values."""
+    operations, so the results are the same float64 values (on a GPU, NaN payloads aside)."""
     arr = as_real_array(x)
     if arr.ndim == 0:
         raise ValueError("hadamard_transform needs an array with at least one dimension, "
@@ -107,7 +107,8 @@ def hadamard_transform(x, block: int, axis: int = -1, seed: int | None = 0,
     rows, cols = math.prod(arr.shape[:ax]), math.prod(arr.shape[ax + 1:])
     if xp is None and gpu.is_device_array(arr):
         xp = gpu.cupy_module()
-    if xp is not None:
+        arr = gpu.as_float64(gpu.resolve("gpu", arr), arr)    # CuPy's own cast flushes float32
+    if xp is not None:                                         # subnormals
         return _transform_xp(xp, arr, d, (rows, n // block, block, cols), inverse)
     out = np.array(arr, dtype=np.float64, order="C")           # a fresh copy, worked in place
     _hadamard_kernel(out.reshape(rows, n, cols), d, inverse)

@@ -116,11 +116,6 @@ def chunk_of(arr: np.ndarray, start: int, stop: int) -> np.ndarray:
     return np.asarray(chunk, dtype=arr.dtype.newbyteorder("="))
 
 
-def _xp(launch):
-    """The array module of a launcher (NumPy for the CPU)."""
-    return np if launch is None else launch.xp
-
-
 def _on(launch, arr):
     """``arr`` moved to the launcher's backend, C-contiguous there."""
     if launch is None:
@@ -196,7 +191,7 @@ class ScalarFormat(ABC):
         launch = gpu.resolve(backend, x)
         arr = _on(launch, as_real_array(x))
         opts = self._options(rounding, overflow, seed, sr_bits)
-        out = _xp(launch).empty(arr.shape, dtype=self.code_dtype)
+        out = gpu.array_module(launch).empty(arr.shape, dtype=self.code_dtype)
         flat = out.reshape(-1)
         for start, stop in flat_chunks(arr.size, launch):
             self._encode_chunk(chunk_of(arr, start, stop), flat[start:stop], *opts[:3], start,
@@ -207,7 +202,7 @@ class ScalarFormat(ABC):
         """Exact float64 values of ``codes``."""
         launch = gpu.resolve(backend, codes)
         arr = _on(launch, as_code_array(codes, self.bits, self.name))
-        out = _xp(launch).empty(arr.shape, dtype=np.float64)
+        out = gpu.array_module(launch).empty(arr.shape, dtype=np.float64)
         flat = out.reshape(-1)
         for start, stop in flat_chunks(arr.size, launch):
             self._decode_chunk(chunk_of(arr, start, stop), flat[start:stop], launch)
@@ -223,7 +218,7 @@ class ScalarFormat(ABC):
         opts = self._options(rounding, overflow, seed, sr_bits)
         exact_in_input = arr.dtype.kind == "f" and self.fits_in(arr.dtype)
         out_dtype = arr.dtype.newbyteorder("=") if exact_in_input else np.dtype(np.float64)
-        xp = _xp(launch)
+        xp = gpu.array_module(launch)
         out = xp.empty(arr.shape, dtype=out_dtype)
         flat = out.reshape(-1)
         for start, stop in flat_chunks(arr.size, launch):
@@ -240,7 +235,7 @@ class ScalarFormat(ABC):
 
     def _quantize_chunk(self, x, out, mode, overflow, key, offset, sr_bits, launch=None) -> None:
         """One flat chunk of quantize; formats with a fused kernel override this."""
-        xp = _xp(launch)
+        xp = gpu.array_module(launch)
         codes = xp.empty(x.shape, dtype=self.code_dtype)
         self._encode_chunk(x, codes, mode, overflow, key, offset, sr_bits, launch)
         values = xp.empty(x.shape, dtype=np.float64)
@@ -263,7 +258,7 @@ class ScalarFormat(ABC):
     def _arith(self, op: int, operands: tuple, rounding: str, overflow: str | None,
                seed: int | None, sr_bits: int | None, backend: str = "auto") -> np.ndarray:
         launch = gpu.resolve(backend, *operands)
-        xp = _xp(launch)
+        xp = gpu.array_module(launch)
         arrays = [_on(launch, as_code_array(a, self.bits, self.name)) for a in operands]
         shaped = xp.broadcast_arrays(*arrays)
         opts = self._options(rounding, overflow, seed, sr_bits)
@@ -275,7 +270,7 @@ class ScalarFormat(ABC):
             c = parts[2] if len(parts) == 3 else None
             self._arith_chunk(op, parts[0], parts[1], c, flat[start:stop], *opts[:3], start,
                               opts[3], launch)
-        return gpu.to_caller(launch, out, operands[0])
+        return gpu.to_caller(launch, out, *operands)
 
     def add(self, a, b, rounding: str = "nearest_even", overflow: str | None = None,
             seed: int | None = None, sr_bits: int | None = None,
@@ -310,7 +305,7 @@ class ScalarFormat(ABC):
                 sr_bits: int | None = None, backend: str = "auto") -> np.ndarray:
         """Codes of ``other`` for the values of ``codes`` (one rounding; decoding is exact)."""
         launch = gpu.resolve(backend, codes)
-        xp = _xp(launch)
+        xp = gpu.array_module(launch)
         arr = _on(launch, as_code_array(codes, self.bits, self.name))
         opts = other._options(rounding, overflow, seed, sr_bits)
         out = xp.empty(arr.shape, dtype=other.code_dtype)

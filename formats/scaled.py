@@ -266,7 +266,7 @@ class ScaledFormat:
 
     def _prepare(self, x, axis: int, launch=None):
         arr = as_real_array(x)
-        xp = _xp(launch)
+        xp = gpu.array_module(launch)
         if launch is not None:
             arr = gpu.to_backend(launch, arr)
         if arr.ndim == 0:
@@ -274,7 +274,7 @@ class ScaledFormat:
                              f"got a 0-d array")
         axis = _normalize_axis(axis, arr.ndim)
         if self.hadamard is not None:
-            arr = self._rotate(arr, axis, launch)
+            arr = self._rotate(gpu.as_float64(launch, arr), axis, launch)
         if arr.dtype.kind != "f" or arr.dtype.itemsize not in (4, 8):
             # float16 (Numba cannot read it) widens exactly; integers go through float64,
             # which must hold them exactly (a second rounding would be silently wrong)
@@ -350,7 +350,7 @@ class ScaledFormat:
         size = view.size
         # one buffer dtype for every format's codes and scales: one compiled kernel per mode
         # and input dtype, not per (element, scale) dtype pair (compiling is the slow part)
-        xp, kernels = _xp(launch), _kernels(launch)
+        xp, kernels = gpu.array_module(launch), _kernels(launch)
         codes = xp.empty(size if not to_value else 1, dtype=np.uint32)
         values = xp.empty(size if to_value else 1, dtype=np.float64)
         scales = xp.empty(math.prod(n_groups), dtype=np.int64)
@@ -462,7 +462,7 @@ class ScaledFormat:
         launch = gpu.resolve(backend, st.elements)
         view, groups, scales_shape = self._layout(st.shape, st.axis)
         n_groups = tuple(-(-v // g) if v else 0 for v, g in zip(view, groups))
-        out = _xp(launch).empty(view, dtype=np.float64)
+        out = gpu.array_module(launch).empty(view, dtype=np.float64)
         zps = st.zero_points if self.zero_point else np.zeros(st.scales.shape, np.int64)
         if out.size:
             _kernels(launch).decode_groups(
@@ -520,11 +520,6 @@ def _group_matrix(view: np.ndarray, groups) -> np.ndarray:
 def _kernels(launch):
     """The Numba kernels, or their CUDA twins on ``launch`` (see formats.gpu)."""
     return sk if launch is None else ScaledKernels(launch)
-
-
-def _xp(launch):
-    """The array module of a launcher (NumPy for the CPU)."""
-    return np if launch is None else launch.xp
 
 
 def _host(launch, a) -> np.ndarray:

@@ -54,21 +54,7 @@ CHANNELS = 64                             # columns per parallel task of channel
 
 _U1 = np.uint64(1)
 _MANT52 = np.uint64((1 << 52) - 1)
-_SPLIT = 134217729.0                      # 2**27 + 1, Veltkamp's splitter
 _TINY = 5e-324                            # float64's smallest subnormal
-
-
-@njit(cache=True, inline="always")
-def _two_product(a: np.float64, b: np.float64):
-    """Dekker: p = fl(a * b) and the exact error, p + e == a * b (no overflow/underflow)."""
-    p = a * b
-    t = _SPLIT * a
-    ah = t - (t - a)
-    al = a - ah
-    t = _SPLIT * b
-    bh = t - (t - b)
-    bl = b - bh
-    return p, ((ah * bh - p) + ah * bl + al * bh) + al * bl
 
 
 @njit(cache=True, inline="always")
@@ -79,7 +65,7 @@ def pair_quotient(h: np.float64, low: np.float64, s: np.float64):
     q = h / s
     if q == 0.0 or not np.isfinite(q):
         return q, 0.0
-    p, pe = _two_product(q, s)
+    p, pe = fk.two_product(q, s)
     return q, (((h - p) - pe) + low) / s
 
 

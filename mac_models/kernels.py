@@ -102,20 +102,6 @@ def round_value(x, fd, index):
     return add_round(0.0, x, fd, index) if x == x else (x, False)
 
 
-@njit(cache=True, inline="always")
-def two_prod(a, b):
-    """Dekker's TwoProduct: (p, e) with p = fl(a * b) and p + e == a * b exactly (|a|, |b| <
-    2**900 and products far above the underflow threshold, as for every format here)."""
-    p = a * b
-    ca = 134217729.0 * a                                # 2**27 + 1: split into 26-bit halves
-    ah = ca - (ca - a)
-    al = a - ah
-    cb = 134217729.0 * b
-    bh = cb - (cb - b)
-    bl = b - bh
-    return p, ((ah * bh - p) + ah * bl + al * bh) + al * bl
-
-
 @njit(cache=True)
 def add_scaled_round(acc, part, scale, fd, index):
     """``acc + part * scale`` rounded once into ``fd``, exactly: the product as a TwoProduct
@@ -125,7 +111,7 @@ def add_scaled_round(acc, part, scale, fd, index):
     if scale == 1.0:
         v, beyond = add_round(acc, part, fd, index)
         return v, beyond, part
-    h, l = two_prod(part, scale)
+    h, l = fk.two_product(part, scale)
     if not np.isfinite(h):
         l = 0.0
     s1, e1 = fk.two_sum(acc, h)

@@ -93,11 +93,6 @@ class _Operand:
     clipped: int = 0              # elements the scaled encoder clipped to the element range
 
 
-def _xp(launch):
-    """The array module of a launcher (NumPy for the CPU)."""
-    return np if launch is None else launch.xp
-
-
 def _backend(launch) -> str:
     """The formats' ``backend=`` for the engine ``launch`` (None: the CPU)."""
     return "cpu" if launch is None else "gpu"
@@ -106,14 +101,14 @@ def _backend(launch) -> str:
 def _operand(x: np.ndarray, fmt, k_axis: int, launch=None) -> _Operand:
     """Quantize one 2-D operand; ``k_axis`` is its summed axis (1 for A, 0 for B).  Arrays are
     ``launch``'s (NumPy for the CPU)."""
-    xp, backend = _xp(launch), _backend(launch)
+    xp, backend = gpu.array_module(launch), _backend(launch)
     if not isinstance(fmt, ScaledFormat):
         if isinstance(fmt, IntFormat) and not bool(xp.isfinite(x).all()):
             raise ValueError(f"{fmt.name} cannot hold NaN or Inf, and an operand holds "
                              f"{int(xp.count_nonzero(~xp.isfinite(x)))} such value(s)")
         # float64 always: the kernels compute in their inputs' dtype (float32 operands would
         # round products and sums in float32)
-        return _Operand(fmt.quantize(x, backend=backend).astype(np.float64, copy=False),
+        return _Operand(gpu.as_float64(launch, fmt.quantize(x, backend=backend)),
                         xp.ones((1, 1)), None, 1.0)
     other = 1 - k_axis
     st = fmt.encode(x, axis=other if fmt.group == "channel" else k_axis, backend=backend)
@@ -183,7 +178,7 @@ def _matmul2d(a: np.ndarray, b: np.ndarray, mac: MAC, stream: int, launch=None) 
     """One (M, K) @ (K, N) product.  ``stream`` numbers the 2-D products of one call (batch
     entries, conv groups) so that their stochastic roundings draw different bits.  ``launch``:
     the GPU engine (arrays of ``launch.xp``), or None for the Numba kernels."""
-    xp, backend = _xp(launch), _backend(launch)
+    xp, backend = gpu.array_module(launch), _backend(launch)
     kern = mk if launch is None else MacKernels(launch)
     m, k = a.shape
     n = b.shape[1]
@@ -299,10 +294,9 @@ def _engine(backend: str, *arrays) -> tuple:
 
 def _to_caller(launch, r: MacResult, inputs) -> MacResult:
     """``r`` with its arrays in the kind the caller passed: CuPy if an input was CuPy."""
-    like = next((x for x in inputs if gpu.is_device_array(x)), inputs[0])
-    r.values = gpu.to_caller(launch, r.values, like)
+    r.values = gpu.to_caller(launch, r.values, *inputs)
     if r.integers is not None:
-        r.integers = gpu.to_caller(launch, r.integers, like)
+        r.integers = gpu.to_caller(launch, r.integers, *inputs)
     return r
 
 
@@ -317,7 +311,7 @@ def matmul(a, b, mac: Union[MAC, str], backend: str = "auto") -> MacResult:
 def _matmul(a, b, mac: MAC, stream: int, launch=None) -> MacResult:
     """matmul whose 2-D products are numbered from ``stream`` (see :func:`_matmul2d`), on the
     engine ``launch`` (None: the CPU)."""
-    xp = _xp(launch)
+    xp = gpu.array_module(launch)
     a = as_real_array(a, "a")
     b = as_real_array(b, "b")
     if a.ndim < 2 or b.ndim < 2:
@@ -388,8 +382,8 @@ def conv2d(x, w, mac: Union[MAC, str], stride=1, padding=0, dilation=1,
     if ho < 1 or wo < 1:
         raise ValueError(f"the kernel ({kh}x{kw}, dilation {dh}x{dw}) does not fit the padded "
                          f"input ({h + 2 * ph}x{wd + 2 * pw})")
-    cols = im2col(x, (kh, kw), (sh, sw), (ph, pw), (dh, dw))
-    out = _xp(launch).empty((nb, o, ho, wo))
+    cols = im2col(gpu.as_float64(launch, x), (kh, kw), (sh, sw), (ph, pw), (dh, dw))
+    out = gpu.array_module(launch).empty((nb, o, ho, wo))
     total = MacResult(out, max_abs_partial=-np.inf)
     og = o // groups
     for g in range(groups):

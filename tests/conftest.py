@@ -68,10 +68,27 @@ def assert_same():
 class GpuEngine:
     """The engine a GPU test runs on: ``to(x)`` moves a NumPy array to it, ``back(y)`` returns a
     result as NumPy.  "host" is the CUDA source built as C++ (formats.gpu.host), "device" CuPy on a
-    real GPU."""
+    real GPU, where NaN payloads may differ from the CPU's (GPU arithmetic makes canonical NaNs):
+    ``same`` compares NaN positions there, every bit on the host."""
 
     def __init__(self, name, to, back):
         self.name, self.to, self.back = name, to, back
+
+    def same(self, ours, ref, what: str = "") -> None:
+        """``ours`` (moved back to NumPy) equals ``ref``: dtype, shape and bits."""
+        ours, ref = np.asarray(self.back(ours)), np.asarray(ref)
+        assert (ours.dtype, ours.shape) == (ref.dtype, ref.shape), (what, ours.dtype, ref.dtype)
+        o, r = ours.ravel(), ref.ravel()
+        if o.dtype.kind == "f":
+            bits = np.dtype(f"u{o.dtype.itemsize}")
+            differ = o.view(bits) != r.view(bits)
+            if self.name == "device":
+                differ &= ~(np.isnan(o) & np.isnan(r))
+        else:
+            differ = o != r
+        bad = np.flatnonzero(differ)
+        assert bad.size == 0, (f"{what}: {bad.size} of {r.size} differ, first at {bad[:4]}: "
+                               f"ours {o[bad[:4]]}, cpu {r[bad[:4]]}")
 
 
 @pytest.fixture(params=["host", "device"])

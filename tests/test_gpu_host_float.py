@@ -17,19 +17,6 @@ WIDE = ["fp32", "tf32", "e8m23_ftz", "e10m23"]
 MODES = list(formats.MODES)
 
 
-def _bits(a):
-    a = np.asarray(a)
-    return a.view(np.dtype(f"u{a.dtype.itemsize}")) if a.dtype.kind == "f" else a
-
-
-def _same(ours, ref):
-    ours, ref = np.asarray(ours), np.asarray(ref)
-    assert ours.dtype == ref.dtype and ours.shape == ref.shape
-    bad = np.flatnonzero(_bits(ours).ravel() != _bits(ref).ravel())
-    assert bad.size == 0, f"{bad.size} differ, first at {bad[:5]}: {ours.ravel()[bad[:5]]} " \
-                          f"vs {ref.ravel()[bad[:5]]}"
-
-
 def _probe_values(fmt) -> np.ndarray:
     """Every value, the midpoints between neighbours and the doubles just beside both, with
     both signs, zeros, infinities, NaN (where the format holds it) and values past the range."""
@@ -48,15 +35,17 @@ def _random(n, seed=0):
     return x
 
 
-def _engine_call(engine, fn, *arrays, **kw):
-    return engine.back(fn(*map(engine.to, arrays), backend="gpu", **kw))
+def _check(engine, fn, *arrays, **kw):
+    """``fn`` on the engine gives what it gives on the CPU."""
+    engine.same(fn(*map(engine.to, arrays), backend="gpu", **kw),
+                fn(*arrays, backend="cpu", **kw), getattr(fn, "__name__", ""))
 
 
 @pytest.mark.parametrize("name", SMALL)
 def test_decode_every_code(gpu_engine, name):
     fmt = formats.get(name)
     codes = np.arange(1 << fmt.bits, dtype=fmt.code_dtype)
-    _same(_engine_call(gpu_engine, fmt.decode, codes), fmt.decode(codes, backend="cpu"))
+    _check(gpu_engine, fmt.decode, codes)
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -71,10 +60,8 @@ def test_encode_and_quantize_exhaustive(gpu_engine, name, mode):
                 xi = x.astype(dtype)
             for sr_bits in ((1, 8, 32) if mode == "stochastic" else (None,)):
                 kw = dict(rounding=mode, overflow=overflow, seed=7, sr_bits=sr_bits)
-                _same(_engine_call(gpu_engine, fmt.encode, xi, **kw),
-                      fmt.encode(xi, backend="cpu", **kw))
-                _same(_engine_call(gpu_engine, fmt.quantize, xi, **kw),
-                      fmt.quantize(xi, backend="cpu", **kw))
+                _check(gpu_engine, fmt.encode, xi, **kw)
+                _check(gpu_engine, fmt.quantize, xi, **kw)
 
 
 @pytest.mark.parametrize("name", WIDE)
@@ -85,9 +72,24 @@ def test_random_values(gpu_engine, name):
         x = x[~np.isnan(x)]
     for mode in MODES:
         kw = dict(rounding=mode, seed=11)
-        _same(_engine_call(gpu_engine, fmt.encode, x, **kw), fmt.encode(x, backend="cpu", **kw))
-        _same(_engine_call(gpu_engine, fmt.quantize, x, **kw), fmt.quantize(x, backend="cpu",
-                                                                            **kw))
+        _check(gpu_engine, fmt.encode, x, **kw)
+        _check(gpu_engine, fmt.quantize, x, **kw)
+
+
+@pytest.mark.parametrize("name", ["fp32", "bf16", "fp8_e4m3", "e8m0", "tf32"])
+def test_float32_bit_patterns(gpu_engine, name):
+    """float32 inputs read and float32 results written by integer operations (numsim.cuh's
+    ns_load/ns_store; CuPy compiles with flush-to-zero): subnormals of every size, both zeros,
+    infinities and NaNs with payloads, quiet and signalling, against the CPU."""
+    fmt = formats.get(name)
+    words = np.concatenate([np.arange(0, 1 << 23, 4099), np.arange(1 << 23, 1 << 31, 65537),
+                            [0x7F800000, 0x7F800001, 0x7FBFFFFF, 0x7FC00000, 0x7FFFFFFF]])
+    x = np.concatenate([words, words | 0x80000000]).astype(np.uint32).view(np.float32)
+    if not fmt.has_nan:
+        x = x[~np.isnan(x)]
+    for mode in ("nearest_even", "toward_zero"):
+        _check(gpu_engine, fmt.encode, x, rounding=mode)
+        _check(gpu_engine, fmt.quantize, x, rounding=mode)
 
 
 def test_input_dtypes(gpu_engine):
@@ -101,8 +103,8 @@ def test_input_dtypes(gpu_engine):
     bf16 = formats.get("bf16")
     for x in inputs:
         for f in (fmt, bf16):
-            _same(_engine_call(gpu_engine, f.encode, x), f.encode(x, backend="cpu"))
-            _same(_engine_call(gpu_engine, f.quantize, x), f.quantize(x, backend="cpu"))
+            _check(gpu_engine, f.encode, x)
+            _check(gpu_engine, f.quantize, x)
 
 
 @pytest.mark.parametrize("name", ["fp8_e4m3", "fp8_e5m2", "bf16", "fp6_e2m3", "fp4_e2m1",
@@ -118,14 +120,13 @@ def test_arithmetic(gpu_engine, name, mode):
     kw = dict(rounding=mode, seed=5)
     for op, args in (("add", (a, b)), ("sub", (a, b)), ("mul", (a, b)), ("fma", (a, b, c))):
         fn = getattr(fmt, op)
-        _same(_engine_call(gpu_engine, fn, *args, **kw), fn(*args, backend="cpu", **kw))
+        _check(gpu_engine, fn, *args, **kw)
 
 
 def test_convert(gpu_engine):
     src, dst = formats.get("bf16"), formats.get("fp8_e5m2")
     codes = np.arange(1 << 16, dtype=np.uint16)
-    got = gpu_engine.back(src.convert(gpu_engine.to(codes), dst, backend="gpu"))
-    _same(got, src.convert(codes, dst, backend="cpu"))
+    _check(gpu_engine, src.convert, codes, other=dst)
 
 
 def test_nan_into_format_without_nan_raises(gpu_engine):

@@ -21,28 +21,15 @@ MODES = ("nearest_even", "nearest_away", "toward_zero", "toward_positive", "towa
 STATS = ("overflows", "saturations", "swamped", "macs")
 
 
-def _bits_equal(ours, theirs, strict_nan: bool) -> bool:
-    """Same float64 bit patterns; NaN positions alike and, when ``strict_nan``, NaN payloads."""
-    o, t = np.asarray(ours, dtype=np.float64), np.asarray(theirs, dtype=np.float64)
-    if o.shape != t.shape:
-        return False
-    same = o.view(np.uint64) == t.view(np.uint64)
-    if not strict_nan:
-        same |= np.isnan(o) & np.isnan(t)
-    return bool(same.all())
-
-
 def assert_same_result(cpu, dev, engine, what: str) -> None:
     """Values and every MacResult statistic of the two engines identical."""
-    strict = engine.name == "host"             # NaN payloads: x86 on both sides
-    values = engine.back(dev.values)
-    assert type(values) is np.ndarray
-    assert _bits_equal(values, cpu.values, strict), (what, values, cpu.values)
+    assert type(engine.back(dev.values)) is np.ndarray
+    engine.same(dev.values, cpu.values, what)
     for field in STATS:
         assert getattr(dev, field) == getattr(cpu, field), (what, field, getattr(dev, field),
                                                             getattr(cpu, field))
-    assert _bits_equal(dev.max_abs_partial, cpu.max_abs_partial, True), (
-        what, dev.max_abs_partial, cpu.max_abs_partial)
+    engine.same(np.float64(dev.max_abs_partial), np.float64(cpu.max_abs_partial),
+                f"{what} max_abs_partial")
     assert (dev.integers is None) == (cpu.integers is None), what
     if cpu.integers is not None:
         np.testing.assert_array_equal(engine.back(dev.integers), cpu.integers, err_msg=what)

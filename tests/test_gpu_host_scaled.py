@@ -50,18 +50,6 @@ def _data(rng, shape, dtype=np.float32, nonfinite: float = 0.004) -> np.ndarray:
     return x.reshape(shape).astype(dtype)
 
 
-def _bits(a: np.ndarray) -> np.ndarray:
-    return a.view(f"u{a.itemsize}") if a.dtype.kind == "f" else a
-
-
-def _same(what: str, ours, ref) -> None:
-    ours, ref = np.asarray(ours), np.asarray(ref)
-    assert (ours.dtype, ours.shape) == (ref.dtype, ref.shape), what
-    bad = np.flatnonzero(_bits(ours) != _bits(ref))
-    assert bad.size == 0, (f"{what}: {bad.size} of {ref.size} differ; first at {bad[:4]}: "
-                           f"ours {ours.flat[bad[:4]]}, cpu {ref.flat[bad[:4]]}")
-
-
 def _check(engine, fmt, x, axis: int = -1, **kw):
     """encode, quantize and decode of ``x`` on both engines, compared bit for bit; returns the
     CPU's ScaledTensor."""
@@ -74,12 +62,13 @@ def _check(engine, fmt, x, axis: int = -1, **kw):
         r, g = getattr(ref, field), getattr(got, field)
         assert (r is None) == (g is None), field
         if r is not None:
-            _same(f"{fmt.name} {field}", engine.back(g), r)
-    _same(f"{fmt.name} tensor scale", np.float64(got.tensor_scale), np.float64(ref.tensor_scale))
-    _same(f"{fmt.name} quantize", engine.back(fmt.quantize(on, axis, backend="gpu", **kw)),
-          fmt.quantize(x, axis, backend="cpu", **kw))
-    _same(f"{fmt.name} decode", engine.back(fmt.decode(got, backend="gpu")),
-          fmt.decode(ref, backend="cpu"))
+            engine.same(g, r, f"{fmt.name} {field}")
+    engine.same(np.float64(got.tensor_scale), np.float64(ref.tensor_scale),
+                f"{fmt.name} tensor scale")
+    engine.same(fmt.quantize(on, axis, backend="gpu", **kw),
+                fmt.quantize(x, axis, backend="cpu", **kw), f"{fmt.name} quantize")
+    engine.same(fmt.decode(got, backend="gpu"), fmt.decode(ref, backend="cpu"),
+                f"{fmt.name} decode")
     return ref
 
 

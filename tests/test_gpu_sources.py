@@ -1,6 +1,9 @@
 """The CUDA sources compile cleanly: as C++ with every warning an error (the host build the
 other ``test_gpu_host_*`` tests run), and with NVIDIA's compiler to PTX for the H100
-(``sm_90``) with the options the CuPy launcher gives NVRTC, where ``nvcc`` is installed.
+(``sm_90``), where ``nvcc`` is installed: each file alone, and all of them as the one
+translation unit the CuPy launcher builds, with its options plus the ``-ftz=true`` CuPy always
+adds.  That build must hold no flush-to-zero instruction: the kernels do no float32 arithmetic
+or conversion (``ns_load``/``ns_store`` in ``numsim.cuh``), so float32 subnormals survive.
 A GPU run (``make test`` on a machine with CuPy and a GPU) proves the kernels themselves."""
 from __future__ import annotations
 
@@ -46,3 +49,18 @@ def test_nvcc_compiles_for_sm90(source, tmp_path):
     _run([nvcc, "--ptx", "-arch=sm_90", "-Werror", "all-warnings", *device.NVRTC_OPTIONS,
           *(f"-I{f}" for f in FOLDERS), str(source), "-o", str(tmp_path / "out.ptx")])
     assert (tmp_path / "out.ptx").stat().st_size > 0
+
+
+def test_launcher_build_has_no_flush_to_zero(tmp_path):
+    nvcc = shutil.which("nvcc")
+    if nvcc is None:
+        pytest.skip("nvcc (the CUDA toolkit) is not installed")
+    unit = tmp_path / "unit.cu"
+    unit.write_text("".join(f'#include "{p}"\n' for p in SOURCES))
+    ptx = tmp_path / "unit.ptx"
+    _run([nvcc, "--ptx", "-arch=sm_90", "-Werror", "all-warnings", *device.NVRTC_OPTIONS,
+          "-ftz=true", *(f"-I{f}" for f in FOLDERS), str(unit), "-o", str(ptx)])
+    text = ptx.read_text()
+    assert ".entry float_quantize_ne_f32_f32" in text and ".entry mac_float_matmul" in text
+    flushing = [line.strip() for line in text.splitlines() if ".ftz" in line]
+    assert not flushing, flushing[:5]

@@ -20,6 +20,7 @@ bit for bit on machines without one.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 from pathlib import Path
 from typing import Iterator
 
@@ -45,6 +46,17 @@ def register_sources(folder: Path) -> None:
 def sources() -> tuple[Path, ...]:
     """Every registered ``.cu`` file, in a fixed order."""
     return tuple(p for folder in _sources for p in sorted(folder.glob("*.cu")))
+
+
+def source_digest(sources: tuple[Path, ...], *extra: str) -> str:
+    """A hex digest of the ``.cu`` files, every ``.cuh`` header beside them and ``extra`` strings
+    (compiler and options): the key of a compiled build, which changes with any source."""
+    folders = sorted({Path(s).resolve().parent for s in sources})
+    digest = hashlib.sha256()
+    for path in list(map(Path, sources)) + sorted(h for d in folders for h in d.glob("*.cuh")):
+        digest.update(path.read_bytes())
+    digest.update("\0".join(extra).encode())
+    return digest.hexdigest()
 
 
 def cupy_module():
@@ -108,15 +120,37 @@ def _launcher():
     return _launchers[key]
 
 
+def array_module(launcher):
+    """The array module of a launcher: NumPy for the CPU (None) and the host build, else CuPy."""
+    return np if launcher is None else launcher.xp
+
+
 def to_backend(launcher, x):
     """``x`` as an array of the launcher's module (a device copy of a NumPy array for CuPy)."""
-    if launcher is None:
+    if launcher is None or is_device_array(x):
         return x
-    return launcher.xp.asarray(x) if launcher.xp is not np else np.asarray(x)
+    x = np.asarray(x)
+    if not x.dtype.isnative:                   # CuPy would read the bytes in the wrong order
+        x = x.astype(x.dtype.newbyteorder("="))
+    return launcher.xp.asarray(x) if launcher.xp is not np else x
 
 
-def to_caller(launcher, result, like):
-    """``result`` in the kind of array the caller passed (``like``): NumPy stays NumPy."""
-    if launcher is not None and launcher.xp is not np and not is_device_array(like):
+def as_float64(launcher, x):
+    """``x`` (an array of the launcher's module) as float64, exactly.  float32 on the GPU widens
+    through a numsim kernel: CuPy's own conversion flushes float32 subnormals to zero (it
+    compiles its kernels with -ftz=true)."""
+    xp = array_module(launcher)
+    if x.dtype != np.float32 or xp is np:
+        return x.astype(np.float64, copy=False)
+    x = xp.ascontiguousarray(x)
+    out = xp.empty(x.shape, dtype=np.float64)
+    launcher("widen_f32", x.size, x, out)
+    return out
+
+
+def to_caller(launcher, result, *inputs):
+    """``result`` in the kind of array the caller passed: CuPy when any of ``inputs`` is a CuPy
+    array, else NumPy (a host copy of a device result)."""
+    if launcher is not None and launcher.xp is not np and not any(map(is_device_array, inputs)):
         return launcher.xp.asnumpy(result)
     return result

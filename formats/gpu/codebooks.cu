@@ -10,7 +10,7 @@
                                             i64 mode, u64 key, i64 offset, i64 sr_bits,          \
                                             u64* nans) {                                         \
         NS_FOR(i, n) {                                                                           \
-            double v = (double)x[i];                                                             \
+            double v = ns_load(x, i);                                                            \
             ns_count(nans, (u64)(v != v));                                                       \
             out[i] = (unsigned char)(v == v ? ns_codebook_round_table(v, 0.0, values, codes, nv, \
                                                                       mode, key, offset + i,     \

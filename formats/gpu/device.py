@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import THREADS, is_device_array
+from . import THREADS, is_device_array, source_digest
 
 NVRTC_OPTIONS = ("--std=c++14", "--fmad=false")   # no contraction of a*b + c: see numsim.cuh
 
@@ -20,7 +20,10 @@ class CupyLauncher:
     def __init__(self, cupy, sources: tuple[Path, ...]):
         self.xp = cupy
         folders = sorted({str(p.parent) for p in sources})
-        code = "".join(f'#include "{p.name}"\n' for p in sources)
+        # CuPy's kernel cache keys on this text, not on the files it includes: the digest of
+        # every source makes an edited source a new entry
+        code = f"// numsim sources {source_digest(sources)}\n" + "".join(
+            f'#include "{p.name}"\n' for p in sources)
         self._module = cupy.RawModule(
             code=code, options=NVRTC_OPTIONS + tuple(f"-I{f}" for f in folders))
         self._sm = cupy.cuda.Device().attributes["MultiProcessorCount"]
@@ -38,7 +41,11 @@ class CupyLauncher:
     def _arg(self, a):
         if a is None:
             return np.uint64(0)                      # a null pointer
-        if isinstance(a, (np.uint64, np.int64, np.float64)) or is_device_array(a):
+        if is_device_array(a):
+            if not a.flags.c_contiguous:
+                raise ValueError("GPU kernels take C-contiguous arrays")
+            return a
+        if isinstance(a, (np.uint64, np.int64, np.float64)):
             return a
         if isinstance(a, np.ndarray):
             raise TypeError("GPU kernels take CuPy arrays; copy NumPy arrays with to_backend()")

@@ -13,7 +13,7 @@
                                          i64 offset, i64 sr_bits, u64* bad) {                   \
         NS_FOR(i, n) {                                                                           \
             double e = lo ? lo[i] : 0.0;                                                         \
-            i64 c = ns_float_round_pair((double)x[i], e, d, sp, mode, key, offset + i, sr_bits); \
+            i64 c = ns_float_round_pair(ns_load(x, i), e, d, sp, mode, key, offset + i, sr_bits); \
             ns_count(bad, (u64)(c < 0));                                                         \
             out[i] = (TOUT)ns_max(c, 0);                                                         \
         }                                                                                        \
@@ -33,10 +33,10 @@ NS_FLOAT_ENCODE(f64_u64, double, u64)
                                            const i64* sp, i64 mode, u64 key, i64 offset,        \
                                            i64 sr_bits, u64* bad) {                             \
         NS_FOR(i, n) {                                                                           \
-            i64 c = ns_float_round_pair((double)x[i], 0.0, d, sp, mode, key, offset + i,         \
+            i64 c = ns_float_round_pair(ns_load(x, i), 0.0, d, sp, mode, key, offset + i,        \
                                         sr_bits);                                               \
             ns_count(bad, (u64)(c < 0));                                                         \
-            out[i] = (TOUT)ns_float_decode_one(ns_max(c, 0), d);                                 \
+            ns_store(out, i, ns_float_decode_one(ns_max(c, 0), d));                              \
         }                                                                                        \
     }
 
@@ -49,9 +49,9 @@ NS_FLOAT_QUANTIZE(f64_f64, double, double)
     NS_KERNEL void float_quantize_ne_##SUFFIX(i64 n, const TIN* x, TOUT* out, const i64* d,      \
                                               const double* spv, u64* bad) {                    \
         NS_FOR(i, n) {                                                                           \
-            double v = (double)x[i];                                                             \
+            double v = ns_load(x, i);                                                            \
             ns_count(bad, (u64)ns_isnan(v));                                                     \
-            out[i] = (TOUT)ns_float_quantize_ne_one(v, d, spv);                                  \
+            ns_store(out, i, ns_float_quantize_ne_one(v, d, spv));                               \
         }                                                                                        \
     }
 
@@ -89,3 +89,8 @@ NS_FLOAT_ARITH(u8, unsigned char)
 NS_FLOAT_ARITH(u16, unsigned short)
 NS_FLOAT_ARITH(u32, u32)
 NS_FLOAT_ARITH(u64, u64)
+
+// float32 -> float64, exactly (gpu.as_float64): CuPy's own conversion flushes subnormals.
+NS_KERNEL void widen_f32(i64 n, const float* x, double* out) {
+    NS_FOR(i, n) out[i] = ns_load(x, i);
+}

@@ -10,7 +10,6 @@ Numba kernels where no GPU is present; it is not meant to be fast.
 from __future__ import annotations
 
 import ctypes
-import hashlib
 import os
 import shutil
 import subprocess
@@ -18,6 +17,8 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from . import source_digest
 
 CXX_FLAGS = ("-O2", "-std=c++14", "-ffp-contract=off", "-fno-fast-math", "-fPIC", "-shared",
              "-Wall")
@@ -44,12 +45,7 @@ def host_library(sources: tuple[Path, ...]) -> ctypes.CDLL:
     if cxx is None:
         raise RuntimeError("no C++ compiler found (set CXX or install g++)")
     dirs = sorted({Path(s).resolve().parent for s in sources})
-    headers = sorted(h for d in dirs for h in d.glob("*.cuh"))
-    digest = hashlib.sha256()
-    for path in list(map(Path, sources)) + headers:
-        digest.update(path.read_bytes())
-    digest.update(" ".join((cxx,) + CXX_FLAGS).encode())
-    target = _cache_dir() / f"numsim-host-{digest.hexdigest()[:16]}.so"
+    target = _cache_dir() / f"numsim-host-{source_digest(sources, cxx, *CXX_FLAGS)[:16]}.so"
     if not target.exists():
         target.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=target.parent) as tmp:

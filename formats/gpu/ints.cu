@@ -9,7 +9,7 @@
                                        i64 overflow, u64 key, i64 offset, i64 sr_bits,           \
                                        u64* counts) {                                            \
         NS_FOR(i, n) {                                                                           \
-            i64 c = ns_int_round_real((double)x[i], d, mode, overflow, key, offset + i, sr_bits); \
+            i64 c = ns_int_round_real(ns_load(x, i), d, mode, overflow, key, offset + i, sr_bits); \
             ns_count(&counts[0], (u64)(c == NS_INT_ERR_NAN));                                    \
             ns_count(&counts[1], (u64)(c == NS_INT_ERR_INF_WRAP));                               \
             out[i] = (TOUT)ns_max(c, 0);                                                         \

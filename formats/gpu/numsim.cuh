@@ -67,18 +67,6 @@ NS_HD double ns_bits_f64(u64 b) {
 #endif
 }
 
-// The float32 with bit pattern b (low 32 bits), widened exactly to double.
-NS_HD double ns_bits_f32(u64 b) {
-#if NS_DEVICE_PASS
-    return (double)__uint_as_float((u32)b);
-#else
-    u32 w = (u32)b;
-    float f;
-    memcpy(&f, &w, sizeof f);
-    return (double)f;
-#endif
-}
-
 // Leading zeros of a 64-bit word, 64 for zero.
 NS_HD i64 ns_clz64(u64 x) {
 #if NS_DEVICE_PASS
@@ -87,6 +75,67 @@ NS_HD i64 ns_clz64(u64 x) {
     return x == 0 ? 64 : (i64)__builtin_clzll(x);
 #endif
 }
+
+// float32 <-> double by integer operations only.  CuPy compiles every kernel with -ftz=true,
+// which makes the compiler's float32 conversions and arithmetic flush subnormals to zero; these
+// never touch the float unit, so subnormals survive as on the CPU.  NaNs convert as x86 does
+// (quiet bit set, payload kept in the top bits).
+
+// The float32 with bit pattern b (low 32 bits), widened exactly to double.
+NS_HD double ns_bits_f32(u64 b) {
+    u32 w = (u32)b;
+    u64 sign = (u64)(w >> 31) << 63;
+    u32 ex = (w >> 23) & 0xFFu, man = w & 0x7FFFFFu;
+    if (ex == 0xFFu)
+        return ns_bits_f64(sign | 0x7FF0000000000000ULL | (man ? (1ULL << 51) : 0ULL) |
+                           ((u64)man << 29));
+    if (ex == 0) {                                   // zero or subnormal: man * 2**-149, exact
+        double v = (double)man * ns_bits_f64((u64)(1023 - 149) << 52);
+        return ns_bits_f64(ns_f64_bits(v) | sign);
+    }
+    return ns_bits_f64(sign | ((u64)(ex - 127 + 1023) << 52) | ((u64)man << 29));
+}
+
+// The bit pattern of a double that float32 holds exactly (or +-Inf, NaN), as float32 bits.
+NS_HD u32 ns_f32_bits_of(double v) {
+    u64 b = ns_f64_bits(v);
+    u32 sign = (u32)(b >> 63) << 31;
+    i64 ex = (i64)((b >> 52) & 0x7FF);
+    u64 man = b & ((1ULL << 52) - 1ULL);
+    if (ex == 0x7FF) return sign | 0x7F800000u | (man ? 0x400000u | (u32)(man >> 29) : 0u);
+    if (ex == 0) return sign;                        // zero (no double subnormal is a float32)
+    i64 e = ex - 1023;
+    if (e >= -126) return sign | ((u32)(e + 127) << 23) | (u32)(man >> 29);
+    return sign | (u32)((man | (1ULL << 52)) >> (-97 - e));    // a float32 subnormal
+}
+
+NS_HD float ns_f32_from_bits(u32 w) {
+#if NS_DEVICE_PASS
+    return __uint_as_float(w);
+#else
+    float f;
+    memcpy(&f, &w, sizeof f);
+    return f;
+#endif
+}
+
+NS_HD u32 ns_f32_word(float f) {
+#if NS_DEVICE_PASS
+    return __float_as_uint(f);
+#else
+    u32 w;
+    memcpy(&w, &f, sizeof w);
+    return w;
+#endif
+}
+
+// Element i of a float32 or float64 array as a double, and a double (exact in the array's type)
+// stored into one: the kernels' only reads and writes of real-valued arrays.
+NS_HD double ns_load(const double* p, i64 i) { return p[i]; }
+NS_HD double ns_load(const float* p, i64 i) { return ns_bits_f32(ns_f32_word(p[i])); }
+NS_HD void ns_store(double* p, i64 i, double v) { p[i] = v; }
+NS_HD void ns_store(float* p, i64 i, double v) { p[i] = ns_f32_from_bits(ns_f32_bits_of(v)); }
+
 
 NS_HD i64 ns_min(i64 a, i64 b) { return a < b ? a : b; }
 NS_HD i64 ns_max(i64 a, i64 b) { return a > b ? a : b; }

@@ -7,7 +7,7 @@
     NS_KERNEL void posit_encode_##SUFFIX(i64 n, const TIN* x, TOUT* out, const i64* d, i64 mode, \
                                          u64 key, i64 offset, i64 sr_bits) {                     \
         NS_FOR(i, n) {                                                                           \
-            out[i] = (TOUT)ns_posit_round_real((double)x[i], d, mode, key, offset + i, sr_bits); \
+            out[i] = (TOUT)ns_posit_round_real(ns_load(x, i), d, mode, key, offset + i, sr_bits); \
         }                                                                                        \
     }
 
@@ -38,8 +38,8 @@ NS_POSIT_ENCODE_INT(u32, u32)
     NS_KERNEL void posit_quantize_##SUFFIX(i64 n, const TIN* x, TOUT* out, const i64* d,         \
                                            i64 mode, u64 key, i64 offset, i64 sr_bits) {         \
         NS_FOR(i, n) {                                                                           \
-            i64 c = ns_posit_round_real((double)x[i], d, mode, key, offset + i, sr_bits);        \
-            out[i] = (TOUT)ns_posit_decode_one(c, d);                                            \
+            i64 c = ns_posit_round_real(ns_load(x, i), d, mode, key, offset + i, sr_bits);       \
+            ns_store(out, i, ns_posit_decode_one(c, d));                                         \
         }                                                                                        \
     }
 

@@ -44,14 +44,6 @@ NS_HD bool ns_round_away(i64 mode, bool neg, bool odd, u64 rem, u64 half, i64 ta
     return false;
 }
 
-// IEEE 754 overflow: does this mode send an overflowing value to infinity (else to max)?
-NS_HD bool ns_overflow_to_inf(i64 mode, bool neg) {
-    if (mode == NS_TOWARD_ZERO) return false;
-    if (mode == NS_TOWARD_POSITIVE) return !neg;
-    if (mode == NS_TOWARD_NEGATIVE) return neg;
-    return true;
-}
-
 // Shift sig right so at most NS_JAM_SHIFT discarded bits remain, the rest OR-ed into a sticky bit.
 NS_HD void ns_jam(u64* sig, i64* shift) {
     i64 kept = ns_min(*shift, NS_JAM_SHIFT);
@@ -78,6 +70,18 @@ NS_HD void ns_two_sum(double a, double b, double* s, double* e) {
     double bp = *s - a;
     double ap = *s - bp;
     *e = (a - ap) + (b - bp);
+}
+
+// Dekker's TwoProduct (float_kernels.two_product): *p = fl(a * b), *e the exact error.
+NS_HD void ns_two_product(double a, double b, double* p, double* e) {
+    *p = a * b;
+    double t = 134217729.0 * a;                 // 2**27 + 1, Veltkamp's splitter
+    double ah = t - (t - a);
+    double al = a - ah;
+    t = 134217729.0 * b;
+    double bh = t - (t - b);
+    double bl = b - bh;
+    *e = ((ah * bh - *p) + ah * bl + al * bh) + al * bl;
 }
 
 // IEEE sign of an exact zero sum u + v: -0 when rounding toward negative (unless both are +0).

@@ -17,8 +17,6 @@ enum { NS_SCP_RULE, NS_SCP_ELEM_KIND, NS_SCP_ELEM_EMAX, NS_SCP_ELEM_PREC, NS_SCP
        NS_SCP_INT_QMIN, NS_SCP_INT_QMAX, NS_SCP_ZERO_POINT, NS_SCP_SCALE_NAN, NS_SCP_SCALE_MIN,
        NS_SCP_SCALE_MODE, NS_SCP_SCALE_LO, NS_SCP_SCALE_HI, NS_SCP_FAST, NS_SCP_FAST_SCALE };
 
-#define NS_SC_SPLIT 134217729.0            // 2**27 + 1, Veltkamp's splitter
-
 // The format side of one call: element and scale descriptors, special codes/values, the
 // codebook's sorted values and their codes.
 struct NsScFormat {
@@ -49,25 +47,13 @@ struct NsScScale {
 NS_HD double ns_sc_fmin(double a, double b) { return b < a ? b : a; }
 NS_HD double ns_sc_fmax(double a, double b) { return b > a ? b : a; }
 
-// Dekker: *p = fl(a * b) and *e its exact error.
-NS_HD void ns_sc_two_product(double a, double b, double* p, double* e) {
-    *p = a * b;
-    double t = NS_SC_SPLIT * a;
-    double ah = t - (t - a);
-    double al = a - ah;
-    t = NS_SC_SPLIT * b;
-    double bh = t - (t - b);
-    double bl = b - bh;
-    *e = ((((ah * bh - *p) + ah * bl) + al * bh) + al * bl);
-}
-
 // (q, t) with q = fl((h + low) / s) and q + t the quotient to about 100 bits (pair_quotient).
 NS_HD void ns_sc_pair_quotient(double h, double low, double s, double* q, double* t) {
     *q = h / s;
     *t = 0.0;
     if (*q == 0.0 || !ns_isfinite(*q)) return;
     double p, pe;
-    ns_sc_two_product(*q, s, &p, &pe);
+    ns_two_product(*q, s, &p, &pe);
     *t = (((h - p) - pe) + low) / s;
 }
 

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from formats import gpu
+from formats import FloatFormat, gpu
 from formats.quire import _n_digits, quire_width
-from formats.rounding import mode_id, resolve_seed, resolve_sr_bits
+from formats.rounding import IEEE, NEAREST_EVEN, mode_id, resolve_seed, resolve_sr_bits
+
+from ..kernels import float_plan
 
 _SCRATCH_WORDS = 1 << 25            # int64 digits of Kulisch/quire registers held per launch
 
@@ -61,9 +63,13 @@ class MacKernels:
         self._float_matmul(False, *args)
 
     def float32_matmul(self, a, b, out, stats, peak) -> None:
+        """kernels.float32_matmul through the nearest-even kernel with an fp32 register: the
+        same IEEE results and statistics.  (Native float32 arithmetic would flush subnormals:
+        CuPy compiles every kernel with -ftz=true.)"""
         m, kk = a.shape
-        self.launch("mac_float32_matmul", m * b.shape[1], self._c(a), self._c(b), out,
-                    stats.view(np.uint64), peak.view(np.uint64), kk, b.shape[1])
+        fd = float_plan(FloatFormat(8, 23), NEAREST_EVEN, np.uint64(0), 32, IEEE)
+        self.float_matmul_nearest(a, b, out, stats, peak, kk, fd, False, fd, False, fd, False,
+                                  self.xp.ones((m, 1)), self.xp.ones((1, b.shape[1])))
 
     def float_pairwise(self, a, b, out, stats, peak, fd, pf, use_pf) -> None:
         m, kk = a.shape

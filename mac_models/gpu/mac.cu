@@ -61,32 +61,6 @@ NS_KERNEL void mac_float_matmul(i64 n_el, const double* a, const double* b, doub
     }
 }
 
-// kernels.float32_matmul: native float32 nearest-even accumulation.
-NS_KERNEL void mac_float32_matmul(i64 n_el, const double* a, const double* b, double* out,
-                                  u64* stats, u64* peak, i64 kk, i64 n) {
-    const float big = 3.4028234663852886e38f;
-    NS_FOR(e, n_el) {
-        i64 i = e / n, j = e % n;
-        float acc = 0.0f, top = 0.0f;
-        u64 swamped = 0, over = 0;
-        for (i64 k = 0; k < kk; ++k) {
-            float p = (float)a[i * kk + k] * (float)b[k * n + j];
-            float old = acc;
-            float nw = old + p;
-            float ap = p < 0.0f ? -p : p, ao = old < 0.0f ? -old : old;
-            float an = nw < 0.0f ? -nw : nw;
-            swamped += (u64)((p != 0.0f) && (nw == old) && (ap <= big) && (ao <= big));
-            over += (u64)((an > big) && (ao <= big) && (ap <= big));
-            acc = nw;
-            top = an > top ? an : top;
-        }
-        out[e] = (double)acc;
-        ns_count(stats + i * NS_N_STATS + NS_ST_OVERFLOW, over);
-        ns_count(stats + i * NS_N_STATS + NS_ST_SWAMPED, swamped);
-        ns_max_abs(peak + i, (double)top);
-    }
-}
-
 // One addition of the pairwise tree: left + right at level lev, the left node starting at leaf
 // start (kernels.float_pairwise's buf[2t] + buf[2t + 1], index node + t).
 NS_HD double ns_pairwise_add(double left, double right, i64 lev, i64 start, const i64* node,

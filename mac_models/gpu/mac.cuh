@@ -114,18 +114,6 @@ NS_HD double ns_round_value(double x, const ns_plan* fd, i64 index, bool* beyond
     return x;
 }
 
-// kernels.two_prod: Dekker's TwoProduct.
-NS_HD void ns_two_prod(double a, double b, double* p, double* err) {
-    *p = a * b;
-    double ca = 134217729.0 * a;
-    double ah = ca - (ca - a);
-    double al = a - ah;
-    double cb = 134217729.0 * b;
-    double bh = cb - (cb - b);
-    double bl = b - bh;
-    *err = ((ah * bh - *p) + ah * bl + al * bh) + al * bl;
-}
-
 // kernels.add_scaled_round: acc + part * scale rounded once into fd; *x = the float64 product.
 NS_HD double ns_add_scaled_round(double acc, double part, double scale, const ns_plan* fd,
                                  i64 index, bool* beyond, double* x) {
@@ -134,7 +122,7 @@ NS_HD double ns_add_scaled_round(double acc, double part, double scale, const ns
         return ns_add_round(acc, part, fd, index, beyond);
     }
     double h, l;
-    ns_two_prod(part, scale, &h, &l);
+    ns_two_product(part, scale, &h, &l);
     if (!ns_isfinite(h)) l = 0.0;
     double s1, e1, s2, e2;
     ns_two_sum(acc, h, &s1, &e1);
