@@ -201,29 +201,45 @@ def special_values(d: tuple, mode: int, overflow: int) -> tuple:
 
 
 @njit(cache=True, inline="always")
-def quantize_nearest_even_one(x: np.float64, d, spv) -> np.float64:
-    """Round ``x`` to nearest-even in the value domain, for formats with ``mbits >= 1``.
+def nearest_even_params(d, spv):
+    """The descriptor fields and special values :func:`quantize_nearest_even_value` reads, as a
+    tuple of scalars.  Kernels take it before their loops: Numba reloads array elements inside a
+    loop that stores to other arrays (it cannot rule out aliasing), which stops the loop
+    vectorising."""
+    return (d[EMIN], d[MBITS], d[SUBNORMALS] == 0, d[NEG_ZERO] != 0, d[SIGN_BIT] == 0,
+            spv[SP_UNSIGNED_NEG], spv[SP_MAX_VALUE], spv[SP_OVF_NEG], spv[SP_OVF_POS])
 
-    With ``q`` the quantum (ulp) of the result's binade, ``(x + C) - C`` for ``C = 1.5 * 2**52 * q``
-    rounds ``x`` exactly once, ties to even, to a multiple of ``q``: the sum stays in the binade
-    whose float64 ulp is ``q``, and float64 addition is itself round-to-nearest-even.  ``spv``
-    comes from :func:`special_values`.  Gives ``decode(round_pair(x))`` in far fewer
-    instructions.  (With ``mbits == 0`` "even" would be the significand, not the code.)
+
+@njit(cache=True, inline="always")
+def quantize_nearest_even_value(x: np.float64, q) -> np.float64:
+    """Round ``x`` to nearest-even in the value domain, for formats with ``mbits >= 1``; ``q``
+    from :func:`nearest_even_params`.
+
+    With ``quantum`` the ulp of the result's binade, ``(x + C) - C`` for
+    ``C = 1.5 * 2**52 * quantum`` rounds ``x`` exactly once, ties to even, to a multiple of the
+    quantum: the sum stays in the binade whose float64 ulp is the quantum, and float64 addition is
+    itself round-to-nearest-even.  Gives ``decode(round_pair(x))`` in far fewer instructions, and
+    branch-free.  (With ``mbits == 0`` "even" would be the significand, not the code.)
     """
+    emin, mbits, flush, keep_neg_zero, unsigned, unsigned_neg, max_value, ovf_neg, ovf_pos = q
     bits = f64_to_bits(x)
     neg = (bits >> np.uint64(63)) != _U0
-    quantum_exp = max(significand_exponent(bits)[1], d[EMIN]) - d[MBITS]
+    quantum_exp = max(significand_exponent(bits)[1], emin) - mbits
     c = 1.5 * pow2(min(quantum_exp, 970) + 52)          # |x| >= 2**970 overflows every format
     y = abs((x + c) - c)
-    if d[SUBNORMALS] == 0 and y < pow2(d[EMIN]):
-        y = 0.0                                          # flush subnormal results
-    res = -y if neg & ((d[NEG_ZERO] != 0) | (y != 0.0)) else y
-    if neg & (d[SIGN_BIT] == 0) & (y != 0.0):
-        res = spv[SP_UNSIGNED_NEG]
-    if y > spv[SP_MAX_VALUE]:            # also +-Inf inputs: in this mode both give the same
-        res = spv[SP_OVF_NEG] if neg else spv[SP_OVF_POS]
-    return res                           # NaN inputs stay NaN (the caller rejects them where
-                                         # the format has no NaN)
+    y = 0.0 if flush & (y < pow2(emin)) else y          # flush subnormal results
+    res = -y if neg & (keep_neg_zero | (y != 0.0)) else y
+    res = unsigned_neg if neg & unsigned & (y != 0.0) else res
+    # also +-Inf inputs: in this mode both give the same; NaN inputs stay NaN (the caller
+    # rejects them where the format has no NaN)
+    return (ovf_neg if neg else ovf_pos) if y > max_value else res
+
+
+@njit(cache=True, inline="always")
+def quantize_nearest_even_one(x: np.float64, d, spv) -> np.float64:
+    """:func:`quantize_nearest_even_value` with the descriptor ``d`` and ``spv`` from
+    :func:`special_values`."""
+    return quantize_nearest_even_value(x, nearest_even_params(d, spv))
 
 
 @njit(cache=True, parallel=True)
@@ -231,10 +247,11 @@ def quantize_nearest_even_kernel(x, out, d, spv):
     """Fused nearest-even quantize of ``x`` into ``out`` (formats with ``mbits >= 1``).
     Returns the number of NaN inputs (an error only for formats without NaN)."""
     nans = 0
+    q = nearest_even_params(d, spv)
     for i in prange(x.shape[0]):
         v = np.float64(x[i])
         nans += v != v
-        out[i] = quantize_nearest_even_one(v, d, spv)
+        out[i] = quantize_nearest_even_value(v, q)
     return nans
 
 

@@ -80,19 +80,29 @@ def odd_sum(a, b):
     return bits_to_f64(bits + np.uint64(fix & grow) - np.uint64(fix & (not grow)))
 
 
+@njit(cache=True)
+def nearest_plan(fd):
+    """What :func:`add_nearest_even` reads of the register plan ``fd``, as scalars, for kernels to
+    take before their loops (see :func:`formats.float_kernels.nearest_even_params`)."""
+    return fk.nearest_even_params(fd[0], fd[2]), fd[3], fd[8]
+
+
 @njit(cache=True, inline="always")
-def add_nearest_even(acc, x, fd):
+def add_nearest_even(acc, x, ne):
     """``add_round`` for nearest-even, branch-free: the round-to-odd sum (:func:`odd_sum`)
-    rounded in the value domain."""
+    rounded in the value domain; ``ne`` from :func:`nearest_plan`."""
+    q, top, odd_max = ne
     odd = odd_sum(acc, x)
     big = abs(odd)
-    return fk.quantize_nearest_even_one(odd, fd[0], fd[2]), (big > fd[3]) | ((big == fd[3]) & fd[8])
+    return fk.quantize_nearest_even_value(odd, q), (big > top) | ((big == top) & odd_max)
 
 
 @njit(cache=True, inline="always")
-def add_float(acc, x, fd, index, fast):
+def add_float(acc, x, fd, ne, index, fast):
+    """One addition into the register: the nearest-even fast path (``ne`` from
+    :func:`nearest_plan`) or the exact rounding of any mode."""
     if fast:
-        return add_nearest_even(acc, x, fd)
+        return add_nearest_even(acc, x, ne)
     return add_round(acc, x, fd, index)
 
 
@@ -187,6 +197,30 @@ def _product(av, bv, pf, use_pf, index, st, j):
     return p
 
 
+@njit(cache=True, inline="always")
+def _float_row_step(part, comp, st, top, av, brow, i, k, kk, fd, ne, saturates, pf, use_pf, kahan,
+                    fast):
+    """One K step of one output row: ``part[j] += av * brow[j]`` rounded into the register for
+    every column j, with the statistics.  Called with literal ``use_pf``/``kahan`` False for the
+    plain case, so that loop has no call and no branch left in it (it vectorises)."""
+    n = part.shape[0]
+    for j in range(n):
+        idx = (i * n + j) * kk + k
+        p = _product(av, brow[j], pf, use_pf, idx, st, j)
+        old = part[j]
+        if kahan:
+            y, by = add_float(p, -comp[j], fd, ne, 4 * idx, fast)
+            t, bt = add_float(old, y, fd, ne, 4 * idx + 1, fast)
+            d, bd = add_float(t, -old, fd, ne, 4 * idx + 2, fast)
+            comp[j] = add_float(d, -y, fd, ne, 4 * idx + 3, fast)[0]
+            new, beyond = t, by | bt | bd
+        else:
+            new, beyond = add_float(old, p, fd, ne, idx, fast)
+        _count(st, j, old, new, p, beyond, saturates)
+        part[j] = new
+        top[j] = _larger(abs(new), top[j])
+
+
 def _make_float_matmul(fast: bool):
     """The sequential float kernel, compiled separately for the nearest-even fast path (no call
     in its loop, so it vectorises) and for the exact path of every other mode."""
@@ -198,6 +232,8 @@ def _make_float_matmul(fast: bool):
         m, kk = a.shape
         n = b.shape[1]
         for i in prange(m):
+            ne = nearest_plan(fd)              # per row: a tuple cannot enter the prange body
+            saturates = fd[7]
             part = np.zeros(n)
             comp = np.zeros(n)
             total = np.zeros(n)
@@ -207,22 +243,12 @@ def _make_float_matmul(fast: bool):
                 part[:] = 0.0
                 comp[:] = 0.0
                 for k in range(k0, min(kk, k0 + seg)):
-                    av = a[i, k]
-                    for j in range(n):
-                        idx = (i * n + j) * kk + k
-                        p = _product(av, b[k, j], pf, use_pf, idx, st, j)
-                        old = part[j]
-                        if kahan:
-                            y, by = add_float(p, -comp[j], fd, 4 * idx, fast)
-                            t, bt = add_float(old, y, fd, 4 * idx + 1, fast)
-                            d, bd = add_float(t, -old, fd, 4 * idx + 2, fast)
-                            comp[j] = add_float(d, -y, fd, 4 * idx + 3, fast)[0]
-                            new, beyond = t, by | bt | bd
-                        else:
-                            new, beyond = add_float(old, p, fd, idx, fast)
-                        _count(st, j, old, new, p, beyond, fd[7])
-                        part[j] = new
-                        top[j] = _larger(abs(new), top[j])
+                    if use_pf or kahan:
+                        _float_row_step(part, comp, st, top, a[i, k], b[k], i, k, kk, fd, ne,
+                                        saturates, pf, use_pf, kahan, fast)
+                    else:
+                        _float_row_step(part, comp, st, top, a[i, k], b[k], i, k, kk, fd, ne,
+                                        saturates, pf, False, False, fast)
                 _end_segment(total, part, combine, sa, sb, i, k0 // seg, cd, st, top, kk)
             _end_row(out, stats, peak, i, total, st, top)
     return float_matmul
@@ -443,8 +469,14 @@ def aligned_matmul(a, b, out, stats, peak, seg, group, p, rnd, fd, cd, combine, 
 @njit(cache=True, inline="always")
 def _keep(v, unit_exp, rnd):
     """``v`` in units of 2**unit_exp, rounded to an integer: to nearest even (``rnd``) or toward
-    zero.  Exact: |v| < 2**(unit_exp + 48), so the quotient is exact."""
-    q = math.ldexp(v, -unit_exp)
+    zero.  |v| < 2**(unit_exp + 48).  The quotient is two products by normal powers of two (a
+    libm ldexp call here kept the aligned loops from vectorising): exact for every term whose
+    quotient reaches 1/2 (the first product is then >= 2**-562); smaller ones may lose bits in
+    a subnormal first product but still round to 0.  Exponents beyond +-2044 (clamped) only
+    occur for all-zero groups."""
+    e = min(max(-unit_exp, -2044), 2046)
+    h = e // 2
+    q = (v * fk.pow2(h)) * fk.pow2(e - h)
     q = np.rint(q) if rnd else np.trunc(q)
     return np.int64(q) if np.isfinite(v) else np.int64(0)
 
