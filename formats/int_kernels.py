@@ -109,6 +109,28 @@ def encode_kernel(x, out, d, mode, overflow, key, offset, sr_bits):
 
 
 @njit(cache=True, parallel=True)
+def quantize_nearest_saturate_kernel(x, out, d):
+    """Fused nearest-even, saturating quantize of reals into ``out`` (formats of <= 53 bits, so
+    that qmin, qmax and every integer between are doubles): ``rint(x * 2**frac)`` clamped to
+    [qmin, qmax], times ``2**-frac``; ``+ 0.0`` turns -0 into the integers' 0.  Scaling by a
+    power of two is exact wherever it matters (a product below 2**-1022 rounds to 0 either way;
+    an infinite one clamps).  Returns the number of NaN inputs (an error)."""
+    up = np.ldexp(1.0, d[FRAC])
+    down = np.ldexp(1.0, -d[FRAC])
+    lo = np.float64(d[QMIN])
+    hi = np.float64(d[QMAX])
+    nans = 0
+    for i in prange(x.shape[0]):
+        v = np.float64(x[i])
+        nans += v != v
+        k = np.rint(v * up)
+        k = lo if k < lo else k
+        k = hi if k > hi else k
+        out[i] = (k + 0.0) * down
+    return nans
+
+
+@njit(cache=True, parallel=True)
 def encode_int_kernel(x, out, d, overflow):
     """Encode int64 integers (exact, no rounding): ``k = x * 2**frac_bits``, then overflow."""
     f = np.uint64(d[FRAC])

@@ -13,7 +13,7 @@ import numpy as np
 
 from . import int_kernels as ik
 from .gpu.int_kernels import IntKernels
-from .rounding import WRAP
+from .rounding import NEAREST_EVEN, SATURATE, WRAP
 from .scalar import ScalarFormat, check_bool, check_int
 
 
@@ -62,6 +62,13 @@ class IntFormat(ScalarFormat):
             return
         self._raise_flags(k.encode_kernel(x, out, self._desc, mode, overflow, key, offset,
                                           sr_bits))
+
+    def _quantize_chunk(self, x, out, mode, overflow, key, offset, sr_bits, launch=None) -> None:
+        if (launch is None and mode == NEAREST_EVEN and overflow == SATURATE
+                and x.dtype.kind == "f" and self.bits <= 53):
+            self._raise_flags((ik.quantize_nearest_saturate_kernel(x, out, self._desc), 0))
+            return
+        super()._quantize_chunk(x, out, mode, overflow, key, offset, sr_bits, launch)
 
     def _decode_chunk(self, codes, out, launch=None) -> None:
         _kernels(launch).decode_kernel(codes, out, self._desc)

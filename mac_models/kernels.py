@@ -376,28 +376,32 @@ def int_matmul(a, b, out, totals, stats, peak, seg, lo, hi, saturate, unit, cd, 
 def int32_wrap_matmul(a, b, out, stats, peak):
     """The int32 wrapping register in native 32-bit arithmetic (int32 operands whose products
     fit in int32, as int8 and int16 ones do).  A sum wrapped exactly when both operands' signs
-    differ from the result's: ((acc ^ new) & (p ^ new)) < 0, counted by its sign bit."""
+    differ from the result's: ((acc ^ new) & (p ^ new)) < 0, counted by its sign bit.  The
+    events and the extremes of the row's partial sums are int32 reductions over each K step
+    (kept in vector registers, not stored per column); the events add up in int64 per step."""
     m, kk = a.shape
     n = b.shape[1]
     for i in prange(m):
         acc = np.zeros(n, dtype=np.int32)
-        events = np.zeros(n, dtype=np.int32)
-        hi = np.zeros(n, dtype=np.int32)
-        lo = np.zeros(n, dtype=np.int32)
+        events = 0
+        hi = np.int32(0)
+        lo = np.int32(0)
         for k in range(kk):
             av = a[i, k]
+            step_events = np.int32(0)
             for j in range(n):
                 p = np.int32(av * b[k, j])
                 old = acc[j]
                 new = np.int32(old + p)
-                events[j] -= np.int32(((old ^ new) & (p ^ new)) >> 31)
+                step_events -= np.int32(((old ^ new) & (p ^ new)) >> 31)
                 acc[j] = new
-                hi[j] = max(hi[j], new)
-                lo[j] = min(lo[j], new)
+                hi = max(hi, new)
+                lo = min(lo, new)
+            events += np.int64(step_events)
         for j in range(n):
             out[i, j] = acc[j]
-        stats[i, ST_OVERFLOW] = events.astype(np.int64).sum()
-        peak[i] = max(hi.max(), -np.int64(lo.min())) if n else 0
+        stats[i, ST_OVERFLOW] = events
+        peak[i] = max(np.int64(hi), -np.int64(lo))
 
 
 # ---- the aligned (tensor-core) multi-term adder -----------------------------------------------
