@@ -145,8 +145,10 @@ def _arith_all(engine, fmt, n_max):
 
 # ---- integers and fixed point ---------------------------------------------------------------
 
-@pytest.mark.parametrize("name", INTS)
-def test_int_exhaustive(gpu_engine, name):
+@pytest.mark.parametrize("name", INTS + POSITS)
+def test_exhaustive(gpu_engine, name):
+    """Integers, fixed point and posits of <= 16 bits: every code decoded, every probe value
+    encoded in every mode and overflow policy."""
     fmt = formats.get(name)
     _check(gpu_engine, fmt.decode, np.arange(1 << fmt.bits, dtype=fmt.code_dtype))
     _encode_all(gpu_engine, fmt, _probe_values(fmt))
@@ -203,13 +205,6 @@ def test_int_errors(gpu_engine):
 
 
 # ---- posits ---------------------------------------------------------------------------------
-
-@pytest.mark.parametrize("name", POSITS)
-def test_posit_exhaustive(gpu_engine, name):
-    fmt = formats.get(name)
-    _check(gpu_engine, fmt.decode, np.arange(1 << fmt.bits, dtype=fmt.code_dtype))
-    _encode_all(gpu_engine, fmt, _probe_values(fmt))
-
 
 @pytest.mark.parametrize("name", POSITS_WIDE)
 def test_posit_wide_random(gpu_engine, name):
