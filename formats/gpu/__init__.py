@@ -75,11 +75,6 @@ def is_device_array(x) -> bool:
     return type(x).__module__.split(".")[0] == "cupy"
 
 
-def available() -> bool:
-    """True when the ``"gpu"`` backend can run: CuPy with a GPU, or the host build in tests."""
-    return _host_override or cupy_module() is not None
-
-
 @contextlib.contextmanager
 def use_host_build() -> Iterator[None]:
     """While active, ``backend="gpu"`` runs the CUDA sources compiled as C++ on the host."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import to_backend
+from . import is_device_array, to_backend
 
 _CODE_SUFFIX = {1: "u8", 2: "u16", 4: "u32", 8: "u64"}
 
@@ -38,8 +38,11 @@ class CodecKernels:
         self.launch = launch
 
     def _on(self, values, dtype=np.int64):
-        """A descriptor or table as an array of ``dtype`` on the backend."""
-        return to_backend(self.launch, np.ascontiguousarray(values, dtype=dtype))
+        """``values`` (a descriptor tuple, a NumPy or a backend array) as a contiguous array of
+        ``dtype`` on the backend."""
+        if not is_device_array(values):
+            values = np.asarray(values, dtype=dtype)
+        return self.launch.xp.ascontiguousarray(to_backend(self.launch, values), dtype=dtype)
 
     def _counters(self, n: int = 1):
         return self.launch.xp.zeros(n, dtype=np.uint64)

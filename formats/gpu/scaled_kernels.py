@@ -9,18 +9,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import to_backend
+from .adapter import CodecKernels
 
 
-class ScaledKernels:
+class ScaledKernels(CodecKernels):
     """The :mod:`formats.scaled_kernels` functions on a launcher (see :mod:`formats.gpu`)."""
-
-    def __init__(self, launch):
-        self.launch = launch
-
-    def _arr(self, values, dtype) -> object:
-        """A small parameter array (a tuple, NumPy or backend array) on the backend."""
-        return self.launch.xp.ascontiguousarray(to_backend(self.launch, values).astype(dtype))
 
     @staticmethod
     def _suffix(xb) -> str:
@@ -34,11 +27,11 @@ class ScaledKernels:
         xp, i64, f64 = self.launch.xp, np.int64, np.float64
         xb = xp.ascontiguousarray(xb)
         n_groups = scales.shape[0]
-        dims, groups, clip = self._arr(dims, i64), self._arr(groups, i64), self._arr(clip, f64)
-        fmt = (self._arr(plan, i64), float(elem_max), float(tensor_scale), self._arr(ed, i64),
-               self._arr(esp, i64), self._arr(espv, f64), self._arr(sd, i64),
-               self._arr(ssp, i64), self._arr(sspv, f64), self._arr(table, f64),
-               self._arr(tcodes, i64), int(np.size(table)))
+        dims, groups, clip = self._on(dims, i64), self._on(groups, i64), self._on(clip, f64)
+        fmt = (self._on(plan, i64), float(elem_max), float(tensor_scale), self._on(ed, i64),
+               self._on(esp, i64), self._on(espv, f64), self._on(sd, i64),
+               self._on(ssp, i64), self._on(sspv, f64), self._on(table, f64),
+               self._on(tcodes, i64), int(np.size(table)))
         k_lo, k_hi = xp.zeros(n_groups, dtype=i64), xp.zeros(n_groups, dtype=i64)
         units, invs = xp.empty(n_groups, dtype=f64), xp.empty(n_groups, dtype=f64)
         zp_work = xp.empty(n_groups, dtype=i64) if to_value else zps    # zps: codes only
@@ -73,7 +66,7 @@ class ScaledKernels:
         """Values of element codes (a (P, Q, R) array) with their group scales and zero points
         into the float64 array ``out`` of the same shape."""
         i64 = np.int64
-        self.launch("scaled_decode", codes.size, self._arr(codes, i64), self._arr(scales, i64),
-                    self._arr(zps, i64), self._arr(codes.shape, i64), self._arr((gp, gq, gr), i64),
-                    self._arr(plan, i64), float(tensor_scale), self._arr(ed, i64),
-                    self._arr(sd, i64), self._arr(table, np.float64), out)
+        self.launch("scaled_decode", codes.size, self._on(codes, i64), self._on(scales, i64),
+                    self._on(zps, i64), self._on(codes.shape, i64), self._on((gp, gq, gr), i64),
+                    self._on(plan, i64), float(tensor_scale), self._on(ed, i64),
+                    self._on(sd, i64), self._on(table, np.float64), out)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from formats import FloatFormat, gpu
+from formats.gpu.adapter import CodecKernels
 from formats.quire import _n_digits, quire_width
 from formats.rounding import IEEE, NEAREST_EVEN, mode_id, resolve_seed, resolve_sr_bits
 
@@ -32,26 +33,27 @@ def _pack_plan(launch, plan: tuple) -> tuple:
     return gpu.to_backend(launch, ints), gpu.to_backend(launch, floats)
 
 
-class MacKernels:
+class MacKernels(CodecKernels):
     """The Numba functions of :mod:`mac_models.kernels` (and the quire's fused dot) on a
     launcher."""
 
     def __init__(self, launch):
-        self.launch = launch
+        super().__init__(launch)
         self.xp = launch.xp
 
-    def _c(self, x, dtype=np.float64):
-        return self.xp.ascontiguousarray(gpu.to_backend(self.launch, x), dtype=dtype)
+    def _values(self, x):
+        """Operand values or scales as contiguous float64 on the backend."""
+        return self._on(x, np.float64)
 
     def _float_matmul(self, fast, a, b, out, stats, peak, seg, fd, kahan, pf, use_pf, cd,
                       combine, sa, sb) -> None:
         m, kk = a.shape
         n = b.shape[1]
-        sa = self._c(sa)
-        self.launch("mac_float_matmul", m * n, self._c(a), self._c(b), out,
+        sa = self._values(sa)
+        self.launch("mac_float_matmul", m * n, self._values(a), self._values(b), out,
                     stats.view(np.uint64), peak.view(np.uint64), kk, n, seg,
                     *_pack_plan(self.launch, fd), bool(kahan), *_pack_plan(self.launch, pf),
-                    bool(use_pf), *_pack_plan(self.launch, cd), bool(combine), sa, self._c(sb),
+                    bool(use_pf), *_pack_plan(self.launch, cd), bool(combine), sa, self._values(sb),
                     sa.shape[1], fast)
 
     def float_matmul_nearest(self, *args) -> None:
@@ -73,7 +75,7 @@ class MacKernels:
 
     def float_pairwise(self, a, b, out, stats, peak, fd, pf, use_pf) -> None:
         m, kk = a.shape
-        self.launch("mac_float_pairwise", m * b.shape[1], self._c(a), self._c(b), out,
+        self.launch("mac_float_pairwise", m * b.shape[1], self._values(a), self._values(b), out,
                     stats.view(np.uint64), peak.view(np.uint64), kk, b.shape[1],
                     *_pack_plan(self.launch, fd), *_pack_plan(self.launch, pf), bool(use_pf))
 
@@ -81,27 +83,27 @@ class MacKernels:
                    combine, sa, sb) -> None:
         m, kk = a.shape
         n = b.shape[1]
-        sa = self._c(sa)
-        self.launch("mac_int_matmul", m * n, self._c(a, np.int64), self._c(b, np.int64), out,
+        sa = self._values(sa)
+        self.launch("mac_int_matmul", m * n, self._on(a, np.int64), self._on(b, np.int64), out,
                     totals, stats.view(np.uint64), peak.view(np.uint64), kk, n, seg, lo, hi,
                     bool(saturate), float(unit), *_pack_plan(self.launch, cd), bool(combine),
-                    sa, self._c(sb), sa.shape[1])
+                    sa, self._values(sb), sa.shape[1])
 
     def int32_wrap_matmul(self, a, b, out, stats, peak) -> None:
         m, kk = a.shape
-        self.launch("mac_int32_wrap_matmul", m * b.shape[1], self._c(a, np.int32),
-                    self._c(b, np.int32), out, stats.view(np.uint64), peak.view(np.uint64), kk,
+        self.launch("mac_int32_wrap_matmul", m * b.shape[1], self._on(a, np.int32),
+                    self._on(b, np.int32), out, stats.view(np.uint64), peak.view(np.uint64), kk,
                     b.shape[1])
 
     def aligned_matmul(self, a, b, out, stats, peak, seg, group, p, rnd, fd, cd, combine, sa,
                        sb) -> None:
         m, kk = a.shape
         n = b.shape[1]
-        sa = self._c(sa)
-        self.launch("mac_aligned_matmul", m * n, self._c(a), self._c(b), out,
+        sa = self._values(sa)
+        self.launch("mac_aligned_matmul", m * n, self._values(a), self._values(b), out,
                     stats.view(np.uint64), peak.view(np.uint64), kk, n, seg, group, p,
                     bool(rnd), *_pack_plan(self.launch, fd), *_pack_plan(self.launch, cd),
-                    bool(combine), sa, self._c(sb), sa.shape[1])
+                    bool(combine), sa, self._values(sb), sa.shape[1])
 
     def _per_register(self, n_out: int, nd: int, launch_part) -> None:
         """Run ``launch_part(e0, count, scratch)`` over outputs in pieces whose registers of
@@ -116,7 +118,7 @@ class MacKernels:
     def exact_matmul(self, a, b, out, stats, n_digits, lsb, fd) -> None:
         m, kk = a.shape
         n = b.shape[1]
-        a, b = self._c(a), self._c(b)
+        a, b = self._values(a), self._values(b)
         fdi, fdv = _pack_plan(self.launch, fd)
         self._per_register(m * n, n_digits, lambda e0, count, q: self.launch(
             "mac_exact_matmul", count, e0, a, b, out, stats.view(np.uint64), q, kk, n, n_digits,
@@ -135,7 +137,7 @@ class MacKernels:
         n = b_codes.shape[1]
         mode = mode_id(rounding)
         key = resolve_seed(seed) if rounding == "stochastic" else np.uint64(0)
-        d = self._c(fmt._desc, np.int64)
+        d = self._on(fmt._desc, np.int64)
         pa = self._pack(a_codes, d)
         pb = self._pack(b_codes.T, d)
         out = self.xp.zeros(m * n, dtype=np.int64)
@@ -146,7 +148,7 @@ class MacKernels:
         return out.astype(fmt.code_dtype).reshape(m, n)
 
     def _pack(self, codes, d):
-        codes = self._c(codes, np.int64)
+        codes = self._on(codes, np.int64)
         out = self.xp.empty(codes.shape, dtype=np.int64)
         self.launch("mac_quire_pack", codes.size, codes, out, d)
         return out
