@@ -24,6 +24,7 @@ FIELDS = ("mbits", "emin", "max_mag", "sign_bit", "nan_code", "inf_mag", "subnor
 _U0 = np.uint64(0)
 _U1 = np.uint64(1)
 _MANT52 = np.uint64((1 << 52) - 1)
+_EXP_BITS = np.uint64(0x7FF << 52)
 _DBL_MAX = np.finfo(np.float64).max
 
 # Special results, precomputed per call by special_codes() (they depend on the mode and policy).
@@ -203,10 +204,12 @@ def special_values(d: tuple, mode: int, overflow: int) -> tuple:
 @njit(cache=True, inline="always")
 def nearest_even_params(d, spv):
     """The descriptor fields and special values :func:`quantize_nearest_even_value` reads, as a
-    tuple of scalars.  Kernels take it before their loops: Numba reloads array elements inside a
-    loop that stores to other arrays (it cannot rule out aliasing), which stops the loop
-    vectorising."""
-    return (d[EMIN], d[MBITS], d[SUBNORMALS] == 0, d[NEG_ZERO] != 0, d[SIGN_BIT] == 0,
+    tuple of scalars (the three magic-constant factors precomputed).  Kernels take it before
+    their loops: Numba reloads array elements inside a loop that stores to other arrays (it cannot
+    rule out aliasing), which stops the loop vectorising."""
+    emin, mbits = d[EMIN], d[MBITS]
+    return (1.5 * pow2(52 - mbits), 1.5 * pow2(emin - mbits + 52), 1.5 * pow2(1022), pow2(emin),
+            d[SUBNORMALS] == 0, d[NEG_ZERO] != 0, d[SIGN_BIT] == 0,
             spv[SP_UNSIGNED_NEG], spv[SP_MAX_VALUE], spv[SP_OVF_NEG], spv[SP_OVF_POS])
 
 
@@ -218,16 +221,21 @@ def quantize_nearest_even_value(x: np.float64, q) -> np.float64:
     With ``quantum`` the ulp of the result's binade, ``(x + C) - C`` for
     ``C = 1.5 * 2**52 * quantum`` rounds ``x`` exactly once, ties to even, to a multiple of the
     quantum: the sum stays in the binade whose float64 ulp is the quantum, and float64 addition is
-    itself round-to-nearest-even.  Gives ``decode(round_pair(x))`` in far fewer instructions, and
-    branch-free.  (With ``mbits == 0`` "even" would be the significand, not the code.)
+    itself round-to-nearest-even.  C is ``2**e`` (x's exponent bits alone) times
+    ``1.5 * 2**(52 - mbits)``, raised to the subnormal quantum's and capped at ``1.5 * 2**1022``
+    (|x| >= 2**970 overflows every format; Inf and NaN inputs take the cap).  Gives
+    ``decode(round_pair(x))`` in far fewer instructions, and branch-free.  (With ``mbits == 0``
+    "even" would be the significand, not the code.)
     """
-    emin, mbits, flush, keep_neg_zero, unsigned, unsigned_neg, max_value, ovf_neg, ovf_pos = q
+    (c_per_binade, c_min, c_max, smallest_normal, flush, keep_neg_zero, unsigned, unsigned_neg,
+     max_value, ovf_neg, ovf_pos) = q
     bits = f64_to_bits(x)
     neg = (bits >> np.uint64(63)) != _U0
-    quantum_exp = max(significand_exponent(bits)[1], emin) - mbits
-    c = 1.5 * pow2(min(quantum_exp, 970) + 52)          # |x| >= 2**970 overflows every format
+    c = bits_to_f64(bits & _EXP_BITS) * c_per_binade
+    c = c_min if c < c_min else c                       # selects, not min/max: they vectorise
+    c = c_max if c > c_max else c
     y = abs((x + c) - c)
-    y = 0.0 if flush & (y < pow2(emin)) else y          # flush subnormal results
+    y = 0.0 if flush & (y < smallest_normal) else y     # flush subnormal results
     res = -y if neg & (keep_neg_zero | (y != 0.0)) else y
     res = unsigned_neg if neg & unsigned & (y != 0.0) else res
     # also +-Inf inputs: in this mode both give the same; NaN inputs stay NaN (the caller

@@ -35,7 +35,11 @@ from formats.rounding import SATURATE, TOWARD_NEGATIVE
 
 ST_OVERFLOW, ST_SATURATED, ST_SWAMPED = range(3)
 N_STATS = 3
+_U0 = np.uint64(0)
 _U1 = np.uint64(1)
+_MAG = np.uint64((1 << 63) - 1)
+_SIGN = np.uint64(1 << 63)
+_EXP = np.uint64(0x7FF << 52)
 _NO_BINADE = -100000                       # the binade of zero in the aligned adder
 _OVF_POS, _OVF_NEG = -2, -3                # overflow markers in a plan's special codes
 
@@ -221,14 +225,70 @@ def _float_row_step(part, comp, st, top, av, brow, i, k, kk, fd, ne, saturates, 
         top[j] = _larger(abs(new), top[j])
 
 
+@njit(cache=True, inline="always")
+def _direct_row_step(part, av, brow, c_per_binade, c_min):
+    """One K step of :func:`_direct_row`: ``part[j] = RNE(part[j] + av * brow[j])`` rounded from
+    the float64 sum by the magic constant of :func:`formats.float_kernels.quantize_nearest_even_value`,
+    less what a plain register (signed, with -0 and subnormals) and a finite result do not need:
+    a too large sum becomes NaN or leaves the finite range, which the peak shows.  Returns
+    (swamped addends, the bits of the largest |new value|: for non-NaN floats the bit patterns
+    without sign order like the magnitudes, NaN above them all, and an integer maximum vectorises
+    where a float one does not)."""
+    swamped = 0
+    top = _U0
+    for j in range(part.shape[0]):
+        p = av * brow[j]
+        old = part[j]
+        x = old + p
+        bits = f64_to_bits(x)
+        c = bits_to_f64(bits & _EXP) * c_per_binade
+        c = c_min if c < c_min else c
+        new = bits_to_f64(f64_to_bits(abs((x + c) - c)) | (bits & _SIGN))
+        swamped += (p != 0.0) & (new == old)
+        mag = f64_to_bits(new) & _MAG
+        top = mag if mag > top else top
+        part[j] = new
+    return swamped, top
+
+
+@njit(cache=True)
+def _direct_row(a, b, i, seg, fd, part, total, st, top, combine, sa, sb, cd):
+    """Row ``i`` of the nearest-even kernel with each sum ``register + product`` rounded from its
+    float64 value, skipping the round-to-odd step: the caller has checked that the double
+    rounding is innocuous for the register and operand formats (see
+    ``mac_models.ops._direct_nearest``).  Its values and statistics hold only while every
+    register value stays within the finite range (an overflow gives a non-finite value, which
+    then stays), so it returns False, leaving the row half done, when a segment's peak is beyond
+    it; the caller then redoes the row."""
+    kk = a.shape[1]
+    q = fk.nearest_even_params(fd[0], fd[2])
+    c_per_binade, c_min, max_bits = q[0], q[1], f64_to_bits(q[8])
+    swamped = 0
+    top_bits = _U0
+    for k0 in range(0, kk, seg):
+        part[:] = 0.0
+        for k in range(k0, min(kk, k0 + seg)):
+            sw, tb = _direct_row_step(part, a[i, k], b[k], c_per_binade, c_min)
+            swamped += sw
+            top_bits = max(top_bits, tb)
+        if top_bits > max_bits:
+            return False
+        _end_segment(total, part, combine, sa, sb, i, k0 // seg, cd, st, top, kk)
+    st[ST_SWAMPED, 0] += swamped
+    top[0] = _larger(bits_to_f64(top_bits), top[0])
+    return True
+
+
 def _make_float_matmul(fast: bool):
     """The sequential float kernel, compiled separately for the nearest-even fast path (no call
     in its loop, so it vectorises) and for the exact path of every other mode."""
     @njit(cache=True, parallel=True)
-    def float_matmul(a, b, out, stats, peak, seg, fd, kahan, pf, use_pf, cd, combine, sa, sb):
+    def float_matmul(a, b, out, stats, peak, seg, fd, kahan, pf, use_pf, cd, combine, sa, sb,
+                     direct):
         """Sequential float accumulation with segments (see the module doc).  ``fd``: the
         register format; ``pf``/``use_pf``: the product's rounding (multiplier format);
-        ``cd``/``combine``: the format segment sums are added into, times ``sa``/``sb``."""
+        ``cd``/``combine``: the format segment sums are added into, times ``sa``/``sb``;
+        ``direct``: rows go through :func:`_direct_row` first (nearest-even only)."""
         m, kk = a.shape
         n = b.shape[1]
         for i in prange(m):
@@ -239,17 +299,22 @@ def _make_float_matmul(fast: bool):
             total = np.zeros(n)
             st = np.zeros((N_STATS, n), dtype=np.int64)
             top = np.zeros(n)
-            for k0 in range(0, kk, seg):
-                part[:] = 0.0
-                comp[:] = 0.0
-                for k in range(k0, min(kk, k0 + seg)):
-                    if use_pf or kahan:
-                        _float_row_step(part, comp, st, top, a[i, k], b[k], i, k, kk, fd, ne,
-                                        saturates, pf, use_pf, kahan, fast)
-                    else:
-                        _float_row_step(part, comp, st, top, a[i, k], b[k], i, k, kk, fd, ne,
-                                        saturates, pf, False, False, fast)
-                _end_segment(total, part, combine, sa, sb, i, k0 // seg, cd, st, top, kk)
+            if not (fast and direct and _direct_row(a, b, i, seg, fd, part, total, st, top,
+                                                    combine, sa, sb, cd)):
+                total[:] = 0.0
+                st[:] = 0
+                top[:] = 0.0
+                for k0 in range(0, kk, seg):
+                    part[:] = 0.0
+                    comp[:] = 0.0
+                    for k in range(k0, min(kk, k0 + seg)):
+                        if use_pf or kahan:
+                            _float_row_step(part, comp, st, top, a[i, k], b[k], i, k, kk, fd,
+                                            ne, saturates, pf, use_pf, kahan, fast)
+                        else:
+                            _float_row_step(part, comp, st, top, a[i, k], b[k], i, k, kk, fd,
+                                            ne, saturates, pf, False, False, fast)
+                    _end_segment(total, part, combine, sa, sb, i, k0 // seg, cd, st, top, kk)
             _end_row(out, stats, peak, i, total, st, top)
     return float_matmul
 

@@ -19,12 +19,14 @@ each addition (batch entry or conv group, output and k), so results do not depen
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Union
 
 import numpy as np
 
 from formats import FloatFormat, IntFormat, ScaledFormat, fused_dot, get, gpu
+from formats import float_kernels as fk
 from formats.rounding import mix64, mode_id, overflow_id, resolve_seed, resolve_sr_bits
 from formats.scalar import as_real_array
 
@@ -239,7 +241,7 @@ def _matmul2d(a: np.ndarray, b: np.ndarray, mac: MAC, stream: int, launch=None) 
             kernel = kern.float_matmul_nearest if acc.rounding == "nearest_even" else \
                 kern.float_matmul_exact
             kernel(opa.values, opb.values, out, stats, peak, seg, fd, acc.kahan, pf,
-                   prf is not None, cd, combine, sa, sb)
+                   prf is not None, cd, combine, sa, sb, _direct_nearest(mac, fd))
     elif isinstance(acc, AlignedAccumulator):
         fd = _float_plan(acc.format, acc.rounding, None, None, None)
         kern.aligned_matmul(opa.values, opb.values, out, stats, peak, seg, acc.n, acc.p,
@@ -274,6 +276,29 @@ def _native_fp32(mac: MAC, combine: bool) -> bool:
         return False
     (sa, la), (sb, lb) = mac.a_format.precision, mac.b_format.precision
     return sa + sb <= 24 and la + lb >= -149 and mac.a_format.max * mac.b_format.max <= _FP32.max
+
+
+def _direct_nearest(mac: MAC, fd: tuple) -> bool:
+    """Whether the nearest-even kernel may round ``register + product`` from its float64 sum
+    (``kernels._direct_row``) instead of the round-to-odd sum: the double rounding is then
+    innocuous.  With pa the register's significand bits, pp the product's (the operands' summed),
+    qa its smallest quantum's exponent and E its top binade, a float64 sum that is inexact rounds
+    onto one of the register's midpoints only if the product spans >= 53 - pa bits, or the
+    product is itself a midpoint (pp > pa) and the register value lies 53 binades below it.
+    So: pa <= 26, pa + pp <= 52, and pp <= pa or E - qa <= 52 (fp16 register with fp16 or
+    narrower operands; fp32 with bf16, fp16 or fp8 operands).  Also needs no product rounding,
+    no Kahan, a plain register (signed, with -0 and subnormals) and an overflow that gives a
+    non-finite value (how the kernel notices it)."""
+    acc = mac.accumulator
+    d = fd[0]
+    plain = d[fk.SUBNORMALS] and d[fk.NEG_ZERO] and d[fk.SIGN_BIT]
+    if (acc.rounding != "nearest_even" or acc.kahan or mac.product_rounding_format is not None
+            or not plain or np.isfinite(fd[2][fk.SP_OVF_POS])):
+        return False
+    pa, qa = acc.format.precision
+    pp = element_format(mac.a_format).precision[0] + element_format(mac.b_format).precision[0]
+    top_binade = math.floor(math.log2(acc.format.max))
+    return pa <= 26 and pa + pp <= 52 and (pp <= pa or top_binade - qa <= 52)
 
 
 def _kulisch_layout(mac: MAC, k: int) -> tuple[int, int]:

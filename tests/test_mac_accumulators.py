@@ -33,11 +33,14 @@ from __future__ import annotations
 import math
 from fractions import Fraction
 
+import gmpy2
 import ml_dtypes
 import numpy as np
 import pytest
 
 import mac_models as mm
+from mac_models import ops as mm_ops
+from tests.mpfr_oracle import FloatSpec, oracle_round
 
 BF16 = ml_dtypes.bfloat16
 
@@ -349,6 +352,73 @@ def test_bf16_register_unfused_matches_ml_dtypes():
     expected, peak = _float_loop(a, b, BF16)
     _same("values", r.values, expected)
     assert r.max_abs_partial == peak
+
+
+# ---- 7b. any register, operands over their whole exponent range -----------------------------
+def _mpfr_sequential(a, b, spec):
+    """Per output, ``acc = round(acc + a_t * b_t)`` with the exact sum rounded once by MPFR
+    (nearest even, IEEE overflow to Inf); returns (values, overflows, swamped, max |acc|).  An
+    infinite register stays infinite (the operands are finite), and its steps count nothing."""
+    m, k = a.shape
+    n = b.shape[1]
+    acc = np.zeros((m, n))
+    overflows = swamped = 0
+    peak = 0.0
+    for t in range(k):
+        p = [Fraction(float(a[i, t])) * Fraction(float(b[t, j]))
+             for i in range(m) for j in range(n)]
+        old = acc.ravel()
+        live = np.isfinite(old)
+        with gmpy2.context(precision=4096):
+            exact = np.array([gmpy2.mpfr(gmpy2.mpq(Fraction(float(o)) + q)) if f else gmpy2.mpfr(0)
+                              for o, q, f in zip(old, p, live)], dtype=object)
+        new = np.where(live, oracle_round(exact, spec, "nearest_even", "ieee"), old)
+        overflows += int((live & ~np.isfinite(new)).sum())
+        swamped += int(sum(f and q != 0 and v == o for f, q, v, o in zip(live, p, new, old)))
+        acc = new.reshape(m, n)
+        peak = max(peak, float(np.abs(new).max()))
+    return acc, overflows, swamped, peak
+
+
+def _wide_operands(rng, shape, dtype, lo, hi):
+    """Random signs and magnitudes 2**uniform(lo, hi), cast by the oracle dtype (NumPy float16
+    or ml_dtypes): exponents spread over the whole range, subnormals and zeros included."""
+    v = rng.choice([-1.0, 1.0], size=shape) * 2.0 ** rng.uniform(lo, hi, size=shape)
+    return v.astype(dtype).astype(np.float64)
+
+
+@pytest.mark.parametrize("register,spec,operand,dtype,lo,hi,big", [
+    ("fp16", FloatSpec(5, 10, 15), "fp16", np.float16, -26, 7, 7.5),
+    ("fp16", FloatSpec(5, 10, 15), "fp8_e4m3", ml_dtypes.float8_e4m3fn, -10, 8.5, 8.5),
+    ("fp32", FloatSpec(8, 23, 127), "bf16", BF16, -135, 62, 64),
+    ("bf16", FloatSpec(8, 7, 127), "fp8_e4m3", ml_dtypes.float8_e4m3fn, -10, 8.5, None),
+    ("bf16", FloatSpec(8, 7, 127), "bf16", BF16, -135, 62, 64),
+], ids=["fp16<-fp16", "fp16<-e4m3", "fp32<-bf16", "bf16<-e4m3", "bf16<-bf16"])
+def test_register_rounds_each_exact_sum_once(register, spec, operand, dtype, lo, hi, big):
+    """Every step is the exact sum rounded once (MPFR), statistics included, with operand
+    exponents spread so that the float64 sum of register and product is often inexact and the
+    smallest products fall below the register's subnormals.  Where the operands can reach it
+    (``big``), row 0 starts with four large products and overflows.  The first four pairs take
+    the kernel's shortcut through the float64 sum (``mac_models.ops._direct_nearest``), the last
+    the round-to-odd path."""
+    rng = _rng(7007)
+    m, k, n = 4, 96, 6
+    a = _wide_operands(rng, (m, k), dtype, lo, hi)
+    b = _wide_operands(rng, (k, n), dtype, lo, hi)
+    if big is not None:
+        a[0, :4] = np.abs(_wide_operands(rng, 4, dtype, big - 0.5, big))
+        b[:4] = np.abs(_wide_operands(rng, (4, n), dtype, big - 0.5, big))
+        a[1:, :4] = _wide_operands(rng, (m - 1, 4), dtype, lo, lo + 4)
+    mac = mm.MAC(operand, accumulator=mm.FloatAccumulator(register))
+    shortcut = (register, operand) != ("bf16", "bf16")
+    assert mm_ops._direct_nearest(mac, mm_ops._acc_plan(mac.accumulator)) == shortcut
+    assert not mm_ops._native_fp32(mac, False)
+    r = mm.matmul(a, b, mac)
+    values, overflows, swamped, peak = _mpfr_sequential(a, b, spec)
+    _same("values", r.values, values)
+    assert np.isinf(values[0]).all() == (big is not None) and np.isfinite(values[1:]).any()
+    assert (r.overflows, r.swamped, r.max_abs_partial) == (overflows, swamped, peak)
+    assert swamped > 0
 
 
 # ---- 8. Kahan -------------------------------------------------------------------------------

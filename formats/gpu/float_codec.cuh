@@ -92,11 +92,11 @@ NS_HD double ns_float_decode_one(i64 code, const i64* d) {
 NS_HD double ns_float_quantize_ne_one(double x, const i64* d, const double* spv) {
     u64 bits = ns_f64_bits(x);
     bool neg = (bits >> 63) != 0;
-    u64 sig;
-    i64 ex;
-    ns_significand_exponent(bits, &sig, &ex);
-    i64 quantum_exp = ns_max(ex, d[NS_F_EMIN]) - d[NS_F_MBITS];
-    double c = 1.5 * ns_pow2(ns_min(quantum_exp, 970) + 52);
+    double c = ns_bits_f64(bits & 0x7FF0000000000000ULL) * (1.5 * ns_pow2(52 - d[NS_F_MBITS]));
+    double c_min = 1.5 * ns_pow2(d[NS_F_EMIN] - d[NS_F_MBITS] + 52);
+    if (c < c_min) c = c_min;
+    double c_max = 1.5 * ns_pow2(1022);
+    if (c > c_max) c = c_max;
     double y = ns_fabs((x + c) - c);
     if (d[NS_F_SUBNORMALS] == 0 && y < ns_pow2(d[NS_F_EMIN])) y = 0.0;
     double res = (neg && (d[NS_F_NEG_ZERO] != 0 || y != 0.0)) ? -y : y;

@@ -46,7 +46,10 @@ class MacKernels(CodecKernels):
         return self._on(x, np.float64)
 
     def _float_matmul(self, fast, a, b, out, stats, peak, seg, fd, kahan, pf, use_pf, cd,
-                      combine, sa, sb) -> None:
+                      combine, sa, sb, direct) -> None:
+        """The CUDA kernel always takes the round-to-odd path; ``direct`` (the CPU kernel's
+        shortcut, which gives the same bits where it is allowed) is not needed there."""
+        del direct
         m, kk = a.shape
         n = b.shape[1]
         sa = self._values(sa)
@@ -71,7 +74,7 @@ class MacKernels(CodecKernels):
         m, kk = a.shape
         fd = float_plan(FloatFormat(8, 23), NEAREST_EVEN, np.uint64(0), 32, IEEE)
         self.float_matmul_nearest(a, b, out, stats, peak, kk, fd, False, fd, False, fd, False,
-                                  self.xp.ones((m, 1)), self.xp.ones((1, b.shape[1])))
+                                  self.xp.ones((m, 1)), self.xp.ones((1, b.shape[1])), False)
 
     def float_pairwise(self, a, b, out, stats, peak, fd, pf, use_pf) -> None:
         m, kk = a.shape
