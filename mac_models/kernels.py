@@ -40,6 +40,7 @@ _U1 = np.uint64(1)
 _MAG = np.uint64((1 << 63) - 1)
 _SIGN = np.uint64(1 << 63)
 _EXP = np.uint64(0x7FF << 52)
+_DBL_MAX = np.finfo(np.float64).max
 _NO_BINADE = -100000                       # the binade of zero in the aligned adder
 _OVF_POS, _OVF_NEG = -2, -3                # overflow markers in a plan's special codes
 
@@ -471,6 +472,13 @@ def int32_wrap_matmul(a, b, out, stats, peak):
 
 # ---- the aligned (tensor-core) multi-term adder -----------------------------------------------
 @njit(cache=True, inline="always")
+def _finite_larger(v, big):
+    """max(|v|, big) over finite v only (a select, so it vectorises)."""
+    x = abs(v)
+    return x if (x > big) & (x <= _DBL_MAX) else big
+
+
+@njit(cache=True, inline="always")
 def _binade(v):
     """floor(log2|v|) of a finite nonzero float64; _NO_BINADE for zero and non-finite values."""
     sig, ex = significand_exponent(f64_to_bits(v))
@@ -482,16 +490,20 @@ def aligned_matmul(a, b, out, stats, peak, seg, group, p, rnd, fd, cd, combine, 
     """Groups of ``group`` products, aligned to the largest binade E among them and the running
     sum, each kept to its bits >= 2**(E - p + 1) (``rnd``: rounded to nearest even, else
     truncated toward zero), summed exactly as integers in that unit (p + log2(group + 1) <= 62
-    bits, checked by AlignedAccumulator) and rounded once into ``fd``."""
+    bits, checked by AlignedAccumulator) and rounded once into ``fd``.
+
+    Per group and output, a first pass takes the largest finite |product| (E is its binade;
+    non-finite terms do not set it) and the float64 sum (non-finite when a term is: the IEEE
+    result); a second keeps and sums."""
     m, kk = a.shape
     n = b.shape[1]
     for i in prange(m):
         part = np.zeros(n)
         total = np.zeros(n)
-        big_e = np.zeros(n, dtype=np.int64)
+        big = np.zeros(n)
+        unit = np.zeros(n, dtype=np.int64)
         acc = np.zeros(n, dtype=np.int64)
         raw = np.zeros(n)
-        bad = np.zeros(n, dtype=np.bool_)
         st = np.zeros((N_STATS, n), dtype=np.int64)
         top = np.zeros(n)
         for k0 in range(0, kk, seg):
@@ -500,39 +512,61 @@ def aligned_matmul(a, b, out, stats, peak, seg, group, p, rnd, fd, cd, combine, 
             for g0 in range(k0, k_end, group):
                 g1 = min(k_end, g0 + group)
                 for j in range(n):
-                    big_e[j] = _binade(part[j])
+                    big[j] = _finite_larger(part[j], 0.0)
                     raw[j] = part[j]
-                    bad[j] = not np.isfinite(part[j])
                 for k in range(g0, g1):
                     av = a[i, k]
+                    brow = b[k]
                     for j in range(n):
-                        v = av * b[k, j]
-                        big_e[j] = max(big_e[j], _binade(v))
+                        v = av * brow[j]
+                        big[j] = _finite_larger(v, big[j])
                         raw[j] += v
-                        bad[j] |= not np.isfinite(v)
                 for j in range(n):
-                    acc[j] = _keep(part[j], big_e[j] - p + 1, rnd)
+                    unit[j] = _binade(big[j]) - p + 1
+                    acc[j] = _keep(part[j], unit[j], rnd)
                 for k in range(g0, g1):
                     av = a[i, k]
+                    brow = b[k]
                     for j in range(n):
-                        v = av * b[k, j]
-                        t = _keep(v, big_e[j] - p + 1, rnd)
+                        v = av * brow[j]
+                        t = _keep(v, unit[j], rnd)
                         st[ST_SWAMPED, j] += (v != 0.0) & (t == 0)
                         acc[j] += t
                 for j in range(n):
-                    # the kept sum acc * 2**unit (|acc| < 2**62) as an exact pair, rounded once
-                    unit = big_e[j] - p + 1
-                    hi = np.float64(acc[j])
-                    lo = np.float64(acc[j] - np.int64(hi))
-                    hi, lo = math.ldexp(hi, unit), math.ldexp(lo, unit)
-                    if bad[j]:
-                        hi, lo = raw[j], 0.0             # IEEE: Inf, or NaN
-                    new, beyond = add_round(hi, lo, fd, (i * n + j) * kk + g0)
+                    new, beyond = _aligned_sum(acc[j], unit[j], raw[j], part[j], fd, a, b, i, j,
+                                               g0, g1, (i * n + j) * kk + g0)
                     _tally(st, j, beyond, fd[7])
                     part[j] = new
                     top[j] = _larger(abs(new), top[j])
             _end_segment(total, part, combine, sa, sb, i, k0 // seg, cd, st, top, kk)
         _end_row(out, stats, peak, i, total, st, top)
+
+
+@njit(cache=True, inline="always")
+def _aligned_sum(acc, unit, raw, part, fd, a, b, i, j, g0, g1, index):
+    """The kept sum ``acc * 2**unit`` (|acc| < 2**62) rounded once into ``fd``: (value, beyond).
+    A non-finite float64 sum ``raw`` of the group means a non-finite product (the IEEE result
+    is then ``raw``) or an overflow of float64 itself (the running sum ``part`` and the
+    products are rescanned to tell).
+    The common case needs no rounding: |acc| fits the significand of a plain register (signed,
+    with zero and subnormals) and the unit its grid (always so for the H100 model: 14 + 6 <= 24
+    bits), the value then being exact in every rounding mode."""
+    if not np.isfinite(raw):
+        special = not np.isfinite(part)
+        for k in range(g0, g1):
+            special |= not np.isfinite(a[i, k] * b[k, j])
+        if special:
+            return raw, False
+    d = fd[0]
+    plain = (d[fk.SUBNORMALS] != 0) & (d[fk.NO_ZERO] == 0) & (d[fk.SIGN_BIT] != 0)
+    if plain & (abs(acc) < (np.int64(1) << (d[fk.MBITS] + 1))) \
+            & (unit >= max(d[fk.EMIN] - d[fk.MBITS], -1022)) & (unit <= 1023):
+        v = np.float64(acc) * fk.pow2(unit)             # exact: on the register's grid
+        if abs(v) <= fd[2][fk.SP_MAX_VALUE]:
+            return v, False
+    hi = np.float64(acc)
+    lo = np.float64(acc - np.int64(hi))
+    return add_round(math.ldexp(hi, unit), math.ldexp(lo, unit), fd, index)
 
 
 @njit(cache=True, inline="always")
