@@ -300,8 +300,9 @@ def _make_float_matmul(fast: bool):
             total = np.zeros(n)
             st = np.zeros((N_STATS, n), dtype=np.int64)
             top = np.zeros(n)
-            if not (fast and direct and _direct_row(a, b, i, seg, fd, part, total, st, top,
-                                                    combine, sa, sb, cd)):
+            done = fast and direct and n > 0 and _direct_row(a, b, i, seg, fd, part, total, st,
+                                                             top, combine, sa, sb, cd)
+            if not done:
                 total[:] = 0.0
                 st[:] = 0
                 top[:] = 0.0
@@ -545,8 +546,9 @@ def aligned_matmul(a, b, out, stats, peak, seg, group, p, rnd, fd, cd, combine, 
 @njit(cache=True, inline="always")
 def _aligned_sum(acc, unit, raw, part, fd, a, b, i, j, g0, g1, index):
     """The kept sum ``acc * 2**unit`` (|acc| < 2**62) rounded once into ``fd``: (value, beyond).
-    A non-finite float64 sum ``raw`` of the group means a non-finite product (the IEEE result
-    is then ``raw``) or an overflow of float64 itself (the running sum ``part`` and the
+    A non-finite float64 sum ``raw`` of the group means a non-finite product or running sum
+    ``part`` (the IEEE result ``raw``, Inf or NaN, then goes through the register's rounding,
+    which applies the format's rule for it) or an overflow of float64 itself (``part`` and the
     products are rescanned to tell).
     The common case needs no rounding: |acc| fits the significand of a plain register (signed,
     with zero and subnormals) and the unit its grid (always so for the H100 model: 14 + 6 <= 24
@@ -556,7 +558,7 @@ def _aligned_sum(acc, unit, raw, part, fd, a, b, i, j, g0, g1, index):
         for k in range(g0, g1):
             special |= not np.isfinite(a[i, k] * b[k, j])
         if special:
-            return raw, False
+            return add_round(raw, 0.0, fd, index)
     d = fd[0]
     plain = (d[fk.SUBNORMALS] != 0) & (d[fk.NO_ZERO] == 0) & (d[fk.SIGN_BIT] != 0)
     if plain & (abs(acc) < (np.int64(1) << (d[fk.MBITS] + 1))) \

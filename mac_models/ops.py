@@ -256,6 +256,8 @@ def _matmul2d(a: np.ndarray, b: np.ndarray, mac: MAC, stream: int, launch=None) 
     if t != 1.0:
         beyond = kern.scale_all(out.reshape(-1), t, cd)
         stats[0, mk.ST_SATURATED if cd[7] else mk.ST_OVERFLOW] += beyond
+    # NaN payloads follow the compiler's operand order in NaN + NaN: results carry the canonical one
+    out[xp.isnan(out)] = np.nan
     return MacResult(out, int(stats[:, mk.ST_OVERFLOW].sum()),
                      int(stats[:, mk.ST_SATURATED].sum()), int(stats[:, mk.ST_SWAMPED].sum()),
                      float(peak.max()) if m else 0.0, macs, integers)
@@ -283,9 +285,11 @@ def _direct_nearest(mac: MAC, fd: tuple) -> bool:
     (``kernels._direct_row``) instead of the round-to-odd sum: the double rounding is then
     innocuous.  With pa the register's significand bits, pp the product's (the operands' summed),
     qa its smallest quantum's exponent and E its top binade, a float64 sum that is inexact rounds
-    onto one of the register's midpoints only if the product spans >= 53 - pa bits, or the
-    product is itself a midpoint (pp > pa) and the register value lies 53 binades below it.
-    So: pa <= 26, pa + pp <= 52, and pp <= pa or E - qa <= 52 (fp16 register with fp16 or
+    onto one of the register's midpoints only if the register value is so small against the sum
+    that its bits reach below the sum's float64 ulp and pa >= 27, or the product spans >= 53 - pa
+    bits, or the product is itself a midpoint (pp > pa) and the register value lies 53 binades
+    below it.  So: pa <= 26 (today's formats have at most 24), pa + pp <= 52, and pp <= pa or
+    E - qa <= 52 (fp16 register with fp16 or
     narrower operands; fp32 with bf16, fp16 or fp8 operands).  Also needs no product rounding,
     no Kahan, a plain register (signed, with -0 and subnormals) and an overflow that gives a
     non-finite value (how the kernel notices it)."""

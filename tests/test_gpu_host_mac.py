@@ -74,6 +74,7 @@ def _data(kind: str, m: int, k: int, n: int, seed: int = 0, scale: float = 3.0):
     elif kind == "special":
         a[0, 3], a[1, 5], b[7, 2], b[2, 4] = np.inf, -np.inf, np.nan, np.inf
         a[2, :] = 6e4
+        a[3, 0], a[3, 1], b[1] = np.inf, -np.inf, b[0]       # Inf - Inf within one group
     return a, b
 
 
@@ -122,6 +123,7 @@ def _custom_macs() -> dict:
         "int_promote_sat": MAC("int8", accumulator=IA(18, "saturate"), promote_every=24),
         "aligned4x14": MAC(fp8, accumulator=AA(4, 14)),
         "aligned8x10r": MAC(fp8, accumulator=AA(8, 10, "round", "fp16", "nearest_even")),
+        "aligned4x10_e4m3": MAC("fp16", accumulator=AA(4, 10, "truncate", fp8)),   # no Inf
         "aligned3x20_promote": MAC("bf16", accumulator=AA(3, 20, "round", "bf16",
                                                           "toward_positive"),
                                    promote_every=12),

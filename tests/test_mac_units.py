@@ -13,6 +13,7 @@ import math
 from fractions import Fraction
 
 import gmpy2
+import ml_dtypes
 import numpy as np
 import pytest
 import softposit as sp
@@ -367,6 +368,18 @@ def test_statistics_after_a_register_became_infinite(product_format):
     assert r.swamped == 0 and r.overflows == 0      # an Inf operand is not an overflow
 
 
+@pytest.mark.parametrize("register", ["fp16", "fp8_e4m3", "fp8_e5m2"])
+def test_aligned_nonfinite_group_follows_the_register_rule(register):
+    # IEEE sums Inf and NaN, then cast to the register as ml_dtypes casts them (e4m3 has no Inf)
+    a = np.array([[np.inf, 1.0, 2.0, 3.0], [np.inf, -np.inf, 1.0, 0.5]])
+    acc = mm.AlignedAccumulator(n=4, p=10, format=register)
+    r = mm.matmul(a, np.ones((4, 1)), mm.MAC("fp16", accumulator=acc))
+    dtype = {"fp16": np.float16, "fp8_e4m3": ml_dtypes.float8_e4m3fn,
+             "fp8_e5m2": ml_dtypes.float8_e5m2}[register]
+    want = np.array([[np.inf], [np.nan]]).astype(dtype).astype(np.float64)
+    np.testing.assert_array_equal(r.values, want)
+
+
 def test_stochastic_batches_and_groups_draw_different_bits():
     rng = np.random.default_rng(4)
     a = rng.standard_normal((1, 1, 64))
@@ -382,6 +395,7 @@ def test_empty_sums_are_zero_for_every_kind():
         r = mm.matmul(np.ones((2, 0)), np.ones((0, 3)), name)
         np.testing.assert_array_equal(r.values, np.zeros((2, 3)))
         assert r.macs == 0
+        assert mm.matmul(np.ones((2, 4)), np.ones((4, 0)), name).values.shape == (2, 0)
 
 
 @pytest.mark.parametrize("mode,negative", [("toward_negative", True), ("nearest_even", False)])
