@@ -267,16 +267,17 @@ def _grid_int(sv: np.float64, lo_v: np.float64, hi_v: np.float64, grid: np.float
 
 @njit(cache=True, inline="always")
 def _fast_value(xv: np.float64, pow2: bool, inv: np.float64, unit: np.float64,
-                lo_v: np.float64, hi_v: np.float64, is_int: bool, grid: np.float64, ed, espv):
+                lo_v: np.float64, hi_v: np.float64, is_int: bool, grid: np.float64, q):
     """(nearest-even value, whether outside [lo_v, hi_v]) of one element, from the float64
     ``x * 2**-E`` or ``x / scale`` (see :func:`group_loop`): ``rint`` on integer grids, then
-    clamped; ``quantize_nearest_even_one`` for floats."""
+    clamped; ``quantize_nearest_even_value`` for floats, ``q`` the element's
+    ``nearest_even_params`` (taken before the loop: read inside it, they stop it vectorising)."""
     sv = xv * inv if pow2 else xv / unit
     out = (sv < lo_v) | (sv > hi_v)
     if is_int:
         k = _grid_int(sv, lo_v, hi_v, grid) + 0.0               # integers have no -0
         return (k * grid) * unit, out
-    return fk.quantize_nearest_even_one(sv, ed, espv) * unit, out
+    return fk.quantize_nearest_even_value(sv, q) * unit, out
 
 
 @njit(cache=True, inline="always")
@@ -302,16 +303,15 @@ def _fast_run(xs, vs, cs, to_value: bool, pow2: bool, inv: np.float64, unit: np.
         return _fast_codes(xs, cs, pow2, inv, unit, lo_v, hi_v, zp, is_int, grid, int_mask, ed,
                            esp)
     n_clip = 0
+    q = fk.nearest_even_params(ed, espv)
     if is_int:                                   # literal flags: each loop compiled for its case
         for i in range(xs.shape[0]):
-            v, out = _fast_value(np.float64(xs[i]), pow2, inv, unit, lo_v, hi_v, True, grid,
-                                 ed, espv)
+            v, out = _fast_value(np.float64(xs[i]), pow2, inv, unit, lo_v, hi_v, True, grid, q)
             n_clip += out
             vs[i] = v
     else:
         for i in range(xs.shape[0]):
-            v, out = _fast_value(np.float64(xs[i]), pow2, inv, unit, lo_v, hi_v, False, grid,
-                                 ed, espv)
+            v, out = _fast_value(np.float64(xs[i]), pow2, inv, unit, lo_v, hi_v, False, grid, q)
             n_clip += out
             vs[i] = v
     return n_clip
@@ -504,12 +504,13 @@ def _pair_groups(g, start, n0, n1, x, xb, bits, clip, plan, elem_max, tensor_sca
     pow2 = plan[P_RULE] != RULE_AMAX
     xs = x[start:start + n0 + n1]
     vs = values[start:start + n0 + n1]
+    q = fk.nearest_even_params(ed, espv)
     c0 = 0
     c1 = 0
     for i in range(xs.shape[0]):
         first = i < n0
         v, out = _fast_value(np.float64(xs[i]), pow2, inv0 if first else inv1,
-                             u0 if first else u1, -elem_max, elem_max, False, 1.0, ed, espv)
+                             u0 if first else u1, -elem_max, elem_max, False, 1.0, q)
         c0 += out & first
         c1 += out & (not first)
         vs[i] = v
@@ -553,7 +554,7 @@ def group_loop(x, xb, dims, groups, plan, elem_max, tensor_scale, ed, esp, espv,
             start, n_o, s_o, n_m, s_m, n_i, s_i = extent
             ip, iq, ir = _next_group(ip, iq, ir, nq, nr)
             one_run = n_o == 1 and n_m == 1 and s_i == 1
-            if pairs and one_run and n_i < 32 and g + 1 < g_end:
+            if pairs and one_run and n_i <= 32 and g + 1 < g_end:
                 nxt = group_extent(ip, iq, ir, dims, groups)
                 if nxt[1] == 1 and nxt[3] == 1 and nxt[6] == 1 and nxt[0] == start + n_i:
                     ip, iq, ir = _next_group(ip, iq, ir, nq, nr)
@@ -613,6 +614,7 @@ def channel_loop(x, xb, n_rows, n_cols, plan, elem_max, tensor_scale, ed, esp, e
                 scales[g] = scode
                 zps[g] = zpv[j]
         n_clip = np.zeros(w, dtype=np.int64)
+        q = fk.nearest_even_params(ed, espv)
         for p in range(n_rows):
             base = p * n_cols + c0
             xs = x[base:base + w]
@@ -620,7 +622,7 @@ def channel_loop(x, xb, n_rows, n_cols, plan, elem_max, tensor_scale, ed, esp, e
                 vs = values[base:base + w]
                 for j in range(w):
                     vs[j] = _fast_value(np.float64(xs[j]), pow2, prm[1, j], prm[0, j], prm[2, j],
-                                        prm[3, j], is_int, grid, ed, espv)[0]
+                                        prm[3, j], is_int, grid, q)[0]
             else:
                 cs = codes[base:base + w]
                 for j in range(w):
