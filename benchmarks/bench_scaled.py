@@ -27,8 +27,10 @@ and E2M1, so RNE from the round-to-odd float32 equals RNE from the float64).
 
 Target (2-core machine): quantize >= 10x the numpy + ml_dtypes baseline, per format.
 
-Also printed, as the ceiling of any quantize that returns a new float64 array: ``x.astype(float64)``
-(the first touch of the fresh output's pages costs about as much as the arithmetic here).
+Each format is timed twice: returning a new float64 array, and writing into one given array
+(``quantize(x, out=given)``; the baselines' last operation writes into it too).  Also printed, as
+the ceiling of any quantize that returns a new float64 array: ``x.astype(float64)`` (the kernel
+zeroing the fresh output's pages on first touch costs about as much as the arithmetic here).
 """
 from __future__ import annotations
 
@@ -56,18 +58,21 @@ def f64_to_f32_odd(v: np.ndarray) -> np.ndarray:
     return t
 
 
-def mx_baseline(x: np.ndarray, block: int, elem, emax: int, elem_max: float) -> np.ndarray:
-    """OCP MX v1.0 section 6.3 (floor rule), exact in float32."""
+def mx_baseline(x: np.ndarray, block: int, elem, emax: int, elem_max: float,
+                out: np.ndarray | None = None) -> np.ndarray:
+    """OCP MX v1.0 section 6.3 (floor rule), exact in float32 (``out``: a float64 array of x's
+    shape that receives the values)."""
     b = x.reshape(-1, block)
     amax = np.max(np.abs(b), axis=1, keepdims=True)
     _, e = np.frexp(amax)                                 # amax = m * 2**e, 0.5 <= m < 1
     shared = np.clip(e - 1 - emax, -127, 127)             # floor(log2 amax) - emax
     p = np.clip(np.ldexp(b, -shared), -elem_max, elem_max)
     q = p.astype(elem).astype(np.float32)
-    return np.ldexp(q, shared).reshape(x.shape)
+    return np.ldexp(q, shared, out=_blocks(out, b.shape)).reshape(x.shape)
 
 
-def nvfp4_baseline(x: np.ndarray, exact: bool = True) -> np.ndarray:
+def nvfp4_baseline(x: np.ndarray, exact: bool = True, out: np.ndarray | None = None
+                   ) -> np.ndarray:
     """NVFP4: FP32 tensor scale, E4M3 block scale (RNE, clamped to [2**-9, 448]), E2M1 elements.
     ``exact=False``: the quotients in float32 arithmetic (double rounding; for the mismatch
     count)."""
@@ -84,10 +89,11 @@ def nvfp4_baseline(x: np.ndarray, exact: bool = True) -> np.ndarray:
     unit = scale.astype(np.float64) * np.float64(s_t)                # 4 + 24 bits: exact
     p = f64_to_f32_odd(b / unit) if exact else b / (scale * s_t)
     e = np.clip(p, -6, 6).astype(ml_dtypes.float4_e2m1fn).astype(np.float32)
-    return (e * unit).reshape(x.shape)                                # exact in float64
+    return np.multiply(e, unit, out=_blocks(out, b.shape)).reshape(x.shape)   # exact
 
 
-def int4_baseline(x: np.ndarray, exact: bool = True) -> np.ndarray:
+def int4_baseline(x: np.ndarray, exact: bool = True, out: np.ndarray | None = None
+                  ) -> np.ndarray:
     """Symmetric int4 per group of 128: scale fp32(amax / 7), rint(x / scale) clipped to +-7.
     ``exact=False`` divides in float32 (double rounding; for the mismatch count)."""
     b = x.reshape(-1, 128)
@@ -95,18 +101,23 @@ def int4_baseline(x: np.ndarray, exact: bool = True) -> np.ndarray:
     scale = amax / np.float32(7)                                     # IEEE: rounded once
     scale = np.where(scale > 0, scale, np.float32(2.0**-149))        # all-zero group: smallest
     k = np.clip(np.rint(b / scale.astype(np.float64) if exact else b / scale), -7, 7)
-    return (k * scale.astype(np.float64)).reshape(x.shape)           # exact in float64
+    return np.multiply(k, scale.astype(np.float64), out=_blocks(out, b.shape)).reshape(x.shape)
+
+
+def _blocks(out: np.ndarray | None, shape: tuple) -> np.ndarray | None:
+    """``out`` viewed as the baseline's (blocks, block) matrix."""
+    return None if out is None else out.reshape(shape)
 
 
 def baseline(name: str):
-    """The numpy + ml_dtypes implementation of ``name``'s rule (a function of x)."""
+    """The numpy + ml_dtypes implementation of ``name``'s rule (a function of x and out)."""
     if name == "mxfp8_e4m3":
-        return lambda x: mx_baseline(x, 32, ml_dtypes.float8_e4m3fn, 8, 448.0)
+        return lambda x, out=None: mx_baseline(x, 32, ml_dtypes.float8_e4m3fn, 8, 448.0, out)
     if name == "mxfp4":
-        return lambda x: mx_baseline(x, 32, ml_dtypes.float4_e2m1fn, 2, 6.0)
+        return lambda x, out=None: mx_baseline(x, 32, ml_dtypes.float4_e2m1fn, 2, 6.0, out)
     if name == "nvfp4":
-        return nvfp4_baseline
-    return int4_baseline
+        return lambda x, out=None: nvfp4_baseline(x, out=out)
+    return lambda x, out=None: int4_baseline(x, out=out)
 
 
 def n_differ(a: np.ndarray, b: np.ndarray) -> int:
@@ -129,34 +140,46 @@ def main() -> None:
     fmts["mxfp4"].quantize(x[:2], rounding="stochastic", seed=1)
 
     rows = []
+    given = np.empty(x.shape)                  # the out= runs write here (pages touched once)
     for name, fmt in fmts.items():
         ours = fmt.quantize(x)
         base_fn = baseline(name)
         base = base_fn(x)
         bad = n_differ(ours, base)
         assert bad == 0, f"{name}: the baseline differs from numsim in {bad} of {n} elements"
+        for fn in (fmt.quantize, base_fn):
+            given[...] = np.nan
+            fn(x, out=given)
+            assert n_differ(given, ours) == 0, f"{name}: out= differs from a new array"
         note = ""
         if name in ("nvfp4", "int4_g128"):
             naive = (nvfp4_baseline if name == "nvfp4" else int4_baseline)(x, exact=False)
             note = f"float32 variant: {n_differ(ours, naive)} differ (double rounding)"
         del ours, base
-        t_ours = best_seconds(lambda: fmt.quantize(x), args.repeat)
-        t_base = best_seconds(lambda: base_fn(x), args.repeat)
-        t_enc = best_seconds(lambda: fmt.encode(x), args.repeat)
-        rows.append((name, t_ours, t_base, t_enc, note))
+        rows.append((name, {
+            "new": (best_seconds(lambda: fmt.quantize(x), args.repeat),
+                    best_seconds(lambda: base_fn(x), args.repeat)),
+            "out": (best_seconds(lambda: fmt.quantize(x, out=given), args.repeat),
+                    best_seconds(lambda: base_fn(x, out=given), args.repeat)),
+        }, best_seconds(lambda: fmt.encode(x), args.repeat), note))
 
-    print("quantize (float32 in, float64 out), baseline checked bit for bit against numsim:")
-    print(f"{'format':<12}{'numsim G/s':>11}{'baseline G/s':>14}{'numsim/baseline':>17}"
-          f"{'target':>8}{'encode G/s':>12}  note")
-    for name, t_ours, t_base, t_enc, note in rows:
-        ratio = t_base / t_ours
-        print(f"{name:<12}{n / t_ours / 1e9:>11.3f}{n / t_base / 1e9:>14.3f}{ratio:>16.1f}x"
-              f"{'met' if ratio >= TARGET else 'MISSED':>8}{n / t_enc / 1e9:>12.3f}  {note}")
+    for kind, title in (("new", "quantize into a new float64 array (float32 in)"),
+                        ("out", "quantize into a given float64 array (out=; the baseline's last "
+                                "operation writes there too)")):
+        print(f"{title}; baseline checked bit for bit against numsim:")
+        print(f"{'format':<12}{'numsim G/s':>11}{'baseline G/s':>14}{'numsim/baseline':>17}"
+              f"{'target':>8}" + (f"{'encode G/s':>12}  note" if kind == "new" else ""))
+        for name, times, t_enc, note in rows:
+            t_ours, t_base = times[kind]
+            ratio = t_base / t_ours
+            tail = f"{n / t_enc / 1e9:>12.3f}  {note}" if kind == "new" else ""
+            print(f"{name:<12}{n / t_ours / 1e9:>11.3f}{n / t_base / 1e9:>14.3f}{ratio:>16.1f}x"
+                  f"{'met' if ratio >= TARGET else 'MISSED':>8}{tail}")
     t_alloc = best_seconds(lambda: x.astype(np.float64), args.repeat)
     print(f"ceiling: x.astype(float64) into a new array {n / t_alloc / 1e9:.3f} G elements/s")
     fmt = fmts["mxfp4"]
     t_sr = best_seconds(lambda: fmt.quantize(x, rounding="stochastic", seed=1), args.repeat)
-    t_nearest = [r[1] for r in rows if r[0] == "mxfp4"][0]
+    t_nearest = [r[1]["new"][0] for r in rows if r[0] == "mxfp4"][0]
     print(f"mxfp4 stochastic rounding: {n / t_sr / 1e9:.3f} G elements/s "
           f"({t_nearest / t_sr:.0%} of its nearest-even quantize)")
 

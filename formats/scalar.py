@@ -73,6 +73,37 @@ def as_real_array(x, what: str = "input") -> np.ndarray:
     return arr
 
 
+def checked_out(out, shape: tuple, dtype: np.dtype, x):
+    """``out`` if it can receive a result of ``shape`` and ``dtype`` for the input ``x``: an array
+    of the kind the caller gets back (CuPy for CuPy input, else NumPy), C-contiguous, writeable,
+    native byte order; else a clear TypeError/ValueError."""
+    device = gpu.is_device_array(x)
+    if gpu.is_device_array(out) != device or not (device or isinstance(out, np.ndarray)):
+        kind = "a CuPy" if device else "a NumPy"
+        raise TypeError(f"out must be {kind} array for this input, got {type(out).__name__}")
+    if tuple(out.shape) != tuple(shape) or out.dtype != dtype:
+        raise ValueError(f"out must have shape {tuple(shape)} and dtype {np.dtype(dtype)} (what "
+                         f"quantize returns for this input), got {tuple(out.shape)} {out.dtype}")
+    if not out.flags.c_contiguous or not getattr(out.flags, "writeable", True):
+        raise ValueError("out must be a C-contiguous, writeable array")
+    return out
+
+
+def writes_directly(out, launch, src) -> bool:
+    """Whether kernels on ``launch`` may write into ``out`` itself: it lives where they run and
+    shares no memory with their input ``src`` (else the result is copied into it afterwards)."""
+    xp = gpu.array_module(launch)
+    return gpu.is_device_array(out) == (xp is not np) and not xp.may_share_memory(out, src)
+
+
+def deliver(out, result):
+    """``result``, or ``out`` holding a copy of it (when the kernels did not write into ``out``)."""
+    if out is None or out is result:
+        return result
+    out[...] = result
+    return out
+
+
 def as_code_array(codes, bits: int, name: str) -> np.ndarray:
     """Integer codes checked to lie in ``0 .. 2**bits - 1``."""
     arr = codes if gpu.is_device_array(codes) else np.asarray(codes)
@@ -210,17 +241,21 @@ class ScalarFormat(ABC):
 
     def quantize(self, x, rounding: str = "nearest_even", overflow: str | None = None,
                  seed: int | None = None, sr_bits: int | None = None,
-                 backend: str = "auto") -> np.ndarray:
+                 backend: str = "auto", out=None) -> np.ndarray:
         """``decode(encode(x))``, returned in ``x``'s float dtype when that dtype holds every value
-        of this format exactly (e.g. float32 in, fp8 format), else in float64."""
+        of this format exactly (e.g. float32 in, fp8 format), else in float64.  ``out``: an array
+        of that shape and dtype to write the values into and return (no new array)."""
         launch = gpu.resolve(backend, x)
         arr = _on(launch, as_real_array(x))
         opts = self._options(rounding, overflow, seed, sr_bits)
         exact_in_input = arr.dtype.kind == "f" and self.fits_in(arr.dtype)
         out_dtype = arr.dtype.newbyteorder("=") if exact_in_input else np.dtype(np.float64)
         xp = gpu.array_module(launch)
-        out = xp.empty(arr.shape, dtype=out_dtype)
-        flat = out.reshape(-1)
+        if out is not None:
+            checked_out(out, arr.shape, out_dtype, x)
+        direct = out is not None and writes_directly(out, launch, arr)
+        result = out if direct else xp.empty(arr.shape, dtype=out_dtype)
+        flat = result.reshape(-1)
         for start, stop in flat_chunks(arr.size, launch):
             target = flat[start:stop]
             if target.dtype == np.float16:          # the kernels cannot write float16: via float32
@@ -231,7 +266,7 @@ class ScalarFormat(ABC):
             else:
                 self._quantize_chunk(chunk_of(arr, start, stop), target, *opts[:3], start,
                                      opts[3], launch)
-        return gpu.to_caller(launch, out, x)
+        return deliver(out, gpu.to_caller(launch, result, x))
 
     def _quantize_chunk(self, x, out, mode, overflow, key, offset, sr_bits, launch=None) -> None:
         """One flat chunk of quantize; formats with a fused kernel override this."""

@@ -72,7 +72,8 @@ from .hadamard import hadamard_transform
 from .integers import IntFormat
 from .packing import pack_codes
 from .rounding import IEEE, NEAREST_EVEN, SATURATE, mode_id, resolve_seed, resolve_sr_bits
-from .scalar import ScalarFormat, as_real_array, check_int
+from .scalar import (ScalarFormat, as_real_array, check_int, checked_out, deliver,
+                     writes_directly)
 
 SCALE_ROUNDINGS = ("nearest_even", "toward_positive")
 
@@ -338,9 +339,10 @@ class ScaledFormat:
         return pd <= 53 and max(px - 1, sc.mbits + 2 + pd - 2) + 1 < 53
 
     def _kernel(self, view, groups, n_groups, dtype, mode: int, key, sr: int,
-                clip: np.ndarray, to_value: bool, t_scale: float, launch=None):
+                clip: np.ndarray, to_value: bool, t_scale: float, launch=None, values=None):
         """One pass of the group kernel: (codes, values, scales, zero points, clipped, flags),
-        flat, as arrays of the launcher's module (NumPy on the CPU: ``launch`` None)."""
+        flat, as arrays of the launcher's module (NumPy on the CPU: ``launch`` None).  ``values``:
+        a flat float64 array of the launcher's module to write the values into."""
         el = self._elem
         esp = fk.special_codes(el["desc"], mode, SATURATE)
         espv = fk.special_values(el["desc"], mode, SATURATE)    # floats and integer grids
@@ -352,7 +354,8 @@ class ScaledFormat:
         # and input dtype, not per (element, scale) dtype pair (compiling is the slow part)
         xp, kernels = gpu.array_module(launch), _kernels(launch)
         codes = xp.empty(size if not to_value else 1, dtype=np.uint32)
-        values = xp.empty(size if to_value else 1, dtype=np.float64)
+        if values is None:
+            values = xp.empty(size if to_value else 1, dtype=np.float64)
         scales = xp.empty(math.prod(n_groups), dtype=np.int64)
         zps = xp.zeros(scales.size, dtype=np.int64)
         clipped = xp.zeros(scales.size, dtype=np.int64)
@@ -376,7 +379,7 @@ class ScaledFormat:
                 clipped, flags)
 
     def _run(self, x, axis, rounding, seed, sr_bits, to_value, calibration, percentile,
-             mse_grid, launch):
+             mse_grid, launch, values=None):
         arr, axis, view, groups, scales_shape, n_groups = self._prepare(x, axis, launch)
         mode = mode_id(rounding)
         key = resolve_seed(seed) if rounding == "stochastic" else np.uint64(0)
@@ -385,7 +388,7 @@ class ScaledFormat:
         clip = self._calibrate(view, groups, n_groups, t_scale, calibration, percentile,
                                mse_grid, launch)
         out = self._kernel(view, groups, n_groups, arr.dtype, mode, key, sr, clip, to_value,
-                           t_scale, launch)
+                           t_scale, launch, values)
         return (arr, axis, scales_shape, t_scale) + out
 
     # ---- calibration ---------------------------------------------------------------------
@@ -486,12 +489,22 @@ class ScaledFormat:
     def quantize(self, x, axis: int = -1, rounding: str = "nearest_even",
                  seed: int | None = None, sr_bits: int | None = None, calibration: str = "max",
                  percentile: float = 99.9, mse_grid: int = 32,
-                 backend: str = "auto") -> np.ndarray:
-        """``decode(encode(x))`` in one pass, as float64 (``backend``: see :meth:`encode`)."""
+                 backend: str = "auto", out=None) -> np.ndarray:
+        """``decode(encode(x))`` in one pass, as float64 (``backend``: see :meth:`encode`).
+        ``out``: a float64 array of ``x``'s shape to write the values into and return; repeated
+        quantizes of one shape then skip the first-touch cost of a new array's pages."""
         launch = gpu.resolve(backend, x)
+        direct = None
+        if out is not None:
+            src = as_real_array(x)
+            checked_out(out, src.shape, np.float64, x)
+            if self.hadamard is None and writes_directly(out, launch, src):
+                direct = out.reshape(-1)
         arr, axis, _, _, _, values, _, _, _, _ = self._run(x, axis, rounding, seed, sr_bits, True,
-                                                        calibration, percentile, mse_grid, launch)
-        return gpu.to_caller(launch, self._unrotate(values.reshape(arr.shape), axis, launch), x)
+                                                        calibration, percentile, mse_grid, launch,
+                                                        direct)
+        result = self._unrotate(values.reshape(arr.shape), axis, launch)
+        return deliver(out, out if direct is not None else gpu.to_caller(launch, result, x))
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, ScaledFormat) and self._key() == other._key()
