@@ -63,10 +63,9 @@ def pair_quotient(h: np.float64, low: np.float64, s: np.float64):
     of the exact pair h + low (|low| <= ulp(h)/2, e.g. a TwoSum) to about 100 bits with its sign
     exact: enough for one correct rounding to any format here (h - q*s is exact)."""
     q = h / s
-    if q == 0.0 or not np.isfinite(q):
-        return q, 0.0
     p, pe = fk.two_product(q, s)
-    return q, (((h - p) - pe) + low) / s
+    t = (((h - p) - pe) + low) / s
+    return q, 0.0 if (q == 0.0) | (not np.isfinite(q)) else t    # a select: loops vectorise
 
 
 @njit(cache=True, inline="always")
@@ -215,14 +214,16 @@ def _general_run(xs, vs, cs, base: np.int64, step: np.int64, pow2: bool, inv: np
     """Round one run of a group's elements (``xs``, flat index of ``xs[i]`` = ``base + i *
     step``) exactly, in any mode, into values ``vs`` or codes ``cs``.  ``[lo_v, hi_v]`` is the
     element range in element units (after the zero point); returns the count of elements
-    outside it.  Compiled once per array layout (not inlined into the per-mode loops)."""
+    outside it.  Compiled once per array layout (not inlined into the per-mode loops).  Floats
+    with power-of-two scales, table searches (codebooks) and the rest each have a loop of their
+    own (a branch or an inner loop in a loop keeps it from vectorising)."""
     kind = plan[P_ELEM_KIND]
     frac = ed[fk.MBITS] - ed[fk.EMIN]                # integer grids: k * 2**-frac
+    to_steps, step_value = np.ldexp(1.0, frac), np.ldexp(1.0, -frac)
     n_clip = 0
-    if kind == ELEM_FLOAT and pow2:                  # the common case, in a loop of its own
-        for i in range(xs.shape[0]):                 # (branch-free: it vectorises)
-            xv = np.float64(xs[i])
-            sv = _kept_nonzero(xv * inv, xv)
+    if kind == ELEM_FLOAT and pow2:                  # the common case (branch-free)
+        for i in range(xs.shape[0]):
+            sv, _ = _element_units(np.float64(xs[i]), True, inv, unit)
             n_clip += (sv < lo_v) | (sv > hi_v)
             c = fk.round_pair(sv, 0.0, ed, esp, mode, key, base + i * step, sr_bits)
             if to_value:
@@ -230,31 +231,43 @@ def _general_run(xs, vs, cs, base: np.int64, step: np.int64, pow2: bool, inv: np
             else:
                 cs[i] = c
         return n_clip
+    if kind == ELEM_CODEBOOK:
+        for i in range(xs.shape[0]):
+            sv, t = _element_units(np.float64(xs[i]), pow2, inv, unit)
+            n_clip += (sv < lo_v) | (sv > hi_v)
+            j = round_table_index(sv, t, table, tcodes, mode, key, base + i * step, sr_bits)
+            if to_value:
+                vs[i] = table[j] * unit
+            else:
+                cs[i] = tcodes[j]
+        return n_clip
     for i in range(xs.shape[0]):
-        xv = np.float64(xs[i])
-        if pow2:
-            sv, t = xv * inv, 0.0                    # exact unless it underflows (see below)
-        else:
-            sv, t = exact_quotient(xv, unit)
-        sv = _kept_nonzero(sv, xv)
+        sv, t = _element_units(np.float64(xs[i]), pow2, inv, unit)
         n_clip += (sv < lo_v) | (sv > hi_v)
-        index = base + i * step
-        if kind == ELEM_CODEBOOK:
-            j = round_table_index(sv, t, table, tcodes, mode, key, index, sr_bits)
-            c, v = tcodes[j], table[j]
-        else:
-            c = fk.round_pair(sv, t, ed, esp, mode, key, index, sr_bits)
-            v = fk.decode_one(c, ed)
-            if kind == ELEM_INT:                     # grid value -> clamped integer code
-                k = np.int64(np.ldexp(v, frac)) + zp
-                k = min(max(k, plan[P_INT_QMIN]), plan[P_INT_QMAX])
-                v = np.ldexp(np.float64(k - zp), -frac)
-                c = k & ((np.int64(1) << plan[P_INT_BITS]) - 1)
+        c = fk.round_pair(sv, t, ed, esp, mode, key, base + i * step, sr_bits)
+        v = fk.decode_one(c, ed)
+        if kind == ELEM_INT:                         # grid value -> clamped integer code
+            k = np.int64(v * to_steps) + zp
+            k = min(max(k, plan[P_INT_QMIN]), plan[P_INT_QMAX])
+            v = np.float64(k - zp) * step_value
+            c = k & ((np.int64(1) << plan[P_INT_BITS]) - 1)
         if to_value:
             vs[i] = v * unit
         else:
             cs[i] = c
     return n_clip
+
+
+@njit(cache=True, inline="always")
+def _element_units(xv: np.float64, pow2: bool, inv: np.float64, unit: np.float64):
+    """``x`` in element units as an exact pair (high, low): ``x * 2**-E`` (exact unless it
+    underflows: a nonzero x is then kept as the tiniest float64 of its sign) or the quotient
+    ``x / scale`` with its remainder term."""
+    if pow2:
+        sv, t = xv * inv, 0.0
+    else:
+        sv, t = exact_quotient(xv, unit)
+    return _kept_nonzero(sv, xv), t
 
 
 @njit(cache=True, inline="always")
@@ -321,7 +334,23 @@ def _fast_run(xs, vs, cs, to_value: bool, pow2: bool, inv: np.float64, unit: np.
 def _fast_codes(xs, cs, pow2: bool, inv: np.float64, unit: np.float64, lo_v: np.float64,
                 hi_v: np.float64, zp: np.int64, is_int: bool, grid: np.float64,
                 int_mask: np.int64, ed, esp) -> np.int64:
-    """The codes of :func:`_fast_run`."""
+    """The codes of :func:`_fast_run`: one loop per case, its flags literal (a flag read inside
+    the loop, the division of a non-power-of-two scale above all, slows it about sixfold)."""
+    args = (lo_v, hi_v, zp, grid, int_mask, ed, esp)
+    if pow2:
+        if is_int:
+            return _code_loop(xs, cs, True, inv, unit, True, args)
+        return _code_loop(xs, cs, True, inv, unit, False, args)
+    if is_int:
+        return _code_loop(xs, cs, False, inv, unit, True, args)
+    return _code_loop(xs, cs, False, inv, unit, False, args)
+
+
+@njit(cache=True, inline="always")
+def _code_loop(xs, cs, pow2: bool, inv: np.float64, unit: np.float64, is_int: bool,
+               args) -> np.int64:
+    """The loop of :func:`_fast_codes` for one (pow2, is_int) case."""
+    lo_v, hi_v, zp, grid, int_mask, ed, esp = args
     n_clip = 0
     for i in range(xs.shape[0]):
         c, out = _fast_code(np.float64(xs[i]), pow2, inv, unit, lo_v, hi_v, zp, is_int, grid,
@@ -462,6 +491,12 @@ def _one_group(g, extent, x, xb, bits, clip, plan, elem_max, tensor_scale, ed, e
                     x[base:stop:s_i], values[base:stop:s_i] if to_value else values[0:1:1],
                     codes[0:1:1] if to_value else codes[base:stop:s_i], to_value, pow2, inv,
                     unit, lo_v, hi_v, zp, is_int, grid, int_mask, ed, esp, espv)
+            elif s_i == 1:
+                clipped[g] += _general_run(
+                    x[base:stop], values[base:stop] if to_value else values[0:1],
+                    codes[0:1] if to_value else codes[base:stop], base, s_i, pow2, inv,
+                    unit, lo_v, hi_v, zp, to_value, plan, ed, esp, table, tcodes, mode, key,
+                    sr_bits)
             else:
                 clipped[g] += _general_run(
                     x[base:stop:s_i], values[base:stop:s_i] if to_value else values[0:1:1],
