@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import math
 from abc import ABC, abstractmethod
-from typing import Iterator
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -73,30 +73,36 @@ def as_real_array(x, what: str = "input") -> np.ndarray:
     return arr
 
 
-def checked_out(out, shape: tuple, dtype: np.dtype, x):
-    """``out`` if it can receive a result of ``shape`` and ``dtype`` for the input ``x``: an array
-    of the kind the caller gets back (CuPy for CuPy input, else NumPy), C-contiguous, writeable,
-    native byte order; else a clear TypeError/ValueError."""
+def checked_out(out: Any, shape: tuple, dtype: np.dtype, x: Any) -> None:
+    """Refuse, with a clear TypeError/ValueError, an ``out`` that cannot receive a result of
+    ``shape`` and ``dtype`` for the input ``x``: it must be an array of the kind the caller gets
+    back (a CuPy array for CuPy input, else exactly ``numpy.ndarray``: subclasses such as
+    ``np.matrix`` reshape differently), C-contiguous, writeable, native byte order."""
     device = gpu.is_device_array(x)
-    if gpu.is_device_array(out) != device or not (device or isinstance(out, np.ndarray)):
+    if gpu.is_device_array(out) != device or not (device or type(out) is np.ndarray):
         kind = "a CuPy" if device else "a NumPy"
-        raise TypeError(f"out must be {kind} array for this input, got {type(out).__name__}")
-    if tuple(out.shape) != tuple(shape) or out.dtype != dtype:
-        raise ValueError(f"out must have shape {tuple(shape)} and dtype {np.dtype(dtype)} (what "
-                         f"quantize returns for this input), got {tuple(out.shape)} {out.dtype}")
-    if not out.flags.c_contiguous or not getattr(out.flags, "writeable", True):
-        raise ValueError("out must be a C-contiguous, writeable array")
-    return out
+        raise TypeError(f"out must be {kind} array (not a subclass) for this input, got "
+                        f"{type(out).__name__}")
+    if tuple(out.shape) != tuple(shape):
+        raise ValueError(f"out must have shape {tuple(shape)} (the input's), got "
+                         f"{tuple(out.shape)}")
+    if out.dtype != dtype:
+        raise ValueError(f"out must have dtype {np.dtype(dtype)} (what quantize returns for this "
+                         f"input), got {out.dtype}")
+    if not out.flags.c_contiguous:
+        raise ValueError("out must be C-contiguous")
+    if not getattr(out.flags, "writeable", True):
+        raise ValueError("out must be writeable")
 
 
-def writes_directly(out, launch, src) -> bool:
+def writes_directly(out: Any, launch: Any, src: Any) -> bool:
     """Whether kernels on ``launch`` may write into ``out`` itself: it lives where they run and
     shares no memory with their input ``src`` (else the result is copied into it afterwards)."""
     xp = gpu.array_module(launch)
     return gpu.is_device_array(out) == (xp is not np) and not xp.may_share_memory(out, src)
 
 
-def deliver(out, result):
+def deliver(out: Any, result: Any) -> Any:
     """``result``, or ``out`` holding a copy of it (when the kernels did not write into ``out``)."""
     if out is None or out is result:
         return result
@@ -241,10 +247,13 @@ class ScalarFormat(ABC):
 
     def quantize(self, x, rounding: str = "nearest_even", overflow: str | None = None,
                  seed: int | None = None, sr_bits: int | None = None,
-                 backend: str = "auto", out=None) -> np.ndarray:
+                 backend: str = "auto", out: Any = None) -> np.ndarray:
         """``decode(encode(x))``, returned in ``x``'s float dtype when that dtype holds every value
         of this format exactly (e.g. float32 in, fp8 format), else in float64.  ``out``: an array
-        of that shape and dtype to write the values into and return (no new array)."""
+        of that shape and dtype to write the values into and return; the kernels write into it
+        directly unless it overlaps ``x`` or lives on the other engine's side (then a new result
+        is copied into it).  If quantize raises after its checks (NaN into a format without NaN,
+        Inf into a wrapping integer), ``out`` may have been partly written."""
         launch = gpu.resolve(backend, x)
         arr = _on(launch, as_real_array(x))
         opts = self._options(rounding, overflow, seed, sr_bits)

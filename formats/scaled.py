@@ -59,6 +59,7 @@ from __future__ import annotations
 import math
 import secrets
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -489,18 +490,21 @@ class ScaledFormat:
     def quantize(self, x, axis: int = -1, rounding: str = "nearest_even",
                  seed: int | None = None, sr_bits: int | None = None, calibration: str = "max",
                  percentile: float = 99.9, mse_grid: int = 32,
-                 backend: str = "auto", out=None) -> np.ndarray:
+                 backend: str = "auto", out: Any = None) -> np.ndarray:
         """``decode(encode(x))`` in one pass, as float64 (``backend``: see :meth:`encode`).
-        ``out``: a float64 array of ``x``'s shape to write the values into and return; repeated
-        quantizes of one shape then skip the first-touch cost of a new array's pages."""
+        ``out``: a float64 array of ``x``'s shape to write the values into and return; every
+        check runs before anything is written.  The kernels write into ``out`` directly (so
+        repeated quantizes of one shape skip the first-touch cost of a new array's pages)
+        unless it overlaps ``x``, the format has a Hadamard transform, or ``out`` lives on the
+        other engine's side: then a new result is copied into it."""
         launch = gpu.resolve(backend, x)
+        src = as_real_array(x)
         direct = None
         if out is not None:
-            src = as_real_array(x)
             checked_out(out, src.shape, np.float64, x)
             if self.hadamard is None and writes_directly(out, launch, src):
                 direct = out.reshape(-1)
-        arr, axis, _, _, _, values, _, _, _, _ = self._run(x, axis, rounding, seed, sr_bits, True,
+        arr, axis, _, _, _, values, _, _, _, _ = self._run(src, axis, rounding, seed, sr_bits, True,
                                                         calibration, percentile, mse_grid, launch,
                                                         direct)
         result = self._unrotate(values.reshape(arr.shape), axis, launch)
