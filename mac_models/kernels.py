@@ -31,7 +31,7 @@ from numba import njit, prange
 from formats import float_kernels as fk
 from formats.bitcast import bits_to_f64, clz64, f64_to_bits, significand_exponent
 from formats.quire import add_scaled, leading_bits, normalize, to_magnitude
-from formats.rounding import SATURATE, TOWARD_NEGATIVE
+from formats.rounding import NEAREST_EVEN, SATURATE, TOWARD_NEGATIVE
 
 ST_OVERFLOW, ST_SATURATED, ST_SWAMPED = range(3)
 N_STATS = 3
@@ -41,6 +41,8 @@ _MAG = np.uint64((1 << 63) - 1)
 _SIGN = np.uint64(1 << 63)
 _EXP = np.uint64(0x7FF << 52)
 _DBL_MAX = np.finfo(np.float64).max
+_TINY = 5e-324                             # float64's smallest subnormal
+_EXACT_PRODUCT = 2.0 ** -900               # two_product's error term is exact above this
 _NO_BINADE = -100000                       # the binade of zero in the aligned adder
 _OVF_POS, _OVF_NEG = -2, -3                # overflow markers in a plan's special codes
 
@@ -122,13 +124,18 @@ def add_scaled_round(acc, part, scale, fd, index):
     """``acc + part * scale`` rounded once into ``fd``, exactly: the product as a TwoProduct
     pair, the three terms renormalised to (s, tail) where the tail is made round-to-odd, which
     keeps its sign, its zeroness and its leading bits - all that rounding ``s + tail`` reads.
-    Returns (value, beyond, x) with x the float64 product (for the statistics)."""
-    if scale == 1.0:
-        v, beyond = add_round(acc, part, fd, index)
-        return v, beyond, part
+    Returns (value, beyond, x) with x the float64 product (for the statistics).  A nonzero
+    product that underflows float64 (only with the widest custom scale formats) is far below
+    every register's grid: it is kept as float64's smallest subnormal of its sign, which rounds
+    as it would (a sign and a nonzero tail are all that rounding reads of it)."""
     h, l = fk.two_product(part, scale)
     if not np.isfinite(h):
         l = 0.0
+    if (h == 0.0) & (part != 0.0) & (scale != 0.0):
+        h, l = np.copysign(_TINY, part) * np.copysign(1.0, scale), 0.0
+    if l == 0.0:                           # an exact product (the only way to an exact zero sum)
+        v, beyond = add_round(acc, h, fd, index)
+        return v, beyond, h
     s1, e1 = fk.two_sum(acc, h)
     s1 = fk.exact_zero_sign(acc, h, s1, fd[4])
     s2, e2 = fk.two_sum(e1, l)
@@ -165,12 +172,23 @@ def _count(st, j, old, new, x, beyond, saturates):
 @njit(cache=True)
 def _combine(total, part, unit, sa, sb, i, seg_no, cd, st, top, base, kk):
     """total[j] += part[j] * unit * sa[i, seg_no] * sb[seg_no, j], each rounded once into
-    ``cd`` (a segment's sum promoted, or a block's sum scaled and accumulated)."""
+    ``cd`` (a segment's sum promoted, or a block's sum scaled and accumulated).  In a
+    nearest-even register, an addend that is exact in float64 (power-of-two scales: always,
+    short of underflow) is added by :func:`add_nearest_even`; the rest by
+    :func:`add_scaled_round`."""
+    ne = nearest_plan(cd)
+    nearest = cd[4] == NEAREST_EVEN
     for j in range(total.shape[0]):
         old = total[j]
+        pv = np.float64(part[j])
         x_scale = unit * sa[i, seg_no] * sb[seg_no, j]           # exact: <= 48 bits
-        new, beyond, x = add_scaled_round(old, np.float64(part[j]), x_scale, cd,
-                                          (base + j) * kk + seg_no)
+        h, low = fk.two_product(pv, x_scale)
+        if nearest & (low == 0.0) & (abs(h) <= _DBL_MAX) & ((abs(h) >= _EXACT_PRODUCT)
+                                                           | (pv == 0.0)):
+            new, beyond = add_nearest_even(old, h, ne)
+            x = h
+        else:
+            new, beyond, x = add_scaled_round(old, pv, x_scale, cd, (base + j) * kk + seg_no)
         _count(st, j, old, new, x, beyond, cd[7])
         total[j] = new
         top[j] = _larger(abs(new), top[j])

@@ -39,8 +39,9 @@ import numpy as np
 import pytest
 
 import mac_models as mm
+from mac_models import kernels as mm_kernels
 from mac_models import ops as mm_ops
-from tests.mpfr_oracle import FloatSpec, oracle_round
+from tests.mpfr_oracle import FloatSpec, oracle_round, same_values
 
 BF16 = ml_dtypes.bfloat16
 
@@ -419,6 +420,61 @@ def test_register_rounds_each_exact_sum_once(register, spec, operand, dtype, lo,
     assert np.isinf(values[0]).all() == (big is not None) and np.isfinite(values[1:]).any()
     assert (r.overflows, r.swamped, r.max_abs_partial) == (overflows, swamped, peak)
     assert swamped > 0
+
+
+# ---- 7c. a scaled segment sum added into the register ---------------------------------------
+@pytest.mark.parametrize("mode", ["nearest_even", "toward_positive", "toward_negative"])
+@pytest.mark.parametrize("register,spec", [("fp32", FloatSpec(8, 23, 127)),
+                                           ("fp16", FloatSpec(5, 10, 15))])
+def test_combine_rounds_each_scaled_sum_once(register, spec, mode):
+    """The step that adds a segment's sum times its scales into the register (block scales,
+    promotion): ``total + part * sa * sb`` is the exact value rounded once (MPFR), zero signs
+    and statistics included.  The scales are powers of two (the addend is exact in float64: in
+    nearest-even, the kernel's shortcut), 24-bit significands (often inexact: its exact path)
+    and tiny ones whose addend underflows float64 (kept as a nonzero of its sign)."""
+    rng = _rng(7117)
+    m, n = 4, 3000
+    dtype, lo, hi = (np.float32, -149, 127) if register == "fp32" else (np.float16, -24, 15)
+    part = _wide_operands(rng, (1, n), dtype, lo, hi)
+    part[0, :40] = 0.0
+    part[0, 20:40] = -0.0
+    total = _wide_operands(rng, (m, n), dtype, lo, hi)
+    total[:, ::7] = 0.0
+    total[:, 1::14] = -0.0
+    pick = rng.integers(0, 3, n)
+    sb = np.where(pick == 0, 2.0 ** rng.integers(-200, 200, n),
+                  np.where(pick == 1, (rng.integers(1 << 23, 1 << 24, n) * 2.0 ** -23)
+                           * 2.0 ** rng.integers(-60, 60, n), 2.0 ** rng.integers(-700, -600, n)))
+    sa = np.array([1.0, 2.0 ** -300, 12582913 * 2.0 ** -20, 2.0 ** 100])[:, None]
+    cd = mm_ops._acc_plan(mm.FloatAccumulator(register, rounding=mode))
+    exact_addends = 0
+    for i in range(m):
+        got = total[i].copy()
+        st = np.zeros((mm_kernels.N_STATS, n), dtype=np.int64)
+        top = np.zeros(n)
+        mm_kernels._combine(got, part[0], 1.0, sa, sb[None, :], i, 0, cd, st, top, 0, 1)
+        addend = [Fraction(float(p)) * Fraction(float(sa[i, 0])) * Fraction(float(s))
+                  for p, s in zip(part[0], sb)]
+        x64 = part[0] * (sa[i, 0] * sb)
+        exact_addends += sum(Fraction(float(x)) == q for x, q in zip(x64, addend))
+        with gmpy2.context(precision=4096):
+            exact = np.array([gmpy2.mpfr(gmpy2.mpq(Fraction(float(o)) + q))
+                              for o, q in zip(total[i], addend)], dtype=object)
+        want = oracle_round(exact, spec, mode, "ieee")
+        # an exact zero sum (IEEE): two zeros of one sign keep it; otherwise -0 toward negative
+        zero = np.array([Fraction(float(o)) + q == 0 for o, q in zip(total[i], addend)])
+        neg_addend = np.signbit(part[0]) != np.signbit(sa[i, 0] * sb)
+        zeros = (total[i] == 0) & (part[0] == 0)
+        neg_zero = np.where(zeros & (np.signbit(total[i]) == neg_addend), neg_addend,
+                            mode == "toward_negative")
+        want = np.where(zero, np.where(neg_zero, -0.0, 0.0), want)
+        bad = ~same_values(got, want)
+        assert not bad.any(), (i, np.flatnonzero(bad)[:5], got[bad][:5], want[bad][:5])
+        if mode == "nearest_even":                            # beyond the range = infinite here
+            assert st[mm_kernels.ST_OVERFLOW].sum() == int((~np.isfinite(want)).sum())
+        nonzero = np.array([q != 0 for q in addend])
+        assert st[mm_kernels.ST_SWAMPED].sum() == int((nonzero & (want == total[i])).sum())
+    assert 0 < exact_addends < m * n                          # both paths taken
 
 
 # ---- 8. Kahan -------------------------------------------------------------------------------

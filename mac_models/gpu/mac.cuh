@@ -114,16 +114,21 @@ NS_HD double ns_round_value(double x, const ns_plan* fd, i64 index, bool* beyond
     return x;
 }
 
-// kernels.add_scaled_round: acc + part * scale rounded once into fd; *x = the float64 product.
+// kernels.add_scaled_round: acc + part * scale rounded once into fd; *x = the float64 product
+// (a nonzero product that underflows float64 kept as the smallest subnormal of its sign).
 NS_HD double ns_add_scaled_round(double acc, double part, double scale, const ns_plan* fd,
                                  i64 index, bool* beyond, double* x) {
-    if (scale == 1.0) {
-        *x = part;
-        return ns_add_round(acc, part, fd, index, beyond);
-    }
     double h, l;
     ns_two_product(part, scale, &h, &l);
     if (!ns_isfinite(h)) l = 0.0;
+    if (h == 0.0 && part != 0.0 && scale != 0.0) {
+        h = ns_copysign(ns_bits_f64(1), part) * ns_copysign(1.0, scale);   // 5e-324
+        l = 0.0;
+    }
+    if (l == 0.0) {                 // an exact product (the only way to an exact zero sum)
+        *x = h;
+        return ns_add_round(acc, h, fd, index, beyond);
+    }
     double s1, e1, s2, e2;
     ns_two_sum(acc, h, &s1, &e1);
     s1 = ns_exact_zero_sign(acc, h, s1, fd->mode);
