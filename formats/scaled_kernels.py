@@ -49,7 +49,8 @@ PLAN = ("rule", "elem_kind", "elem_emax", "elem_prec", "int_bits", "int_qmin", "
 (P_RULE, P_ELEM_KIND, P_ELEM_EMAX, P_ELEM_PREC, P_INT_BITS, P_INT_QMIN, P_INT_QMAX,
  P_ZERO_POINT, P_SCALE_NAN, P_SCALE_MIN, P_SCALE_MODE, P_SCALE_LO, P_SCALE_HI,
  P_FAST, P_FAST_SCALE) = range(len(PLAN))
-CHUNK = 16                                # groups per parallel task
+CHUNK = 256                               # groups per parallel task of group_loop, at most,
+MIN_TASKS = 256                           # ... fewer where that leaves under MIN_TASKS tasks
 CHANNELS = 64                             # columns per parallel task of channel_loop
 
 _U1 = np.uint64(1)
@@ -554,6 +555,48 @@ def _pair_groups(g, start, n0, n1, x, xb, bits, clip, plan, elem_max, tensor_sca
     clipped[g + 1] = c1
 
 
+@njit(cache=True, error_model="numpy")
+def _group_chunk(g, g_end, x, xb, dims, groups, fmt, mode, key, sr_bits, clip, to_value, outs):
+    """Groups ``g`` .. ``g_end - 1`` of :func:`group_loop` (one parallel task).  ``fmt`` = (plan,
+    elem_max, tensor_scale, ed, esp, espv, sd, ssp, sspv, table, tcodes).  Compiled on its own:
+    inlined into the parallel loop, its body made the parallel compile several times slower."""
+    plan, elem_max, tensor_scale, ed, esp, espv, sd, ssp, sspv, table, tcodes = fmt
+    _, _, _, values, clipped, flags = outs
+    bits = _bits_info(xb)
+    big_p, big_q, big_r = dims
+    gp, gq, gr = groups
+    nq = -(-big_q // gq)
+    nr = -(-big_r // gr)
+    pairs = (to_value and mode == 0 and plan[P_FAST] == 1
+             and plan[P_ELEM_KIND] == ELEM_FLOAT)
+    ip = g // (nq * nr)
+    iq = (g // nr) % nq
+    ir = g % nr
+    while g < g_end:
+        extent = group_extent(ip, iq, ir, dims, groups)
+        start, n_o, s_o, n_m, s_m, n_i, s_i = extent
+        ip, iq, ir = _next_group(ip, iq, ir, nq, nr)
+        one_run = n_o == 1 and n_m == 1 and s_i == 1
+        if pairs and one_run and n_i <= 32 and g + 1 < g_end:
+            nxt = group_extent(ip, iq, ir, dims, groups)
+            if nxt[1] == 1 and nxt[3] == 1 and nxt[6] == 1 and nxt[0] == start + n_i:
+                ip, iq, ir = _next_group(ip, iq, ir, nq, nr)
+                _pair_groups(g, start, n_i, nxt[5], x, xb, bits, clip, plan, elem_max,
+                             tensor_scale, ed, esp, espv, sd, ssp, sspv, key, values,
+                             clipped, flags)
+                g += 2
+                continue
+        if one_run:                                         # literal 1s: specialised
+            _one_group(g, (start, 1, 0, 1, 0, n_i, 1), x, xb, bits, clip, plan, elem_max,
+                       tensor_scale, ed, esp, espv, sd, ssp, sspv, table, tcodes, mode, key,
+                       sr_bits, to_value, outs)
+        else:
+            _one_group(g, extent, x, xb, bits, clip, plan, elem_max, tensor_scale, ed, esp,
+                       espv, sd, ssp, sspv, table, tcodes, mode, key, sr_bits, to_value,
+                       outs)
+        g += 1
+
+
 @njit(cache=True, parallel=True)
 def group_loop(x, xb, dims, groups, plan, elem_max, tensor_scale, ed, esp, espv, sd, ssp, sspv,
                table, tcodes, mode, key, sr_bits, clip, to_value, codes, scales, zps, values,
@@ -562,7 +605,8 @@ def group_loop(x, xb, dims, groups, plan, elem_max, tensor_scale, ed, esp, espv,
     and zero points, or values (``to_value``).  ``x`` (float32 or float64) and the outputs are
     flat; ``xb`` is ``x``'s bits (uint32 or uint64); ``dims`` is the (P, Q, R) view and
     ``groups`` the group shape; ``clip`` is empty or holds each group's calibrated range [lo, hi]
-    (used instead of a wider measured one).  Parallel tasks take CHUNK consecutive groups.
+    (used instead of a wider measured one).  Parallel tasks take up to CHUNK consecutive groups
+    (fewer where that would leave under MIN_TASKS tasks, so many threads share few groups).
     Groups that are one contiguous run (blocks along the last axis) take a code path of their
     own, compiled for that shape (about twice as fast); runs with unit stride are passed on as
     contiguous slices, which the compiler vectorises.  Nearest-even (quantize and encode) rounds
@@ -570,44 +614,14 @@ def group_loop(x, xb, dims, groups, plan, elem_max, tensor_scale, ed, esp, espv,
     float64, or ``rint`` on integer grids) ``x * 2**-E``, or the float64 quotient ``x / scale``
     where ``plan[P_FAST]`` says that quotient cannot land on a rounding midpoint unless the
     exact one does (see ScaledFormat._fast_nearest); every other case rounds exactly per element."""
-    bits = _bits_info(xb)
-    big_p, big_q, big_r = dims
-    gp, gq, gr = groups
-    nq = -(-big_q // gq)
-    nr = -(-big_r // gr)
     n_groups = scales.shape[0]
-    outs = (codes, scales, zps, values, clipped, flags)
-    pairs = (to_value and mode == 0 and plan[P_FAST] == 1
-             and plan[P_ELEM_KIND] == ELEM_FLOAT)
-    for chunk in prange(-(-n_groups // CHUNK)):
-        g = chunk * CHUNK
-        g_end = min(g + CHUNK, n_groups)
-        ip = g // (nq * nr)
-        iq = (g // nr) % nq
-        ir = g % nr
-        while g < g_end:
-            extent = group_extent(ip, iq, ir, dims, groups)
-            start, n_o, s_o, n_m, s_m, n_i, s_i = extent
-            ip, iq, ir = _next_group(ip, iq, ir, nq, nr)
-            one_run = n_o == 1 and n_m == 1 and s_i == 1
-            if pairs and one_run and n_i <= 32 and g + 1 < g_end:
-                nxt = group_extent(ip, iq, ir, dims, groups)
-                if nxt[1] == 1 and nxt[3] == 1 and nxt[6] == 1 and nxt[0] == start + n_i:
-                    ip, iq, ir = _next_group(ip, iq, ir, nq, nr)
-                    _pair_groups(g, start, n_i, nxt[5], x, xb, bits, clip, plan, elem_max,
-                                 tensor_scale, ed, esp, espv, sd, ssp, sspv, key, values,
-                                 clipped, flags)
-                    g += 2
-                    continue
-            if one_run:                                         # literal 1s: specialised
-                _one_group(g, (start, 1, 0, 1, 0, n_i, 1), x, xb, bits, clip, plan, elem_max,
-                           tensor_scale, ed, esp, espv, sd, ssp, sspv, table, tcodes, mode, key,
-                           sr_bits, to_value, outs)
-            else:
-                _one_group(g, extent, x, xb, bits, clip, plan, elem_max, tensor_scale, ed, esp,
-                           espv, sd, ssp, sspv, table, tcodes, mode, key, sr_bits, to_value,
-                           outs)
-            g += 1
+    per_task = max(1, min(CHUNK, n_groups // MIN_TASKS))
+    for task in prange(-(-n_groups // per_task)):
+        g = task * per_task
+        _group_chunk(g, min(g + per_task, n_groups), x, xb, dims, groups,
+                     (plan, elem_max, tensor_scale, ed, esp, espv, sd, ssp, sspv, table, tcodes),
+                     mode, key, sr_bits, clip, to_value,
+                     (codes, scales, zps, values, clipped, flags))
 
 
 @njit(cache=True, parallel=True)
