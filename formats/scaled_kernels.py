@@ -50,7 +50,8 @@ PLAN = ("rule", "elem_kind", "elem_emax", "elem_prec", "int_bits", "int_qmin", "
  P_ZERO_POINT, P_SCALE_NAN, P_SCALE_MIN, P_SCALE_MODE, P_SCALE_LO, P_SCALE_HI,
  P_FAST, P_FAST_SCALE) = range(len(PLAN))
 CHUNK = 256                               # groups per parallel task of group_loop, at most,
-MIN_TASKS = 256                           # ... fewer where that leaves under MIN_TASKS tasks
+MIN_TASKS = 256                           # ... fewer where that leaves under MIN_TASKS tasks,
+CHUNK_MIN = 16                            # ... but at least this many (pairs of groups, calls)
 CHANNELS = 64                             # columns per parallel task of channel_loop
 
 _U1 = np.uint64(1)
@@ -605,8 +606,8 @@ def group_loop(x, xb, dims, groups, plan, elem_max, tensor_scale, ed, esp, espv,
     and zero points, or values (``to_value``).  ``x`` (float32 or float64) and the outputs are
     flat; ``xb`` is ``x``'s bits (uint32 or uint64); ``dims`` is the (P, Q, R) view and
     ``groups`` the group shape; ``clip`` is empty or holds each group's calibrated range [lo, hi]
-    (used instead of a wider measured one).  Parallel tasks take up to CHUNK consecutive groups
-    (fewer where that would leave under MIN_TASKS tasks, so many threads share few groups).
+    (used instead of a wider measured one).  Parallel tasks take CHUNK_MIN to CHUNK consecutive
+    groups (fewer than CHUNK where that would leave under MIN_TASKS tasks for many threads).
     Groups that are one contiguous run (blocks along the last axis) take a code path of their
     own, compiled for that shape (about twice as fast); runs with unit stride are passed on as
     contiguous slices, which the compiler vectorises.  Nearest-even (quantize and encode) rounds
@@ -615,7 +616,7 @@ def group_loop(x, xb, dims, groups, plan, elem_max, tensor_scale, ed, esp, espv,
     where ``plan[P_FAST]`` says that quotient cannot land on a rounding midpoint unless the
     exact one does (see ScaledFormat._fast_nearest); every other case rounds exactly per element."""
     n_groups = scales.shape[0]
-    per_task = max(1, min(CHUNK, n_groups // MIN_TASKS))
+    per_task = min(CHUNK, max(CHUNK_MIN, n_groups // MIN_TASKS))
     for task in prange(-(-n_groups // per_task)):
         g = task * per_task
         _group_chunk(g, min(g + per_task, n_groups), x, xb, dims, groups,

@@ -43,6 +43,7 @@ _EXP = np.uint64(0x7FF << 52)
 _DBL_MAX = np.finfo(np.float64).max
 _TINY = 5e-324                             # float64's smallest subnormal
 _EXACT_PRODUCT = 2.0 ** -900               # two_product's error term is exact above this
+#                                            (for operands below about 2**996; above, it is NaN)
 _NO_BINADE = -100000                       # the binade of zero in the aligned adder
 _OVF_POS, _OVF_NEG = -2, -3                # overflow markers in a plan's special codes
 
@@ -173,9 +174,9 @@ def _count(st, j, old, new, x, beyond, saturates):
 def _combine(total, part, unit, sa, sb, i, seg_no, cd, st, top, base, kk):
     """total[j] += part[j] * unit * sa[i, seg_no] * sb[seg_no, j], each rounded once into
     ``cd`` (a segment's sum promoted, or a block's sum scaled and accumulated).  In a
-    nearest-even register, an addend that is exact in float64 (power-of-two scales: always,
-    short of underflow) is added by :func:`add_nearest_even`; the rest by
-    :func:`add_scaled_round`."""
+    nearest-even register, an addend that is finite and exact in float64 (``two_product``'s
+    error term zero: with power-of-two scales always, short of underflow) is added by
+    :func:`add_nearest_even`; the rest by :func:`add_scaled_round`."""
     ne = nearest_plan(cd)
     nearest = cd[4] == NEAREST_EVEN
     for j in range(total.shape[0]):
