@@ -141,16 +141,26 @@ def flat_chunks(n: int, launch=None) -> Iterator[tuple[int, int]]:
 
 
 def chunk_of(arr: np.ndarray, start: int, stop: int) -> np.ndarray:
-    """Flat elements ``start:stop`` of ``arr`` in a dtype the kernels take: a view when possible,
-    else a copy of the chunk (non-contiguous, byte-swapped or float16 arrays, which Numba cannot
-    read; float16 widens to float32 exactly)."""
+    """Flat elements ``start:stop`` of ``arr`` in a dtype the kernels take, read-only: a view when
+    possible, else a copy of the chunk (non-contiguous, byte-swapped or float16 arrays, which
+    Numba cannot read; float16 widens to float32 exactly)."""
     if gpu.is_device_array(arr):
         chunk = arr.reshape(-1)[start:stop]
         return chunk.astype(np.float32) if arr.dtype == np.float16 else chunk
     chunk = arr.reshape(-1)[start:stop] if arr.flags.c_contiguous else arr.flat[start:stop]
     if arr.dtype == np.float16:
-        return np.asarray(chunk, dtype=np.float32)
-    return np.asarray(chunk, dtype=arr.dtype.newbyteorder("="))
+        return read_only(np.asarray(chunk, dtype=np.float32))
+    return read_only(np.asarray(chunk, dtype=arr.dtype.newbyteorder("=")))
+
+
+def read_only(arr):
+    """``arr`` as a read-only view (CuPy arrays as they are): a kernel's input then has one
+    Numba type whether the caller's array was writeable or not (each type compiles anew)."""
+    if gpu.is_device_array(arr) or not arr.flags.writeable:
+        return arr
+    view = arr.view()
+    view.flags.writeable = False
+    return view
 
 
 def _on(launch, arr):

@@ -73,7 +73,7 @@ from .hadamard import hadamard_transform
 from .integers import IntFormat
 from .packing import pack_codes
 from .rounding import IEEE, NEAREST_EVEN, SATURATE, mode_id, resolve_seed, resolve_sr_bits
-from .scalar import (ScalarFormat, as_real_array, check_int, checked_out, deliver,
+from .scalar import (ScalarFormat, as_real_array, check_int, checked_out, deliver, read_only,
                      writes_directly)
 
 SCALE_ROUNDINGS = ("nearest_even", "toward_positive")
@@ -287,7 +287,7 @@ class ScaledFormat:
                                  f"(some beyond 2**53) cannot be scaled exactly; convert them "
                                  f"to float64 first if that rounding is acceptable")
             arr = wide
-        arr = xp.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("="))
+        arr = read_only(xp.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("=")))
         view, groups, scales_shape = self._layout(arr.shape, axis)
         n_groups = tuple(-(-v // g) if v else 0 for v, g in zip(view, groups))
         return arr, axis, arr.reshape(view), groups, scales_shape, n_groups

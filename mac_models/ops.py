@@ -164,7 +164,8 @@ def _segments(a: _Operand, b: _Operand, k: int, mac: MAC,
 
     def per_segment(op: _Operand, k_axis: int, shape) -> np.ndarray:
         sc = op.scales if op.k_group is not None else xp.repeat(op.scales, n_seg, axis=k_axis)
-        return xp.ascontiguousarray(xp.broadcast_to(sc, shape))
+        # always a new writeable array: a read-only view would compile the kernels once more
+        return xp.array(xp.broadcast_to(sc, shape), order="C")
 
     return (seg, per_segment(a, 1, (a.values.shape[0], n_seg)),
             per_segment(b, 0, (n_seg, b.values.shape[1])))
