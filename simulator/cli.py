@@ -124,9 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Capture the built-in digits model, sweep the 20 standard "
                                    "configurations and write the report to --output.")
     p.add_argument("--output", default="numsim-report", help="report folder")
-    p.add_argument("--workers", type=int, default=1,
-                   help="local worker processes (default 1: the demo's cells are small and "
-                        "each already runs on every core)")
+    p.add_argument("--workers", type=int, default=None, help="local worker processes")
     _output_options(p)
     p.set_defaults(func=commands.cmd_demo)
     return parser
