@@ -137,8 +137,7 @@ def add_scaled_round(acc, part, scale, fd, index):
     if l == 0.0:                           # an exact product (the only way to an exact zero sum)
         v, beyond = add_round(acc, h, fd, index)
         return v, beyond, h
-    s1, e1 = fk.two_sum(acc, h)
-    s1 = fk.exact_zero_sign(acc, h, s1, fd[4])
+    s1, e1 = fk.two_sum(acc, h)                         # the sum is nonzero from here on
     s2, e2 = fk.two_sum(e1, l)
     s3 = s1 + s2
     e3 = s2 - (s3 - s1)                                 # FastTwoSum (|s1| >= |s2|)

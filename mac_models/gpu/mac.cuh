@@ -130,8 +130,7 @@ NS_HD double ns_add_scaled_round(double acc, double part, double scale, const ns
         return ns_add_round(acc, h, fd, index, beyond);
     }
     double s1, e1, s2, e2;
-    ns_two_sum(acc, h, &s1, &e1);
-    s1 = ns_exact_zero_sign(acc, h, s1, fd->mode);
+    ns_two_sum(acc, h, &s1, &e1);   // the sum is nonzero from here on
     ns_two_sum(e1, l, &s2, &e2);
     double s3 = s1 + s2;
     double e3 = s2 - (s3 - s1);
