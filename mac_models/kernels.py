@@ -42,6 +42,7 @@ _SIGN = np.uint64(1 << 63)
 _EXP = np.uint64(0x7FF << 52)
 _DBL_MAX = np.finfo(np.float64).max
 _TINY = 5e-324                             # float64's smallest subnormal
+_BEYOND = 2.0 ** 600                       # beyond every register: float formats end below 2**512
 _EXACT_PRODUCT = 2.0 ** -900               # two_product's error term is exact above this
 #                                            (for operands below about 2**996; above, it is NaN)
 _NO_BINADE = -100000                       # the binade of zero in the aligned adder
@@ -120,20 +121,37 @@ def round_value(x, fd, index):
     return add_round(0.0, x, fd, index) if x == x else (x, False)
 
 
+@njit(cache=True, inline="always")
+def exact_product(a, b):
+    """``a * b`` as a pair (h, l) with h + l == a * b exactly, for any finite ``a`` and ``b``:
+    TwoProduct of the significands (in [0.5, 1), so Veltkamp's split cannot overflow and the
+    error term cannot underflow), then their powers of two.  Beyond float64's exact range the
+    pair stands for the product: above 2**598 it is (+-2**600, 0), beyond every register (float
+    formats end below 2**512); a nonzero product below 2**-898 is (+-2**-1074, 0), below every
+    register's grid, where rounding reads only its sign and that it is nonzero.  Zero,
+    infinite and NaN operands give (a * b, 0)."""
+    if (a == 0.0) | (b == 0.0) | (not np.isfinite(a)) | (not np.isfinite(b)):
+        return a * b, 0.0
+    ma, ea = math.frexp(a)
+    mb, eb = math.frexp(b)
+    h, l = fk.two_product(ma, mb)                       # 0.25 <= |h| <= 1
+    ex = ea + eb
+    if ex > 600:
+        return np.copysign(_BEYOND, h), 0.0
+    if ex < -898:
+        return np.copysign(_TINY, h), 0.0
+    f = fk.pow2(ex)                                     # exact: h * f >= 2**-900, l on 2**-1004
+    return h * f, l * f
+
+
 @njit(cache=True)
 def add_scaled_round(acc, part, scale, fd, index):
-    """``acc + part * scale`` rounded once into ``fd``, exactly: the product as a TwoProduct
-    pair, the three terms renormalised to (s, tail) where the tail is made round-to-odd, which
-    keeps its sign, its zeroness and its leading bits - all that rounding ``s + tail`` reads.
-    Returns (value, beyond, x) with x the float64 product (for the statistics).  A nonzero
-    product that underflows float64 (only with the widest custom scale formats) is far below
-    every register's grid: it is kept as float64's smallest subnormal of its sign, which rounds
-    as it would (a sign and a nonzero tail are all that rounding reads of it)."""
-    h, l = fk.two_product(part, scale)
-    if not np.isfinite(h):
-        l = 0.0
-    if (h == 0.0) & (part != 0.0) & (scale != 0.0):
-        h, l = np.copysign(_TINY, part) * np.copysign(1.0, scale), 0.0
+    """``acc + part * scale`` rounded once into ``fd``, exactly: the product as an exact pair
+    (:func:`exact_product`), the three terms renormalised to (s, tail) where the tail is made
+    round-to-odd, which keeps its sign, its zeroness and its leading bits - all that rounding
+    ``s + tail`` reads.  Returns (value, beyond, x) with x the product's high word, as
+    :func:`exact_product` gives it (for the statistics)."""
+    h, l = exact_product(part, scale)
     if l == 0.0:                           # an exact product (the only way to an exact zero sum)
         v, beyond = add_round(acc, h, fd, index)
         return v, beyond, h

@@ -10,7 +10,7 @@ adversarial matrices.
 import numpy as np
 import pytest
 
-from formats import FloatFormat, gpu
+from formats import FloatFormat, ScaledFormat, gpu
 from mac_models import (MAC, AlignedAccumulator, ExactAccumulator, FloatAccumulator,
                         IntAccumulator, QuireAccumulator, conv2d, dot, matmul, preset,
                         preset_names)
@@ -203,6 +203,19 @@ def test_scale_all_tensor_scale(gpu_engine):
                                             promote_to=FA("fp16", "stochastic", seed=3,
                                                                  overflow="saturate")),
             "nvfp4 tensor scale")
+
+
+def test_huge_block_scales(gpu_engine):
+    """Scales near 2**511 (an e8m0 scale biased up): the combine step's addends lie beyond
+    float64, and block sums of both signs meet in the register, in every mode."""
+    scale = FloatFormat(8, 0, bias=-257, kind="e8m0", signed=False)
+    fmt = ScaledFormat("fp8_e4m3", scale=scale, group=16)
+    a, b = _data("random", 4, 64, 5, seed=8, scale=2.0 ** 512)
+    a[0, :16] = 2.0 ** 260                  # a block near the smallest scale
+    for r in MODES + ("stochastic",):
+        acc = FA("fp32", r, seed=2)
+        compare(gpu_engine, matmul, (a, b), MAC(fmt, accumulator=acc, promote_to=acc),
+                f"huge scales {r}")
 
 
 def test_batched_and_dot(gpu_engine):

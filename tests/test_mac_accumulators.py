@@ -39,9 +39,10 @@ import numpy as np
 import pytest
 
 import mac_models as mm
+from formats import FloatFormat, ScaledFormat
 from mac_models import kernels as mm_kernels
 from mac_models import ops as mm_ops
-from tests.mpfr_oracle import FloatSpec, oracle_round, same_values
+from tests.mpfr_oracle import FloatSpec, oracle_round, rounder, same_values
 
 BF16 = ml_dtypes.bfloat16
 
@@ -423,17 +424,20 @@ def test_register_rounds_each_exact_sum_once(register, spec, operand, dtype, lo,
 
 
 # ---- 7c. a scaled segment sum added into the register ---------------------------------------
-@pytest.mark.parametrize("mode", ["nearest_even", "toward_positive", "toward_negative"])
+@pytest.mark.parametrize("mode", ["nearest_even", "toward_zero", "toward_positive",
+                                  "toward_negative"])
 @pytest.mark.parametrize("register,spec", [("fp32", FloatSpec(8, 23, 127)),
                                            ("fp16", FloatSpec(5, 10, 15))])
 def test_combine_rounds_each_scaled_sum_once(register, spec, mode):
     """The step that adds a segment's sum times its scales into the register (block scales,
     promotion): ``total + part * sa * sb`` is the exact value rounded once (MPFR), zero signs
     and statistics included.  The scales are powers of two (the addend is exact in float64: in
-    nearest-even, the kernel's shortcut), 24-bit significands (often inexact: its exact path)
-    and tiny ones whose addend underflows float64 (kept as a nonzero of its sign)."""
+    nearest-even, the kernel's shortcut), 24-bit significands (often inexact: its exact path),
+    tiny ones whose addend underflows float64 (kept as a nonzero of its sign) and, with scale
+    formats near 2**511, scales near 2**1000 (TwoProduct's split would overflow) whose addends
+    are finite but beyond float64: an overflow in every mode, not an exact infinity."""
     rng = _rng(7117)
-    m, n = 4, 3000
+    m, n = 5, 3000
     dtype, lo, hi = (np.float32, -149, 127) if register == "fp32" else (np.float16, -24, 15)
     part = _wide_operands(rng, (1, n), dtype, lo, hi)
     part[0, :40] = 0.0
@@ -441,17 +445,19 @@ def test_combine_rounds_each_scaled_sum_once(register, spec, mode):
     total = _wide_operands(rng, (m, n), dtype, lo, hi)
     total[:, ::7] = 0.0
     total[:, 1::14] = -0.0
-    pick = rng.integers(0, 3, n)
-    sb = np.where(pick == 0, 2.0 ** rng.integers(-200, 200, n),
-                  np.where(pick == 1, (rng.integers(1 << 23, 1 << 24, n) * 2.0 ** -23)
-                           * 2.0 ** rng.integers(-60, 60, n), 2.0 ** rng.integers(-700, -600, n)))
-    sa = np.array([1.0, 2.0 ** -300, 12582913 * 2.0 ** -20, 2.0 ** 100])[:, None]
+    pick = rng.integers(0, 4, n)
+    sig24 = rng.integers(1 << 23, 1 << 24, n) * 2.0 ** -23
+    sb = np.select([pick == 0, pick == 1, pick == 2],
+                   [2.0 ** rng.integers(-200, 200, n), sig24 * 2.0 ** rng.integers(-60, 60, n),
+                    2.0 ** rng.integers(-700, -600, n)], sig24 * 2.0 ** rng.integers(480, 511, n))
+    sa = np.array([1.0, 2.0 ** -300, 12582913 * 2.0 ** -20, 2.0 ** 100,
+                   16777215 * 2.0 ** 487])[:, None]
     if register == "fp32":
         # 8388611 * 1848289963 = M * 2**29 + 1 (M odd): float64 rounds it onto an fp32 midpoint,
         # so only the exact product, not its float64 value, rounds correctly into row 0's 0
         part[0, 40], sb[40], total[0, 40] = 8388611.0, 1848289963.0, 0.0
     cd = mm_ops._acc_plan(mm.FloatAccumulator(register, rounding=mode))
-    exact_addends = 0
+    exact_addends = beyond_float64 = 0
     for i in range(m):
         got = total[i].copy()
         st = np.zeros((mm_kernels.N_STATS, n), dtype=np.int64)
@@ -459,8 +465,11 @@ def test_combine_rounds_each_scaled_sum_once(register, spec, mode):
         mm_kernels._combine(got, part[0], 1.0, sa, sb[None, :], i, 0, cd, st, top, 0, 1)
         addend = [Fraction(float(p)) * Fraction(float(sa[i, 0])) * Fraction(float(s))
                   for p, s in zip(part[0], sb)]
-        x64 = part[0] * (sa[i, 0] * sb)
-        exact_addends += sum(Fraction(float(x)) == q for x, q in zip(x64, addend))
+        with np.errstate(over="ignore"):
+            x64 = part[0] * (sa[i, 0] * sb)
+        exact_addends += sum(math.isfinite(x) and Fraction(x) == q
+                             for x, q in zip(x64.tolist(), addend))
+        beyond_float64 += sum(abs(q) > Fraction(float(np.finfo(np.float64).max)) for q in addend)
         with gmpy2.context(precision=4096):
             exact = np.array([gmpy2.mpfr(gmpy2.mpq(Fraction(float(o)) + q))
                               for o, q in zip(total[i], addend)], dtype=object)
@@ -474,11 +483,44 @@ def test_combine_rounds_each_scaled_sum_once(register, spec, mode):
         want = np.where(zero, np.where(neg_zero, -0.0, 0.0), want)
         bad = ~same_values(got, want)
         assert not bad.any(), (i, np.flatnonzero(bad)[:5], got[bad][:5], want[bad][:5])
-        if mode == "nearest_even":                            # beyond the range = infinite here
-            assert st[mm_kernels.ST_OVERFLOW].sum() == int((~np.isfinite(want)).sum())
+        # an overflow: the exact sum rounded (in an unbounded exponent range) beyond the max
+        over = np.abs(rounder(spec).round(exact, mode).r) > spec.max
+        assert st[mm_kernels.ST_OVERFLOW].sum() == int(over.sum())
         nonzero = np.array([q != 0 for q in addend])
         assert st[mm_kernels.ST_SWAMPED].sum() == int((nonzero & (want == total[i])).sum())
     assert 0 < exact_addends < m * n                          # both paths taken
+    assert beyond_float64 > 0
+
+
+
+def test_block_scales_beyond_float64_overflow_in_every_mode():
+    """Scales near 2**511 (an e8m0 scale biased up to 2**257..2**511) make every block's
+    addend larger than float64's maximum.  Each is an overflow in the register's mode, never
+    an exact infinity: toward zero the outputs are the largest finite value with the sign of
+    the last block (the last rounding), to nearest the infinity of the first block's sign
+    (which no later block can undo), and blocks of opposite signs never meet as Inf - Inf."""
+    fmt = ScaledFormat("fp8_e4m3", scale=FloatFormat(8, 0, bias=-257, kind="e8m0",
+                                                     signed=False), group=16)
+    rng = _rng(515)
+    m, k, n = 3, 64, 4
+    a = rng.standard_normal((m, k)) * 2.0 ** 512
+    b = rng.standard_normal((k, n)) * 2.0 ** 512
+    # the signs of the first and last blocks' sums: the quantized values scaled by 2**-500
+    # (exact) have products near 1, whose float64 sum has the exact sum's sign
+    qa = fmt.quantize(a, axis=1) * 2.0 ** -500
+    qb = fmt.quantize(b, axis=0) * 2.0 ** -500
+    first, last = np.sign(qa[:, :16] @ qb[:16]), np.sign(qa[:, -16:] @ qb[-16:])
+    assert (first != 0).all() and (last != 0).all() and (first != last).any()
+    fp32_max = float(np.finfo(np.float32).max)
+    for mode in ("toward_zero", "nearest_even"):
+        acc = mm.FloatAccumulator("fp32", mode)
+        r = mm.matmul(a, b, mm.MAC(fmt, accumulator=acc, promote_to=acc))
+        if mode == "toward_zero":
+            np.testing.assert_array_equal(r.values, last * fp32_max)
+            assert r.overflows == m * n * (k // 16)               # every block rounds beyond
+        else:
+            np.testing.assert_array_equal(r.values, first * np.inf)
+            assert r.overflows == m * n               # then Inf: no events from infinite inputs
 
 
 # ---- 8. Kahan -------------------------------------------------------------------------------

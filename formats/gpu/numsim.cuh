@@ -152,6 +152,12 @@ NS_HD double ns_floor(double x) { return floor(x); }
 NS_HD double ns_ceil(double x) { return ceil(x); }
 NS_HD double ns_rint(double x) { return rint(x); }            // ties to even, as np.rint
 NS_HD double ns_ldexp(double x, i64 e) { return ldexp(x, (int)e); }
+NS_HD double ns_frexp(double x, i64* e) {                   // x = m * 2**e, 0.5 <= |m| < 1
+    int k;
+    double m = frexp(x, &k);
+    *e = k;
+    return m;
+}
 
 // counter += v: an atomic add on the device, a plain one on the (serial) host build.
 NS_HD void ns_count(u64* counter, u64 v) {

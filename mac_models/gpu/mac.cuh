@@ -114,17 +114,36 @@ NS_HD double ns_round_value(double x, const ns_plan* fd, i64 index, bool* beyond
     return x;
 }
 
-// kernels.add_scaled_round: acc + part * scale rounded once into fd; *x = the float64 product
-// (a nonzero product that underflows float64 kept as the smallest subnormal of its sign).
+// kernels.exact_product: a * b as an exact pair h + l (TwoProduct of the significands, then
+// their powers of two); beyond 2**598 it is (+-2**600, 0), a nonzero product below 2**-898 is
+// (+-2**-1074, 0); zero, infinite and NaN operands give (a * b, 0).
+NS_HD void ns_exact_product(double a, double b, double* h, double* l) {
+    *l = 0.0;
+    if (a == 0.0 || b == 0.0 || !ns_isfinite(a) || !ns_isfinite(b)) {
+        *h = a * b;
+        return;
+    }
+    i64 ea, eb;
+    double ma = ns_frexp(a, &ea);
+    double mb = ns_frexp(b, &eb);
+    ns_two_product(ma, mb, h, l);                       // 0.25 <= |h| <= 1
+    i64 ex = ea + eb;
+    if (ex > 600 || ex < -898) {
+        *h = ns_copysign(ex > 600 ? ns_pow2(600) : ns_bits_f64(1), *h);   // 2**600 or 5e-324
+        *l = 0.0;
+        return;
+    }
+    double f = ns_pow2(ex);                             // exact: h * f >= 2**-900
+    *h *= f;
+    *l *= f;
+}
+
+// kernels.add_scaled_round: acc + part * scale rounded once into fd; *x = the product's high
+// word as ns_exact_product gives it.
 NS_HD double ns_add_scaled_round(double acc, double part, double scale, const ns_plan* fd,
                                  i64 index, bool* beyond, double* x) {
     double h, l;
-    ns_two_product(part, scale, &h, &l);
-    if (!ns_isfinite(h)) l = 0.0;
-    if (h == 0.0 && part != 0.0 && scale != 0.0) {
-        h = ns_copysign(ns_bits_f64(1), part) * ns_copysign(1.0, scale);   // 5e-324
-        l = 0.0;
-    }
+    ns_exact_product(part, scale, &h, &l);
     if (l == 0.0) {                 // an exact product (the only way to an exact zero sum)
         *x = h;
         return ns_add_round(acc, h, fd, index, beyond);
