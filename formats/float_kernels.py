@@ -12,7 +12,8 @@ from numba import njit, prange
 
 from .bitcast import bits_to_f64, f64_to_bits, significand_exponent
 from .opcodes import OP_FMA, OP_MUL, OP_SUB
-from .rounding import (MODES as MODE_NAMES, SATURATE, STOCHASTIC, TOWARD_NEGATIVE, jam,
+from .rounding import (MODES as MODE_NAMES, NEAREST_AWAY, NEAREST_EVEN, SATURATE, STOCHASTIC,
+                       TOWARD_NEGATIVE, TOWARD_POSITIVE, jam,
                        overflow_to_inf, random_bits, round_away, sr_threshold)
 
 # Descriptor layout: index of each field in the int64 array built by FloatFormat.descriptor().
@@ -25,6 +26,7 @@ _U0 = np.uint64(0)
 _U1 = np.uint64(1)
 _MANT52 = np.uint64((1 << 52) - 1)
 _EXP_BITS = np.uint64(0x7FF << 52)
+_MAG_BITS = np.uint64((1 << 63) - 1)
 _DBL_MAX = np.finfo(np.float64).max
 
 # Special results, precomputed per call by special_codes() (they depend on the mode and policy).
@@ -241,6 +243,88 @@ def quantize_nearest_even_value(x: np.float64, q) -> np.float64:
     # also +-Inf inputs: in this mode both give the same; NaN inputs stay NaN (the caller
     # rejects them where the format has no NaN)
     return (ovf_neg if neg else ovf_pos) if y > max_value else res
+
+
+def bitwise_rounds(d, mode: int, sr_bits: int) -> bool:
+    """Whether :func:`quantize_bitwise_value` serves this format and mode: every mode but
+    nearest-even (which has its own path), formats with a zero, and for stochastic rounding
+    at least ``sr_bits + 1`` float64 bits below the format's ulp (so a round-to-odd input
+    keeps the threshold's bits)."""
+    return (mode != NEAREST_EVEN and d[NO_ZERO] == 0
+            and (mode != STOCHASTIC or 52 - d[MBITS] >= sr_bits + 1))
+
+
+@njit(cache=True, inline="always")
+def bitwise_params(d, spv, mode, sr_bits):
+    """The descriptor fields, mode flags and special values :func:`quantize_bitwise_value`
+    reads, as a tuple of scalars (see :func:`nearest_even_params` for why)."""
+    emin, mbits = d[EMIN], d[MBITS]
+    return (mbits, emin, mode == TOWARD_POSITIVE, mode == TOWARD_NEGATIVE, mode == NEAREST_AWAY,
+            mode == STOCHASTIC, np.int64(sr_bits), pow2(emin - mbits), pow2(emin),
+            d[SUBNORMALS] == 0, d[NEG_ZERO] != 0, d[SIGN_BIT] == 0, spv[SP_UNSIGNED_NEG],
+            spv[SP_MAX_VALUE], spv[SP_OVF_NEG],
+            spv[SP_OVF_POS], spv[SP_INF_NEG], spv[SP_INF_POS], spv[SP_NAN])
+
+
+@njit(cache=True, inline="always")
+def quantize_bitwise_value(x: np.float64, q, rnd: np.uint64):
+    """Round ``x`` into the format in a mode other than nearest-even, branch-free, on its
+    binary64 bits: truncate the bits below the format's ulp, then step one ulp away from zero
+    where the mode says (toward +-Inf: any discarded bit; nearest-away: the half bit;
+    stochastic: ``rnd`` below ``floor(f * 2**sr_bits)``, ``f`` the discarded fraction).
+    Returns (value, beyond): ``beyond`` when a finite ``x`` rounds past the largest finite
+    value (the value is then the overflow result).  ``q`` from :func:`bitwise_params`; see
+    :func:`bitwise_rounds` for the formats and modes it serves.  ``x`` may be the round-to-odd
+    stand-in of an exact value: it truncates and rounds the same way in these modes.  The
+    same results as ``round_pair`` with a zero tail, then ``decode_one``."""
+    (mbits, emin, up_pos, up_neg, ties_away, stochastic, sr_bits, min_sub, smallest_normal,
+     flush, keep_neg_zero, unsigned, unsigned_neg, max_value, ovf_neg, ovf_pos, inf_neg, inf_pos,
+     nan) = q
+    bits = f64_to_bits(x)
+    neg = (bits >> np.uint64(63)) != _U0
+    mag = bits & _MAG_BITS
+    exf = np.int64(mag >> np.uint64(52))
+    ex = (exf if exf > 1 else 1) - 1023                  # selects: they vectorise
+    below = emin - ex
+    sh = 52 - mbits + (below if below > 0 else 0)        # bits of x below the format's ulp
+    # below the smallest subnormal (sh > 52) the result is 0 or that subnormal: all of the
+    # significand is discarded
+    tiny = sh > 52
+    shc = np.uint64(52 if tiny else sh)
+    sig = (mag & _MANT52) | (np.uint64(exf != 0) << np.uint64(52))
+    rem = sig if tiny else mag & ((_U1 << shc) - _U1)   # the discarded bits, 2**sh per ulp
+    half = sh - 1
+    half_bit = ((rem >> np.uint64(half if half < 63 else 63)) & _U1) != _U0
+    drop = sh - sr_bits                                 # >= 1 where bitwise_rounds allows SR
+    drop = drop if drop > 0 else 0
+    threshold = rem >> np.uint64(drop if drop < 63 else 63)
+    up = (((rem != _U0) & (up_neg if neg else up_pos)) | (ties_away & half_bit)
+          | (stochastic & (rnd < threshold)))
+    y = bits_to_f64((mag - rem) + (np.uint64(up) << shc))
+    y = (min_sub if up else 0.0) if tiny else y
+    beyond = (y > max_value) & (exf != 0x7FF)
+    y = 0.0 if flush & (y < smallest_normal) else y     # flush subnormal results
+    res = -y if neg & (keep_neg_zero | (y != 0.0)) else y
+    res = unsigned_neg if neg & unsigned & (y != 0.0) else res
+    res = (ovf_neg if neg else ovf_pos) if beyond else res
+    res = (inf_neg if neg else inf_pos) if mag == _EXP_BITS else res
+    return (nan if mag > _EXP_BITS else res), beyond
+
+
+@njit(cache=True, parallel=True)
+def quantize_bitwise_kernel(x, out, d, spv, mode, key, offset, sr_bits):
+    """Fused quantize of ``x`` into ``out`` by :func:`quantize_bitwise_value` (the formats and
+    modes of :func:`bitwise_rounds`); ``offset`` is the flat index of ``x[0]`` (for the random
+    stream).  Returns the number of NaN inputs (an error only for formats without NaN)."""
+    nans = 0
+    q = bitwise_params(d, spv, mode, sr_bits)
+    stochastic = mode == STOCHASTIC
+    for i in prange(x.shape[0]):
+        v = np.float64(x[i])
+        nans += v != v
+        rnd = random_bits(key, offset + i, sr_bits) if stochastic else _U0
+        out[i] = quantize_bitwise_value(v, q, rnd)[0]
+    return nans
 
 
 @njit(cache=True, inline="always")

@@ -140,6 +140,13 @@ class FloatFormat(ScalarFormat):
                 x, out, self._desc, fk.special_values(self._desc, mode, overflow))
             self._raise_flags(nans if not self.has_nan else 0)
             return
+        if launch is None and fk.bitwise_rounds(self._desc, mode, sr_bits):
+            # the CUDA engine takes the general kernel below: the same bits
+            nans = fk.quantize_bitwise_kernel(
+                x, out, self._desc, fk.special_values(self._desc, mode, overflow), mode, key,
+                offset, sr_bits)
+            self._raise_flags(nans if not self.has_nan else 0)
+            return
         self._raise_flags(k.quantize_kernel(x, out, self._desc, self._specials(mode, overflow),
                                             mode, key, offset, sr_bits))
 

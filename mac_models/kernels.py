@@ -31,7 +31,7 @@ from numba import njit, prange
 from formats import float_kernels as fk
 from formats.bitcast import bits_to_f64, clz64, f64_to_bits, significand_exponent
 from formats.quire import add_scaled, leading_bits, normalize, to_magnitude
-from formats.rounding import NEAREST_EVEN, SATURATE, TOWARD_NEGATIVE
+from formats.rounding import NEAREST_EVEN, SATURATE, STOCHASTIC, TOWARD_NEGATIVE, random_bits
 
 ST_OVERFLOW, ST_SATURATED, ST_SWAMPED = range(3)
 N_STATS = 3
@@ -106,12 +106,43 @@ def add_nearest_even(acc, x, ne):
     return fk.quantize_nearest_even_value(odd, q), (big > top) | ((big == top) & odd_max)
 
 
+@njit(cache=True)
+def bitwise_plan(fd):
+    """What :func:`add_bitwise` reads of the register plan ``fd``, as scalars (see
+    :func:`formats.float_kernels.bitwise_params`)."""
+    return (fk.bitwise_params(fd[0], fd[2], fd[4], fd[6]), fd[5], fd[6], fd[4] == STOCHASTIC,
+            fd[4] == TOWARD_NEGATIVE)
+
+
+def bitwise_path(fd) -> bool:
+    """Whether :func:`add_bitwise` serves the register plan ``fd`` (its format and mode)."""
+    return fk.bitwise_rounds(tuple(int(v) for v in fd[0]), int(fd[4]), int(fd[6]))
+
+
 @njit(cache=True, inline="always")
-def add_float(acc, x, fd, ne, index, fast):
-    """One addition into the register: the nearest-even fast path (``ne`` from
-    :func:`nearest_plan`) or the exact rounding of any mode."""
-    if fast:
-        return add_nearest_even(acc, x, ne)
+def add_bitwise(acc, x, bp, index):
+    """``add_round`` for the modes of :func:`formats.float_kernels.quantize_bitwise_value`,
+    branch-free: the round-to-odd sum (:func:`odd_sum`), signed -0 for an exact zero sum
+    toward negative, rounded on its bits; ``bp`` from :func:`bitwise_plan`."""
+    q, key, sr_bits, stochastic, to_negative = bp
+    v = odd_sum(acc, x)
+    v = -0.0 if to_negative & (v == 0.0) & (np.signbit(acc) | np.signbit(x)) else v
+    rnd = random_bits(key, index, sr_bits) if stochastic else _U0
+    return fk.quantize_bitwise_value(v, q, rnd)
+
+
+PATH_EXACT, PATH_NEAREST, PATH_BITWISE = range(3)
+
+
+@njit(cache=True, inline="always")
+def add_float(acc, x, fd, plans, index, path):
+    """One addition into the register by ``path``: the nearest-even or the bitwise fast path
+    (``plans`` = (:func:`nearest_plan`, :func:`bitwise_plan`)) or the exact rounding of any
+    mode."""
+    if path == PATH_NEAREST:
+        return add_nearest_even(acc, x, plans[0])
+    if path == PATH_BITWISE:
+        return add_bitwise(acc, x, plans[1], index)
     return add_round(acc, x, fd, index)
 
 
@@ -239,8 +270,8 @@ def _product(av, bv, pf, use_pf, index, st, j):
 
 
 @njit(cache=True, inline="always")
-def _float_row_step(part, comp, st, top, av, brow, i, k, kk, fd, ne, saturates, pf, use_pf, kahan,
-                    fast):
+def _float_row_step(part, comp, st, top, av, brow, i, k, kk, fd, plans, saturates, pf, use_pf,
+                    kahan, path):
     """One K step of one output row: ``part[j] += av * brow[j]`` rounded into the register for
     every column j, with the statistics.  Called with literal ``use_pf``/``kahan`` False for the
     plain case, so that loop has no call and no branch left in it (it vectorises)."""
@@ -250,13 +281,13 @@ def _float_row_step(part, comp, st, top, av, brow, i, k, kk, fd, ne, saturates, 
         p = _product(av, brow[j], pf, use_pf, idx, st, j)
         old = part[j]
         if kahan:
-            y, by = add_float(p, -comp[j], fd, ne, 4 * idx, fast)
-            t, bt = add_float(old, y, fd, ne, 4 * idx + 1, fast)
-            d, bd = add_float(t, -old, fd, ne, 4 * idx + 2, fast)
-            comp[j] = add_float(d, -y, fd, ne, 4 * idx + 3, fast)[0]
+            y, by = add_float(p, -comp[j], fd, plans, 4 * idx, path)
+            t, bt = add_float(old, y, fd, plans, 4 * idx + 1, path)
+            d, bd = add_float(t, -old, fd, plans, 4 * idx + 2, path)
+            comp[j] = add_float(d, -y, fd, plans, 4 * idx + 3, path)[0]
             new, beyond = t, by | bt | bd
         else:
-            new, beyond = add_float(old, p, fd, ne, idx, fast)
+            new, beyond = add_float(old, p, fd, plans, idx, path)
         _count(st, j, old, new, p, beyond, saturates)
         part[j] = new
         top[j] = _larger(abs(new), top[j])
@@ -316,9 +347,9 @@ def _direct_row(a, b, i, seg, fd, part, total, st, top, combine, sa, sb, cd):
     return True
 
 
-def _make_float_matmul(fast: bool):
-    """The sequential float kernel, compiled separately for the nearest-even fast path (no call
-    in its loop, so it vectorises) and for the exact path of every other mode."""
+def _make_float_matmul(path: int):
+    """The sequential float kernel, compiled separately for each path of :func:`add_float`:
+    the two fast paths have no call in their loop, so it vectorises."""
     @njit(cache=True, parallel=True)
     def float_matmul(a, b, out, stats, peak, seg, fd, kahan, pf, use_pf, cd, combine, sa, sb,
                      direct):
@@ -329,15 +360,15 @@ def _make_float_matmul(fast: bool):
         m, kk = a.shape
         n = b.shape[1]
         for i in prange(m):
-            ne = nearest_plan(fd)              # per row: a tuple cannot enter the prange body
+            plans = (nearest_plan(fd), bitwise_plan(fd))   # per row: tuples cannot enter prange
             saturates = fd[7]
             part = np.zeros(n)
             comp = np.zeros(n)
             total = np.zeros(n)
             st = np.zeros((N_STATS, n), dtype=np.int64)
             top = np.zeros(n)
-            done = fast and direct and n > 0 and _direct_row(a, b, i, seg, fd, part, total, st,
-                                                             top, combine, sa, sb, cd)
+            done = path == PATH_NEAREST and direct and n > 0 and _direct_row(
+                a, b, i, seg, fd, part, total, st, top, combine, sa, sb, cd)
             if not done:
                 total[:] = 0.0
                 st[:] = 0
@@ -348,17 +379,18 @@ def _make_float_matmul(fast: bool):
                     for k in range(k0, min(kk, k0 + seg)):
                         if use_pf or kahan:
                             _float_row_step(part, comp, st, top, a[i, k], b[k], i, k, kk, fd,
-                                            ne, saturates, pf, use_pf, kahan, fast)
+                                            plans, saturates, pf, use_pf, kahan, path)
                         else:
                             _float_row_step(part, comp, st, top, a[i, k], b[k], i, k, kk, fd,
-                                            ne, saturates, pf, False, False, fast)
+                                            plans, saturates, pf, False, False, path)
                     _end_segment(total, part, combine, sa, sb, i, k0 // seg, cd, st, top, kk)
             _end_row(out, stats, peak, i, total, st, top)
     return float_matmul
 
 
-float_matmul_nearest = _make_float_matmul(True)
-float_matmul_exact = _make_float_matmul(False)
+float_matmul_nearest = _make_float_matmul(PATH_NEAREST)
+float_matmul_bitwise = _make_float_matmul(PATH_BITWISE)
+float_matmul_exact = _make_float_matmul(PATH_EXACT)
 
 
 @njit(cache=True, parallel=True)

@@ -357,9 +357,10 @@ def test_bf16_register_unfused_matches_ml_dtypes():
 
 
 # ---- 7b. any register, operands over their whole exponent range -----------------------------
-def _mpfr_sequential(a, b, spec):
-    """Per output, ``acc = round(acc + a_t * b_t)`` with the exact sum rounded once by MPFR
-    (nearest even, IEEE overflow to Inf); returns (values, overflows, swamped, max |acc|).  An
+def _mpfr_sequential(a, b, spec, mode="nearest_even"):
+    """Per output, ``acc = round(acc + a_t * b_t)`` with the exact sum rounded once by MPFR in
+    ``mode`` (IEEE overflow policy) and an exact zero sum signed as IEEE 754 says; returns
+    (values, overflows: roundings beyond the largest finite value, swamped, max |acc|).  An
     infinite register stays infinite (the operands are finite), and its steps count nothing."""
     m, k = a.shape
     n = b.shape[1]
@@ -367,15 +368,22 @@ def _mpfr_sequential(a, b, spec):
     overflows = swamped = 0
     peak = 0.0
     for t in range(k):
-        p = [Fraction(float(a[i, t])) * Fraction(float(b[t, j]))
-             for i in range(m) for j in range(n)]
+        pf = (a[:, t, None] * b[None, t, :]).ravel()        # exact in float64, zero signs too
+        p = [Fraction(float(x)) for x in pf]
         old = acc.ravel()
         live = np.isfinite(old)
         with gmpy2.context(precision=4096):
             exact = np.array([gmpy2.mpfr(gmpy2.mpq(Fraction(float(o)) + q)) if f else gmpy2.mpfr(0)
                               for o, q, f in zip(old, p, live)], dtype=object)
-        new = np.where(live, oracle_round(exact, spec, "nearest_even", "ieee"), old)
-        overflows += int((live & ~np.isfinite(new)).sum())
+        rounded = rounder(spec).round(exact, mode)
+        new = np.where(live, rounded.finalize("ieee"), old)
+        # an exact zero sum: two zeros of one sign keep it, else -0 toward negative, +0 otherwise
+        zero = live & np.array([f and Fraction(float(o)) + q == 0
+                                for o, q, f in zip(old, p, live)], dtype=bool)
+        same_zeros = (old == 0) & (pf == 0) & (np.signbit(old) == np.signbit(pf))
+        neg = np.where(same_zeros, np.signbit(old), mode == "toward_negative")
+        new = np.where(zero, np.where(neg, -0.0, 0.0), new)
+        overflows += int((live & (np.abs(rounded.r) > spec.max)).sum())
         swamped += int(sum(f and q != 0 and v == o for f, q, v, o in zip(live, p, new, old)))
         acc = new.reshape(m, n)
         peak = max(peak, float(np.abs(new).max()))
@@ -389,6 +397,8 @@ def _wide_operands(rng, shape, dtype, lo, hi):
     return v.astype(dtype).astype(np.float64)
 
 
+@pytest.mark.parametrize("mode", ["nearest_even", "toward_zero", "toward_positive",
+                                  "toward_negative", "nearest_away"])
 @pytest.mark.parametrize("register,spec,operand,dtype,lo,hi,big", [
     ("fp16", FloatSpec(5, 10, 15), "fp16", np.float16, -26, 7, 7.5),
     ("fp16", FloatSpec(5, 10, 15), "fp8_e4m3", ml_dtypes.float8_e4m3fn, -10, 8.5, 8.5),
@@ -396,13 +406,14 @@ def _wide_operands(rng, shape, dtype, lo, hi):
     ("bf16", FloatSpec(8, 7, 127), "fp8_e4m3", ml_dtypes.float8_e4m3fn, -10, 8.5, None),
     ("bf16", FloatSpec(8, 7, 127), "bf16", BF16, -135, 62, 64),
 ], ids=["fp16<-fp16", "fp16<-e4m3", "fp32<-bf16", "bf16<-e4m3", "bf16<-bf16"])
-def test_register_rounds_each_exact_sum_once(register, spec, operand, dtype, lo, hi, big):
-    """Every step is the exact sum rounded once (MPFR), statistics included, with operand
-    exponents spread so that the float64 sum of register and product is often inexact and the
-    smallest products fall below the register's subnormals.  Where the operands can reach it
-    (``big``), row 0 starts with four large products and overflows.  The first four pairs take
-    the kernel's shortcut through the float64 sum (``mac_models.ops._direct_nearest``), the last
-    the round-to-odd path."""
+def test_register_rounds_each_exact_sum_once(register, spec, operand, dtype, lo, hi, big, mode):
+    """Every step is the exact sum rounded once (MPFR), statistics and zero signs included, with
+    operand exponents spread so that the float64 sum of register and product is often inexact
+    and the smallest products fall below the register's subnormals.  Where the operands can
+    reach it (``big``), row 0 starts with four large products and overflows.  To nearest even,
+    the first four pairs take the kernel's shortcut through the float64 sum
+    (``mac_models.ops._direct_nearest``), the last the round-to-odd path; the other modes take
+    the bitwise path (``mac_models.kernels.add_bitwise``)."""
     rng = _rng(7007)
     m, k, n = 4, 96, 6
     a = _wide_operands(rng, (m, k), dtype, lo, hi)
@@ -411,14 +422,22 @@ def test_register_rounds_each_exact_sum_once(register, spec, operand, dtype, lo,
         a[0, :4] = np.abs(_wide_operands(rng, 4, dtype, big - 0.5, big))
         b[:4] = np.abs(_wide_operands(rng, (4, n), dtype, big - 0.5, big))
         a[1:, :4] = _wide_operands(rng, (m - 1, 4), dtype, lo, lo + 4)
-    mac = mm.MAC(operand, accumulator=mm.FloatAccumulator(register))
-    shortcut = (register, operand) != ("bf16", "bf16")
-    assert mm_ops._direct_nearest(mac, mm_ops._acc_plan(mac.accumulator)) == shortcut
+    # row 3 ends in an exact zero sum of opposite addends (the sign depends on the mode)
+    a[3, :-2], a[3, -2:], b[-1] = 0.0, [1.0, -1.0], b[-2]
+    mac = mm.MAC(operand, accumulator=mm.FloatAccumulator(register, mode))
+    plan = mm_ops._acc_plan(mac.accumulator)
+    if mode == "nearest_even":
+        shortcut = (register, operand) != ("bf16", "bf16")
+        assert mm_ops._direct_nearest(mac, plan) == shortcut
+    else:
+        assert mm_kernels.bitwise_path(plan)
     assert not mm_ops._native_fp32(mac, False)
     r = mm.matmul(a, b, mac)
-    values, overflows, swamped, peak = _mpfr_sequential(a, b, spec)
+    values, overflows, swamped, peak = _mpfr_sequential(a, b, spec, mode)
     _same("values", r.values, values)
-    assert np.isinf(values[0]).all() == (big is not None) and np.isfinite(values[1:]).any()
+    zeros = values == 0
+    assert zeros[3].all() and (np.signbit(r.values[zeros]) == np.signbit(values[zeros])).all()
+    assert np.isfinite(values[1:]).any() and (overflows > 0) == (big is not None)
     assert (r.overflows, r.swamped, r.max_abs_partial) == (overflows, swamped, peak)
     assert swamped > 0
 

@@ -50,10 +50,21 @@ _CASES = [
     ("fp32", "add", (-1.0, 2.0 ** -54), -1 + F(2) ** -54, -1 + F(2) ** -24, F(2) ** -24),
     ("bf16", "encode", (1.0 + 2.0 ** -9,), 1 + F(2) ** -9, F(1), F(2) ** -7),
     ("fp8_e4m3", "encode", (-0.3,), F(-0.3), F(-0.28125), F(2) ** -5),
+    # quantize takes the bitwise kernel where the format leaves sr_bits + 1 bits below its ulp
+    ("bf16", "quantize", (1.0 + 2.0 ** -9,), 1 + F(2) ** -9, F(1), F(2) ** -7),
+    ("fp8_e4m3", "quantize", (-0.3,), F(-0.3), F(-0.28125), F(2) ** -5),
+    ("fp32", "quantize", (-1.0 - 2.0 ** -23 - 2.0 ** -45,), -1 - F(2) ** -23 - F(2) ** -45,
+     -1 - F(2) ** -23, F(2) ** -23),
+    # below fp16's smallest subnormal (2**-24): 0 or that subnormal
+    ("fp16", "quantize", (2.0 ** -26 + 2.0 ** -50,), F(2) ** -26 + F(2) ** -50, F(0),
+     F(2) ** -24),
+    ("fp16", "quantize", (-(2.0 ** -60),), -F(2) ** -60, F(0), F(2) ** -24),
 ]
 
 
 def _run(fmt, op, args, seed, sr_bits):
+    if op == "quantize":
+        return fmt.quantize(np.array(args), "stochastic", seed=seed, sr_bits=sr_bits)[0]
     if op == "encode":
         return fmt.decode(fmt.encode(np.array(args), "stochastic", seed=seed, sr_bits=sr_bits))[0]
     a, b = fmt.encode(np.array(args))

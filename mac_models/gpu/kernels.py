@@ -67,6 +67,11 @@ class MacKernels(CodecKernels):
         """kernels.float_matmul_exact (same arguments)."""
         self._float_matmul(False, *args)
 
+    def float_matmul_bitwise(self, *args) -> None:
+        """kernels.float_matmul_bitwise (same arguments): the CUDA kernel takes the exact
+        rounding, which gives the same bits."""
+        self._float_matmul(False, *args)
+
     def float32_matmul(self, a, b, out, stats, peak) -> None:
         """kernels.float32_matmul through the nearest-even kernel with an fp32 register: the
         same IEEE results and statistics.  (Native float32 arithmetic would flush subnormals:
