@@ -90,6 +90,7 @@ def main() -> None:
     for fmt in float_formats:               # compile every kernel before any timing
         fmt.quantize(x[:4096])
         fmt.quantize(x[:4096], rounding="stochastic", seed=1)
+        fmt.quantize(x[:4096], rounding="toward_zero")
     # The reference is the copy into a reused array, timed before and after the formats (the
     # best of both): the most demanding ceiling.  A copy into a new array, which pays the same
     # first-touch page faults as quantize's result, is printed for context.
@@ -115,9 +116,10 @@ def main() -> None:
         print(line)
     for name in ("bf16", "fp8_e4m3"):
         fmt = formats.get(name)
-        t_sr = best_seconds(lambda: fmt.quantize(x, rounding="stochastic", seed=1), args.repeat)
-        print(f"{name} stochastic rounding: {n / t_sr / 1e9:.3f} G elements/s "
-              f"({t_copy / t_sr:.0%} of copy)")
+        for mode in ("stochastic", "toward_zero"):
+            t = best_seconds(lambda: fmt.quantize(x, rounding=mode, seed=1), args.repeat)
+            print(f"{name} {mode} rounding: {n / t / 1e9:.3f} G elements/s "
+                  f"({t_copy / t:.0%} of copy)")
 
 
 if __name__ == "__main__":

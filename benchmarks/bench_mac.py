@@ -3,11 +3,16 @@ same process (and APyTypes' accumulator-context matmul where it is installed: it
 dependency; ``pip install apytypes`` into the environment to include it).
 
     .venv/bin/python benchmarks/bench_mac.py [--size 512] [--repeat 3] [--presets a b ...]
+        [--modes m ...]
 
 Each line: the preset, G MAC/s of ``mac_models.matmul`` on size x size x size (random normal
 operands, integers for the integer presets; the time includes quantizing them into the preset's
-formats, O(size^2) against the O(size^3) MACs), and the ratio to BLAS.  Targets (issue 5, 2-core machine): int8->int32 >= 10 G MAC/s, fp16 accumulation
-rounded after every add >= 3 G MAC/s, fp32-RNE sequential >= 5 G MAC/s, aligned >= 1 G MAC/s.
+formats, O(size^2) against the O(size^3) MACs), and the ratio to BLAS; then an fp16 register
+(fp8_e4m3 operands) in each rounding mode of ``--modes`` (stochastic also in fp32 with 32 random
+bits, which takes the general exact rounding).
+
+Targets (issue 5, 2-core machine): int8->int32 >= 10 G MAC/s, fp16 accumulation rounded after
+every add >= 3 G MAC/s, fp32-RNE sequential >= 5 G MAC/s, aligned >= 1 G MAC/s.
 """
 from __future__ import annotations
 
@@ -17,6 +22,7 @@ import numpy as np
 from bench_formats import best_seconds, print_machine
 
 import mac_models as mm
+from formats.rounding import MODES
 
 
 def operands(name: str, size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -54,6 +60,8 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=512, help="M = N = K")
     parser.add_argument("--repeat", type=int, default=3, help="timed calls per measurement")
     parser.add_argument("--presets", nargs="*", default=mm.preset_names())
+    parser.add_argument("--modes", nargs="*", default=list(MODES),
+                        help="rounding modes of an fp16 register (fp8_e4m3 operands) to time")
     args = parser.parse_args()
     print_machine()
     rng = np.random.default_rng(0)
@@ -70,6 +78,16 @@ def main() -> None:
         mac = mm.preset(name)
         rate = macs / best_seconds(lambda: mm.matmul(a, b, mac), args.repeat) / 1e9
         print(f"{name:34s} {rate:8.3f} {rate / blas:8.4f}", flush=True)
+    a, b = operands("fp", n, rng)
+    for mode in args.modes:
+        for reg, sr_bits in (("fp16", None), ("fp32", 32)) if mode == "stochastic" else \
+                (("fp16", None),):
+            acc = mm.FloatAccumulator(reg, mode, seed=1 if mode == "stochastic" else None,
+                                      sr_bits=sr_bits)
+            mac = mm.MAC("fp8_e4m3", accumulator=acc)
+            rate = macs / best_seconds(lambda: mm.matmul(a, b, mac), args.repeat) / 1e9
+            label = f"fp8_e4m3->{reg} {mode}" + (f" sr_bits={sr_bits}" if sr_bits else "")
+            print(f"{label:36s} {rate:6.3f} {rate / blas:8.4f}", flush=True)
 
 
 if __name__ == "__main__":
