@@ -267,6 +267,19 @@ def bitwise_params(d, spv, mode, sr_bits):
 
 
 @njit(cache=True, inline="always")
+def bitwise_toward_negative(q) -> bool:
+    """Whether the parameters ``q`` of :func:`bitwise_params` round toward negative."""
+    return q[3]
+
+
+@njit(cache=True, inline="always")
+def bitwise_random_bits(q, key: np.uint64, index: np.int64) -> np.uint64:
+    """The random bits :func:`quantize_bitwise_value` takes for element ``index``: those of
+    :func:`formats.rounding.random_bits` in stochastic rounding, else 0."""
+    return random_bits(key, index, q[6]) if q[5] else _U0
+
+
+@njit(cache=True, inline="always")
 def quantize_bitwise_value(x: np.float64, q, rnd: np.uint64):
     """Round ``x`` into the format in a mode other than nearest-even, branch-free, on its
     binary64 bits: truncate the bits below the format's ulp, then step one ulp away from zero
@@ -318,12 +331,10 @@ def quantize_bitwise_kernel(x, out, d, spv, mode, key, offset, sr_bits):
     stream).  Returns the number of NaN inputs (an error only for formats without NaN)."""
     nans = 0
     q = bitwise_params(d, spv, mode, sr_bits)
-    stochastic = mode == STOCHASTIC
     for i in prange(x.shape[0]):
         v = np.float64(x[i])
         nans += v != v
-        rnd = random_bits(key, offset + i, sr_bits) if stochastic else _U0
-        out[i] = quantize_bitwise_value(v, q, rnd)[0]
+        out[i] = quantize_bitwise_value(v, q, bitwise_random_bits(q, key, offset + i))[0]
     return nans
 
 

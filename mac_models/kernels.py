@@ -31,7 +31,7 @@ from numba import njit, prange
 from formats import float_kernels as fk
 from formats.bitcast import bits_to_f64, clz64, f64_to_bits, significand_exponent
 from formats.quire import add_scaled, leading_bits, normalize, to_magnitude
-from formats.rounding import NEAREST_EVEN, SATURATE, STOCHASTIC, TOWARD_NEGATIVE, random_bits
+from formats.rounding import NEAREST_EVEN, SATURATE, TOWARD_NEGATIVE
 
 ST_OVERFLOW, ST_SATURATED, ST_SWAMPED = range(3)
 N_STATS = 3
@@ -108,10 +108,9 @@ def add_nearest_even(acc, x, ne):
 
 @njit(cache=True)
 def bitwise_plan(fd):
-    """What :func:`add_bitwise` reads of the register plan ``fd``, as scalars (see
-    :func:`formats.float_kernels.bitwise_params`)."""
-    return (fk.bitwise_params(fd[0], fd[2], fd[4], fd[6]), fd[5], fd[6], fd[4] == STOCHASTIC,
-            fd[4] == TOWARD_NEGATIVE)
+    """What :func:`add_bitwise` reads of the register plan ``fd``, as scalars: the parameters
+    of :func:`formats.float_kernels.bitwise_params` and the random key."""
+    return fk.bitwise_params(fd[0], fd[2], fd[4], fd[6]), fd[5]
 
 
 def bitwise_path(fd) -> bool:
@@ -124,11 +123,11 @@ def add_bitwise(acc, x, bp, index):
     """``add_round`` for the modes of :func:`formats.float_kernels.quantize_bitwise_value`,
     branch-free: the round-to-odd sum (:func:`odd_sum`), signed -0 for an exact zero sum
     toward negative, rounded on its bits; ``bp`` from :func:`bitwise_plan`."""
-    q, key, sr_bits, stochastic, to_negative = bp
+    q, key = bp
     v = odd_sum(acc, x)
-    v = -0.0 if to_negative & (v == 0.0) & (np.signbit(acc) | np.signbit(x)) else v
-    rnd = random_bits(key, index, sr_bits) if stochastic else _U0
-    return fk.quantize_bitwise_value(v, q, rnd)
+    v = -0.0 if fk.bitwise_toward_negative(q) & (v == 0.0) & (np.signbit(acc) | np.signbit(x)) \
+        else v
+    return fk.quantize_bitwise_value(v, q, fk.bitwise_random_bits(q, key, index))
 
 
 PATH_EXACT, PATH_NEAREST, PATH_BITWISE = range(3)
@@ -156,11 +155,12 @@ def round_value(x, fd, index):
 def exact_product(a, b):
     """``a * b`` as a pair (h, l) with h + l == a * b exactly, for any finite ``a`` and ``b``:
     TwoProduct of the significands (in [0.5, 1), so Veltkamp's split cannot overflow and the
-    error term cannot underflow), then their powers of two.  Beyond float64's exact range the
-    pair stands for the product: above 2**598 it is (+-2**600, 0), beyond every register (float
-    formats end below 2**512); a nonzero product below 2**-898 is (+-2**-1074, 0), below every
-    register's grid, where rounding reads only its sign and that it is nonzero.  Zero,
-    infinite and NaN operands give (a * b, 0)."""
+    error term cannot underflow), then their powers of two.  With ``e`` the sum of the two
+    frexp exponents (2**(e-2) <= |a * b| <= 2**e), the pair is exact for -898 <= e <= 600;
+    beyond, it stands for the product: for e > 600 it is (+-2**600, 0), beyond every register
+    (float formats end below 2**512), for e < -898 (+-2**-1074, 0), below every register's
+    grid, where rounding reads only its sign and that it is nonzero.  Zero, infinite and NaN
+    operands give (a * b, 0)."""
     if (a == 0.0) | (b == 0.0) | (not np.isfinite(a)) | (not np.isfinite(b)):
         return a * b, 0.0
     ma, ea = math.frexp(a)

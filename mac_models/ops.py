@@ -239,8 +239,12 @@ def _matmul2d(a: np.ndarray, b: np.ndarray, mac: MAC, stream: int, launch=None) 
             kern.float_pairwise(opa.values, opb.values, out, stats, peak, fd, pf,
                                 prf is not None)
         else:
-            kernel = kern.float_matmul_nearest if acc.rounding == "nearest_even" else \
-                kern.float_matmul_bitwise if mk.bitwise_path(fd) else kern.float_matmul_exact
+            if acc.rounding == "nearest_even":
+                kernel = kern.float_matmul_nearest
+            elif mk.bitwise_path(fd):
+                kernel = kern.float_matmul_bitwise
+            else:
+                kernel = kern.float_matmul_exact
             kernel(opa.values, opb.values, out, stats, peak, seg, fd, acc.kahan, pf,
                    prf is not None, cd, combine, sa, sb, _direct_nearest(mac, fd))
     elif isinstance(acc, AlignedAccumulator):

@@ -361,8 +361,8 @@ class Rounder:
         approx = np.array([float(x) for x in objs], dtype=np.float64)
         nan = np.isnan(approx)
         # float() reads a finite value beyond float64 as infinite: ask the exact value
-        for i in np.flatnonzero(np.isinf(approx)).tolist():
-            approx[i] = approx[i] if gmpy2.is_infinite(objs[i]) else 0.0
+        for i in np.flatnonzero(np.isinf(approx)).tolist():   # 0.0 marks it finite: MPFR
+            approx[i] = approx[i] if gmpy2.is_infinite(objs[i]) else 0.0   # rounds it below
         inf_sign = np.where(np.isposinf(approx), 1, np.where(np.isneginf(approx), -1, 0))
         fin = np.flatnonzero(np.isfinite(approx))
         r = np.zeros(n, dtype=np.float64)

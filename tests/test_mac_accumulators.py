@@ -511,13 +511,13 @@ def test_combine_rounds_each_scaled_sum_once(register, spec, mode):
     assert beyond_float64 > 0
 
 
-
 def test_block_scales_beyond_float64_overflow_in_every_mode():
     """Scales near 2**511 (an e8m0 scale biased up to 2**257..2**511) make every block's
     addend larger than float64's maximum.  Each is an overflow in the register's mode, never
     an exact infinity: toward zero the outputs are the largest finite value with the sign of
-    the last block (the last rounding), to nearest the infinity of the first block's sign
-    (which no later block can undo), and blocks of opposite signs never meet as Inf - Inf."""
+    the last block (the last rounding); to nearest (either tie rule) and stochastically the
+    infinity of the first block's sign, which no later block can undo; and blocks of opposite
+    signs never meet as Inf - Inf."""
     fmt = ScaledFormat("fp8_e4m3", scale=FloatFormat(8, 0, bias=-257, kind="e8m0",
                                                      signed=False), group=16)
     rng = _rng(515)
@@ -531,8 +531,8 @@ def test_block_scales_beyond_float64_overflow_in_every_mode():
     first, last = np.sign(qa[:, :16] @ qb[:16]), np.sign(qa[:, -16:] @ qb[-16:])
     assert (first != 0).all() and (last != 0).all() and (first != last).any()
     fp32_max = float(np.finfo(np.float32).max)
-    for mode in ("toward_zero", "nearest_even"):
-        acc = mm.FloatAccumulator("fp32", mode)
+    for mode in ("toward_zero", "nearest_even", "nearest_away", "stochastic"):
+        acc = mm.FloatAccumulator("fp32", mode, seed=1 if mode == "stochastic" else None)
         r = mm.matmul(a, b, mm.MAC(fmt, accumulator=acc, promote_to=acc))
         if mode == "toward_zero":
             np.testing.assert_array_equal(r.values, last * fp32_max)

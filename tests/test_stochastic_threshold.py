@@ -1,7 +1,7 @@
-"""Stochastic rounding, decided exactly: with seeds chosen so that element 0 draws a given random
-value r, the result must round away from zero exactly when r < floor(f * 2**sr_bits), f being the
-discarded fraction of an ulp computed with Fractions.  Statistical tests cannot see an error of
-one part in 2**32; these can.
+"""Stochastic rounding, decided exactly: with seeds chosen so that the rounding at hand draws a
+given random value r, the result must round away from zero exactly when
+r < floor(f * 2**sr_bits), f being the discarded fraction of an ulp computed with Fractions.
+Statistical tests cannot see an error of one part in 2**32; these can.
 """
 from fractions import Fraction as F
 
@@ -9,9 +9,11 @@ import numpy as np
 import pytest
 
 import formats
+import mac_models as mm
 
 _M = (1 << 64) - 1
 _MIX1, _MIX2 = 0xBF58476D1CE4E5B9, 0x94D049BB133111EB   # SplitMix64's finalizer constants
+_GOLDEN = 0x9E3779B97F4A7C15                            # the counter's step per element
 
 
 def _unxorshift(z: int, s: int) -> int:
@@ -31,9 +33,10 @@ def _unmix(z: int) -> int:
     return _unxorshift(z, 30)
 
 
-def _seed_drawing(r: int, sr_bits: int) -> int:
-    """A seed whose element 0 draws the random value r (key = mix(seed), bits = mix(key + 0))."""
-    return _unmix(_unmix(r << (64 - sr_bits)))
+def _seed_drawing(r: int, sr_bits: int, index: int = 0) -> int:
+    """A seed whose element ``index`` draws the random value r (key = mix(seed), bits =
+    mix(key + index * golden))."""
+    return _unmix((_unmix(r << (64 - sr_bits)) - index * _GOLDEN) & _M)
 
 
 # (format, operation on exact inputs, exact value, toward-zero neighbour, ulp there)
@@ -59,10 +62,22 @@ _CASES = [
     ("fp16", "quantize", (2.0 ** -26 + 2.0 ** -50,), F(2) ** -26 + F(2) ** -50, F(0),
      F(2) ** -24),
     ("fp16", "quantize", (-(2.0 ** -60),), -F(2) ** -60, F(0), F(2) ** -24),
+    # a float register's second addition (fp32 operands; the first, 0 + args[0], is exact):
+    # the bitwise path from the round-to-odd sum where sr_bits + 1 bits remain, else the general
+    ("fp32", "accumulate", (1.0, 2.0 ** -60), 1 + F(2) ** -60, F(1), F(2) ** -23),
+    ("fp32", "accumulate", (1.0, -(2.0 ** -60)), 1 - F(2) ** -60, 1 - F(2) ** -24, F(2) ** -24),
+    ("fp16", "accumulate", (1.0, 2.0 ** -11 + 2.0 ** -30), 1 + F(2) ** -11 + F(2) ** -30, F(1),
+     F(2) ** -10),
+    ("bf16", "accumulate", (1.0, -(2.0 ** -9 + 2.0 ** -30)), 1 - F(2) ** -9 - F(2) ** -30,
+     1 - F(2) ** -8, F(2) ** -8),
 ]
 
 
 def _run(fmt, op, args, seed, sr_bits):
+    if op == "accumulate":
+        acc = mm.FloatAccumulator(fmt, "stochastic", seed=seed, sr_bits=sr_bits)
+        mac = mm.MAC("fp32", accumulator=acc)
+        return mm.matmul(np.array([args]), np.ones((len(args), 1)), mac).values[0, 0]
     if op == "quantize":
         return fmt.quantize(np.array(args), "stochastic", seed=seed, sr_bits=sr_bits)[0]
     if op == "encode":
@@ -72,7 +87,7 @@ def _run(fmt, op, args, seed, sr_bits):
                               sr_bits=sr_bits))[0]
 
 
-@pytest.mark.parametrize("sr_bits", [8, 24, 30, 31, 32])
+@pytest.mark.parametrize("sr_bits", [8, 24, 28, 29, 30, 31, 32])
 @pytest.mark.parametrize("name,op,args,exact,trunc,ulp", _CASES)
 def test_rounds_away_exactly_below_the_threshold(name, op, args, exact, trunc, ulp, sr_bits):
     fmt = formats.get(name)
@@ -83,6 +98,7 @@ def test_rounds_away_exactly_below_the_threshold(name, op, args, exact, trunc, u
     for r in (threshold - 2, threshold - 1, threshold, threshold + 1):
         if not 0 <= r < 2 ** sr_bits:
             continue
-        got = F(_run(fmt, op, args, _seed_drawing(r, sr_bits), sr_bits))
+        seed = _seed_drawing(r, sr_bits, index=1 if op == "accumulate" else 0)
+        got = F(_run(fmt, op, args, seed, sr_bits))
         want = away if r < threshold else trunc
         assert got == want, f"{name} {op}{args} sr_bits={sr_bits} r=T{r - threshold:+d}"

@@ -115,8 +115,8 @@ NS_HD double ns_round_value(double x, const ns_plan* fd, i64 index, bool* beyond
 }
 
 // kernels.exact_product: a * b as an exact pair h + l (TwoProduct of the significands, then
-// their powers of two); beyond 2**598 it is (+-2**600, 0), a nonzero product below 2**-898 is
-// (+-2**-1074, 0); zero, infinite and NaN operands give (a * b, 0).
+// their powers of two), for e = the sum of the frexp exponents in [-898, 600]; for e > 600 it
+// is (+-2**600, 0), for e < -898 (+-2**-1074, 0); zero, infinite and NaN operands give (a * b, 0).
 NS_HD void ns_exact_product(double a, double b, double* h, double* l) {
     *l = 0.0;
     if (a == 0.0 || b == 0.0 || !ns_isfinite(a) || !ns_isfinite(b)) {
