@@ -14,7 +14,8 @@ register that clamps), swamped addends (a nonzero addend that left the register 
 that alignment truncated to nothing) and, in ``peak``, the largest |value| any register held.
 
 Compile time: the exact rounding (``add_round`` and friends) is compiled once, out of line, and
-called; only the nearest-even fast path and the integer step are inlined into the loops.
+called; only the fast paths (nearest-even, and the bitwise rounding of the other modes where
+:func:`bitwise_path` allows it) and the integer step are inlined into the loops.
 
 Stochastic rounding draws from :func:`formats.rounding.random_bits` keyed by the accumulator's
 key (salted per batch entry or conv group by :mod:`mac_models.ops`) and the index
