@@ -262,8 +262,8 @@ def bitwise_params(d, spv, mode, sr_bits):
     return (mbits, emin, mode == TOWARD_POSITIVE, mode == TOWARD_NEGATIVE, mode == NEAREST_AWAY,
             mode == STOCHASTIC, np.int64(sr_bits), pow2(emin - mbits), pow2(emin),
             d[SUBNORMALS] == 0, d[NEG_ZERO] != 0, d[SIGN_BIT] == 0, spv[SP_UNSIGNED_NEG],
-            spv[SP_MAX_VALUE], spv[SP_OVF_NEG],
-            spv[SP_OVF_POS], spv[SP_INF_NEG], spv[SP_INF_POS], spv[SP_NAN])
+            spv[SP_MAX_VALUE], spv[SP_OVF_NEG], spv[SP_OVF_POS], spv[SP_INF_NEG],
+            spv[SP_INF_POS], spv[SP_NAN])
 
 
 @njit(cache=True, inline="always")

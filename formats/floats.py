@@ -135,20 +135,18 @@ class FloatFormat(ScalarFormat):
             super()._quantize_chunk(x, out, mode, overflow, key, offset, sr_bits, launch)
             return
         k = _kernels(launch)
+        spv = fk.special_values(self._desc, mode, overflow)
         if mode == NEAREST_EVEN and self.mbits >= 1:
-            nans = k.quantize_nearest_even_kernel(
-                x, out, self._desc, fk.special_values(self._desc, mode, overflow))
-            self._raise_flags(nans if not self.has_nan else 0)
-            return
-        if launch is None and fk.bitwise_rounds(self._desc, mode, sr_bits):
+            nans = k.quantize_nearest_even_kernel(x, out, self._desc, spv)
+        elif launch is None and fk.bitwise_rounds(self._desc, mode, sr_bits):
             # the CUDA engine takes the general kernel below: the same bits
-            nans = fk.quantize_bitwise_kernel(
-                x, out, self._desc, fk.special_values(self._desc, mode, overflow), mode, key,
-                offset, sr_bits)
-            self._raise_flags(nans if not self.has_nan else 0)
+            nans = fk.quantize_bitwise_kernel(x, out, self._desc, spv, mode, key, offset,
+                                              sr_bits)
+        else:
+            self._raise_flags(k.quantize_kernel(
+                x, out, self._desc, self._specials(mode, overflow), mode, key, offset, sr_bits))
             return
-        self._raise_flags(k.quantize_kernel(x, out, self._desc, self._specials(mode, overflow),
-                                            mode, key, offset, sr_bits))
+        self._raise_flags(nans if not self.has_nan else 0)      # NaN inputs, counted
 
     def _decode_chunk(self, codes, out, launch=None) -> None:
         _kernels(launch).decode_kernel(codes, out, self._desc)
