@@ -182,7 +182,8 @@ def ref_encode_exact(values, spec: FloatSpec) -> np.ndarray:
     unb = k.astype(np.int64) - 1
     normal = af >= spec.min_normal
     expf = np.where(normal, unb + spec.bias, 0)
-    mant = np.where(normal, np.ldexp(np.ldexp(af, -unb) - 1.0, m), af / spec.min_subnormal)
+    with np.errstate(over="ignore"):          # the subnormal branch of a huge normal value
+        mant = np.where(normal, np.ldexp(np.ldexp(af, -unb) - 1.0, m), af / spec.min_subnormal)
     if np.any(fin & (mant != np.round(mant))):
         raise ValueError("value not exactly representable")
     code = (expf.astype(np.int64) << m) | mant.astype(np.int64)

@@ -41,6 +41,10 @@ CUSTOM = {
     "e3m3fn_b2": FloatSpec(3, 3, 2, "fn"),
     "e4m2fnuz_b5": FloatSpec(4, 2, 5, "fnuz"),
     "e3m3finite_b4": FloatSpec(3, 3, 4, "finite"),
+    # the ends of FloatFormat's range: products of two values reach 2**1023 and 2**-1074,
+    # the ends of float64, where the exact intermediate has no room left
+    "e10m5": FloatSpec(10, 5, 511),
+    "e10m12_b526": FloatSpec(10, 12, 526),
 }
 
 NAMED = {
