@@ -3,13 +3,13 @@ same process (and APyTypes' accumulator-context matmul where it is installed: it
 dependency; ``pip install apytypes`` into the environment to include it).
 
     .venv/bin/python benchmarks/bench_mac.py [--size 512] [--repeat 3] [--presets a b ...]
-        [--modes m ...]
+        [--modes m ...] [--orders o ...]
 
 Each line: the preset, G MAC/s of ``mac_models.matmul`` on size x size x size (random normal
 operands, integers for the integer presets; the time includes quantizing them into the preset's
 formats, O(size^2) against the O(size^3) MACs), and the ratio to BLAS; then an fp16 register
 (fp8_e4m3 operands) in each rounding mode of ``--modes`` (stochastic also in fp32 with 32 random
-bits, which takes the general exact rounding).
+bits, whose thresholds reach below float64's bits of the sum), in each summation order of ``--orders``.
 
 Targets (issue 5, 2-core machine): int8->int32 >= 10 G MAC/s, fp16 accumulation rounded after
 every add >= 3 G MAC/s, fp32-RNE sequential >= 5 G MAC/s, aligned >= 1 G MAC/s.
@@ -23,6 +23,7 @@ from bench_formats import best_seconds, print_machine
 
 import mac_models as mm
 from formats.rounding import MODES
+from mac_models.mac import ORDERS
 
 
 def operands(name: str, size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -62,6 +63,8 @@ def main() -> None:
     parser.add_argument("--presets", nargs="*", default=mm.preset_names())
     parser.add_argument("--modes", nargs="*", default=list(MODES),
                         help="rounding modes of an fp16 register (fp8_e4m3 operands) to time")
+    parser.add_argument("--orders", nargs="*", default=list(ORDERS),
+                        help="summation orders to time the rounding modes in")
     args = parser.parse_args()
     print_machine()
     rng = np.random.default_rng(0)
@@ -82,12 +85,14 @@ def main() -> None:
     for mode in args.modes:
         for reg, sr_bits in (("fp16", None), ("fp32", 32)) if mode == "stochastic" else \
                 (("fp16", None),):
-            acc = mm.FloatAccumulator(reg, mode, seed=1 if mode == "stochastic" else None,
-                                      sr_bits=sr_bits)
-            mac = mm.MAC("fp8_e4m3", accumulator=acc)
-            rate = macs / best_seconds(lambda: mm.matmul(a, b, mac), args.repeat) / 1e9
-            label = f"fp8_e4m3->{reg} {mode}" + (f" sr_bits={sr_bits}" if sr_bits else "")
-            print(f"{label:36s} {rate:6.3f} {rate / blas:8.4f}", flush=True)
+            for order in args.orders:
+                acc = mm.FloatAccumulator(reg, mode, seed=1 if mode == "stochastic" else None,
+                                          sr_bits=sr_bits)
+                mac = mm.MAC("fp8_e4m3", accumulator=acc, order=order)
+                rate = macs / best_seconds(lambda: mm.matmul(a, b, mac), args.repeat) / 1e9
+                label = (f"fp8_e4m3->{reg} {mode}" + (f" sr_bits={sr_bits}" if sr_bits else "")
+                         + (f" {order}" if order != "sequential" else ""))
+                print(f"{label:44s} {rate:6.3f} {rate / blas:8.4f}", flush=True)
 
 
 if __name__ == "__main__":

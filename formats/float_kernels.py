@@ -25,6 +25,7 @@ FIELDS = ("mbits", "emin", "max_mag", "sign_bit", "nan_code", "inf_mag", "subnor
 _U0 = np.uint64(0)
 _U1 = np.uint64(1)
 _MANT52 = np.uint64((1 << 52) - 1)
+_IMPLICIT = np.uint64(1 << 52)
 _EXP_BITS = np.uint64(0x7FF << 52)
 _MAG_BITS = np.uint64((1 << 63) - 1)
 
@@ -244,13 +245,10 @@ def quantize_nearest_even_value(x: np.float64, q) -> np.float64:
     return (ovf_neg if neg else ovf_pos) if y > max_value else res
 
 
-def bitwise_rounds(d, mode: int, sr_bits: int) -> bool:
+def bitwise_rounds(d, mode: int) -> bool:
     """Whether :func:`quantize_bitwise_value` serves this format and mode: every mode but
-    nearest-even (which has its own path), formats with a zero, and for stochastic rounding
-    at least ``sr_bits + 1`` float64 bits below the format's ulp (so a round-to-odd input
-    keeps the threshold's bits)."""
-    return (mode != NEAREST_EVEN and d[NO_ZERO] == 0
-            and (mode != STOCHASTIC or 52 - d[MBITS] >= sr_bits + 1))
+    nearest-even (which has its own path), formats with a zero."""
+    return mode != NEAREST_EVEN and d[NO_ZERO] == 0
 
 
 @njit(cache=True, inline="always")
@@ -263,6 +261,14 @@ def bitwise_params(d, spv, mode, sr_bits):
             d[SUBNORMALS] == 0, d[NEG_ZERO] != 0, d[SIGN_BIT] == 0, spv[SP_UNSIGNED_NEG],
             spv[SP_MAX_VALUE], spv[SP_OVF_NEG], spv[SP_OVF_POS], spv[SP_INF_NEG],
             spv[SP_INF_POS], spv[SP_NAN])
+
+
+@njit(cache=True, inline="always")
+def bitwise_needs_rest(q) -> bool:
+    """Whether :func:`quantize_bitwise_value` with the parameters ``q`` reads more of ``r``
+    than whether it is zero: stochastic rounding with ``sr_bits`` reaching below float64's
+    bits of a normal value (fp32 with more than 28)."""
+    return q[5] & (52 - q[0] <= q[6])
 
 
 @njit(cache=True, inline="always")
@@ -279,16 +285,18 @@ def bitwise_random_bits(q, key: np.uint64, index: np.int64) -> np.uint64:
 
 
 @njit(cache=True, inline="always")
-def quantize_bitwise_value(x: np.float64, q, rnd: np.uint64):
-    """Round ``x`` into the format in a mode other than nearest-even, branch-free, on its
-    binary64 bits: truncate the bits below the format's ulp, then step one ulp away from zero
-    where the mode says (toward +-Inf: any discarded bit; nearest-away: the half bit;
-    stochastic: ``rnd`` below ``floor(f * 2**sr_bits)``, ``f`` the discarded fraction).
+def quantize_bitwise_value(x: np.float64, r: np.float64, q, rnd: np.uint64):
+    """Round the exact value ``x + r * ulp(x)`` into the format in a mode other than
+    nearest-even, branch-free, on the binary64 bits of ``x``: truncate the bits below the
+    format's ulp, then step one ulp away from zero where the mode says (toward +-Inf: any
+    discarded bit; nearest-away: the half bit; stochastic: ``rnd`` below
+    ``floor(f * 2**sr_bits)``, ``f`` the discarded fraction).  ``x`` is the exact value
+    truncated toward zero to float64, ``r`` in [0, 1) the rest in units of x's float64 ulp,
+    rounded down (0 for a float64 input; nonzero exactly when there is a rest).
     Returns (value, beyond): ``beyond`` when a finite ``x`` rounds past the largest finite
     value (the value is then the overflow result).  ``q`` from :func:`bitwise_params`; see
-    :func:`bitwise_rounds` for the formats and modes it serves.  ``x`` may be the round-to-odd
-    stand-in of an exact value: it truncates and rounds the same way in these modes.  The
-    same results as ``round_pair`` with a zero tail, then ``decode_one``."""
+    :func:`bitwise_rounds` for the formats and modes it serves.  The same results as
+    ``round_pair`` of the exact value, then ``decode_one``."""
     (mbits, emin, up_pos, up_neg, ties_away, stochastic, sr_bits, min_sub, smallest_normal,
      flush, keep_neg_zero, unsigned, unsigned_neg, max_value, ovf_neg, ovf_pos, inf_neg, inf_pos,
      nan) = q
@@ -307,10 +315,16 @@ def quantize_bitwise_value(x: np.float64, q, rnd: np.uint64):
     rem = sig if tiny else mag & ((_U1 << shc) - _U1)   # the discarded bits, 2**sh per ulp
     half = sh - 1
     half_bit = ((rem >> np.uint64(half if half < 63 else 63)) & _U1) != _U0
-    drop = sh - sr_bits                                 # >= 1 where bitwise_rounds allows SR
+    # floor(f * 2**sr_bits): the top sr_bits discarded bits, then those of r below them
+    drop = sh - sr_bits
+    lift = -drop if drop < 0 else 0                     # then sh < 52: no tiny
     drop = drop if drop > 0 else 0
-    threshold = rem >> np.uint64(drop if drop < 63 else 63)
-    up = (((rem != _U0) & (up_neg if neg else up_pos)) | (ties_away & half_bit)
+    threshold = (rem << np.uint64(lift)) >> np.uint64(drop if drop < 63 else 63)
+    if bitwise_needs_rest(q):                           # r in [0, 1): floor(r * 2**lift) from
+        rbits = f64_to_bits(r)                          # its bits (shift >= 22; 0 if subnormal)
+        rsh = 1075 - np.int64(rbits >> np.uint64(52)) - lift
+        threshold += ((rbits & _MANT52) | _IMPLICIT) >> np.uint64(rsh if rsh < 63 else 63)
+    up = ((((rem != _U0) | (r != 0.0)) & (up_neg if neg else up_pos)) | (ties_away & half_bit)
           | (stochastic & (rnd < threshold)))
     y = bits_to_f64((mag - rem) + (np.uint64(up) << shc))
     y = (min_sub if up else 0.0) if tiny else y
@@ -333,7 +347,7 @@ def quantize_bitwise_kernel(x, out, d, spv, mode, key, offset, sr_bits):
     for i in prange(x.shape[0]):
         v = np.float64(x[i])
         nans += v != v
-        out[i] = quantize_bitwise_value(v, q, bitwise_random_bits(q, key, offset + i))[0]
+        out[i] = quantize_bitwise_value(v, 0.0, q, bitwise_random_bits(q, key, offset + i))[0]
     return nans
 
 

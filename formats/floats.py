@@ -138,7 +138,7 @@ class FloatFormat(ScalarFormat):
         spv = fk.special_values(self._desc, mode, overflow)
         if mode == NEAREST_EVEN and self.mbits >= 1:
             nans = k.quantize_nearest_even_kernel(x, out, self._desc, spv)
-        elif launch is None and fk.bitwise_rounds(self._desc, mode, sr_bits):
+        elif launch is None and fk.bitwise_rounds(self._desc, mode):
             # the CUDA engine takes the general kernel below: the same bits
             nans = fk.quantize_bitwise_kernel(x, out, self._desc, spv, mode, key, offset,
                                               sr_bits)

@@ -13,9 +13,10 @@ register's rounding went beyond its largest finite value), saturation events (th
 register that clamps), swamped addends (a nonzero addend that left the register unchanged, or
 that alignment truncated to nothing) and, in ``peak``, the largest |value| any register held.
 
-Compile time: the exact rounding (``add_round`` and friends) is compiled once, out of line, and
-called; only the fast paths (nearest-even, and the bitwise rounding of the other modes where
-:func:`bitwise_path` allows it) and the integer step are inlined into the loops.
+Compile time: a float register's rounding is inlined into the loops (:func:`add_float`: the
+nearest-even path or the bitwise one of the other modes, with or without the exact rest; one
+compiled kernel each), as is the integer step; the rest of the exact rounding (``add_round`` and friends: products, segment sums,
+promotion) is compiled once, out of line, and called.
 
 Stochastic rounding draws from :func:`formats.rounding.random_bits` keyed by the accumulator's
 key (salted per batch entry or conv group by :mod:`mac_models.ops`) and the index
@@ -114,36 +115,64 @@ def bitwise_plan(fd):
     return fk.bitwise_params(fd[0], fd[2], fd[4], fd[6]), fd[5]
 
 
-def bitwise_path(fd) -> bool:
-    """Whether :func:`add_bitwise` serves the register plan ``fd`` (its format and mode)."""
-    return fk.bitwise_rounds(tuple(int(v) for v in fd[0]), int(fd[4]), int(fd[6]))
+@njit(cache=True, inline="always")
+def truncated_sum(a, b, rest):
+    """``a + b`` as (t, r), branch-free: ``t`` the exact sum truncated toward zero to float64,
+    ``r`` in [0, 1) the rest in units of t's float64 ulp, rounded down (nonzero exactly when
+    the sum is inexact): what :func:`formats.float_kernels.quantize_bitwise_value` takes.
+    With ``rest`` False (a literal: the kernels compile each case), ``r`` is only zero or not,
+    all that rounding needs unless :func:`formats.float_kernels.bitwise_needs_rest`."""
+    s = a + b
+    bp = s - a
+    e = (a - (s - bp)) + (b - bp)                       # TwoSum: s + e == a + b
+    e = e if np.isfinite(e) else 0.0                    # an Inf or NaN operand: s is the sum
+    shrink = (e != 0.0) & (np.signbit(e) != np.signbit(s))     # then t is s's lower neighbour
+    tbits = f64_to_bits(s) - np.uint64(shrink)
+    r = _TINY if e != 0.0 else 0.0      # (e != 0 and y == 1 cannot be: s + e would be t)
+    if rest:
+        exf = np.int64((tbits & _MAG) >> np.uint64(52))
+        k = 1075 - (exf if exf > 1 else 1)              # ulp(t) = 2**-k, -971 <= k <= 1074
+        y = abs(e) * fk.pow2(k >> 1) * fk.pow2(k - (k >> 1))    # |e| / ulp(t) < 1: exact, or
+        y = r if y == 0.0 else y                        # too small to matter but nonzero
+        d = 1.0 - y                                     # the rest below s, rounded down:
+        dp = d - 1.0                                    # TwoSum's error says which way d went
+        low = (1.0 - (d - dp)) + (-y - dp)
+        d = bits_to_f64(f64_to_bits(d) - np.uint64(low < 0.0))
+        r = d if shrink else y
+    return bits_to_f64(tbits), r
 
 
 @njit(cache=True, inline="always")
-def add_bitwise(acc, x, bp, index):
+def add_bitwise(acc, x, bp, index, rest):
     """``add_round`` for the modes of :func:`formats.float_kernels.quantize_bitwise_value`,
-    branch-free: the round-to-odd sum (:func:`odd_sum`), signed -0 for an exact zero sum
-    toward negative, rounded on its bits; ``bp`` from :func:`bitwise_plan`."""
+    branch-free: the truncated sum (:func:`truncated_sum` with ``rest``), signed -0 for an
+    exact zero sum toward negative, rounded on its bits; ``bp`` from :func:`bitwise_plan`."""
     q, key = bp
-    v = odd_sum(acc, x)
-    v = -0.0 if fk.bitwise_toward_negative(q) & (v == 0.0) & (np.signbit(acc) | np.signbit(x)) \
-        else v
-    return fk.quantize_bitwise_value(v, q, fk.bitwise_random_bits(q, key, index))
+    t, r = truncated_sum(acc, x, rest)
+    t = -0.0 if fk.bitwise_toward_negative(q) & (t == 0.0) & (np.signbit(acc) | np.signbit(x)) \
+        else t
+    return fk.quantize_bitwise_value(t, r, q, fk.bitwise_random_bits(q, key, index))
 
 
-PATH_EXACT, PATH_NEAREST, PATH_BITWISE = range(3)
+PATHS = ("nearest", "bitwise", "bitwise_rest")            # of add_float, by number
+PATH_NEAREST, PATH_BITWISE, PATH_BITWISE_REST = range(len(PATHS))
+
+
+def add_path(fd) -> int:
+    """The path of :func:`add_float` for the float register plan ``fd``."""
+    if fd[4] == NEAREST_EVEN:
+        return PATH_NEAREST
+    return PATH_BITWISE_REST if fk.bitwise_needs_rest(bitwise_plan(fd)[0]) else PATH_BITWISE
 
 
 @njit(cache=True, inline="always")
-def add_float(acc, x, fd, plans, index, path):
-    """One addition into the register by ``path``: the nearest-even or the bitwise fast path
-    (``plans`` = (:func:`nearest_plan`, :func:`bitwise_plan`)) or the exact rounding of any
-    mode."""
+def add_float(acc, x, plans, index, path):
+    """One addition into a float register by ``path`` (:func:`add_path`): the nearest-even or
+    the bitwise rounding (``plans`` = (:func:`nearest_plan`, :func:`bitwise_plan`)).  Between
+    them they serve every accumulator format (those have a zero) in every mode."""
     if path == PATH_NEAREST:
         return add_nearest_even(acc, x, plans[0])
-    if path == PATH_BITWISE:
-        return add_bitwise(acc, x, plans[1], index)
-    return add_round(acc, x, fd, index)
+    return add_bitwise(acc, x, plans[1], index, path == PATH_BITWISE_REST)
 
 
 @njit(cache=True)
@@ -271,8 +300,8 @@ def _product(av, bv, pf, use_pf, index, st, j):
 
 
 @njit(cache=True, inline="always")
-def _float_row_step(part, comp, st, top, av, brow, i, k, kk, fd, plans, saturates, pf, use_pf,
-                    kahan, path):
+def _float_row_step(part, comp, st, top, av, brow, i, k, kk, plans, saturates, pf, use_pf, kahan,
+                    path):
     """One K step of one output row: ``part[j] += av * brow[j]`` rounded into the register for
     every column j, with the statistics.  Called with literal ``use_pf``/``kahan`` False for the
     plain case, so that loop has no call and no branch left in it (it vectorises)."""
@@ -282,13 +311,13 @@ def _float_row_step(part, comp, st, top, av, brow, i, k, kk, fd, plans, saturate
         p = _product(av, brow[j], pf, use_pf, idx, st, j)
         old = part[j]
         if kahan:
-            y, by = add_float(p, -comp[j], fd, plans, 4 * idx, path)
-            t, bt = add_float(old, y, fd, plans, 4 * idx + 1, path)
-            d, bd = add_float(t, -old, fd, plans, 4 * idx + 2, path)
-            comp[j] = add_float(d, -y, fd, plans, 4 * idx + 3, path)[0]
+            y, by = add_float(p, -comp[j], plans, 4 * idx, path)
+            t, bt = add_float(old, y, plans, 4 * idx + 1, path)
+            d, bd = add_float(t, -old, plans, 4 * idx + 2, path)
+            comp[j] = add_float(d, -y, plans, 4 * idx + 3, path)[0]
             new, beyond = t, by | bt | bd
         else:
-            new, beyond = add_float(old, p, fd, plans, idx, path)
+            new, beyond = add_float(old, p, plans, idx, path)
         _count(st, j, old, new, p, beyond, saturates)
         part[j] = new
         top[j] = _larger(abs(new), top[j])
@@ -350,7 +379,7 @@ def _direct_row(a, b, i, seg, fd, part, total, st, top, combine, sa, sb, cd):
 
 def _make_float_matmul(path: int):
     """The sequential float kernel, compiled separately for each path of :func:`add_float`:
-    the two fast paths have no call in their loop, so it vectorises."""
+    neither has a call in its loop, so it vectorises."""
     @njit(cache=True, parallel=True)
     def float_matmul(a, b, out, stats, peak, seg, fd, kahan, pf, use_pf, cd, combine, sa, sb,
                      direct):
@@ -379,19 +408,18 @@ def _make_float_matmul(path: int):
                     comp[:] = 0.0
                     for k in range(k0, min(kk, k0 + seg)):
                         if use_pf or kahan:
-                            _float_row_step(part, comp, st, top, a[i, k], b[k], i, k, kk, fd,
-                                            plans, saturates, pf, use_pf, kahan, path)
+                            _float_row_step(part, comp, st, top, a[i, k], b[k], i, k, kk, plans,
+                                            saturates, pf, use_pf, kahan, path)
                         else:
-                            _float_row_step(part, comp, st, top, a[i, k], b[k], i, k, kk, fd,
-                                            plans, saturates, pf, False, False, path)
+                            _float_row_step(part, comp, st, top, a[i, k], b[k], i, k, kk, plans,
+                                            saturates, pf, False, False, path)
                     _end_segment(total, part, combine, sa, sb, i, k0 // seg, cd, st, top, kk)
             _end_row(out, stats, peak, i, total, st, top)
     return float_matmul
 
 
-float_matmul_nearest = _make_float_matmul(PATH_NEAREST)
-float_matmul_bitwise = _make_float_matmul(PATH_BITWISE)
-float_matmul_exact = _make_float_matmul(PATH_EXACT)
+float_matmul_nearest, float_matmul_bitwise, float_matmul_bitwise_rest = (
+    _make_float_matmul(path) for path in range(len(PATHS)))
 
 
 @njit(cache=True, parallel=True)
@@ -426,39 +454,52 @@ def float32_matmul(a, b, out, stats, peak):
         peak[i] = top.max() if n else 0.0
 
 
-@njit(cache=True, parallel=True)
-def float_pairwise(a, b, out, stats, peak, fd, pf, use_pf):
-    """Pairwise (tree) summation of each output's products: level by level, neighbours (0, 1),
-    (2, 3), ... are added and rounded into ``fd``; an odd last element moves up unchanged."""
-    m, kk = a.shape
-    n = b.shape[1]
-    for i in prange(m):
-        buf = np.empty((kk, n))
-        st = np.zeros((N_STATS, n), dtype=np.int64)
-        top = np.zeros(n)
-        for k in range(kk):
-            for j in range(n):
-                buf[k, j] = _product(a[i, k], b[k, j], pf, use_pf, (i * n + j) * kk + k, st, j)
-        width = kk
-        node = 0                                # additions so far in each output's tree
-        while width > 1:
-            half = width // 2
-            for t in range(half):
+def _make_float_pairwise(path: int):
+    """The pairwise kernel, compiled separately for each path of :func:`add_float` (as
+    :func:`_make_float_matmul`)."""
+    @njit(cache=True, parallel=True)
+    def float_pairwise(a, b, out, stats, peak, fd, pf, use_pf):
+        """Pairwise (tree) summation of each output's products: level by level, neighbours
+        (0, 1), (2, 3), ... are added and rounded into ``fd``; an odd last element moves up
+        unchanged."""
+        m, kk = a.shape
+        n = b.shape[1]
+        for i in prange(m):
+            plans = (nearest_plan(fd), bitwise_plan(fd))
+            saturates = fd[7]
+            buf = np.empty((kk, n))
+            nxt = np.empty(((kk + 1) // 2, n))  # each level writes here, then the two swap
+            st = np.zeros((N_STATS, n), dtype=np.int64)
+            top = np.zeros(n)
+            for k in range(kk):
                 for j in range(n):
-                    x = buf[2 * t, j]
-                    y = buf[2 * t + 1, j]
-                    new, beyond = add_round(x, y, fd, (i * n + j) * kk + node + t)
-                    _count(st, j, x, new, y, beyond, fd[7])
-                    buf[t, j] = new
-                    top[j] = _larger(abs(new), top[j])
-            if width % 2:
-                buf[half, :] = buf[width - 1, :]
-            node += half
-            width = half + width % 2
-        _end_row(out, stats, peak, i, buf[0], st, top)
+                    buf[k, j] = _product(a[i, k], b[k, j], pf, use_pf, (i * n + j) * kk + k, st,
+                                         j)
+            width = kk
+            node = 0                            # additions so far in each output's tree
+            while width > 1:
+                half = width // 2
+                for t in range(half):
+                    r0, r1, dst = buf[2 * t], buf[2 * t + 1], nxt[t]   # distinct: vectorises
+                    for j in range(n):
+                        x, y = r0[j], r1[j]
+                        new, beyond = add_float(x, y, plans, (i * n + j) * kk + node + t, path)
+                        _count(st, j, x, new, y, beyond, saturates)
+                        dst[j] = new
+                        top[j] = _larger(abs(new), top[j])
+                if width % 2:
+                    nxt[half, :] = buf[width - 1, :]
+                buf, nxt = nxt, buf
+                node += half
+                width = half + width % 2
+            _end_row(out, stats, peak, i, buf[0], st, top)
+    return float_pairwise
 
 
-# ---- integer accumulators ------------------------------------------------------------------
+float_pairwise_nearest, float_pairwise_bitwise, float_pairwise_bitwise_rest = (
+    _make_float_pairwise(path) for path in range(len(PATHS)))
+
+
 @njit(cache=True, inline="always")
 def _int_add(acc, x, lo, hi, saturate):
     """acc + x (exact in int64) wrapped or clamped to [lo, hi]; (value, changed)."""

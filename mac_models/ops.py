@@ -235,18 +235,15 @@ def _matmul2d(a: np.ndarray, b: np.ndarray, mac: MAC, stream: int, launch=None) 
                          acc.rounding, acc.seed, acc.sr_bits, None, 0x9E37 ^ salt)
         if _native_fp32(mac, combine):
             kern.float32_matmul(opa.values, opb.values, out, stats, peak)
-        elif mac.order == "pairwise":
-            kern.float_pairwise(opa.values, opb.values, out, stats, peak, fd, pf,
-                                prf is not None)
         else:
-            if acc.rounding == "nearest_even":
-                kernel = kern.float_matmul_nearest
-            elif mk.bitwise_path(fd):
-                kernel = kern.float_matmul_bitwise
+            path = mk.PATHS[mk.add_path(fd)]
+            if mac.order == "pairwise":
+                getattr(kern, f"float_pairwise_{path}")(opa.values, opb.values, out, stats,
+                                                        peak, fd, pf, prf is not None)
             else:
-                kernel = kern.float_matmul_exact
-            kernel(opa.values, opb.values, out, stats, peak, seg, fd, acc.kahan, pf,
-                   prf is not None, cd, combine, sa, sb, _direct_nearest(mac, fd))
+                getattr(kern, f"float_matmul_{path}")(
+                    opa.values, opb.values, out, stats, peak, seg, fd, acc.kahan, pf,
+                    prf is not None, cd, combine, sa, sb, _direct_nearest(mac, fd))
     elif isinstance(acc, AlignedAccumulator):
         fd = _float_plan(acc.format, acc.rounding, None, None, None)
         kern.aligned_matmul(opa.values, opb.values, out, stats, peak, seg, acc.n, acc.p,

@@ -429,8 +429,6 @@ def test_register_rounds_each_exact_sum_once(register, spec, operand, dtype, lo,
     if mode == "nearest_even":
         shortcut = (register, operand) != ("bf16", "bf16")
         assert mm_ops._direct_nearest(mac, plan) == shortcut
-    else:
-        assert mm_kernels.bitwise_path(plan)
     assert not mm_ops._native_fp32(mac, False)
     r = mm.matmul(a, b, mac)
     values, overflows, swamped, peak = _mpfr_sequential(a, b, spec, mode)
@@ -440,6 +438,21 @@ def test_register_rounds_each_exact_sum_once(register, spec, operand, dtype, lo,
     assert np.isfinite(values[1:]).any() and (overflows > 0) == (big is not None)
     assert (r.overflows, r.swamped, r.max_abs_partial) == (overflows, swamped, peak)
     assert swamped > 0
+
+
+@pytest.mark.parametrize("mode,sign,step", [
+    ("toward_positive", 1, 388), ("toward_negative", -1, 387), ("toward_zero", -1, 387),
+    ("toward_zero", 1, None), ("nearest_away", 1, None)])
+def test_register_sees_a_rest_far_below_float64(mode, sign, step):
+    """2**400 in an e10m12 register (bias 526: 2**-537 .. 2**497) plus the product
+    +-2**-1074 of two smallest subnormals: the float64 sum is 2**400, the rest 2**-1474 of its
+    float64 ulp.  The directed modes still step to the neighbour 2**step away (the binade below
+    for a negative rest); toward zero from above and nearest-away keep 2**400."""
+    fmt = FloatFormat(10, 12, bias=526)
+    a, b = np.array([[2.0 ** 400, 2.0 ** -537]]), np.array([[1.0], [sign * 2.0 ** -537]])
+    r = mm.matmul(a, b, mm.MAC(fmt, accumulator=mm.FloatAccumulator(fmt, mode)))
+    want = Fraction(2) ** 400 + (0 if step is None else sign * Fraction(2) ** step)
+    assert Fraction(r.values[0, 0]) == want
 
 
 # ---- 7c. a scaled segment sum added into the register ---------------------------------------

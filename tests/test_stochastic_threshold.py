@@ -62,10 +62,16 @@ _CASES = [
     ("fp16", "quantize", (2.0 ** -26 + 2.0 ** -50,), F(2) ** -26 + F(2) ** -50, F(0),
      F(2) ** -24),
     ("fp16", "quantize", (-(2.0 ** -60),), -F(2) ** -60, F(0), F(2) ** -24),
+    # float64 inputs with fewer bits below fp32's ulp than sr_bits (29 in [1, 2))
+    ("fp32", "quantize", (1.0 + 2.0 ** -24 + 2.0 ** -52,), 1 + F(2) ** -24 + F(2) ** -52, F(1),
+     F(2) ** -23),
+    ("fp32", "quantize", (-(3.0 + 2.0 ** -51),), -3 - F(2) ** -51, F(-3), F(2) ** -22),
     # a float register's second addition (fp32 operands; the first, 0 + args[0], is exact):
-    # the bitwise path from the round-to-odd sum where sr_bits + 1 bits remain, else the general
+    # the exact sum lies below or above float64's rounded sum, at a power of two or not
     ("fp32", "accumulate", (1.0, 2.0 ** -60), 1 + F(2) ** -60, F(1), F(2) ** -23),
     ("fp32", "accumulate", (1.0, -(2.0 ** -60)), 1 - F(2) ** -60, 1 - F(2) ** -24, F(2) ** -24),
+    ("fp32", "accumulate", (1.5, -(2.0 ** -120)), F(3, 2) - F(2) ** -120, F(3, 2) - F(2) ** -23,
+     F(2) ** -23),
     ("fp16", "accumulate", (1.0, 2.0 ** -11 + 2.0 ** -30), 1 + F(2) ** -11 + F(2) ** -30, F(1),
      F(2) ** -10),
     ("bf16", "accumulate", (1.0, -(2.0 ** -9 + 2.0 ** -30)), 1 - F(2) ** -9 - F(2) ** -30,
@@ -102,3 +108,16 @@ def test_rounds_away_exactly_below_the_threshold(name, op, args, exact, trunc, u
         got = F(_run(fmt, op, args, seed, sr_bits))
         want = away if r < threshold else trunc
         assert got == want, f"{name} {op}{args} sr_bits={sr_bits} r=T{r - threshold:+d}"
+
+
+def test_rest_far_below_float64_bits():
+    """An fp32-wide register (e10m23) holding 2**400, plus the product -2**-1066 of 2**-533 and
+    -2**-533, stochastic with 32 bits: the discarded fraction is 1 - 2**-1442, a rest that
+    underflows float64 once scaled to the ulp, yet the threshold is 2**32 - 1, so exactly the
+    draw 2**32 - 1 keeps the truncation."""
+    fmt = formats.get("e10m23")
+    a, b = np.array([[2.0 ** 400, 2.0 ** -533]]), np.array([[1.0], [-(2.0 ** -533)]])
+    for r, want in ((2 ** 32 - 2, F(2) ** 400), (2 ** 32 - 1, F(2) ** 400 - F(2) ** 376)):
+        acc = mm.FloatAccumulator(fmt, "stochastic", seed=_seed_drawing(r, 32, index=1),
+                                  sr_bits=32)
+        assert F(mm.matmul(a, b, mm.MAC(fmt, accumulator=acc)).values[0, 0]) == want, r

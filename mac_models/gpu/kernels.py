@@ -63,14 +63,12 @@ class MacKernels(CodecKernels):
         """kernels.float_matmul_nearest (same arguments)."""
         self._float_matmul(True, *args)
 
-    def float_matmul_exact(self, *args) -> None:
-        """kernels.float_matmul_exact (same arguments)."""
-        self._float_matmul(False, *args)
-
     def float_matmul_bitwise(self, *args) -> None:
         """kernels.float_matmul_bitwise (same arguments): the CUDA kernel takes the exact
         rounding, which gives the same bits."""
         self._float_matmul(False, *args)
+
+    float_matmul_bitwise_rest = float_matmul_bitwise
 
     def float32_matmul(self, a, b, out, stats, peak) -> None:
         """kernels.float32_matmul through the nearest-even kernel with an fp32 register: the
@@ -81,11 +79,15 @@ class MacKernels(CodecKernels):
         self.float_matmul_nearest(a, b, out, stats, peak, kk, fd, False, fd, False, fd, False,
                                   self.xp.ones((m, 1)), self.xp.ones((1, b.shape[1])), False)
 
-    def float_pairwise(self, a, b, out, stats, peak, fd, pf, use_pf) -> None:
+    def float_pairwise_bitwise(self, a, b, out, stats, peak, fd, pf, use_pf) -> None:
+        """kernels.float_pairwise_bitwise (same arguments)."""
         m, kk = a.shape
         self.launch("mac_float_pairwise", m * b.shape[1], self._values(a), self._values(b), out,
                     stats.view(np.uint64), peak.view(np.uint64), kk, b.shape[1],
                     *_pack_plan(self.launch, fd), *_pack_plan(self.launch, pf), bool(use_pf))
+
+    # the CUDA kernel takes the exact rounding in every mode, which gives the same bits
+    float_pairwise_nearest = float_pairwise_bitwise_rest = float_pairwise_bitwise
 
     def int_matmul(self, a, b, out, totals, stats, peak, seg, lo, hi, saturate, unit, cd,
                    combine, sa, sb) -> None:
