@@ -92,7 +92,7 @@ def main() -> None:
                 rate = macs / best_seconds(lambda: mm.matmul(a, b, mac), args.repeat) / 1e9
                 label = (f"fp8_e4m3->{reg} {mode}" + (f" sr_bits={sr_bits}" if sr_bits else "")
                          + (f" {order}" if order != "sequential" else ""))
-                print(f"{label:44s} {rate:6.3f} {rate / blas:8.4f}", flush=True)
+                print(f"{label:46s} {rate:6.3f} {rate / blas:8.4f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -263,12 +263,11 @@ def bitwise_params(d, spv, mode, sr_bits):
             spv[SP_INF_POS], spv[SP_NAN])
 
 
-@njit(cache=True, inline="always")
-def bitwise_needs_rest(q) -> bool:
-    """Whether :func:`quantize_bitwise_value` with the parameters ``q`` reads more of ``r``
-    than whether it is zero: stochastic rounding with ``sr_bits`` reaching below float64's
-    bits of a normal value (fp32 with more than 28)."""
-    return q[5] & (52 - q[0] <= q[6])
+def bitwise_rest(d, mode: int, sr_bits: int) -> bool:
+    """Whether :func:`quantize_bitwise_value` takes ``rest`` True for this format and mode:
+    stochastic rounding whose ``sr_bits`` reach below float64's bits of a normal value (fp32
+    with more than 28)."""
+    return mode == STOCHASTIC and 52 - d[MBITS] <= sr_bits
 
 
 @njit(cache=True, inline="always")
@@ -285,14 +284,16 @@ def bitwise_random_bits(q, key: np.uint64, index: np.int64) -> np.uint64:
 
 
 @njit(cache=True, inline="always")
-def quantize_bitwise_value(x: np.float64, r: np.float64, q, rnd: np.uint64):
+def quantize_bitwise_value(x: np.float64, r: np.float64, q, rnd: np.uint64, rest):
     """Round the exact value ``x + r * ulp(x)`` into the format in a mode other than
     nearest-even, branch-free, on the binary64 bits of ``x``: truncate the bits below the
     format's ulp, then step one ulp away from zero where the mode says (toward +-Inf: any
     discarded bit; nearest-away: the half bit; stochastic: ``rnd`` below
     ``floor(f * 2**sr_bits)``, ``f`` the discarded fraction).  ``x`` is the exact value
     truncated toward zero to float64, ``r`` in [0, 1) the rest in units of x's float64 ulp,
-    rounded down (0 for a float64 input; nonzero exactly when there is a rest).
+    rounded down (0 for a float64 input; nonzero exactly when there is a rest).  ``rest``
+    (:func:`bitwise_rest`; a compile-time constant, the other case costs a third of the speed)
+    says whether stochastic rounding may need bits below x's: those of ``r``.
     Returns (value, beyond): ``beyond`` when a finite ``x`` rounds past the largest finite
     value (the value is then the overflow result).  ``q`` from :func:`bitwise_params`; see
     :func:`bitwise_rounds` for the formats and modes it serves.  The same results as
@@ -316,14 +317,14 @@ def quantize_bitwise_value(x: np.float64, r: np.float64, q, rnd: np.uint64):
     half = sh - 1
     half_bit = ((rem >> np.uint64(half if half < 63 else 63)) & _U1) != _U0
     # floor(f * 2**sr_bits): the top sr_bits discarded bits, then those of r below them
-    drop = sh - sr_bits
-    lift = -drop if drop < 0 else 0                     # then sh < 52: no tiny
-    drop = drop if drop > 0 else 0
-    threshold = (rem << np.uint64(lift)) >> np.uint64(drop if drop < 63 else 63)
-    if bitwise_needs_rest(q):                           # r in [0, 1): floor(r * 2**lift) from
-        rbits = f64_to_bits(r)                          # its bits (shift >= 22; 0 if subnormal)
-        rsh = 1075 - np.int64(rbits >> np.uint64(52)) - lift
-        threshold += ((rbits & _MANT52) | _IMPLICIT) >> np.uint64(rsh if rsh < 63 else 63)
+    drop = sh - sr_bits                                 # >= 1 unless rest
+    threshold = rem >> np.uint64(0 if drop < 0 else drop if drop < 63 else 63)
+    if rest:
+        lift = -drop if drop < 0 else 0                 # > 0 only where sh < 52: no tiny
+        rbits = f64_to_bits(r)                          # r in [0, 1): floor(r * 2**lift) from
+        rsh = 1075 - np.int64(rbits >> np.uint64(52)) - lift    # its bits (0 if subnormal)
+        threshold = (threshold << np.uint64(lift)) \
+            + (((rbits & _MANT52) | _IMPLICIT) >> np.uint64(rsh if rsh < 63 else 63))
     up = ((((rem != _U0) | (r != 0.0)) & (up_neg if neg else up_pos)) | (ties_away & half_bit)
           | (stochastic & (rnd < threshold)))
     y = bits_to_f64((mag - rem) + (np.uint64(up) << shc))
@@ -337,18 +338,28 @@ def quantize_bitwise_value(x: np.float64, r: np.float64, q, rnd: np.uint64):
     return (nan if mag > _EXP_BITS else res), beyond
 
 
-@njit(cache=True, parallel=True)
-def quantize_bitwise_kernel(x, out, d, spv, mode, key, offset, sr_bits):
-    """Fused quantize of ``x`` into ``out`` by :func:`quantize_bitwise_value` (the formats and
-    modes of :func:`bitwise_rounds`); ``offset`` is the flat index of ``x[0]`` (for the random
-    stream).  Returns the number of NaN inputs (an error only for formats without NaN)."""
-    nans = 0
-    q = bitwise_params(d, spv, mode, sr_bits)
-    for i in prange(x.shape[0]):
-        v = np.float64(x[i])
-        nans += v != v
-        out[i] = quantize_bitwise_value(v, 0.0, q, bitwise_random_bits(q, key, offset + i))[0]
-    return nans
+def _make_quantize_bitwise(rest: bool):
+    """The quantize kernel of :func:`quantize_bitwise_value`, compiled apart for each
+    ``rest`` (:func:`bitwise_rest`)."""
+    @njit(cache=True, parallel=True)
+    def quantize_bitwise_kernel(x, out, d, spv, mode, key, offset, sr_bits):
+        """Fused quantize of ``x`` into ``out`` by :func:`quantize_bitwise_value` (the formats
+        and modes of :func:`bitwise_rounds`); ``offset`` is the flat index of ``x[0]`` (for
+        the random stream).  Returns the number of NaN inputs (an error only for formats
+        without NaN)."""
+        nans = 0
+        q = bitwise_params(d, spv, mode, sr_bits)
+        for i in prange(x.shape[0]):
+            v = np.float64(x[i])
+            nans += v != v
+            out[i] = quantize_bitwise_value(v, 0.0, q, bitwise_random_bits(q, key, offset + i),
+                                            rest)[0]
+        return nans
+    return quantize_bitwise_kernel
+
+
+quantize_bitwise_kernel, quantize_bitwise_rest_kernel = (
+    _make_quantize_bitwise(rest) for rest in (False, True))
 
 
 @njit(cache=True, inline="always")

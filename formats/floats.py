@@ -140,8 +140,9 @@ class FloatFormat(ScalarFormat):
             nans = k.quantize_nearest_even_kernel(x, out, self._desc, spv)
         elif launch is None and fk.bitwise_rounds(self._desc, mode):
             # the CUDA engine takes the general kernel below: the same bits
-            nans = fk.quantize_bitwise_kernel(x, out, self._desc, spv, mode, key, offset,
-                                              sr_bits)
+            kernel = (fk.quantize_bitwise_rest_kernel if fk.bitwise_rest(self._desc, mode, sr_bits)
+                      else fk.quantize_bitwise_kernel)
+            nans = kernel(x, out, self._desc, spv, mode, key, offset, sr_bits)
         else:
             self._raise_flags(k.quantize_kernel(
                 x, out, self._desc, self._specials(mode, overflow), mode, key, offset, sr_bits))

@@ -15,8 +15,8 @@ that alignment truncated to nothing) and, in ``peak``, the largest |value| any r
 
 Compile time: a float register's rounding is inlined into the loops (:func:`add_float`: the
 nearest-even path or the bitwise one of the other modes, with or without the exact rest; one
-compiled kernel each), as is the integer step; the rest of the exact rounding (``add_round`` and friends: products, segment sums,
-promotion) is compiled once, out of line, and called.
+compiled kernel each), as is the integer step; the rest of the exact rounding (``add_round``
+and friends: products, segment sums, promotion) is compiled once, out of line, and called.
 
 Stochastic rounding draws from :func:`formats.rounding.random_bits` keyed by the accumulator's
 key (salted per batch entry or conv group by :mod:`mac_models.ops`) and the index
@@ -121,7 +121,7 @@ def truncated_sum(a, b, rest):
     ``r`` in [0, 1) the rest in units of t's float64 ulp, rounded down (nonzero exactly when
     the sum is inexact): what :func:`formats.float_kernels.quantize_bitwise_value` takes.
     With ``rest`` False (a literal: the kernels compile each case), ``r`` is only zero or not,
-    all that rounding needs unless :func:`formats.float_kernels.bitwise_needs_rest`."""
+    all that rounding needs unless :func:`formats.float_kernels.bitwise_rest`."""
     s = a + b
     bp = s - a
     e = (a - (s - bp)) + (b - bp)                       # TwoSum: s + e == a + b
@@ -151,7 +151,7 @@ def add_bitwise(acc, x, bp, index, rest):
     t, r = truncated_sum(acc, x, rest)
     t = -0.0 if fk.bitwise_toward_negative(q) & (t == 0.0) & (np.signbit(acc) | np.signbit(x)) \
         else t
-    return fk.quantize_bitwise_value(t, r, q, fk.bitwise_random_bits(q, key, index))
+    return fk.quantize_bitwise_value(t, r, q, fk.bitwise_random_bits(q, key, index), rest)
 
 
 PATHS = ("nearest", "bitwise", "bitwise_rest")            # of add_float, by number
@@ -162,7 +162,7 @@ def add_path(fd) -> int:
     """The path of :func:`add_float` for the float register plan ``fd``."""
     if fd[4] == NEAREST_EVEN:
         return PATH_NEAREST
-    return PATH_BITWISE_REST if fk.bitwise_needs_rest(bitwise_plan(fd)[0]) else PATH_BITWISE
+    return PATH_BITWISE_REST if fk.bitwise_rest(fd[0], fd[4], fd[6]) else PATH_BITWISE
 
 
 @njit(cache=True, inline="always")
