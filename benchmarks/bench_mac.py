@@ -9,7 +9,8 @@ Each line: the preset, G MAC/s of ``mac_models.matmul`` on size x size x size (r
 operands, integers for the integer presets; the time includes quantizing them into the preset's
 formats, O(size^2) against the O(size^3) MACs), and the ratio to BLAS; then an fp16 register
 (fp8_e4m3 operands) in each rounding mode of ``--modes`` (stochastic also in fp32 with 32 random
-bits, whose thresholds reach below float64's bits of the sum), in each summation order of ``--orders``.
+bits, whose thresholds reach below float64's bits of the sum), in each summation order of
+``--orders``.
 
 Targets (issue 5, 2-core machine): int8->int32 >= 10 G MAC/s, fp16 accumulation rounded after
 every add >= 3 G MAC/s, fp32-RNE sequential >= 5 G MAC/s, aligned >= 1 G MAC/s.
@@ -75,12 +76,12 @@ def main() -> None:
     blas = macs / best_seconds(lambda: a32 @ b32, args.repeat) / 1e9
     print(f"numpy float32 matmul (BLAS): {blas:.1f} G MAC/s")
     print(apytypes_rate(n, args.repeat))
-    print(f"{'preset':34s} {'G MAC/s':>8s} {'/ BLAS':>8s}")
+    print(f"{'preset':46s} {'G MAC/s':>8s} {'/ BLAS':>8s}")
     for name in args.presets:
         a, b = operands(name, n, rng)
         mac = mm.preset(name)
         rate = macs / best_seconds(lambda: mm.matmul(a, b, mac), args.repeat) / 1e9
-        print(f"{name:34s} {rate:8.3f} {rate / blas:8.4f}", flush=True)
+        print(f"{name:46s} {rate:8.3f} {rate / blas:8.4f}", flush=True)
     a, b = operands("fp", n, rng)
     for mode in args.modes:
         for reg, sr_bits in (("fp16", None), ("fp32", 32)) if mode == "stochastic" else \
@@ -92,7 +93,7 @@ def main() -> None:
                 rate = macs / best_seconds(lambda: mm.matmul(a, b, mac), args.repeat) / 1e9
                 label = (f"fp8_e4m3->{reg} {mode}" + (f" sr_bits={sr_bits}" if sr_bits else "")
                          + (f" {order}" if order != "sequential" else ""))
-                print(f"{label:46s} {rate:6.3f} {rate / blas:8.4f}", flush=True)
+                print(f"{label:46s} {rate:8.3f} {rate / blas:8.4f}", flush=True)
 
 
 if __name__ == "__main__":

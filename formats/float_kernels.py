@@ -266,8 +266,8 @@ def bitwise_params(d, spv, mode, sr_bits):
 def bitwise_rest(d, mode: int, sr_bits: int) -> bool:
     """Whether :func:`quantize_bitwise_value` takes ``rest`` True for this format and mode:
     stochastic rounding whose ``sr_bits`` reach below float64's bits of a normal value (fp32
-    with more than 28)."""
-    return mode == STOCHASTIC and 52 - d[MBITS] <= sr_bits
+    with more than 29)."""
+    return mode == STOCHASTIC and 52 - d[MBITS] < sr_bits
 
 
 @njit(cache=True, inline="always")
@@ -317,7 +317,7 @@ def quantize_bitwise_value(x: np.float64, r: np.float64, q, rnd: np.uint64, rest
     half = sh - 1
     half_bit = ((rem >> np.uint64(half if half < 63 else 63)) & _U1) != _U0
     # floor(f * 2**sr_bits): the top sr_bits discarded bits, then those of r below them
-    drop = sh - sr_bits                                 # >= 1 unless rest
+    drop = sh - sr_bits                                 # >= 0 unless rest
     threshold = rem >> np.uint64(0 if drop < 0 else drop if drop < 63 else 63)
     if rest:
         lift = -drop if drop < 0 else 0                 # > 0 only where sh < 52: no tiny

@@ -379,7 +379,7 @@ def _direct_row(a, b, i, seg, fd, part, total, st, top, combine, sa, sb, cd):
 
 def _make_float_matmul(path: int):
     """The sequential float kernel, compiled separately for each path of :func:`add_float`:
-    neither has a call in its loop, so it vectorises."""
+    none has a call in its loop, so it vectorises."""
     @njit(cache=True, parallel=True)
     def float_matmul(a, b, out, stats, peak, seg, fd, kahan, pf, use_pf, cd, combine, sa, sb,
                      direct):
@@ -500,6 +500,7 @@ float_pairwise_nearest, float_pairwise_bitwise, float_pairwise_bitwise_rest = (
     _make_float_pairwise(path) for path in range(len(PATHS)))
 
 
+# ---- integer accumulators ------------------------------------------------------------------
 @njit(cache=True, inline="always")
 def _int_add(acc, x, lo, hi, saturate):
     """acc + x (exact in int64) wrapped or clamped to [lo, hi]; (value, changed)."""

@@ -106,8 +106,11 @@ def _custom_macs() -> dict:
                            order="pairwise"),
         "pairwise_unfused": MAC("fp16", accumulator=FA("fp16", "toward_negative"),
                                 order="pairwise", fused=False),
+        # fp32 with 32 random bits: thresholds reach below float64's bits of the sum
         "pairwise_fp32_sr": MAC("bf16", accumulator=FA("fp32", "stochastic", seed=7),
-                                order="pairwise"),    # thresholds below float64's bits
+                                order="pairwise"),
+        "fp32_sr": MAC("bf16", accumulator=FA("fp32", "stochastic", seed=8)),
+        "kahan_fp32_sr": MAC("bf16", accumulator=FA("fp32", "stochastic", kahan=True, seed=9)),
         "chunks3": MAC(fp8, accumulator=FA("fp16"), chunks=3),
         "chunks_sr": MAC(fp8, accumulator=FA("bf16", "stochastic", seed=2), chunks=5),
         "promote16": MAC(fp8, accumulator=FA("fp16"), promote_every=16),
@@ -175,7 +178,8 @@ def test_custom(gpu_engine, name):
 
 @pytest.mark.parametrize("k", [1, 2, 3, 7, 33, 100])
 @pytest.mark.parametrize("name", ["pairwise_sr", "pairwise_unfused", "pairwise_fp32_sr",
-                                  "chunks_sr", "aligned4x14", "promote_sr", "exact_sr", "int_promote"])
+                                  "chunks_sr", "aligned4x14", "promote_sr", "exact_sr",
+                                  "int_promote"])
 def test_odd_lengths(gpu_engine, name, k):
     a, b = _data("random", 3, k, 5, seed=k)
     compare(gpu_engine, matmul, (a, b), CUSTOM[name], f"{name}/K={k}")

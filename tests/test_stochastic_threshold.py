@@ -53,7 +53,7 @@ _CASES = [
     ("fp32", "add", (-1.0, 2.0 ** -54), -1 + F(2) ** -54, -1 + F(2) ** -24, F(2) ** -24),
     ("bf16", "encode", (1.0 + 2.0 ** -9,), 1 + F(2) ** -9, F(1), F(2) ** -7),
     ("fp8_e4m3", "encode", (-0.3,), F(-0.3), F(-0.28125), F(2) ** -5),
-    # quantize takes the bitwise kernel where the format leaves sr_bits + 1 bits below its ulp
+    # quantize on the CPU takes the bitwise kernel (encode the general rounding)
     ("bf16", "quantize", (1.0 + 2.0 ** -9,), 1 + F(2) ** -9, F(1), F(2) ** -7),
     ("fp8_e4m3", "quantize", (-0.3,), F(-0.3), F(-0.28125), F(2) ** -5),
     ("fp32", "quantize", (-1.0 - 2.0 ** -23 - 2.0 ** -45,), -1 - F(2) ** -23 - F(2) ** -45,
@@ -121,3 +121,17 @@ def test_rest_far_below_float64_bits():
         acc = mm.FloatAccumulator(fmt, "stochastic", seed=_seed_drawing(r, 32, index=1),
                                   sr_bits=32)
         assert F(mm.matmul(a, b, mm.MAC(fmt, accumulator=acc)).values[0, 0]) == want, r
+
+
+def test_rest_scaled_past_float64_range():
+    """Pairwise order, e10m23 register: the first level adds the products 2**-972 and
+    2**-1066, whose float64 ulp (2**-1024) takes a scale factor beyond 2**1023 to turn the
+    rest into a fraction of it.  The sum is far below the smallest subnormal 2**-533, so the
+    threshold is 0: even the draw 0 keeps 0."""
+    fmt = formats.get("e10m23")
+    a = np.array([[2.0 ** -486, 2.0 ** -533]])
+    b = np.array([[2.0 ** -486], [2.0 ** -533]])
+    for r in (0, 1):
+        acc = mm.FloatAccumulator(fmt, "stochastic", seed=_seed_drawing(r, 32), sr_bits=32)
+        got = mm.matmul(a, b, mm.MAC(fmt, accumulator=acc, order="pairwise")).values[0, 0]
+        assert got == 0.0, r

@@ -47,8 +47,10 @@ class MacKernels(CodecKernels):
 
     def _float_matmul(self, fast, a, b, out, stats, peak, seg, fd, kahan, pf, use_pf, cd,
                       combine, sa, sb, direct) -> None:
-        """The CUDA kernel always takes the round-to-odd path; ``direct`` (the CPU kernel's
-        shortcut, which gives the same bits where it is allowed) is not needed there."""
+        """``fast``: the CUDA kernel's nearest-even path from the round-to-odd sum, else its
+        general exact rounding (every other mode: the same bits as the CPU's bitwise paths);
+        ``direct`` (the CPU kernel's shortcut, which gives the same bits where it is allowed)
+        is not needed there."""
         del direct
         m, kk = a.shape
         n = b.shape[1]

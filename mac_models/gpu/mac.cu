@@ -16,7 +16,8 @@ NS_HD void ns_end_output(double* out, u64* stats, u64* peak, i64 e, i64 i, doubl
     ns_max_abs(peak + i, top);
 }
 
-// kernels.float_matmul_nearest (fast != 0) and float_matmul_exact.
+// kernels.float_matmul_nearest (fast != 0) and float_matmul_bitwise / _bitwise_rest (fast == 0:
+// the general exact rounding, the same bits).
 NS_KERNEL void mac_float_matmul(i64 n_el, const double* a, const double* b, double* out,
                                 u64* stats, u64* peak, i64 kk, i64 n, i64 seg, const i64* fdi,
                                 const double* fdv, i64 kahan, const i64* pfi, const double* pfv,
