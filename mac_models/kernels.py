@@ -121,7 +121,8 @@ def truncated_sum(a, b, rest):
     ``r`` in [0, 1) the rest in units of t's float64 ulp, rounded down (nonzero exactly when
     the sum is inexact): what :func:`formats.float_kernels.quantize_bitwise_value` takes.
     With ``rest`` False (a literal: the kernels compile each case), ``r`` is only zero or not,
-    all that rounding needs unless :func:`formats.float_kernels.bitwise_rest`."""
+    all that rounding needs unless :func:`formats.float_kernels.bitwise_rest`.  For finite
+    sums; an Inf or NaN operand gives (a + b, 0)."""
     s = a + b
     bp = s - a
     e = (a - (s - bp)) + (b - bp)                       # TwoSum: s + e == a + b

@@ -1,8 +1,10 @@
 """Stochastic rounding, decided exactly: with seeds chosen so that the rounding at hand draws a
 given random value r, the result must round away from zero exactly when
 r < floor(f * 2**sr_bits), f being the discarded fraction of an ulp computed with Fractions.
-Statistical tests cannot see an error of one part in 2**32; these can.
+Statistical tests cannot see an error of one part in 2**32; these can.  The last test checks
+``truncated_sum``, the (truncated sum, rest) pair those roundings start from, against Fractions.
 """
+import math
 from fractions import Fraction as F
 
 import numpy as np
@@ -10,6 +12,7 @@ import pytest
 
 import formats
 import mac_models as mm
+from mac_models.kernels import truncated_sum
 
 _M = (1 << 64) - 1
 _MIX1, _MIX2 = 0xBF58476D1CE4E5B9, 0x94D049BB133111EB   # SplitMix64's finalizer constants
@@ -135,3 +138,56 @@ def test_rest_scaled_past_float64_range():
         acc = mm.FloatAccumulator(fmt, "stochastic", seed=_seed_drawing(r, 32), sr_bits=32)
         got = mm.matmul(a, b, mm.MAC(fmt, accumulator=acc, order="pairwise")).values[0, 0]
         assert got == 0.0, r
+
+
+def _toward_zero(x: F) -> float:
+    """The Fraction ``x`` truncated toward zero to float64 (Python's float() rounds to nearest)."""
+    f = float(x)
+    return float(np.nextafter(f, 0.0)) if abs(F(f)) > abs(x) else f
+
+
+def _sum_operands(rng, n: int) -> list[tuple[float, float]]:
+    """Pairs whose sum is finite: random signs, significands and exponents across float64's
+    range (subnormals and the top binade included), exponent gaps up to 120, plus sums that
+    cancel to zero and powers of two nudged by a tiny opposite addend (where the truncation
+    steps below a binade's edge)."""
+    pairs = []
+    for _ in range(n):
+        ea = int(rng.integers(-1074, 1023))
+        a = float(np.ldexp(rng.uniform(0.5, 1.0), ea)) * rng.choice([-1.0, 1.0])
+        b = float(np.ldexp(rng.uniform(0.5, 1.0), ea - int(rng.integers(0, 121))))
+        pairs.append((a, b * rng.choice([-1.0, 1.0])))
+    for n_exp in (-1021, -900, -1, 0, 1, 52, 600, 1022):
+        for gap in (1, 53, 54, 60, 200, 1100):
+            p = 2.0 ** n_exp
+            tiny = float(np.ldexp(1.0, max(n_exp - gap, -1074)))
+            pairs += [(p, -tiny), (-p, tiny), (p, tiny), (-p, -tiny)]
+    pairs += [(1.5, -1.5), (-0.0, 0.0), (2.0 ** 1000, 2.0 ** -1074), (-(2.0 ** 1023), -(2.0 ** 970))]
+    return pairs
+
+
+def test_truncated_sum_against_fractions():
+    """``truncated_sum(a, b, rest)`` gives t, the exact sum truncated toward zero to float64,
+    and r in [0, 1), the rest |a + b| - |t| in units of ulp(t) (math.ulp: the step above
+    |t|) rounded down to float64; below float64's normal range (a rest of 2**-2000 of an ulp
+    of 2**1000) r may only be some value in (0, 2**-1022].  Without the rest, r is nonzero
+    exactly when the sum is inexact.  An Inf or NaN operand gives t = a + b, r = 0."""
+    pairs = _sum_operands(np.random.default_rng(7), 4000)
+    for a, b in pairs:
+        exact = F(a) + F(b)
+        t_want = _toward_zero(exact)
+        rest = (abs(exact) - abs(F(t_want))) / F(math.ulp(t_want))
+        for with_rest in (False, True):
+            t, r = truncated_sum(a, b, with_rest)
+            assert t == t_want, (a, b, with_rest)
+            assert (r != 0.0) == (rest != 0), (a, b, with_rest)
+        assert 0 <= rest < 1
+        if rest >= F(2) ** -1022:
+            assert r == _toward_zero(rest), (a, b)
+        else:
+            assert F(r) <= F(2) ** -1022, (a, b)
+    inf = math.inf
+    for a, b in ((inf, 1.0), (-inf, 2.0 ** 1023), (inf, -inf), (math.nan, 1.0), (1.0, -inf)):
+        for with_rest in (False, True):
+            t, r = truncated_sum(a, b, with_rest)
+            assert (t == a + b or (t != t and a + b != a + b)) and r == 0.0, (a, b)
