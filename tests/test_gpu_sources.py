@@ -2,7 +2,8 @@
 other ``test_gpu_host_*`` tests run), and with NVIDIA's compiler to PTX for the H100
 (``sm_90``), where ``nvcc`` is installed: each file alone, and all of them as the one
 translation unit the CuPy launcher builds, with its options plus the ``-ftz=true`` CuPy always
-adds.  That build must hold no flush-to-zero instruction: the kernels do no float32 arithmetic
+adds; and that unit through NVRTC itself, the compiler CuPy runs (``cuda-bindings`` and
+``nvidia-cuda-nvrtc-cu12``, in the test extra).  That build must hold no flush-to-zero instruction: the kernels do no float32 arithmetic
 or conversion (``ns_load``/``ns_store`` in ``numsim.cuh``), so float32 subnormals survive.
 A GPU run (``make test`` on a machine with CuPy and a GPU) proves the kernels themselves."""
 from __future__ import annotations
@@ -46,8 +47,8 @@ def test_nvcc_compiles_for_sm90(source, tmp_path):
     nvcc = shutil.which("nvcc")
     if nvcc is None:
         pytest.skip("nvcc (the CUDA toolkit) is not installed")
-    _run([nvcc, "--ptx", "-arch=sm_90", "-Werror", "all-warnings", *device.NVRTC_OPTIONS,
-          *(f"-I{f}" for f in FOLDERS), str(source), "-o", str(tmp_path / "out.ptx")])
+    _run([nvcc, "--ptx", "-arch=sm_90", "-Werror", "all-warnings",
+          *device.compile_options(SOURCES), str(source), "-o", str(tmp_path / "out.ptx")])
     assert (tmp_path / "out.ptx").stat().st_size > 0
 
 
@@ -56,11 +57,54 @@ def test_launcher_build_has_no_flush_to_zero(tmp_path):
     if nvcc is None:
         pytest.skip("nvcc (the CUDA toolkit) is not installed")
     unit = tmp_path / "unit.cu"
-    unit.write_text("".join(f'#include "{p}"\n' for p in SOURCES))
+    unit.write_text(device.unit_source(SOURCES))
     ptx = tmp_path / "unit.ptx"
-    _run([nvcc, "--ptx", "-arch=sm_90", "-Werror", "all-warnings", *device.NVRTC_OPTIONS,
-          "-ftz=true", *(f"-I{f}" for f in FOLDERS), str(unit), "-o", str(ptx)])
-    text = ptx.read_text()
+    _run([nvcc, "--ptx", "-arch=sm_90", "-Werror", "all-warnings",
+          *device.compile_options(SOURCES), "-ftz=true", str(unit), "-o", str(ptx)])
+    _check_launcher_ptx(ptx.read_text())
+
+
+def _check_launcher_ptx(text: str) -> None:
+    """The launcher's PTX holds the kernels, and no flush-to-zero instruction."""
     assert ".entry float_quantize_ne_f32_f32" in text and ".entry mac_float_matmul" in text
     flushing = [line.strip() for line in text.splitlines() if ".ftz" in line]
     assert not flushing, flushing[:5]
+
+
+def _nvrtc():
+    """NVIDIA's Python bindings of NVRTC (``cuda-bindings``) with its library loaded, or a
+    skip saying what is missing."""
+    nvrtc = pytest.importorskip("cuda.bindings.nvrtc",
+                                reason="cuda-bindings (NVRTC's Python bindings) is not installed")
+    try:
+        nvrtc.nvrtcVersion()
+    except RuntimeError as error:                   # the pathfinder found no libnvrtc
+        pytest.skip(f"no NVRTC library: {error}")
+    return nvrtc
+
+
+def _nvrtc_text(prog, size_of, read) -> str:
+    """A program's log or PTX through NVRTC's size/read pair of calls."""
+    _, size = size_of(prog)
+    buf = b" " * size
+    read(prog, buf)
+    return buf.rstrip(b"\0").decode(errors="replace")
+
+
+def test_nvrtc_compiles_the_launcher_unit():
+    """The launcher's exact text and options through NVRTC, the compiler CuPy runs on the
+    device (which, unlike nvcc, includes no CUDA header by itself), for the H100: no error,
+    an empty log (no warning) and the same PTX checks as nvcc's build."""
+    nvrtc = _nvrtc()
+    options = [o.encode() for o in (*device.compile_options(SOURCES), "-ftz=true",
+                                    "-arch=compute_90")]
+    _, prog = nvrtc.nvrtcCreateProgram(device.unit_source(SOURCES).encode(), b"unit.cu", 0,
+                                       [], [])
+    try:
+        (status,) = nvrtc.nvrtcCompileProgram(prog, len(options), options)
+        log = _nvrtc_text(prog, nvrtc.nvrtcGetProgramLogSize, nvrtc.nvrtcGetProgramLog)
+        assert status == nvrtc.nvrtcResult.NVRTC_SUCCESS and not log.strip(), log
+        ptx = _nvrtc_text(prog, nvrtc.nvrtcGetPTXSize, nvrtc.nvrtcGetPTX)
+    finally:
+        nvrtc.nvrtcDestroyProgram(prog)
+    _check_launcher_ptx(ptx)

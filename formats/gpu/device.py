@@ -10,6 +10,20 @@ from . import THREADS, is_device_array, source_digest
 NVRTC_OPTIONS = ("--std=c++14", "--fmad=false")   # no contraction of a*b + c: see numsim.cuh
 
 
+def unit_source(sources: tuple[Path, ...]) -> str:
+    """The one translation unit the launcher compiles: an ``#include`` of every source, after
+    a comment holding their digest (CuPy's kernel cache keys on this text, not on the files it
+    includes, so an edited source makes a new entry)."""
+    return f"// numsim sources {source_digest(sources)}\n" + "".join(
+        f'#include "{p.name}"\n' for p in sources)
+
+
+def compile_options(sources: tuple[Path, ...]) -> tuple[str, ...]:
+    """NVRTC options of :func:`unit_source`, to which CuPy adds ``-ftz=true`` and the
+    device's ``-arch``."""
+    return NVRTC_OPTIONS + tuple(f"-I{f}" for f in sorted({str(p.parent) for p in sources}))
+
+
 class CupyLauncher:
     """Compiles every registered ``.cu`` file into one CuPy ``RawModule`` and launches its
     kernels over ``n`` elements with a grid-stride loop (``THREADS`` per block, at most 32 blocks
@@ -19,13 +33,8 @@ class CupyLauncher:
 
     def __init__(self, cupy, sources: tuple[Path, ...]):
         self.xp = cupy
-        folders = sorted({str(p.parent) for p in sources})
-        # CuPy's kernel cache keys on this text, not on the files it includes: the digest of
-        # every source makes an edited source a new entry
-        code = f"// numsim sources {source_digest(sources)}\n" + "".join(
-            f'#include "{p.name}"\n' for p in sources)
-        self._module = cupy.RawModule(
-            code=code, options=NVRTC_OPTIONS + tuple(f"-I{f}" for f in folders))
+        self._module = cupy.RawModule(code=unit_source(sources),
+                                      options=compile_options(sources))
         self._sm = cupy.cuda.Device().attributes["MultiProcessorCount"]
         self._kernels: dict = {}
 
