@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv demo test bench clean distclean
+.PHONY: venv demo test bench gpu-check clean distclean
 
 venv: $(STAMP)
 
@@ -38,6 +38,16 @@ bench: venv
 	$(PY) benchmarks/bench_scaled.py
 	$(PY) benchmarks/bench_mac.py
 	$(PY) benchmarks/bench_replay.py
+	$(PY) benchmarks/bench_gpu.py
+
+# The GPU engine on a machine with CuPy and an NVIDIA GPU: the GPU sources through nvcc and
+# NVRTC, the device variant of every GPU test (each compares the GPU with the CPU engine bit for
+# bit; the host variants are CI's) and the GPU benchmark.  Fails, rather than skipping, where
+# CuPy sees no GPU.  `make gpu-check PY=python3` runs it with an interpreter that has CuPy.
+gpu-check:
+	$(PY) -c "import sys; from formats import gpu; sys.exit(gpu.cupy_module() is None and 'gpu-check: no CuPy with a GPU here')"
+	$(PY) -m pytest -q -rs -n auto tests/test_gpu_sources.py
+	$(PY) -m pytest -q -rs -n auto -k device tests/test_gpu_host_*.py
 	$(PY) benchmarks/bench_gpu.py
 
 # Removes build outputs and caches; keeps .venv (see distclean).
