@@ -3,6 +3,7 @@ process on the same GPU: a device-to-device copy of the same float32 array (the 
 ceiling for quantize) and ``cupy.matmul`` in float32 (cuBLAS) for the emulated GEMMs.
 
     .venv/bin/python benchmarks/bench_gpu.py [--n-log2 26] [--size 2048] [--repeat 5]
+                                             [--seconds 0.5]
 
 Needs CuPy and an NVIDIA GPU (``pip install cupy-cuda12x``); without them it says so and exits 0,
 so ``make bench`` runs on any machine.  Arrays stay on the device: the times exclude host
@@ -19,6 +20,7 @@ import formats
 import mac_models as mm
 from formats import gpu
 
+PROBE = 512                     # the GEMM size that sizes each preset's timed run
 QUANTIZE = ("fp8_e4m3", "fp8_e5m2", "bf16", "fp4_e2m1", "fp6_e2m3", "posit16_2", "int8",
             "mxfp4", "mxfp8_e4m3", "nvfp4")
 
@@ -47,27 +49,47 @@ def quantize_rates(cupy, n: int, repeat: int) -> None:
     for name in QUANTIZE:
         fmt = formats.get(name)
         rate = n / device_seconds(cupy, lambda: fmt.quantize(x, backend="gpu"), repeat) / 1e9
-        print(f"{name:16s} {rate:9.2f} {rate / copy:7.3f}", flush=True)
+        print(f"{name:16s} {rate:9.3g} {rate / copy:7.3g}", flush=True)
 
 
-def gemm_rates(cupy, size: int, repeat: int) -> None:
+def preset_operands(cupy, name: str, a32, b32):
+    """The float32 operands as the preset's operand format expects them: integers for the
+    integer presets (int8 within +-127, int16 within about +-12000), else unchanged."""
+    if name.startswith("int8"):
+        return tuple(cupy.rint(cupy.clip(v * 30, -127, 127)) for v in (a32, b32))
+    if name.startswith("int16"):
+        return tuple(cupy.rint(v * 3000) for v in (a32, b32))
+    return a32, b32
+
+
+def gemm_size(rate: float, most: int, seconds: float) -> int:
+    """The largest GEMM size, a multiple of 256 from PROBE to ``most``, whose n**3 MACs take at
+    most ``seconds`` at ``rate`` MAC/s."""
+    n = int((rate * seconds) ** (1 / 3)) // 256 * 256
+    return max(min(n, most), min(PROBE, most))
+
+
+def gemm_rates(cupy, size: int, repeat: int, seconds: float) -> None:
+    """Each preset timed at ``size`` or, where one call would take longer than ``seconds``
+    (judged from a call at PROBE), at the largest multiple of 256 that does not."""
     rng = np.random.default_rng(1)
-    macs = size ** 3
     a32 = cupy.asarray(rng.standard_normal((size, size), dtype=np.float32))
     b32 = cupy.asarray(rng.standard_normal((size, size), dtype=np.float32))
-    blas = macs / device_seconds(cupy, lambda: a32 @ b32, repeat) / 1e9
+    blas = size ** 3 / device_seconds(cupy, lambda: a32 @ b32, repeat) / 1e9
     print(f"cupy float32 matmul (cuBLAS) {size}^3: {blas:.0f} G MAC/s")
-    print(f"{'preset':34s} {'G MAC/s':>9s} {'/ cuBLAS':>9s}")
+    print(f"{'preset':34s} {'size':>5s} {'G MAC/s':>9s} {'/ cuBLAS':>9s}")
     for name in mm.preset_names():
-        a, b = a32, b32
-        if name.startswith("int8"):
-            a, b = (cupy.rint(cupy.clip(v * 30, -127, 127)) for v in (a32, b32))
-        elif name.startswith("int16"):
-            a, b = (cupy.rint(v * 3000) for v in (a32, b32))
         mac = mm.preset(name)
-        rate = macs / device_seconds(cupy, lambda: mm.matmul(a, b, mac, backend="gpu"),
-                                     repeat) / 1e9
-        print(f"{name:34s} {rate:9.1f} {rate / blas:9.4f}", flush=True)
+        full = preset_operands(cupy, name, a32, b32)
+
+        def seconds_at(n: int, calls: int) -> float:
+            a, b = (cupy.ascontiguousarray(v[:n, :n]) for v in full)
+            return device_seconds(cupy, lambda: mm.matmul(a, b, mac, backend="gpu"), calls)
+
+        n = min(PROBE, size)
+        n = gemm_size(n ** 3 / seconds_at(n, 1), size, seconds)
+        rate = n ** 3 / seconds_at(n, repeat) / 1e9
+        print(f"{name:34s} {n:5d} {rate:9.3g} {rate / blas:9.3g}", flush=True)
 
 
 def main() -> None:
@@ -75,6 +97,8 @@ def main() -> None:
     parser.add_argument("--n-log2", type=int, default=26, help="quantize array size, log2")
     parser.add_argument("--size", type=int, default=2048, help="GEMM M = N = K")
     parser.add_argument("--repeat", type=int, default=5, help="timed calls per measurement")
+    parser.add_argument("--seconds", type=float, default=0.5,
+                        help="longest GEMM call: slower presets run at a smaller size")
     args = parser.parse_args()
     cupy = gpu.cupy_module()
     if cupy is None:
@@ -84,7 +108,7 @@ def main() -> None:
     print(f"GPU: {props['name'].decode()}, CuPy {cupy.__version__}, "
           f"CUDA runtime {cupy.cuda.runtime.runtimeGetVersion()}")
     quantize_rates(cupy, 1 << args.n_log2, args.repeat)
-    gemm_rates(cupy, args.size, args.repeat)
+    gemm_rates(cupy, args.size, args.repeat, args.seconds)
 
 
 if __name__ == "__main__":
