@@ -41,13 +41,15 @@ bench: venv
 	$(PY) benchmarks/bench_gpu.py
 
 # The GPU engine on a machine with CuPy and an NVIDIA GPU: the GPU sources through nvcc and
-# NVRTC, the device variant of every GPU test (each compares the GPU with the CPU engine bit for
-# bit; the host variants are CI's) and the GPU benchmark.  Fails, rather than skipping, where
-# CuPy sees no GPU.  `make gpu-check PY=python3` runs it with an interpreter that has CuPy.
-gpu-check:
+# NVRTC, the device variant of every test that takes the gpu_engine fixture (each compares the
+# GPU with the CPU engine bit for bit; the host variants are CI's) and the GPU benchmark.  Fails,
+# rather than skipping, where CuPy sees no GPU.  `make gpu-check PY=python3` runs it with another
+# interpreter that has CuPy, pytest and pytest-xdist.  Four workers: each holds a CUDA context.
+GPU_ENGINE_TESTS = $(shell grep -l gpu_engine tests/test_*.py)
+gpu-check: $(if $(filter $(VENV)/bin/python,$(PY)),venv)
 	$(PY) -c "import sys; from formats import gpu; sys.exit(gpu.cupy_module() is None and 'gpu-check: no CuPy with a GPU here')"
-	$(PY) -m pytest -q -rs -n auto tests/test_gpu_sources.py
-	$(PY) -m pytest -q -rs -n auto -k device tests/test_gpu_host_*.py
+	$(PY) -m pytest -q -rs -n 4 tests/test_gpu_sources.py
+	$(PY) -m pytest -q -rs -n 4 -k device $(GPU_ENGINE_TESTS)
 	$(PY) benchmarks/bench_gpu.py
 
 # Removes build outputs and caches; keeps .venv (see distclean).

@@ -14,6 +14,7 @@ GEMM >= 1 T MAC/s; fp16 accumulation rounded after every add (``fp16->fp16``) >=
 from __future__ import annotations
 
 import argparse
+import functools
 import numpy as np
 
 import formats
@@ -52,7 +53,7 @@ def quantize_rates(cupy, n: int, repeat: int) -> None:
         print(f"{name:16s} {rate:9.3g} {rate / copy:7.3g}", flush=True)
 
 
-def preset_operands(cupy, name: str, a32, b32):
+def preset_operands(cupy, name: str, a32, b32) -> tuple:
     """The float32 operands as the preset's operand format expects them: integers for the
     integer presets (int8 within +-127, int16 within about +-12000), else unchanged."""
     if name.startswith("int8"):
@@ -63,33 +64,44 @@ def preset_operands(cupy, name: str, a32, b32):
 
 
 def gemm_size(rate: float, most: int, seconds: float) -> int:
-    """The largest GEMM size, a multiple of 256 from PROBE to ``most``, whose n**3 MACs take at
-    most ``seconds`` at ``rate`` MAC/s."""
-    n = int((rate * seconds) ** (1 / 3)) // 256 * 256
-    return max(min(n, most), min(PROBE, most))
+    """The GEMM size for a preset that runs ``rate`` MAC/s: ``most`` where one call of
+    ``most**3`` MACs takes at most ``seconds``, else the largest multiple of 256 whose call
+    does, but not below ``min(PROBE, most)``."""
+    budget = rate * seconds
+    if most ** 3 <= budget:
+        return most
+    n = min(PROBE, most)
+    while (n + 256) ** 3 <= budget:
+        n += 256
+    return n
 
 
 def gemm_rates(cupy, size: int, repeat: int, seconds: float) -> None:
-    """Each preset timed at ``size`` or, where one call would take longer than ``seconds``
-    (judged from a call at PROBE), at the largest multiple of 256 that does not."""
+    """Each preset timed at ``size``, or at a smaller :func:`gemm_size` judged from a call at
+    PROBE, against cuBLAS's float32 matmul at the same size."""
     rng = np.random.default_rng(1)
-    a32 = cupy.asarray(rng.standard_normal((size, size), dtype=np.float32))
-    b32 = cupy.asarray(rng.standard_normal((size, size), dtype=np.float32))
-    blas = size ** 3 / device_seconds(cupy, lambda: a32 @ b32, repeat) / 1e9
-    print(f"cupy float32 matmul (cuBLAS) {size}^3: {blas:.0f} G MAC/s")
-    print(f"{'preset':34s} {'size':>5s} {'G MAC/s':>9s} {'/ cuBLAS':>9s}")
+    full = tuple(cupy.asarray(rng.standard_normal((size, size), dtype=np.float32))
+                 for _ in range(2))
+
+    def rate(fn, operands: tuple, n: int, calls: int) -> float:
+        """G MAC/s of ``fn(a, b)`` on the leading n x n blocks of ``operands``."""
+        a, b = (cupy.ascontiguousarray(v[:n, :n]) for v in operands)
+        return n ** 3 / device_seconds(cupy, lambda: fn(a, b), calls) / 1e9
+
+    blas = functools.cache(lambda n: rate(lambda a, b: a @ b, full, n, repeat))
+    print(f"cupy float32 matmul (cuBLAS) {size}^3: {blas(size):.0f} G MAC/s")
+    print(f"{'preset':34s} {'size':>5s} {'G MAC/s':>9s} {'/ cuBLAS':>9s}  (cuBLAS at that size)")
     for name in mm.preset_names():
         mac = mm.preset(name)
-        full = preset_operands(cupy, name, a32, b32)
+        operands = preset_operands(cupy, name, *full)
 
-        def seconds_at(n: int, calls: int) -> float:
-            a, b = (cupy.ascontiguousarray(v[:n, :n]) for v in full)
-            return device_seconds(cupy, lambda: mm.matmul(a, b, mac, backend="gpu"), calls)
+        def emulated(a, b):
+            return mm.matmul(a, b, mac, backend="gpu")
 
         n = min(PROBE, size)
-        n = gemm_size(n ** 3 / seconds_at(n, 1), size, seconds)
-        rate = n ** 3 / seconds_at(n, repeat) / 1e9
-        print(f"{name:34s} {n:5d} {rate:9.3g} {rate / blas:9.3g}", flush=True)
+        n = gemm_size(rate(emulated, operands, n, 1) * 1e9, size, seconds)
+        got = rate(emulated, operands, n, repeat)
+        print(f"{name:34s} {n:5d} {got:9.3g} {got / blas(n):9.3g}", flush=True)
 
 
 def main() -> None:

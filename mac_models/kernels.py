@@ -118,11 +118,12 @@ def bitwise_plan(fd):
 @njit(cache=True, inline="always")
 def truncated_sum(a, b, rest):
     """``a + b`` as (t, r), branch-free: ``t`` the exact sum truncated toward zero to float64,
-    ``r`` in [0, 1) the rest in units of t's float64 ulp, rounded down (nonzero exactly when
-    the sum is inexact): what :func:`formats.float_kernels.quantize_bitwise_value` takes.
-    With ``rest`` False (a literal: the kernels compile each case), ``r`` is only zero or not,
-    all that rounding needs unless :func:`formats.float_kernels.bitwise_rest`.  For finite
-    sums; an Inf or NaN operand gives (a + b, 0)."""
+    ``r`` in [0, 1) the rest in units of t's float64 ulp, rounded down where it is at least
+    2**-1022, else some value in (0, 2**-1022] (nonzero exactly when the sum is inexact): what
+    :func:`formats.float_kernels.quantize_bitwise_value` takes.  With ``rest`` False (a
+    literal: the kernels compile each case), ``r`` is only zero or not, all that rounding needs
+    unless :func:`formats.float_kernels.bitwise_rest`.  An Inf or NaN operand, or a sum beyond
+    float64's range, gives (a + b, 0)."""
     s = a + b
     bp = s - a
     e = (a - (s - bp)) + (b - bp)                       # TwoSum: s + e == a + b

@@ -3,7 +3,8 @@
 Run on the host build of the CUDA source (any machine with a C++ compiler) and on a GPU where
 CuPy finds one (the ``gpu_engine`` fixture).  Formats of <= 16 bits are covered exhaustively:
 every code decoded, every value and every midpoint between neighbours (and the doubles just
-beside them) encoded in every rounding mode; wider formats on 2 * 10^5 random values (10^7 on a GPU).
+beside them) encoded in every rounding mode; wider formats on 2 * 10^5 random values (10^7 on a
+GPU).
 """
 import numpy as np
 import pytest

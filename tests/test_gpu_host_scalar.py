@@ -4,8 +4,9 @@ Numba kernels, bit for bit: codes, values (NaN and -0 bit patterns included) and
 Run on the host build of the CUDA source (any machine with a C++ compiler) and on a GPU where
 CuPy finds one (the ``gpu_engine`` fixture).  Formats of <= 16 bits are covered exhaustively
 (every code decoded; every value, the midpoints between neighbours and the doubles just beside
-them encoded in every rounding mode and overflow policy); 32-bit formats on 10^6 random values over a
-wide range (10^7 on a GPU); arithmetic on all pairs for <= 8 bits and on strided or random pairs above.
+them encoded in every rounding mode and overflow policy); 32-bit formats on 10^6 random values
+over a wide range (10^7 on a GPU); arithmetic on all pairs for <= 8 bits and on strided or random
+pairs above.
 """
 import numpy as np
 import pytest
@@ -157,9 +158,11 @@ def test_exhaustive(gpu_engine, name):
 @pytest.mark.parametrize("name", INTS_WIDE)
 def test_int_wide_random(gpu_engine, name):
     fmt = formats.get(name)
-    codes = np.random.default_rng(2).integers(0, 1 << fmt.bits, 100_000).astype(fmt.code_dtype)
+    n = gpu_engine.random_count(100_000)
+    codes = np.random.default_rng(2).integers(0, 1 << fmt.bits, n).astype(fmt.code_dtype)
     _check(gpu_engine, fmt.decode, codes)
-    x = _random_values(gpu_engine.random_count(1_000_000), seed=fmt.bits, scale=2.0 ** (fmt.bits - fmt.frac_bits - 8))
+    x = _random_values(gpu_engine.random_count(1_000_000), seed=fmt.bits,
+                       scale=2.0 ** (fmt.bits - fmt.frac_bits - 8))
     _encode_wide(gpu_engine, fmt, x)
 
 
@@ -210,7 +213,7 @@ def test_int_errors(gpu_engine):
 def test_posit_wide_random(gpu_engine, name):
     fmt = formats.get(name)
     rng = np.random.default_rng(3)
-    codes = rng.integers(0, 1 << fmt.bits, 100_000).astype(fmt.code_dtype)
+    codes = rng.integers(0, 1 << fmt.bits, gpu_engine.random_count(100_000)).astype(fmt.code_dtype)
     codes[:4] = [0, 1, 1 << (fmt.bits - 1), (1 << fmt.bits) - 1]
     _check(gpu_engine, fmt.decode, codes)
     x = _random_values(gpu_engine.random_count(1_000_000), seed=fmt.bits)

@@ -3,13 +3,16 @@ other ``test_gpu_host_*`` tests run), and with NVIDIA's compiler to PTX for the 
 (``sm_90``), where ``nvcc`` is installed: each file alone, and all of them as the one
 translation unit the CuPy launcher builds, with its options plus the ``-ftz=true`` CuPy always
 adds; and that unit through NVRTC itself, the compiler CuPy runs (``cuda-bindings`` and
-``nvidia-cuda-nvrtc-cu12``, in the test extra).  That build must hold no flush-to-zero instruction: the kernels do no float32 arithmetic
-or conversion (``ns_load``/``ns_store`` in ``numsim.cuh``), so float32 subnormals survive.
-A GPU run (``make test`` on a machine with CuPy and a GPU) proves the kernels themselves."""
+``nvidia-cuda-nvrtc-cu12``, in the test extra), down to the H100's machine code.  Those builds
+must hold no flush-to-zero instruction: the kernels do no float32 arithmetic or conversion
+(``ns_load``/``ns_store`` in ``numsim.cuh``), so float32 subnormals survive.  A GPU run
+(``make gpu-check`` on a machine with CuPy and a GPU) proves the kernels themselves."""
 from __future__ import annotations
 
 import shutil
 import subprocess
+import types
+from typing import Callable
 
 import pytest
 
@@ -18,7 +21,6 @@ from formats import gpu
 from formats.gpu import device, host
 
 SOURCES = gpu.sources()
-FOLDERS = sorted({str(p.parent) for p in SOURCES})
 
 
 def _run(cmd: list[str]) -> None:
@@ -39,7 +41,7 @@ def test_host_build_has_no_warnings(source):
         pytest.skip("no C++ compiler (g++) on this machine")
     flags = [f for f in host.CXX_FLAGS if f not in ("-shared", "-fPIC")]
     _run([cxx, *flags, "-Wextra", "-Werror", "-fsyntax-only",
-          *(f"-I{f}" for f in FOLDERS), "-x", "c++", str(source)])
+          *(f"-I{f}" for f in gpu.source_folders(SOURCES)), "-x", "c++", str(source)])
 
 
 @pytest.mark.parametrize("source", SOURCES, ids=[p.name for p in SOURCES])
@@ -71,7 +73,7 @@ def _check_launcher_ptx(text: str) -> None:
     assert not flushing, flushing[:5]
 
 
-def _nvrtc():
+def _nvrtc() -> types.ModuleType:
     """NVIDIA's Python bindings of NVRTC (``cuda-bindings``) with its library loaded, or a
     skip saying what is missing."""
     nvrtc = pytest.importorskip("cuda.bindings.nvrtc",
@@ -83,28 +85,33 @@ def _nvrtc():
     return nvrtc
 
 
-def _nvrtc_text(prog, size_of, read) -> str:
-    """A program's log or PTX through NVRTC's size/read pair of calls."""
+def _nvrtc_output(prog, size_of: Callable, read: Callable) -> bytes:
+    """A program's log, PTX or cubin through NVRTC's size/read pair of calls (into a
+    bytearray: NVRTC writes into the buffer it is given)."""
     _, size = size_of(prog)
-    buf = b" " * size
+    buf = bytearray(size)
     read(prog, buf)
-    return buf.rstrip(b"\0").decode(errors="replace")
+    return bytes(buf)
 
 
 def test_nvrtc_compiles_the_launcher_unit():
-    """The launcher's exact text and options through NVRTC, the compiler CuPy runs on the
-    device (which, unlike nvcc, includes no CUDA header by itself), for the H100: no error,
-    an empty log (no warning) and the same PTX checks as nvcc's build."""
+    """The launcher's text and options through NVRTC, the compiler CuPy runs on the device,
+    with what CuPy adds for an H100 (``-ftz=true``, ``-arch=sm_90``, so ptxas runs too, and
+    ``--device-as-default-execution-space``) but not its include paths, so a source that
+    needs a CUDA or C++ header fails here: no error, an empty log (no warning), a cubin, and
+    the PTX checks of nvcc's build."""
     nvrtc = _nvrtc()
     options = [o.encode() for o in (*device.compile_options(SOURCES), "-ftz=true",
-                                    "-arch=compute_90")]
+                                    "-arch=sm_90", "--device-as-default-execution-space")]
     _, prog = nvrtc.nvrtcCreateProgram(device.unit_source(SOURCES).encode(), b"unit.cu", 0,
                                        [], [])
     try:
         (status,) = nvrtc.nvrtcCompileProgram(prog, len(options), options)
-        log = _nvrtc_text(prog, nvrtc.nvrtcGetProgramLogSize, nvrtc.nvrtcGetProgramLog)
-        assert status == nvrtc.nvrtcResult.NVRTC_SUCCESS and not log.strip(), log
-        ptx = _nvrtc_text(prog, nvrtc.nvrtcGetPTXSize, nvrtc.nvrtcGetPTX)
+        log = _nvrtc_output(prog, nvrtc.nvrtcGetProgramLogSize, nvrtc.nvrtcGetProgramLog)
+        assert status == nvrtc.nvrtcResult.NVRTC_SUCCESS and not log.strip(b"\0 \n"), log
+        ptx = _nvrtc_output(prog, nvrtc.nvrtcGetPTXSize, nvrtc.nvrtcGetPTX)
+        cubin = _nvrtc_output(prog, nvrtc.nvrtcGetCUBINSize, nvrtc.nvrtcGetCUBIN)
     finally:
         nvrtc.nvrtcDestroyProgram(prog)
-    _check_launcher_ptx(ptx)
+    assert cubin.startswith(b"\x7fELF"), cubin[:8]
+    _check_launcher_ptx(ptx.rstrip(b"\0").decode())

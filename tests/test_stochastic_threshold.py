@@ -153,7 +153,7 @@ def _sum_operands(rng, n: int) -> list[tuple[float, float]]:
     steps below a binade's edge)."""
     pairs = []
     for _ in range(n):
-        ea = int(rng.integers(-1074, 1023))
+        ea = int(rng.integers(-1074, 1024))
         a = float(np.ldexp(rng.uniform(0.5, 1.0), ea)) * rng.choice([-1.0, 1.0])
         b = float(np.ldexp(rng.uniform(0.5, 1.0), ea - int(rng.integers(0, 121))))
         pairs.append((a, b * rng.choice([-1.0, 1.0])))
@@ -162,7 +162,8 @@ def _sum_operands(rng, n: int) -> list[tuple[float, float]]:
             p = 2.0 ** n_exp
             tiny = float(np.ldexp(1.0, max(n_exp - gap, -1074)))
             pairs += [(p, -tiny), (-p, tiny), (p, tiny), (-p, -tiny)]
-    pairs += [(1.5, -1.5), (-0.0, 0.0), (2.0 ** 1000, 2.0 ** -1074), (-(2.0 ** 1023), -(2.0 ** 970))]
+    pairs += [(1.5, -1.5), (-0.0, 0.0), (-0.0, -0.0), (2.0 ** 1000, 2.0 ** -1074),
+              (-(2.0 ** 1023), -(2.0 ** 970))]
     return pairs
 
 
@@ -171,7 +172,8 @@ def test_truncated_sum_against_fractions():
     and r in [0, 1), the rest |a + b| - |t| in units of ulp(t) (math.ulp: the step above
     |t|) rounded down to float64; below float64's normal range (a rest of 2**-2000 of an ulp
     of 2**1000) r may only be some value in (0, 2**-1022].  Without the rest, r is nonzero
-    exactly when the sum is inexact.  An Inf or NaN operand gives t = a + b, r = 0."""
+    exactly when the sum is inexact; an exact zero sum has the sign of a + b.  An Inf or NaN
+    operand gives t = a + b, r = 0."""
     pairs = _sum_operands(np.random.default_rng(7), 4000)
     for a, b in pairs:
         exact = F(a) + F(b)
@@ -179,7 +181,8 @@ def test_truncated_sum_against_fractions():
         rest = (abs(exact) - abs(F(t_want))) / F(math.ulp(t_want))
         for with_rest in (False, True):
             t, r = truncated_sum(a, b, with_rest)
-            assert t == t_want, (a, b, with_rest)
+            assert t == t_want and (exact != 0 or np.signbit(t) == np.signbit(a + b)), \
+                (a, b, with_rest)
             assert (r != 0.0) == (rest != 0), (a, b, with_rest)
         assert 0 <= rest < 1
         if rest >= F(2) ** -1022:

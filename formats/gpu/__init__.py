@@ -48,12 +48,17 @@ def sources() -> tuple[Path, ...]:
     return tuple(p for folder in _sources for p in sorted(folder.glob("*.cu")))
 
 
+def source_folders(sources: tuple[Path, ...]) -> list[Path]:
+    """The folders of ``sources``, sorted: the include path of every build."""
+    return sorted({Path(s).resolve().parent for s in sources})
+
+
 def source_digest(sources: tuple[Path, ...], *extra: str) -> str:
     """A hex digest of the ``.cu`` files, every ``.cuh`` header beside them and ``extra`` strings
     (compiler and options): the key of a compiled build, which changes with any source."""
-    folders = sorted({Path(s).resolve().parent for s in sources})
     digest = hashlib.sha256()
-    for path in list(map(Path, sources)) + sorted(h for d in folders for h in d.glob("*.cuh")):
+    headers = sorted(h for d in source_folders(sources) for h in d.glob("*.cuh"))
+    for path in list(map(Path, sources)) + headers:
         digest.update(path.read_bytes())
     digest.update("\0".join(extra).encode())
     return digest.hexdigest()

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import THREADS, is_device_array, source_digest
+from . import THREADS, is_device_array, source_digest, source_folders
 
 NVRTC_OPTIONS = ("--std=c++14", "--fmad=false")   # no contraction of a*b + c: see numsim.cuh
 
@@ -19,9 +19,10 @@ def unit_source(sources: tuple[Path, ...]) -> str:
 
 
 def compile_options(sources: tuple[Path, ...]) -> tuple[str, ...]:
-    """NVRTC options of :func:`unit_source`, to which CuPy adds ``-ftz=true`` and the
-    device's ``-arch``."""
-    return NVRTC_OPTIONS + tuple(f"-I{f}" for f in sorted({str(p.parent) for p in sources}))
+    """NVRTC options of :func:`unit_source`.  CuPy adds ``-ftz=true``, the device's
+    ``-arch=sm_XX`` (a cubin), ``--device-as-default-execution-space`` and include paths of
+    its own and of the CUDA toolkit."""
+    return NVRTC_OPTIONS + tuple(f"-I{f}" for f in source_folders(sources))
 
 
 class CupyLauncher:

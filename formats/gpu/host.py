@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import source_digest
+from . import source_digest, source_folders
 
 CXX_FLAGS = ("-O2", "-std=c++14", "-ffp-contract=off", "-fno-fast-math", "-fPIC", "-shared",
              "-Wall")
@@ -44,13 +44,12 @@ def host_library(sources: tuple[Path, ...]) -> ctypes.CDLL:
     cxx = compiler()
     if cxx is None:
         raise RuntimeError("no C++ compiler found (set CXX or install g++)")
-    dirs = sorted({Path(s).resolve().parent for s in sources})
     target = _cache_dir() / f"numsim-host-{source_digest(sources, cxx, *CXX_FLAGS)[:16]}.so"
     if not target.exists():
         target.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
             out = Path(tmp) / target.name
-            cmd = [cxx, *CXX_FLAGS, *(f"-I{d}" for d in dirs), "-x", "c++",
+            cmd = [cxx, *CXX_FLAGS, *(f"-I{d}" for d in source_folders(sources)), "-x", "c++",
                    *map(str, sources), "-o", str(out)]
             done = subprocess.run(cmd, capture_output=True, text=True)
             if done.returncode:
