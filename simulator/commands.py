@@ -45,7 +45,7 @@ def emit(table: pd.DataFrame, args: argparse.Namespace, index: bool = False) -> 
             table.to_csv(args.csv, index=index)
             print(f"wrote {len(table)} rows to {args.csv}", file=sys.stderr)
     else:
-        print(table.to_string(index=index))
+        print(table.to_string(index=index, float_format=lambda v: f"{v:.6g}"))
 
 
 def cmd_formats(args: argparse.Namespace) -> int:
