@@ -38,6 +38,7 @@ bench: venv
 	$(PY) benchmarks/bench_scaled.py
 	$(PY) benchmarks/bench_mac.py
 	$(PY) benchmarks/bench_replay.py
+	$(PY) benchmarks/bench_compile.py
 	$(PY) benchmarks/bench_gpu.py
 
 # The GPU engine on a machine with CuPy and an NVIDIA GPU: the GPU sources through nvcc and

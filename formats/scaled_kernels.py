@@ -438,13 +438,32 @@ def _exact_scale(lo: np.float64, hi: np.float64, plan, elem_max: np.float64,
 
 
 @njit(cache=True, inline="always")
+def _run_elements(xs, vs, cs, fast: bool, base: np.int64, step: np.int64, to_value: bool,
+                  pow2: bool, inv: np.float64, unit: np.float64, lo_v: np.float64,
+                  hi_v: np.float64, zp: np.int64, is_int: bool, grid: np.float64,
+                  int_mask: np.int64, plan, ed, esp, espv, table, tcodes, mode: np.int64,
+                  key: np.uint64, sr_bits: np.int64) -> np.int64:
+    """One run of a group's elements (flat index of ``xs[i]`` = ``base + i * step``) into
+    values ``vs`` or codes ``cs`` (the other a placeholder): by :func:`_fast_run` where
+    ``fast``, else by :func:`_general_run`.  Returns the count outside ``[lo_v, hi_v]``."""
+    if fast:
+        return _fast_run(xs, vs, cs, to_value, pow2, inv, unit, lo_v, hi_v, zp, is_int, grid,
+                         int_mask, ed, esp, espv)
+    return _general_run(xs, vs, cs, base, step, pow2, inv, unit, lo_v, hi_v, zp, to_value, plan,
+                        ed, esp, table, tcodes, mode, key, sr_bits)
+
+
+@njit(cache=True, inline="always")
 def _one_group(g, extent, x, xb, bits, clip, plan, elem_max, tensor_scale, ed, esp, espv, sd,
-               ssp, sspv, table, tcodes, mode, key, sr_bits, to_value, outs):
+               ssp, sspv, table, tcodes, mode, key, sr_bits, to_value, outs, one_run):
     """Group ``g``, whose elements are the runs ``extent`` (see :func:`group_extent`): range,
     scale (and zero point), elements.  ``bits`` = (is32, sign shift, |x| mask, key of Inf)
-    describes ``xb``; ``outs`` = (codes, scales, zps, values, clipped, flags).  (Arguments are
-    packed in tuples: Python passes more than 30 as *args, which Numba cannot inline.)"""
+    describes ``xb``; ``outs`` = (codes, scales, zps, values, clipped, flags).  ``one_run``, a
+    literal, says the group is one contiguous run: the strided code is then left out.
+    (Arguments are packed in tuples: Python passes more than 30 as *args, which Numba cannot
+    inline.)"""
     start, n_o, s_o, n_m, s_m, n_i, s_i = extent
+    step = np.int64(s_i)        # _general_run's argument: a literal 1 would compile it again
     codes, scales, zps, values, clipped, flags = outs
     _, sign_shift, absmask, _ = bits
     pow2 = plan[P_RULE] != RULE_AMAX
@@ -457,7 +476,7 @@ def _one_group(g, extent, x, xb, bits, clip, plan, elem_max, tensor_scale, ed, e
     for o in range(n_o):
         for m in range(n_m):
             base = start + o * s_o + m * s_m
-            if s_i == 1:
+            if one_run or s_i == 1:
                 r_lo, r_hi = _run_keys(xb[base:base + n_i], sign_shift, absmask)
             else:
                 r_lo, r_hi = _run_keys(xb[base:base + n_i * s_i:s_i], sign_shift, absmask)
@@ -483,28 +502,18 @@ def _one_group(g, extent, x, xb, bits, clip, plan, elem_max, tensor_scale, ed, e
                         values[i] = np.nan
                     else:
                         codes[i] = 0
-            elif fast and s_i == 1:
-                clipped[g] += _fast_run(
+            elif one_run or s_i == 1:             # contiguous slices, which vectorise
+                clipped[g] += _run_elements(
                     x[base:stop], values[base:stop] if to_value else values[0:1],
-                    codes[0:1] if to_value else codes[base:stop], to_value, pow2, inv, unit,
-                    lo_v, hi_v, zp, is_int, grid, int_mask, ed, esp, espv)
-            elif fast:
-                clipped[g] += _fast_run(
-                    x[base:stop:s_i], values[base:stop:s_i] if to_value else values[0:1:1],
-                    codes[0:1:1] if to_value else codes[base:stop:s_i], to_value, pow2, inv,
-                    unit, lo_v, hi_v, zp, is_int, grid, int_mask, ed, esp, espv)
-            elif s_i == 1:
-                clipped[g] += _general_run(
-                    x[base:stop], values[base:stop] if to_value else values[0:1],
-                    codes[0:1] if to_value else codes[base:stop], base, s_i, pow2, inv,
-                    unit, lo_v, hi_v, zp, to_value, plan, ed, esp, table, tcodes, mode, key,
-                    sr_bits)
+                    codes[0:1] if to_value else codes[base:stop], fast, base, step, to_value,
+                    pow2, inv, unit, lo_v, hi_v, zp, is_int, grid, int_mask, plan, ed, esp, espv,
+                    table, tcodes, mode, key, sr_bits)
             else:
-                clipped[g] += _general_run(
+                clipped[g] += _run_elements(
                     x[base:stop:s_i], values[base:stop:s_i] if to_value else values[0:1:1],
-                    codes[0:1:1] if to_value else codes[base:stop:s_i], base, s_i, pow2, inv,
-                    unit, lo_v, hi_v, zp, to_value, plan, ed, esp, table, tcodes, mode, key,
-                    sr_bits)
+                    codes[0:1:1] if to_value else codes[base:stop:s_i], fast, base, step,
+                    to_value, pow2, inv, unit, lo_v, hi_v, zp, is_int, grid, int_mask, plan, ed,
+                    esp, espv, table, tcodes, mode, key, sr_bits)
 
 
 @njit(cache=True, inline="always")
@@ -590,11 +599,11 @@ def _group_chunk(g, g_end, x, xb, dims, groups, fmt, mode, key, sr_bits, clip, t
         if one_run:                                         # literal 1s: specialised
             _one_group(g, (start, 1, 0, 1, 0, n_i, 1), x, xb, bits, clip, plan, elem_max,
                        tensor_scale, ed, esp, espv, sd, ssp, sspv, table, tcodes, mode, key,
-                       sr_bits, to_value, outs)
+                       sr_bits, to_value, outs, True)
         else:
             _one_group(g, extent, x, xb, bits, clip, plan, elem_max, tensor_scale, ed, esp,
                        espv, sd, ssp, sspv, table, tcodes, mode, key, sr_bits, to_value,
-                       outs)
+                       outs, False)
         g += 1
 
 
