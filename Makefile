@@ -45,8 +45,8 @@ bench: venv
 # NVRTC, the device variant of every test that takes the gpu_engine fixture (each compares the
 # GPU with the CPU engine bit for bit; the host variants are CI's) and the GPU benchmark.  Fails,
 # rather than skipping, where CuPy sees no GPU.  `make gpu-check PY=python3` runs it with another
-# interpreter that has CuPy, pytest and pytest-xdist (numsim need not be installed in it: the
-# checkout goes on PYTHONPATH).  Four workers: each holds a CUDA context.
+# interpreter that has numsim's dependencies, CuPy, pytest and pytest-xdist (numsim itself need
+# not be installed: the checkout goes on PYTHONPATH).  Four workers: each holds a CUDA context.
 GPU_ENGINE_TESTS = $(shell grep -l gpu_engine tests/test_*.py)
 gpu-check: export PYTHONPATH := $(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH))
 gpu-check: $(if $(filter $(VENV)/bin/python,$(PY)),venv)

@@ -31,8 +31,8 @@ def _json_value(v):
 
 
 def emit(table: pd.DataFrame, args: argparse.Namespace, index: bool = False) -> None:
-    """Print ``table`` as text, or as JSON records (see :func:`_json_value`) or CSV (to a
-    path, or ``-`` for stdout)."""
+    """Print ``table`` as text (floats to 6 significant digits), or as JSON records (see
+    :func:`_json_value`) or CSV (to a path, or ``-`` for stdout), both at full precision."""
     if getattr(args, "json", False):
         data = table.reset_index() if index else table
         records = [{k: _json_value(v) for k, v in row.items()}

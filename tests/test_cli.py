@@ -114,6 +114,10 @@ def test_formats_text_lists_every_format(tmp_path):
     assert set(rows) == set(formats.names() + formats.scaled_names())
     assert float(rows["fp16"][3]) == 65504.0          # format family bits max ...
     assert float(rows["fp8_e4m3"][3]) == 448.0
+    assert rows["fp16"][2] == "16" and rows["mxfp4"][2] == "4.25"   # 6 significant digits
+    f32 = np.finfo(np.float32)                        # range_db = 20 log10(max / min_positive)
+    db = 20 * math.log10(float(f32.max) / float(f32.smallest_subnormal))
+    assert rows["fp32"][-1] == f"{db:.6g}"
 
 
 def test_formats_json(tmp_path):
