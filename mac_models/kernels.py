@@ -379,16 +379,14 @@ def _direct_row(a, b, i, seg, fd, part, total, st, top, combine, sa, sb, cd):
     return True
 
 
-def _make_float_matmul(path: int):
-    """The sequential float kernel, compiled separately for each path of :func:`add_float`:
-    none has a call in its loop, so it vectorises."""
+def _make_float_matmul(path: int, extended: bool):
+    """The sequential float kernel, compiled separately for each path of :func:`add_float`
+    (none has a call in its loop, so it vectorises) and for plain or ``extended`` rows (Kahan
+    or product rounding; compiling both row steps into one kernel took about 60 s against 35 s
+    for the plain one alone)."""
     @njit(cache=True, parallel=True)
     def float_matmul(a, b, out, stats, peak, seg, fd, kahan, pf, use_pf, cd, combine, sa, sb,
                      direct):
-        """Sequential float accumulation with segments (see the module doc).  ``fd``: the
-        register format; ``pf``/``use_pf``: the product's rounding (multiplier format);
-        ``cd``/``combine``: the format segment sums are added into, times ``sa``/``sb``;
-        ``direct``: rows go through :func:`_direct_row` first (nearest-even only)."""
         m, kk = a.shape
         n = b.shape[1]
         for i in prange(m):
@@ -399,8 +397,8 @@ def _make_float_matmul(path: int):
             total = np.zeros(n)
             st = np.zeros((N_STATS, n), dtype=np.int64)
             top = np.zeros(n)
-            done = path == PATH_NEAREST and direct and n > 0 and _direct_row(
-                a, b, i, seg, fd, part, total, st, top, combine, sa, sb, cd)
+            done = (path == PATH_NEAREST and not extended and direct and n > 0
+                    and _direct_row(a, b, i, seg, fd, part, total, st, top, combine, sa, sb, cd))
             if not done:
                 total[:] = 0.0
                 st[:] = 0
@@ -409,7 +407,7 @@ def _make_float_matmul(path: int):
                     part[:] = 0.0
                     comp[:] = 0.0
                     for k in range(k0, min(kk, k0 + seg)):
-                        if use_pf or kahan:
+                        if extended:
                             _float_row_step(part, comp, st, top, a[i, k], b[k], i, k, kk, plans,
                                             saturates, pf, use_pf, kahan, path)
                         else:
@@ -417,11 +415,26 @@ def _make_float_matmul(path: int):
                                             saturates, pf, False, False, path)
                     _end_segment(total, part, combine, sa, sb, i, k0 // seg, cd, st, top, kk)
             _end_row(out, stats, peak, i, total, st, top)
+
+    return float_matmul
+
+
+def _float_matmul_on(path: int):
+    plain, extended = _make_float_matmul(path, False), _make_float_matmul(path, True)
+
+    def float_matmul(a, b, out, stats, peak, seg, fd, kahan, pf, use_pf, cd, combine, sa, sb,
+                     direct) -> None:
+        """Sequential float accumulation with segments (see the module doc).  ``fd``: the
+        register format; ``pf``/``use_pf``: the product's rounding (multiplier format);
+        ``cd``/``combine``: the format segment sums are added into, times ``sa``/``sb``;
+        ``direct``: rows go through :func:`_direct_row` first (nearest-even, plain rows only)."""
+        (extended if kahan or use_pf else plain)(a, b, out, stats, peak, seg, fd, kahan, pf,
+                                                 use_pf, cd, combine, sa, sb, direct)
     return float_matmul
 
 
 float_matmul_nearest, float_matmul_bitwise, float_matmul_bitwise_rest = (
-    _make_float_matmul(path) for path in range(len(PATHS)))
+    _float_matmul_on(path) for path in range(len(PATHS)))
 
 
 @njit(cache=True, parallel=True)
