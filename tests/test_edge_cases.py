@@ -693,6 +693,24 @@ def test_e8m0():
     assert f.encode(np.array([1.01, 2.0]), "toward_positive").tolist() == [128, 128]
 
 
+@pytest.mark.parametrize("mode", MODES5)
+def test_e8m0_between_every_pair_of_codes(mode):
+    """Every gap (2**e, 2**(e+1)) of e8m0: its midpoint 1.5 * 2**e, the doubles next to it and
+    inside the gap, against the rules README states: the directed modes go to the lower or upper
+    code, nearest goes to the nearer, and a tie goes to the even code (``nearest_even``, as a
+    rounder working on the code's bits does) or the upper one (``nearest_away``, ml_dtypes)."""
+    lo = np.arange(254)                                   # codes 0..253: 2**-127 .. 2**126
+    e = (lo - 127).astype(float)
+    mid = 1.5 * np.exp2(e)
+    x = np.stack([np.nextafter(np.exp2(e), INF), np.nextafter(mid, 0), mid,
+                  np.nextafter(mid, INF), np.nextafter(np.exp2(e + 1), 0)])
+    upper = {"toward_zero": [0, 0, 0, 0, 0], "toward_negative": [0, 0, 0, 0, 0],
+             "toward_positive": [1, 1, 1, 1, 1], "nearest_away": [0, 0, 1, 1, 1],
+             "nearest_even": [0, 0, None, 1, 1]}[mode]
+    want = np.stack([lo + (lo % 2 if u is None else u) for u in upper])
+    assert formats.get("e8m0").encode(x, mode).astype(np.int64).tolist() == want.tolist()
+
+
 @pytest.mark.parametrize("policy", ["ieee", "saturate"])
 @pytest.mark.parametrize("mode", MODES5)
 def test_unsigned_floats(mode, policy):

@@ -53,11 +53,13 @@ def _rng(seed):
 
 
 def _same(what, ours, theirs):
-    """numsim's float64 values equal the oracle's values exactly (NaN == NaN)."""
+    """numsim's float64 values equal the oracle's values exactly, the sign of zero included
+    (NaN == NaN, payloads ignored)."""
     ours = np.asarray(ours, dtype=np.float64)
     theirs = np.asarray(theirs).astype(np.float64)
     assert ours.shape == theirs.shape, (what, ours.shape, theirs.shape)
-    bad = ~((ours == theirs) | (np.isnan(ours) & np.isnan(theirs)))
+    bad = ~(((ours == theirs) & (np.signbit(ours) == np.signbit(theirs)))
+            | (np.isnan(ours) & np.isnan(theirs)))
     if bad.any():
         idx = np.argwhere(bad)[:6]
         rows = [f"  at {tuple(int(t) for t in i)}: numsim {ours[tuple(i)]!r} oracle "
