@@ -100,9 +100,10 @@ def _backend(launch) -> str:
     return "cpu" if launch is None else "gpu"
 
 
-def _operand(x: np.ndarray, fmt, k_axis: int, launch=None) -> _Operand:
+def _operand(x: np.ndarray, fmt, k_axis: int, launch=None, rounding: str = "nearest_even",
+             seed: int | None = None) -> _Operand:
     """Quantize one 2-D operand; ``k_axis`` is its summed axis (1 for A, 0 for B).  Arrays are
-    ``launch``'s (NumPy for the CPU)."""
+    ``launch``'s (NumPy for the CPU); ``rounding``/``seed``: the elements' rounding."""
     xp, backend = gpu.array_module(launch), _backend(launch)
     if not isinstance(fmt, ScaledFormat):
         if isinstance(fmt, IntFormat) and not bool(xp.isfinite(x).all()):
@@ -110,10 +111,12 @@ def _operand(x: np.ndarray, fmt, k_axis: int, launch=None) -> _Operand:
                              f"{int(xp.count_nonzero(~xp.isfinite(x)))} such value(s)")
         # float64 always: the kernels compute in their inputs' dtype (float32 operands would
         # round products and sums in float32)
-        return _Operand(gpu.as_float64(launch, fmt.quantize(x, backend=backend)),
+        return _Operand(gpu.as_float64(launch, fmt.quantize(x, rounding, seed=seed,
+                                                            backend=backend)),
                         xp.ones((1, 1)), None, 1.0)
     other = 1 - k_axis
-    st = fmt.encode(x, axis=other if fmt.group == "channel" else k_axis, backend=backend)
+    st = fmt.encode(x, axis=other if fmt.group == "channel" else k_axis, rounding=rounding,
+                    seed=seed, backend=backend)
     reps = [x.shape[0], x.shape[1]]            # elements per group along each axis
     k_group = None
     if isinstance(fmt.group, tuple):            # tiles over this operand's two axes
@@ -449,17 +452,19 @@ def beyond_range(x: np.ndarray, fmt) -> int:
     return int(np.count_nonzero(np.isfinite(x) & (np.abs(x) > fmt.max)))
 
 
-def quantized_operand(x, fmt, k_axis: int) -> tuple[np.ndarray, int]:
+def quantized_operand(x, fmt, k_axis: int, rounding: str = "nearest_even",
+                      seed: int | None = None) -> tuple[np.ndarray, int]:
     """The values a MAC multiplies for the 2-D operand ``x`` of format ``fmt`` (``k_axis`` is
     the summed axis: 1 for A (M, K), 0 for B (K, N)): elements times block and tensor scales,
     as float64, and the count of elements clipped to the format's range (scaled formats: the
-    encoder's count; scalar formats: finite inputs beyond the largest finite value)."""
+    encoder's count; scalar formats: finite inputs beyond the largest finite value).
+    ``rounding``/``seed``: the elements' rounding (a MAC's operands are rounded to nearest even)."""
     fmt = get(fmt)
     x = as_real_array(x, "x")
     if x.ndim != 2 or k_axis not in (0, 1):
         raise ValueError(f"quantized_operand takes a 2-D operand and k_axis 0 or 1, got shape "
                          f"{x.shape} and k_axis {k_axis!r}")
-    op = _operand(x, fmt, k_axis)
+    op = _operand(x, fmt, k_axis, rounding=rounding, seed=seed)
     if not isinstance(fmt, ScaledFormat):
         return op.values, beyond_range(x, fmt)
     n = x.shape[k_axis]

@@ -192,6 +192,8 @@ def write_report(results: pd.DataFrame, out_dir: Union[str, Path], *,
     if presets:
         figures["accumulation_error"] = plots.accumulator_error(presets)
     figures.update(named)
+    for stale in [*figdir.glob("*.png"), *figdir.glob("*.svg")]:   # an earlier report's
+        stale.unlink()
     embedded = {}
     for name, fig in figures.items():
         embedded[name] = base64.b64encode(_png(fig)).decode()

@@ -23,7 +23,7 @@ import pandas as pd
 
 import formats
 from formats import ScaledFormat
-from mac_models.ops import beyond_range, quantized_operand
+from mac_models.ops import quantized_operand
 
 ROW = 1024
 
@@ -106,13 +106,8 @@ def quantize_2d(x: np.ndarray, fmt, rounding: str = "nearest_even",
                 seed: int = 0) -> tuple[np.ndarray, int]:
     """``x`` (2-D) quantized into ``fmt`` as a MAC's first operand is (scaled formats group
     along each row; per-channel ones give each row its scale) and the count of elements beyond
-    the format's range; ``rounding`` other than nearest even for scalar formats only."""
-    f = formats.get(fmt)
-    if rounding == "nearest_even":
-        return quantized_operand(x, f, 1)
-    if isinstance(f, ScaledFormat):
-        raise ValueError(f"rounding {rounding!r} applies to scalar formats; {f.name} is scaled")
-    return f.quantize(x, rounding=rounding, seed=seed), beyond_range(x, f)
+    the format's range, each element rounded by ``rounding``."""
+    return quantized_operand(x, formats.get(fmt), 1, rounding, seed)
 
 
 def error_row(x: np.ndarray, fmt, rounding: str = "nearest_even", seed: int = 0) -> dict:

@@ -22,6 +22,34 @@ def _version() -> str:
         return "unknown (not installed)"
 
 
+def _at_least(minimum: int):
+    """An argparse type: an integer >= ``minimum``."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{value} is below the least allowed, {minimum}")
+        return value
+    return parse
+
+
+def _config_spec(text: str) -> list[str]:
+    """An argparse type: WEIGHTS:ACTIVATIONS[:MAC_PRESET] as its two or three parts."""
+    parts = text.split(":")
+    if not 2 <= len(parts) <= 3 or not all(parts):
+        raise argparse.ArgumentTypeError(f"{text!r}: write WEIGHTS:ACTIVATIONS[:MAC_PRESET]")
+    return parts
+
+
+def _table_path(text: str) -> str:
+    """An argparse type: a file name ending in .csv or .parquet."""
+    if not text.endswith((".csv", ".parquet")):
+        raise argparse.ArgumentTypeError(f"{text!r}: give a .csv or .parquet file name")
+    return text
+
+
 def _output_options(p: argparse.ArgumentParser) -> None:
     group = p.add_mutually_exclusive_group()
     group.add_argument("--json", action="store_true", help="print the table as JSON records")
@@ -30,9 +58,10 @@ def _output_options(p: argparse.ArgumentParser) -> None:
 
 
 def _replay_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", action="append", metavar="W:A[:MAC]",
+    p.add_argument("--config", action="append", metavar="W:A[:MAC]", type=_config_spec,
                    help="a configuration: weight format, activation format and optionally a "
-                        "MAC preset (repeatable; e.g. int8_channel:int8_tensor:int8->int32)")
+                        "MAC preset (repeatable; e.g. 'int8_channel:int8_tensor:int8->int32', "
+                        "quoted for the shell's sake)")
     p.add_argument("--standard", action="store_true",
                    help="the 20 standard configurations (the default without --config)")
     p.add_argument("--mode", choices=("per-op", "propagated"), default="propagated")
@@ -62,8 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input", help=".npy or .safetensors file")
     p.add_argument("--format", required=True, help="a format name (see `numsim formats`)")
     p.add_argument("--rounding", default="nearest_even",
-                   help="rounding mode for scalar formats (default nearest_even)")
-    p.add_argument("--seed", type=int, default=0, help="seed for stochastic rounding")
+                   help="the elements' rounding mode (default nearest_even)")
+    p.add_argument("--seed", type=_at_least(0), default=0, help="seed for stochastic rounding")
     p.add_argument("--output", help="output file (default: INPUT's name with .FORMAT added)")
     p.add_argument("--float32", action="store_true", help="store the values as float32 "
                    "(default float64, which holds every format exactly)")
@@ -75,11 +104,13 @@ def build_parser() -> argparse.ArgumentParser:
                                    "for formats on standard distributions or given tensors.")
     p.add_argument("--formats", nargs="+", metavar="FORMAT", help="formats (a standard set "
                    "by default)")
-    p.add_argument("--distributions", nargs="+", metavar="NAME", help="gaussian, laplace, "
-                   "student_t3, uniform, llm_outliers (all by default)")
-    p.add_argument("--input", help="a .npy or .safetensors file to use instead")
-    p.add_argument("--rows", type=int, default=64, help="rows of 1024 values per distribution")
-    p.add_argument("--seed", type=int, default=0)
+    data = p.add_mutually_exclusive_group()
+    data.add_argument("--distributions", nargs="+", metavar="NAME", help="gaussian, laplace, "
+                      "student_t3, uniform, llm_outliers (all by default)")
+    data.add_argument("--input", help="a .npy or .safetensors file to use instead")
+    p.add_argument("--rows", type=_at_least(1), default=64,
+                   help="rows of 1024 values per distribution")
+    p.add_argument("--seed", type=_at_least(0), default=0, help="seed of the distributions")
     _output_options(p)
     p.set_defaults(func=commands.cmd_table)
 
@@ -98,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "summary row per configuration.")
     p.add_argument("trace", help="trace folder, or builtin:digits")
     _replay_options(p)
-    p.add_argument("--output", help="write the full table (.csv or .parquet)")
+    p.add_argument("--output", type=_table_path, help="write the full table (.csv or .parquet)")
     _output_options(p)
     p.set_defaults(func=commands.cmd_replay)
 
@@ -106,7 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Run every cell of a sweep file not already done; local "
                                    "processes, or a Dask cluster with --scheduler.")
     p.add_argument("file", help="sweep TOML file (see simulator/sweep.py)")
-    p.add_argument("--workers", type=int, default=None, help="local worker processes")
+    p.add_argument("--workers", type=_at_least(1), default=None,
+                   help="local worker processes (default: one per core)")
     p.add_argument("--scheduler", help="Dask scheduler address (tcp://host:8786)")
     _output_options(p)
     p.set_defaults(func=commands.cmd_sweep)
@@ -115,7 +147,9 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Write the hardware-design report of RESULTS (a replay or "
                                    "sweep table, .parquet or .csv) into --output.")
     p.add_argument("results", help="results.parquet or results.csv")
-    p.add_argument("--output", default="numsim-report", help="report folder")
+    p.add_argument("--output", default="numsim-report",
+                   help="report folder (default numsim-report; a report already there is "
+                        "replaced)")
     p.add_argument("--title", default="numsim hardware-design report")
     p.add_argument("--svg", action="store_true", help="also write the plots as SVG")
     p.set_defaults(func=commands.cmd_report)
@@ -124,7 +158,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Capture the built-in digits model, sweep the 20 standard "
                                    "configurations and write the report to --output.")
     p.add_argument("--output", default="numsim-report", help="report folder")
-    p.add_argument("--workers", type=int, default=None, help="local worker processes")
+    p.add_argument("--workers", type=_at_least(1), default=None,
+                   help="local worker processes (default: one per core)")
     _output_options(p)
     p.set_defaults(func=commands.cmd_demo)
     return parser
@@ -134,6 +169,9 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``numsim`` command; returns the process exit code."""
     args = build_parser().parse_args(argv)
     try:
+        csv = getattr(args, "csv", None)
+        if csv not in (None, "-") and not os.path.isdir(os.path.dirname(csv) or "."):
+            raise FileNotFoundError(f"--csv {csv}: no such folder")   # before any work
         return args.func(args)
     except KeyboardInterrupt:
         print(f"numsim {args.command}: interrupted", file=sys.stderr)

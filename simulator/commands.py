@@ -55,18 +55,28 @@ def cmd_formats(args: argparse.Namespace) -> int:
 
 
 def _read_tensors(path: Path) -> dict:
-    """The tensors of a .npy or .safetensors file, by name; errors name the file."""
+    """The tensors of a .npy or .safetensors file, by name, each of real numbers (integers,
+    booleans or floats); errors name the file."""
     if path.suffix not in (".npy", ".safetensors"):
         raise ValueError(f"{path}: give a .npy or .safetensors file")
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
+    if path.suffix == ".npy":
+        with open(path, "rb") as f:
+            if f.read(6) != b"\x93NUMPY":
+                raise ValueError(f"{path}: not a NumPy .npy file (no .npy header)")
     try:
         if path.suffix == ".npy":
-            return {path.stem: np.load(path, allow_pickle=False)}
-        from safetensors.numpy import load_file
-        return load_file(str(path))
+            tensors = {path.stem: np.load(path, allow_pickle=False)}
+        else:
+            from safetensors.numpy import load_file
+            tensors = load_file(str(path))
     except Exception as exc:              # numpy and safetensors raise their own types
         raise ValueError(f"{path}: cannot read: {exc}") from exc
+    for name, x in tensors.items():
+        if x.dtype.kind not in "biuf":
+            raise ValueError(f"{path}: tensor {name!r} is {x.dtype}, not real numbers")
+    return tensors
 
 
 def cmd_quantize(args: argparse.Namespace) -> int:
@@ -132,12 +142,7 @@ def cmd_capture(args: argparse.Namespace) -> int:
 def _configs(args: argparse.Namespace) -> list:
     from .configs import Config
     from .standard import standard_configs
-    configs = []
-    for spec in args.config or []:
-        parts = spec.split(":")
-        if not 2 <= len(parts) <= 3:
-            raise ValueError(f"--config {spec!r}: write WEIGHTS:ACTIVATIONS[:MAC_PRESET]")
-        configs.append(Config(parts[0], parts[1], parts[2] if len(parts) == 3 else None))
+    configs = [Config(p[0], p[1], p[2] if len(p) == 3 else None) for p in args.config or []]
     if args.standard or not configs:
         configs = standard_configs() + configs
     return configs
@@ -173,9 +178,15 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def _read_results(path: Path) -> pd.DataFrame:
+    """A replay or sweep table from .parquet or .csv; errors name the file."""
+    if path.suffix not in (".parquet", ".csv"):
+        raise ValueError(f"{path}: give a results table (.parquet or .csv)")
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
-    results = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+    try:
+        results = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+    except Exception as exc:              # pandas and pyarrow raise their own types
+        raise ValueError(f"{path}: cannot read: {exc}") from exc
     missing = {"config", "op", "role", "sqnr_db", "macs"} - set(results.columns)
     if missing:
         raise ValueError(f"{path}: not a replay table (missing columns {sorted(missing)})")

@@ -2,9 +2,9 @@
 
 A sweep file (TOML)::
 
-    trace = "builtin:digits"        # or a trace folder (relative to this file)
+    trace = "builtin:digits"        # required: this, or a trace folder (relative to this file)
     mode = "propagated"             # or "per-op"
-    output = "sweep-results"        # results folder (relative to this file)
+    output = "sweep-results"        # required: results folder (relative to this file)
     tech = 7                        # optional: node in nm for the cost model (45 default)
     level = "dram"                  # optional: memory level of the tensors
 
@@ -55,7 +55,7 @@ from mac_models.technology import technology
 
 from .configs import Config
 from .replay import MODES, replay
-from .traces import load_trace, save_trace
+from .traces import load_trace, save_trace, umask
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -152,7 +152,7 @@ def load_sweep(path: Union[str, Path]) -> Sweep:
         raise SweepError(f"{path}: unknown keys {sorted(unknown)}; known: {', '.join(TOP_KEYS)}")
     for key in ("trace", "output"):
         if not isinstance(raw.get(key), str):
-            raise SweepError(f"{path}: '{key}' must be given as a string")
+            raise SweepError(f"{path}: '{key}' is required, as a string")
     base = path.parent
     trace = raw["trace"] if raw["trace"] == BUILTIN else str(base / raw["trace"])
     configs = _grid(raw["grid"], str(path)) if "grid" in raw else []
@@ -205,12 +205,6 @@ def cell_key(cfg: Config, stamp: str, mode: str, tech: Union[float, None], level
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def _write_atomic(df: pd.DataFrame, path: Path, kind: str) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     os.close(fd)
@@ -219,7 +213,7 @@ def _write_atomic(df: pd.DataFrame, path: Path, kind: str) -> None:
             df.to_parquet(tmp, index=False)
         else:
             df.to_csv(tmp, index=False)
-        os.chmod(tmp, 0o666 & ~_umask())            # mkstemp makes 0600; results are shared
+        os.chmod(tmp, 0o666 & ~umask())            # mkstemp makes 0600; results are shared
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

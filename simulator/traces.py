@@ -190,6 +190,13 @@ def _entry(a: np.ndarray) -> dict:
     return {"shape": list(a.shape), "dtype": _dtype_name(a)}
 
 
+def umask() -> int:
+    """The process's file-creation mask (reading it means setting it, so it is set back)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def save_trace(trace: Trace, path: Union[str, Path], overwrite: bool = False) -> Path:
     """Write ``trace`` as a folder at ``path`` (atomically: a temporary folder renamed into
     place).  An existing folder is replaced only with ``overwrite=True``."""
@@ -197,7 +204,7 @@ def save_trace(trace: Trace, path: Union[str, Path], overwrite: bool = False) ->
 
     path = Path(path)
     if path.exists() and not overwrite:
-        raise TraceError(f"{path} exists; pass overwrite=True to replace it")
+        raise TraceError(f"{path} exists; pass overwrite=True (--overwrite) to replace it")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
@@ -216,9 +223,10 @@ def save_trace(trace: Trace, path: Union[str, Path], overwrite: bool = False) ->
             manifest["extras"] = {"file": "extras.safetensors",
                                   "tensors": {k: _entry(v) for k, v in extras.items()}}
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(tmp, 0o777 & ~mask)           # mkdtemp makes 0700; a trace is shared
+        mask = umask()                         # a trace is shared (Dask workers, other users):
+        os.chmod(tmp, 0o777 & ~mask)           # mkdtemp makes 0700 and safetensors 0600
+        for f in tmp.iterdir():
+            os.chmod(f, 0o666 & ~mask)
         if path.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old.", dir=path.parent))
             os.replace(path, old / path.name)

@@ -98,6 +98,15 @@ def test_every_subcommand_help(tmp_path):
     (["quantize", "x.npy"], "--format"),
     (["replay", "builtin:digits", "--mode", "sideways"], "invalid choice"),
     (["formats", "--json", "--csv", "-"], "not allowed with"),
+    (["replay", "builtin:digits", "--config", "fp16"], "WEIGHTS:ACTIVATIONS[:MAC_PRESET]"),
+    (["replay", "builtin:digits", "--config", "fp16:"], "WEIGHTS:ACTIVATIONS[:MAC_PRESET]"),
+    (["replay", "builtin:digits", "--output", "x.xlsx"], ".csv or .parquet"),
+    (["table", "--rows", "0"], "--rows: 0 is below the least allowed, 1"),
+    (["table", "--seed", "-1"], "--seed: -1 is below"),
+    (["table", "--rows", "many"], "'many' is not an integer"),
+    (["table", "--input", "x.npy", "--distributions", "gaussian"], "not allowed with"),
+    (["sweep", "s.toml", "--workers", "0"], "--workers: 0 is below"),
+    (["demo", "--workers", "-3"], "--workers: -3 is below"),
 ])
 def test_usage_errors_exit_2(args, needle, tmp_path):
     r = _numsim(*args, cwd=tmp_path)
@@ -262,10 +271,34 @@ def test_quantize_txt_input(tmp_path):
 
 
 def test_quantize_stochastic_with_scaled_format(tmp_path):
-    np.save(tmp_path / "x.npy", np.ones((2, 32)))
-    _input_error(_numsim("quantize", "x.npy", "--format", "mxfp4", "--rounding", "stochastic",
-                         cwd=tmp_path), "quantize", "mxfp4")
-    assert not (tmp_path / "x.mxfp4.npy").exists()
+    """The elements of a scaled format round stochastically, as the Python API's
+    ``quantize(x, rounding="stochastic", seed=...)`` does (groups along each row)."""
+    x = np.random.default_rng(5).standard_normal((4, 64))
+    np.save(tmp_path / "x.npy", x)
+    fmt = formats.get("mxfp4")
+    for seed in ("3", "4"):
+        _ok(_numsim("quantize", "x.npy", "--format", "mxfp4", "--rounding", "stochastic",
+                    "--seed", seed, cwd=tmp_path))
+        q = np.load(tmp_path / "x.mxfp4.npy")
+        assert np.array_equal(q, fmt.quantize(x, rounding="stochastic", seed=int(seed)))
+    assert not np.array_equal(q, fmt.quantize(x))
+
+
+def test_quantize_refuses_complex_and_non_npy_content(tmp_path):
+    np.save(tmp_path / "c.npy", np.ones(4, complex))
+    _input_error(_numsim("quantize", "c.npy", "--format", "fp16", cwd=tmp_path),
+                 "quantize", "c.npy", "complex128, not real numbers")
+    (tmp_path / "t.npy").write_text("1 2 3\n")
+    _input_error(_numsim("quantize", "t.npy", "--format", "fp16", cwd=tmp_path),
+                 "quantize", "t.npy", "not a NumPy .npy file")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.npy", "t.npy"]
+
+
+def test_csv_into_a_missing_folder_fails_before_any_work(tmp_path):
+    np.save(tmp_path / "x.npy", np.ones(4))
+    _input_error(_numsim("quantize", "x.npy", "--format", "fp16", "--csv", "no/x.csv",
+                         cwd=tmp_path), "quantize", "no/x.csv")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.npy"]
 
 
 def test_quantize_two_tensors_into_npy(tmp_path):
@@ -353,7 +386,7 @@ def test_capture_onto_existing_folder(captured, work):
     manifest = captured[1] / "manifest.json"
     before = manifest.read_bytes(), manifest.stat().st_mtime_ns
     _input_error(_numsim("capture", "--model", "digits", "--output", "trace", cwd=work),
-                 "capture", "trace")
+                 "capture", "trace", "--overwrite")
     assert (manifest.read_bytes(), manifest.stat().st_mtime_ns) == before
 
 
@@ -426,10 +459,9 @@ def test_replay_fp32_per_op_is_exact_csv(per_op_csv, captured):
     assert (table[table["role"] == "output"]["mse"] == 0).all()
 
 
-@pytest.mark.parametrize("spec,needle", [("fp16", "'fp16'"), ("fp99:fp16", "fp99")])
-def test_replay_bad_config(spec, needle, tmp_path):
-    _input_error(_numsim("replay", "builtin:digits", "--config", spec, cwd=tmp_path),
-                 "replay", needle)
+def test_replay_unknown_format_in_config(tmp_path):
+    _input_error(_numsim("replay", "builtin:digits", "--config", "fp99:fp16", cwd=tmp_path),
+                 "replay", "fp99")
 
 
 def test_replay_missing_trace_folder(tmp_path):
@@ -546,6 +578,16 @@ def test_report_on_per_op_csv(per_op_csv, work):
 
 def test_report_missing_results(tmp_path):
     _input_error(_numsim("report", "gone.parquet", cwd=tmp_path), "report", "gone.parquet")
+
+
+def test_report_on_files_that_are_not_tables(tmp_path):
+    (tmp_path / "notes.md").write_text("# notes\n")
+    _input_error(_numsim("report", "notes.md", cwd=tmp_path), "report", "notes.md",
+                 ".parquet or .csv")
+    (tmp_path / "ragged.csv").write_text("a,b\n1,2\n1,2,3,4\n")
+    _input_error(_numsim("report", "ragged.csv", cwd=tmp_path), "report", "ragged.csv",
+                 "cannot read")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.md", "ragged.csv"]
     assert not (tmp_path / "numsim-report").exists()
 
 

@@ -120,6 +120,19 @@ def test_save_refuses_existing_folder_and_keeps_it(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["t"]
 
 
+def test_trace_files_follow_the_umask(tmp_path):
+    """Every file of a trace (safetensors writes its own 0600) and the folder are created as an
+    ordinary file and folder are, so Dask workers running as another user can read them."""
+    old = os.umask(0o022)
+    try:
+        save_trace(_small(1.0), tmp_path / "t")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "t").stat().st_mode & 0o777 == 0o755
+    modes = {p.name: oct(p.stat().st_mode & 0o777) for p in (tmp_path / "t").iterdir()}
+    assert modes == {"manifest.json": "0o644", "r.safetensors": "0o644"}
+
+
 def test_overwrite_replaces_folder(tmp_path):
     save_trace(_small(1.0), tmp_path / "t")
     (tmp_path / "t" / "stale.txt").write_text("left from the old trace")
