@@ -13,6 +13,10 @@ Overflow: ``saturate`` clamps k to the range; ``wrap`` reduces k modulo 2**bits 
 Arithmetic: a + b and a - b are exact in units of 2**-F; a * b is exact in units of 2**-2F
 and rounded once to 2**-F; fma adds c (exactly) before that single rounding.
 (ml_dtypes' int4/uint4/int2 casts are checked in test_oracle_ml_dtypes.py.)
+
+A second, independent oracle is NumPy: on float64, np.rint / np.floor / np.ceil / np.trunc are
+exact (nearest_even / toward_negative / toward_positive / toward_zero), and np.clip (saturate)
+or np.mod (wrap; fmod-based, exact) finish the job -- test_encode_against_numpy_rounding.
 """
 from __future__ import annotations
 
@@ -46,9 +50,9 @@ def spec(name):
 def round_div(n, shift, mode):
     """Round the integer(s) ``n / 2**shift`` to integers.  Works elementwise on Python ints,
     int64 arrays (when nothing overflows) and object arrays of Python ints."""
-    if shift == 0:
+    if np.ndim(shift) == 0 and shift == 0:
         return n
-    d = 1 << shift
+    d = 1 << shift                  # an array of shifts (each 0..60) works elementwise on int64
     q = n // d                      # floor
     r = n - q * d                   # 0 <= r < d
     inexact = r != 0
@@ -102,6 +106,37 @@ def code_of(k, bits):
     return k % (1 << bits)
 
 
+def encode_oracle(x, name, mode, policy):
+    """The code of each float64 in ``x`` under ``mode`` and ``policy``: round_div and overflow
+    above applied to the exact binary form of x, vectorised (the Fraction loop is too slow for
+    16-bit grids; test_encode_oracle_agrees_with_fractions checks the two agree).
+
+    np.frexp gives x = m * 2**(e - 53) exactly with |m| < 2**53 an integer, so x * 2**F = m * 2**t.
+    t >= 0 (m != 0): an integer of magnitude >= 2**52, beyond every format here; it saturates by
+    sign, and wraps to (m mod 2**bits) * 2**t mod 2**bits.  t < -60: |x * 2**F| < 2**-8 and
+    nonzero, so it rounds exactly as m * 2**-60 does (same sign, nonzero, below one half)."""
+    bits, signed, frac, qmin, qmax = spec(name)
+    size = 1 << bits
+    f, e = np.frexp(np.asarray(x, dtype=np.float64))
+    m = np.ldexp(f, 53).astype(np.int64)
+    t = e.astype(np.int64) - 53 + frac
+    big = t >= 0
+    k = round_div(m, np.clip(-t, 0, 60), mode)
+    if policy == "saturate":
+        k = np.where(big, np.where(m > 0, qmax, qmin), np.clip(k, qmin, qmax))
+        return k % size
+    big_code = np.where(t < bits, ((m % size) << np.clip(t, 0, bits - 1)) % size, 0)
+    return np.where(big, big_code, k % size)
+
+
+def value_of_code(codes, bits, signed, frac):
+    """k * 2**-F of each code (int64 arithmetic; exact for the formats used with it)."""
+    k = np.asarray(codes).astype(np.int64)
+    if signed:
+        k = np.where(k >= 1 << (bits - 1), k - (1 << bits), k)
+    return k * 2.0 ** -frac
+
+
 def to_int(codes, bits, signed):
     """Two's-complement integer of each code (object array of Python ints)."""
     k = np.array([int(c) for c in np.ravel(codes)], dtype=object)
@@ -111,7 +146,11 @@ def to_int(codes, bits, signed):
 
 
 def compare(what, inputs, got, want, limit=6):
-    got = np.asarray(got).astype(object).ravel()
+    got, want = np.asarray(got), np.asarray(want)
+    if (got.dtype != object and want.dtype != object and got.size == want.size
+            and np.array_equal(got.astype(np.int64).ravel(), want.astype(np.int64).ravel())):
+        return                                     # fast path: codes fit in int64
+    got = got.astype(object).ravel()
     want = np.asarray(want).astype(object).ravel()
     bad = np.flatnonzero(got != want)
     if bad.size:
@@ -124,7 +163,7 @@ def compare(what, inputs, got, want, limit=6):
 # ---- decode and properties ---------------------------------------------------------------------
 
 SMALL = ["int8", "uint8", "int4", "uint4", "int2", "uint2", "int1", "uint1", "fix8_4", "ufix8_3",
-         "fix4_4", "fix8_0", "ufix8_8", "int16", "fix16_8"]
+         "fix4_4", "fix8_0", "ufix8_8", "int16", "uint16", "fix16_8"]
 
 
 @pytest.mark.parametrize("name", SMALL)
@@ -147,7 +186,8 @@ def test_decode_every_code(name):
 
 # ---- encode: every value, every midpoint, one float64 ulp either side -------------------------
 
-ENCODE_FORMATS = ["int8", "uint8", "int4", "fix8_4", "ufix8_3"]
+ENCODE_FORMATS = ["int8", "uint8", "int4", "fix8_4", "ufix8_3", "int16", "uint16", "int2",
+                  "uint2", "uint4"]
 
 
 def _encode_inputs(name):
@@ -169,31 +209,106 @@ def _encode_inputs(name):
 
 @pytest.mark.parametrize("policy", POLICIES)
 @pytest.mark.parametrize("name", ENCODE_FORMATS)
-def test_encode_all_values_midpoints_and_neighbours(name, policy):
+def test_encode_all_values_midpoints_and_neighbours(name, policy, assert_same):
     bits, signed, frac, qmin, qmax = spec(name)
     fmt = formats.get(name)
     x = _encode_inputs(name)
-    exact = [Fraction(float(v)) * (1 << frac) for v in x]
+    with np.errstate(over="ignore"):
+        x32 = x.astype(np.float32)
+    keep = np.isfinite(x32) & (x32.astype(np.float64) == x)   # float32-exact inputs
     for mode in MODES5:
-        want = [code_of(overflow(round_fraction(e, mode), policy, bits, qmin, qmax), bits)
-                for e in exact]
-        compare(f"{name} {mode} {policy}", x, fmt.encode(x, mode, overflow=policy), want)
-        # quantize = decode(encode), value k * 2**-F
+        want = encode_oracle(x, name, mode, policy)
+        assert_same(f"{name} {mode} {policy}", x, fmt.encode(x, mode, overflow=policy), want)
+        # quantize = decode(encode), value k * 2**-F (+ 0.0: the sign of a zero is not specified)
         q = fmt.quantize(x, mode, overflow=policy)
-        wq = [float(Fraction(int(v), 1 << frac)) for v in to_int(want, bits, signed)]
-        assert q.tolist() == wq, (name, mode, policy)
+        assert_same(f"{name} {mode} {policy} quantize", x, q + 0.0,
+                    value_of_code(want, bits, signed, frac))
         # float32 inputs (those that are exact in float32) give the same codes
-        with np.errstate(over="ignore"):
-            x32 = x.astype(np.float32)
-        keep = np.isfinite(x32) & (x32.astype(np.float64) == x)
-        compare(f"{name} {mode} {policy} float32", x[keep],
-                fmt.encode(x32[keep], mode, overflow=policy), np.array(want, dtype=object)[keep])
+        assert_same(f"{name} {mode} {policy} float32", x[keep],
+                    fmt.encode(x32[keep], mode, overflow=policy), want[keep])
     # stochastic: one of the two neighbours (after the overflow policy)
-    sr = fmt.encode(x, "stochastic", overflow=policy, seed=17)
-    lo = [code_of(overflow(math.floor(e), policy, bits, qmin, qmax), bits) for e in exact]
-    hi = [code_of(overflow(math.ceil(e), policy, bits, qmin, qmax), bits) for e in exact]
-    ok = [int(s) in (a, b) for s, a, b in zip(sr, lo, hi)]
-    assert all(ok), [(x[i], int(sr[i]), lo[i], hi[i]) for i in np.flatnonzero(~np.array(ok))[:5]]
+    sr = fmt.encode(x, "stochastic", overflow=policy, seed=17).astype(np.int64)
+    lo = encode_oracle(x, name, "toward_negative", policy)
+    hi = encode_oracle(x, name, "toward_positive", policy)
+    ok = (sr == lo) | (sr == hi)
+    assert ok.all(), [(x[i], int(sr[i]), int(lo[i]), int(hi[i])) for i in np.flatnonzero(~ok)[:5]]
+
+
+def _random_reals(name, n, seed):
+    """Random float64 values for ``name``: uniform over 1.5 times its range, log-uniform
+    magnitudes from far below its step to far beyond its range, grid midpoints and their
+    neighbours, and random float64 bit patterns (finite, and finite once scaled by 2**F)."""
+    bits, signed, frac, qmin, qmax = spec(name)
+    rng = np.random.default_rng(seed)
+    span = max(-qmin, qmax, 1) * 2.0 ** -frac
+    q = n // 4
+    mids = (rng.integers(qmin - 2, qmax + 2, q, endpoint=True) + 0.5) * 2.0 ** -frac
+    pats = rng.integers(0, 1 << 64, 4 * q, dtype=np.uint64).view(np.float64)
+    with np.errstate(all="ignore"):
+        pats = pats[np.isfinite(np.ldexp(pats, frac))][:q]
+    x = np.concatenate([rng.uniform(-1.5 * span, 1.5 * span, q),
+                        np.exp2(rng.uniform(-frac - 20, math.log2(span) + 20, q))
+                        * rng.choice([-1.0, 1.0], q),
+                        mids, np.nextafter(mids[: q // 2], np.inf),
+                        np.nextafter(mids[q // 2:], -np.inf), pats])
+    return x
+
+
+@pytest.mark.parametrize("name", ["int8", "uint8", "int4", "uint4", "int2", "uint2", "uint1",
+                                  "fix8_4", "ufix8_3", "fix8_0", "int32", "uint32", "fix32_31",
+                                  "ufix32_32", "fix16_8"])
+def test_encode_oracle_agrees_with_fractions(name):
+    """encode_oracle (vectorised) equals round_fraction + overflow (Python Fractions, written from
+    the mode definitions) on the <= 8-bit grids of _encode_inputs and on random reals."""
+    bits, signed, frac, qmin, qmax = spec(name)
+    x = _random_reals(name, 2000, bits + 7 * frac)
+    if bits <= 8:
+        x = np.concatenate([x, _encode_inputs(name)])
+    exact = [Fraction(float(v)) * (1 << frac) for v in x]
+    for policy in POLICIES:
+        for mode in MODES5:
+            want = [code_of(overflow(round_fraction(e, mode), policy, bits, qmin, qmax), bits)
+                    for e in exact]
+            compare(f"oracle {name} {mode} {policy}", x, encode_oracle(x, name, mode, policy),
+                    want)
+
+
+# ---- encode against NumPy's rounding functions ------------------------------------------------
+
+NUMPY_ROUNDING = {"nearest_even": np.rint, "toward_negative": np.floor,
+                  "toward_positive": np.ceil, "toward_zero": np.trunc}
+NUMPY_FORMATS = ["int1", "uint1", "int2", "uint2", "int4", "uint4", "int8", "uint8", "int16",
+                 "uint16", "fix8_4", "ufix8_3", "fix16_8", "int32", "uint32", "fix32_16",
+                 "ufix32_32"]
+
+
+def numpy_codes(x, name, mode, policy):
+    """NumPy's answer: x * 2**F (np.ldexp, exact while finite), rounded to an integer by np.rint /
+    floor / ceil / trunc (exact on float64), np.clip'ed for saturate; the code is then that
+    integer mod 2**bits (np.mod on float64 is fmod-based, hence exact, also for huge values)."""
+    bits, signed, frac, qmin, qmax = spec(name)
+    k = NUMPY_ROUNDING[mode](np.ldexp(x, frac))
+    if policy == "saturate":
+        k = np.clip(k, qmin, qmax)
+    return np.mod(k, 2.0 ** bits).astype(np.int64)
+
+
+@pytest.mark.parametrize("name", NUMPY_FORMATS)
+def test_encode_against_numpy_rounding(name, assert_same):
+    """<= 16 bits: every value k * 2**-F (k from qmin - 3 to qmax + 3), every midpoint, and the
+    float64 neighbours of both; every format: 100,000 random reals (_random_reals)."""
+    bits, signed, frac, qmin, qmax = spec(name)
+    fmt = formats.get(name)
+    x = _random_reals(name, 100_000, 1000 + bits * 40 + frac)
+    if bits <= 16:
+        ks = np.arange(qmin - 3, qmax + 4)
+        base = np.concatenate([ks * 2.0 ** -frac, (ks[:-1] + 0.5) * 2.0 ** -frac])
+        x = np.concatenate([base, np.nextafter(base, np.inf), np.nextafter(base, -np.inf), x])
+    assert np.isfinite(np.ldexp(x, frac)).all()
+    for mode in NUMPY_ROUNDING:
+        for policy in POLICIES:
+            assert_same(f"{name} {mode} {policy} vs numpy", x,
+                        fmt.encode(x, mode, overflow=policy), numpy_codes(x, name, mode, policy))
 
 
 @pytest.mark.parametrize("name", ["int32", "uint32", "fix32_16", "ufix32_16", "fix16_8",
@@ -282,7 +397,8 @@ def test_arith_all_pairs_8bit(name):
     _check_arith(name, a, b, c, ka, kb, kc)
 
 
-@pytest.mark.parametrize("name", ["uint8", "ufix8_3", "int4", "fix4_2", "uint4", "fix6_5"])
+@pytest.mark.parametrize("name", ["uint8", "ufix8_3", "int4", "fix4_2", "uint4", "fix6_5",
+                                  "int2", "uint2"])
 def test_arith_all_pairs_small(name):
     """Other small formats, every pair, fma with every c for the 4-bit ones."""
     bits, signed, frac, qmin, qmax = spec(name)
@@ -293,6 +409,28 @@ def test_arith_all_pairs_small(name):
     else:
         a, b = (m.ravel() for m in np.meshgrid(codes, codes, indexing="ij"))
         c = np.random.default_rng(bits).integers(0, n, a.size).astype(np.uint8)
+
+    def k(v):
+        v = v.astype(np.int64)
+        return np.where(v >= n // 2, v - n, v) if signed else v
+
+    _check_arith(name, a, b, c, k(a), k(b), k(c))
+
+
+@pytest.mark.parametrize("name", ["int16", "uint16", "fix16_8"])
+def test_arith_every_code_16bit(name):
+    """Every 16-bit code as a, against a random permutation of the codes and against each edge
+    code (all 2**32 pairs would be too slow for CI); fma with a random c.  The int64 oracle cannot
+    overflow: |a*b + c*2**F| < 2**33."""
+    bits, signed, frac, qmin, qmax = spec(name)
+    n = 1 << bits
+    rng = np.random.default_rng(bits + frac + 100 * signed)
+    codes = np.arange(n, dtype=np.uint16)
+    edge = np.array(sorted({0, 1, n - 1, n // 2, n // 2 - 1, 1 << frac, (3 << frac) // 2}),
+                    dtype=np.uint16)
+    a = np.concatenate([codes, np.tile(codes, edge.size)])
+    b = np.concatenate([rng.permutation(codes), np.repeat(edge, n)])
+    c = rng.integers(0, n, a.size).astype(np.uint16)
 
     def k(v):
         v = v.astype(np.int64)
@@ -356,7 +494,7 @@ def test_uint32_extremes_in_fma():
     assert int(i.fma(lo, lo, lo)[0]) == 2**31 - 1
 
 
-@pytest.mark.parametrize("name", ["int8", "fix8_4", "fix32_16"])
+@pytest.mark.parametrize("name", ["int8", "fix8_4", "fix32_16", "uint16"])
 def test_stochastic_arith_neighbours(name):
     """Stochastic mul/fma results are the floor or the ceiling of the exact result."""
     bits, signed, frac, qmin, qmax = spec(name)
@@ -380,7 +518,7 @@ def test_stochastic_arith_neighbours(name):
             assert ok.all(), (name, op, policy, np.flatnonzero(~ok)[:5])
 
 
-@pytest.mark.parametrize("name", ["int8", "fix8_4", "uint8"])
+@pytest.mark.parametrize("name", ["int8", "fix8_4", "uint8", "uint16"])
 def test_convert_between_integer_formats(name):
     """convert = exact decode then one rounding into the target."""
     src = formats.get("fix16_8")
