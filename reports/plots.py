@@ -22,6 +22,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib.text import Text  # noqa: E402
 
 import formats  # noqa: E402
 
@@ -74,6 +75,35 @@ def pareto_front(cost: np.ndarray, error: np.ndarray) -> np.ndarray:
     return keep
 
 
+def _text_box(ann, renderer):
+    """Where an annotation's text lies on the canvas, without its line to the point."""
+    ann.update_positions(renderer)
+    return Text.get_window_extent(ann, renderer)
+
+
+def _label_points(ax: plt.Axes, d: pd.DataFrame, x: str, y: str, fontsize: float = 6) -> None:
+    """Name each point beside it; a label that would overlap one already placed or leave the
+    axes vertically moves down or up by whole lines (nearest free place first, a thin line back
+    to its point), so crowded plots stay readable."""
+    ax.autoscale_view()
+    renderer = ax.figure.canvas.get_renderer()
+    frame = ax.get_window_extent(renderer)
+    placed = []
+    for name, r in d.sort_values(y, ascending=False).iterrows():
+        ann = ax.annotate(str(name), (r[x], r[y]), fontsize=fontsize, xytext=(3, 2),
+                          textcoords="offset points", zorder=4,
+                          arrowprops=dict(arrowstyle="-", lw=0.3, color="0.6",
+                                          shrinkA=0, shrinkB=2))
+        box = _text_box(ann, renderer)
+        line = box.height * 72 / ax.figure.dpi                  # points
+        for step in range(1, 41):
+            if frame.y0 <= box.y0 and box.y1 <= frame.y1 and not any(map(box.overlaps, placed)):
+                break
+            ann.xyann = (3, 2 + line * ((step + 1) // 2) * (-1) ** step)
+            box = _text_box(ann, renderer)
+        placed.append(box)
+
+
 def pareto(summary: pd.DataFrame, x: str, y: str, xlabel: str, ylabel: str,
            logy: bool = True) -> plt.Figure:
     """``y`` (an error) against ``x`` (a cost), one point per configuration, front marked."""
@@ -83,11 +113,9 @@ def pareto(summary: pd.DataFrame, x: str, y: str, xlabel: str, ylabel: str,
     ax.scatter(d[x], d[y], c=np.where(front, "tab:red", "tab:gray"), s=18, zorder=3)
     f = d[front].sort_values(x)
     ax.plot(f[x], f[y], color="tab:red", lw=1, label="Pareto front")
-    for name, r in d.iterrows():
-        ax.annotate(str(name), (r[x], r[y]), fontsize=6, xytext=(3, 2),
-                    textcoords="offset points")
     if logy and (d[y] > 0).all():
         ax.set_yscale("log")
+    _label_points(ax, d, x, y)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)

@@ -9,7 +9,8 @@ versions).
 
 Recommendation rule (stated in the report): among the configurations whose task accuracy is
 within one point of the best (without task rows: whose mean output SQNR is within 1 dB of the
-best), the one with the least energy per inference, then the smallest MAC area.
+best), the one with the least energy for the replayed run (``total_pj``: every configuration
+replays the same inputs), then the smallest MAC area.
 """
 from __future__ import annotations
 
@@ -107,13 +108,13 @@ def recommend(summary: pd.DataFrame) -> tuple[str, str]:
     if "accuracy" in ok:
         best = ok["accuracy"].max()
         pool = ok[ok["accuracy"] >= best - 0.01]
-        rule = (f"within one point of the best accuracy ({best:.2%}), the least energy per "
-                f"inference, then the smallest MAC area")
+        rule = (f"within one point of the best accuracy ({best:.2%}), the least energy for "
+                f"the run (total_pj), then the smallest MAC area")
     else:
         best = ok["mean_output_sqnr_db"].max()
         pool = ok[ok["mean_output_sqnr_db"] >= best - 1.0]
-        rule = (f"within 1 dB of the best mean output SQNR ({best:.1f} dB), the least energy, "
-                f"then the smallest MAC area")
+        rule = (f"within 1 dB of the best mean output SQNR ({best:.1f} dB), the least energy "
+                f"for the run (total_pj), then the smallest MAC area")
     pick = pool.sort_values(["total_pj", "area_um2_per_mac"]).index[0]
     return str(pick), rule
 
@@ -124,6 +125,12 @@ def _png(fig) -> bytes:
     return buf.getvalue()
 
 
+def _number_text(v: float) -> str:
+    """A table's number as both reports show it: 4 significant digits, an infinite SQNR as
+    "exact", NaN (not applicable) as nothing."""
+    return "" if math.isnan(v) else ("exact" if math.isinf(v) and v > 0 else f"{v:.4g}")
+
+
 def _table_html(df: pd.DataFrame) -> str:
     head = "".join(f"<th>{html.escape(str(c))}</th>" for c in [df.index.name or ""] +
                    list(df.columns))
@@ -132,9 +139,7 @@ def _table_html(df: pd.DataFrame) -> str:
         cells = [f"<td>{html.escape(str(idx))}</td>"]
         for v in r:
             if isinstance(v, (float, np.floating)):
-                text = "" if math.isnan(v) else ("exact" if math.isinf(v) and v > 0 else
-                                                 f"{v:.4g}")
-                cells.append(f'<td data-v="{v}">{text}</td>')
+                cells.append(f'<td data-v="{v}">{_number_text(v)}</td>')
             else:
                 cells.append(f"<td>{html.escape('' if v is None else str(v))}</td>")
         rows.append("<tr>" + "".join(cells) + "</tr>")
@@ -271,7 +276,8 @@ def _write_html(path, summary, results, pick, rule, front_e, front_a, figs, cost
 
 
 def _md_table(df: pd.DataFrame) -> str:
-    return df.to_markdown(floatfmt=".4g")
+    return df.map(lambda v: _number_text(v) if isinstance(v, (float, np.floating)) else v
+                  ).to_markdown()
 
 
 def _write_markdown(path, summary, results, pick, rule, front_e, front_a, fig_names, costs,

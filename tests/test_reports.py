@@ -435,6 +435,26 @@ def test_pareto_front_nan_points_are_off_and_beat_nothing():
     assert plots.pareto_front(cost, err).tolist() == [True, False, True, False, True]
 
 
+def test_pareto_labels_do_not_overlap_in_a_crowd():
+    """20 configurations, 14 of them in a tight cluster (as the demo's are): after drawing, no
+    two point labels overlap and none leaves the axes vertically."""
+    from matplotlib.text import Text
+    rng = np.random.default_rng(3)
+    cost = np.concatenate([15 + rng.uniform(0, 1.5, 14), rng.uniform(5, 32, 6)])
+    err = np.concatenate([0.02 + rng.uniform(0, 0.008, 14), rng.uniform(0.015, 0.9, 6)])
+    names = [f"configuration {i} (acc)" for i in range(20)]
+    summary = pd.DataFrame({"cost": cost, "err": err}, index=names)
+    fig = plots.pareto(summary, "cost", "err", "cost", "error")
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    ax = fig.axes[0]
+    boxes = [Text.get_window_extent(t, renderer) for t in ax.texts]
+    assert sorted(t.get_text() for t in ax.texts) == sorted(names)
+    frame = ax.get_window_extent(renderer)
+    assert all(frame.y0 <= b.y0 and b.y1 <= frame.y1 for b in boxes)
+    assert not [(i, j) for i in range(20) for j in range(i) if boxes[i].overlaps(boxes[j])]
+
+
 def test_pareto_front_hand_made():
     cost = [1.0, 1.0, 2.0, 3.0, 3.0, 0.5, 0.5]
     err = [5.0, 4.0, 2.0, 2.0, 1.0, 9.0, 9.0]
@@ -838,6 +858,8 @@ def test_report_markdown_figures_csv_svg(report_dir, results):
     assert list(back.columns) == list(results.columns)
     assert list(back["config"]) == list(results["config"])
     assert "digits" in md                                            # meta goes to the notes
+    fp32_row = next(line for line in md.splitlines() if line.startswith("| fp32 "))
+    assert "| exact " in fp32_row and "inf" not in fp32_row         # as in the HTML
 
 
 def test_report_without_svg_writes_no_svg(results, tmp_path):
