@@ -237,7 +237,8 @@ def run_cell(trace_path: str, stamp: str, cfg: Config, key: str, mode: str,
 def run_sweep(sweep: Union[Sweep, str, Path], *, workers: Union[int, None] = None,
               scheduler: Union[str, Any, None] = None, progress: bool = True) -> pd.DataFrame:
     """Run every cell not yet on disk, then write and return the sweep's table.
-    ``scheduler``: a Dask scheduler address (or a ``dask.distributed.Client``) to run on."""
+    ``scheduler``: a Dask scheduler address (or a ``dask.distributed.Client``) to run on; not
+    contacted when every cell is already done."""
     if not isinstance(sweep, Sweep):
         sweep = load_sweep(sweep)
     trace_path = _trace_path(sweep.trace)
@@ -253,7 +254,7 @@ def run_sweep(sweep: Union[Sweep, str, Path], *, workers: Union[int, None] = Non
     bar = tqdm(total=len(sweep.configs), initial=len(sweep.configs) - len(todo), desc="sweep",
                unit="cell", disable=not progress)
     args = (sweep.mode, sweep.tech, sweep.level, str(cells))
-    if scheduler is not None:
+    if scheduler is not None and todo:             # nothing to do: no cluster needed
         _run_dask(scheduler, trace_path, stamp, [(c, keys[c.key()]) for c in todo], args, bar)
     else:
         cpus = os.cpu_count() or 1

@@ -507,8 +507,10 @@ def test_sweep_runs_and_resumes(replayed, tmp_path):
     rep = {rec["config"]: rec for rec in json.loads(_ok(replayed[0]).stdout)}
     assert recs[0]["accuracy"] == rep[FP16_NAME]["accuracy"]
     assert recs[1]["accuracy"] == rep[INT8_NAME]["accuracy"]
-    # a rerun reuses both cells (nothing recomputed, nothing rewritten)
-    again = _ok(_numsim("sweep", "s.toml", "--workers", "1", "--json", cwd=tmp_path))
+    # a rerun reuses both cells (nothing recomputed, nothing rewritten), and with nothing to
+    # compute it needs no cluster: the scheduler named (where none listens) is not contacted
+    again = _ok(_numsim("sweep", "s.toml", "--scheduler", "tcp://127.0.0.1:1", "--json",
+                        cwd=tmp_path))
     assert _cells(out) == cells
     assert json.loads(again.stdout) == recs
 
