@@ -226,6 +226,34 @@ def _breakdowns(costs: Mapping[str, object]) -> pd.DataFrame:
     return pd.DataFrame(rows).T.fillna(0.0)
 
 
+_COLUMNS = {
+    "accuracy": "share of the labels the replayed logits get right",
+    "reference_accuracy": "the same for the captured logits",
+    "mean_output_sqnr_db": "the MAC ops' output SQNR against the captured outputs, in dB, "
+                           "averaged over the ops not exact ('exact': all are)",
+    "compute_pj": "MAC energy of the whole replayed run, in pJ",
+    "memory_pj": "energy of the run's memory traffic, in pJ",
+    "total_pj": "compute_pj + memory_pj",
+    "pj_per_mac": "total_pj / macs",
+    "macs": "multiply-accumulates in the run",
+    "area_um2_per_mac": "area of one MAC unit in µm² (the largest over the ops)",
+    "overflows": "register overflows in the run (integer wraps, float overflows)",
+    "saturations": "register results clamped to the format's range",
+}
+
+
+def _configurations(results: pd.DataFrame) -> pd.DataFrame:
+    """What each configuration runs: weight and activation formats, MAC (preset name, spec
+    table, or fp32acc: an fp32 accumulator), and the rounding where there is one."""
+    columns = [c for c in ("config", "weights", "activations", "mac", "rounding")
+               if c in results]
+    return results.drop_duplicates("config")[columns].set_index("config")
+
+
+def _column_notes(summary: pd.DataFrame) -> list[str]:
+    return [f"{c}: {_COLUMNS[c]}" for c in summary.columns if c in _COLUMNS]
+
+
 def _notes(results: pd.DataFrame, meta: Mapping) -> list[str]:
     seeds = sorted(set(results["seed"].dropna().astype(int))) if "seed" in results else []
     modes = sorted(set(results["mode"].dropna())) if "mode" in results else []
@@ -269,7 +297,10 @@ def _write_html(path, summary, results, pick, rule, front_e, front_a, figs, cost
         if name not in ("pareto_energy", "pareto_area", "layer_heatmap"):
             parts.append(f"<h3>{html.escape(name.replace('_', ' '))}</h3>"
                          f'<img alt="{name}" src="data:image/png;base64,{figs[name]}">')
-    parts += ["<h2>Method notes</h2><ul class='note'>"] + \
+    parts += ["<h2>Configurations</h2>", _table_html(_configurations(results)),
+              "<h2>Columns</h2><ul class='note'>"] + \
+        [f"<li>{html.escape(n)}</li>" for n in _column_notes(summary)] + \
+        ["</ul><h2>Method notes</h2><ul class='note'>"] + \
         [f"<li>{html.escape(n)}</li>" for n in _notes(results, meta)] + \
         [f"</ul><script>{_SORT_JS}</script></body></html>"]
     path.write_text("\n".join(parts), encoding="utf-8")
@@ -297,5 +328,7 @@ def _write_markdown(path, summary, results, pick, rule, front_e, front_a, fig_na
         lines += ["## Format error table", "", _md_table(etable.set_index("format")), ""]
     lines += [f"![{n}](figures/{n}.png)" for n in fig_names
               if n not in ("pareto_energy", "pareto_area", "layer_heatmap")]
+    lines += ["", "## Configurations", "", _md_table(_configurations(results)), "",
+              "## Columns", ""] + [f"- {n}" for n in _column_notes(summary)]
     lines += ["", "## Method notes", ""] + [f"- {n}" for n in _notes(results, meta)]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")

@@ -798,8 +798,8 @@ def test_report_html_parses_and_embeds_png(report_dir):
     assert sorted(alts) == sorted(["pareto_energy", "pareto_area", "layer_heatmap",
                                    "sqnr_vs_bits", "accumulation_error", "extra_fig"])
     assert p.title == TITLE                                      # escaped, read back intact
-    # summary, per-layer, cost breakdown and error tables
-    assert p.starts["table"] == 4
+    # summary, per-layer, cost breakdown, error and configuration tables
+    assert p.starts["table"] == 5
 
 
 def test_report_summary_table_and_layer_table(report_dir, summary):
@@ -813,6 +813,10 @@ def test_report_summary_table_and_layer_table(report_dir, summary):
     assert [r[0] for r in layers[1:]] == list(summary.index)
     costs = p.tables[2]
     assert [r[0] for r in costs[1:]] == list(summary.index)
+    configurations = p.tables[4]
+    assert configurations[0] == ["config", "weights", "activations", "mac", "rounding"]
+    assert configurations[1:] == [[c.name, c.weights, c.activations, c.as_dict()["mac"],
+                                   c.rounding] for c in CONFIGS]
 
 
 def test_report_recommendation_follows_the_rule(report_dir, summary):
@@ -872,7 +876,7 @@ def test_report_without_svg_writes_no_svg(results, tmp_path):
     assert sorted(f.name for f in (tmp_path / "figures").iterdir()) == [
         "layer_heatmap.png", "notes.txt", "pareto_area.png", "pareto_energy.png"]
     p = _parse(tmp_path / "index.html")
-    assert p.starts["table"] == p.ends["table"] == 2      # no costs, no error table
+    assert p.starts["table"] == p.ends["table"] == 3      # no costs, no error table
     assert sorted(_check_images(p)) == ["layer_heatmap", "pareto_area", "pareto_energy"]
     assert p.title == "numsim hardware-design report"
 
