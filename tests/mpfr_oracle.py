@@ -1,8 +1,8 @@
 """MPFR reference rounding (through gmpy2) for numsim's scalar floating-point formats.
 
 Test-side helper, deliberately independent of ``formats``: a format is described by a
-plain :class:`FloatSpec` (exponent bits, mantissa bits, bias, kind, subnormals) and this
-module decodes codes itself, forms exact results in MPFR and rounds them with MPFR.
+plain :class:`FloatSpec` (exponent bits, mantissa bits, bias, kind, subnormals, signed) and
+this module decodes codes itself, forms exact results in MPFR and rounds them with MPFR.
 
 How a value is rounded (``Rounder``):
 
@@ -26,6 +26,10 @@ How a value is rounded (``Rounder``):
 3. Zeros: the sign of the exact value is kept (MPFR keeps it through underflow); ``fnuz``
    formats have no -0, so every zero is +0.  With ``subnormals=False`` a result that
    would be subnormal (after rounding with subnormals) becomes a zero of the same sign.
+4. Unsigned formats (``signed=False``: no sign bit, codes are ``exponent | mantissa``) follow
+   numsim's contract: a negative value that does not round to zero (in the mode, after the
+   overflow policy and any flush) becomes NaN, or 0 where the format has no NaN; a zero
+   that would be -0 is +0.  Rounding itself is the same as for the signed twin.
 
 Exact results of add/sub/mul/fma are formed in an MPFR context of ``EXACT_PREC`` bits
 that traps on inexact results, with RNDD for ``toward_negative`` and RNDN otherwise, so
@@ -63,21 +67,24 @@ def default_bias(ebits: int) -> int:
 
 @dataclass(frozen=True)
 class FloatSpec:
-    """Plain description of a sign/exponent/mantissa format (sign bit on top)."""
+    """Plain description of a sign/exponent/mantissa format (sign bit on top, if signed)."""
 
     ebits: int
     mbits: int
     bias: int
     kind: str = "ieee"
     subnormals: bool = True
+    signed: bool = True
 
     def __post_init__(self):
         if self.kind not in KINDS:
             raise ValueError(f"unknown kind {self.kind!r}")
+        if self.kind == "fnuz" and not self.signed:
+            raise ValueError("fnuz keeps NaN at the negative-zero code: it needs a sign bit")
 
     @property
     def bits(self) -> int:
-        return 1 + self.ebits + self.mbits
+        return int(self.signed) + self.ebits + self.mbits
 
     @property
     def emin(self) -> int:
@@ -128,7 +135,7 @@ class FloatSpec:
 
     @property
     def has_neg_zero(self) -> bool:
-        return self.kind != "fnuz"
+        return self.signed and self.kind != "fnuz"
 
     @property
     def default_overflow(self) -> str:
@@ -136,7 +143,7 @@ class FloatSpec:
 
     def replace(self, **kw) -> "FloatSpec":
         d = dict(ebits=self.ebits, mbits=self.mbits, bias=self.bias, kind=self.kind,
-                 subnormals=self.subnormals)
+                 subnormals=self.subnormals, signed=self.signed)
         d.update(kw)
         return FloatSpec(**d)
 
@@ -154,7 +161,7 @@ def ref_decode(codes, spec: FloatSpec) -> np.ndarray:
     m, e = spec.mbits, spec.ebits
     mant = c & ((1 << m) - 1)
     expf = (c >> m) & ((1 << e) - 1)
-    neg = ((c >> (m + e)) & 1).astype(bool)
+    neg = ((c >> (m + e)) & 1).astype(bool) if spec.signed else np.zeros(c.shape, bool)
     sub = np.ldexp(mant.astype(np.float64), spec.emin - m)
     nrm = np.ldexp(1.0 + np.ldexp(mant.astype(np.float64), -m), (expf - spec.bias).astype(np.int64))
     mag = np.where(expf == 0, sub, nrm)
@@ -190,7 +197,10 @@ def ref_encode_exact(values, spec: FloatSpec) -> np.ndarray:
     top = (1 << e) - 1
     if spec.kind == "ieee":
         code = np.where(np.isinf(a), top << m, code)
-    code = np.where(neg & (spec.has_neg_zero | (a != 0)), code | (1 << (m + e)), code)
+    if not spec.signed and np.any(neg & (a != 0) & ~np.isnan(v)):
+        raise ValueError("negative value in an unsigned format")
+    code = np.where(neg & (spec.has_neg_zero | (a != 0)) & spec.signed, code | (1 << (m + e)),
+                    code)
     if np.any(np.isnan(v)):
         if spec.kind == "ieee":
             nan_code = (top << m) | (1 << (m - 1) if m else 1)
@@ -221,7 +231,8 @@ def finite_codes(spec: FloatSpec) -> np.ndarray:
 
 def values_grid(spec: FloatSpec) -> np.ndarray:
     """Sorted non-negative finite values: 0, min_subnormal, ..., max (spec.bits <= 20)."""
-    v = ref_decode(all_codes(spec)[: 1 << (spec.bits - 1)], spec)
+    codes = all_codes(spec)
+    v = ref_decode(codes[: 1 << (spec.bits - 1)] if spec.signed else codes, spec)
     v = v[np.isfinite(v)]
     return np.unique(v)
 
@@ -318,6 +329,9 @@ class Rounded:
         if not spec.subnormals:
             tiny = (np.abs(r) < spec.min_normal) & (r != 0)
             r = np.where(tiny, np.copysign(0.0, r), r)
+        if not spec.signed:
+            # no sign: a negative value that did not round to zero is NaN (0 without NaN)
+            r = np.where(r < 0, np.nan if spec.has_nan else 0.0, r)
         if not spec.has_neg_zero:
             r = np.where(r == 0, 0.0, r)
         return r

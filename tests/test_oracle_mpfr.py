@@ -12,8 +12,10 @@ Coverage:
 - quantize (encode + decode) in the five deterministic modes and both overflow policies
   (and the default), on every value, every midpoint, +-1 float64 ulp around those, and
   random float64s from far below the smallest subnormal to far beyond max;
-- add/sub/mul on ALL finite operand pairs of formats of 8 bits or fewer, fma on random
-  and cancellation-heavy triples; random and boundary operands for wider formats;
+- add/sub/mul on ALL finite operand pairs of formats of 8 bits or fewer, fma on ALL finite
+  triples where there are at most 2**18 of them (fp6, fp4, ...), else on random and
+  cancellation-heavy triples; random and boundary operands for wider formats;
+- unsigned formats (no sign bit: NVFP4's ue4m3fn scale, ...) and custom biases;
 - NaN/Inf operands, flush-to-zero (subnormals=False) and conversion between formats.
 """
 from __future__ import annotations
@@ -45,6 +47,15 @@ CUSTOM = {
     # the ends of float64, where the exact intermediate has no room left
     "e10m5": FloatSpec(10, 5, 511),
     "e10m12_b526": FloatSpec(10, 12, 526),
+    # unsigned (no sign bit): a negative result that does not round to zero is NaN, or 0
+    # where there is no NaN (ue4m3fn is NVFP4's block-scale format)
+    "ue4m3fn": FloatSpec(4, 3, 7, "fn", signed=False),
+    "ue2m1finite": FloatSpec(2, 1, 1, "finite", signed=False),
+    "ue5m2": FloatSpec(5, 2, 15, "ieee", signed=False),
+    # biases far from the default: nonzero values all >= 4, all < 1/32, all >= 32
+    "e3m2fnuz_b-3": FloatSpec(3, 2, -3, "fnuz"),
+    "e4m3_b20": FloatSpec(4, 3, 20),
+    "e2m1finite_b-5": FloatSpec(2, 1, -5, "finite"),
 }
 
 NAMED = {
@@ -80,10 +91,11 @@ def get_format(name: str):
 
         if name in CUSTOM:
             s = CUSTOM[name]
-            if s.kind == "ieee" and s.bias == mo.default_bias(s.ebits):
+            if s.kind == "ieee" and s.bias == mo.default_bias(s.ebits) and s.signed:
                 f = formats.FloatFormat(s.ebits, s.mbits)
             else:
-                f = formats.FloatFormat(s.ebits, s.mbits, bias=s.bias, kind=s.kind)
+                f = formats.FloatFormat(s.ebits, s.mbits, bias=s.bias, kind=s.kind,
+                                        signed=s.signed)
         else:
             f = formats.get(name)
         _FORMATS[name] = f
@@ -119,7 +131,8 @@ def result_values(codes, spec: FloatSpec) -> np.ndarray:
 # ----------------------------------------------------------------------------------------
 
 def fields_to_codes(spec: FloatSpec, sign, expf, mant) -> np.ndarray:
-    sign = np.asarray(sign, np.int64)
+    """Codes from fields; an unsigned format has no sign bit, so ``sign`` is ignored."""
+    sign = np.asarray(sign, np.int64) * int(spec.signed)
     expf = np.asarray(expf, np.int64)
     mant = np.asarray(mant, np.int64)
     return (sign << (spec.bits - 1)) | (expf << spec.mbits) | mant
@@ -138,8 +151,17 @@ def keep_finite(codes, spec: FloatSpec, fallback=None):
     return np.where(fin, codes, fallback)
 
 
+def representable(spec: FloatSpec, v: float) -> bool:
+    try:
+        mo.ref_encode_exact([v], spec)
+    except ValueError:
+        return False
+    return True
+
+
 def boundary_values(spec: FloatSpec) -> np.ndarray:
-    """Positive and negative boundary cases of a format (all representable)."""
+    """Positive and negative (unsigned: positive) boundary cases of a format, all
+    representable."""
     s = spec
     cand = [0.0, s.min_subnormal, 2 * s.min_subnormal, 3 * s.min_subnormal,
             s.min_normal - s.min_subnormal, s.min_normal, s.min_normal + s.min_subnormal,
@@ -155,7 +177,7 @@ def boundary_values(spec: FloatSpec) -> np.ndarray:
         if 0 <= v <= s.max:
             out.append(v)
     out = np.unique(np.array(out))
-    return np.concatenate([out, -out])
+    return np.concatenate([out, -out]) if spec.signed else out
 
 
 def boundary_codes(spec: FloatSpec) -> np.ndarray:
@@ -321,6 +343,28 @@ def test_oracle_spot_values():
     assert e5m2.max == 57344.0 and e4m3.max == 448.0 and fnuz.max == 240.0
     assert NAMED["fp6_e3m2"].max == 28.0 and NAMED["fp6_e2m3"].max == 7.5
     assert NAMED["fp4_e2m1"].max == 6.0 and NAMED["fp16"].max == 65504.0
+    # unsigned: codes without a sign bit; negative values that do not round to 0 -> NaN (or 0)
+    ue4m3, ue2m1, ue5m2 = CUSTOM["ue4m3fn"], CUSTOM["ue2m1finite"], CUSTOM["ue5m2"]
+    assert (ue4m3.bits, ue2m1.bits, ue5m2.bits) == (7, 3, 7)
+    assert ue4m3.max == 448.0 and ue2m1.max == 6.0 and ue5m2.max == 57344.0
+    assert mo.same_values(mo.ref_decode([0x7E, 0x7F, 0x08, 0x01], ue4m3),
+                          [448.0, np.nan, 2.0**-6, 2.0**-9]).all()
+    assert mo.ref_decode([7], ue2m1).tolist() == [6.0]
+    assert mo.same_values(mo.ref_decode([0x7C, 0x7D], ue5m2), [np.inf, np.nan]).all()
+    x = np.array([-1.0, -2.0**-10, -0.0, 1e9, -1e9])          # 2**-10: half ue4m3fn's min
+    r = mo.oracle_round(x, ue4m3, "nearest_even", "ieee")
+    assert mo.same_values(r, [np.nan, 0.0, 0.0, np.nan, np.nan]).all()
+    r = mo.oracle_round(x, ue4m3, "toward_negative", "saturate")
+    assert mo.same_values(r, [np.nan, np.nan, 0.0, 448.0, np.nan]).all()
+    r = mo.oracle_round(x, ue4m3, "toward_positive", "ieee")
+    assert mo.same_values(r, [np.nan, 0.0, 0.0, np.nan, np.nan]).all()
+    assert mo.same_values(mo.oracle_round(x, ue2m1, "nearest_even", None),
+                          [0.0, 0.0, 0.0, 6.0, 0.0]).all()
+    assert mo.same_values(mo.oracle_round(np.array([np.inf, -np.inf, -1.0]), ue5m2,
+                                          "nearest_even", "ieee"), [np.inf, np.nan, np.nan]).all()
+    with pytest.raises(ValueError):
+        mo.ref_encode_exact([-1.0], ue4m3)
+    assert mo.ref_encode_exact([-0.0, 448.0], ue4m3).tolist() == [0, 0x7E]
     # exact sums keep IEEE zero signs
     assert mo.same_values(mo.exact_op("add", "nearest_even", [1.0, -0.0, 0.0], [-1.0, -0.0, -0.0]),
                           [0.0, -0.0, 0.0]).all()
@@ -373,11 +417,25 @@ def test_properties(name):
     assert f.epsilon == spec.epsilon
     assert bool(f.has_inf) == spec.has_inf
     assert bool(f.has_nan) == spec.has_nan
-    assert bool(f.signed)
+    assert bool(f.signed) == spec.signed
     assert f.default_overflow == spec.default_overflow
     if spec.bits <= 16:
         g = mo.values_grid(spec)
-        assert np.array_equal(np.asarray(f.values()), np.concatenate([-g[:0:-1], g]))
+        assert np.array_equal(np.asarray(f.values()),
+                              np.concatenate([-g[:0:-1], g]) if spec.signed else g)
+
+
+@pytest.mark.parametrize("name", list(CUSTOM))
+def test_custom_names_in_registry(name):
+    """The registry's name for a custom format builds the same format as FloatFormat(...)
+    (so the formats other tests reach by name are the ones checked here)."""
+    import formats
+
+    f, g = get_format(name), formats.get(name)
+    assert g.name == f.name == name
+    assert np.array_equal(g.descriptor(), f.descriptor())
+    assert (g.ebits, g.mbits, g.bias, g.kind, g.signed) == (f.ebits, f.mbits, f.bias, f.kind,
+                                                           f.signed)
 
 
 # ----------------------------------------------------------------------------------------
@@ -487,8 +545,10 @@ def test_arith_exhaustive(name, op, mode):
 
 
 def cancelling_addends(spec: FloatSpec, a, b, rng, mode="nearest_even"):
-    """c close to -(a*b): the rounded negated product, a few codes either side."""
-    p = -(mo.ref_decode(a, spec) * mo.ref_decode(b, spec))
+    """c close to -(a*b): the rounded negated product, a few codes either side (unsigned
+    formats cannot cancel: c close to +a*b there)."""
+    p = mo.ref_decode(a, spec) * mo.ref_decode(b, spec)
+    p = -p if spec.signed else p
     r = mo.oracle_round(p, spec, mode, "saturate")
     c = mo.ref_encode_exact(np.where(r == 0, 0.0, r), spec).astype(np.int64)
     c = c + rng.integers(-2, 3, len(c))
@@ -511,6 +571,9 @@ def structured_triples(spec: FloatSpec):
                   spec.max, -spec.max, spec.min_normal, -1.5])
     if not spec.has_neg_zero:
         v = v[~((v == 0) & np.signbit(v))]
+    if not spec.signed:
+        v = v[v >= 0]
+    v = v[[representable(spec, x) for x in v]]     # e.g. 1.0 lies beyond max with a large bias
     c = mo.ref_encode_exact(v, spec).astype(np.int64)
     a, b, cc = np.meshgrid(c, c, c, indexing="ij")
     return a.ravel(), b.ravel(), cc.ravel()
@@ -528,7 +591,7 @@ def tie_triples(spec: FloatSpec, rng, n: int):
     _, k = np.frexp(np.where(p == 0, 1.0, p))
     half = np.ldexp(1.0, k - 1 - m - 1)
     ok = (np.abs(p) >= spec.min_normal) & (np.abs(p) <= spec.max) & (half >= spec.min_subnormal)
-    c = np.where(rng.integers(0, 2, n) == 1, -half, half)
+    c = np.where((rng.integers(0, 2, n) == 1) & spec.signed, -half, half)
     a, b, c = a[ok], b[ok], c[ok]
     return a, b, mo.ref_encode_exact(c, spec).astype(np.int64)
 
@@ -552,12 +615,28 @@ def fma_triples(spec: FloatSpec, rng, n: int):
             np.concatenate([c1, c2, c3, c4, sc]))
 
 
+# fma runs on every finite triple when there are at most this many (fp6: 64**3)
+FMA_EXHAUSTIVE = 1 << 18
+
+
+def all_finite_triples(spec: FloatSpec):
+    fc = mo.finite_codes(spec)
+    a, b, c = np.meshgrid(fc, fc, fc, indexing="ij")
+    return a.ravel(), b.ravel(), c.ravel()
+
+
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("name", SMALL)
 def test_fma_small(name, mode):
-    """fma on 20,000 random triples (see fma_triples) plus all combinations of 10 edge values."""
+    """fma on every finite triple where there are at most FMA_EXHAUSTIVE of them (fp6_e3m2,
+    fp6_e2m3: 262,144; e3m2fnuz_b-3: 250,047; fp4_e2m1, e2m1finite_b-5: 4,096; ue2m1finite:
+    512), else on 20,000 random triples (see fma_triples) plus all combinations of 10 edge
+    values."""
     spec = SPECS[name]
-    trip = fma_triples(spec, rng_for("fma", name, mode), 20000)
+    if len(mo.finite_codes(spec)) ** 3 <= FMA_EXHAUSTIVE:
+        trip = all_finite_triples(spec)
+    else:
+        trip = fma_triples(spec, rng_for("fma", name, mode), 20000)
     check_arith(name, spec, get_format(name), "fma", mode, trip)
 
 
@@ -723,6 +802,9 @@ CONVERSIONS = [
     ("fp32", "fp16"), ("fp32", "tf32"), ("e5m7", "e3m4"), ("fp8_e5m2", "fp8_e4m3"),
     ("fp8_e4m3", "fp4_e2m1"), ("fp8_e4m3", "fp6_e2m3"), ("e7m3", "fp8_e5m2"),
     ("fp4_e2m1", "fp32"), ("fp8_e4m3", "bf16"), ("fp6_e3m2", "fp8_e4m3fnuz"),
+    # into and out of unsigned formats and far biases (negative values -> NaN, or 0)
+    ("fp16", "ue4m3fn"), ("fp8_e4m3", "ue2m1finite"), ("ue5m2", "e3m2fnuz_b-3"),
+    ("e4m3_b20", "fp16"),
 ]
 
 
