@@ -27,11 +27,22 @@ negative value's code is the two's complement of its magnitude's code.
 Handy identity (checked by the tests): the midpoint of the neighbouring n-bit codes ``c, c + 1``
 is the value of the (n+1)-bit code ``2c + 1``; more generally the value whose string is
 ``u`` followed by the m bits ``R`` is the (n+m)-bit code ``(u << m) | R`` (see :func:`value_with`).
+
+For large sets of float64 inputs (every value, midpoint and neighbour of a 16-bit posit is some
+400k doubles, too many for the Fraction path) :func:`round_floats` gives the same codes from the
+same two ingredients, vectorised: the position of ``|x|`` among the exact values of the positive
+(n+1)-bit codes (decoded by :func:`decode_parts`) tells the truncated code ``u`` and whether the
+discarded fraction is 0, in (0, 1/2), 1/2 or in (1/2, 1), and the decision is :func:`_away`'s for
+that class.  By the identity above this is exactly :func:`round_all`; the tests also compare the
+two directly.
 """
 from __future__ import annotations
 
+import math
 from fractions import Fraction
 from functools import lru_cache
+
+import numpy as np
 
 DETERMINISTIC = ("nearest_even", "nearest_away", "toward_zero", "toward_positive",
                  "toward_negative")
@@ -214,3 +225,72 @@ def value_with(n: int, es: int, neg: bool, u: int, rem: Fraction) -> Fraction:
     assert rem.denominator == 1 << m and 0 <= rem < 1 and 1 <= u < maxpos_code(n)
     v = decode(n + m, es, (u << m) | rem.numerator)
     return -v if neg else v
+
+
+# ------------------------------------------------------------------ vectorised, for float64 grids
+
+FLOAT_TABLE_MAX_N = 24      # 2**23 positive codes; the grids use n + 1 <= 17
+
+
+@lru_cache(maxsize=4)
+def positive_floats(n: int, es: int) -> np.ndarray:
+    """float64 values of the positive n-bit codes 1 .. maxpos (index ``code - 1``), read-only,
+    from :func:`decode_parts` (not its cache: the tables would fill it); asserts they are exact
+    in float64 and strictly increasing."""
+    assert 2 <= n <= FLOAT_TABLE_MAX_N, n
+    parts = decode_parts.__wrapped__
+    out = np.empty(maxpos_code(n), dtype=np.float64)
+    for code in range(1, maxpos_code(n) + 1):
+        num, exp = parts(n, es, code)
+        assert 0 < num < 1 << 53 and -1021 < exp + num.bit_length() <= 1024   # normal double
+        out[code - 1] = math.ldexp(num, exp)
+    assert np.all(np.diff(out) > 0), (n, es)
+    out.flags.writeable = False
+    return out
+
+
+def float_table(n: int, es: int) -> np.ndarray:
+    """float64 values of every n-bit code 0 .. 2**n - 1 (NaR -> NaN), indexed by the code: the
+    positive ones are the even (n+1)-bit codes of :func:`positive_floats`, a negative code is the
+    negation of its two's complement (the standard's decoding, checked by the tests)."""
+    pos = positive_floats(n + 1, es)[1::2]          # n-bit code c is the (n+1)-bit code 2c
+    assert pos.size == maxpos_code(n)
+    return np.concatenate([[0.0], pos, [np.nan], -pos[::-1]])
+
+
+_CLASS_REM = (0, 1, 2, 3)   # rn / 4 stands for a discarded 0, (0, 1/2), 1/2, (1/2, 1)
+
+
+def round_floats(n: int, es: int, x, modes=DETERMINISTIC) -> np.ndarray:
+    """Codes (int64, shape ``x.shape + (len(modes),)``) of the finite float64 array ``x`` in the
+    deterministic ``modes``: the same codes as :func:`round_all`, vectorised (see the module
+    docstring).  ``mags`` are the positive (n+1)-bit values; ``|x|`` at index ``i`` of them (or
+    strictly between index ``i`` and ``i + 1``) lies at or just above the (n+1)-bit code
+    ``d = i + 1``: the n-bit string truncates to ``u = d >> 1`` and the discarded fraction is 0 or
+    1/2 (d even or odd) when ``|x|`` equals it, else strictly above that and below the next half.
+    Magnitudes at or beyond maxpos saturate and nonzero ones at or below minpos hold (u = maxpos
+    or 1, nothing discarded), as in :func:`_split_int`."""
+    assert all(m in DETERMINISTIC for m in modes), modes
+    x = np.asarray(x, dtype=np.float64)
+    assert np.all(np.isfinite(x)), "round_floats takes finite values (NaN/Inf are not reals)"
+    mags = positive_floats(n + 1, es)
+    a = np.abs(x)
+    i = np.searchsorted(mags, a, side="right") - 1          # -1: below the (n+1)-bit minpos
+    exact = (i >= 0) & (mags[np.maximum(i, 0)] == a)
+    d = i + 1
+    u = d >> 1
+    cls = np.where(exact, np.where(d & 1, 2, 0), np.where(d & 1, 3, 1))
+    top = maxpos_code(n)
+    held = (u == 0) | (u >= top)
+    u = np.clip(u, 1, top)
+    cls = np.where(held, 0, cls)
+    neg = np.signbit(x) & (a > 0)
+    out = np.empty(x.shape + (len(modes),), dtype=np.int64)
+    for j, mode in enumerate(modes):
+        # the reference's own decision, tabulated over sign, parity of u and class of the remainder
+        table = np.array([[[_away(mode, bool(s), p, rn, 4, None, 32) for rn in _CLASS_REM]
+                           for p in (0, 1)] for s in (0, 1)], dtype=np.int64)
+        mag = u + table[neg.astype(np.int64), u & 1, cls]
+        code = np.where(neg, (-mag) % (1 << n), mag)
+        out[..., j] = np.where(a == 0, 0, code)
+    return out

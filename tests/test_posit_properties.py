@@ -7,7 +7,10 @@ oracle: ordering, negation, saturation, NaR); nothing is derived from numsim's o
 
 Covered: decode (exhaustive to n = 12, all codes of some n = 13..16, random codes to n = 32);
 encode/quantize in the five deterministic modes on every value, every midpoint and their float64
-neighbours (n <= 12) and on random doubles (n <= 32); add/sub/mul exhaustively for n <= 6 and fma
+neighbours, plus values far beyond maxpos / below minpos (every n <= 16, every es; expected codes
+for n <= 16 from the reference's vectorised ``round_floats``, itself compared with the Fraction
+``round_all`` on every input for n <= 10 and on 4000 of them per format above) and on random
+doubles (n <= 32); add/sub/mul exhaustively for n <= 6 and fma
 on triples, randomly up to n = 32 (es = 0 and 4 included); convert; the properties (monotone codes,
 negation by two's complement, no underflow to zero, no overflow to NaR, NaN/Inf -> NaR, NaR in ->
 NaR out); stochastic rounding decided exactly from ``formats.rounding.random_bits`` (including
@@ -15,7 +18,8 @@ values built so that the threshold sits right at the drawn number), and its inde
 chunking and shape; the quire (exact sums, every mode, fms/add/clear, cancellation, range, NaR,
 fused_dot broadcasting); bad input; input dtypes (float16/32, 64-bit integers above 2**53).
 
-Reference loops are kept to a few hundred thousand roundings; numsim is always called vectorised.
+Reference loops are kept to a few hundred thousand roundings (the 16-bit grids, ~400k inputs per
+format, use the vectorised path); numsim is always called vectorised.
 """
 from __future__ import annotations
 
@@ -146,6 +150,11 @@ def test_reference_self_consistency(n, es):
         assert ref.split(n, es, ref.decode(n + 1, es, 2 * c + 1)) == (False, c, F(1, 2))
     assert ref.decode(n, es, ref.maxpos_code(n)) == F(2) ** ref.emax(n, es)
     assert ref.decode(n, es, 1) == F(2) ** -ref.emax(n, es)
+    # the float64 tables of the vectorised path are the decoded values (n-bit code c is the
+    # (n+1)-bit code 2c); round_floats == round_all is checked on every grid input for n <= 10
+    table = ref.float_table(n, es)
+    assert np.isnan(table[ref.nar(n)])
+    assert all(F(float(table[c])) == ref.decode(n, es, c) for c in order)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -182,31 +191,76 @@ def test_decode_random_codes(n, es, assert_same):
 # 2. encode and quantize, deterministic modes
 # ---------------------------------------------------------------------------------------------
 
-ENCODE_ALL = ([(n, es) for n in range(2, 11) for es in ALL_ES]
-              + [(11, 1), (11, 3), (12, 0), (12, 2), (12, 4)])
+ENCODE_ALL = [(n, es) for n in range(2, 17) for es in ALL_ES]
+GRID_N = 16              # round_floats (vectorised reference) for n <= GRID_N, else Fraction only
+FRACTION_ALL = 8000      # up to this many inputs all go through round_all as well ...
+FRACTION_SAMPLE = 4000   # ... beyond it a sample of them (extremes and random ones)
+
+
+def _fraction_sample(x):
+    """Indices of ``x`` that also go through the Fraction path: all of them for small arrays,
+    else both ends and the middle of the array plus random ones."""
+    k = x.size
+    if k <= FRACTION_ALL:
+        return np.arange(k)
+    ends = np.r_[0:64, k // 2 - 32:k // 2 + 32, k - 64:k]
+    rand = _rng(f"sample{k}").choice(k, FRACTION_SAMPLE - ends.size, replace=False)
+    return np.unique(np.concatenate([ends, rand]))
+
+
+def _expected_encode(n, es, x, what):
+    """Reference codes (int64, ``(x.size, 5)``) of float64 ``x`` in the five modes: for n <= 16
+    from ``ref.round_floats`` (vectorised), which must agree with ``ref.round_all`` (Fraction) on
+    every input of a small array and on a sample of a large one; for wider n from round_all."""
+    cache = _RefCache(n, es)
+    pick = _fraction_sample(x) if n <= GRID_N else np.arange(x.size)
+    exact = np.array([cache(F(float(v))) for v in x[pick]], dtype=np.int64).reshape(pick.size, 5)
+    if n > GRID_N:
+        return exact
+    expect = ref.round_floats(n, es, x)
+    _same_codes(f"reference self-check {_pid(n, es)} {what}: round_floats vs round_all",
+                expect[pick], exact, [x[pick]])
+    return expect
 
 
 def _check_encode(fmt, x, assert_same, what):
     """encode and quantize of float64 ``x`` in the five modes == reference on the exact floats."""
     n, es = fmt.bits, fmt.es
-    cache = _RefCache(n, es)
-    expect = np.array([cache(F(float(v))) for v in x], dtype=np.int64).reshape(len(x), 5)
+    expect = _expected_encode(n, es, x, what)
+    table = ref.float_table(n, es) if n <= GRID_N else None
     for j, mode in enumerate(MODES5):
         assert_same(f"{what} encode {fmt.name} {mode}", x, fmt.encode(x, mode), expect[:, j])
         q = fmt.quantize(x, mode)
         assert q.dtype == np.float64
-        want = np.array([_ref_float(n, es, c) for c in expect[:, j]])
+        if table is not None:
+            want = table[expect[:, j]]
+        else:
+            want = np.array([_ref_float(n, es, c) for c in expect[:, j]])
         assert_same(f"{what} quantize {fmt.name} {mode}", x, q, want)
+
+
+def _grid(n, es):
+    """Every value of the (n+1)-bit codes (the n-bit values and the midpoints between
+    neighbours, maxpos's "midpoint" with NaR beyond maxpos and minpos's with 0 below minpos),
+    the float64 numbers just above and below each, and magnitudes far beyond maxpos / far below
+    minpos (float64's extremes included)."""
+    mags = ref.positive_floats(n + 1, es)
+    pts = np.concatenate([-mags[::-1], [0.0], mags])
+    far = np.array([4.0 * mags[-1], 1e300, np.finfo(np.float64).max,
+                    mags[0] / 4.0, 1e-300, np.finfo(np.float64).smallest_subnormal])
+    return np.concatenate([pts, np.nextafter(pts, np.inf), np.nextafter(pts, -np.inf),
+                           far, -far])
 
 
 @pytest.mark.parametrize("n,es", ENCODE_ALL, ids=[_pid(*p) for p in ENCODE_ALL])
 def test_encode_values_midpoints_and_neighbours(n, es, assert_same):
     """Every value and every midpoint (the (n+1)-bit codes) and the float64 numbers just above
-    and below each of them, in all deterministic modes."""
-    fmt = P(n, es)
-    pts = np.array([_exact_float(ref.decode(n + 1, es, d))
-                    for d in range(1 << (n + 1)) if d != ref.nar(n + 1)])
-    x = np.concatenate([pts, np.nextafter(pts, np.inf), np.nextafter(pts, -np.inf)])
+    and below each of them, plus values far beyond maxpos and below minpos, in all five
+    deterministic modes, for every n <= 16 and es = 0..4 (the named formats by name)."""
+    name = _pid(n, es)
+    fmt = formats.get(name) if name in formats.names() else P(n, es)
+    x = _grid(n, es)
+    assert x.size == 3 * ((1 << (n + 1)) - 1) + 12
     _check_encode(fmt, x, assert_same, "grid")
 
 
