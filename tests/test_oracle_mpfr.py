@@ -506,11 +506,17 @@ def run_op(f, op, codes, mode, policy):
     return fn(*codes, rounding=mode, overflow=policy)
 
 
-def check_arith(name, spec, f, op, mode, operand_codes, policies=POLICIES, fmt_spec=None):
-    """Compare f.<op> on operand codes with the oracle for the given policies."""
+def check_arith(name, spec, f, op, mode, operand_codes, policies=POLICIES, fmt_spec=None,
+                daz=False):
+    """Compare f.<op> on operand codes with the oracle for the given policies (``daz``: the
+    operands' subnormal codes read as zeros of their sign, -0 as +0 where there is no -0)."""
     cd = code_dtype(spec.bits)
     ops = [np.asarray(c, dtype=np.int64).astype(cd) for c in operand_codes]
     vals = [mo.ref_decode(c, spec) for c in ops]
+    if daz:
+        sub = [np.abs(v) < spec.min_normal for v in vals]
+        zero = (lambda v: np.copysign(0.0, v)) if spec.kind != "fnuz" else (lambda v: 0.0 * v)
+        vals = [np.where(z, zero(v), v) for v, z in zip(vals, sub)]
     exact = mo.exact_op(op, mode, *vals)
     rounded = mo.rounder(fmt_spec or spec).round(exact, mode)
     for policy in policies:
@@ -731,6 +737,7 @@ FTZ = {  # name -> spec (built with subnormals=False)
     "e3m4_ftz": FloatSpec(3, 4, 3, "ieee", subnormals=False),
     "fp4_e2m1_ftz": FloatSpec(2, 1, 1, "finite", subnormals=False),
     "bf16_ftz": FloatSpec(8, 7, 127, "ieee", subnormals=False),
+    "fp16_ftz": FloatSpec(5, 10, 15, "ieee", subnormals=False),
 }
 
 
@@ -746,7 +753,7 @@ def ftz_format(spec: FloatSpec):
 def test_flush_to_zero(name, op):
     """subnormals=False: a result that would be subnormal is a zero of the same sign.
 
-    Operands are zero or normal (what subnormal operand codes mean is not tested here).
+    Operands are zero or normal (subnormal operand codes: the test below).
     """
     spec = FTZ[name]
     f = ftz_format(spec)
@@ -791,6 +798,31 @@ def test_flush_to_zero(name, op):
         operands = (a, b)
     for mode in MODES:
         check_arith(name, spec, f, op, mode, operands, policies=(None,))
+
+
+@pytest.mark.parametrize("op", OPS2 + ("fma",))
+@pytest.mark.parametrize("name", [n for n, spec in FTZ.items() if spec.bits <= 8])
+def test_flush_to_zero_reads_subnormal_operands_as_zero(name, op):
+    """subnormals=False: an operand's subnormal code reads as a zero of its sign (formats.floats:
+    'read as zero when subnormals=False'): every pair of codes, subnormals included, and for fma
+    random triples with a subnormal operand in each."""
+    spec = FTZ[name]
+    f = ftz_format(spec)
+    fc = mo.finite_codes(spec)
+    if op == "fma":
+        rng = rng_for("daz", name, op)
+        v = mo.ref_decode(fc, spec)
+        subs = fc[(v != 0) & (np.abs(v) < spec.min_normal)]
+        n = 20000
+        operands = [rng.choice(fc, n), rng.choice(fc, n), rng.choice(fc, n)]
+        which = rng.integers(0, 3, n)
+        for k in range(3):
+            operands[k] = np.where(which == k, rng.choice(subs, n), operands[k])
+    else:
+        a, b = np.meshgrid(fc, fc, indexing="ij")
+        operands = (a.ravel(), b.ravel())
+    for mode in MODES:
+        check_arith(name, spec, f, op, mode, operands, policies=(None,), daz=True)
 
 
 # ----------------------------------------------------------------------------------------
