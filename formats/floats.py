@@ -8,7 +8,8 @@ Special-value conventions (``kind``):
 * ``fnuz``   no Inf, no -0; the single NaN is the negative-zero code (default bias 2**(ebits-1)).
 * ``finite`` no Inf, no NaN: every code is a number (OCP fp6/fp4).
 * ``e8m0``   unsigned powers of two, no zero, no sign, no mantissa: code c is 2**(c - bias), the
-  all-ones code is NaN (OCP MX scale).
+  all-ones code is NaN (OCP MX scale).  ``nearest_even`` breaks a tie (1.5 * 2**k) toward the
+  even code; ml_dtypes' cast breaks it away from zero (``nearest_away``).
 
 Values are ``(-1)**s * 2**(E - bias) * 1.m`` for exponent field E >= 1 and
 ``(-1)**s * 2**(1 - bias) * 0.m`` for E = 0 (subnormals; read as zero when ``subnormals=False``).

@@ -180,7 +180,8 @@ class ScaledFormat:
         self.hadamard_seed = secrets.randbits(64) if hadamard_seed is None else hadamard_seed
         if hadamard is not None:
             hadamard_transform(np.zeros(hadamard), hadamard, seed=hadamard_seed)   # validates
-        self.name = name or f"{self.element.name}/{self.scale.name}/{self.group}/{rule}"
+        self.name = name or (f"{self.element.name}/{self.scale.name}/{self.group}/{rule}"
+                             + (f"/hadamard{hadamard}" if hadamard else ""))
         self._plan, self._elem = self._build_plan()
 
     # ---- the kernel parameters -----------------------------------------------------------

@@ -57,17 +57,36 @@ CHANNELS = 64                             # columns per parallel task of channel
 _U1 = np.uint64(1)
 _MANT52 = np.uint64((1 << 52) - 1)
 _TINY = 5e-324                            # float64's smallest subnormal
+_UNDERFLOW_GUARD = 2.0 ** -900            # pair_quotient: Dekker's product is exact above this
+_UP, _DOWN = 2.0 ** 600, 2.0 ** -600
+_FAR_BELOW = 2.0 ** -1000                 # stands for a quotient below the guard
+_SHIFT_UP = 2.0 ** 64                     # _rounds_below: far enough up, still in e8m0's range
+
+
+@njit(cache=True, inline="always")
+def _pair_quotient_normal(h: np.float64, low: np.float64, s: np.float64):
+    q = h / s
+    p, pe = fk.two_product(q, s)
+    t = (((h - p) - pe) + low) / s
+    return q, 0.0 if (q == 0.0) | (not np.isfinite(q)) else t    # a select: loops vectorise
 
 
 @njit(cache=True, inline="always")
 def pair_quotient(h: np.float64, low: np.float64, s: np.float64):
     """(q, t): q = fl((h + low) / s) and t approximating the rest, so that q + t is the quotient
     of the exact pair h + low (|low| <= ulp(h)/2, e.g. a TwoSum) to about 100 bits with its sign
-    exact: enough for one correct rounding to any format here (h - q*s is exact)."""
-    q = h / s
-    p, pe = fk.two_product(q, s)
-    t = (((h - p) - pe) + low) / s
-    return q, 0.0 if (q == 0.0) | (not np.isfinite(q)) else t    # a select: loops vectorise
+    exact: enough for one correct rounding to any format here (h - q*s is exact).
+
+    Dekker's product is exact only far above the underflow threshold, so a dividend below
+    2**-900 is divided scaled up by 2**600; a quotient below 2**-900 then comes back as
+    +-2**-1000 (t = 0): it lies below every format's smallest positive value, as the true one
+    does, so both round alike (a stochastic threshold of at most 32 bits sees zero in both)."""
+    if abs(h) >= _UNDERFLOW_GUARD or h == 0.0 or not np.isfinite(h):
+        return _pair_quotient_normal(h, low, s)
+    q, t = _pair_quotient_normal(h * _UP, low * _UP, s)
+    if abs(q) >= _UNDERFLOW_GUARD * _UP:
+        return q * _DOWN, t * _DOWN
+    return np.copysign(_FAR_BELOW, q), 0.0
 
 
 @njit(cache=True, inline="always")
@@ -404,6 +423,17 @@ def _group_scale(lo: np.float64, hi: np.float64, bad: bool, plan, elem_max: np.f
     return _exact_scale(lo, hi, plan, elem_max, tensor_scale, ed, esp, sd, ssp, key)
 
 
+@njit(cache=True, inline="always")
+def _rounds_below(sq: np.float64, st: np.float64, held: np.float64, sd, ssp, mode: np.int64,
+                  key: np.uint64) -> bool:
+    """Whether the quotient sq + st, below ``held``, the smallest value of a format without
+    zero (e8m0: powers of two), would round below it if the format went on downwards: the
+    same rounding of the quotient times 2**64 (a power-of-two grid looks the same at every
+    scale; the stochastic draw too, being keyed on the position) lands below held * 2**64."""
+    up = fk.round_pair(sq * _SHIFT_UP, st * _SHIFT_UP, sd, ssp, mode, key, 0, 32)
+    return fk.decode_one(up, sd) < held * _SHIFT_UP
+
+
 @njit(cache=True)
 def _exact_scale(lo: np.float64, hi: np.float64, plan, elem_max: np.float64,
                  tensor_scale: np.float64, ed, esp, sd, ssp, key: np.uint64):
@@ -428,6 +458,9 @@ def _exact_scale(lo: np.float64, hi: np.float64, plan, elem_max: np.float64,
         elif not np.isfinite(held):
             scode = sd[fk.MAX_MAG]
             flag = FLAG_CLAMPED
+        elif sd[fk.NO_ZERO] and sq < held and _rounds_below(sq, st, held, sd, ssp,
+                                                             plan[P_SCALE_MODE], key):
+            flag = FLAG_CLAMPED                       # e8m0: held at its smallest value
     unit = fk.decode_one(scode, sd) * tensor_scale              # exact: <= 24 x 24 bits
     zp = 0
     if plan[P_ZERO_POINT] and lo < 0.0:

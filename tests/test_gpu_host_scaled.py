@@ -207,6 +207,20 @@ def test_special_inputs(gpu_engine, name):
         _check(gpu_engine, name, x)
 
 
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("name", ["nf4_g64", "int4_g128_e8m0", "uint8_g64_e8m0", "nvfp4",
+                                  "int8_channel"])
+def test_tiny_quotients_and_scales_below_e8m0(gpu_engine, name, mode):
+    """Elements whose quotient by the group's scale lies in float64's subnormal range, and groups
+    so small that an e8m0 scale would fall below 2**-127 (held there and counted clamped)."""
+    x = np.zeros((4, 128))
+    x[0, :8] = [1.5, 5e-324, -5e-324, 1e-310, -1e-310, 2.0 ** -1000, -(2.0 ** -1000), 3.0]
+    x[1, :4] = [7 * 2.0 ** -140, -(2.0 ** -150), 2.0 ** -149, -(2.0 ** -133)]
+    x[2] = np.ldexp(np.linspace(-1, 1, 128), -1020)
+    x[3] = np.random.default_rng(5).standard_normal(128)
+    _check(gpu_engine, name, x, rounding=mode, seed=3)
+
+
 @pytest.mark.parametrize("family, names", [
     ("mx", ("mxfp8_e4m3", "mxfp8_e5m2", "mxfp6_e3m2", "mxfp6_e2m3", "mxfp4", "mxint8",
             "mxfp4_rceil", "mxfp8_e4m3_even")),

@@ -6,6 +6,12 @@ exactly once.  Compared, per case: element codes, scale codes, the tensor scale,
 and ``decode(encode(x))`` (float64 bit patterns, NaN-aware), and in separate tests the
 per-group counters (clipped elements, clamped scales, NaN groups).
 
+Beyond nearest-even, every deterministic element rounding mode (nearest_away, toward_zero,
+toward_positive, toward_negative) is compared on the same data and on quotients at and next to
+the grid points; the scale suffixes ``_bf16``, ``_e8m0`` and ``_e4m3`` of the integer formats and
+``bfpM_K`` for several M go through the same comparisons.  The reference's own rounding steps are
+checked against MPFR (tests/mpfr_oracle.py), ml_dtypes and Fractions first.
+
 The data mixes, per group (block, channel or tile): Gaussian values over many binades, one
 outlier x1000, all-zero groups (with -0.0), small dyadic integers (exact grid points and ties),
 amax chosen on the rule boundaries (powers of two, all-ones mantissas, 1.5..2 significands),
@@ -26,6 +32,7 @@ import formats
 from formats import scaled_kernels as sk
 
 import scaled_reference as ref
+from mpfr_oracle import FloatSpec, oracle_round
 
 MX_NAMES = ["mxfp8_e4m3", "mxfp8_e5m2", "mxfp6_e3m2", "mxfp6_e2m3", "mxfp4", "mxint8"]
 RULES = ["floor", "ceil", "even", "rceil"]
@@ -134,12 +141,13 @@ def _scale_nan(fmt, scodes):
     if s.dtype == np.uint32:
         return np.isnan(s.view(np.float32))
     if s.dtype == np.uint16:
-        return np.isnan(s.view(np.float16))
+        return np.isnan(s.view(ml_dtypes.bfloat16 if fmt.scale.name == "bf16" else np.float16))
     return (s & 0x7F) == 0x7F                        # (u)e4m3fn: S.1111.111
 
 
-def check_against_reference(fmt, x, axis, r, assert_same, **calibration):
-    st = fmt.encode(x, axis=axis, **calibration)
+def check_against_reference(fmt, x, axis, r, assert_same, **options):
+    """Encode and quantize ``x`` (``options``: rounding, calibration, ...) against ``r``."""
+    st = fmt.encode(x, axis=axis, **options)
     nan_ours = _scale_nan(fmt, st.scales)
     gid, sshape = ref.group_ids(x.shape, axis if not isinstance(fmt.group, tuple) else -1,
                                 fmt.group)
@@ -158,12 +166,13 @@ def check_against_reference(fmt, x, axis, r, assert_same, **calibration):
     assert_same("element codes", x, st.elements, r.codes,
                 nan_ours=nan_ours.reshape(-1)[gid].reshape(x.shape), nan_theirs=el_nan)
     assert_same("decode(encode(x))", x, fmt.decode(st), r.values)
-    assert_same("quantize(x)", x, fmt.quantize(x, axis=axis, **calibration), r.values)
+    assert_same("quantize(x)", x, fmt.quantize(x, axis=axis, **options), r.values)
     return st
 
 
-def check_counters(st, r):
-    """Per-group counters: elements beyond the element max, clamped scales, NaN groups."""
+def check_counters(st, r, clamped=True):
+    """Per-group counters: elements beyond the element max, NaN groups and (``clamped``) clamped
+    scales."""
     ours_clip = np.asarray(st.clipped)
     bad = np.flatnonzero(ours_clip.reshape(-1) != r.clipped.reshape(-1))
     assert bad.size == 0, (f"clipped differs in {bad.size} groups, e.g. group {bad[:5]} "
@@ -174,6 +183,8 @@ def check_counters(st, r):
     nan_ours = (np.asarray(st.flags) & sk.FLAG_NAN) != 0
     assert np.array_equal(nan_ours, r.nan_groups)
     assert st.n_nan_groups == int(r.nan_groups.sum())
+    if not clamped:
+        return
     cl_ours = ((np.asarray(st.flags) & sk.FLAG_CLAMPED) != 0).reshape(-1)
     bad = np.flatnonzero(cl_ours != r.clamped.reshape(-1))
     assert bad.size == 0, (f"clamped flag differs in {bad.size} groups, e.g. group "
@@ -210,12 +221,91 @@ def test_reference_quotient_rounding_is_exact():
     num = np.concatenate([rng.standard_normal(3000) * 2.0**rng.integers(-30, 30, 3000),
                           np.ldexp(rng.integers(1, 64, 1000).astype(float), -3) + 2.0**-50])
     den = np.ldexp(rng.integers(1, 1 << 24, num.size).astype(float), -20)
-    for sf in (ref.FP32, ref.FP16, ref.UE4M3_RNE, ref.UE4M3_UP):
+    for sf in (ref.FP32, ref.FP16, ref.UE4M3_RNE, ref.UE4M3_UP, ref.BF16, ref.E4M3_SCALE,
+               ref.E8M0):
         got = ref.round_quotient(np.abs(num), den, lambda q: ref.scale_round(q, sf),
                                  lambda Q: ref.scale_exact(Q, sf))
         want = [ref.scale_exact(ref.Fraction(abs(float(a))) / ref.Fraction(float(b)), sf)
                 for a, b in zip(num, den)]
         assert np.array_equal(got, want), sf
+
+
+def test_reference_e8m0_scale_rounding():
+    # numsim's e8m0 nearest_even (README, Rounding): a tie 1.5 * 2**k goes to the even code
+    # (k + 127 or k + 128); ml_dtypes' cast sends it away from zero (REFERENCES.md) and agrees
+    # everywhere else in float32's normal range; held at [2**-127, 2**127]
+    k = np.arange(-135, 130)
+    ties = np.ldexp(1.5, k)
+    even_k = np.where((k + 127) % 2 == 0, k, k + 1)
+    want = np.ldexp(1.0, np.clip(even_k, -127, 127))
+    got = ref.scale_round(ties, ref.E8M0)
+    assert np.array_equal(got, want)
+    assert np.array_equal(got, [ref.scale_exact(ref.Fraction(float(t)), ref.E8M0) for t in ties])
+    away = ties[(k >= -126) & (k < 127)].astype(np.float32).astype(ml_dtypes.float8_e8m0fnu)
+    assert np.array_equal(away.astype(np.float64), 2 * ties[(k >= -126) & (k < 127)] / 1.5)
+    rng = np.random.default_rng(_seed("ref-e8m0"))
+    q = np.ldexp(1 + rng.random(20000), rng.integers(-126, 127, 20000)).astype(np.float32)
+    q = q[(q.astype(np.float64) / np.ldexp(1.0, np.frexp(q)[1] - 1)) != 1.5]
+    got = ref.scale_round(q.astype(np.float64), ref.E8M0)
+    assert np.array_equal(got, np.minimum(q.astype(ml_dtypes.float8_e8m0fnu).astype(np.float64),
+                                          2.0**127))
+    # below float32's normals ml_dtypes is not used: 2**-127 up to 1.5 * 2**-127, then 2**-126
+    tiny = np.array([2.0**-200, 2.0**-128, 0.75 * 2.0**-127, 2.0**-127, 1.25 * 2.0**-127,
+                     1.5 * 2.0**-127, np.nextafter(1.5 * 2.0**-127, 1), 2.0**-126])
+    assert ref.scale_round(tiny, ref.E8M0).tolist() == [2.0**-127] * 6 + [2.0**-126] * 2
+    codes = ref.scale_code(np.ldexp(1.0, np.arange(-127, 128)), ref.E8M0)
+    assert np.array_equal(codes, np.arange(255))
+    assert np.array_equal(ref.scale_value(codes, ref.E8M0), np.ldexp(1.0, np.arange(-127, 128)))
+    # the clamp counter: below 2**-127 once rounded (unbounded below), past 2**127 likewise
+    q = np.array([0.7 * 2.0**-127, 0.75 * 2.0**-127, 1.4 * 2.0**127, 1.5 * 2.0**127,
+                  1.6 * 2.0**127])
+    assert ref._scale_clamped(q, np.ones(5), ref.E8M0).tolist() == [True, False, False, False,
+                                                                    True]
+
+
+# (ebits, mbits, bias, kind) of the MX float elements, for the MPFR oracle
+ELEM_SPECS = {"fp8_e4m3": (4, 3, 7, "fn"), "fp8_e5m2": (5, 2, 15, "ieee"),
+              "fp6_e3m2": (3, 2, 3, "finite"), "fp6_e2m3": (2, 3, 1, "finite"),
+              "fp4_e2m1": (2, 1, 1, "finite")}
+DIRECTED = ["nearest_away", "toward_zero", "toward_positive", "toward_negative"]
+
+
+@pytest.mark.parametrize("elem", [ref.E4M3, ref.E5M2, ref.E3M2, ref.E2M3, ref.E2M1],
+                         ids=lambda e: e.name)
+def test_reference_element_modes_match_mpfr(elem):
+    # the reference's element rounding in every deterministic mode (ml_dtypes for nearest-even,
+    # the grid search for the others) against MPFR (tests/mpfr_oracle.py) with saturation, on
+    # grid points, midpoints and their float64 neighbours, random values and values past max;
+    # and the grid's Fraction twin (used where a quotient is redone exactly) against itself
+    spec = FloatSpec(*ELEM_SPECS[elem.name])
+    grid = np.array(ref.float_grid(elem.dtype).values)
+    mids = (grid[:-1] + grid[1:]) / 2
+    pts = np.concatenate([grid, mids])
+    rng = np.random.default_rng(_seed("ref-modes", elem.name))
+    x = np.concatenate([pts, np.nextafter(pts, np.inf), np.nextafter(pts, -np.inf),
+                        rng.standard_normal(3000) * elem.max / 4,
+                        elem.max * (1 + rng.random(50)), -elem.max * (1 + rng.random(50)),
+                        [0.0, -0.0, 1e-300, -1e-300]])
+    for mode in ref.MODES:
+        got = ref.float_elem_round(x, elem, mode)
+        want = oracle_round(x, spec, mode, "saturate")
+        assert np.array_equal(got.view(np.int64), want.view(np.int64)), mode
+        if mode != "nearest_even":
+            g = ref.float_grid(elem.dtype)
+            exact = [g.round_exact(ref.Fraction(float(v)), mode) for v in x]
+            assert np.array_equal(np.abs(g.round(x, mode)), np.abs(exact)), mode
+
+
+def test_reference_integer_modes_are_exact():
+    rng = np.random.default_rng(_seed("ref-int-modes"))
+    h = np.arange(-300, 301) / 2.0                       # integers and halves
+    x = np.concatenate([h, np.nextafter(h, np.inf), np.nextafter(h, -np.inf),
+                        rng.standard_normal(2000) * 100, [2.0**60 + 2**8, -(2.0**60)]])
+    for mode in ref.MODES:
+        want = [ref.round_int_exact(ref.Fraction(float(v)), mode) for v in x]
+        assert np.array_equal(ref.round_int(x, mode), want), mode
+    assert ref.round_int(np.array([2.5, -2.5, 0.5, -0.5]), "nearest_away").tolist() == [
+        3, -3, 1, -1]
 
 
 # ---------------------------------------------------------------------------- value sets
@@ -398,6 +488,22 @@ AMAX_CASES = [   # (name, shape, axis, dtype): float32 cases hold >= 10**6 value
     ("fp8_e4m3_128x128", (8, 250, 500), -1, np.float32),
     ("fp8_e4m3_128x128", (300, 400), -1, np.float64),
     ("fp8_e4m3_128x128", (256, 384), -1, np.float16),
+    # bfpM_K for M other than 8 (M-bit mantissas k / 2**(M-2), E8M0 floor exponent per K)
+    ("bfp4_8", (512, 512), -1, np.float32),
+    ("bfp3_16", (256, 512), -1, np.float64),
+    ("bfp6_32", (40, 30, 100), 1, np.float64),
+    ("bfp12_16", (256, 512), 0, np.float16),
+    ("bfp16_64", (300, 400), -1, np.float32),
+    # the scale suffixes _bf16, _e8m0, _e4m3 (the README's intN_/uintN_ grammar)
+    ("int4_g32_bf16", (512, 512), -1, np.float32),
+    ("int8_channel_bf16", (300, 400), 0, np.float64),
+    ("int4_g128_e8m0", (512, 512), -1, np.float32),
+    ("int8_g64_e8m0", (40, 30, 128), -1, np.float64),
+    ("int4_g32_e4m3", (512, 512), -1, np.float32),
+    ("int8_tensor_e4m3", (256, 512), -1, np.float16),
+    ("uint4_g32_bf16", (256, 512), -1, np.float32),
+    ("uint8_g64_e8m0", (512, 512), -1, np.float32),
+    ("uint4_g32_e4m3", (300, 400), -1, np.float64),
 ]
 
 
@@ -417,11 +523,19 @@ def _amax_data(name, shape, axis, dtype, seed):
         rng = np.random.default_rng(seed)
         pick = (rng.random(math.prod(sshape)) < 0.5)[gid].reshape(shape)
         return np.where(pick, tiles, x)
-    return make_data(shape, axis, fmt.group, dtype, seed, tie_max=TIE_MAX.get(name))
+    return make_data(shape, axis, fmt.group, dtype, seed, tie_max=TIE_MAX.get(name),
+                     exp_range=EXP_RANGE.get(name))
 
 
 TIE_MAX = {"int4_g128": 7, "int4_g128_fp16": 7, "int8_channel": 127, "int8_tensor": 127,
-           "fp8_e4m3_1x128": 448, "fp8_e4m3_128x128": 448}
+           "fp8_e4m3_1x128": 448, "fp8_e4m3_128x128": 448, "int4_g32_bf16": 7,
+           "int8_channel_bf16": 127, "int4_g128_e8m0": 7, "int8_g64_e8m0": 127,
+           "int4_g32_e4m3": 7, "int8_tensor_e4m3": 127, "int4_g32_e8m0": 7,
+           # bfpM_K: amax = (2**(M-1) - 1) * 2**e gives elements in steps of 2**e, so the
+           # halves between are ties
+           "bfp4_8": 7, "bfp3_16": 3, "bfp6_32": 31, "bfp12_16": 2047, "bfp16_64": 32767}
+# E4M3 scales span 2**-9..448 only: keep most groups' amax / qmax inside, some beyond both ends
+EXP_RANGE = {"int4_g32_e4m3": (-10, 12), "uint4_g32_e4m3": (-10, 12)}
 
 
 @pytest.mark.parametrize("name, shape, axis, dtype", [
@@ -440,52 +554,57 @@ def test_other_formats_counters(name):
     check_counters(formats.get(name).encode(x, axis=axis), r)
 
 
-def _midpoints(name):
-    """Rounding boundaries of the element grid, in element units (strictly inside +-max)."""
-    if name.startswith("int4"):
-        return np.arange(-7, 7) + 0.5
-    if name.startswith("int8"):
-        return np.arange(-127, 127) + 0.5
-    if name == "nf4_g64":
+def _boundaries(name, rounding="nearest_even"):
+    """Rounding boundaries of the element grid, in element units (strictly inside +-max): the
+    midpoints for the nearest modes, the grid values themselves for the directed ones."""
+    if name.startswith(("int4", "int8")):
+        q = 7 if name.startswith("int4") else 127
+        t = np.arange(-q, q + 1.0)
+    elif name == "nf4_g64":
         t = np.array(ref.NF4_TABLE)
     else:
         el = ref.E2M1 if name.startswith("nvfp4") else ref.E4M3
         t = np.arange(1 << el.bits, dtype=np.uint8).view(el.dtype).astype(np.float64)
         t = np.unique(t[np.isfinite(t)])
-    return (t[:-1] + t[1:]) / 2
+    return (t[:-1] + t[1:]) / 2 if rounding.startswith("nearest") else t[1:-1]
 
 
 NEAR_MID = [("int4_g128", 128, -1), ("int4_g128_fp16", 128, -1), ("int8_channel", 128, 0),
             ("int8_tensor", 128, -1), ("fp8_e4m3_1x128", 128, -1), ("nf4_g64", 64, -1),
-            ("nvfp4", 16, -1), ("nvfp4_up", 16, -1)]
+            ("nvfp4", 16, -1), ("nvfp4_up", 16, -1), ("int4_g32_bf16", 32, -1),
+            ("int4_g32_e8m0", 32, -1), ("int4_g32_e4m3", 32, -1)]
+# numsim's scale format names -> the reference's (to decode scale codes)
+SCALE_FORMATS = {"fp32": ref.FP32, "fp16": ref.FP16, "bf16": ref.BF16, "e8m0": ref.E8M0,
+                 "fp8_e4m3": ref.E4M3_SCALE, "ue4m3fn": ref.UE4M3_RNE}
 
 
+@pytest.mark.parametrize("rounding", ["nearest_even"] + DIRECTED)
 @pytest.mark.parametrize("name, size, axis", NEAR_MID, ids=[c[0] for c in NEAR_MID])
-def test_quotients_on_and_next_to_midpoints(name, size, axis, assert_same):
+def test_quotients_on_and_next_to_midpoints(name, size, axis, rounding, assert_same):
     # float64 inputs x = m * unit exactly (a tie) or one float64 ulp either side, for every
-    # rounding boundary m of the element grid: the float64 quotient x / unit rounds onto m in
-    # the second case, so only a once-rounded exact quotient decides these right (the
-    # reference redoes them with Fractions).  unit = scale * tensor scale of each group, fixed
-    # by the group's amax element, which the other elements stay below.
+    # rounding boundary m of the element grid (the midpoints; for the directed modes the grid
+    # values): the float64 quotient x / unit rounds onto m in the second case, so only a
+    # once-rounded exact quotient decides these right (the reference redoes them with
+    # Fractions).  unit = scale * tensor scale of each group, fixed by the group's amax
+    # element, which the other elements stay below.
     fmt = formats.get(name)
-    rng = np.random.default_rng(_seed("near-mid", name))
-    n_groups = 96
-    binades = 4 if fmt.tensor_scale else 20          # NVFP4: block scales above UE4M3's min
+    rng = np.random.default_rng(_seed("near-mid", name) + DIRECTED.index(rounding) + 1
+                                if rounding in DIRECTED else _seed("near-mid", name))
+    n_groups = 96 if rounding == "nearest_even" else 32
+    # NVFP4 (and E4M3 scales): block scales inside UE4M3's range
+    binades = 4 if fmt.tensor_scale or fmt.scale.name == "fp8_e4m3" else 20
     amax = np.ldexp(1 + rng.random(n_groups), rng.integers(-binades, binades, n_groups)).astype(
         np.float32).astype(np.float64)
     x = np.zeros((n_groups, size))
     x[:, 0] = np.where(rng.random(n_groups) < 0.5, -amax, amax)
     r0 = ref.reference(name, x, axis if fmt.group == "channel" else -1)
-    sc = r0.scales.reshape(-1)
-    sval = {np.uint32: lambda c: c.view(np.float32), np.uint16: lambda c: c.view(np.float16),
-            np.uint8: lambda c: c.view(ml_dtypes.float8_e4m3fn)}[sc.dtype.type](sc)
-    unit = sval.astype(np.float64) * r0.tensor_scale
+    unit = ref.scale_value(r0.scales.reshape(-1), SCALE_FORMATS[fmt.scale.name]) * r0.tensor_scale
     unit = np.broadcast_to(unit if unit.size == n_groups else unit[:1], (n_groups,))
-    mids = _midpoints(name)
+    mids = _boundaries(name, rounding)
     m = mids[rng.integers(0, mids.size, (n_groups, size - 1))]
     exact = m * unit[:, None]                                    # exact in float64
     limit = (amax.max() if fmt.group == "tensor" else amax)[..., None] * np.ones_like(exact)
-    small = mids[np.argmin(np.abs(mids))]                        # keep below the group amax
+    small = np.min(np.abs(mids[mids != 0]))                      # keep below the group amax
     m = np.where(np.abs(exact) < limit, m, np.copysign(small, m))
     exact = m * unit[:, None]
     step = rng.integers(-1, 2, exact.shape)
@@ -493,9 +612,38 @@ def test_quotients_on_and_next_to_midpoints(name, size, axis, assert_same):
                     np.where(step > 0, np.nextafter(exact, np.inf), exact))
     x[:, 1:] = near
     assert np.all(np.abs(x[:, 1:]) <= limit)
-    r = ref.reference(name, x, axis if fmt.group == "channel" else -1)
+    r = ref.reference(name, x, axis if fmt.group == "channel" else -1, rounding)
     assert np.array_equal(r.scales, r0.scales) and r.tensor_scale == r0.tensor_scale
-    check_against_reference(fmt, x, axis if fmt.group == "channel" else -1, r, assert_same)
+    check_against_reference(fmt, x, axis if fmt.group == "channel" else -1, r, assert_same,
+                            rounding=rounding)
+
+
+# ---------------------------------------------------------------------------- rounding modes
+
+ROUNDING_NAMES = ["mxfp8_e4m3", "mxfp8_e5m2", "mxfp6_e3m2", "mxfp6_e2m3", "mxfp4", "mxint8",
+                  "mxfp4_rceil", "mxfp8_e4m3_even", "bfp4_8", "bfp12_16", "nvfp4", "nvfp4_up",
+                  "int4_g128", "int8_channel", "int8_tensor", "uint4_g128", "uint8_channel",
+                  "nf4_g64", "fp8_e4m3_1x128", "fp8_e4m3_128x128", "int4_g32_bf16",
+                  "int4_g32_e8m0", "uint4_g32_e4m3"]
+MODE_LAYOUTS = [((64, 512), -1), ((70, 9, 50), 0), ((40, 333), -1), ((12, 70, 20), 1)]
+
+
+@pytest.mark.parametrize("rounding", DIRECTED)
+@pytest.mark.parametrize("name", ROUNDING_NAMES)
+def test_rounding_modes_vs_reference(name, rounding, assert_same):
+    # the element rounding modes other than nearest-even (README: "Elements are the exact
+    # x / scale rounded once in any mode and saturated to +-max"): the scales do not depend on
+    # the mode; the reference rounds each element by a search for its neighbours among the
+    # element's values (integers: floor/ceil/trunc), exactly.  The counters of clipped
+    # elements and NaN groups come from the same element pass.
+    i = ROUNDING_NAMES.index(name) + DIRECTED.index(rounding)
+    fmt = formats.get(name)
+    shape, axis = ((256, 320), -1) if isinstance(fmt.group, tuple) else MODE_LAYOUTS[i % 4]
+    dtype = DTYPES[i % 3]
+    x = _amax_data(name, shape, axis, dtype, _seed("modes", name, rounding))
+    r = ref.reference(name, x, axis, rounding)
+    st = check_against_reference(fmt, x, axis, r, assert_same, rounding=rounding)
+    check_counters(st, r, clamped=False)            # scales (and their counter): see above
 
 
 def test_nan_makes_whole_tensor_and_channel_nan(assert_same):

@@ -47,14 +47,41 @@ struct NsScScale {
 NS_HD double ns_sc_fmin(double a, double b) { return b < a ? b : a; }
 NS_HD double ns_sc_fmax(double a, double b) { return b > a ? b : a; }
 
-// (q, t) with q = fl((h + low) / s) and q + t the quotient to about 100 bits (pair_quotient).
-NS_HD void ns_sc_pair_quotient(double h, double low, double s, double* q, double* t) {
+NS_HD void ns_sc_pair_quotient_normal(double h, double low, double s, double* q, double* t) {
     *q = h / s;
     *t = 0.0;
     if (*q == 0.0 || !ns_isfinite(*q)) return;
     double p, pe;
     ns_two_product(*q, s, &p, &pe);
     *t = (((h - p) - pe) + low) / s;
+}
+
+// (q, t) with q = fl((h + low) / s) and q + t the quotient to about 100 bits (pair_quotient: a
+// dividend below 2**-900 is divided scaled up by 2**600, a quotient below 2**-900 comes back
+// as +-2**-1000 with t = 0).
+NS_HD void ns_sc_pair_quotient(double h, double low, double s, double* q, double* t) {
+    const double guard = ns_ldexp(1.0, -900), up = ns_ldexp(1.0, 600);
+    if (ns_fabs(h) >= guard || h == 0.0 || !ns_isfinite(h)) {
+        ns_sc_pair_quotient_normal(h, low, s, q, t);
+        return;
+    }
+    ns_sc_pair_quotient_normal(h * up, low * up, s, q, t);
+    if (ns_fabs(*q) >= guard * up) {
+        *q *= ns_ldexp(1.0, -600);
+        *t *= ns_ldexp(1.0, -600);
+    } else {
+        *q = ns_copysign(ns_ldexp(1.0, -1000), *q);
+        *t = 0.0;
+    }
+}
+
+// Whether sq + st, below held, the smallest value of a format without zero (e8m0), would round
+// below it if the format went on downwards (rounds_below).
+NS_HD bool ns_sc_rounds_below(double sq, double st, double held, const i64* sd, const i64* ssp,
+                              i64 mode) {
+    const double up = ns_ldexp(1.0, 64);
+    return ns_float_decode_one(ns_float_round_pair(sq * up, st * up, sd, ssp, mode, 0, 0, 32),
+                               sd) < held * up;
 }
 
 // Unclamped power-of-two scale exponent of a group with max |x| = amax > 0 (shared_exponent).
@@ -121,6 +148,9 @@ NS_HD NsScScale ns_sc_exact_scale(double lo, double hi, const NsScFormat& f) {
         } else if (!ns_isfinite(held)) {
             r.scode = f.sd[NS_F_MAX_MAG];
             r.flag = NS_SC_CLAMPED;
+        } else if (f.sd[NS_F_NO_ZERO] && sq < held &&
+                   ns_sc_rounds_below(sq, st, held, f.sd, f.ssp, plan[NS_SCP_SCALE_MODE])) {
+            r.flag = NS_SC_CLAMPED;                   // e8m0: held at its smallest value
         }
     }
     r.unit = ns_float_decode_one(r.scode, f.sd) * f.tensor_scale;
