@@ -58,17 +58,8 @@ _U1 = np.uint64(1)
 _MANT52 = np.uint64((1 << 52) - 1)
 _TINY = 5e-324                            # float64's smallest subnormal
 _UNDERFLOW_GUARD = 2.0 ** -900            # pair_quotient: Dekker's product is exact above this
-_UP, _DOWN = 2.0 ** 600, 2.0 ** -600
-_FAR_BELOW = 2.0 ** -1000                 # stands for a quotient below the guard
+_FAR_BELOW = 2.0 ** -1000                 # stands for the quotient of a dividend below the guard
 _SHIFT_UP = 2.0 ** 64                     # _rounds_below: far enough up, still in e8m0's range
-
-
-@njit(cache=True, inline="always")
-def _pair_quotient_normal(h: np.float64, low: np.float64, s: np.float64):
-    q = h / s
-    p, pe = fk.two_product(q, s)
-    t = (((h - p) - pe) + low) / s
-    return q, 0.0 if (q == 0.0) | (not np.isfinite(q)) else t    # a select: loops vectorise
 
 
 @njit(cache=True, inline="always")
@@ -77,16 +68,19 @@ def pair_quotient(h: np.float64, low: np.float64, s: np.float64):
     of the exact pair h + low (|low| <= ulp(h)/2, e.g. a TwoSum) to about 100 bits with its sign
     exact: enough for one correct rounding to any format here (h - q*s is exact).
 
-    Dekker's product is exact only far above the underflow threshold, so a dividend below
-    2**-900 is divided scaled up by 2**600; a quotient below 2**-900 then comes back as
-    +-2**-1000 (t = 0): it lies below every format's smallest positive value, as the true one
-    does, so both round alike (a stochastic threshold of at most 32 bits sees zero in both)."""
-    if abs(h) >= _UNDERFLOW_GUARD or h == 0.0 or not np.isfinite(h):
-        return _pair_quotient_normal(h, low, s)
-    q, t = _pair_quotient_normal(h * _UP, low * _UP, s)
-    if abs(q) >= _UNDERFLOW_GUARD * _UP:
-        return q * _DOWN, t * _DOWN
-    return np.copysign(_FAR_BELOW, q), 0.0
+    Dekker's product is exact only far above the underflow threshold.  The divisors here (units,
+    element maxima) are at least 2**-298 (a scale no smaller than float32's least subnormal, times
+    a tensor scale no smaller), so a dividend below 2**-900 gives a quotient below 2**-600: beneath
+    the smallest positive value of every element and scale format (floats and codebooks keep
+    within 2**-537 .. 2**512, integer grids step >= 2**-32).  It comes back as +-2**-1000 with
+    t = 0, which rounds as the true quotient does in every mode (a stochastic threshold of at
+    most 32 bits sees zero in both).  Selects, not branches: loops vectorise."""
+    q = h / s
+    p, pe = fk.two_product(q, s)
+    t = (((h - p) - pe) + low) / s
+    tiny = (abs(h) < _UNDERFLOW_GUARD) & (h != 0.0)
+    no_rest = tiny | (q == 0.0) | (not np.isfinite(q))
+    return (np.copysign(_FAR_BELOW, q) if tiny else q), (0.0 if no_rest else t)
 
 
 @njit(cache=True, inline="always")
@@ -424,13 +418,14 @@ def _group_scale(lo: np.float64, hi: np.float64, bad: bool, plan, elem_max: np.f
 
 
 @njit(cache=True, inline="always")
-def _rounds_below(sq: np.float64, st: np.float64, held: np.float64, sd, ssp, mode: np.int64,
-                  key: np.uint64) -> bool:
+def _rounds_below(sq: np.float64, st: np.float64, held: np.float64, sd, ssp,
+                  mode: np.int64) -> bool:
     """Whether the quotient sq + st, below ``held``, the smallest value of a format without
     zero (e8m0: powers of two), would round below it if the format went on downwards: the
-    same rounding of the quotient times 2**64 (a power-of-two grid looks the same at every
-    scale; the stochastic draw too, being keyed on the position) lands below held * 2**64."""
-    up = fk.round_pair(sq * _SHIFT_UP, st * _SHIFT_UP, sd, ssp, mode, key, 0, 32)
+    same rounding of the quotient times 2**64 lands below held * 2**64.  A power-of-two grid
+    looks the same at every scale, and an even shift keeps each code's parity, on which
+    nearest-even ties turn (scales round to nearest even or up: no random draw)."""
+    up = fk.round_pair(sq * _SHIFT_UP, st * _SHIFT_UP, sd, ssp, mode, np.uint64(0), 0, 32)
     return fk.decode_one(up, sd) < held * _SHIFT_UP
 
 
@@ -459,7 +454,7 @@ def _exact_scale(lo: np.float64, hi: np.float64, plan, elem_max: np.float64,
             scode = sd[fk.MAX_MAG]
             flag = FLAG_CLAMPED
         elif sd[fk.NO_ZERO] and sq < held and _rounds_below(sq, st, held, sd, ssp,
-                                                             plan[P_SCALE_MODE], key):
+                                                             plan[P_SCALE_MODE]):
             flag = FLAG_CLAMPED                       # e8m0: held at its smallest value
     unit = fk.decode_one(scode, sd) * tensor_scale              # exact: <= 24 x 24 bits
     zp = 0

@@ -382,8 +382,8 @@ def _direct_row(a, b, i, seg, fd, part, total, st, top, combine, sa, sb, cd):
 def _make_float_matmul(path: int, extended: bool):
     """The sequential float kernel, compiled separately for each path of :func:`add_float`
     (none has a call in its loop, so it vectorises) and for plain or ``extended`` rows (Kahan
-    or product rounding; compiling both row steps into one kernel took about 60 s against 35 s
-    for the plain one alone)."""
+    or product rounding): with both row steps in one kernel, fp16->fp16's first call took
+    about 68 s, with the plain one alone 45 s (benchmarks/RESULTS.md, "Cold start")."""
     @njit(cache=True, parallel=True)
     def float_matmul(a, b, out, stats, peak, seg, fd, kahan, pf, use_pf, cd, combine, sa, sb,
                      direct):

@@ -94,13 +94,15 @@ def _label_points(ax: plt.Axes, d: pd.DataFrame, x: str, y: str, fontsize: float
                           textcoords="offset points", zorder=4,
                           arrowprops=dict(arrowstyle="-", lw=0.3, color="0.6",
                                           shrinkA=0, shrinkB=2))
-        box = _text_box(ann, renderer)
+        first = box = _text_box(ann, renderer)
         line = box.height * 72 / ax.figure.dpi                  # points
         for step in range(1, 41):
             if frame.y0 <= box.y0 and box.y1 <= frame.y1 and not any(map(box.overlaps, placed)):
                 break
             ann.xyann = (3, 2 + line * ((step + 1) // 2) * (-1) ** step)
             box = _text_box(ann, renderer)
+        else:                                   # no free place within 20 lines: stay beside it
+            ann.xyann, box = (3, 2), first
         placed.append(box)
 
 

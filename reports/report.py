@@ -197,12 +197,15 @@ def write_report(results: pd.DataFrame, out_dir: Union[str, Path], *,
     if presets:
         figures["accumulation_error"] = plots.accumulator_error(presets)
     figures.update(named)
-    for stale in [*figdir.glob("*.png"), *figdir.glob("*.svg")]:   # an earlier report's
-        stale.unlink()
+    listing = figdir / ".numsim-figures"       # the figures an earlier report here wrote
+    for name in listing.read_text().split() if listing.is_file() else []:
+        for suffix in (".png", ".svg"):
+            (figdir / f"{Path(name).name}{suffix}").unlink(missing_ok=True)
     embedded = {}
     for name, fig in figures.items():
         embedded[name] = base64.b64encode(_png(fig)).decode()
         plots.save(fig, figdir / f"{name}.png", svg=svg)
+    listing.write_text("\n".join(figures) + "\n")
     results.to_csv(out / "results.csv", index=False)
     _write_html(out / "index.html", summary, results, pick, rule, front_e, front_a, embedded,
                 costs, error_table, meta, cost_note)

@@ -22,6 +22,12 @@ def _version() -> str:
         return "unknown (not installed)"
 
 
+# formats.rounding.MODES, written out so that `numsim --help` need not import the kernels
+# (a test checks the two agree)
+ROUNDINGS = ("nearest_even", "nearest_away", "toward_zero", "toward_positive", "toward_negative",
+             "stochastic")
+
+
 def _at_least(minimum: int):
     """An argparse type: an integer >= ``minimum``."""
     def parse(text: str) -> int:
@@ -90,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "quantized tensors and print their error statistics.")
     p.add_argument("input", help=".npy or .safetensors file")
     p.add_argument("--format", required=True, help="a format name (see `numsim formats`)")
-    p.add_argument("--rounding", default="nearest_even",
+    p.add_argument("--rounding", default="nearest_even", choices=ROUNDINGS,
                    help="the elements' rounding mode (default nearest_even)")
     p.add_argument("--seed", type=_at_least(0), default=0, help="seed for stochastic rounding")
     p.add_argument("--output", help="output file (default: INPUT's name with .FORMAT added)")

@@ -92,6 +92,12 @@ def test_every_subcommand_help(tmp_path):
     assert list(tmp_path.iterdir()) == []                       # --help writes nothing
 
 
+def test_cli_rounding_choices_are_the_library_modes():
+    from formats.rounding import MODES
+    from simulator.cli import ROUNDINGS
+    assert ROUNDINGS == tuple(MODES)
+
+
 @pytest.mark.parametrize("args,needle", [
     (["no-such-command"], "invalid choice"),
     ([], "required"),
@@ -102,6 +108,7 @@ def test_every_subcommand_help(tmp_path):
     (["replay", "builtin:digits", "--config", "fp16:"], "WEIGHTS:ACTIVATIONS[:MAC_PRESET]"),
     (["replay", "builtin:digits", "--output", "x.xlsx"], ".csv or .parquet"),
     (["table", "--rows", "0"], "--rows: 0 is below the least allowed, 1"),
+    (["quantize", "x.npy", "--format", "fp16", "--rounding", "sideways"], "invalid choice"),
     (["table", "--seed", "-1"], "--seed: -1 is below"),
     (["table", "--rows", "many"], "'many' is not an integer"),
     (["table", "--input", "x.npy", "--distributions", "gaussian"], "not allowed with"),

@@ -867,14 +867,17 @@ def test_report_markdown_figures_csv_svg(report_dir, results):
 
 
 def test_report_without_svg_writes_no_svg(results, tmp_path):
-    """Also: an earlier report's figures in the folder go (other files stay)."""
+    """Also: the figures an earlier report wrote into the folder go; files it did not write
+    stay."""
     sub = results[results["config"].isin(["fp32", "fp8 e4m3"])]
-    (tmp_path / "figures").mkdir()
-    for name in ("accumulation_error.png", "pareto_area.svg", "notes.txt"):
-        (tmp_path / "figures" / name).write_text("from an earlier run")
+    write_report(sub, tmp_path, presets=["int8->int32"], svg=True)
+    assert (tmp_path / "figures" / "accumulation_error.svg").is_file()
+    for name in ("mine.png", "mine.svg"):
+        (tmp_path / "figures" / name).write_text("the user's own")
     write_report(sub, tmp_path)
     assert sorted(f.name for f in (tmp_path / "figures").iterdir()) == [
-        "layer_heatmap.png", "notes.txt", "pareto_area.png", "pareto_energy.png"]
+        ".numsim-figures", "layer_heatmap.png", "mine.png", "mine.svg", "pareto_area.png",
+        "pareto_energy.png"]
     p = _parse(tmp_path / "index.html")
     assert p.starts["table"] == p.ends["table"] == 3      # no costs, no error table
     assert sorted(_check_images(p)) == ["layer_heatmap", "pareto_area", "pareto_energy"]

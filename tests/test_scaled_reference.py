@@ -646,6 +646,28 @@ def test_rounding_modes_vs_reference(name, rounding, assert_same):
     check_counters(st, r, clamped=False)            # scales (and their counter): see above
 
 
+@pytest.mark.parametrize("rounding", ["nearest_even"] + DIRECTED)
+@pytest.mark.parametrize("name", ["nf4_g64", "int4_g128_e8m0", "uint8_g64_e8m0"])
+def test_tiny_quotients_and_e8m0_scales_below_range(name, rounding, assert_same):
+    """Elements whose quotient by the scale lies in float64's subnormal range (Dekker's product
+    is inexact there), and groups whose e8m0 scale amax / max would round below 2**-127 (held
+    there, counted clamped) or just not: amax / max at 0.7, 0.75 (the tie, to the even code
+    2**-127) and 0.8 times 2**-127, and a float64 step either side of 0.75."""
+    fmt = formats.get(name)
+    top = float(fmt.element.max)
+    rows = [[1.5, 5e-324, -5e-324, 1e-310, -1e-310, 2.0**-1000, -(2.0**-1000), 3.0]]
+    tie = 0.75 * top * 2.0**-127
+    for amax in (0.7 * top * 2.0**-127, tie, np.nextafter(tie, 0), np.nextafter(tie, 1),
+                 0.8 * top * 2.0**-127, 7 * 2.0**-140):
+        rows.append([amax, -amax / 3, amax / 5, 5e-324])
+    x = np.zeros((len(rows), 128))
+    for i, row in enumerate(rows):
+        x[i, :len(row)] = row
+    r = ref.reference(name, x, -1, rounding)
+    st = check_against_reference(fmt, x, -1, r, assert_same, rounding=rounding)
+    check_counters(st, r)
+
+
 def test_nan_makes_whole_tensor_and_channel_nan(assert_same):
     x = np.linspace(-3, 3, 600).reshape(20, 30)
     x[4, 7] = np.nan

@@ -47,36 +47,24 @@ struct NsScScale {
 NS_HD double ns_sc_fmin(double a, double b) { return b < a ? b : a; }
 NS_HD double ns_sc_fmax(double a, double b) { return b > a ? b : a; }
 
-NS_HD void ns_sc_pair_quotient_normal(double h, double low, double s, double* q, double* t) {
+// (q, t) with q = fl((h + low) / s) and q + t the quotient to about 100 bits (pair_quotient: a
+// nonzero dividend below 2**-900 gives +-2**-1000 and t = 0).
+NS_HD void ns_sc_pair_quotient(double h, double low, double s, double* q, double* t) {
     *q = h / s;
     *t = 0.0;
+    if (ns_fabs(h) < ns_ldexp(1.0, -900) && h != 0.0) {
+        *q = ns_copysign(ns_ldexp(1.0, -1000), *q);
+        return;
+    }
     if (*q == 0.0 || !ns_isfinite(*q)) return;
     double p, pe;
     ns_two_product(*q, s, &p, &pe);
     *t = (((h - p) - pe) + low) / s;
 }
 
-// (q, t) with q = fl((h + low) / s) and q + t the quotient to about 100 bits (pair_quotient: a
-// dividend below 2**-900 is divided scaled up by 2**600, a quotient below 2**-900 comes back
-// as +-2**-1000 with t = 0).
-NS_HD void ns_sc_pair_quotient(double h, double low, double s, double* q, double* t) {
-    const double guard = ns_ldexp(1.0, -900), up = ns_ldexp(1.0, 600);
-    if (ns_fabs(h) >= guard || h == 0.0 || !ns_isfinite(h)) {
-        ns_sc_pair_quotient_normal(h, low, s, q, t);
-        return;
-    }
-    ns_sc_pair_quotient_normal(h * up, low * up, s, q, t);
-    if (ns_fabs(*q) >= guard * up) {
-        *q *= ns_ldexp(1.0, -600);
-        *t *= ns_ldexp(1.0, -600);
-    } else {
-        *q = ns_copysign(ns_ldexp(1.0, -1000), *q);
-        *t = 0.0;
-    }
-}
-
 // Whether sq + st, below held, the smallest value of a format without zero (e8m0), would round
-// below it if the format went on downwards (rounds_below).
+// below it if the format went on downwards: rounded 2**64 higher (an even shift keeps the codes'
+// parity), below held * 2**64 (rounds_below).
 NS_HD bool ns_sc_rounds_below(double sq, double st, double held, const i64* sd, const i64* ssp,
                               i64 mode) {
     const double up = ns_ldexp(1.0, 64);
