@@ -72,7 +72,7 @@ def pair_quotient(h: np.float64, low: np.float64, s: np.float64):
     element maxima) are at least 2**-298 (a scale no smaller than float32's least subnormal, times
     a tensor scale no smaller), so a dividend below 2**-900 gives a quotient below 2**-600: beneath
     the smallest positive value of every element and scale format (floats and codebooks keep
-    within 2**-537 .. 2**512, integer grids step >= 2**-32).  It comes back as +-2**-1000 with
+    above 2**-537, integer grids step >= 2**-32).  It comes back as +-2**-1000 with
     t = 0, which rounds as the true quotient does in every mode (a stochastic threshold of at
     most 32 bits sees zero in both).  Selects, not branches: loops vectorise."""
     q = h / s
