@@ -107,7 +107,7 @@ def quantize_2d(x: np.ndarray, fmt, rounding: str = "nearest_even",
     """``x`` (2-D) quantized into ``fmt`` as a MAC's first operand is (scaled formats group
     along each row; per-channel ones give each row its scale) and the count of elements beyond
     the format's range, each element rounded by ``rounding``."""
-    return quantized_operand(x, formats.get(fmt), 1, rounding, seed)
+    return quantized_operand(x, fmt, 1, rounding, seed)
 
 
 def error_row(x: np.ndarray, fmt, rounding: str = "nearest_even", seed: int = 0) -> dict:
