@@ -1,15 +1,16 @@
-"""``benchmarks/bench_gpu.py`` on the host build of the CUDA sources, with NumPy and a wall clock
-standing in for CuPy and its events: CI has no GPU, and a benchmark that first fails on a lent
-GPU wastes that GPU's time.  Its measuring functions run for real on tiny sizes (their figures
-mean nothing and are not read); the sizing of each GEMM is checked with a fixed time per call."""
+"""``benchmarks/bench_gpu.py`` on ``cupy_stand_in`` (the host build of the CUDA sources behind
+the CuPy launcher, with CuPy's array rules and a wall clock for its events): CI has no GPU, and a
+benchmark that first fails on a lent GPU wastes that GPU's time.  It runs for real on tiny sizes
+(its figures mean nothing and are not read); the sizing of each GEMM is checked with a fixed time
+per call."""
 from __future__ import annotations
 
 import importlib.util
-import time
+import sys
 import types
 from pathlib import Path
 
-import numpy as np
+import cupy_stand_in
 import pytest
 
 import mac_models as mm
@@ -17,23 +18,6 @@ from formats import gpu
 from formats.gpu.host import compiler
 
 BENCH = Path(__file__).resolve().parent.parent / "benchmarks" / "bench_gpu.py"
-
-
-class _Event:
-    """cupy.cuda.Event's record/synchronize, on the wall clock."""
-
-    def record(self) -> None:
-        self.t = time.perf_counter()
-
-    def synchronize(self) -> None:
-        pass
-
-
-NUMPY_AS_CUPY = types.SimpleNamespace(
-    asarray=np.asarray, rint=np.rint, clip=np.clip, ascontiguousarray=np.ascontiguousarray,
-    cuda=types.SimpleNamespace(
-        Device=lambda: types.SimpleNamespace(synchronize=lambda: None), Event=_Event,
-        get_elapsed_time=lambda start, stop: (stop.t - start.t) * 1e3))
 
 
 @pytest.fixture(scope="module")
@@ -44,17 +28,27 @@ def bench() -> types.ModuleType:
     return module
 
 
+@pytest.fixture
+def stand_in(monkeypatch):
+    """``gpu.cupy_module()`` gives the stand-in, and no launcher built on it outlives the test."""
+    if compiler() is None:
+        pytest.skip("no C++ compiler to build the CUDA sources for the host")
+    monkeypatch.setattr(gpu, "cupy_module", lambda: cupy_stand_in)
+    monkeypatch.setattr(gpu, "_launchers", {})
+    return cupy_stand_in
+
+
 def _rows(text: str) -> dict[str, list[str]]:
     return {line.split()[0]: line.split()[1:] for line in text.splitlines() if line.strip()}
 
 
-def test_every_quantize_format_and_preset_gets_a_rate(bench, capsys):
-    if compiler() is None:
-        pytest.skip("no C++ compiler to build the CUDA sources for the host")
-    with gpu.use_host_build():
-        bench.quantize_rates(NUMPY_AS_CUPY, 4096, 1)
-        bench.gemm_rates(NUMPY_AS_CUPY, 64, 1, 0.01)
-    rows = _rows(capsys.readouterr().out)
+def test_every_quantize_format_and_preset_gets_a_rate(bench, stand_in, capsys, monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["bench_gpu.py", "--n-log2", "12", "--size", "64",
+                                      "--repeat", "1", "--seconds", "0.01"])
+    bench.main()
+    out = capsys.readouterr().out
+    assert out.startswith("GPU: CuPy stand-in (host build), CuPy stand-in"), out
+    rows = _rows(out)
     for name in bench.QUANTIZE:
         assert float(rows[name][0]) > 0, name
     for name in mm.preset_names():
@@ -62,11 +56,11 @@ def test_every_quantize_format_and_preset_gets_a_rate(bench, capsys):
         assert int(size) == 64 and float(rate) > 0, name
 
 
-def test_each_preset_runs_at_the_size_its_probe_allows(bench, capsys, monkeypatch):
+def test_each_preset_runs_at_the_size_its_probe_allows(bench, stand_in, capsys, monkeypatch):
     """With every call taking 10 ms, the probe at 512 says 512**3 / 0.01 MAC/s, so a 0.5 s
     call holds 6.7e9 MACs: 1792**3 = 5.8e9 fits, 2048**3 = 8.6e9 does not."""
     monkeypatch.setattr(bench, "device_seconds", lambda cupy, fn, repeat: 0.01)
-    bench.gemm_rates(NUMPY_AS_CUPY, 2048, 1, 0.5)
+    bench.gemm_rates(stand_in, 2048, 1, 0.5)
     rows = _rows(capsys.readouterr().out)
     assert [rows[name][0] for name in mm.preset_names()] == ["1792"] * len(mm.preset_names())
 

@@ -44,7 +44,7 @@ def compare(engine, op, arrays, mac, what: str, **kw) -> None:
             op(*map(engine.to, arrays), mac, backend="gpu", **kw)
         return
     dev = op(*map(engine.to, arrays), mac, backend="gpu", **kw)
-    assert gpu.is_device_array(dev.values) == (engine.name == "device")
+    assert gpu.is_device_array(dev.values) == (engine.name != "host")
     assert_same_result(cpu, dev, engine, what)
 
 
