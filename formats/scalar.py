@@ -164,10 +164,11 @@ def read_only(arr):
 
 
 def _on(launch, arr):
-    """``arr`` moved to the launcher's backend, C-contiguous there."""
+    """``arr`` moved to the launcher's backend, C-contiguous there, in its shape (0-d stays
+    0-d, which ``ascontiguousarray`` alone would make 1-d)."""
     if launch is None:
         return arr
-    return launch.xp.ascontiguousarray(gpu.to_backend(launch, arr))
+    return launch.xp.ascontiguousarray(gpu.to_backend(launch, arr)).reshape(arr.shape)
 
 
 class ScalarFormat(ABC):
@@ -294,7 +295,7 @@ class ScalarFormat(ABC):
         self._encode_chunk(x, codes, mode, overflow, key, offset, sr_bits, launch)
         values = xp.empty(x.shape, dtype=np.float64)
         self._decode_chunk(codes, values, launch)
-        out[...] = values
+        gpu.store_exact(launch, values, out)
 
     @property
     def precision(self) -> tuple[int, int]:

@@ -307,6 +307,25 @@ def test_other_dtypes_and_shapes(gpu_engine):
         _check(gpu_engine, fmt.mul, codes.reshape(40, 100), codes[:100].astype(np.uint64))
 
 
+def test_zero_d_inputs_and_float32_subnormal_results(gpu_engine):
+    """0-d inputs give 0-d results, as on the CPU.  A float32 result that holds float32
+    subnormals keeps them: on a GPU a numsim kernel writes it (CuPy's own cast flushes them)."""
+    for name in ("fp8_e4m3", "fix8_4", "posit16_1", "nf4"):
+        fmt = formats.get(name)
+        for x in (np.float64(0.3), np.float32(-2.5)):
+            _check(gpu_engine, fmt.encode, np.asarray(x))
+            _check(gpu_engine, fmt.quantize, np.asarray(x))
+        code = np.asarray(fmt.encode(np.float64(0.3), backend="cpu"))
+        _check(gpu_engine, fmt.decode, code)
+        _check(gpu_engine, fmt.add, code, code)
+    tiny = CodebookFormat([0.0, 2.0 ** -140, -2.0 ** -149, 1.0], name="tiny4")
+    assert tiny.fits_in(np.float32)                    # so quantize returns float32
+    x = np.array([2.0 ** -140, -2.0 ** -149, 2.0 ** -141, 1.0, 0.7, -1e-45], dtype=np.float32)
+    for mode in MODES:
+        _check(gpu_engine, tiny.quantize, x, rounding=mode, seed=1)
+    _check(gpu_engine, tiny.quantize, x[::2])          # a strided input
+
+
 def test_stochastic_independent_of_chunking(gpu_engine):
     """One GPU launch draws the same random bits as the CPU's chunked calls (element index)."""
     x = np.random.default_rng(12).standard_normal(10_000)

@@ -94,3 +94,8 @@ NS_FLOAT_ARITH(u64, u64)
 NS_KERNEL void widen_f32(i64 n, const float* x, double* out) {
     NS_FOR(i, n) out[i] = ns_load(x, i);
 }
+
+// float64 values that float32 holds exactly -> float32 (gpu.store_exact), for the same reason.
+NS_KERNEL void narrow_f64(i64 n, const double* x, float* out) {
+    NS_FOR(i, n) ns_store(out, i, x[i]);
+}
