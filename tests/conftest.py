@@ -68,8 +68,9 @@ def assert_same():
 class GpuEngine:
     """The engine a GPU test runs on: ``to(x)`` moves a NumPy array to it, ``back(y)`` returns a
     result as NumPy.  "host" is the CUDA source built as C++ (formats.gpu.host), "stand-in" that
-    build on the arrays of ``cupy_stand_in``, "device" CuPy on a real GPU, where NaN payloads may differ from the CPU's (GPU arithmetic makes canonical NaNs):
-    ``same`` compares NaN positions there, every bit on the host."""
+    build behind the CuPy launcher on the arrays of ``cupy_stand_in``, "device" CuPy on a real
+    GPU, where NaN payloads may differ from the CPU's (GPU arithmetic makes canonical NaNs):
+    ``same`` compares NaN positions there, every bit elsewhere."""
 
     def __init__(self, name, to, back):
         self.name, self.to, self.back = name, to, back
@@ -97,25 +98,37 @@ class GpuEngine:
                                f"ours {o[bad[:4]]}, cpu {r[bad[:4]]}")
 
 
+@pytest.fixture
+def stand_in(monkeypatch):
+    """``formats.gpu.cupy_module()`` gives ``cupy_stand_in`` (so ``backend="gpu"`` runs the host
+    build behind the CuPy launcher), and no launcher built on it outlives the test."""
+    from formats import gpu
+    from formats.gpu.host import compiler
+    if compiler() is None:
+        pytest.skip("no C++ compiler to build the CUDA sources for the host")
+    import cupy_stand_in
+    monkeypatch.setattr(gpu, "cupy_module", lambda: cupy_stand_in)
+    monkeypatch.setattr(gpu, "_launchers", {})
+    return cupy_stand_in
+
+
 @pytest.fixture(params=["host", "stand-in", "device"])
-def gpu_engine(request, monkeypatch):
+def gpu_engine(request):
     """Run a test against the CUDA kernels: compiled for the host on NumPy arrays (needs a C++
     compiler); the same build behind the CuPy launcher on the arrays of ``cupy_stand_in``, which
     keep CuPy's rules (the GPU engine's CuPy-only Python code runs there); and on a GPU (needs
     CuPy and a device).  Each skips with its reason when unavailable."""
     from formats import gpu
     from formats.gpu.host import compiler
-    if request.param != "device" and compiler() is None:
-        pytest.skip("no C++ compiler to build the CUDA sources for the host")
     if request.param == "host":
+        if compiler() is None:
+            pytest.skip("no C++ compiler to build the CUDA sources for the host")
         with gpu.use_host_build():
             yield GpuEngine("host", np.asarray, np.asarray)
         return
     if request.param == "stand-in":
-        import cupy_stand_in
-        monkeypatch.setattr(gpu, "cupy_module", lambda: cupy_stand_in)
-        monkeypatch.setattr(gpu, "_launchers", {})      # no stand-in launcher outlives the test
-        yield GpuEngine("stand-in", cupy_stand_in.asarray, cupy_stand_in.asnumpy)
+        cupy = request.getfixturevalue("stand_in")
+        yield GpuEngine("stand-in", cupy.asarray, cupy.asnumpy)
         return
     cupy = gpu.cupy_module()
     if cupy is None:

@@ -40,7 +40,8 @@ _MOVES = frozenset({
     "array_split", "atleast_1d", "atleast_2d", "atleast_3d", "broadcast_arrays", "broadcast_to",
     "concatenate", "copy", "expand_dims", "fill", "flatten", "flip", "get", "item", "moveaxis",
     "may_share_memory", "pad", "ravel", "repeat", "reshape", "shares_memory", "split", "squeeze",
-    "stack", "swapaxes", "take", "tile", "tobytes", "tolist", "transpose", "view"})
+    "stack", "swapaxes", "take", "tile", "tobytes", "tolist", "transpose", "view",
+    "where"})
 # What CuPy has of NumPy's functions and ufuncs, as far as the library and its benchmark might
 # reach (CuPy refuses the rest: NumPy then raises TypeError).  Add a name here only after
 # checking that ``cupy.<name>`` exists.
@@ -58,8 +59,12 @@ _COMPARISONS = frozenset({"equal", "not_equal", "less", "less_equal", "greater",
                           "greater_equal"})
 _ATTRIBUTES = frozenset({"T", "base", "dtype", "imag", "itemsize", "nbytes", "ndim", "real",
                          "shape", "size", "strides"})
-_METHODS = _FUNCTIONS & frozenset(dir(np.ndarray)) | {"astype", "dot", "round", "sort",
-                                                      "argsort"}
+_METHODS = _FUNCTIONS & frozenset(dir(np.ndarray)) | {"astype", "dot", "round"}
+# NumPy's types and constants that CuPy shares; other non-functions (submodules such as
+# ``random``, ``errstate``, dunders) are refused.
+_NAMES = frozenset({"bool_", "complex64", "complex128", "dtype", "e", "float16", "float32",
+                    "float64", "inf", "int8", "int16", "int32", "int64", "intp", "nan",
+                    "newaxis", "pi", "uint8", "uint16", "uint32", "uint64"})
 _TINY32 = np.float32(np.finfo(np.float32).tiny)
 
 
@@ -127,6 +132,8 @@ class ndarray(np.lib.mixins.NDArrayOperatorsMixin):
 
     def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
         _refuse(ufunc.__name__)
+        if method == "at":              # would write into a flushed copy of its operand
+            raise TypeError("the CuPy stand-in has no ufunc.at")
         if ufunc.__name__ in _COMPARISONS:        # CuPy takes 0-d NumPy arrays here, as scalars
             inputs = tuple(i.item() if isinstance(i, np.ndarray) and i.ndim == 0 else i
                            for i in inputs)
@@ -144,6 +151,8 @@ class ndarray(np.lib.mixins.NDArrayOperatorsMixin):
 
     def __array_function__(self, func, types_, args, kwargs):
         _refuse(func.__name__)
+        if "out" in kwargs:             # would write into a flushed copy of ``out``
+            raise TypeError(f"the CuPy stand-in's {func.__name__} takes no out=")
         flush = func.__name__ not in _MOVES
         result = func(*_unwrap(args, flush), **_unwrap(kwargs, flush))
         if func.__name__ == "array_equal":
@@ -161,6 +170,8 @@ class ndarray(np.lib.mixins.NDArrayOperatorsMixin):
         flush = name not in _MOVES
 
         def method(*args, **kwargs):
+            if "out" in kwargs:
+                raise TypeError(f"the CuPy stand-in's {name} takes no out=")
             own = getattr(_flush(self._a) if flush else self._a, name)
             return _wrap(own(*_unwrap(args, flush), **_unwrap(kwargs, flush)), flush)
         return method
@@ -188,7 +199,7 @@ class ndarray(np.lib.mixins.NDArrayOperatorsMixin):
         """CuPy fills a basic index from scalars and its own arrays only, and casts through a
         kernel (so a float32 side flushes)."""
         if isinstance(value, np.ndarray) and value.ndim > 0 and not _advanced(key):
-            raise TypeError("non-scalar numpy.ndarray cannot be used for fill")
+            raise ValueError("non-scalar numpy.ndarray cannot be used for fill")
         value = value._a if isinstance(value, ndarray) else np.asarray(value)
         if value.dtype != self._a.dtype:
             value = _flush(_flush(value).astype(self._a.dtype))
@@ -254,19 +265,22 @@ def asnumpy(a) -> np.ndarray:
 
 
 def empty(shape, dtype=np.float64):
-    """Uninitialised like CuPy's: every byte 0xA5 (a NaN or a large integer), never zeros."""
+    """Uninitialised like CuPy's: every byte 0xA5 (a small negative float, a large integer),
+    never zeros."""
     out = np.empty(shape, dtype=dtype)
     out.reshape(-1).view(np.uint8)[:] = 0xA5
     return ndarray(out)
 
 
 def __getattr__(name: str):
-    """Every other name CuPy shares with NumPy: types and constants as they are, functions on
+    """The other names CuPy shares with NumPy: types and constants as they are, functions on
     this module's arrays (NumPy's dispatch brings them back here)."""
-    attr = getattr(np, name)
-    if isinstance(attr, type) or not callable(attr):
-        return attr
+    if name in _NAMES:
+        return getattr(np, name)
+    if name.startswith("__"):
+        raise AttributeError(name)
     _refuse(name)
+    attr = getattr(np, name)
 
     def function(*args, **kwargs):
         _unwrap((args, kwargs), False)                      # refuses NumPy array arguments
@@ -310,7 +324,6 @@ class RawModule:
         self._launcher = HostLauncher(tuple(found))
 
     def get_function(self, name: str) -> _Kernel:
-        getattr(self._launcher._lib, name)                  # AttributeError for a missing kernel
         return _Kernel(self._launcher, name)
 
 

@@ -10,12 +10,9 @@ import sys
 import types
 from pathlib import Path
 
-import cupy_stand_in
 import pytest
 
 import mac_models as mm
-from formats import gpu
-from formats.gpu.host import compiler
 
 BENCH = Path(__file__).resolve().parent.parent / "benchmarks" / "bench_gpu.py"
 
@@ -26,16 +23,6 @@ def bench() -> types.ModuleType:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-@pytest.fixture
-def stand_in(monkeypatch):
-    """``gpu.cupy_module()`` gives the stand-in, and no launcher built on it outlives the test."""
-    if compiler() is None:
-        pytest.skip("no C++ compiler to build the CUDA sources for the host")
-    monkeypatch.setattr(gpu, "cupy_module", lambda: cupy_stand_in)
-    monkeypatch.setattr(gpu, "_launchers", {})
-    return cupy_stand_in
 
 
 def _rows(text: str) -> dict[str, list[str]]:

@@ -148,17 +148,15 @@ def as_float64(launcher, x):
 
 
 def store_exact(launcher, values, out) -> None:
-    """``out[...] = values``: float64 ``values`` (an array of the launcher's module) that
-    ``out``'s float dtype holds exactly.  A float32 ``out`` on the GPU is written by a numsim
-    kernel, as :func:`as_float64` reads one: CuPy's own cast flushes float32 subnormals."""
+    """``out[...] = values``: float64 ``values`` that ``out``'s float dtype holds exactly (both
+    arrays of the launcher's module; on a GPU ``out`` is C-contiguous).  A float32 ``out`` on
+    the GPU is written by a numsim kernel, as :func:`as_float64` reads one: CuPy's own cast
+    flushes float32 subnormals."""
     xp = array_module(launcher)
     if out.dtype != np.float32 or xp is np:
         out[...] = values
         return
-    target = out if out.flags.c_contiguous else xp.empty(out.shape, dtype=np.float32)
-    launcher("narrow_f64", values.size, xp.ascontiguousarray(values, dtype=np.float64), target)
-    if target is not out:
-        out[...] = target                       # float32 to float32: a copy of the bits
+    launcher("narrow_f64", values.size, xp.ascontiguousarray(values, dtype=np.float64), out)
 
 
 def to_caller(launcher, result, *inputs):
