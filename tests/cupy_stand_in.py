@@ -54,7 +54,7 @@ _FUNCTIONS = _MOVES | frozenset({
     "logical_and", "logical_not", "logical_or", "matmul", "max", "maximum", "mean", "min",
     "minimum", "multiply", "negative", "nextafter", "nonzero", "not_equal", "ones", "ones_like",
     "power", "prod", "remainder", "right_shift", "rint", "sign", "signbit", "sqrt", "square",
-    "subtract", "sum", "trunc", "where", "zeros", "zeros_like"})
+    "subtract", "sum", "trunc", "zeros", "zeros_like"})
 _COMPARISONS = frozenset({"equal", "not_equal", "less", "less_equal", "greater",
                           "greater_equal"})
 _ATTRIBUTES = frozenset({"T", "base", "dtype", "imag", "itemsize", "nbytes", "ndim", "real",
