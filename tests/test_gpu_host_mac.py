@@ -245,6 +245,14 @@ def test_conv2d(gpu_engine):
                 padding=1, groups=2)
 
 
+def test_empty_operands(gpu_engine):
+    """K = 0 (empty sums, exactly zero) and M = 0 on the engine's arrays, as on the CPU."""
+    for m, k, n in ((3, 0, 4), (0, 8, 4)):
+        a, b = _data("random", m, k, n)
+        for mac in ("int8->int32", CUSTOM["fp16_sr32"]):
+            compare(gpu_engine, matmul, (a, b), mac, f"{m}x{k}x{n} {mac}")
+
+
 def test_errors_match(gpu_engine):
     """Operand errors raise the CPU's exception on the GPU path too."""
     a, b = _data("special", 4, 16, 8)

@@ -325,6 +325,20 @@ def test_zero_d_inputs_and_float32_subnormal_results(gpu_engine):
         _check(gpu_engine, tiny.quantize, x, rounding=mode, seed=1)
 
 
+def test_empty_and_byte_swapped_inputs(gpu_engine):
+    """Empty arrays launch nothing and keep their shape.  NumPy input with ``backend="gpu"`` is
+    copied to the engine and its result back (NumPy in, NumPy out), in either byte order."""
+    x = np.linspace(-3, 3, 41)
+    for name in ("fp8_e4m3", "int8", "posit16_1", "nf4"):
+        fmt = formats.get(name)
+        _check(gpu_engine, fmt.encode, np.zeros((0, 3)))
+        _check(gpu_engine, fmt.quantize, np.zeros((2, 0), dtype=np.float32))
+        _check(gpu_engine, fmt.decode, np.zeros(0, dtype=np.uint8))
+        got = fmt.quantize(x.astype(">f8"), rounding="toward_zero", backend="gpu")
+        assert type(got) is np.ndarray
+        gpu_engine.same(got, fmt.quantize(x, rounding="toward_zero", backend="cpu"))
+
+
 def test_stochastic_independent_of_chunking(gpu_engine):
     """One GPU launch draws the same random bits as the CPU's chunked calls (element index)."""
     x = np.random.default_rng(12).standard_normal(10_000)

@@ -14,6 +14,7 @@ import pytest
 
 from formats import CodebookFormat, ScaledFormat, gpu
 from formats.codebook import FP4_E2M1_TABLE
+from formats.hadamard import hadamard_transform
 from formats import scaled_kernels as sk
 from formats.registry import get, scaled_names
 
@@ -196,6 +197,16 @@ def test_hadamard(gpu_engine):
     x = _data(rng, (20, 64), np.float32, nonfinite=0.0)
     _check(gpu_engine, fmt, x)
     _check(gpu_engine, fmt, x.T.copy(), axis=0)
+
+
+def test_hadamard_transform_of_engine_arrays(gpu_engine):
+    """The public transform on the engine's arrays (CuPy ones take the array-module path), both
+    ways, float32 subnormals included (widened by the engine, not by CuPy's flushing cast)."""
+    x = np.random.default_rng(3).standard_normal((6, 32)).astype(np.float32)
+    x[0, :4] = [1e-40, -1e-42, 0.0, -0.0]
+    for inverse in (False, True):
+        got = hadamard_transform(gpu_engine.to(x), 16, axis=1, seed=4, inverse=inverse)
+        gpu_engine.same(got, hadamard_transform(x, 16, axis=1, seed=4, inverse=inverse))
 
 
 @pytest.mark.parametrize("name", ["mxfp4", "nvfp4", "int8_tensor", "uint4_channel", "nf4_g64"])
