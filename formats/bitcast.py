@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 from llvmlite import ir
-from numba import njit, types
+from numba import types
 from numba.extending import intrinsic
+
+from .kernel_cache import njit
 
 
 @intrinsic
@@ -62,7 +64,7 @@ def clz64(typingctx, x):
     return types.int64(x), codegen
 
 
-@njit(cache=True, inline="always")
+@njit(inline="always")
 def significand_exponent(bits: np.uint64):
     """(sig, ex) with ``|x| = sig * 2**(ex - 52)`` for the finite float64 whose bits are ``bits``:
     the 53-bit significand (hidden bit included for normals) and the unbiased exponent (-1022 for

@@ -25,10 +25,11 @@ float32 numbers within 29 binades of each other (NF4 and FP4 tables and float32 
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import prange
 
 from .float_kernels import two_sum
 from .gpu.codebook_kernels import CodebookKernels
+from .kernel_cache import njit
 from .opcodes import OP_FMA, OP_MUL, OP_SUB
 from .rounding import (NEAREST_AWAY, NEAREST_EVEN, STOCHASTIC, TOWARD_POSITIVE, TOWARD_ZERO,
                        random_bits)
@@ -45,7 +46,7 @@ FP4_E2M1_TABLE = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0,
                   -0.0, -0.5, -1.0, -1.5, -2.0, -3.0, -4.0, -6.0)
 
 
-@njit(cache=True, inline="always")
+@njit(inline="always")
 def round_table_index(s: np.float64, e: np.float64, values, codes, mode: np.int64,
                       key: np.uint64, index: np.int64, sr_bits: np.int64) -> np.int64:
     """Index in ``values`` (the table's distinct values sorted ascending, with their ``codes``)
@@ -87,14 +88,14 @@ def round_table_index(s: np.float64, e: np.float64, values, codes, mode: np.int6
     return i if up else i - 1
 
 
-@njit(cache=True, inline="always")
+@njit(inline="always")
 def round_table(s: np.float64, e: np.float64, values, codes, mode: np.int64, key: np.uint64,
                 index: np.int64, sr_bits: np.int64) -> np.int64:
     """Code of the rounded exact value ``s + e`` (see :func:`round_table_index`)."""
     return codes[round_table_index(s, e, values, codes, mode, key, index, sr_bits)]
 
 
-@njit(cache=True, parallel=True)
+@njit(parallel=True)
 def encode_kernel(x, out, values, codes, mode, key, offset, sr_bits):
     """Encode reals into table codes; returns the number of NaN inputs (codes 0 there)."""
     nans = 0
@@ -106,14 +107,14 @@ def encode_kernel(x, out, values, codes, mode, key, offset, sr_bits):
     return nans
 
 
-@njit(cache=True, parallel=True)
+@njit(parallel=True)
 def decode_kernel(codes, out, table):
     """Decode table codes into float64 values."""
     for i in prange(codes.shape[0]):
         out[i] = table[codes[i]]
 
 
-@njit(cache=True, parallel=True)
+@njit(parallel=True)
 def arith_kernel(op, a, b, c, table, values, codes, out, mode, key, offset, sr_bits):
     """``out = round(a op b [+ c])``: products of float32-like table values are exact in float64,
     sums are TwoSum pairs."""

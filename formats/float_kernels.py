@@ -8,9 +8,10 @@ exact for every input.  Values are float64 throughout (see DESIGN.md, "Exactness
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import prange
 
 from .bitcast import bits_to_f64, f64_to_bits, significand_exponent
+from .kernel_cache import njit
 from .opcodes import OP_FMA, OP_MUL, OP_SUB
 from .rounding import (MODES as MODE_NAMES, NEAREST_AWAY, NEAREST_EVEN, SATURATE, STOCHASTIC,
                        TOWARD_NEGATIVE, TOWARD_POSITIVE, jam,
@@ -62,13 +63,13 @@ def special_codes(d: tuple, mode: int, overflow: int) -> tuple:
             _overflow_result(d, True, True))
 
 
-@njit(cache=True, inline="always")
+@njit(inline="always")
 def pow2(k: np.int64) -> np.float64:
     """2**k for a normal-range exponent (-1022 <= k <= 1023), built from its bits."""
     return bits_to_f64((k + 1023) << 52)
 
 
-@njit(cache=True, inline="always")
+@njit(inline="always")
 def round_pair(s: np.float64, e: np.float64, d, sp, mode: np.int64, key: np.uint64,
                index: np.int64, sr_bits: np.int64) -> np.int64:
     """Round the exact value ``s + e`` to a code.  ``e`` is 0 or the low word of a TwoSum pair
@@ -132,7 +133,7 @@ def round_pair(s: np.float64, e: np.float64, d, sp, mode: np.int64, key: np.uint
     return res
 
 
-@njit(cache=True, inline="always")
+@njit(inline="always")
 def decode_one(code: np.int64, d) -> np.float64:
     """Exact float64 value of one code (NaN for NaN codes; subnormals read as 0 when flushed).
     Branch-free on the data, like :func:`round_pair`."""
@@ -163,7 +164,7 @@ def _make_round_loop(mode: int, to_value: bool):
     hold.  ``mode`` and ``to_value`` are compile-time constants: each loop carries only its own
     mode's code (about twice as fast), and only the loops a program uses get compiled."""
 
-    @njit(cache=True, parallel=True)
+    @njit(parallel=True)
     def round_loop(x, lo, out, d, sp, key, offset, sr_bits):
         bad = 0
         for i in prange(x.shape[0]):
@@ -203,7 +204,7 @@ def special_values(d: tuple, mode: int, overflow: int) -> tuple:
     return values + (float(decode_one(d[MAX_MAG], d)),)
 
 
-@njit(cache=True, inline="always")
+@njit(inline="always")
 def nearest_even_params(d, spv):
     """The descriptor fields and special values :func:`quantize_nearest_even_value` reads, as a
     tuple of scalars (the three magic-constant factors precomputed).  Kernels take it before
@@ -215,7 +216,7 @@ def nearest_even_params(d, spv):
             spv[SP_UNSIGNED_NEG], spv[SP_MAX_VALUE], spv[SP_OVF_NEG], spv[SP_OVF_POS])
 
 
-@njit(cache=True, inline="always")
+@njit(inline="always")
 def quantize_nearest_even_value(x: np.float64, q) -> np.float64:
     """Round ``x`` to nearest-even in the value domain, for formats with ``mbits >= 1``; ``q``
     from :func:`nearest_even_params`.
@@ -251,7 +252,7 @@ def bitwise_rounds(d, mode: int) -> bool:
     return mode != NEAREST_EVEN and d[NO_ZERO] == 0
 
 
-@njit(cache=True, inline="always")
+@njit(inline="always")
 def bitwise_params(d, spv, mode, sr_bits):
     """The descriptor fields, mode flags and special values :func:`quantize_bitwise_value`
     reads, as a tuple of scalars (see :func:`nearest_even_params` for why)."""
@@ -270,20 +271,20 @@ def bitwise_rest(d, mode: int, sr_bits: int) -> bool:
     return mode == STOCHASTIC and 52 - d[MBITS] < sr_bits
 
 
-@njit(cache=True, inline="always")
+@njit(inline="always")
 def bitwise_toward_negative(q) -> bool:
     """Whether the parameters ``q`` of :func:`bitwise_params` round toward negative."""
     return q[3]
 
 
-@njit(cache=True, inline="always")
+@njit(inline="always")
 def bitwise_random_bits(q, key: np.uint64, index: np.int64) -> np.uint64:
     """The random bits :func:`quantize_bitwise_value` takes for element ``index``: those of
     :func:`formats.rounding.random_bits` in stochastic rounding, else 0."""
     return random_bits(key, index, q[6]) if q[5] else _U0
 
 
-@njit(cache=True, inline="always")
+@njit(inline="always")
 def quantize_bitwise_value(x: np.float64, r: np.float64, q, rnd: np.uint64, rest):
     """Round the exact value ``x + r * ulp(x)`` into the format in a mode other than
     nearest-even, branch-free, on the binary64 bits of ``x``: truncate the bits below the
@@ -341,7 +342,7 @@ def quantize_bitwise_value(x: np.float64, r: np.float64, q, rnd: np.uint64, rest
 def _make_quantize_bitwise(rest: bool):
     """The quantize kernel of :func:`quantize_bitwise_value`, compiled apart for each
     ``rest`` (:func:`bitwise_rest`)."""
-    @njit(cache=True, parallel=True)
+    @njit(parallel=True)
     def quantize_bitwise_kernel(x, out, d, spv, mode, key, offset, sr_bits):
         """Fused quantize of ``x`` into ``out`` by :func:`quantize_bitwise_value` (the formats
         and modes of :func:`bitwise_rounds`); ``offset`` is the flat index of ``x[0]`` (for
@@ -362,14 +363,14 @@ quantize_bitwise_kernel, quantize_bitwise_rest_kernel = (
     _make_quantize_bitwise(rest) for rest in (False, True))
 
 
-@njit(cache=True, inline="always")
+@njit(inline="always")
 def quantize_nearest_even_one(x: np.float64, d, spv) -> np.float64:
     """:func:`quantize_nearest_even_value` with the descriptor ``d`` and ``spv`` from
     :func:`special_values`."""
     return quantize_nearest_even_value(x, nearest_even_params(d, spv))
 
 
-@njit(cache=True, parallel=True)
+@njit(parallel=True)
 def quantize_nearest_even_kernel(x, out, d, spv):
     """Fused nearest-even quantize of ``x`` into ``out`` (formats with ``mbits >= 1``).
     Returns the number of NaN inputs (an error only for formats without NaN)."""
@@ -382,14 +383,14 @@ def quantize_nearest_even_kernel(x, out, d, spv):
     return nans
 
 
-@njit(cache=True, parallel=True)
+@njit(parallel=True)
 def decode_kernel(codes, out, d):
     """Decode codes into float64 values."""
     for i in prange(codes.shape[0]):
         out[i] = decode_one(np.int64(codes[i]), d)
 
 
-@njit(cache=True)
+@njit
 def two_sum(a: np.float64, b: np.float64):
     """Knuth's TwoSum: s = fl(a + b) and the exact error e, s + e == a + b."""
     s = a + b
@@ -400,7 +401,7 @@ def two_sum(a: np.float64, b: np.float64):
     return s, (a - ap) + (b - bp)
 
 
-@njit(cache=True, inline="always")
+@njit(inline="always")
 def two_product(a: np.float64, b: np.float64):
     """Dekker's TwoProduct: p = fl(a * b) and the exact error e, p + e == a * b (operands split
     into 26-bit halves by Veltkamp's 2**27 + 1; exact for |a|, |b| < 2**900 and products far
@@ -415,7 +416,7 @@ def two_product(a: np.float64, b: np.float64):
     return p, ((ah * bh - p) + ah * bl + al * bh) + al * bl
 
 
-@njit(cache=True)
+@njit
 def exact_zero_sign(u: np.float64, v: np.float64, s: np.float64, mode: np.int64) -> np.float64:
     """IEEE 754 sign of an exact zero sum u + v: +0, or -0 when rounding toward negative
     (x + x keeps the sign of zero operands)."""
@@ -425,7 +426,7 @@ def exact_zero_sign(u: np.float64, v: np.float64, s: np.float64, mode: np.int64)
     return s
 
 
-@njit(cache=True, parallel=True)
+@njit(parallel=True)
 def arith_kernel(op, a, b, c, da, db, dc, out, d, sp, mode, key, offset, sr_bits):
     """``out = round(a op b [+ c])`` on codes of formats ``da``, ``db``, ``dc`` into format ``d``.
 

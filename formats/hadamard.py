@@ -26,14 +26,15 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit, prange
+from numba import prange
 
 from . import gpu
+from .kernel_cache import njit
 from .rounding import random_bits, resolve_seed
 from .scalar import as_real_array, check_bool
 
 
-@njit(cache=True)
+@njit
 def _sign_vector(key, block, scale):
     """``scale`` times the random sign of each block position (-1 where the bit is 1)."""
     out = np.empty(block, dtype=np.float64)
@@ -42,7 +43,7 @@ def _sign_vector(key, block, scale):
     return out
 
 
-@njit(cache=True, inline="always")
+@njit(inline="always")
 def _scale_block(w, a, base, d):
     """Multiply rows ``base .. base + len(d) - 1`` of ``w[a]`` by ``d`` (one factor per row);
     ``+ 0.0`` turns the -0.0 a negative sign makes of +0.0 back into +0.0."""
@@ -51,7 +52,7 @@ def _scale_block(w, a, base, d):
             w[a, base + p, b] = w[a, base + p, b] * d[p] + 0.0
 
 
-@njit(cache=True, parallel=True)
+@njit(parallel=True)
 def _hadamard_kernel(w, d, inverse):
     """In place on ``w`` (A, N, B): each block of ``len(d)`` rows along N becomes ``H (d * w)``,
     or ``d * (H w)`` when ``inverse``; parallel over the A x N/len(d) blocks."""

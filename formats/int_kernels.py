@@ -7,9 +7,10 @@ uint64 so that every product of two 32-bit operands, and every fused multiply-ad
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import prange
 
 from .bitcast import f64_to_bits, significand_exponent
+from .kernel_cache import njit
 from .opcodes import OP_ADD, OP_FMA, OP_SUB
 
 from .rounding import SATURATE, STOCHASTIC, jam, random_bits, round_away, sr_threshold
@@ -24,12 +25,12 @@ ERR_NAN = -1          # round_real's return for NaN input
 ERR_INF_WRAP = -2     # ... and for +-Inf under wrap
 
 
-@njit(cache=True)
+@njit
 def _mask(d) -> np.uint64:
     return (_U1 << np.uint64(d[BITS])) - _U1
 
 
-@njit(cache=True)
+@njit
 def finish(mag: np.uint64, huge: bool, neg: bool, d, overflow: np.int64) -> np.int64:
     """Code of the integer ``(-1)**neg * mag``, saturated or wrapped into the format.
 
@@ -46,7 +47,7 @@ def finish(mag: np.uint64, huge: bool, neg: bool, d, overflow: np.int64) -> np.i
     return np.int64(val & _mask(d))
 
 
-@njit(cache=True)
+@njit
 def shift_round(mag: np.uint64, shift: np.int64, neg: bool, mode: np.int64, key: np.uint64,
                 index: np.int64, sr_bits: np.int64) -> np.uint64:
     """Round ``mag / 2**shift`` to an integer magnitude (``shift`` >= 0) in ``mode``."""
@@ -66,7 +67,7 @@ def shift_round(mag: np.uint64, shift: np.int64, neg: bool, mode: np.int64, key:
     return q
 
 
-@njit(cache=True)
+@njit
 def round_real(s: np.float64, d, mode: np.int64, overflow: np.int64, key: np.uint64,
                index: np.int64, sr_bits: np.int64) -> np.int64:
     """Code of the real ``s`` rounded to the format; negative returns are ERR_* codes."""
@@ -93,7 +94,7 @@ def round_real(s: np.float64, d, mode: np.int64, overflow: np.int64, key: np.uin
     return finish(mag, huge, neg, d, overflow)
 
 
-@njit(cache=True, parallel=True)
+@njit(parallel=True)
 def encode_kernel(x, out, d, mode, overflow, key, offset, sr_bits):
     """Encode reals ``x`` into codes ``out``.  Returns the counts of (NaN, Inf-under-wrap)."""
     n_nan = 0
@@ -108,7 +109,7 @@ def encode_kernel(x, out, d, mode, overflow, key, offset, sr_bits):
     return n_nan, n_inf
 
 
-@njit(cache=True, parallel=True)
+@njit(parallel=True)
 def quantize_nearest_saturate_kernel(x, out, d):
     """Fused nearest-even, saturating quantize of reals into ``out`` (formats of <= 53 bits, so
     that qmin, qmax and every integer between are doubles): ``rint(x * 2**frac)`` clamped to
@@ -130,7 +131,7 @@ def quantize_nearest_saturate_kernel(x, out, d):
     return nans
 
 
-@njit(cache=True, parallel=True)
+@njit(parallel=True)
 def encode_int_kernel(x, out, d, overflow):
     """Encode int64 integers (exact, no rounding): ``k = x * 2**frac_bits``, then overflow."""
     f = np.uint64(d[FRAC])
@@ -142,7 +143,7 @@ def encode_int_kernel(x, out, d, overflow):
         out[i] = finish(mag << f, huge, neg, d, overflow)
 
 
-@njit(cache=True)
+@njit
 def to_int(code: np.int64, d) -> np.int64:
     """The integer ``k`` a code holds (sign-extended for signed formats)."""
     if d[SIGNED] and (code >> (d[BITS] - 1)) & 1:
@@ -150,7 +151,7 @@ def to_int(code: np.int64, d) -> np.int64:
     return code
 
 
-@njit(cache=True, parallel=True)
+@njit(parallel=True)
 def decode_kernel(codes, out, d):
     """Decode codes into float64 values ``k * 2**-frac_bits`` (exact)."""
     for i in prange(codes.shape[0]):
@@ -159,12 +160,12 @@ def decode_kernel(codes, out, d):
 
 
 
-@njit(cache=True)
+@njit
 def _signed_mag(k: np.int64):
     return k < 0, (_U0 - np.uint64(k)) if k < 0 else np.uint64(k)
 
 
-@njit(cache=True, parallel=True)
+@njit(parallel=True)
 def arith_kernel(op, a, b, c, d, out, mode, overflow, key, offset, sr_bits):
     """``out = round(a op b [+ c])`` for codes of one integer/fixed-point format.
 

@@ -5,14 +5,22 @@ helpers from sibling modules (``rounding.py``, ``bitcast.py``): an edit there wo
 machine code in the cache (wrong results, or a crash).  Unless the user set ``NUMBA_CACHE_DIR``,
 the cache therefore lives in ``$XDG_CACHE_HOME/numsim/numba-<hash of every module here>``
 (``~/.cache`` by default), so any edit starts a fresh cache.
+
+Numba's cache is also not safe for processes that compile at the same time (pytest-xdist
+workers, a sweep's worker pool): see :class:`LockedCacheFile`.  Every kernel here is therefore
+decorated with this module's :func:`njit`, which puts its cache under a file lock.
 """
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 from pathlib import Path
+from typing import Callable
 
 import numba
+from numba.core.caching import IndexDataCacheFile
+from numba.core.dispatcher import Dispatcher
 
 
 def use_source_keyed_cache(*packages: Path) -> None:
@@ -29,3 +37,41 @@ def use_source_keyed_cache(*packages: Path) -> None:
     digest = hashlib.sha256(b"".join(p.read_bytes() for p in sources)).hexdigest()[:16]
     base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
     numba.config.CACHE_DIR = str(base / "numsim" / f"numba-{digest}")
+
+
+class LockedCacheFile(IndexDataCacheFile):
+    """Numba's index and data files of one function, read and written under a lock.
+
+    Numba saves an overload by reading the index, taking the first free data-file number,
+    writing the index, then the data.  Two processes saving two overloads of one function at
+    once (two signatures, or two closures of one kernel factory) can take the same number, and
+    the index of one then names the machine code of the other: wrong results or a crash, from
+    every later process that loads it.  Here a save holds an exclusive ``flock`` (POSIX) on
+    ``<index>.lock`` from reading the index to writing the data, and a load a shared one.
+    """
+
+    def save(self, key, data) -> None:
+        with open(self._index_path + ".lock", "ab") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)        # released when the file closes
+            super().save(key, data)
+
+    def load(self, key):
+        try:
+            lock = open(self._index_path + ".lock", "ab")
+        except OSError:     # no cache directory yet, or one we may not write: no save to wait for
+            return super().load(key)
+        with lock:
+            fcntl.flock(lock, fcntl.LOCK_SH)
+            return super().load(key)
+
+
+def njit(func: Callable | None = None, **options) -> Dispatcher | Callable[[Callable], Dispatcher]:
+    """``numba.njit(cache=True, **options)``, as ``@njit`` or ``@njit(**options)``, whose
+    on-disk cache is a :class:`LockedCacheFile`."""
+    if func is None:
+        return lambda f: njit(f, **options)
+    kernel = numba.njit(cache=True, **options)(func)
+    cache = kernel._cache
+    cache._cache_file = LockedCacheFile(cache._cache_path, cache._impl.filename_base,
+                                        cache._impl.locator.get_source_stamp())
+    return kernel

@@ -17,8 +17,9 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit, prange
+from numba import prange
 
+from .kernel_cache import njit
 from .scalar import as_code_array, check_int
 
 
@@ -28,7 +29,7 @@ def packed_size(count: int, bits: int) -> int:
             * check_int("bits", bits, 1, 8) + 7) // 8
 
 
-@njit(cache=True, parallel=True)
+@njit(parallel=True)
 def _pack_kernel(codes, bits, out):
     """Byte ``j`` of the stream: OR of the (shifted) codes overlapping bits ``8j .. 8j + 7``."""
     n = codes.shape[0]
@@ -42,7 +43,7 @@ def _pack_kernel(codes, bits, out):
         out[j] = acc & 0xFF
 
 
-@njit(cache=True, parallel=True)
+@njit(parallel=True)
 def _unpack_kernel(data, bits, out):
     """Code ``i``: the ``bits`` stream bits from ``i * bits``, read from one or two bytes."""
     mask = (1 << bits) - 1

@@ -17,9 +17,10 @@ every mode.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import prange
 
 from .bitcast import bits_to_f64, clz64, f64_to_bits, significand_exponent
+from .kernel_cache import njit
 from .opcodes import OP_FMA, OP_MUL, OP_SUB
 from .rounding import MODES as MODE_NAMES, STOCHASTIC, random_bits, round_away, sr_threshold
 
@@ -33,25 +34,25 @@ _U1 = np.uint64(1)
 _TOP = np.uint64(1 << 63)
 
 
-@njit(cache=True, inline="always")
+@njit(inline="always")
 def emax(d) -> np.int64:
     """log2(maxpos) = (n - 2) * 2**es; minpos is 2**-emax."""
     return (d[NBITS] - 2) << d[ES]
 
 
-@njit(cache=True, inline="always")
+@njit(inline="always")
 def _shl(x: np.uint64, s: np.int64) -> np.uint64:
     """x << s for any s >= 0 (0 from 64 on; a plain shift by 64 is undefined)."""
     return (x << np.uint64(min(s, 63))) & (_U0 - np.uint64(s < 64))
 
 
-@njit(cache=True, inline="always")
+@njit(inline="always")
 def _shr(x: np.uint64, s: np.int64) -> np.uint64:
     """x >> s for any s >= 0 (0 from 64 on)."""
     return (x >> np.uint64(min(s, 63))) & (_U0 - np.uint64(s < 64))
 
 
-@njit(cache=True, inline="always")
+@njit(inline="always")
 def unpack(code: np.int64, d):
     """(kind, neg, E, sig) of a code; E and sig are meaningful for kind FINITE only."""
     n = d[NBITS]
@@ -75,7 +76,7 @@ def unpack(code: np.int64, d):
     return kind, neg, (k << es) + e, sig
 
 
-@njit(cache=True, inline="always")
+@njit(inline="always")
 def decode_one(code: np.int64, d) -> np.float64:
     """Exact float64 value of a code (NaN for NaR); branch-free."""
     kind, neg, big_e, sig = unpack(code, d)
@@ -89,7 +90,7 @@ def decode_one(code: np.int64, d) -> np.float64:
     return v
 
 
-@njit(cache=True, inline="always")
+@njit(inline="always")
 def round_unpacked(neg: bool, big_e: np.int64, sig: np.uint64, d, mode: np.int64,
                    key: np.uint64, index: np.int64, sr_bits: np.int64) -> np.int64:
     """Code of the nonzero value ``(-1)**neg * sig * 2**(big_e - 63)`` (top bit of ``sig`` set;
@@ -124,7 +125,7 @@ def round_unpacked(neg: bool, big_e: np.int64, sig: np.uint64, d, mode: np.int64
     return np.int64(((_U0 - mag) & mask) if neg else mag)
 
 
-@njit(cache=True, inline="always")
+@njit(inline="always")
 def round_real(x: np.float64, d, mode: np.int64, key: np.uint64, index: np.int64,
                sr_bits: np.int64) -> np.int64:
     """Code of a float64 (NaN and +-Inf give NaR, +-0 gives 0)."""
@@ -140,7 +141,7 @@ def round_real(x: np.float64, d, mode: np.int64, key: np.uint64, index: np.int64
     return code
 
 
-@njit(cache=True, parallel=True)
+@njit(parallel=True)
 def encode_int_kernel(x, out, d, mode, key, offset, sr_bits):
     """Encode 64-bit integers exactly (float64 would round those above 2**53 a first time)."""
     for i in prange(x.shape[0]):
@@ -154,7 +155,7 @@ def encode_int_kernel(x, out, d, mode, key, offset, sr_bits):
 
 # ---- exact arithmetic on unpacked values ----------------------------------------------------
 
-@njit(cache=True, inline="always")
+@njit(inline="always")
 def mul_exact(ea: np.int64, sa: np.uint64, eb: np.int64, sb: np.uint64):
     """(E, sig) of the exact product of two unpacked magnitudes (<= 31-bit significands)."""
     p = (sa >> np.uint64(33)) * (sb >> np.uint64(33))    # in [2**60, 2**62): exact
@@ -162,7 +163,7 @@ def mul_exact(ea: np.int64, sa: np.uint64, eb: np.int64, sb: np.uint64):
     return ea + eb + carry, p << np.uint64(3 - carry)
 
 
-@njit(cache=True, inline="always")
+@njit(inline="always")
 def add_exact(neg1: bool, e1: np.int64, s1: np.uint64, neg2: bool, e2: np.int64, s2: np.uint64):
     """(is_zero, neg, E, sig) of the exact sum of two nonzero unpacked values, cut to 64 bits
     with a sticky lowest bit."""
@@ -199,7 +200,7 @@ def add_exact(neg1: bool, e1: np.int64, s1: np.uint64, neg2: bool, e2: np.int64,
     return False, neg1, e1 + 1 - lz, top | np.uint64(rest != _U0)
 
 
-@njit(cache=True)
+@njit
 def exact_op(op: np.int64, a: np.int64, b: np.int64, c: np.int64, d):
     """(kind, neg, E, sig) of the exact ``a op b [+ c]`` on codes."""
     ka, na, ea, sa = unpack(a, d)
@@ -226,7 +227,7 @@ def exact_op(op: np.int64, a: np.int64, b: np.int64, c: np.int64, d):
     return (ZERO if zero else FINITE), neg, big_e, sig
 
 
-@njit(cache=True, parallel=True)
+@njit(parallel=True)
 def arith_kernel(op, a, b, c, d, out, mode, key, offset, sr_bits):
     """``out = round(a op b [+ c])`` on codes, one rounding."""
     nar = 1 << (d[NBITS] - 1)
@@ -240,7 +241,7 @@ def arith_kernel(op, a, b, c, d, out, mode, key, offset, sr_bits):
         out[i] = code
 
 
-@njit(cache=True, parallel=True)
+@njit(parallel=True)
 def decode_kernel(codes, out, d):
     """Decode codes into float64 values."""
     for i in prange(codes.shape[0]):
@@ -252,7 +253,7 @@ def _make_round_loop(mode: int, to_value: bool):
     ``offset`` is the flat index of ``x[0]`` (for the random stream).  ``mode`` and ``to_value``
     are compile-time constants, so each loop holds only its own mode's code."""
 
-    @njit(cache=True, parallel=True)
+    @njit(parallel=True)
     def round_loop(x, out, d, key, offset, sr_bits):
         for i in prange(x.shape[0]):
             c = round_real(np.float64(x[i]), d, mode, key, offset + i, sr_bits)

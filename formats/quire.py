@@ -21,10 +21,11 @@ from __future__ import annotations
 from fractions import Fraction
 
 import numpy as np
-from numba import njit, prange
+from numba import prange
 
 from . import posit_kernels as pk
 from .bitcast import clz64
+from .kernel_cache import njit
 from .posits import PositFormat
 from .rounding import mode_id, resolve_seed, resolve_sr_bits
 from .scalar import as_code_array, check_int, flat_chunks
@@ -43,7 +44,7 @@ def _n_digits(fmt: PositFormat) -> int:
     return (quire_width(fmt) + 31) // 32 + 2
 
 
-@njit(cache=True, inline="always")
+@njit(inline="always")
 def add_scaled(q, neg: bool, m: np.uint64, pos: np.int64) -> None:
     """q += (-1)**neg * m * 2**pos (in units of the quire's lsb); m < 2**62 and, when pos < 0,
     the low -pos bits of m are zero."""
@@ -69,7 +70,7 @@ _M31 = np.int64((1 << 31) - 1)
 _E_BIAS = 1024
 
 
-@njit(cache=True)
+@njit
 def _pack_kernel(codes, out, d) -> None:
     """Packed words (see above) of posit codes.  Serial: it is O(operands), the dot loops are
     O(outputs * K), and a parallel launch costs more than it saves on the short vectors that
@@ -90,7 +91,7 @@ def _pack(fmt: PositFormat, codes: np.ndarray) -> np.ndarray:
     return out.reshape(codes.shape)
 
 
-@njit(cache=True)
+@njit
 def _dot_into(q, a, b, subtract: bool, d) -> bool:
     """q += sum(a * b) (or -= when ``subtract``) for packed 1-D arrays; True if any is NaR."""
     base = 2 * pk.emax(d) - 60 - 2 * _E_BIAS       # lsb position of a product, less the E's
@@ -111,7 +112,7 @@ def _dot_into(q, a, b, subtract: bool, d) -> bool:
     return (nar >> 48) & 1 != 0
 
 
-@njit(cache=True)
+@njit
 def normalize(q) -> None:
     """Propagate carries: every digit but the top one ends in 0 .. 2**32 - 1."""
     carry = np.int64(0)
@@ -122,7 +123,7 @@ def normalize(q) -> None:
     q[q.shape[0] - 1] += carry
 
 
-@njit(cache=True)
+@njit
 def _round_quire(q, nar: bool, d, width: np.int64, mode: np.int64, key: np.uint64,
                  index: np.int64, sr_bits: np.int64) -> np.int64:
     """Code of the quire's value rounded once (q is normalised and may be negated in place)."""
@@ -138,7 +139,7 @@ def _round_quire(q, nar: bool, d, width: np.int64, mode: np.int64, key: np.uint6
     return pk.round_unpacked(neg, top_bit - 2 * pk.emax(d), sig, d, mode, key, index, sr_bits)
 
 
-@njit(cache=True)
+@njit
 def to_magnitude(q) -> bool:
     """Normalise the digits q and replace a negative value by its magnitude; True if it was
     negative."""
@@ -152,7 +153,7 @@ def to_magnitude(q) -> bool:
     return neg
 
 
-@njit(cache=True)
+@njit
 def leading_bits(q):
     """(sig, top) for normalised non-negative digits q holding a nonzero value: ``sig`` is the
     value's 64 leading bits (bit 63 set) with every lower nonzero bit ORed into bit 0 (sticky),
@@ -173,7 +174,7 @@ def leading_bits(q):
     return sig | np.uint64(sticky), 32 * (t - 1) - lz + 63
 
 
-@njit(cache=True, parallel=True)
+@njit(parallel=True)
 def _fused_dot_kernel(a, b, rows_a, rows_b, out, d, n_digits, width, mode, key, sr_bits):
     """out[r] = round(sum_k a[rows_a[r], k] * b[rows_b[r], k]) on packed words, each row
     through its own quire."""

@@ -21,7 +21,8 @@ from __future__ import annotations
 import secrets
 
 import numpy as np
-from numba import njit
+
+from .kernel_cache import njit
 
 NEAREST_EVEN, NEAREST_AWAY, TOWARD_ZERO, TOWARD_POSITIVE, TOWARD_NEGATIVE, STOCHASTIC = range(6)
 MODES: dict[str, int] = {
@@ -80,7 +81,7 @@ def resolve_seed(seed: int | None) -> np.uint64:
     return np.uint64(mix64(np.uint64(int(seed) % (1 << 64))))   # numba returns a Python int
 
 
-@njit(cache=True)
+@njit
 def mix64(z: np.uint64) -> np.uint64:
     """SplitMix64's finalizer (Steele, Lea, Flood 2014): a bijective 64-bit mixer."""
     z = (z ^ (z >> np.uint64(30))) * _MIX1
@@ -88,13 +89,13 @@ def mix64(z: np.uint64) -> np.uint64:
     return z ^ (z >> np.uint64(31))
 
 
-@njit(cache=True)
+@njit
 def random_bits(key: np.uint64, index: np.int64, nbits: np.int64) -> np.uint64:
     """``nbits`` uniform random bits for element ``index`` under ``key`` (counter-based)."""
     return mix64(key + np.uint64(index) * _GOLDEN) >> np.uint64(64 - nbits)
 
 
-@njit(cache=True)
+@njit
 def sr_threshold(rem: np.uint64, shift: np.int64, below: bool, sr_bits: np.int64) -> np.uint64:
     """``floor(f * 2**sr_bits)`` for the discarded fraction ``f = rem / 2**shift``.
 
@@ -108,7 +109,7 @@ def sr_threshold(rem: np.uint64, shift: np.int64, below: bool, sr_bits: np.int64
     return (rem << up >> drop) - np.uint64(below & low_zero & (shift >= sr_bits))
 
 
-@njit(cache=True)
+@njit
 def round_away(mode: np.int64, neg: bool, odd: bool, rem: np.uint64, half: np.uint64,
                tail: np.int64, threshold: np.uint64, rnd: np.uint64) -> bool:
     """Decide whether a truncated magnitude moves one unit away from zero.
@@ -136,7 +137,7 @@ def round_away(mode: np.int64, neg: bool, odd: bool, rem: np.uint64, half: np.ui
     return False
 
 
-@njit(cache=True)
+@njit
 def overflow_to_inf(mode: np.int64, neg: bool) -> bool:
     """IEEE 754 overflow: does this mode send an overflowing value to infinity (else to max)?"""
     if mode == TOWARD_ZERO:
@@ -151,7 +152,7 @@ def overflow_to_inf(mode: np.int64, neg: bool) -> bool:
 JAM_SHIFT = 62   # remainders are kept in at most this many bits, the rest jammed into a sticky bit
 
 
-@njit(cache=True, inline="always")
+@njit(inline="always")
 def jam(sig: np.uint64, shift: np.int64):
     """Shift ``sig`` right so that at most JAM_SHIFT discarded bits remain, OR-ing what falls off
     into the lowest bit.  Rounding decisions (including stochastic thresholds of up to 32 bits)

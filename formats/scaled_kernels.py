@@ -31,11 +31,12 @@ all-zero group gets the smallest scale.  Element formats: floats through
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import prange
 
 from . import float_kernels as fk
 from .bitcast import bits_to_f32, bits_to_f64, f64_to_bits, significand_exponent
 from .codebook import round_table_index
+from .kernel_cache import njit
 
 RULES = {"floor": 0, "ceil": 1, "even": 2, "rceil": 3, "amax": 4}
 RULE_FLOOR, RULE_CEIL, RULE_EVEN, RULE_RCEIL, RULE_AMAX = range(5)
@@ -62,7 +63,7 @@ _FAR_BELOW = 2.0 ** -1000                 # stands for the quotient of a dividen
 _SHIFT_UP = 2.0 ** 64                     # _rounds_below: far enough up, still in e8m0's range
 
 
-@njit(cache=True, inline="always")
+@njit(inline="always")
 def pair_quotient(h: np.float64, low: np.float64, s: np.float64):
     """(q, t): q = fl((h + low) / s) and t approximating the rest, so that q + t is the quotient
     of the exact pair h + low (|low| <= ulp(h)/2, e.g. a TwoSum) to about 100 bits with its sign
@@ -83,20 +84,20 @@ def pair_quotient(h: np.float64, low: np.float64, s: np.float64):
     return (np.copysign(_FAR_BELOW, q) if tiny else q), (0.0 if no_rest else t)
 
 
-@njit(cache=True, inline="always")
+@njit(inline="always")
 def exact_quotient(x: np.float64, s: np.float64):
     """(q, t) for x / s: see :func:`pair_quotient`."""
     return pair_quotient(x, 0.0, s)
 
 
-@njit(cache=True)
+@njit
 def round_quotient(a: np.float64, b: np.float64, d, sp) -> np.float64:
     """a / b rounded once, to nearest even, into the float format ``d`` (specials ``sp``)."""
     q, t = exact_quotient(a, b)
     return fk.decode_one(fk.round_pair(q, t, d, sp, 0, np.uint64(0), 0, 32), d)
 
 
-@njit(cache=True, inline="always")
+@njit(inline="always")
 def shared_exponent(amax: np.float64, rule: np.int64, elem_emax: np.int64, elem_prec: np.int64,
                     elem_max: np.float64) -> np.int64:
     """Unclamped power-of-two scale exponent of a group with max |x| = amax > 0 (finite)."""
@@ -120,7 +121,7 @@ def shared_exponent(amax: np.float64, rule: np.int64, elem_emax: np.int64, elem_
     return ex - elem_emax
 
 
-@njit(cache=True, inline="always")
+@njit(inline="always")
 def group_extent(ip: np.int64, iq: np.int64, ir: np.int64, dims, groups):
     """Flat-index geometry of group (ip, iq, ir) of the (P, Q, R) view cut into (gp, gq, gr)
     groups: (first flat index, outer count and stride, middle count and stride, inner count and
@@ -140,7 +141,7 @@ def group_extent(ip: np.int64, iq: np.int64, ir: np.int64, dims, groups):
     return start, 1, 0, 1, 1, n_p, big_q * big_r              # a column (channels along -1)
 
 
-@njit(cache=True, inline="always")
+@njit(inline="always")
 def _next_group(ip: np.int64, iq: np.int64, ir: np.int64, nq: np.int64, nr: np.int64):
     """The group after (ip, iq, ir) in C order, with nq and nr groups along Q and R."""
     ir += 1
@@ -153,7 +154,7 @@ def _next_group(ip: np.int64, iq: np.int64, ir: np.int64, nq: np.int64, nr: np.i
     return ip, iq, ir
 
 
-@njit(cache=True, inline="always")
+@njit(inline="always")
 def _bits_info(xb):
     """(is32, sign shift, |x| mask, order key of Inf) of IEEE bits ``xb`` (uint32 or uint64)."""
     is32 = xb.itemsize == 4
@@ -162,7 +163,7 @@ def _bits_info(xb):
             np.int64(0x7F800000) if is32 else np.int64(0x7FF0000000000000))
 
 
-@njit(cache=True, inline="always")
+@njit(inline="always")
 def _key(bits, sign_shift: np.uint64, absmask: np.uint64) -> np.int64:
     """The order key of a value given as its IEEE bits: the bits of |x|, negated for x < 0."""
     b = np.uint64(bits)
@@ -170,7 +171,7 @@ def _key(bits, sign_shift: np.uint64, absmask: np.uint64) -> np.int64:
     return -mag if (b >> sign_shift) != 0 else mag
 
 
-@njit(cache=True, inline="always")
+@njit(inline="always")
 def _calibrated(lo: np.float64, hi: np.float64, clip, g: np.int64):
     """[lo, hi] narrowed to group ``g``'s calibrated range, if ``clip`` has one (keeping 0)."""
     if clip.shape[0] > 0:
@@ -178,7 +179,7 @@ def _calibrated(lo: np.float64, hi: np.float64, clip, g: np.int64):
     return lo, hi
 
 
-@njit(cache=True, inline="always")
+@njit(inline="always")
 def _scale_from_keys(k_lo: np.int64, k_hi: np.int64, g: np.int64, bits, clip, plan,
                      elem_max: np.float64, tensor_scale: np.float64, ed, esp, sd, ssp, sspv,
                      key: np.uint64, to_value: bool):
@@ -192,7 +193,7 @@ def _scale_from_keys(k_lo: np.int64, k_hi: np.int64, g: np.int64, bits, clip, pl
     return scode, flag, unit, inv, zp, bad
 
 
-@njit(cache=True, inline="always")
+@njit(inline="always")
 def _run_keys(xb, sign_shift: np.uint64, absmask: np.uint64):
     """(min, max) of 0 and the order keys of one run of a group's values, read as IEEE bits
     ``xb``: the bits of |x|, negated for negative x.  Integer reductions, which vectorise (float
@@ -206,14 +207,14 @@ def _run_keys(xb, sign_shift: np.uint64, absmask: np.uint64):
     return lo, hi
 
 
-@njit(cache=True, inline="always")
+@njit(inline="always")
 def _key_value(k: np.int64, is32: bool) -> np.float64:
     """The value whose order key (see :func:`_run_keys`) is ``k``."""
     v = bits_to_f32(abs(k)) if is32 else bits_to_f64(abs(k))
     return -v if k < 0 else v
 
 
-@njit(cache=True, inline="always")
+@njit(inline="always")
 def _kept_nonzero(sv: np.float64, xv: np.float64) -> np.float64:
     """``sv``, or the smallest float64 of x's sign where scaling a nonzero x underflowed to 0:
     far below every element format's grid, only its sign (and nonzero-ness, for the directed
@@ -221,7 +222,7 @@ def _kept_nonzero(sv: np.float64, xv: np.float64) -> np.float64:
     return np.copysign(_TINY, xv) if (sv == 0.0) & (xv != 0.0) else sv
 
 
-@njit(cache=True)
+@njit
 def _general_run(xs, vs, cs, base: np.int64, step: np.int64, pow2: bool, inv: np.float64,
                  unit: np.float64, lo_v: np.float64, hi_v: np.float64, zp: np.int64,
                  to_value: bool, plan, ed, esp, table, tcodes, mode: np.int64, key: np.uint64,
@@ -273,7 +274,7 @@ def _general_run(xs, vs, cs, base: np.int64, step: np.int64, pow2: bool, inv: np
     return n_clip
 
 
-@njit(cache=True, inline="always")
+@njit(inline="always")
 def _element_units(xv: np.float64, pow2: bool, inv: np.float64, unit: np.float64):
     """``x`` in element units as an exact pair (high, low): ``x * 2**-E`` (exact unless it
     underflows: a nonzero x is then kept as the tiniest float64 of its sign) or the quotient
@@ -285,7 +286,7 @@ def _element_units(xv: np.float64, pow2: bool, inv: np.float64, unit: np.float64
     return _kept_nonzero(sv, xv), t
 
 
-@njit(cache=True, inline="always")
+@njit(inline="always")
 def _grid_int(sv: np.float64, lo_v: np.float64, hi_v: np.float64, grid: np.float64):
     """``sv`` (element units) rounded to nearest-even on the integer grid of spacing ``grid``
     and clamped to [lo_v, hi_v], as a float count of grid steps (powers of two: exact)."""
@@ -293,7 +294,7 @@ def _grid_int(sv: np.float64, lo_v: np.float64, hi_v: np.float64, grid: np.float
     return min(max(np.rint(sv * per_grid), lo_v * per_grid), hi_v * per_grid)
 
 
-@njit(cache=True, inline="always")
+@njit(inline="always")
 def _fast_value(xv: np.float64, pow2: bool, inv: np.float64, unit: np.float64,
                 lo_v: np.float64, hi_v: np.float64, is_int: bool, grid: np.float64, q):
     """(nearest-even value, whether outside [lo_v, hi_v]) of one element, from the float64
@@ -308,7 +309,7 @@ def _fast_value(xv: np.float64, pow2: bool, inv: np.float64, unit: np.float64,
     return fk.quantize_nearest_even_value(sv, q) * unit, out
 
 
-@njit(cache=True, inline="always")
+@njit(inline="always")
 def _fast_code(xv: np.float64, pow2: bool, inv: np.float64, unit: np.float64,
                lo_v: np.float64, hi_v: np.float64, zp: np.int64, is_int: bool,
                grid: np.float64, int_mask: np.int64, ed, esp):
@@ -321,7 +322,7 @@ def _fast_code(xv: np.float64, pow2: bool, inv: np.float64, unit: np.float64,
     return fk.round_pair(sv, 0.0, ed, esp, 0, np.uint64(0), 0, 32), out
 
 
-@njit(cache=True, inline="always")
+@njit(inline="always")
 def _fast_run(xs, vs, cs, to_value: bool, pow2: bool, inv: np.float64, unit: np.float64,
               lo_v: np.float64, hi_v: np.float64, zp: np.int64, is_int: bool, grid: np.float64,
               int_mask: np.int64, ed, esp, espv) -> np.int64:
@@ -345,7 +346,7 @@ def _fast_run(xs, vs, cs, to_value: bool, pow2: bool, inv: np.float64, unit: np.
     return n_clip
 
 
-@njit(cache=True)
+@njit
 def _fast_codes(xs, cs, pow2: bool, inv: np.float64, unit: np.float64, lo_v: np.float64,
                 hi_v: np.float64, zp: np.int64, is_int: bool, grid: np.float64,
                 int_mask: np.int64, ed, esp) -> np.int64:
@@ -361,7 +362,7 @@ def _fast_codes(xs, cs, pow2: bool, inv: np.float64, unit: np.float64, lo_v: np.
     return _code_loop(xs, cs, False, inv, unit, False, args)
 
 
-@njit(cache=True, inline="always")
+@njit(inline="always")
 def _code_loop(xs, cs, pow2: bool, inv: np.float64, unit: np.float64, is_int: bool,
                args) -> np.int64:
     """The loop of :func:`_fast_codes` for one (pow2, is_int) case."""
@@ -375,7 +376,7 @@ def _code_loop(xs, cs, pow2: bool, inv: np.float64, unit: np.float64, is_int: bo
     return n_clip
 
 
-@njit(cache=True, inline="always")
+@njit(inline="always")
 def _element_bounds(plan, zp: np.int64, grid: np.float64, elem_max: np.float64):
     """The element range [lo_v, hi_v] in element units: +-elem_max, or for integers the code
     range less the zero point."""
@@ -384,7 +385,7 @@ def _element_bounds(plan, zp: np.int64, grid: np.float64, elem_max: np.float64):
     return -elem_max, elem_max
 
 
-@njit(cache=True, inline="always")
+@njit(inline="always")
 def _group_scale(lo: np.float64, hi: np.float64, bad: bool, plan, elem_max: np.float64,
                  tensor_scale: np.float64, ed, esp, sd, ssp, sspv, key: np.uint64,
                  to_value: bool):
@@ -417,7 +418,7 @@ def _group_scale(lo: np.float64, hi: np.float64, bad: bool, plan, elem_max: np.f
     return _exact_scale(lo, hi, plan, elem_max, tensor_scale, ed, esp, sd, ssp, key)
 
 
-@njit(cache=True, inline="always")
+@njit(inline="always")
 def _rounds_below(sq: np.float64, st: np.float64, held: np.float64, sd, ssp,
                   mode: np.int64) -> bool:
     """Whether the quotient sq + st, below ``held``, the smallest value of a format without
@@ -429,7 +430,7 @@ def _rounds_below(sq: np.float64, st: np.float64, held: np.float64, sd, ssp,
     return fk.decode_one(up, sd) < held * _SHIFT_UP
 
 
-@njit(cache=True)
+@njit
 def _exact_scale(lo: np.float64, hi: np.float64, plan, elem_max: np.float64,
                  tensor_scale: np.float64, ed, esp, sd, ssp, key: np.uint64):
     """The ``amax``-rule scale of :func:`_group_scale` rounded exactly, and the zero point
@@ -465,7 +466,7 @@ def _exact_scale(lo: np.float64, hi: np.float64, plan, elem_max: np.float64,
     return scode, flag, unit, 1.0, zp
 
 
-@njit(cache=True, inline="always")
+@njit(inline="always")
 def _run_elements(xs, vs, cs, fast: bool, base: np.int64, step: np.int64, to_value: bool,
                   pow2: bool, inv: np.float64, unit: np.float64, lo_v: np.float64,
                   hi_v: np.float64, zp: np.int64, is_int: bool, grid: np.float64,
@@ -481,7 +482,7 @@ def _run_elements(xs, vs, cs, fast: bool, base: np.int64, step: np.int64, to_val
                         ed, esp, table, tcodes, mode, key, sr_bits)
 
 
-@njit(cache=True, inline="always")
+@njit(inline="always")
 def _one_group(g, extent, x, xb, bits, clip, plan, elem_max, tensor_scale, ed, esp, espv, sd,
                ssp, sspv, table, tcodes, mode, key, sr_bits, to_value, outs, one_run):
     """Group ``g``, whose elements are the runs ``extent`` (see :func:`group_extent`): range,
@@ -544,7 +545,7 @@ def _one_group(g, extent, x, xb, bits, clip, plan, elem_max, tensor_scale, ed, e
                     esp, espv, table, tcodes, mode, key, sr_bits)
 
 
-@njit(cache=True, inline="always")
+@njit(inline="always")
 def _pair_bounds(g, start, n0, n1, xb, bits, clip, plan, elem_max, tensor_scale, ed, esp, sd,
                  ssp, sspv, key, flags):
     """(unit, 1 / unit or 1) of groups ``g`` and ``g + 1``, adjacent contiguous runs of ``n0``
@@ -566,7 +567,7 @@ def _pair_bounds(g, start, n0, n1, xb, bits, clip, plan, elem_max, tensor_scale,
     return u0, i0, u1, i1
 
 
-@njit(cache=True, inline="always")
+@njit(inline="always")
 def _pair_groups(g, start, n0, n1, x, xb, bits, clip, plan, elem_max, tensor_scale, ed, esp,
                  espv, sd, ssp, sspv, key, values, clipped, flags):
     """Nearest-even values of two adjacent one-run float groups ``g`` and ``g + 1`` of at most
@@ -593,7 +594,7 @@ def _pair_groups(g, start, n0, n1, x, xb, bits, clip, plan, elem_max, tensor_sca
     clipped[g + 1] = c1
 
 
-@njit(cache=True, error_model="numpy")
+@njit(error_model="numpy")
 def _group_chunk(g, g_end, x, xb, dims, groups, fmt, mode, key, sr_bits, clip, to_value, outs):
     """Groups ``g`` .. ``g_end - 1`` of :func:`group_loop` (one parallel task).  ``fmt`` = (plan,
     elem_max, tensor_scale, ed, esp, espv, sd, ssp, sspv, table, tcodes).  Compiled on its own:
@@ -635,7 +636,7 @@ def _group_chunk(g, g_end, x, xb, dims, groups, fmt, mode, key, sr_bits, clip, t
         g += 1
 
 
-@njit(cache=True, parallel=True)
+@njit(parallel=True)
 def group_loop(x, xb, dims, groups, plan, elem_max, tensor_scale, ed, esp, espv, sd, ssp, sspv,
                table, tcodes, mode, key, sr_bits, clip, to_value, codes, scales, zps, values,
                clipped, flags):
@@ -662,7 +663,7 @@ def group_loop(x, xb, dims, groups, plan, elem_max, tensor_scale, ed, esp, espv,
                      (codes, scales, zps, values, clipped, flags))
 
 
-@njit(cache=True, parallel=True)
+@njit(parallel=True)
 def channel_loop(x, xb, n_rows, n_cols, plan, elem_max, tensor_scale, ed, esp, espv, sd, ssp,
                  sspv, clip, to_value, codes, scales, zps, values, clipped, flags):
     """Nearest-even values or codes with one scale per column of an (n_rows, n_cols) array
@@ -729,7 +730,7 @@ def channel_loop(x, xb, n_rows, n_cols, plan, elem_max, tensor_scale, ed, esp, e
                         codes[p * n_cols + c0 + j] = 0
 
 
-@njit(cache=True, parallel=True)
+@njit(parallel=True)
 def finite_amax(xb) -> np.float64:
     """max |x| over the finite elements of a flat float32 or float64 array given as its bits
     ``xb`` (uint32 or uint64; an integer reduction, which vectorises); 0 when there are none."""
@@ -741,7 +742,7 @@ def finite_amax(xb) -> np.float64:
     return _key_value(m, is32)
 
 
-@njit(cache=True, parallel=True)
+@njit(parallel=True)
 def decode_groups(codes, scales, zps, gp, gq, gr, plan, tensor_scale, ed, sd, table, out):
     """Values of element codes with their group scales and zero points (the inverse of the
     group loop)."""

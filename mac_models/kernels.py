@@ -28,10 +28,11 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit, prange
+from numba import prange
 
 from formats import float_kernels as fk
 from formats.bitcast import bits_to_f64, clz64, f64_to_bits, significand_exponent
+from formats.kernel_cache import njit
 from formats.quire import add_scaled, leading_bits, normalize, to_magnitude
 from formats.rounding import NEAREST_EVEN, SATURATE, TOWARD_NEGATIVE
 
@@ -52,7 +53,7 @@ _OVF_POS, _OVF_NEG = -2, -3                # overflow markers in a plan's specia
 
 
 # ---- one rounded addition -------------------------------------------------------------------
-@njit(cache=True)
+@njit
 def add_round(acc, x, fd, index):
     """``acc + x`` rounded once into the float register ``fd`` (see :func:`float_plan`); returns
     (value, overflowed): whether the rounding, in the register's mode, went beyond the largest
@@ -62,7 +63,7 @@ def add_round(acc, x, fd, index):
     return finish(fk.round_pair(s, e, fd[0], fd[1], fd[4], fd[5], index, fd[6]), fd)
 
 
-@njit(cache=True, inline="always")
+@njit(inline="always")
 def finish(code, fd):
     """(value, overflowed) of a code from round_pair with the plan's specials, where the two
     overflow results are the markers _OVF_POS / _OVF_NEG (see :func:`float_plan`)."""
@@ -76,7 +77,7 @@ def finish(code, fd):
     return v, code <= _OVF_POS
 
 
-@njit(cache=True, inline="always")
+@njit(inline="always")
 def odd_sum(a, b):
     """a + b rounded to odd in float64, branch-free: the nearest float64 sum, moved to its odd
     neighbour when the TwoSum error says it was inexact.  Rounding that value into any format of
@@ -91,14 +92,14 @@ def odd_sum(a, b):
     return bits_to_f64(bits + np.uint64(fix & grow) - np.uint64(fix & (not grow)))
 
 
-@njit(cache=True)
+@njit
 def nearest_plan(fd):
     """What :func:`add_nearest_even` reads of the register plan ``fd``, as scalars, for kernels to
     take before their loops (see :func:`formats.float_kernels.nearest_even_params`)."""
     return fk.nearest_even_params(fd[0], fd[2]), fd[3], fd[8]
 
 
-@njit(cache=True, inline="always")
+@njit(inline="always")
 def add_nearest_even(acc, x, ne):
     """``add_round`` for nearest-even, branch-free: the round-to-odd sum (:func:`odd_sum`)
     rounded in the value domain; ``ne`` from :func:`nearest_plan`."""
@@ -108,14 +109,14 @@ def add_nearest_even(acc, x, ne):
     return fk.quantize_nearest_even_value(odd, q), (big > top) | ((big == top) & odd_max)
 
 
-@njit(cache=True)
+@njit
 def bitwise_plan(fd):
     """What :func:`add_bitwise` reads of the register plan ``fd``, as scalars: the parameters
     of :func:`formats.float_kernels.bitwise_params` and the random key."""
     return fk.bitwise_params(fd[0], fd[2], fd[4], fd[6]), fd[5]
 
 
-@njit(cache=True, inline="always")
+@njit(inline="always")
 def truncated_sum(a, b, rest):
     """``a + b`` as (t, r), branch-free: ``t`` the exact sum truncated toward zero to float64,
     ``r`` in [0, 1) the rest in units of t's float64 ulp, rounded down where it is at least
@@ -144,7 +145,7 @@ def truncated_sum(a, b, rest):
     return bits_to_f64(tbits), r
 
 
-@njit(cache=True, inline="always")
+@njit(inline="always")
 def add_bitwise(acc, x, bp, index, rest):
     """``add_round`` for the modes of :func:`formats.float_kernels.quantize_bitwise_value`,
     branch-free: the truncated sum (:func:`truncated_sum` with ``rest``), signed -0 for an
@@ -167,7 +168,7 @@ def add_path(fd) -> int:
     return PATH_BITWISE_REST if fk.bitwise_rest(fd[0], fd[4], fd[6]) else PATH_BITWISE
 
 
-@njit(cache=True, inline="always")
+@njit(inline="always")
 def add_float(acc, x, plans, index, path):
     """One addition into a float register by ``path`` (:func:`add_path`): the nearest-even or
     the bitwise rounding (``plans`` = (:func:`nearest_plan`, :func:`bitwise_plan`)).  Between
@@ -177,13 +178,13 @@ def add_float(acc, x, plans, index, path):
     return add_bitwise(acc, x, plans[1], index, path == PATH_BITWISE_REST)
 
 
-@njit(cache=True)
+@njit
 def round_value(x, fd, index):
     """``x`` (exact in float64) rounded into the format ``fd``; (value, beyond)."""
     return add_round(0.0, x, fd, index) if x == x else (x, False)
 
 
-@njit(cache=True, inline="always")
+@njit(inline="always")
 def exact_product(a, b):
     """``a * b`` as a pair (h, l) with h + l == a * b exactly, for any finite ``a`` and ``b``:
     TwoProduct of the significands (in [0.5, 1), so Veltkamp's split cannot overflow and the
@@ -207,7 +208,7 @@ def exact_product(a, b):
     return h * f, l * f
 
 
-@njit(cache=True)
+@njit
 def add_scaled_round(acc, part, scale, fd, index):
     """``acc + part * scale`` rounded once into ``fd``, exactly: the product as an exact pair
     (:func:`exact_product`), the three terms renormalised to (s, tail) where the tail is made
@@ -229,20 +230,20 @@ def add_scaled_round(acc, part, scale, fd, index):
     return v, beyond, h
 
 
-@njit(cache=True, inline="always")
+@njit(inline="always")
 def _larger(x, y):
     """max(x, y) written as a select, which vectorises (Numba's max does not)."""
     return x if x > y else y
 
 
-@njit(cache=True, inline="always")
+@njit(inline="always")
 def _tally(st, j, beyond, saturates):
     """One rounding that went beyond the register's range: a saturation or an overflow."""
     st[ST_OVERFLOW, j] += beyond & (not saturates)
     st[ST_SATURATED, j] += beyond & saturates
 
 
-@njit(cache=True, inline="always")
+@njit(inline="always")
 def _count(st, j, old, new, x, beyond, saturates):
     """The statistics of one addition old + x -> new (events only from finite inputs)."""
     finite_in = np.isfinite(old) & np.isfinite(x)
@@ -250,7 +251,7 @@ def _count(st, j, old, new, x, beyond, saturates):
     _tally(st, j, beyond & finite_in, saturates)
 
 
-@njit(cache=True)
+@njit
 def _combine(total, part, unit, sa, sb, i, seg_no, cd, st, top, base, kk):
     """total[j] += part[j] * unit * sa[i, seg_no] * sb[seg_no, j], each rounded once into
     ``cd`` (a segment's sum promoted, or a block's sum scaled and accumulated).  In a
@@ -275,7 +276,7 @@ def _combine(total, part, unit, sa, sb, i, seg_no, cd, st, top, base, kk):
         top[j] = _larger(abs(new), top[j])
 
 
-@njit(cache=True, inline="always")
+@njit(inline="always")
 def _end_segment(total, part, combine, sa, sb, i, seg_no, cd, st, top, kk):
     """A float segment's sum into the row's totals: combined (scaled) or taken as it is."""
     if combine:
@@ -284,7 +285,7 @@ def _end_segment(total, part, combine, sa, sb, i, seg_no, cd, st, top, kk):
         total[:] = part
 
 
-@njit(cache=True, inline="always")
+@njit(inline="always")
 def _end_row(out, stats, peak, i, total, st, top):
     out[i, :] = total
     stats[i, :] = st.sum(axis=1)
@@ -292,7 +293,7 @@ def _end_row(out, stats, peak, i, total, st, top):
 
 
 # ---- floating-point accumulators -----------------------------------------------------------
-@njit(cache=True, inline="always")
+@njit(inline="always")
 def _product(av, bv, pf, use_pf, index, st, j):
     p = av * bv
     if use_pf:
@@ -301,7 +302,7 @@ def _product(av, bv, pf, use_pf, index, st, j):
     return p
 
 
-@njit(cache=True, inline="always")
+@njit(inline="always")
 def _float_row_step(part, comp, st, top, av, brow, i, k, kk, plans, saturates, pf, use_pf, kahan,
                     path):
     """One K step of one output row: ``part[j] += av * brow[j]`` rounded into the register for
@@ -325,7 +326,7 @@ def _float_row_step(part, comp, st, top, av, brow, i, k, kk, plans, saturates, p
         top[j] = _larger(abs(new), top[j])
 
 
-@njit(cache=True, inline="always")
+@njit(inline="always")
 def _direct_row_step(part, av, brow, c_per_binade, c_min):
     """One K step of :func:`_direct_row`: ``part[j] = RNE(part[j] + av * brow[j])`` rounded from
     the float64 sum by the magic constant of :func:`formats.float_kernels.quantize_nearest_even_value`,
@@ -351,7 +352,7 @@ def _direct_row_step(part, av, brow, c_per_binade, c_min):
     return swamped, top
 
 
-@njit(cache=True)
+@njit
 def _direct_row(a, b, i, seg, fd, part, total, st, top, combine, sa, sb, cd):
     """Row ``i`` of the nearest-even kernel with each sum ``register + product`` rounded from its
     float64 value, skipping the round-to-odd step: the caller has checked that the double
@@ -384,7 +385,7 @@ def _make_float_matmul(path: int, extended: bool):
     (none has a call in its loop, so it vectorises) and for plain or ``extended`` rows (Kahan
     or product rounding): with both row steps in one kernel, fp16->fp16's first call took
     about 68 s, with the plain one alone 45 s (benchmarks/RESULTS.md, "Cold start")."""
-    @njit(cache=True, parallel=True)
+    @njit(parallel=True)
     def float_matmul(a, b, out, stats, peak, seg, fd, kahan, pf, use_pf, cd, combine, sa, sb,
                      direct):
         m, kk = a.shape
@@ -437,7 +438,7 @@ float_matmul_nearest, float_matmul_bitwise, float_matmul_bitwise_rest = (
     _float_matmul_on(path) for path in range(len(PATHS)))
 
 
-@njit(cache=True, parallel=True)
+@njit(parallel=True)
 def float32_matmul(a, b, out, stats, peak):
     """fp32 round-to-nearest-even sequential accumulation in native float32 arithmetic.  Valid
     only when every product is exact in float32 (the caller checks the operand formats)."""
@@ -472,7 +473,7 @@ def float32_matmul(a, b, out, stats, peak):
 def _make_float_pairwise(path: int):
     """The pairwise kernel, compiled separately for each path of :func:`add_float` (as
     :func:`_make_float_matmul`)."""
-    @njit(cache=True, parallel=True)
+    @njit(parallel=True)
     def float_pairwise(a, b, out, stats, peak, fd, pf, use_pf):
         """Pairwise (tree) summation of each output's products: level by level, neighbours
         (0, 1), (2, 3), ... are added and rounded into ``fd``; an odd last element moves up
@@ -516,7 +517,7 @@ float_pairwise_nearest, float_pairwise_bitwise, float_pairwise_bitwise_rest = (
 
 
 # ---- integer accumulators ------------------------------------------------------------------
-@njit(cache=True, inline="always")
+@njit(inline="always")
 def _int_add(acc, x, lo, hi, saturate):
     """acc + x (exact in int64) wrapped or clamped to [lo, hi]; (value, changed)."""
     s = acc + x
@@ -526,7 +527,7 @@ def _int_add(acc, x, lo, hi, saturate):
     return (clamped if saturate else wrapped), out_of_range
 
 
-@njit(cache=True, parallel=True)
+@njit(parallel=True)
 def int_matmul(a, b, out, totals, stats, peak, seg, lo, hi, saturate, unit, cd, combine, sa,
                sb):
     """Integer accumulation of int64 products into a [lo, hi] register, wrapping or saturating.
@@ -565,7 +566,7 @@ def int_matmul(a, b, out, totals, stats, peak, seg, lo, hi, saturate, unit, cd, 
         peak[i] = max(top.max() * unit, ftop.max()) if n else 0.0
 
 
-@njit(cache=True, parallel=True)
+@njit(parallel=True)
 def int32_wrap_matmul(a, b, out, stats, peak):
     """The int32 wrapping register in native 32-bit arithmetic (int32 operands whose products
     fit in int32, as int8 and int16 ones do).  A sum wrapped exactly when both operands' signs
@@ -598,21 +599,21 @@ def int32_wrap_matmul(a, b, out, stats, peak):
 
 
 # ---- the aligned (tensor-core) multi-term adder -----------------------------------------------
-@njit(cache=True, inline="always")
+@njit(inline="always")
 def _finite_larger(v, big):
     """max(|v|, big) over finite v only (a select, so it vectorises)."""
     x = abs(v)
     return x if (x > big) & (x <= _DBL_MAX) else big
 
 
-@njit(cache=True, inline="always")
+@njit(inline="always")
 def _binade(v):
     """floor(log2|v|) of a finite nonzero float64; _NO_BINADE for zero and non-finite values."""
     sig, ex = significand_exponent(f64_to_bits(v))
     return ex - (clz64(sig) - 11) if (v != 0.0) & np.isfinite(v) else _NO_BINADE
 
 
-@njit(cache=True, parallel=True)
+@njit(parallel=True)
 def aligned_matmul(a, b, out, stats, peak, seg, group, p, rnd, fd, cd, combine, sa, sb):
     """Groups of ``group`` products, aligned to the largest binade E among them and the running
     sum, each kept to its bits >= 2**(E - p + 1) (``rnd``: rounded to nearest even, else
@@ -669,7 +670,7 @@ def aligned_matmul(a, b, out, stats, peak, seg, group, p, rnd, fd, cd, combine, 
         _end_row(out, stats, peak, i, total, st, top)
 
 
-@njit(cache=True, inline="always")
+@njit(inline="always")
 def _aligned_sum(acc, unit, raw, part, fd, a, b, i, j, g0, g1, index):
     """The kept sum ``acc * 2**unit`` (|acc| < 2**62) rounded once into ``fd``: (value, beyond).
     A non-finite float64 sum ``raw`` of the group means a non-finite product or running sum
@@ -697,7 +698,7 @@ def _aligned_sum(acc, unit, raw, part, fd, a, b, i, j, g0, g1, index):
     return add_round(math.ldexp(hi, unit), math.ldexp(lo, unit), fd, index)
 
 
-@njit(cache=True, inline="always")
+@njit(inline="always")
 def _keep(v, unit_exp, rnd):
     """``v`` in units of 2**unit_exp, rounded to an integer: to nearest even (``rnd``) or toward
     zero.  |v| < 2**(unit_exp + 48).  The quotient is two products by normal powers of two (a
@@ -713,14 +714,14 @@ def _keep(v, unit_exp, rnd):
 
 
 # ---- exact (Kulisch) accumulation -------------------------------------------------------------
-@njit(cache=True, inline="always")
+@njit(inline="always")
 def _kulisch_add(q, v, lsb):
     """q += v for a finite nonzero float64 v that is a multiple of 2**lsb."""
     sig, ex = significand_exponent(f64_to_bits(v))
     add_scaled(q, v < 0, sig, ex - 52 - lsb)
 
 
-@njit(cache=True)
+@njit
 def kulisch_value(q, lsb, fd, index):
     """The value of the digits q (times 2**lsb) rounded once into ``fd`` (q is clobbered)."""
     neg = to_magnitude(q)
@@ -737,7 +738,7 @@ def kulisch_value(q, lsb, fd, index):
     return finish(fk.round_pair(s, e, fd[0], fd[1], fd[4], fd[5], index, fd[6]), fd)
 
 
-@njit(cache=True, parallel=True)
+@njit(parallel=True)
 def exact_matmul(a, b, out, stats, n_digits, lsb, fd):
     """Kulisch accumulation: every product added exactly into digits of 32 bits (carries
     propagated every 2**29 additions), the sum rounded once into ``fd``.  Non-finite products
@@ -802,7 +803,7 @@ def float_plan(fmt, rounding_mode: int, key: np.uint64, sr_bits: int, overflow: 
             overflow == SATURATE, odd_max)
 
 
-@njit(cache=True, parallel=True)
+@njit(parallel=True)
 def scale_all(x, t, cd):
     """x[i] = x[i] * t rounded once into ``cd`` (a per-tensor scale applied to the results);
     returns how many of those roundings overflowed."""
