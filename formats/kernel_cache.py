@@ -15,8 +15,9 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import os
+import warnings
 from pathlib import Path
-from typing import Callable
+from typing import BinaryIO, Callable
 
 import numba
 from numba.core.caching import IndexDataCacheFile
@@ -46,22 +47,40 @@ class LockedCacheFile(IndexDataCacheFile):
     writing the index, then the data.  Two processes saving two overloads of one function at
     once (two signatures, or two closures of one kernel factory) can take the same number, and
     the index of one then names the machine code of the other: wrong results or a crash, from
-    every later process that loads it.  Here a save holds an exclusive ``flock`` (POSIX) on
+    every later process that loads it.  Here a save holds an exclusive ``fcntl.flock`` on
     ``<index>.lock`` from reading the index to writing the data, and a load a shared one.
     """
 
-    def save(self, key, data) -> None:
-        with open(self._index_path + ".lock", "ab") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)        # released when the file closes
-            super().save(key, data)
-
-    def load(self, key):
+    def _acquire(self, operation: int) -> BinaryIO | None:
+        """The open ``<index>.lock``, holding ``flock(operation)``; None where no lock can be
+        taken (no cache directory yet, one we may not write, a file system without locks)."""
         try:
             lock = open(self._index_path + ".lock", "ab")
-        except OSError:     # no cache directory yet, or one we may not write: no save to wait for
+        except OSError:
+            return None
+        try:
+            fcntl.flock(lock, operation)            # released when the file closes
+        except OSError:
+            lock.close()
+            return None
+        return lock
+
+    def save(self, key, data) -> None:
+        """Save under the exclusive lock; where it cannot be taken, warn and leave it unsaved."""
+        lock = self._acquire(fcntl.LOCK_EX)
+        if lock is None:
+            warnings.warn(f"numsim: cannot lock {self._index_path}.lock; kernels compiled in "
+                          "this process stay out of the on-disk cache", RuntimeWarning)
+            return
+        with lock:
+            super().save(key, data)
+
+    def load(self, key) -> object:
+        """Load under the shared lock; without one nobody here saves, so load as Numba does."""
+        lock = self._acquire(fcntl.LOCK_SH)
+        if lock is None:
             return super().load(key)
         with lock:
-            fcntl.flock(lock, fcntl.LOCK_SH)
             return super().load(key)
 
 
@@ -72,6 +91,9 @@ def njit(func: Callable | None = None, **options) -> Dispatcher | Callable[[Call
         return lambda f: njit(f, **options)
     kernel = numba.njit(cache=True, **options)(func)
     cache = kernel._cache
+    if type(getattr(cache, "_cache_file", None)) is not IndexDataCacheFile:
+        raise RuntimeError(f"numba {numba.__version__} keeps its cache files in a way "
+                           "formats.kernel_cache does not know; its kernels cannot be locked")
     cache._cache_file = LockedCacheFile(cache._cache_path, cache._impl.filename_base,
                                         cache._impl.locator.get_source_stamp())
     return kernel
