@@ -76,7 +76,8 @@ class LockedCacheFile(IndexDataCacheFile):
             super().save(key, data)
 
     def load(self, key) -> object:
-        """Load under the shared lock; without one nobody here saves, so load as Numba does."""
+        """Load under the shared lock.  Without one (no cache directory yet, or one where no
+        process can lock, so none of ours saves) load as Numba does."""
         lock = self._acquire(fcntl.LOCK_SH)
         if lock is None:
             return super().load(key)
