@@ -53,6 +53,9 @@ Conventions
 * ``tensor_scale=True`` adds a second-level FP32 scale ``amax_tensor / (scale_max * elem_max)``
   (NVFP4's per-tensor scale; amax over the finite values; 1 when that is 0; at least fp32's
   smallest positive value 2**-149).
+* ``name``: given, or ``element/scale/group/rule`` followed by each option that differs from
+  its default (``scale_toward_positive``, ``tensor_scale``, ``int_min``, ``no_pad``,
+  ``hadamard<b>[_seed<s>]``); a tile is written ``<rows>x<cols>``.
 """
 from __future__ import annotations
 
@@ -179,10 +182,27 @@ class ScaledFormat:
         self.hadamard = hadamard
         self.hadamard_seed = secrets.randbits(64) if hadamard_seed is None else hadamard_seed
         if hadamard is not None:
-            hadamard_transform(np.zeros(hadamard), hadamard, seed=hadamard_seed)   # validates
-        self.name = name or (f"{self.element.name}/{self.scale.name}/{self.group}/{rule}"
-                             + (f"/hadamard{hadamard}" if hadamard else ""))
+            hadamard_transform(np.zeros(hadamard), hadamard, seed=self.hadamard_seed)  # validates
+        self.name = name or self._default_name()
         self._plan, self._elem = self._build_plan()
+
+    def _default_name(self) -> str:
+        """``element/scale/group/rule`` and every option that differs from its default, so
+        that two formats that quantize differently never share a name."""
+        group = "x".join(map(str, self.group)) if isinstance(self.group, tuple) else self.group
+        parts = [self.element.name, self.scale.name, str(group), self.rule]
+        if self.scale_rounding != "nearest_even":
+            parts.append(f"scale_{self.scale_rounding}")
+        if self.tensor_scale:
+            parts.append("tensor_scale")
+        if self.int_min:
+            parts.append("int_min")
+        if not self.pad:
+            parts.append("no_pad")
+        if self.hadamard:
+            parts.append(f"hadamard{self.hadamard}"
+                         + (f"_seed{self.hadamard_seed}" if self.hadamard_seed else ""))
+        return "/".join(parts)
 
     # ---- the kernel parameters -----------------------------------------------------------
     def _build_plan(self):

@@ -329,6 +329,22 @@ def test_decode_with_an_equal_format_built_separately():
     assert _same(twin.decode(st), formats.get("mxfp4").quantize(x))
 
 
+def test_default_names_tell_every_option_apart():
+    """Formats built without a name that quantize differently get different names; equal
+    formats get the same one."""
+    variants = [dict(), dict(scale_rounding="toward_positive"), dict(tensor_scale=True),
+                dict(pad=False), dict(hadamard=32), dict(hadamard=32, hadamard_seed=7),
+                dict(group=64), dict(group=(2, 16)), dict(scale="fp16"), dict(scale="fp32"),
+                dict(element="fp4_e2m1"), dict(element="int4"), dict(element="int4", int_min=True)]
+    made = []
+    for v in variants:
+        v = {"element": "fp6_e2m3", "scale": "ue4m3fn", "group": 32, **v}
+        made.append(ScaledFormat(v.pop("element"), v.pop("scale"), v.pop("group"), "amax", **v))
+    assert len({f.name for f in made}) == len(made) == len(set(made))
+    assert made[3].name == ScaledFormat("fp6_e2m3", "ue4m3fn", 32, "amax", pad=False).name
+    assert made[7].name.split("/")[2] == "2x16"
+
+
 @pytest.mark.parametrize("thing", [np.zeros((4, 32)), None, {"elements": np.zeros(32)},
                                    (np.zeros(32, np.uint8), np.zeros(1, np.uint8))],
                          ids=["ndarray", "None", "dict", "tuple"])
