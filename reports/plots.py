@@ -3,7 +3,8 @@
 
 * :func:`sqnr_vs_bits`: SQNR against bits per element, one line per family (an error table).
 * :func:`pareto`: error against a cost (energy per MAC, MAC area), the Pareto front drawn
-  through the configurations no other beats on both.
+  through the configurations no other beats on both; every point is named, or only the
+  front's when there are more than ``MAX_NAMED_POINTS``.
 * :func:`layer_heatmap`: per-layer SQNR of each configuration's outputs.
 * :func:`histogram`: a tensor's values with the format's representable values overlaid.
 * :func:`accumulator_error`: relative error of dot products against their length K for MAC
@@ -81,6 +82,9 @@ def _text_box(ann, renderer):
     return Text.get_window_extent(ann, renderer)
 
 
+MAX_NAMED_POINTS = 40      # more points than this: a Pareto plot names only its front
+
+
 def _label_points(ax: plt.Axes, d: pd.DataFrame, x: str, y: str, fontsize: float = 6) -> None:
     """Name each point beside it; a label that would overlap one already placed or leave the
     axes vertically moves down or up by whole lines (nearest free place first, a thin line back
@@ -114,10 +118,12 @@ def pareto(summary: pd.DataFrame, x: str, y: str, xlabel: str, ylabel: str,
     front = pareto_front(d[x], d[y])
     ax.scatter(d[x], d[y], c=np.where(front, "tab:red", "tab:gray"), s=18, zorder=3)
     f = d[front].sort_values(x)
-    ax.plot(f[x], f[y], color="tab:red", lw=1, label="Pareto front")
+    crowded = len(d) > MAX_NAMED_POINTS
+    ax.plot(f[x], f[y], color="tab:red", lw=1,
+            label=f"Pareto front (named; {len(d)} points in all)" if crowded else "Pareto front")
     if logy and (d[y] > 0).all():
         ax.set_yscale("log")
-    _label_points(ax, d, x, y)
+    _label_points(ax, f if crowded else d, x, y)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)

@@ -455,6 +455,20 @@ def test_pareto_labels_do_not_overlap_in_a_crowd():
     assert not [(i, j) for i in range(20) for j in range(i) if boxes[i].overlaps(boxes[j])]
 
 
+def test_pareto_names_only_the_front_of_a_large_sweep():
+    """Past MAX_NAMED_POINTS configurations only the front is named, and the legend says so."""
+    rng = np.random.default_rng(4)
+    n = plots.MAX_NAMED_POINTS + 1
+    summary = pd.DataFrame({"cost": rng.uniform(1, 10, n), "err": rng.uniform(0.01, 1, n)},
+                           index=[f"c{i}" for i in range(n)])
+    front = plots.pareto_front(summary["cost"], summary["err"])
+    ax = plots.pareto(summary, "cost", "err", "cost", "error").axes[0]
+    assert sorted(t.get_text() for t in ax.texts) == sorted(summary.index[front])
+    assert f"{n} points" in ax.get_legend().get_texts()[0].get_text()
+    ax = plots.pareto(summary.iloc[:-1], "cost", "err", "cost", "error").axes[0]
+    assert len(ax.texts) == n - 1
+
+
 def test_pareto_front_hand_made():
     cost = [1.0, 1.0, 2.0, 3.0, 3.0, 0.5, 0.5]
     err = [5.0, 4.0, 2.0, 2.0, 1.0, 9.0, 9.0]
