@@ -12,12 +12,17 @@ decorated with this module's :func:`njit`, which puts its cache under a file loc
 """
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import os
 import warnings
 from pathlib import Path
 from typing import BinaryIO, Callable
+
+try:
+    import fcntl
+except ImportError:                                  # Windows: no flock
+    raise ImportError("numsim needs a POSIX system (Linux, macOS): its kernel cache is locked "
+                      "with fcntl.flock, which this platform lacks") from None
 
 import numba
 from numba.core.caching import IndexDataCacheFile

@@ -115,6 +115,16 @@ def test_unlockable_cache_warns_and_saves_nothing(tmp_path):
     assert cache.load("key") == b"code"
 
 
+def test_a_platform_without_flock_is_told_why_numsim_cannot_run():
+    """Where ``fcntl`` is missing (Windows) importing numsim fails with the reason, not with
+    the bare "No module named 'fcntl'"."""
+    code = "import sys; sys.modules['fcntl'] = None; import formats"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    err = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env=env, timeout=300).stderr
+    assert "ImportError: numsim needs a POSIX system" in err, err
+
+
 def test_kernel_modules_use_the_locked_njit():
     """No module of formats or mac_models takes a jit decorator from Numba directly (a kernel
     made in a factory or held in a closure would escape a check of module attributes)."""
