@@ -27,7 +27,7 @@ from . import posit_kernels as pk
 from .bitcast import clz64
 from .kernel_cache import njit
 from .posits import PositFormat
-from .rounding import mode_id, resolve_seed, resolve_sr_bits
+from .rounding import mode_id, resolve_sr_bits, seed_key
 from .scalar import as_code_array, check_int, flat_chunks
 
 _MASK32 = np.uint64(0xFFFFFFFF)
@@ -206,7 +206,7 @@ def fused_dot(fmt: PositFormat | str, a, b, rounding: str = "nearest_even",
         raise ValueError(f"last axes differ: {a.shape[-1]} and {b.shape[-1]}")
     mode = mode_id(rounding)
     sr = resolve_sr_bits(sr_bits)
-    key = resolve_seed(seed) if rounding == "stochastic" else np.uint64(0)
+    key = seed_key(seed, rounding)
     shape = np.broadcast_shapes(a.shape[:-1], b.shape[:-1])
     k = a.shape[-1]
     if k == 0:
@@ -279,7 +279,7 @@ class Quire:
         (:func:`fused_dot` uses the output's flat index): give separate quires rounded with one
         seed different indices, or their rounding errors are fully correlated."""
         mode = mode_id(rounding)
-        key = resolve_seed(seed) if rounding == "stochastic" else np.uint64(0)
+        key = seed_key(seed, rounding)
         index = check_int("index", index, 0, (1 << 63) - 1)
         code = _round_quire(self._digits.copy(), self._nar, self.format._desc, self.width, mode,
                             key, index, resolve_sr_bits(sr_bits))

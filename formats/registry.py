@@ -188,13 +188,17 @@ def get(name: str | ScalarFormat | ScaledFormat) -> ScalarFormat | ScaledFormat:
     return _cache[name]
 
 
-def table(names_: list[str] | None = None) -> "pd.DataFrame":
-    """Properties of the named formats (or of ``names_``), one row per format."""
+def table(names_: list[str] | str | None = None) -> "pd.DataFrame":
+    """Properties of the named scalar formats (or of ``names_``, a list or one name), one row
+    per format.  Scaled formats are refused: ``reports.tables.property_table`` lists both."""
     import pandas as pd                      # only this function needs pandas
 
     rows = []
-    for n in names_ or names():
+    for n in [names_] if isinstance(names_, str) else names_ or names():
         f = get(n)
+        if not isinstance(f, ScalarFormat):
+            raise TypeError(f"formats.table lists scalar formats; {f.name} is a scaled format "
+                            f"(reports.tables.property_table lists both kinds)")
         rows.append({
             "name": f.name,
             "family": _FAMILY[type(f)],

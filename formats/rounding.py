@@ -81,6 +81,14 @@ def resolve_seed(seed: int | None) -> np.uint64:
     return np.uint64(mix64(np.uint64(int(seed) % (1 << 64))))   # numba returns a Python int
 
 
+def seed_key(seed: int | None, rounding: str) -> np.uint64:
+    """The generator key of ``rounding``: :func:`resolve_seed` for stochastic rounding, else 0.
+    A bad seed is refused in every mode, though only stochastic rounding uses it."""
+    if seed is not None:
+        resolve_seed(seed)
+    return resolve_seed(seed) if rounding == "stochastic" else np.uint64(0)
+
+
 @njit
 def mix64(z: np.uint64) -> np.uint64:
     """SplitMix64's finalizer (Steele, Lea, Flood 2014): a bijective 64-bit mixer."""

@@ -16,7 +16,7 @@ import numpy as np
 
 from . import gpu
 from .opcodes import OP_ADD, OP_FMA, OP_MUL, OP_SUB
-from .rounding import mode_id, overflow_id, resolve_seed, resolve_sr_bits
+from .rounding import mode_id, overflow_id, resolve_sr_bits, seed_key
 
 _chunk_size = 1 << 22     # elements per kernel call: few parallel launches, bounded temporaries
 
@@ -87,8 +87,9 @@ def checked_out(out: Any, shape: tuple, dtype: np.dtype, x: Any) -> None:
         raise ValueError(f"out must have shape {tuple(shape)} (the input's), got "
                          f"{tuple(out.shape)}")
     if out.dtype != dtype:
+        swapped = out.dtype.newbyteorder("=") == dtype
         raise ValueError(f"out must have dtype {np.dtype(dtype)} (what quantize returns for this "
-                         f"input), got {out.dtype}")
+                         f"input), got {out.dtype}" + (" (in native byte order)" if swapped else ""))
     if not out.flags.c_contiguous:
         raise ValueError("out must be C-contiguous")
     if not getattr(out.flags, "writeable", True):
@@ -148,9 +149,8 @@ def chunk_of(arr: np.ndarray, start: int, stop: int) -> np.ndarray:
         chunk = arr.reshape(-1)[start:stop]
         return chunk.astype(np.float32) if arr.dtype == np.float16 else chunk
     chunk = arr.reshape(-1)[start:stop] if arr.flags.c_contiguous else arr.flat[start:stop]
-    if arr.dtype == np.float16:
-        return read_only(np.asarray(chunk, dtype=np.float32))
-    return read_only(np.asarray(chunk, dtype=arr.dtype.newbyteorder("=")))
+    native = arr.dtype.newbyteorder("=")
+    return read_only(np.asarray(chunk, dtype=np.float32 if native == np.float16 else native))
 
 
 def read_only(arr):
@@ -228,8 +228,7 @@ class ScalarFormat(ABC):
         ovf = overflow_id(self.default_overflow if overflow is None else overflow,
                           self.overflow_policies)
         sr = resolve_sr_bits(sr_bits)
-        key = resolve_seed(seed) if rounding == "stochastic" else np.uint64(0)
-        return mode, ovf, key, sr
+        return mode, ovf, seed_key(seed, rounding), sr
 
     def encode(self, x, rounding: str = "nearest_even", overflow: str | None = None,
                seed: int | None = None, sr_bits: int | None = None,
@@ -305,6 +304,8 @@ class ScalarFormat(ABC):
 
     def fits_in(self, dtype) -> bool:
         """True when every value of this format is exactly representable in float ``dtype``."""
+        if np.dtype(dtype).kind != "f":
+            raise TypeError(f"fits_in takes a float dtype, got {np.dtype(dtype)}")
         info = np.finfo(dtype)
         sig_bits, lsb_exp = self._precision()
         return (sig_bits <= info.nmant + 1 and 2.0 ** lsb_exp >= float(info.smallest_subnormal)
@@ -355,10 +356,16 @@ class ScalarFormat(ABC):
         return self._arith(OP_FMA, (a, b, c), rounding, overflow, seed, sr_bits,
                            backend)
 
-    def convert(self, codes, other: "ScalarFormat", rounding: str = "nearest_even",
+    def convert(self, codes, other: "ScalarFormat | str", rounding: str = "nearest_even",
                 overflow: str | None = None, seed: int | None = None,
                 sr_bits: int | None = None, backend: str = "auto") -> np.ndarray:
-        """Codes of ``other`` for the values of ``codes`` (one rounding; decoding is exact)."""
+        """Codes of ``other`` (a scalar format or its name) for the values of ``codes`` (one
+        rounding; decoding is exact)."""
+        from .registry import get                  # the registry builds the scalar formats
+        other = get(other)
+        if not isinstance(other, ScalarFormat):
+            raise TypeError(f"convert goes into a scalar format; {other.name} is not one (for a "
+                            f"scaled format, encode the decoded values)")
         launch = gpu.resolve(backend, codes)
         xp = gpu.array_module(launch)
         arr = _on(launch, as_code_array(codes, self.bits, self.name))

@@ -75,9 +75,9 @@ from .gpu.scaled_kernels import ScaledKernels
 from .hadamard import hadamard_transform
 from .integers import IntFormat
 from .packing import pack_codes
-from .rounding import IEEE, NEAREST_EVEN, SATURATE, mode_id, resolve_seed, resolve_sr_bits
-from .scalar import (ScalarFormat, as_real_array, check_int, checked_out, deliver, read_only,
-                     writes_directly)
+from .rounding import IEEE, NEAREST_EVEN, SATURATE, mode_id, resolve_sr_bits, seed_key
+from .scalar import (ScalarFormat, as_real_array, check_bool, check_int, checked_out, deliver,
+                     read_only, writes_directly)
 
 SCALE_ROUNDINGS = ("nearest_even", "toward_positive")
 
@@ -167,6 +167,12 @@ class ScaledFormat:
             raise ValueError(f"scale rule {rule!r} makes power-of-two scales: it needs an e8m0 "
                              f"scale, not {self.scale.name} (use rule='amax')")
         self.rule = rule
+        tensor_scale = check_bool("tensor_scale", tensor_scale)
+        int_min = check_bool("int_min", int_min)
+        self.pad = check_bool("pad", pad)
+        if int_min and not (isinstance(self.element, IntFormat) and self.element.signed):
+            raise ValueError(f"int_min lets a signed integer element reach -2**(bits-1); "
+                             f"{self.element.name} is not one")
         self.zero_point = isinstance(self.element, IntFormat) and not self.element.signed
         if self.zero_point and (rule != "amax" or tensor_scale or self.element.frac_bits):
             raise ValueError(f"unsigned element {self.element.name} means an asymmetric format "
@@ -176,9 +182,8 @@ class ScaledFormat:
             raise ValueError(f"scale_rounding must be one of {', '.join(SCALE_ROUNDINGS)}, got "
                              f"{scale_rounding!r}")
         self.scale_rounding = scale_rounding
-        self.tensor_scale = bool(tensor_scale)
-        self.int_min = bool(int_min)
-        self.pad = bool(pad)
+        self.tensor_scale = tensor_scale
+        self.int_min = int_min
         self.hadamard = hadamard
         self.hadamard_seed = secrets.randbits(64) if hadamard_seed is None else hadamard_seed
         if hadamard is not None:
@@ -302,8 +307,10 @@ class ScaledFormat:
             # float16 (Numba cannot read it) widens exactly; integers go through float64,
             # which must hold them exactly (a second rounding would be silently wrong)
             wide = arr.astype(np.float32 if arr.dtype == np.float16 else np.float64)
-            if arr.dtype.kind in "iu" and arr.size and not bool(xp.array_equal(
-                    wide.astype(arr.dtype), arr)):
+            with np.errstate(invalid="ignore"):     # 2**64 - 1 -> 2**64 -> uint64 fails here
+                exact = not (arr.dtype.kind in "iu" and arr.size) or bool(xp.array_equal(
+                    wide.astype(arr.dtype), arr))
+            if not exact:
                 raise ValueError(f"{self.name}: integer inputs that float64 cannot hold exactly "
                                  f"(some beyond 2**53) cannot be scaled exactly; convert them "
                                  f"to float64 first if that rounding is acceptable")
@@ -404,7 +411,7 @@ class ScaledFormat:
              mse_grid, launch, values=None):
         arr, axis, view, groups, scales_shape, n_groups = self._prepare(x, axis, launch)
         mode = mode_id(rounding)
-        key = resolve_seed(seed) if rounding == "stochastic" else np.uint64(0)
+        key = seed_key(seed, rounding)
         sr = resolve_sr_bits(sr_bits)
         t_scale = self._tensor_scale(arr.reshape(-1), launch)
         clip = self._calibrate(view, groups, n_groups, t_scale, calibration, percentile,
@@ -424,6 +431,9 @@ class ScaledFormat:
             return np.empty((0, 2))
         if method not in ("percentile", "mse"):
             raise ValueError(f"unknown calibration {method!r}; choose max, percentile or mse")
+        if method == "percentile" and (isinstance(percentile, bool) or not isinstance(
+                percentile, (int, float, np.integer, np.floating))):
+            raise TypeError(f"percentile must be a number, got {percentile!r}")
         if method == "percentile" and not 0 < percentile <= 100:
             raise ValueError(f"percentile must be in (0, 100], got {percentile}")
         if method == "percentile" and self.zero_point and percentile < 50:

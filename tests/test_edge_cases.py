@@ -18,12 +18,14 @@ Format facts used below (value = (-1)**s * 2**(E - bias) * 1.m, subnormals 2**(1
 from __future__ import annotations
 
 import math
+import sys
 from fractions import Fraction
 
 import numpy as np
 import pytest
 
 import formats
+import mac_models as mm
 
 MODES5 = ("nearest_even", "nearest_away", "toward_zero", "toward_positive", "toward_negative")
 MODES6 = MODES5 + ("stochastic",)
@@ -824,6 +826,23 @@ def test_every_input_dtype(dtype):
         got = formats.get("fix8_4").quantize(frac)
         want = [float(round(v * 16) / 16) for v in xf]           # round() is ties-to-even
         check_values(f"fix8_4 fractions {np.dtype(dtype).name}", frac, got, want)
+
+
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES + [np.int16, np.uint32],
+                         ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("name", ["fp8_e4m3", "int8", "fix8_4", "posit8_0", "nf4"])
+def test_byte_swapped_input_reads_as_native(name, dtype):
+    """A non-native byte order (here big-endian; float16 too, which the kernels read as float32)
+    gives the native array's results."""
+    native = (np.random.default_rng(8).standard_normal(257) * 8).astype(dtype)
+    swapped = native.astype(native.dtype.newbyteorder(">" if sys.byteorder == "little" else "<"))
+    fmt = formats.get(name)
+    assert np.array_equal(fmt.encode(swapped), fmt.encode(native))
+    assert np.array_equal(fmt.quantize(swapped), fmt.quantize(native), equal_nan=True)
+    a, b = swapped.reshape(1, -1), swapped.reshape(-1, 1)
+    got = mm.matmul(a, b, "fp16->fp32")
+    want = mm.matmul(native.reshape(1, -1), native.reshape(-1, 1), "fp16->fp32")
+    assert np.array_equal(got.values, want.values) and got.swamped == want.swamped
 
 
 # ----- 64-bit integers beyond 2**53: the input must be read exactly, not through float64 ---

@@ -272,6 +272,11 @@ def test_codes_in_a_wider_dtype_are_fine():
     assert f.decode(np.array([0x38], dtype=np.uint64)).tolist() == [1.0]
 
 
+def test_fits_in_takes_a_float_dtype():
+    with pytest.raises(TypeError, match="float dtype"):
+        formats.get("int8").fits_in(np.int32)
+
+
 def test_values_only_for_small_formats():
     with pytest.raises(ValueError, match="16 bits"):
         formats.get("fp32").values()
@@ -331,6 +336,8 @@ def test_bad_seed(seed):
         formats.get("bf16").encode(np.array([1.3]), "stochastic", seed=seed)
     with pytest.raises(TypeError, match="seed"):
         formats.get("int8").encode(np.array([1.3]), "stochastic", seed=seed)
+    with pytest.raises(TypeError, match="seed"):                  # unused, but still wrong
+        formats.get("fp16").quantize(np.array([1.3]), seed=seed)
 
 
 @pytest.mark.parametrize("n", [0, -5, 1.5, "1000", True])
@@ -342,6 +349,16 @@ def test_bad_chunk_size(n):
         with formats.chunk_size(n):
             pass
     assert formats.get_chunk_size() == old
+
+
+def test_convert_takes_a_name_and_refuses_scaled_formats():
+    fp16 = formats.get("fp16")
+    codes = fp16.encode([1.0, 2.0**-11, 3.0e4])
+    assert np.array_equal(fp16.convert(codes, "bf16"), fp16.convert(codes, formats.get("bf16")))
+    with pytest.raises(TypeError, match="mxfp4 is not one"):
+        fp16.convert(codes, "mxfp4")
+    with pytest.raises(ValueError, match="unknown format"):
+        fp16.convert(codes, "bf17")
 
 
 def test_operand_shapes_must_broadcast():

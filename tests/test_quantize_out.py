@@ -97,7 +97,8 @@ def _bad_outs(shape, dtype):
     return [
         (np.empty(shape[::-1], dtype), ValueError, "out must have shape"),
         (np.empty(shape, np.float16), ValueError, "out must have dtype"),
-        (np.empty(shape, np.dtype(dtype).newbyteorder(">")), ValueError, "out must have dtype"),
+        (np.empty(shape, np.dtype(dtype).newbyteorder(">")), ValueError,
+         r"out must have dtype .*\(in native byte order\)"),
         (np.empty(shape[::-1], dtype).T, ValueError, "out must be C-contiguous"),
         (ro, ValueError, "out must be writeable"),
         ([[0.0] * shape[1]] * shape[0], TypeError, "NumPy array"),

@@ -36,6 +36,13 @@ def test_grammar_builds_the_shape_it_names(name, ebits, mbits, bias, max_):
     assert (f.ebits, f.mbits, f.bias, f.max) == (ebits, mbits, bias, max_)
 
 
+def test_table_takes_one_name_and_refuses_scaled_formats():
+    assert list(formats.table("fp16")["name"]) == ["fp16"]
+    assert list(formats.table(["posit8_0", "int4"])["name"]) == ["posit8_0", "int4"]
+    with pytest.raises(TypeError, match="mxfp4 is a scaled format"):
+        formats.table(["fp16", "mxfp4"])
+
+
 def test_table_has_one_row_per_named_format_with_integer_columns():
     table = formats.table()
     assert list(table["name"]) == formats.names()

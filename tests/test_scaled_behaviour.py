@@ -21,6 +21,7 @@ All data comes from fixed seeds.
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -256,6 +257,11 @@ def test_integers_float64_cannot_hold_are_refused(dtype):
         formats.get("mxint8").quantize(x)
     x[0] = 2**62 + 2**56                                    # exact in float64: fine
     assert formats.get("mxint8").quantize(x)[0] == 2.0**62 + 2.0**56  # 1 + 2**-6 times 2**62
+    x[0] = np.iinfo(dtype).max                   # float64 rounds it up to 2**63 or 2**64
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")           # refused cleanly, no cast warning on the way
+        with pytest.raises(ValueError, match="cannot hold exactly"):
+            formats.get("mxint8").quantize(x)
 
 
 def test_list_input():
@@ -687,6 +693,12 @@ def test_bits_per_element(name, bits):
     ({"scale": "fp4_e2m1"}, ValueError, "NaN"),
     ({"scale": "posit8_0"}, ValueError, "NaN"),
     ({"element": "not_a_format"}, ValueError, "unknown format"),
+    ({"pad": "False"}, TypeError, "pad must be True or False"),
+    ({"tensor_scale": "no"}, TypeError, "tensor_scale must be True or False"),
+    ({"int_min": 1}, TypeError, "int_min must be True or False"),
+    ({"int_min": True}, ValueError, "int_min lets a signed integer"),      # fp4 element
+    ({"element": "uint4", "scale": "fp32", "rule": "amax", "int_min": True}, ValueError,
+     "int_min lets a signed integer"),
 ], ids=lambda v: repr(v) if isinstance(v, dict) else "")
 def test_constructor_errors(kwargs, error, match):
     args = {"element": "fp4_e2m1", "scale": "e8m0", "group": 32, "rule": "floor", **kwargs}

@@ -1054,6 +1054,13 @@ def test_calibration_bad_arguments(kwargs, match):
         formats.get("int4_g128").encode(np.ones((2, 128)), **kwargs)
 
 
+@pytest.mark.parametrize("bad", ["99", None, True])
+def test_percentile_not_a_number(bad):
+    with pytest.raises(TypeError, match="percentile must be a number"):
+        formats.get("int4_g128").encode(np.ones((2, 128)), calibration="percentile",
+                                        percentile=bad)
+
+
 def test_percentile_below_50_refused_with_a_zero_point():
     # (100 - p, p) would be an inverted range
     with pytest.raises(ValueError, match="at least 50"):
