@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import Union
 
 from formats import FloatFormat, PositFormat, get
-from formats.rounding import MODES
+from formats.rounding import MODES, resolve_seed, resolve_sr_bits
 from formats.scalar import check_bool, check_int
 
 OVERFLOWS = ("wrap", "saturate")
@@ -50,6 +50,13 @@ def _check_rounding(rounding: str) -> str:
     if rounding not in MODES:
         raise ValueError(f"unknown rounding {rounding!r}; choose one of {', '.join(MODES)}")
     return rounding
+
+
+def _check_random(seed, sr_bits=None) -> None:
+    """Refuse a bad ``seed`` or ``sr_bits`` when the accumulator is made, not at its first use."""
+    if seed is not None:
+        resolve_seed(seed)
+    resolve_sr_bits(sr_bits)
 
 
 @dataclass(frozen=True)
@@ -92,6 +99,7 @@ class FloatAccumulator:
     def __post_init__(self) -> None:
         object.__setattr__(self, "format", _float_format(self.format, "FloatAccumulator format"))
         _check_rounding(self.rounding)
+        _check_random(self.seed, self.sr_bits)
         check_bool("kahan", self.kahan)
         if self.overflow is not None and self.overflow not in self.format.overflow_policies:
             raise ValueError(f"overflow must be one of {self.format.overflow_policies}, got "
@@ -147,6 +155,7 @@ class ExactAccumulator:
     def __post_init__(self) -> None:
         object.__setattr__(self, "format", _float_format(self.format, "ExactAccumulator format"))
         _check_rounding(self.rounding)
+        _check_random(self.seed, self.sr_bits)
 
     @property
     def name(self) -> str:
@@ -167,6 +176,7 @@ class QuireAccumulator:
             raise TypeError(f"QuireAccumulator needs a posit format, got {f!r}")
         object.__setattr__(self, "format", f)
         _check_rounding(self.rounding)
+        _check_random(self.seed)
 
     @property
     def name(self) -> str:

@@ -477,7 +477,8 @@ def _make_float_pairwise(path: int):
     def float_pairwise(a, b, out, stats, peak, fd, pf, use_pf):
         """Pairwise (tree) summation of each output's products: level by level, neighbours
         (0, 1), (2, 3), ... are added and rounded into ``fd``; an odd last element moves up
-        unchanged."""
+        unchanged.  A lone product (K = 1) enters the register as ``0 + p``, rounded, as in
+        the sequential order."""
         m, kk = a.shape
         n = b.shape[1]
         for i in prange(m):
@@ -508,6 +509,13 @@ def _make_float_pairwise(path: int):
                 buf, nxt = nxt, buf
                 node += half
                 width = half + width % 2
+            if kk == 1:
+                for j in range(n):
+                    p = buf[0, j]
+                    new, beyond = add_float(0.0, p, plans, i * n + j, path)
+                    _count(st, j, 0.0, new, p, beyond, saturates)
+                    buf[0, j] = new
+                    top[j] = _larger(abs(new), top[j])
             _end_row(out, stats, peak, i, buf[0], st, top)
     return float_pairwise
 

@@ -12,7 +12,10 @@ hardware would produce) and the statistics summed over all outputs:
   nothing);
 * ``max_abs_partial``: the largest |value| any register held (Inf once one overflowed; NaN for
   the exact and quire accumulators, whose partial sums are not rounded values);
-* ``macs``: multiply-accumulates performed (M * N * K per matmul).
+* ``macs``: multiply-accumulates performed (M * N * K per matmul);
+* ``integers``: an integer accumulator's register values as int64; None for float results and
+  where partial sums were combined in a float register (promotion, block scales, or K split
+  into more than one chunk).
 
 Stochastic accumulators draw their random bits from the accumulator's seed and the position of
 each addition (batch entry or conv group, output and k), so results do not depend on threads.
@@ -201,14 +204,14 @@ def _matmul2d(a: np.ndarray, b: np.ndarray, mac: MAC, stream: int, launch=None) 
             codes = kern.quire_matmul(fmt, ca, cb, acc.rounding, seed)
         return MacResult(fmt.decode(codes, backend=backend).reshape(m, n),
                          max_abs_partial=np.nan, macs=macs)
+    scaled = isinstance(mac.a_format, ScaledFormat) or isinstance(mac.b_format, ScaledFormat)
     if k == 0:                                        # empty sums are exactly zero
         zeros = xp.zeros((m, n))
-        return MacResult(zeros, macs=0, integers=zeros.astype(np.int64)
-                         if isinstance(acc, IntAccumulator) else None)
+        plain = isinstance(acc, IntAccumulator) and not scaled and mac.promote_every is None
+        return MacResult(zeros, macs=0, integers=zeros.astype(np.int64) if plain else None)
     opa = _operand(a, mac.a_format, 1, launch)
     opb = _operand(b, mac.b_format, 0, launch)
     seg, sa, sb = _segments(opa, opb, k, mac, xp)
-    scaled = isinstance(mac.a_format, ScaledFormat) or isinstance(mac.b_format, ScaledFormat)
     combine = seg < k or scaled or mac.promote_every is not None   # the last piece is promoted too
     cd = _acc_plan(mac.promotion, _PROMOTE_KEY ^ salt)
     if mac.chunks > 1 and isinstance(acc, FloatAccumulator):
@@ -354,7 +357,11 @@ def _matmul(a, b, mac: MAC, stream: int, launch=None) -> MacResult:
     if a.shape[-1] != b.shape[-2]:
         raise ValueError(f"shapes {a.shape} and {b.shape} do not match: {a.shape[-1]} "
                          f"(a's last axis) != {b.shape[-2]} (b's second-to-last axis)")
-    lead = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+    try:
+        lead = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+    except ValueError:
+        raise ValueError(f"the batch axes of shapes {a.shape} and {b.shape} do not broadcast: "
+                         f"{a.shape[:-2]} against {b.shape[:-2]}") from None
     a = xp.broadcast_to(a, lead + a.shape[-2:])
     b = xp.broadcast_to(b, lead + b.shape[-2:])
     total = MacResult(xp.empty(lead + (a.shape[-2], b.shape[-1])),
@@ -366,6 +373,9 @@ def _matmul(a, b, mac: MAC, stream: int, launch=None) -> MacResult:
         total.values[idx] = r.values
         total._merge(r)
         ints.append(r.integers)
+    if not ints:                        # an empty batch: a product without rows tells the kind
+        k, n = b.shape[-2:]
+        ints.append(_matmul2d(xp.empty((0, k)), xp.empty((k, n)), mac, stream, launch).integers)
     total.max_abs_partial = max(total.max_abs_partial, 0.0) if not np.isnan(
         total.max_abs_partial) else np.nan
     if ints and ints[0] is not None:
@@ -416,15 +426,25 @@ def conv2d(x, w, mac: Union[MAC, str], stride=1, padding=0, dilation=1,
     if ho < 1 or wo < 1:
         raise ValueError(f"the kernel ({kh}x{kw}, dilation {dh}x{dw}) does not fit the padded "
                          f"input ({h + 2 * ph}x{wd + 2 * pw})")
-    cols = im2col(gpu.as_float64(launch, x), (kh, kw), (sh, sw), (ph, pw), (dh, dw))
-    out = gpu.array_module(launch).empty((nb, o, ho, wo))
-    total = MacResult(out, max_abs_partial=-np.inf)
+    exact = gpu.as_float64(launch, x) if x.dtype.kind == "f" else x      # integers stay so
+    cols = im2col(exact, (kh, kw), (sh, sw), (ph, pw), (dh, dw))
+    xp = gpu.array_module(launch)
+    total = MacResult(xp.empty((nb, o, ho, wo)), max_abs_partial=-np.inf)
     og = o // groups
+
+    def nchw(rows):                        # a group's (N * Ho * Wo, og) results as (N, og, Ho, Wo)
+        return rows.reshape(nb, ho, wo, og).transpose(0, 3, 1, 2)
+
     for g in range(groups):
         a = cols[:, :, :, g * cg:(g + 1) * cg].reshape(nb * ho * wo, cg * kh * kw)
         b = w[g * og:(g + 1) * og].reshape(og, cg * kh * kw).T
         r = _matmul(a, b, mac, g, launch)
-        out[:, g * og:(g + 1) * og] = r.values.reshape(nb, ho, wo, og).transpose(0, 3, 1, 2)
+        outputs = slice(g * og, (g + 1) * og)
+        total.values[:, outputs] = nchw(r.values)
+        if r.integers is not None:          # the same MAC in every group: all or none
+            if total.integers is None:
+                total.integers = xp.empty(total.values.shape, dtype=np.int64)
+            total.integers[:, outputs] = nchw(r.integers)
         total._merge(r)
     return _to_caller(launch, total, (x_in, w_in))
 
@@ -432,13 +452,14 @@ def conv2d(x, w, mac: Union[MAC, str], stride=1, padding=0, dilation=1,
 def im2col(x: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int],
            padding: tuple[int, int], dilation: tuple[int, int]) -> np.ndarray:
     """The patches of ``x`` (N, C, H, W) a convolution multiplies, as (N, Ho, Wo, C, kh, kw)
-    (zero padding; float64; CuPy for CuPy ``x``)."""
+    (zero padding; integers in x's dtype, floats as float64; CuPy for CuPy ``x``)."""
     (kh, kw), (sh, sw), (ph, pw), (dh, dw) = kernel, stride, padding, dilation
     nb, c, h, wd = x.shape
     ho, wo = conv_output_size((h, wd), kernel, stride, padding, dilation)
     xp = gpu.cupy_module() if gpu.is_device_array(x) else np
-    padded = xp.pad(xp.asarray(x, dtype=np.float64), ((0, 0), (0, 0), (ph, ph), (pw, pw)))
-    cols = xp.empty((nb, ho, wo, c, kh, kw))
+    dtype = x.dtype if x.dtype.kind in "iu" else np.float64
+    padded = xp.pad(xp.asarray(x, dtype=dtype), ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+    cols = xp.empty((nb, ho, wo, c, kh, kw), dtype=dtype)
     for i in range(kh):
         for j in range(kw):
             cols[:, :, :, :, i, j] = padded[:, :, i * dh:i * dh + sh * (ho - 1) + 1:sh,
@@ -483,7 +504,13 @@ def conv_output_size(hw: tuple[int, int], kernel: tuple[int, int], stride: tuple
 
 def pair_arg(v, name: str, lo: int) -> tuple[int, int]:
     """An int or an (h, w) pair of ints >= ``lo``, as a pair; a clear error otherwise."""
-    pair = (v, v) if isinstance(v, (int, np.integer)) and not isinstance(v, bool) else tuple(v)
+    if isinstance(v, (int, np.integer)) and not isinstance(v, bool):
+        pair = (v, v)
+    else:
+        try:
+            pair = tuple(v)
+        except TypeError:
+            pair = ()
     if len(pair) != 2 or any(isinstance(p, bool) or not isinstance(p, (int, np.integer))
                              or p < lo for p in pair):
         raise ValueError(f"{name} must be an integer >= {lo} or a pair of them, got {v!r}")

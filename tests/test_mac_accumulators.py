@@ -630,6 +630,29 @@ def test_pairwise_fp16_matches_tree(k):
     _same("values", r.values, expected)
 
 
+def test_pairwise_lone_product_enters_the_register():
+    """K = 1 leaves the tree no addition, but the exact product still goes into the fp16
+    register (0 + p, so -0 becomes +0): NumPy's float16 rounding of it, overflow to Inf counted;
+    in stochastic rounding, the same draw as the sequential order."""
+    a = np.array([[1 + 2**-10], [60000.0], [-3.0], [2.0**-20]])
+    b = np.array([[1 + 2**-10, 2.0, -0.0, 2.0**-5]])
+    pairwise = mm.MAC("fp16", accumulator=mm.FloatAccumulator("fp16"), order="pairwise")
+    r = mm.matmul(a, b, pairwise)
+    with np.errstate(over="ignore"):                   # each product is exact in float64
+        expected = np.float16(0.0) + (a * b).astype(np.float16)   # the register starts at +0
+    _same("values", r.values, expected)
+    assert r.overflows == np.isinf(expected).sum() == 1
+    assert r.max_abs_partial == np.inf
+    sr = mm.FloatAccumulator("fp16", "stochastic", seed=5)
+    rng = _rng(521)
+    a = rng.standard_normal((9, 1)).astype(np.float32).astype(np.float64)
+    b = rng.standard_normal((1, 7)).astype(np.float32).astype(np.float64)
+    tree = mm.matmul(a, b, mm.MAC("fp32", accumulator=sr, order="pairwise"))
+    line = mm.matmul(a, b, mm.MAC("fp32", accumulator=sr))
+    _same("values", tree.values, line.values)
+    assert not np.array_equal(tree.values, (a * b).astype(np.float16)), "a draw went the far way"
+
+
 @pytest.mark.parametrize("k", [5, 30, 64, 101])
 def test_chunks_fp16_matches_chunked_reference(k):
     rng = _rng(600 + k)

@@ -308,6 +308,40 @@ def test_conv2d_is_matmul_on_im2col_in_channel_row_column_order():
     np.testing.assert_array_equal(r.values, want)
 
 
+def test_conv2d_reads_integers_exactly_and_returns_them():
+    """int64 inputs beyond 2**53 reach the MAC exactly (as in matmul, not via float64), and an
+    integer accumulator's integers come back in the output's layout, group by group."""
+    v = 2**60 + 2**36 + 1
+    mac = mm.MAC("fp32", accumulator=mm.FloatAccumulator("fp32"))
+    got = mm.conv2d(np.array([v]).reshape(1, 1, 1, 1), np.ones((1, 1, 1, 1), np.int64), mac)
+    assert got.values[0, 0, 0, 0] == mm.matmul([[v]], [[1]], mac).values[0, 0] == 2**60 + 2**37
+    rng = np.random.default_rng(11)
+    x = rng.integers(-128, 128, (2, 4, 5, 5))
+    w = rng.integers(-128, 128, (6, 2, 3, 3))
+    r = mm.conv2d(x, w, "int8->int32", padding=1, groups=2)
+    direct = np.zeros((2, 6, 5, 5), dtype=np.int64)           # the same sums, exact in int64
+    xp = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)))
+    for o in range(6):
+        g = o // 3
+        for y in range(5):
+            for z in range(5):
+                direct[:, o, y, z] = (xp[:, 2 * g:2 * g + 2, y:y + 3, z:z + 3] * w[o]).sum((1, 2, 3))
+    assert r.integers.dtype == np.int64 and np.array_equal(r.integers, direct)
+    assert np.array_equal(r.values, direct)
+    assert mm.conv2d(x.astype(float), w.astype(float), "fp16->fp32", groups=2).integers is None
+
+
+def test_an_empty_batch_keeps_the_kind_of_result():
+    r = mm.matmul(np.ones((0, 2, 3)), np.ones((3, 4)), "int8->int32")
+    assert r.values.shape == r.integers.shape == (0, 2, 4) and r.integers.dtype == np.int64
+    assert mm.matmul(np.ones((0, 2, 3)), np.ones((3, 4)), "fp16->fp32").integers is None
+    promoted = mm.MAC("int8", accumulator=mm.IntAccumulator(32), promote_every=16)
+    for k in (0, 32):                        # K = 0 too: the MAC, not the data, decides
+        assert mm.matmul(np.ones((2, k)), np.ones((k, 3)), promoted).integers is None
+        r = mm.matmul(np.ones((2, k)), np.ones((k, 3)), "int8->int32")
+        assert np.array_equal(r.integers, np.full((2, 3), k))
+
+
 # ---- presets and bad input ---------------------------------------------------------------------
 @pytest.mark.parametrize("name", mm.preset_names())
 def test_every_preset_runs_close_to_float64(name):
@@ -340,10 +374,24 @@ def test_bad_input_is_refused_clearly():
         mm.MAC("posit32_2", accumulator=mm.FloatAccumulator("fp32"))
     with pytest.raises(ValueError, match="block size"):
         mm.matmul(np.ones((1, 64)), np.ones((64, 1)), mm.MAC("mxfp4", "nvfp4"))
+    with pytest.raises(ValueError, match=r"batch axes .* \(2,\) against \(3,\)"):
+        mm.matmul(np.ones((2, 1, 4)), np.ones((3, 4, 1)), "fp16->fp32")
     with pytest.raises(ValueError, match="dot takes two vectors"):
         mm.dot(np.ones((2, 2)), np.ones(2), "fp16->fp32")
     with pytest.raises(ValueError, match="channels do not match"):
         mm.conv2d(np.ones((1, 3, 4, 4)), np.ones((2, 2, 3, 3)), "fp16->fp32")
+    for seed in ("x", 1.5):                     # refused when the accumulator is made
+        with pytest.raises(TypeError, match="seed"):
+            mm.FloatAccumulator("fp16", "stochastic", seed=seed)
+        with pytest.raises(TypeError, match="seed"):
+            mm.ExactAccumulator("fp16", seed=seed)
+        with pytest.raises(TypeError, match="seed"):
+            mm.QuireAccumulator("posit8_0", seed=seed)
+    with pytest.raises(ValueError, match="sr_bits"):
+        mm.FloatAccumulator("fp16", "stochastic", sr_bits=0)
+    for arg in ("stride", "padding", "dilation"):
+        with pytest.raises(ValueError, match=f"{arg} must be an integer"):
+            mm.conv2d(np.ones((1, 1, 4, 4)), np.ones((1, 1, 3, 3)), "fp16->fp32", **{arg: 1.0})
 
 
 # ---- cases a cold review found ---------------------------------------------------------------

@@ -13,7 +13,7 @@ import numpy as np
 from formats import FloatFormat, gpu
 from formats.gpu.adapter import CodecKernels
 from formats.quire import _n_digits, quire_width
-from formats.rounding import IEEE, NEAREST_EVEN, mode_id, resolve_seed, resolve_sr_bits
+from formats.rounding import IEEE, NEAREST_EVEN, mode_id, resolve_sr_bits, seed_key
 
 from ..kernels import float_plan
 
@@ -148,7 +148,7 @@ class MacKernels(CodecKernels):
         m, kk = a_codes.shape
         n = b_codes.shape[1]
         mode = mode_id(rounding)
-        key = resolve_seed(seed) if rounding == "stochastic" else np.uint64(0)
+        key = seed_key(seed, rounding)
         d = self._on(fmt._desc, np.int64)
         pa = self._pack(a_codes, d)
         pb = self._pack(b_codes.T, d)

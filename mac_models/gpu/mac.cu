@@ -113,6 +113,8 @@ NS_KERNEL void mac_float_pairwise(i64 n_el, const double* a, const double* b, do
                                           node, base, &fd, &st, &top);
             lev[sp - 2] += 1;
         }
+        if (kk == 1)                             // a lone product enters the register as 0 + p
+            val[0] = ns_pairwise_add(0.0, val[0], 0, 0, node, base, &fd, &st, &top);
         ns_end_output(out, stats, peak, e, i, val[0], &st, top);
     }
 }
