@@ -6,7 +6,10 @@
 al. 2023, as published in bitsandbytes); ``FP4_E2M1_TABLE`` is the OCP e2m1 value set as a table.
 
 Rounding goes to one of the two table values around the input (inputs beyond the ends
-saturate to the end values; NaN raises ValueError, as there is no NaN code):
+saturate to the end values; NaN raises ValueError, as there is no NaN code).  A table may hold
+both 0.0 and -0.0 (each decodes to itself), but rounding compares values, so every zero result,
+-0.0 and negative values rounded to zero included, takes the code of whichever zero comes first
+in the table (``FP4_E2M1_TABLE``: +0, where the fp4_e2m1 format keeps the sign):
 
 * ``nearest_even``: the nearer one; a tie goes to the neighbour with the *even code* (the table
   index; if both codes have the same parity, to the one of smaller magnitude).  For the e2m1

@@ -72,20 +72,23 @@ def resolve_sr_bits(sr_bits: int | None) -> int:
     return int(sr_bits)
 
 
+def check_seed(seed: int | None, what: str = "seed") -> int | None:
+    """``seed`` if it is an integer or None, else a TypeError naming ``what``."""
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
+        raise TypeError(f"{what} must be an integer or None, got {type(seed).__name__}")
+    return seed
+
+
 def resolve_seed(seed: int | None) -> np.uint64:
     """Turn a user seed (any int, or None for a fresh random one) into the generator key."""
-    if seed is None:
-        seed = secrets.randbits(64)
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-        raise TypeError(f"seed must be an integer or None, got {type(seed).__name__}")
+    seed = secrets.randbits(64) if check_seed(seed) is None else seed
     return np.uint64(mix64(np.uint64(int(seed) % (1 << 64))))   # numba returns a Python int
 
 
 def seed_key(seed: int | None, rounding: str) -> np.uint64:
     """The generator key of ``rounding``: :func:`resolve_seed` for stochastic rounding, else 0.
     A bad seed is refused in every mode, though only stochastic rounding uses it."""
-    if seed is not None:
-        resolve_seed(seed)
+    check_seed(seed)
     return resolve_seed(seed) if rounding == "stochastic" else np.uint64(0)
 
 

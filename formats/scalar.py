@@ -304,9 +304,10 @@ class ScalarFormat(ABC):
 
     def fits_in(self, dtype) -> bool:
         """True when every value of this format is exactly representable in float ``dtype``."""
-        if np.dtype(dtype).kind != "f":
-            raise TypeError(f"fits_in takes a float dtype, got {np.dtype(dtype)}")
-        info = np.finfo(dtype)
+        try:
+            info = np.finfo(dtype)                 # NumPy's floats and ml_dtypes' (bfloat16, ...)
+        except ValueError:
+            raise TypeError(f"fits_in takes a float dtype, got {np.dtype(dtype)}") from None
         sig_bits, lsb_exp = self._precision()
         return (sig_bits <= info.nmant + 1 and 2.0 ** lsb_exp >= float(info.smallest_subnormal)
                 and self.max <= float(info.max))

@@ -37,7 +37,7 @@ Conventions
 * ``hadamard=b`` applies :func:`formats.hadamard_transform` (blocks of b along ``axis``, signs
   from ``hadamard_seed``) before quantizing and undoes it exactly after decoding.
   ``hadamard_seed=None`` draws one random seed when the format is made, kept in
-  ``hadamard_seed`` (both directions must use the same signs).
+  ``hadamard_seed`` (both directions must use the same signs; None without ``hadamard``).
 * Asymmetric integers: an unsigned integer element (``uint4``, ``uint8``, ...; ``amax`` rule)
   adds a zero point per group.  With ``lo = min(min x, 0)`` and ``hi = max(max x, 0)`` (so 0 is
   always exact), the scale is ``(hi - lo) / qmax`` rounded once into the scale format, the zero
@@ -75,7 +75,8 @@ from .gpu.scaled_kernels import ScaledKernels
 from .hadamard import hadamard_transform
 from .integers import IntFormat
 from .packing import pack_codes
-from .rounding import IEEE, NEAREST_EVEN, SATURATE, mode_id, resolve_sr_bits, seed_key
+from .rounding import (IEEE, NEAREST_EVEN, SATURATE, check_seed, mode_id, resolve_sr_bits,
+                       seed_key)
 from .scalar import (ScalarFormat, as_real_array, check_bool, check_int, checked_out, deliver,
                      read_only, writes_directly)
 
@@ -185,8 +186,10 @@ class ScaledFormat:
         self.tensor_scale = tensor_scale
         self.int_min = int_min
         self.hadamard = hadamard
-        self.hadamard_seed = secrets.randbits(64) if hadamard_seed is None else hadamard_seed
+        check_seed(hadamard_seed, "hadamard_seed")
+        self.hadamard_seed = None                 # without a rotation the seed means nothing
         if hadamard is not None:
+            self.hadamard_seed = secrets.randbits(64) if hadamard_seed is None else hadamard_seed
             hadamard_transform(np.zeros(hadamard), hadamard, seed=self.hadamard_seed)  # validates
         self.name = name or self._default_name()
         self._plan, self._elem = self._build_plan()
@@ -301,20 +304,22 @@ class ScaledFormat:
             raise ValueError(f"{self.name} needs at least a 1-D array (a group of elements); "
                              f"got a 0-d array")
         axis = _normalize_axis(axis, arr.ndim)
-        if self.hadamard is not None:
-            arr = self._rotate(gpu.as_float64(launch, arr), axis, launch)
         if arr.dtype.kind != "f" or arr.dtype.itemsize not in (4, 8):
             # float16 (Numba cannot read it) widens exactly; integers go through float64,
             # which must hold them exactly (a second rounding would be silently wrong)
-            wide = arr.astype(np.float32 if arr.dtype == np.float16 else np.float64)
-            with np.errstate(invalid="ignore"):     # 2**64 - 1 -> 2**64 -> uint64 fails here
-                exact = not (arr.dtype.kind in "iu" and arr.size) or bool(xp.array_equal(
-                    wide.astype(arr.dtype), arr))
-            if not exact:
-                raise ValueError(f"{self.name}: integer inputs that float64 cannot hold exactly "
-                                 f"(some beyond 2**53) cannot be scaled exactly; convert them "
-                                 f"to float64 first if that rounding is acceptable")
+            half = arr.dtype.newbyteorder("=") == np.float16
+            wide = arr.astype(np.float32 if half else np.float64)
+            if arr.dtype.kind in "iu" and arr.size:
+                beyond = 2.0 ** (8 * arr.dtype.itemsize - (arr.dtype.kind == "i"))  # 2**63, 2**64
+                if not (bool((wide < beyond).all())                 # max rounds up to it
+                        and bool(xp.array_equal(wide.astype(arr.dtype), arr))):
+                    raise ValueError(f"{self.name}: integer inputs that float64 cannot hold "
+                                     f"exactly (some beyond 2**53) cannot be scaled exactly; "
+                                     f"convert them to float64 first if that rounding is "
+                                     f"acceptable")
             arr = wide
+        if self.hadamard is not None:
+            arr = self._rotate(gpu.as_float64(launch, arr), axis, launch)
         arr = read_only(xp.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("=")))
         view, groups, scales_shape = self._layout(arr.shape, axis)
         n_groups = tuple(-(-v // g) if v else 0 for v, g in zip(view, groups))

@@ -213,6 +213,15 @@ def test_stochastic_rounding_follows_the_threshold_rule(sr_bits):
         assert nf4.decode(codes[i:i + 1])[0] == (hi if up else lo), (i, v)
 
 
+def test_signed_zeros_take_the_first_zero_code():
+    """Rounding compares values: every zero result takes the code of the table's first zero."""
+    x = np.array([0.0, -0.0, -0.1, 0.1])
+    assert CodebookFormat(FP4_E2M1_TABLE).encode(x).tolist() == [0, 0, 0, 0]
+    swapped = CodebookFormat(FP4_E2M1_TABLE[8:] + FP4_E2M1_TABLE[:8])   # -0.0 first, +0.0 8th
+    assert swapped.encode(x).tolist() == [0, 0, 0, 0]
+    assert np.signbit(swapped.decode([0, 8])).tolist() == [True, False]
+
+
 def test_values_between_table_ends_saturate():
     nf4 = formats.get("nf4")
     np.testing.assert_array_equal(nf4.quantize([-5.0, 5.0, np.inf, -np.inf]),

@@ -843,6 +843,9 @@ def test_byte_swapped_input_reads_as_native(name, dtype):
     got = mm.matmul(a, b, "fp16->fp32")
     want = mm.matmul(native.reshape(1, -1), native.reshape(-1, 1), "fp16->fp32")
     assert np.array_equal(got.values, want.values) and got.swamped == want.swamped
+    if name == "fp8_e4m3":                         # a scaled format too
+        mx = formats.get("mxfp4")
+        assert np.array_equal(mx.quantize(swapped), mx.quantize(native))
 
 
 # ----- 64-bit integers beyond 2**53: the input must be read exactly, not through float64 ---

@@ -275,6 +275,9 @@ def test_codes_in_a_wider_dtype_are_fine():
 def test_fits_in_takes_a_float_dtype():
     with pytest.raises(TypeError, match="float dtype"):
         formats.get("int8").fits_in(np.int32)
+    import ml_dtypes                       # NumPy's finfo knows its floats
+    assert formats.get("fp8_e4m3").fits_in(ml_dtypes.bfloat16)
+    assert not formats.get("fp16").fits_in(ml_dtypes.bfloat16)
 
 
 def test_values_only_for_small_formats():

@@ -257,6 +257,9 @@ def test_integers_float64_cannot_hold_are_refused(dtype):
         formats.get("mxint8").quantize(x)
     x[0] = 2**62 + 2**56                                    # exact in float64: fine
     assert formats.get("mxint8").quantize(x)[0] == 2.0**62 + 2.0**56  # 1 + 2**-6 times 2**62
+    x[0] = 2**62 + 2**55 + 1
+    with pytest.raises(ValueError, match="cannot hold exactly"):      # checked before rotating
+        ScaledFormat("fp4_e2m1", hadamard=32).quantize(x)
     x[0] = np.iinfo(dtype).max                   # float64 rounds it up to 2**63 or 2**64
     with warnings.catch_warnings():
         warnings.simplefilter("error")           # refused cleanly, no cast warning on the way
@@ -601,6 +604,13 @@ def test_hadamard_seed_none_draws_one_seed_per_format():
     fixed = ScaledFormat("fp4_e2m1", hadamard=32, hadamard_seed=fmt.hadamard_seed)
     assert _same(fmt.quantize(x), fixed.quantize(x))
     assert _same(fmt.decode(fmt.encode(x)), fmt.quantize(x))
+
+
+def test_hadamard_seed_without_hadamard_means_nothing():
+    assert ScaledFormat("fp4_e2m1", hadamard_seed=None) == ScaledFormat("fp4_e2m1")
+    assert ScaledFormat("fp4_e2m1", hadamard_seed=3).hadamard_seed is None
+    with pytest.raises(TypeError, match="hadamard_seed"):
+        ScaledFormat("fp4_e2m1", hadamard_seed="7")
 
 
 def test_hadamard_seed_matters():
