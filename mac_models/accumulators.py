@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import Union
 
 from formats import FloatFormat, PositFormat, get
-from formats.rounding import MODES, resolve_seed, resolve_sr_bits
+from formats.rounding import MODES, check_seed, resolve_sr_bits
 from formats.scalar import check_bool, check_int
 
 OVERFLOWS = ("wrap", "saturate")
@@ -54,8 +54,7 @@ def _check_rounding(rounding: str) -> str:
 
 def _check_random(seed, sr_bits=None) -> None:
     """Refuse a bad ``seed`` or ``sr_bits`` when the accumulator is made, not at its first use."""
-    if seed is not None:
-        resolve_seed(seed)
+    check_seed(seed)
     resolve_sr_bits(sr_bits)
 
 

@@ -478,7 +478,7 @@ def _make_float_pairwise(path: int):
         """Pairwise (tree) summation of each output's products: level by level, neighbours
         (0, 1), (2, 3), ... are added and rounded into ``fd``; an odd last element moves up
         unchanged.  A lone product (K = 1) enters the register as ``0 + p``, rounded, as in
-        the sequential order."""
+        the sequential order (so -0 gives +0; a tree of -0 products gives -0, as IEEE adds)."""
         m, kk = a.shape
         n = b.shape[1]
         for i in prange(m):

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Mapping, Union
 
 from formats import IntFormat, ScaledFormat, get
+from formats.scalar import check_bool
 
 from .accumulators import IntAccumulator
 from .costs import cost
@@ -43,6 +44,7 @@ class Matmul:
     def __post_init__(self) -> None:
         for name in ("m", "k", "n", "batch"):
             _positive(name, getattr(self, name))
+        check_bool("b_batched", self.b_batched)
 
     @property
     def macs(self) -> int:

@@ -14,8 +14,7 @@ hardware would produce) and the statistics summed over all outputs:
   the exact and quire accumulators, whose partial sums are not rounded values);
 * ``macs``: multiply-accumulates performed (M * N * K per matmul);
 * ``integers``: an integer accumulator's register values as int64; None for float results and
-  where partial sums were combined in a float register (promotion, block scales, or K split
-  into more than one chunk).
+  where a float register combines the partial sums (promotion, block-scaled operands).
 
 Stochastic accumulators draw their random bits from the accumulator's seed and the position of
 each addition (batch entry or conv group, output and k), so results do not depend on threads.
@@ -30,7 +29,7 @@ import numpy as np
 
 from formats import FloatFormat, IntFormat, ScaledFormat, fused_dot, get, gpu
 from formats import float_kernels as fk
-from formats.rounding import mix64, mode_id, overflow_id, resolve_seed, resolve_sr_bits
+from formats.rounding import mix64, mode_id, overflow_id, resolve_sr_bits, seed_key
 from formats.scalar import as_real_array
 
 from . import kernels as mk
@@ -54,7 +53,7 @@ class MacResult:
     swamped: int = 0
     max_abs_partial: float = 0.0
     macs: int = 0
-    integers: Union[np.ndarray, None] = None     # integer accumulators without promotion
+    integers: Union[np.ndarray, None] = None     # see the module doc
 
     def _merge(self, other: "MacResult") -> None:
         self.overflows += other.overflows
@@ -75,11 +74,9 @@ def _mac(mac) -> MAC:
 
 
 def _float_plan(fmt: FloatFormat, rounding: str, seed, sr_bits, overflow, salt=0) -> tuple:
-    key = np.uint64(0)
-    if rounding == "stochastic":
-        key = resolve_seed(seed)
-        if salt:
-            key = mix64(key ^ np.uint64(salt))
+    key = seed_key(seed, rounding)
+    if rounding == "stochastic" and salt:
+        key = mix64(key ^ np.uint64(salt))
     ovf = overflow_id(overflow or fmt.default_overflow, fmt.overflow_policies)
     return mk.float_plan(fmt, mode_id(rounding), key, resolve_sr_bits(sr_bits), ovf)
 
@@ -183,6 +180,14 @@ def _integers(values: np.ndarray, fmt, xp=np) -> np.ndarray:
 
 
 # ---- the 2-D engine -------------------------------------------------------------------------
+def _gives_integers(mac: MAC) -> bool:
+    """Whether ``mac``'s results come with the integers of its register: an integer accumulator
+    whose sums no float register combines (no promotion, no block scales; MAC refuses chunks)."""
+    return (isinstance(mac.accumulator, IntAccumulator) and mac.promote_every is None
+            and not isinstance(mac.a_format, ScaledFormat)
+            and not isinstance(mac.b_format, ScaledFormat))
+
+
 def _matmul2d(a: np.ndarray, b: np.ndarray, mac: MAC, stream: int, launch=None) -> MacResult:
     """One (M, K) @ (K, N) product.  ``stream`` numbers the 2-D products of one call (batch
     entries, conv groups) so that their stochastic roundings draw different bits.  ``launch``:
@@ -204,14 +209,14 @@ def _matmul2d(a: np.ndarray, b: np.ndarray, mac: MAC, stream: int, launch=None) 
             codes = kern.quire_matmul(fmt, ca, cb, acc.rounding, seed)
         return MacResult(fmt.decode(codes, backend=backend).reshape(m, n),
                          max_abs_partial=np.nan, macs=macs)
-    scaled = isinstance(mac.a_format, ScaledFormat) or isinstance(mac.b_format, ScaledFormat)
     if k == 0:                                        # empty sums are exactly zero
         zeros = xp.zeros((m, n))
-        plain = isinstance(acc, IntAccumulator) and not scaled and mac.promote_every is None
-        return MacResult(zeros, macs=0, integers=zeros.astype(np.int64) if plain else None)
+        return MacResult(zeros, macs=0,
+                         integers=zeros.astype(np.int64) if _gives_integers(mac) else None)
     opa = _operand(a, mac.a_format, 1, launch)
     opb = _operand(b, mac.b_format, 0, launch)
     seg, sa, sb = _segments(opa, opb, k, mac, xp)
+    scaled = isinstance(mac.a_format, ScaledFormat) or isinstance(mac.b_format, ScaledFormat)
     combine = seg < k or scaled or mac.promote_every is not None   # the last piece is promoted too
     cd = _acc_plan(mac.promotion, _PROMOTE_KEY ^ salt)
     if mac.chunks > 1 and isinstance(acc, FloatAccumulator):
@@ -373,13 +378,11 @@ def _matmul(a, b, mac: MAC, stream: int, launch=None) -> MacResult:
         total.values[idx] = r.values
         total._merge(r)
         ints.append(r.integers)
-    if not ints:                        # an empty batch: a product without rows tells the kind
-        k, n = b.shape[-2:]
-        ints.append(_matmul2d(xp.empty((0, k)), xp.empty((k, n)), mac, stream, launch).integers)
     total.max_abs_partial = max(total.max_abs_partial, 0.0) if not np.isnan(
         total.max_abs_partial) else np.nan
-    if ints and ints[0] is not None:
-        total.integers = xp.stack(ints).reshape(total.values.shape)
+    if _gives_integers(mac):
+        total.integers = xp.stack(ints).reshape(total.values.shape) if ints else \
+            xp.zeros(total.values.shape, dtype=np.int64)
     return total
 
 

@@ -3,8 +3,8 @@
 
 * :func:`sqnr_vs_bits`: SQNR against bits per element, one line per family (an error table).
 * :func:`pareto`: error against a cost (energy per MAC, MAC area), the Pareto front drawn
-  through the configurations no other beats on both; every point is named, or only the
-  front's when there are more than ``MAX_NAMED_POINTS``.
+  through the configurations no other beats on both; every point is named, or past
+  ``MAX_NAMED_POINTS`` points only the front's (at most that many of them, evenly spread).
 * :func:`layer_heatmap`: per-layer SQNR of each configuration's outputs.
 * :func:`histogram`: a tensor's values with the format's representable values overlaid.
 * :func:`accumulator_error`: relative error of dot products against their length K for MAC
@@ -118,12 +118,14 @@ def pareto(summary: pd.DataFrame, x: str, y: str, xlabel: str, ylabel: str,
     front = pareto_front(d[x], d[y])
     ax.scatter(d[x], d[y], c=np.where(front, "tab:red", "tab:gray"), s=18, zorder=3)
     f = d[front].sort_values(x)
-    crowded = len(d) > MAX_NAMED_POINTS
-    ax.plot(f[x], f[y], color="tab:red", lw=1,
-            label=f"Pareto front (named; {len(d)} points in all)" if crowded else "Pareto front")
+    step = -(-len(f) // MAX_NAMED_POINTS)           # a front of hundreds: every step-th named
+    label = "Pareto front"
+    if len(d) > MAX_NAMED_POINTS:
+        label += f" (named{'' if step == 1 else f', one in {step}'}; {len(d)} points in all)"
+    ax.plot(f[x], f[y], color="tab:red", lw=1, label=label)
     if logy and (d[y] > 0).all():
         ax.set_yscale("log")
-    _label_points(ax, f if crowded else d, x, y)
+    _label_points(ax, f.iloc[::step] if len(d) > MAX_NAMED_POINTS else d, x, y)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)

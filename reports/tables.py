@@ -49,9 +49,10 @@ def _smallest(f) -> float:
     return f.min_subnormal if f.min_subnormal > 0 else f.min_normal
 
 
-def property_table(names: Union[Sequence[str], None] = None) -> pd.DataFrame:
-    """Properties of ``names`` (every named scalar and scaled format by default)."""
-    names = list(names) if names is not None else \
+def property_table(names: Union[Sequence[str], str, None] = None) -> pd.DataFrame:
+    """Properties of ``names`` (a list or one name; every named scalar and scaled format by
+    default)."""
+    names = [names] if isinstance(names, str) else list(names) if names is not None else \
         formats.registry.names() + formats.registry.scaled_names()
     rows = []
     for name in names:

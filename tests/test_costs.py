@@ -700,6 +700,8 @@ def test_layer_cost_refuses_bad_input():
             Matmul(*args)
     with pytest.raises(ValueError):
         Matmul(1, 1, 1, batch=0)
+    with pytest.raises(TypeError, match="b_batched"):
+        Matmul(1, 1, 1, b_batched="False")
     with pytest.raises(ValueError):
         Conv2d(1, 3, 5, 5, 4, kernel=7)                      # kernel too big
     with pytest.raises(ValueError):

@@ -99,6 +99,10 @@ def props():
     return property_table(list(FACTS)).set_index("format")
 
 
+def test_property_table_takes_one_name():
+    assert property_table("fp16")["format"].tolist() == ["fp16"]
+
+
 @pytest.mark.parametrize("name", list(FACTS))
 def test_property_table_matches_format_facts(props, name):
     row = props.loc[name]
@@ -467,6 +471,11 @@ def test_pareto_names_only_the_front_of_a_large_sweep():
     assert f"{n} points" in ax.get_legend().get_texts()[0].get_text()
     ax = plots.pareto(summary.iloc[:-1], "cost", "err", "cost", "error").axes[0]
     assert len(ax.texts) == n - 1
+    cost = np.arange(1.0, 101.0)                   # a front of 100: one in 3 named, spread out
+    trade = pd.DataFrame({"cost": cost, "err": 1 / cost}, index=[f"t{i}" for i in range(100)])
+    ax = plots.pareto(trade, "cost", "err", "cost", "error").axes[0]
+    assert sorted(t.get_text() for t in ax.texts) == sorted(trade.index[::3])
+    assert "one in 3; 100 points" in ax.get_legend().get_texts()[0].get_text()
 
 
 def test_pareto_front_hand_made():
