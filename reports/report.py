@@ -310,8 +310,13 @@ def _write_html(path, summary, results, pick, rule, front_e, front_a, figs, cost
 
 
 def _md_table(df: pd.DataFrame) -> str:
-    return df.map(lambda v: _number_text(v) if isinstance(v, (float, np.floating)) else v
-                  ).to_markdown()
+    """``df`` as a Markdown table: floats as in the HTML, and ``|`` in any cell or label (the
+    default config names hold one) escaped so that it does not split the cell."""
+    def cell(v):
+        if isinstance(v, (float, np.floating)):
+            return _number_text(v)
+        return v.replace("|", "\\|") if isinstance(v, str) else v
+    return df.map(cell).rename(index=cell, columns=cell).to_markdown()
 
 
 def _write_markdown(path, summary, results, pick, rule, front_e, front_a, fig_names, costs,

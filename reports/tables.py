@@ -23,7 +23,7 @@ import pandas as pd
 
 import formats
 from formats import ScaledFormat
-from mac_models.ops import quantized_operand
+from mac_models.ops import beyond_range, quantized_operand
 
 ROW = 1024
 
@@ -105,10 +105,16 @@ def standard_data(rows: int = 64, seed: int = 0) -> dict[str, np.ndarray]:
 
 def quantize_2d(x: np.ndarray, fmt, rounding: str = "nearest_even",
                 seed: int = 0) -> tuple[np.ndarray, int]:
-    """``x`` (2-D) quantized into ``fmt`` as a MAC's first operand is (scaled formats group
-    along each row; per-channel ones give each row its scale) and the count of elements beyond
-    the format's range, each element rounded by ``rounding``."""
-    return quantized_operand(x, fmt, 1, rounding, seed)
+    """``x`` (2-D, any real dtype: integers are read exactly) quantized into ``fmt``, as float64,
+    and the count of elements beyond the format's range, each element rounded by ``rounding``.
+    Scalar formats quantize as :meth:`formats.ScalarFormat.quantize` does (+-Inf saturates into
+    an integer format that saturates); scaled formats as a MAC's first operand (groups along
+    each row; per-channel ones give each row its scale)."""
+    fmt = formats.get(fmt)
+    if isinstance(fmt, ScaledFormat):
+        return quantized_operand(x, fmt, 1, rounding, seed)
+    return (fmt.quantize(x, rounding, seed=seed).astype(np.float64),
+            beyond_range(np.asarray(x, dtype=np.float64), fmt))
 
 
 def error_row(x: np.ndarray, fmt, rounding: str = "nearest_even", seed: int = 0) -> dict:
@@ -116,9 +122,10 @@ def error_row(x: np.ndarray, fmt, rounding: str = "nearest_even", seed: int = 0)
     into ``fmt``.  Errors run over the elements finite in ``x`` and not NaN after (a finite
     value that overflows to infinity makes the MSE infinite and the SQNR -inf); NaN when there
     are none."""
-    x = np.asarray(x, dtype=np.float64)
+    x = np.asarray(x)
     x2 = x.reshape(-1, x.shape[-1]) if x.ndim > 1 else x.reshape(1, -1)
     q, beyond = quantize_2d(x2, fmt, rounding, seed)
+    x2 = x2.astype(np.float64)                         # the errors are computed in float64
     finite = np.isfinite(x2) & ~np.isnan(q)          # an overflow to inf is an infinite error
     err = (q - x2)[finite]
     signal = float(np.sum(x2[finite] ** 2))

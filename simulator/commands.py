@@ -88,7 +88,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     fmt = formats.get(args.format)
     out, rows = {}, []
     for name, x in tensors.items():
-        x = np.asarray(x, dtype=np.float64)
+        x = x.astype(np.uint8) if x.dtype.kind == "b" else x   # integers are read exactly
         x2 = x.reshape(-1, x.shape[-1]) if x.ndim > 1 else x.reshape(1, -1)
         q = quantize_2d(x2, fmt, args.rounding, args.seed)[0]
         out[name] = q.reshape(x.shape).astype(np.float32 if args.float32 else np.float64)

@@ -98,13 +98,15 @@ class Config:
         return json.dumps(self.mac, sort_keys=True)
 
     def default_name(self) -> str:
-        """``formats|accumulator`` (+ promotion, rounding and seed where they matter)."""
+        """``formats|accumulator`` (+ promotion, rounding and seed, gradients where they
+        matter; other MAC options are left out: see :mod:`simulator.sweep` for grid cells)."""
         fmt = self.weights if self.weights == self.activations else \
             f"w:{self.weights},a:{self.activations}"
         mac = self.build_mac()
         acc = mac.accumulator.name + (f"+promote{mac.promote_every}" if mac.promote_every else "")
         tail = "" if self.rounding == "nearest_even" else f",{self.rounding},seed{self.seed}"
-        return f"{fmt}|{acc}{tail}"
+        grad = f",grad:{self.gradients}" if self.gradients else ""
+        return f"{fmt}|{acc}{tail}{grad}"
 
     def build_mac(self) -> mm.MAC:
         """The MAC that multiplies activations (A) by weights (B) in this configuration."""
@@ -139,3 +141,10 @@ class Config:
         return {"config": self.name, "weights": self.weights, "activations": self.activations,
                 "mac": self._mac_name(), "gradients": self.gradients, "rounding": self.rounding,
                 "seed": self.seed}
+
+
+def repeated_names(configs: list[Config]) -> list[str]:
+    """Names that more than one of ``configs`` carries, sorted (results tell configs apart by
+    name, so these must be refused before any work)."""
+    names = [c.name for c in configs]
+    return sorted({n for n in names if names.count(n) > 1})

@@ -22,6 +22,10 @@ A sweep file (TOML)::
     activations = "int8_tensor"
     mac = "int8->int32"
 
+Results tell configurations apart by name: grid cells whose default names meet but that compute
+different things (MAC spec tables that differ only in order, chunks, ...) get ``#<6 hex digits of
+their key>`` appended, and explicit cells must carry distinct names.
+
 Each cell (configuration) is replayed on its own and written to
 ``<output>/cells/<key>.parquet`` (temporary file + rename), the key hashing the configuration,
 the trace's content stamp, the mode, node and memory level; a rerun skips the cells whose file
@@ -43,7 +47,7 @@ import os
 import sys
 import tempfile
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Union
@@ -53,7 +57,7 @@ import pandas as pd
 from mac_models.memory import pj_per_bit
 from mac_models.technology import technology
 
-from .configs import Config
+from .configs import Config, repeated_names
 from .replay import MODES, replay
 from .traces import load_trace, save_trace, umask
 
@@ -100,6 +104,10 @@ class Sweep:
         if dup:
             names = [c.name for c in self.configs if c.key() in dup]
             raise SweepError(f"{self.source or 'sweep'}: configurations repeat: {names}")
+        repeated = repeated_names(self.configs)
+        if repeated:
+            raise SweepError(f"{self.source or 'sweep'}: different configurations share the "
+                             f"names {repeated}; give each a distinct name")
         self.output = Path(self.output)
 
 
@@ -135,7 +143,13 @@ def _grid(grid: Any, where: str) -> list[Config]:
         out.append(_config({"weights": w, "activations": a, "mac": mac, "rounding": rnd,
                             "seed": seed, "gradients": grad},
                            f"{where}: [grid] cell weights={w}, activations={a}, mac={mac}"))
-    return out
+    # cells whose default names meet (MAC spec tables differing in order, chunks, ...) but
+    # that compute different things get their key appended; equal ones are refused later
+    keys = {}
+    for c in out:
+        keys.setdefault(c.name, set()).add(c.key())
+    return [replace(c, name=f"{c.name}#{c.key()[:6]}") if len(keys[c.name]) > 1 else c
+            for c in out]
 
 
 def load_sweep(path: Union[str, Path]) -> Sweep:
@@ -268,9 +282,13 @@ def run_sweep(sweep: Union[Sweep, str, Path], *, workers: Union[int, None] = Non
             with ProcessPoolExecutor(min(n, len(todo)), mp_context=_worker_context()) as pool:
                 futures = {pool.submit(run_cell, trace_path, stamp, c, keys[c.key()], *args,
                                        threads): c for c in todo}
-                for fut in as_completed(futures):
-                    _finish(fut, futures[fut])
-                    bar.update(1)
+                try:
+                    for fut in as_completed(futures):
+                        _finish(fut, futures[fut])
+                        bar.update(1)
+                except KeyboardInterrupt:       # queued cells must not start (the pool's exit
+                    pool.shutdown(cancel_futures=True)     # would run them all); waits only for
+                    raise                                  # the running ones
     bar.close()
     table = pd.concat([_cell_table(cells / f"{keys[c.key()]}.parquet", c)
                        for c in sweep.configs], ignore_index=True)
@@ -302,6 +320,8 @@ def _worker_context():
 
 def _finish(fut, cfg: Config) -> None:
     exc = fut.exception()
+    if isinstance(exc, KeyboardInterrupt):      # Ctrl-C reached the worker before this process
+        raise KeyboardInterrupt
     if exc is not None:
         raise SweepError(f"cell {cfg.name!r} failed: {type(exc).__name__}: {exc} (the cells "
                          f"already written stay; rerun to resume)") from exc

@@ -189,6 +189,17 @@ def test_quantize_npy_scalar_format(tmp_path):
     assert "x" in r.stdout.split() and "sqnr_db" in r.stdout
 
 
+def test_quantize_reads_integers_exactly_and_saturates_inf(tmp_path):
+    """As formats' quantize: int64 beyond 2**53 is rounded once (2**60 + 2**36 + 1 -> fp32's
+    2**60 + 2**37, not 2**60 through float64), and +-Inf saturates into int8."""
+    np.save(tmp_path / "big.npy", np.array([2**60 + 2**36 + 1, 3], dtype=np.int64))
+    _ok(_numsim("quantize", "big.npy", "--format", "fp32", cwd=tmp_path))
+    assert np.load(tmp_path / "big.fp32.npy").tolist() == [2.0**60 + 2.0**37, 3.0]
+    np.save(tmp_path / "inf.npy", np.array([1.0, np.inf, -np.inf, 1e6]))
+    _ok(_numsim("quantize", "inf.npy", "--format", "int8", cwd=tmp_path))
+    assert np.load(tmp_path / "inf.int8.npy").tolist() == [1.0, 127.0, -128.0, 127.0]
+
+
 def test_quantize_npy_float32_output_and_json_stats(tmp_path):
     x = np.random.default_rng(1).standard_normal((2, 3, 64))
     x = np.sign(x) * (0.1 + np.abs(x))                      # nothing else near 0 or 448

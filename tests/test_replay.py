@@ -168,6 +168,8 @@ def test_replay_argument_errors(digits_trace):
         replay(digits_trace, [], "per-op")
     with pytest.raises(TypeError):
         replay(digits_trace, ["fp32"], "per-op")
+    with pytest.raises(ValueError, match=r"names repeat: \['x'\]"):      # before any work
+        replay(digits_trace, [Config("fp16", "fp16", name="x"), Config("bf16", "bf16", name="x")])
 
 
 @pytest.mark.parametrize("kwargs", [{"level": "moon"}, {"tech": -5}])

@@ -869,6 +869,15 @@ def test_report_pareto_lists_match_brute_force(report_dir, summary):
         assert m.group(1).split(", ") == list(want)
 
 
+def test_markdown_tables_escape_the_bar_of_default_names():
+    from reports.report import _md_table
+    df = pd.DataFrame({"mac": ["fp16|fp32", "plain"], "x": [1.5, 2.0]},
+                      index=pd.Index(["fp8|aligned", "int8"], name="config"))
+    lines = _md_table(df).splitlines()
+    assert len({len(re.findall(r"(?<!\\)\|", line)) for line in lines}) == 1, lines
+    assert "fp8\\|aligned" in lines[2] and "fp16\\|fp32" in lines[2]
+
+
 def test_report_markdown_figures_csv_svg(report_dir, results):
     md = (report_dir / "report.md").read_text(encoding="utf-8")
     assert md.startswith(f"# {TITLE}")

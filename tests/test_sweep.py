@@ -124,6 +124,19 @@ def test_cells_that_compute_the_same_are_refused(tmp_path):
             load_sweep(tmp_path / "s.toml")
 
 
+def test_grid_cells_with_meeting_names_are_told_apart(tmp_path):
+    """Spec tables that differ only in order share a default name; each gets its key appended.
+    Gradients appear in the default name."""
+    (tmp_path / "s.toml").write_text('trace = "t"\noutput = "o"\n[grid]\nformats = ["fp16"]\n'
+                                     'mac = [{accumulator = "float", format = "fp16"}, '
+                                     '{accumulator = "float", format = "fp16", '
+                                     'order = "pairwise"}]\ngradients = ["bf16"]\n')
+    sw = load_sweep(tmp_path / "s.toml")
+    assert [c.name for c in sw.configs] == [f"fp16|fp16,grad:bf16#{c.key()[:6]}"
+                                            for c in sw.configs]
+    assert sw.configs[0].key() != sw.configs[1].key()
+
+
 def test_load_sweep_weights_by_activations_and_defaults(tmp_path):
     (tmp_path / "s.toml").write_text("""
 trace = "builtin:digits"
@@ -160,6 +173,9 @@ BAD_SWEEPS = {
     "duplicate-grid-and-configs": ('trace = "t"\noutput = "o"\n[grid]\nformats = ["fp16"]\n'
                                    '[[configs]]\nweights = "fp16"\nactivations = "fp16"\n',
                                    ["repeat"]),
+    "names-shared": ('trace = "t"\noutput = "o"\n[[configs]]\nname = "a"\nweights = "fp16"\n'
+                     'activations = "fp16"\n[[configs]]\nname = "a"\nweights = "bf16"\n'
+                     'activations = "bf16"\n', ["share the names ['a']"]),
     "bad-mode": ('trace = "t"\noutput = "o"\nmode = "sideways"\n[grid]\nformats = ["fp16"]\n',
                  ["mode", "sideways"]),
     "missing-trace": ('output = "o"\n[grid]\nformats = ["fp16"]\n', ["'trace'"]),
