@@ -87,9 +87,9 @@ def checked_out(out: Any, shape: tuple, dtype: np.dtype, x: Any) -> None:
         raise ValueError(f"out must have shape {tuple(shape)} (the input's), got "
                          f"{tuple(out.shape)}")
     if out.dtype != dtype:
-        swapped = out.dtype.newbyteorder("=") == dtype
+        order = " (in native byte order)" if out.dtype.newbyteorder("=") == dtype else ""
         raise ValueError(f"out must have dtype {np.dtype(dtype)} (what quantize returns for this "
-                         f"input), got {out.dtype}" + (" (in native byte order)" if swapped else ""))
+                         f"input), got {out.dtype}{order}")
     if not out.flags.c_contiguous:
         raise ValueError("out must be C-contiguous")
     if not getattr(out.flags, "writeable", True):

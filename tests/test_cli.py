@@ -106,6 +106,7 @@ def test_cli_rounding_choices_are_the_library_modes():
     (["formats", "--json", "--csv", "-"], "not allowed with"),
     (["replay", "builtin:digits", "--config", "fp16"], "WEIGHTS:ACTIVATIONS[:MAC_PRESET]"),
     (["replay", "builtin:digits", "--config", "fp16:"], "WEIGHTS:ACTIVATIONS[:MAC_PRESET]"),
+    (["replay", "builtin:digits", "--config", "fp16:fp16:fp16-"], "quote the argument"),
     (["replay", "builtin:digits", "--output", "x.xlsx"], ".csv or .parquet"),
     (["table", "--rows", "0"], "--rows: 0 is below the least allowed, 1"),
     (["quantize", "x.npy", "--format", "fp16", "--rounding", "sideways"], "invalid choice"),

@@ -325,7 +325,8 @@ def test_conv2d_reads_integers_exactly_and_returns_them():
         g = o // 3
         for y in range(5):
             for z in range(5):
-                direct[:, o, y, z] = (xp[:, 2 * g:2 * g + 2, y:y + 3, z:z + 3] * w[o]).sum((1, 2, 3))
+                patch = xp[:, 2 * g:2 * g + 2, y:y + 3, z:z + 3]
+                direct[:, o, y, z] = (patch * w[o]).sum((1, 2, 3))
     assert r.integers.dtype == np.int64 and np.array_equal(r.integers, direct)
     assert np.array_equal(r.values, direct)
     assert mm.conv2d(x.astype(float), w.astype(float), "fp16->fp32", groups=2).integers is None

@@ -124,6 +124,15 @@ def test_cells_that_compute_the_same_are_refused(tmp_path):
             load_sweep(tmp_path / "s.toml")
 
 
+@pytest.mark.parametrize("trace", ["nope", "afile"])
+def test_a_trace_that_is_not_a_folder_is_named(tmp_path, trace):
+    (tmp_path / "afile").write_text("x")
+    (tmp_path / "s.toml").write_text(f'trace = "{trace}"\noutput = "o"\n'
+                                     f'[grid]\nformats = ["fp16"]\n')
+    with pytest.raises(SweepError, match=rf"s.toml: trace .*{trace}' is not a folder"):
+        run_sweep(tmp_path / "s.toml", workers=1, progress=False)
+
+
 def test_grid_cells_with_meeting_names_are_told_apart(tmp_path):
     """Spec tables that differ only in order share a default name; each gets its key appended.
     Gradients appear in the default name."""
