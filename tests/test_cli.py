@@ -483,6 +483,17 @@ def test_replay_unknown_format_in_config(tmp_path):
                  "replay", "fp99")
 
 
+def test_replay_names_a_configuration_that_could_not_run_every_op(tmp_path):
+    """e8m0 holds no negative weights: the config runs its first op, then fails; exit 0 with the
+    results, and standard error names it."""
+    r = _ok(_numsim("replay", "builtin:digits", "--config", "e8m0:fp4_e2m1", "--config",
+                    FP16_CFG, "--json", cwd=tmp_path))
+    rows = {row["config"]: row for row in json.loads(r.stdout)}
+    failed = [name for name, row in rows.items() if row["error"]]
+    assert failed == ["w:e8m0,a:fp4_e2m1|fp32"], rows
+    assert "1 configuration(s) could not run every op" in r.stderr and failed[0] in r.stderr
+
+
 def test_replay_missing_trace_folder(tmp_path):
     _input_error(_numsim("replay", "no_trace_here", "--config", FP16_CFG, cwd=tmp_path),
                  "replay", "no_trace_here")
