@@ -46,7 +46,7 @@ def _config_spec(text: str) -> list[str]:
     parts = text.split(":")
     if not 2 <= len(parts) <= 3 or not all(parts):
         raise argparse.ArgumentTypeError(f"{text!r}: write WEIGHTS:ACTIVATIONS[:MAC_PRESET]")
-    if parts[-1].endswith("-"):
+    if len(parts) == 3 and parts[2].endswith("-"):
         raise argparse.ArgumentTypeError(f"{text!r}: the MAC preset ends in '-'; quote the "
                                          f"argument (the shell took '>' for a redirection)")
     return parts
