@@ -122,6 +122,13 @@ def error_row(x: np.ndarray, fmt, rounding: str = "nearest_even", seed: int = 0)
     into ``fmt``.  Errors run over the elements finite in ``x`` and not NaN after (a finite
     value that overflows to infinity makes the MSE infinite and the SQNR -inf); NaN when there
     are none."""
+    return quantized_with_errors(x, fmt, rounding, seed)[1]
+
+
+def quantized_with_errors(x: np.ndarray, fmt, rounding: str = "nearest_even",
+                          seed: int = 0) -> tuple[np.ndarray, dict]:
+    """``x`` quantized into ``fmt`` (float64, x's shape; rows of its last axis as in
+    :func:`quantize_2d`) and its :func:`error_row`, from one quantization."""
     x = np.asarray(x)
     x2 = x.reshape(-1, x.shape[-1]) if x.ndim > 1 else x.reshape(1, -1)
     q, beyond = quantize_2d(x2, fmt, rounding, seed)
@@ -139,12 +146,13 @@ def error_row(x: np.ndarray, fmt, rounding: str = "nearest_even", seed: int = 0)
         sqnr = -math.inf
     else:
         sqnr = 10 * math.log10(signal / noise)
-    return {"bits": _bits(formats.get(fmt)),
-            "mse": noise / err.size if err.size else math.nan, "sqnr_db": sqnr,
-            "max_abs_error": float(np.max(np.abs(err))) if err.size else math.nan,
-            "saturated_share": beyond / n,
-            "flushed_share": int(np.count_nonzero((x2 != 0) & (q == 0))) / n,
-            "nan_share": int(np.count_nonzero(np.isnan(q))) / n}
+    return q.reshape(x.shape), {
+        "bits": _bits(formats.get(fmt)),
+        "mse": noise / err.size if err.size else math.nan, "sqnr_db": sqnr,
+        "max_abs_error": float(np.max(np.abs(err))) if err.size else math.nan,
+        "saturated_share": beyond / n,
+        "flushed_share": int(np.count_nonzero((x2 != 0) & (q == 0))) / n,
+        "nan_share": int(np.count_nonzero(np.isnan(q))) / n}
 
 
 def error_table(fmts: Sequence[str] = DEFAULT_FORMATS,

@@ -81,7 +81,7 @@ def _read_tensors(path: Path) -> dict:
 
 def cmd_quantize(args: argparse.Namespace) -> int:
     import formats
-    from reports.tables import error_row, quantize_2d
+    from reports.tables import quantized_with_errors
 
     src = Path(args.input)
     tensors = _read_tensors(src)
@@ -89,11 +89,9 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     out, rows = {}, []
     for name, x in tensors.items():
         x = x.astype(np.uint8) if x.dtype.kind == "b" else x   # integers are read exactly
-        x2 = x.reshape(-1, x.shape[-1]) if x.ndim > 1 else x.reshape(1, -1)
-        q = quantize_2d(x2, fmt, args.rounding, args.seed)[0]
-        out[name] = q.reshape(x.shape).astype(np.float32 if args.float32 else np.float64)
-        rows.append({"tensor": name, "shape": "x".join(map(str, x.shape)),
-                     **error_row(x2, fmt, args.rounding, args.seed)})
+        q, row = quantized_with_errors(x, fmt, args.rounding, args.seed)
+        out[name] = q.astype(np.float32 if args.float32 else np.float64)
+        rows.append({"tensor": name, "shape": "x".join(map(str, x.shape)), **row})
     dest = Path(args.output) if args.output else \
         src.with_name(f"{src.stem}.{args.format}{src.suffix}")
     if dest.suffix == ".npy":
