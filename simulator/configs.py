@@ -143,8 +143,7 @@ class Config:
                 "seed": self.seed}
 
 
-def repeated_names(configs: list[Config]) -> list[str]:
-    """Names that more than one of ``configs`` carries, sorted (results tell configs apart by
-    name, so these must be refused before any work)."""
-    names = [c.name for c in configs]
-    return sorted({n for n in names if names.count(n) > 1})
+def repeats(values: list[str]) -> list[str]:
+    """The values that occur more than once, sorted: configuration keys (the same computation
+    twice) or names (results tell configurations apart by name), refused before any work."""
+    return sorted({v for v in values if values.count(v) > 1})

@@ -46,7 +46,7 @@ from mac_models.ops import beyond_range, im2col, pair_arg, quantized_operand
 from mac_models.technology import technology
 
 from . import metrics
-from .configs import Config, repeated_names
+from .configs import Config, repeats
 from .traces import Op, Trace
 
 MODES = ("per-op", "propagated")
@@ -207,7 +207,7 @@ def _check_configs(configs) -> list[Config]:
     for c in configs:
         if not isinstance(c, Config):
             raise TypeError(f"configs must be Config objects, got {c!r}")
-    repeated = repeated_names(configs)
+    repeated = repeats([c.name for c in configs])
     if repeated:           # the results table tells configurations apart by name
         raise ValueError(f"configuration names repeat: {repeated}; give each a distinct name")
     return configs

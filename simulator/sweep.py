@@ -57,7 +57,7 @@ import pandas as pd
 from mac_models.memory import pj_per_bit
 from mac_models.technology import technology
 
-from .configs import Config, repeated_names
+from .configs import Config, repeats
 from .replay import MODES, replay
 from .traces import load_trace, save_trace, umask
 
@@ -100,11 +100,11 @@ class Sweep:
         except (TypeError, ValueError) as exc:
             raise SweepError(f"{self.source or 'sweep'}: 'tech' or 'level': {exc}") from exc
         keys = [c.key() for c in self.configs]
-        dup = {k for k in keys if keys.count(k) > 1}
+        dup = set(repeats(keys))
         if dup:
-            names = [c.name for c in self.configs if c.key() in dup]
+            names = [c.name for c, k in zip(self.configs, keys) if k in dup]
             raise SweepError(f"{self.source or 'sweep'}: configurations repeat: {names}")
-        repeated = repeated_names(self.configs)
+        repeated = repeats([c.name for c in self.configs])
         if repeated:
             raise SweepError(f"{self.source or 'sweep'}: different configurations share the "
                              f"names {repeated}; give each a distinct name")
@@ -145,11 +145,12 @@ def _grid(grid: Any, where: str) -> list[Config]:
                            f"{where}: [grid] cell weights={w}, activations={a}, mac={mac}"))
     # cells whose default names meet (MAC spec tables differing in order, chunks, ...) but
     # that compute different things get their key appended; equal ones are refused later
-    keys = {}
-    for c in out:
-        keys.setdefault(c.name, set()).add(c.key())
-    return [replace(c, name=f"{c.name}#{c.key()[:6]}") if len(keys[c.name]) > 1 else c
-            for c in out]
+    keys = [c.key() for c in out]
+    by_name = {}
+    for c, k in zip(out, keys):
+        by_name.setdefault(c.name, set()).add(k)
+    return [replace(c, name=f"{c.name}#{k[:6]}") if len(by_name[c.name]) > 1 else c
+            for c, k in zip(out, keys)]
 
 
 def load_sweep(path: Union[str, Path]) -> Sweep:
