@@ -5,7 +5,7 @@
 * :func:`pareto`: error against a cost (energy per MAC, MAC area), the Pareto front drawn
   through the configurations no other beats on both; every point is named, or past
   ``MAX_NAMED_POINTS`` points only the front's (at most that many of them, evenly spread).
-* :func:`layer_heatmap`: per-layer SQNR of each configuration's outputs.
+* :func:`layer_heatmap`: per-layer SQNR of each configuration's outputs (or of those named).
 * :func:`histogram`: a tensor's values with the format's representable values overlaid.
 * :func:`accumulator_error`: relative error of dot products against their length K for MAC
   presets (random normal operands, the exact sum of the quantized operands' products as the
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from fractions import Fraction
 from pathlib import Path
-from typing import Sequence
+from typing import Sequence, Union
 
 import matplotlib
 
@@ -133,10 +133,20 @@ def pareto(summary: pd.DataFrame, x: str, y: str, xlabel: str, ylabel: str,
     return fig
 
 
-def layer_heatmap(results: pd.DataFrame) -> plt.Figure:
-    """SQNR (dB) of every MAC op's output, configurations by ops."""
+MAX_HEATMAP_ROWS = 40      # more configurations than this: the report's heatmap shows a few
+
+
+def layer_heatmap(results: pd.DataFrame, configs: Union[Sequence[str], None] = None
+                  ) -> plt.Figure:
+    """SQNR (dB) of every MAC op's output, configurations by ops: every configuration, or only
+    ``configs`` (in the results' order; the title then says how many of how many)."""
     out = results[(results["role"] == "output") & results["macs"].notna()]
     grid = out.pivot_table(index="config", columns="op", values="sqnr_db", sort=False)
+    title = "Per-layer output SQNR"
+    if configs is not None:
+        total = len(grid)
+        grid = grid[grid.index.isin(list(configs))]
+        title += f" ({len(grid)} of {total} configurations)"
     shown = grid.replace([np.inf], np.nan)
     fig, ax = plt.subplots(figsize=(1.2 + 0.9 * grid.shape[1], 1.0 + 0.28 * grid.shape[0]))
     im = ax.imshow(shown.to_numpy(float), aspect="auto", cmap="viridis")
@@ -146,7 +156,7 @@ def layer_heatmap(results: pd.DataFrame) -> plt.Figure:
         ax.text(j, i, "exact" if np.isinf(v) else f"{v:.0f}", ha="center", va="center",
                 fontsize=6, color="white")
     fig.colorbar(im, ax=ax, label="output SQNR (dB)")
-    ax.set_title("Per-layer output SQNR")
+    ax.set_title(title)
     return fig
 
 

@@ -3,9 +3,10 @@ and a Markdown twin, from a replay table.
 
 ``write_report(results, out_dir, ...)`` writes ``index.html``, ``report.md``, ``figures/`` (PNG;
 SVG too with ``svg=True``) and ``results.csv``.  Sections: summary with the recommendation and
-the Pareto-optimal configurations, per-configuration summary table, per-layer tables, cost
-breakdowns, the format error table (when given), and method notes (conventions, seeds, package
-versions).
+the Pareto-optimal configurations, per-configuration summary table, per-layer tables and
+heatmap (past ``plots.MAX_HEATMAP_ROWS`` configurations, only the recommendation's and the
+energy-error front's rows), cost breakdowns, the format error table (when given), and method
+notes (conventions, seeds, package versions).
 
 Recommendation rule (stated in the report): among the configurations whose task accuracy is
 within one point of the best (without task rows: whose mean output SQNR is within 1 dB of the
@@ -119,6 +120,27 @@ def recommend(summary: pd.DataFrame) -> tuple[str, str]:
     return str(pick), rule
 
 
+def _heatmap_configs(summary: pd.DataFrame, front: pd.Index, pick: str
+                     ) -> Union[list, None]:
+    """Past ``plots.MAX_HEATMAP_ROWS`` configurations, the heatmap's rows: the recommendation
+    and the energy-error Pareto front, evenly thinned in energy order; None (every
+    configuration) below that."""
+    if len(summary) <= plots.MAX_HEATMAP_ROWS:
+        return None
+    ordered = summary.loc[front].sort_values("pj_per_mac").index
+    step = max(1, -(-len(ordered) // (plots.MAX_HEATMAP_ROWS - 1)))
+    return [pick, *ordered[::step]]
+
+
+def _heatmap_note(summary: pd.DataFrame) -> str:
+    """The report's words on which rows the heatmap shows (empty when it shows them all)."""
+    if len(summary) <= plots.MAX_HEATMAP_ROWS:
+        return ""
+    return (f"With {len(summary)} configurations, the heatmap shows only the recommendation and "
+            f"the energy-error Pareto front (at most {plots.MAX_HEATMAP_ROWS} rows, evenly "
+            f"spread in energy); the table above has them all.")
+
+
 def _png(fig) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
@@ -188,7 +210,7 @@ def write_report(results: pd.DataFrame, out_dir: Union[str, Path], *,
                                       "energy per MAC, memory traffic included (pJ)", ylabel),
         "pareto_area": plots.pareto(summary, "area_um2_per_mac", "error_metric",
                                     "MAC unit area (µm²)", ylabel),
-        "layer_heatmap": plots.layer_heatmap(results),
+        "layer_heatmap": plots.layer_heatmap(results, _heatmap_configs(summary, front_e, pick)),
     }
     if error_table is not None and len(error_table):
         data = "gaussian" if (error_table["data"] == "gaussian").any() else \
@@ -289,6 +311,7 @@ def _write_html(path, summary, results, pick, rule, front_e, front_a, figs, cost
     for name in ("pareto_energy", "pareto_area"):
         parts.append(f'<img alt="{name}" src="data:image/png;base64,{figs[name]}">')
     parts += ["<h2>Per-layer output SQNR (dB)</h2>", _table_html(_layer_table(results)),
+              f"<p>{_heatmap_note(summary)}</p>",
               f'<img alt="layer_heatmap" src="data:image/png;base64,{figs["layer_heatmap"]}">']
     if costs:
         parts += [f"<h2>Cost breakdown (pJ per MAC, {html.escape(cost_note)})</h2>",
@@ -328,6 +351,7 @@ def _write_markdown(path, summary, results, pick, rule, front_e, front_a, fig_na
              _md_table(summary.drop(columns=["error_metric"])), ""]
     lines += [f"![{n}](figures/{n}.png)" for n in ("pareto_energy", "pareto_area")]
     lines += ["", "## Per-layer output SQNR (dB)", "", _md_table(_layer_table(results)), "",
+              _heatmap_note(summary), "",
               "![layer_heatmap](figures/layer_heatmap.png)", ""]
     if costs:
         lines += [f"## Cost breakdown (pJ per MAC, {cost_note})", "",

@@ -869,6 +869,62 @@ def test_report_pareto_lists_match_brute_force(report_dir, summary):
         assert m.group(1).split(", ") == list(want)
 
 
+def _sweep_results(n):
+    """A replay table of n configurations on two MAC ops where every one trades energy for
+    error (all n on the energy-error front): config i costs i + 1 pJ and has SQNR 10 + i / 2 dB."""
+    rows = [{"config": f"c{i}", "op": op, "role": "output", "mode": "isolated", "macs": 10.0,
+             "sqnr_db": 10 + i / 2, "compute_pj": (i + 1) / 4, "memory_pj": (i + 1) / 4,
+             "total_pj": (i + 1) / 2, "area_um2": 5.0, "overflows": 0, "saturations": 0}
+            for i in range(n) for op in ("fc1", "fc2")]
+    return pd.DataFrame(rows)
+
+
+def _heatmap_rows(monkeypatch, results, tmp_path):
+    """write_report's heatmap: its row labels and title, and the Markdown report's text."""
+    made, real = [], plots.layer_heatmap
+    monkeypatch.setattr(plots, "layer_heatmap", lambda *a, **k: made.append(real(*a, **k)) or
+                        made[-1])
+    write_report(results, tmp_path)
+    ax = made[0].axes[0]
+    return ([t.get_text() for t in ax.get_yticklabels()], ax.get_title(),
+            (tmp_path / "report.md").read_text(encoding="utf-8"))
+
+
+def test_layer_heatmap_shows_every_configuration_or_those_named():
+    res = _sweep_results(5)
+    res = pd.concat([res, pd.DataFrame([{"config": "c2", "op": "relu", "role": "output",
+                                         "sqnr_db": 99.0}])], ignore_index=True)
+    ax = plots.layer_heatmap(res).axes[0]
+    assert [t.get_text() for t in ax.get_yticklabels()] == [f"c{i}" for i in range(5)]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["fc1", "fc2"]   # relu: no MACs
+    assert ax.get_title() == "Per-layer output SQNR"
+    ax = plots.layer_heatmap(res, ["c3", "c1"]).axes[0]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["c1", "c3"]     # results' order
+    assert ax.get_title() == "Per-layer output SQNR (2 of 5 configurations)"
+    assert ax.images[0].get_array().tolist() == [[10.5, 10.5], [11.5, 11.5]]
+
+
+def test_report_heatmap_of_a_large_sweep_shows_the_front_and_the_pick(monkeypatch, tmp_path):
+    """Past MAX_HEATMAP_ROWS configurations the heatmap shows the recommendation and the
+    energy-error front, every k-th in energy order, and the report says so; up to that, all."""
+    n = plots.MAX_HEATMAP_ROWS
+    labels, title, md = _heatmap_rows(monkeypatch, _sweep_results(n), tmp_path / "a")
+    assert labels == [f"c{i}" for i in range(n)] and "of" not in title
+    assert "the heatmap shows only" not in md
+    n = 100
+    results = _sweep_results(n)
+    labels, title, md = _heatmap_rows(monkeypatch, results, tmp_path / "b")
+    # by the report's rule, by hand: within 1 dB of the best SQNR (59.5 dB: c97-c99), the least
+    # energy; every configuration is on the front, which holds 100 > 39 rows: every 3rd shown
+    cost = np.arange(1.0, n + 1) / 10
+    assert _brute_front(cost, 10 ** (-(10 + np.arange(n) / 2) / 10)).all()
+    want = sorted({97, *range(0, n, 3)})
+    assert labels == [f"c{i}" for i in want]
+    assert title == f"Per-layer output SQNR ({len(want)} of {n} configurations)"
+    assert f"With {n} configurations, the heatmap shows only the recommendation" in md
+    assert "**Recommendation: c97**" in md
+
+
 def test_markdown_tables_escape_the_bar_of_default_names():
     from reports.report import _md_table
     df = pd.DataFrame({"mac": ["fp16|fp32", "plain"], "x": [1.5, 2.0]},
