@@ -61,12 +61,14 @@ img { max-width: 100%; }
 
 
 def _mean_sqnr(v: pd.Series) -> float:
-    """Mean SQNR over the ops whose output is not exact (+inf when every one is exact)."""
+    """Mean SQNR over the ops whose output is not exact (+inf when every one is exact; -inf
+    when one holds an overflow or a NaN the reference has not: see simulator.metrics)."""
     v = v.to_numpy(float)
-    finite = v[np.isfinite(v)]
-    if finite.size:
-        return float(np.mean(finite))
-    return math.inf if v.size and np.all(v == np.inf) else math.nan
+    v = v[~np.isnan(v)]
+    inexact = v[v != np.inf]
+    if inexact.size:
+        return float(np.mean(inexact))
+    return math.inf if v.size else math.nan
 
 
 def summarize(results: pd.DataFrame) -> pd.DataFrame:
@@ -255,7 +257,8 @@ _COLUMNS = {
     "accuracy": "share of the labels the replayed logits get right",
     "reference_accuracy": "the same for the captured logits",
     "mean_output_sqnr_db": "the MAC ops' output SQNR against the captured outputs, in dB, "
-                           "averaged over the ops not exact ('exact': all are)",
+                           "averaged over the ops not exact ('exact': all are; -inf: an "
+                           "output overflowed or turned NaN)",
     "compute_pj": "MAC energy of the whole replayed run, in pJ",
     "memory_pj": "energy of the run's memory traffic, in pJ",
     "total_pj": "compute_pj + memory_pj",

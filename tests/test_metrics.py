@@ -112,28 +112,36 @@ def test_kl_softmax_hand_made():
 
 # --- random arrays against numpy / scipy -----------------------------------------------------
 
-def _finite_pair(x, y):
-    keep = np.isfinite(x) & np.isfinite(y)
+def _ref_finite(x, y):
+    keep = np.isfinite(x)
     return x[keep], y[keep]
 
 
 @pytest.fixture(scope="module")
 def noisy():
+    """A reference with NaN and -inf in it and a test tensor finite wherever the reference is
+    (-inf where the reference is, at 300)."""
     rng = np.random.default_rng(1234)
     x = rng.standard_normal(2000) * 3.0
     y = x + rng.standard_normal(2000) * 0.01
     x[[5, 17]] = np.nan
+    x[[300]] = y[[300]] = -np.inf
+    return x, y
+
+
+def _poisoned(x, y):
+    """noisy with overflow (+-inf) and NaN in the test tensor where the reference is finite."""
+    y = y.copy()
     y[[40, 41]] = np.inf
     y[[99]] = -np.inf
     y[[7]] = np.nan
-    x[[300]] = -np.inf
     return x, y
 
 
 def test_random_against_numpy_formulas(noisy):
     x, y = noisy
-    xf, yf = _finite_pair(x, y)
-    assert xf.size == 2000 - 7
+    xf, yf = _ref_finite(x, y)
+    assert xf.size == 2000 - 3 and np.isfinite(yf).all()
     e = yf - xf
     mse = np.sum(e * e) / e.size
     assert M.mse(x, y) == pytest.approx(mse, rel=1e-12)
@@ -149,7 +157,7 @@ def test_random_against_numpy_formulas(noisy):
 
 def test_random_cosine_against_scipy(noisy):
     x, y = noisy
-    xf, yf = _finite_pair(x, y)
+    xf, yf = _ref_finite(x, y)
     assert M.cosine(x, y) == pytest.approx(1.0 - scipy_cosine_distance(xf, yf), abs=1e-12)
     rng = np.random.default_rng(7)
     a, b = rng.standard_normal(300), rng.standard_normal(300)
@@ -157,21 +165,55 @@ def test_random_cosine_against_scipy(noisy):
 
 
 def test_random_counts(noisy):
-    x, y = noisy
-    assert M.nan_count(x, y) == 1       # y[7]; y is NaN nowhere else, x NaN at 5 and 17
+    x, y = _poisoned(*noisy)
+    assert M.nan_count(x, y) == 1       # y[7]; y is NaN nowhere else
     assert M.inf_count(x, y) == 3       # y[40], y[41], y[99]
     assert M.underflow_count(x, y) == 0
 
 
-def test_nonfinite_elements_are_excluded(noisy):
-    """Metrics with NaN/Inf present equal the metrics of the finite subset alone."""
+def test_nonfinite_reference_elements_are_not_compared(noisy):
+    """Metrics with NaN/Inf in the reference equal the metrics where the reference is finite."""
     x, y = noisy
-    xf, yf = _finite_pair(x, y)
+    xf, yf = _ref_finite(x, y)
     for f in (M.mse, M.rmse, M.sqnr_db, M.max_abs_error, M.mean_rel_error, M.max_rel_error,
               M.cosine):
         got, want = f(x, y), f(xf, yf)
         assert math.isfinite(got), f.__name__
         assert got == want, f.__name__
+
+
+def test_overflow_or_nan_in_the_result_is_an_infinite_error(noisy):
+    """An Inf or a NaN where the reference is finite is never exact: the error is infinite
+    (numpy's own sum of squares of y - x gives inf or NaN there, not a finite number)."""
+    for x, y in (_poisoned(*noisy), (np.array([1.0, 2.0, 70000.0]), np.array([1.0, 2.0, np.inf])),
+                 (np.array([1.0, 0.0]), np.array([1.0, np.nan]))):
+        with np.errstate(invalid="ignore"):
+            assert not np.isfinite(np.sum((y - x)[np.isfinite(x)] ** 2))
+        assert M.mse(x, y) == M.rmse(x, y) == M.max_abs_error(x, y) == math.inf
+        assert M.sqnr_db(x, y) == -math.inf
+        assert math.isnan(M.cosine(x, y))
+    x, y = _poisoned(*noisy)
+    assert M.mean_rel_error(x, y) == M.max_rel_error(x, y) == math.inf
+    # at a zero of the reference the relative error is not defined: left out as before
+    assert M.max_rel_error(np.array([1.0, 0.0]), np.array([1.5, np.nan])) == 0.5
+
+
+def test_rmse_and_cosine_at_extreme_scales():
+    """rmse is computed scaled: neither the squares' underflow nor their overflow shows; the
+    cosine of a vector with itself (or its negation) stays within [-1, 1]."""
+    assert M.rmse([1e-170], [2e-170]) == pytest.approx(1e-170, rel=1e-15)
+    assert M.rmse([1e200, 0.0], [2e200, 0.0]) == pytest.approx(1e200 / math.sqrt(2), rel=1e-15)
+    rng = np.random.default_rng(11)
+    for _ in range(200):
+        v = rng.standard_normal(rng.integers(1, 50)) * 10.0 ** rng.uniform(-5, 5)
+        assert -1.0 <= M.cosine(v, -v) <= M.cosine(v, v) <= 1.0
+
+
+def test_complex_input_is_refused():
+    with pytest.raises(TypeError, match="complex"):
+        M.mse(np.array([1 + 5j]), np.array([1.0]))
+    with pytest.raises(TypeError, match="complex"):
+        M.error_metrics(np.array([1.0]), np.array([1 + 0j]))
 
 
 def test_kl_softmax_against_scipy():
@@ -186,32 +228,49 @@ def test_kl_softmax_against_scipy():
     assert M.kl_softmax(x, y) == pytest.approx(want, rel=1e-9)
 
 
-def test_kl_softmax_skips_rows_with_nonfinite_values():
+def test_kl_softmax_rows_with_infinities():
+    """Reference rows with NaN are not compared; -inf logits are masked positions (zero
+    probability; scipy's softmax and entropy agree); q = 0 where p > 0, and a NaN or +inf in y,
+    make the divergence infinite."""
     rng = np.random.default_rng(5)
     x = rng.standard_normal((5, 4))
     y = x + rng.standard_normal((5, 4)) * 0.2
     x[1, 2] = np.nan
-    y[3, 0] = np.inf
-    keep = [0, 2, 4]
+    x[2, 1] = y[2, 1] = -np.inf                     # masked in both
+    keep = [0, 2, 3, 4]
     p, q = scipy_softmax(x[keep], axis=1), scipy_softmax(y[keep], axis=1)
-    want = np.mean([scipy_entropy(p[i], q[i]) for i in range(3)])
+    want = np.mean([scipy_entropy(p[i], q[i]) for i in range(4)])
+    assert np.isfinite(want)
     assert M.kl_softmax(x, y) == pytest.approx(want, rel=1e-10)
-    # every row poisoned -> NaN
+    x[0, 3] = -np.inf                               # masked in the reference only: still finite
+    p, q = scipy_softmax(x[keep], axis=1), scipy_softmax(y[keep], axis=1)
+    want = np.mean([scipy_entropy(p[i], q[i]) for i in range(4)])
+    assert M.kl_softmax(x, y) == pytest.approx(want, rel=1e-10)
+    for bad in (-np.inf, np.inf, np.nan):           # q_i = 0 < p_i; y not a distribution
+        z = y.copy()
+        z[4, 0] = bad
+        assert M.kl_softmax(x, z) == math.inf, bad
+    assert scipy_entropy([0.5, 0.5], [1.0, 0.0]) == math.inf
+    # every reference row poisoned -> NaN
     x[:, 0] = np.nan
     assert math.isnan(M.kl_softmax(x, y))
+    assert math.isnan(M.kl_softmax(np.full((2, 3), -np.inf), y[:2, :3]))
 
 
 def test_error_metrics_record_matches_the_functions(noisy):
     x, y = noisy
     rec = M.error_metrics(x, y, fmt_max=2.0)
-    xf, yf = _finite_pair(x, y)
+    xf, yf = _ref_finite(x, y)
     e = yf - xf
     assert set(rec) == {"mse", "rmse", "sqnr_db", "max_abs_error", "mean_rel_error",
                         "max_rel_error", "cosine", "nan_count", "inf_count",
                         "underflow_count", "saturation_count"}
     assert rec["mse"] == pytest.approx(np.mean(e * e), rel=1e-12)
     assert rec["max_abs_error"] == np.max(np.abs(e))
-    assert rec["nan_count"] == 1 and rec["inf_count"] == 3
+    assert rec["nan_count"] == rec["inf_count"] == 0
+    poisoned = M.error_metrics(*_poisoned(x, y))
+    assert poisoned["nan_count"] == 1 and poisoned["inf_count"] == 3
+    assert poisoned["mse"] == math.inf
     # no element of y sits exactly at 2.0 -> nothing saturated
     assert rec["saturation_count"] == 0
     yy = np.where(np.abs(x) > 2.0, np.sign(x) * 2.0, x)
@@ -249,8 +308,8 @@ def test_empty_inputs_give_nan(f):
 
 @pytest.mark.parametrize("f", [M.mse, M.rmse, M.sqnr_db, M.max_abs_error, M.mean_rel_error,
                                M.max_rel_error, M.cosine], ids=lambda f: f.__name__)
-def test_all_nonfinite_gives_nan(f):
-    x = np.array([np.nan, 1.0, np.inf])
+def test_nonfinite_reference_gives_nan(f):
+    x = np.array([np.nan, -np.inf, np.inf])
     y = np.array([1.0, np.nan, 2.0])
     assert math.isnan(f(x, y))
 
@@ -266,4 +325,4 @@ def test_all_nan_test_tensor_counts_every_element():
     y = np.full_like(x, np.nan)
     rec = M.error_metrics(x, y)
     assert rec["nan_count"] == 6
-    assert math.isnan(rec["mse"]) and math.isnan(rec["sqnr_db"])
+    assert rec["mse"] == math.inf and rec["sqnr_db"] == -math.inf

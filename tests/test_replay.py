@@ -202,7 +202,7 @@ def test_nan_input_float_format_counts_nans(mode):
     df = replay(_nan_trace(), Config("fp16", "fp16"), mode)
     out = _row(df, "fc", "output")
     assert out["nan_count"] == 12               # every output NaN, captured output finite
-    assert math.isnan(out["mse"])
+    assert out["mse"] == math.inf and out["sqnr_db"] == -math.inf   # NaN: an infinite error
     assert "error" not in df.columns or df["error"].isna().all()
 
 

@@ -703,6 +703,26 @@ def test_summarize_hand_made_table():
     assert recommend(s)[0] == "A"
 
 
+def test_summary_of_an_overflowing_configuration_is_not_exact():
+    """An fp16 accumulator that overflows to Inf is never "exact": its op's SQNR is -inf (an
+    infinite error) and so is the configuration's mean; it is not recommended over one that
+    kept every output finite (NumPy's float16 overflows 60000 + 60000 to inf)."""
+    x = np.full((2, 2), 300.0, dtype=np.float32)
+    w = np.full((3, 2), 200.0, dtype=np.float32)
+    y = (x.astype(float) @ w.T.astype(float)).astype(np.float32)        # 120000 everywhere
+    with np.errstate(over="ignore"):
+        assert np.isinf(np.float16(60000) + np.float16(60000))
+    tr = Trace([Op("fc", "linear", {"input": x, "weight": w, "output": y})])
+    res = replay(tr, [Config("fp32", "fp32", name="fp32"),
+                      Config("fp16", "fp16", "fp16->fp16", name="fp16")], "per-op")
+    out = res[(res["role"] == "output") & (res["config"] == "fp16")].iloc[0]
+    assert out["inf_count"] == 6 and out["sqnr_db"] == -math.inf
+    s = summarize(res)
+    assert s.loc["fp16", "mean_output_sqnr_db"] == -math.inf
+    assert s.loc["fp32", "mean_output_sqnr_db"] == math.inf
+    assert recommend(s)[0] == "fp32"
+
+
 def test_summarize_keeps_a_configuration_whose_ops_all_failed():
     """A config that cannot run its only MAC op (int8 cannot hold the NaN in the input) still
     gets its summary row, with the error, and is never recommended."""
