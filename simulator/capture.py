@@ -11,7 +11,7 @@ from typing import Any, Mapping, Union
 
 import numpy as np
 
-from .traces import Op, Trace, TraceError
+from .traces import DTYPES, Op, Trace, TraceError
 
 
 def _exact_output(kind: str, t: Mapping[str, np.ndarray], attrs: Mapping[str, Any]):
@@ -34,14 +34,17 @@ def from_arrays(ops: Mapping[str, Mapping[str, Any]],
             raise TraceError(f"op {name!r}: needs a mapping with a 'kind'")
         spec = dict(spec)
         kind = spec.pop("kind")
-        attrs = dict(spec.pop("attrs", {}))
-        inputs_from = list(spec.pop("inputs_from", []))
+        attrs, inputs_from = spec.pop("attrs", {}), spec.pop("inputs_from", [])
+        if not isinstance(attrs, Mapping) or isinstance(inputs_from, str) or \
+                not isinstance(inputs_from, (list, tuple)):
+            raise TraceError(f"op {name!r}: 'attrs' must be a mapping and 'inputs_from' a list "
+                             f"of op names")
         tensors = {}
         for role, value in spec.items():
             arr = np.asarray(value)
-            if arr.dtype.kind not in "fiub" and arr.dtype.name != "bfloat16":
-                raise TraceError(f"op {name!r}: tensor {role!r} must be a numeric array, got "
-                                 f"dtype {arr.dtype}")
+            if arr.dtype.name not in DTYPES:
+                raise TraceError(f"op {name!r}: tensor {role!r} has dtype {arr.dtype}; a trace "
+                                 f"stores {', '.join(DTYPES)}")
             tensors[role] = arr
         if "output" not in tensors:
             try:
@@ -49,7 +52,7 @@ def from_arrays(ops: Mapping[str, Mapping[str, Any]],
             except (KeyError, ValueError) as exc:
                 raise TraceError(f"op {name!r} ({kind}): cannot compute its output from "
                                  f"{sorted(tensors)}: {exc}") from exc
-        built.append(Op(name, kind, tensors, attrs, inputs_from))
+        built.append(Op(name, kind, tensors, dict(attrs), list(inputs_from)))
     return Trace(built, extras, model=model)
 
 

@@ -10,15 +10,19 @@ A trace records the ops of one model run in execution order.  The manifest (vers
 
 * ``kind`` is one of :data:`KINDS`.  MAC ops: ``linear`` (roles ``input`` (..., K), ``weight``
   (N, K), optional ``bias`` (N,), ``output``), ``conv2d`` (``input`` NCHW, ``weight`` OIhw,
-  optional ``bias``, ``output``; attrs ``stride``, ``padding``, ``dilation``, ``groups``),
+  optional ``bias``, ``output``; attrs ``stride``, ``padding``, ``dilation``, ``groups`` and
+  no others),
   ``matmul`` and ``attention_scores`` (``a`` (..., M, K), ``b`` (..., K, N), ``output``).
   Elementwise ops (``relu``, ``gelu``, ``softmax``, ``flatten``, ``identity``) have ``input``
-  and ``output``.  Gradients captured in backward are roles ``grad_output``, ``grad_input`` and
+  and ``output`` of the same shape (``flatten``: same size and batch); ``gelu``'s one attr is
+  ``approximate``.  Other kinds' attrs are free metadata, kept as given.  Gradients captured in backward are roles ``grad_output``, ``grad_input`` and
   ``grad_weight``.
 * ``inputs_from`` is the graph: the ops whose outputs are this op's ``input`` (or ``a`` and
   ``b`` in that order), when known; empty for the model's inputs and when unknown.
 * ``dtype`` is the dtype the tensor was captured in; tensors are stored in it.
-* ``extras`` holds tensors that belong to no op (task labels: ``labels``).
+* ``extras`` holds tensors that belong to no op (task labels: ``labels``, integers).
+* ``file`` is ``<op name>.safetensors``, with ``~2``, ``~3``, ... appended where names would
+  meet on a case-insensitive file system or the extras file, and long names shortened.
 
 Writing goes to a temporary folder beside the target and is renamed into place, so a trace
 on disk is always whole.  Loading checks the manifest and every file's header (names, shapes,
@@ -50,6 +54,9 @@ ROLES = {
 GRAD_ROLES = ("grad_output", "grad_input", "grad_weight")
 REQUIRED = {"linear": ("input", "weight", "output"), "conv2d": ("input", "weight", "output"),
             "matmul": ("a", "b", "output"), "attention_scores": ("a", "b", "output")}
+# The attrs that are parameters (nothing else is accepted for these kinds, so that a misspelt
+# one cannot be ignored); other kinds' attrs are free metadata, kept as given.
+ATTRS = {"conv2d": ("stride", "padding", "dilation", "groups"), "gelu": ("approximate",)}
 DTYPES = ("float64", "float32", "float16", "bfloat16", "int64", "int32", "int8", "uint8", "bool")
 
 
@@ -89,6 +96,8 @@ class Trace:
         self.meta = dict(meta or {})
         self.path: Union[Path, None] = None
         _validate_graph(self.ops, "trace")
+        if "labels" in self.extras:
+            _check_labels(np.asarray(self.extras["labels"]).dtype.name, "trace")
 
     def op(self, name: str) -> Op:
         for o in self.ops:
@@ -101,17 +110,31 @@ class Trace:
         return f"Trace({self.model!r}, {len(self.ops)} ops, path={self.path})"
 
 
+def _check_labels(dtype: str, where: str) -> None:
+    if not dtype.startswith(("int", "uint")):
+        raise TraceError(f"{where}: 'labels' must be class indices (an integer array), got "
+                         f"dtype {dtype}")
+
+
 def _validate_graph(ops: list[Op], where: str) -> None:
     seen: set[str] = set()
     for o in ops:
-        if not isinstance(o.name, str) or not o.name or "/" in o.name or o.name.startswith("."):
+        if (not isinstance(o.name, str) or not o.name or "/" in o.name or "\0" in o.name
+                or o.name.startswith(".")):
             raise TraceError(f"{where}: op name {o.name!r} must be a non-empty string without "
-                             f"'/' that does not start with '.'")
+                             f"'/' or NUL that does not start with '.'")
         if o.name in seen:
             raise TraceError(f"{where}: op name {o.name!r} appears twice")
         if o.kind not in KINDS:
             raise TraceError(f"{where}: op {o.name!r} has unknown kind {o.kind!r}; known: "
                              f"{', '.join(KINDS)}")
+        if not isinstance(o.attrs, Mapping) or not isinstance(o.inputs_from, list):
+            raise TraceError(f"{where}: op {o.name!r}: 'attrs' must be a mapping and "
+                             f"'inputs_from' a list of op names")
+        unknown = sorted(set(o.attrs) - set(ATTRS[o.kind])) if o.kind in ATTRS else []
+        if unknown:
+            raise TraceError(f"{where}: op {o.name!r} ({o.kind}) has unknown attrs {unknown}; "
+                             f"allowed: {', '.join(ATTRS[o.kind])}")
         for src in o.inputs_from:
             if src not in seen:
                 raise TraceError(f"{where}: op {o.name!r} takes input from {src!r}, which is not "
@@ -142,7 +165,7 @@ def _conv_out(hw: tuple, khw: tuple, attrs: dict) -> tuple:
 
 
 def _shape_problem(o: Op) -> str:
-    """What is wrong with the shapes of a MAC op's tensors, or ''."""
+    """What is wrong with the shapes of an op's tensors, or ''."""
     t = o.tensors
     shape = {r: tuple(t.shape(r) if isinstance(t, _LazyTensors) else np.shape(t[r]))
              for r in t}
@@ -156,9 +179,11 @@ def _shape_problem(o: Op) -> str:
     elif o.kind == "conv2d":
         x, w = shape["input"], shape["weight"]
         groups = o.attrs.get("groups", 1)
-        if len(x) != 4 or len(w) != 4 or x[1] != w[1] * groups:
+        if not isinstance(groups, int) or isinstance(groups, bool) or groups < 1:
+            return f"groups must be a positive integer, got {groups!r}"
+        if len(x) != 4 or len(w) != 4 or x[1] != w[1] * groups or w[0] % groups:
             return f"input {x} and weight {w} (groups {groups}) do not make a conv2d " \
-                   f"(input NCHW, weight (O, C / groups, kh, kw))"
+                   f"(input NCHW, weight (O, C / groups, kh, kw), O a multiple of groups)"
         want = (x[0], w[0]) + _conv_out(x[2:], w[2:], o.attrs)
     elif o.kind in ("matmul", "attention_scores"):
         a, b = shape["a"], shape["b"]
@@ -169,7 +194,14 @@ def _shape_problem(o: Op) -> str:
         except ValueError:
             return f"the batch axes of a {a} and b {b} do not broadcast"
         want = tuple(batch) + (a[-2], b[-1])
+    elif o.kind == "flatten":
+        x = shape["input"]
+        if out is None or int(np.prod(out)) != int(np.prod(x)) or out[:1] != x[:1]:
+            return f"output {out} is not input {x} flattened (same batch, same size)"
+        return ""
     else:
+        if out != shape["input"]:
+            return f"output {out} should have the input's shape {shape['input']}"
         return ""
     if "bias" in shape and shape["bias"] != (shape["weight"][0],):
         return f"bias {shape['bias']} should be ({shape['weight'][0]},)"
@@ -197,28 +229,48 @@ def umask() -> int:
     return mask
 
 
+def _file_name(name: str, taken: set) -> str:
+    """``<name>.safetensors`` for an op, made unique among ``taken`` (case-insensitively, for
+    case-insensitive file systems: ``~2``, ``~3``, ... appended) and short enough for one
+    path component; the manifest records it, so any name loads."""
+    stem = name if len(name.encode()) <= 200 else name.encode()[:200].decode(errors="ignore")
+    file, i = f"{stem}.safetensors", 1
+    while file.casefold() in taken:
+        i += 1
+        file = f"{stem}~{i}.safetensors"
+    taken.add(file.casefold())
+    return file
+
+
 def save_trace(trace: Trace, path: Union[str, Path], overwrite: bool = False) -> Path:
     """Write ``trace`` as a folder at ``path`` (atomically: a temporary folder renamed into
-    place).  An existing folder is replaced only with ``overwrite=True``."""
+    place).  An existing trace folder is replaced only with ``overwrite=True``; any other
+    existing path is refused."""
     from safetensors.numpy import save_file
 
     path = Path(path)
     if path.exists() and not overwrite:
         raise TraceError(f"{path} exists; pass overwrite=True (--overwrite) to replace it")
+    if path.exists() and not (path / "manifest.json").is_file():
+        raise TraceError(f"{path} exists and is not a trace folder (no manifest.json); "
+                         f"refusing to replace it")
+    if Path.cwd().resolve().is_relative_to(path.resolve()):
+        raise TraceError(f"{path} is the current folder or holds it; cannot replace it")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
         manifest = {"format": FORMAT, "version": VERSION, "model": trace.model,
                     "meta": trace.meta, "ops": []}
+        taken = {"manifest.json", "extras.safetensors"}
         for o in trace.ops:
-            arrays = {role: np.ascontiguousarray(a) for role, a in o.tensors.items()}
-            save_file(arrays, str(tmp / f"{o.name}.safetensors"))
-            manifest["ops"].append({"name": o.name, "kind": o.kind,
-                                    "file": f"{o.name}.safetensors",
+            arrays = {role: np.require(a, requirements="C") for role, a in o.tensors.items()}
+            file = _file_name(o.name, taken)
+            save_file(arrays, str(tmp / file))
+            manifest["ops"].append({"name": o.name, "kind": o.kind, "file": file,
                                     "tensors": {r: _entry(a) for r, a in arrays.items()},
                                     "attrs": o.attrs, "inputs_from": list(o.inputs_from)})
         if trace.extras:
-            extras = {k: np.ascontiguousarray(v) for k, v in trace.extras.items()}
+            extras = {k: np.require(v, requirements="C") for k, v in trace.extras.items()}
             save_file(extras, str(tmp / "extras.safetensors"))
             manifest["extras"] = {"file": "extras.safetensors",
                                   "tensors": {k: _entry(v) for k, v in extras.items()}}
@@ -354,7 +406,8 @@ def load_trace(path: Union[str, Path]) -> Trace:
         raise TraceError(f"{mpath}: not valid JSON: {exc}") from exc
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise TraceError(f"{mpath}: not a numsim trace manifest ('format' must be {FORMAT!r})")
-    if manifest.get("version") != VERSION:
+    version = manifest.get("version")
+    if not isinstance(version, int) or isinstance(version, bool) or version != VERSION:
         raise TraceError(f"{mpath}: trace version {manifest.get('version')!r}; this numsim "
                          f"reads version {VERSION}")
     raw_ops = manifest.get("ops")
@@ -386,9 +439,14 @@ def load_trace(path: Union[str, Path]) -> Trace:
         file = _inside(path, raw["file"], f"{mpath}: extras")
         entries = _tensor_entries(raw.get("tensors"), f"{mpath}: extras")
         _check_header(file, entries, "extras")
+        if "labels" in entries:
+            _check_labels(entries["labels"]["dtype"], f"{mpath}: extras")
         extras = _LazyTensors(file, entries, "extras")
+    model, meta = manifest.get("model", ""), manifest.get("meta", {})
+    if not isinstance(model, str) or not isinstance(meta, dict):
+        raise TraceError(f"{mpath}: 'model' must be a string and 'meta' an object")
     try:
-        trace = Trace(ops, None, str(manifest.get("model", "")), manifest.get("meta") or {})
+        trace = Trace(ops, None, model, meta)
     except TraceError as exc:
         raise TraceError(f"{mpath}: {exc}") from exc
     trace.extras = extras

@@ -491,3 +491,90 @@ def test_from_arrays_round_trip(tmp_path):
     back = load_trace(save_trace(tr, tmp_path / "t"))
     _same_array(back.op("fc").tensors["output"], tr.op("fc").tensors["output"])
     _same_array(back.op("fc").tensors["weight"], tr.op("fc").tensors["weight"])
+
+
+# --- names, shapes and values that a save or load once mishandled ------------------------------
+
+def test_op_names_that_meet_the_extras_file_or_differ_only_in_case(tmp_path):
+    """An op named 'extras' kept its own file apart from the extras file (it was overwritten by
+    it), and 'FC'/'fc' get two files (one on a case-insensitive file system otherwise)."""
+    ops = {n: {"kind": "linear", "input": X * (i + 1), "weight": W}
+           for i, n in enumerate(["extras", "FC", "fc", "Extras"])}
+    tr = from_arrays(ops, extras={"labels": np.arange(3)})
+    back = load_trace(save_trace(tr, tmp_path / "t"))
+    files = sorted(os.listdir(tmp_path / "t"))
+    assert len({f.casefold() for f in files}) == len(files) == 6
+    for i, o in enumerate(back.ops):
+        _same_array(o.tensors["input"], X * (i + 1))
+    np.testing.assert_array_equal(back.extras["labels"], np.arange(3))
+
+
+def test_zero_dimensional_tensors_keep_their_shape(tmp_path):
+    x, w = np.arange(4.0), np.ones((3, 4))
+    tr = from_arrays({"fc": {"kind": "linear", "input": x, "weight": w}},
+                     extras={"labels": np.asarray(1)})
+    back = load_trace(save_trace(tr, tmp_path / "t"))
+    assert back.extras["labels"].shape == () and back.extras["labels"] == 1
+    assert back.op("fc").tensors["output"].shape == (3,)
+
+
+def test_long_op_names_save_and_nul_is_refused(tmp_path):
+    name = "block." * 60 + "fc"                     # 362 characters: too long for one file name
+    tr = from_arrays({name: {"kind": "linear", "input": X, "weight": W}})
+    assert load_trace(save_trace(tr, tmp_path / "t")).ops[0].name == name
+    with pytest.raises(TraceError, match="NUL"):
+        from_arrays({"f\0c": {"kind": "linear", "input": X, "weight": W}})
+
+
+@pytest.mark.parametrize("spec, words", [
+    ({"kind": "relu", "input": np.ones((3, 4)), "output": np.ones(5)}, ["shape"]),
+    ({"kind": "softmax", "input": np.ones((3, 4)), "output": np.ones((4, 3))}, ["shape"]),
+    ({"kind": "flatten", "input": np.ones((2, 3, 4)), "output": np.ones((2, 11))}, ["flattened"]),
+    ({"kind": "flatten", "input": np.ones((2, 3, 4)), "output": np.ones((3, 8))}, ["flattened"]),
+    ({"kind": "linear", "input": X, "weight": W, "inputs_from": "fc1"}, ["inputs_from"]),
+    ({"kind": "linear", "input": X, "weight": W, "attrs": [1]}, ["attrs"]),
+    ({"kind": "linear", "input": X.astype(np.int16), "weight": W}, ["int16"]),
+    ({"kind": "linear", "input": X.astype(np.uint32), "weight": W}, ["uint32"]),
+    ({"kind": "conv2d", "input": np.ones((1, 2, 5, 5)), "weight": np.ones((4, 2, 3, 3)),
+      "output": np.ones((1, 4, 3, 3)), "attrs": {"strides": [2, 2]}}, ["strides"]),
+    ({"kind": "conv2d", "input": np.ones((1, 2, 5, 5)), "weight": np.ones((3, 1, 3, 3)),
+      "output": np.ones((1, 3, 3, 3)), "attrs": {"groups": 2}}, ["groups"]),
+    ({"kind": "gelu", "input": np.ones(3), "output": np.ones(3), "attrs": {"approx": "tanh"}},
+     ["approx"]),
+])
+def test_from_arrays_refuses_what_replay_would_misread(spec, words):
+    """Each of these was accepted and failed later (in replay or at save), or was ignored."""
+    with pytest.raises(TraceError) as info:
+        from_arrays({"badop": spec})
+    for word in ["'badop'", *words]:
+        assert word in str(info.value)
+
+
+def test_labels_must_be_integers(tmp_path):
+    fc = {"fc": {"kind": "linear", "input": X, "weight": W}}
+    with pytest.raises(TraceError, match="labels"):
+        from_arrays(fc, extras={"labels": np.array([1.0, 0.0, 1.7])})
+    folder = _write(tmp_path / "t", _good_ops(), extras={"labels": np.array([1.0, 0.0, 1.0])})
+    assert "labels" in _load_error(folder)
+
+
+@pytest.mark.parametrize("top", [{"version": True}, {"version": 1.0}, {"meta": [1]},
+                                 {"meta": "x"}, {"model": None}])
+def test_manifest_top_level_types(tmp_path, top):
+    msg = _load_error(_write(tmp_path / "t", _good_ops(), **top))
+    assert "manifest.json" in msg
+
+
+def test_overwrite_refuses_what_is_not_a_trace(tmp_path, monkeypatch):
+    tr = from_arrays({"fc": {"kind": "linear", "input": X, "weight": W}})
+    other = tmp_path / "photos"
+    other.mkdir()
+    (other / "keep.jpg").write_bytes(b"x")
+    with pytest.raises(TraceError, match="not a trace folder"):
+        save_trace(tr, other, overwrite=True)
+    assert (other / "keep.jpg").is_file()
+    save_trace(tr, tmp_path / "t")
+    monkeypatch.chdir(tmp_path / "t")
+    with pytest.raises(TraceError, match="current folder"):
+        save_trace(tr, ".", overwrite=True)
+    assert sorted(os.listdir(tmp_path)) == ["photos", "t"]
