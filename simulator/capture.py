@@ -58,34 +58,57 @@ def from_arrays(ops: Mapping[str, Mapping[str, Any]],
 
 # ---- PyTorch (optional extra: pip install torch) ------------------------------------------------
 def _np(t) -> np.ndarray:
+    """A torch tensor as a numpy copy in its own dtype (bfloat16 through ml_dtypes)."""
     import torch
     t = t.detach().cpu()
-    if t.dtype == torch.bfloat16:          # numpy has no bfloat16: stored as float32 (exact)
-        t = t.float()
+    if t.dtype == torch.bfloat16:
+        import ml_dtypes
+        return t.view(torch.int16).numpy().view(ml_dtypes.bfloat16).copy()
     return t.numpy().copy()
 
 
-class _Recorder:
-    """Collects ops during one forward pass; links an op to the ops that produced its inputs."""
+def _arg(args: tuple, kwargs: Mapping, i: int, *names: str):
+    """Argument ``i`` of a call, given by position or by one of ``names`` (None if absent)."""
+    if len(args) > i:
+        return args[i]
+    return next((kwargs[n] for n in names if n in kwargs), None)
 
-    def __init__(self) -> None:
+
+class _Recorder:
+    """Collects ops during one forward pass; links an op to the ops that produced its inputs.
+    A link holds only while the tensor is as the op left it: an in-place change (``h += x``,
+    ``relu_``) bumps the tensor's version and the link is dropped."""
+
+    def __init__(self, reserved: set) -> None:
         self.ops: list[Op] = []
         self.names: set[str] = set()
-        self.producer: dict[int, str] = {}       # id(tensor) -> op that produced it
+        self.reserved = reserved                 # module names: a repeat call's name avoids them
+        self.producer: dict[int, tuple] = {}     # id(tensor) -> (op name, tensor version then)
         self.keep: list = []                     # tensors kept alive, so ids stay unique
+        self.on = True                           # off once the forward pass is over
+
+    def source(self, t) -> Union[str, None]:
+        """The op whose output ``t`` is, unchanged since; None if unknown."""
+        got = self.producer.get(id(t))
+        return got[0] if got and got[1] == t._version else None
+
+    def produced(self, t, name: str) -> None:
+        self.producer[id(t)] = (name, t._version)
+        self.keep.append(t)
 
     def add(self, base: str, kind: str, tensors: dict, sources: list, attrs=None) -> Op:
-        name, i = base or kind, 1
-        while name in self.names:
+        """Record an op; ``sources`` are the op names its inputs came from (None: unknown)."""
+        base = base or kind                      # the model itself is the module
+        name, i = base, 1
+        while name in self.names or (i > 1 and name in self.reserved):
             i += 1
-            name = f"{base or kind}_{i}"
+            name = f"{base}_{i}"
         self.names.add(name)
-        known = [self.producer.get(id(t)) for t in sources]
         op = Op(name, kind, {r: _np(t) for r, t in tensors.items()}, dict(attrs or {}),
-                known if all(known) else [])      # the graph only where every source is known
+                list(sources) if all(sources) else [])   # the graph only where all are known
         self.ops.append(op)
         self.keep += list(tensors.values())
-        self.producer[id(tensors["output"])] = name
+        self.produced(tensors["output"], name)
         return op
 
 
@@ -113,22 +136,34 @@ def capture_torch(model, inputs, *, kwargs=None, loss_fn=None, target=None, labe
     """Run ``model(*inputs, **kwargs)`` and record its ops (needs torch).
 
     Recorded: ``nn.Linear``, ``nn.Conv1d`` (as a conv2d of height 1) and ``nn.Conv2d`` modules
-    through forward hooks; ``torch.matmul``/``bmm``/``@`` of two operands of 2 or more dims
+    through forward hooks (a conv with non-zero padding modes or uneven 'same' padding is left
+    out with a warning); ``torch.matmul``/``bmm``/``@`` of two operands of 2 or more dims
     (``matmul``) and the scores ``q @ k^T`` of ``F.scaled_dot_product_attention``
-    (``attention_scores``, before scaling) through a ``TorchFunctionMode``; ``relu``, ``gelu``,
-    ``softmax`` and ``flatten`` calls as elementwise ops, so the graph links through them.
-    ``inputs_from`` is recorded where every input of an op is the output of a recorded op.
-    With ``loss_fn``, ``loss_fn(output, target).backward()`` runs after the forward pass and
-    each Linear/Conv op gains ``grad_output`` and ``grad_input`` (when the input needs one) of
-    that call, and ``grad_weight`` when its module was called once (a weight used by several
-    calls has one summed gradient, which belongs to no single op).  ``labels`` (an
-    integer array) become the trace's ``labels`` extra, for task accuracy in replay."""
+    (``attention_scores``, before scaling; grouped-query keys repeated per query head) through a
+    ``TorchFunctionMode``; ``relu``, ``gelu``, ``softmax`` and ``flatten`` calls as elementwise
+    ops, so the graph links through them.  ``nn.MultiheadAttention`` computes inside torch and
+    is not recorded (a warning says so).  A module called again is named ``<name>_2``, ... (never
+    another module's name).  ``inputs_from`` is recorded where every input of an op is the
+    output of a recorded op, unchanged in place since.
+
+    With ``loss_fn``, ``loss_fn(output, target).backward()`` runs after the forward pass (the
+    parameters' ``.grad`` are restored afterwards) and each Linear/Conv op gains
+    ``grad_output`` and ``grad_input``: dL/dy of that call and that call's own contribution to
+    dL/dx (when the input needs a gradient).  ``grad_weight`` is the weight's autograd gradient,
+    attached when exactly one recorded op used that weight (a weight shared by several calls
+    or modules has one summed gradient, which belongs to no single op); it includes any loss
+    term on the weight itself.  ``labels`` (an integer array) become the trace's ``labels``
+    extra, for task accuracy in replay."""
+    import warnings
+
     import torch
     import torch.nn.functional as F
     from torch.overrides import TorchFunctionMode
 
-    rec = _Recorder()
-    calls: dict = {}                        # module name -> its ops, one per call
+    hooked = {name: m for name, m in model.named_modules()
+              if isinstance(m, (torch.nn.Linear, torch.nn.Conv1d, torch.nn.Conv2d))}
+    rec = _Recorder(set(hooked))
+    users: dict = {}                        # id(weight) -> (weight, the ops that used it)
     grads: dict = {}                        # op name -> {role: gradient}
     handles = []
     matmuls = {torch.matmul, torch.bmm, torch.Tensor.matmul, torch.Tensor.__matmul__,
@@ -137,83 +172,114 @@ def capture_torch(model, inputs, *, kwargs=None, loss_fn=None, target=None, labe
                    F.gelu: "gelu", F.softmax: "softmax", torch.softmax: "softmax",
                    torch.Tensor.softmax: "softmax", torch.flatten: "flatten",
                    torch.Tensor.flatten: "flatten"}
+    mha = [n for n, m in model.named_modules() if isinstance(m, torch.nn.MultiheadAttention)]
+    if mha:
+        warnings.warn(f"nn.MultiheadAttention computes its projections and scores inside torch; "
+                      f"not recorded: {', '.join(mha)}", stacklevel=2)
 
     def watch(op, role, t):
         """Record the gradient that reaches ``t`` in backward (a tensor hook keeps ids)."""
         if loss_fn is not None and t.requires_grad:
             t.register_hook(lambda g: grads.setdefault(op.name, {}).__setitem__(role, g))
 
+    def pre_hook(m, args, kw):
+        """Feed the module a view of its input made for this call, so that the gradient
+        reaching it is this call's own contribution to dL/dx."""
+        x = _arg(args, kw, 0, "input")
+        if not rec.on or loss_fn is None or not x.requires_grad:
+            return None
+        view = x.view_as(x)
+        if rec.source(x):
+            rec.produced(view, rec.source(x))
+        return ((view,) + tuple(args[1:]), kw) if args else (args, {**kw, "input": view})
+
     def hook(name):
-        def forward_hook(m, args, out):
-            x = args[0]
+        def forward_hook(m, args, kw, out):
+            if not rec.on:
+                return
+            x = _arg(args, kw, 0, "input")
             t = {"input": x, "weight": m.weight, "output": out}
             if m.bias is not None:
                 t["bias"] = m.bias
             if isinstance(m, torch.nn.Linear):
-                op = rec.add(name, "linear", t, [x])
+                op = rec.add(name, "linear", t, [rec.source(x)])
             else:
-                attrs = _conv_attrs(m, 1 if isinstance(m, torch.nn.Conv1d) else 2)
+                try:
+                    attrs = _conv_attrs(m, 1 if isinstance(m, torch.nn.Conv1d) else 2)
+                except TraceError as exc:
+                    warnings.warn(f"{name}: not recorded: {exc}", stacklevel=2)
+                    return
                 if isinstance(m, torch.nn.Conv1d):
                     t = {**t, "input": x.unsqueeze(2), "weight": m.weight.unsqueeze(2),
                          "output": out.unsqueeze(2)}
-                op = rec.add(name, "conv2d", t, [x], attrs)
-                rec.producer[id(out)] = op.name
-                rec.keep.append(out)
-            calls.setdefault(name, []).append(op)
+                op = rec.add(name, "conv2d", t, [rec.source(x)], attrs)
+                rec.produced(out, op.name)
+            users.setdefault(id(m.weight), (m.weight, []))[1].append(op)
             watch(op, "grad_output", out)
             watch(op, "grad_input", x)
         return forward_hook
 
     class Mode(TorchFunctionMode):
         def __torch_function__(self, func, types, args=(), kwargs=None):
-            out = func(*args, **(kwargs or {}))
-            if func in matmuls and all(getattr(a, "ndim", 0) >= 2 for a in args[:2]):
-                rec.add("matmul", "matmul", {"a": args[0], "b": args[1], "output": out},
-                        list(args[:2]))
-            elif func in elementwise and isinstance(out, torch.Tensor):
-                kind = elementwise[func]
-                kw = dict(kwargs or {})
+            kw = dict(kwargs or {})
+            x = _arg(args, kw, 0, "input", "query")
+            src = rec.source(x) if isinstance(x, torch.Tensor) else None
+            kind = elementwise.get(func) if func in elementwise else None
+            inplace = kind == "relu" and bool(_arg(args, kw, 1, "inplace"))
+            before = x.detach().clone() if inplace else x       # relu_(x): x before the call
+            out = func(*args, **kw)
+            if not rec.on:
+                return out
+            if func in matmuls:
+                b = _arg(args, kw, 1, "other", "mat2")
+                if getattr(x, "ndim", 0) >= 2 and getattr(b, "ndim", 0) >= 2:
+                    bsrc = rec.source(b)
+                    rec.add("matmul", "matmul", {"a": x, "b": b, "output": out}, [src, bsrc])
+            elif kind and isinstance(out, torch.Tensor):
                 attrs = {}
                 if kind == "softmax":
-                    dim = kw.get("dim", args[1] if len(args) > 1 else None)
-                    if dim is None or dim not in (-1, args[0].ndim - 1):
+                    dim = _arg(args, kw, 1, "dim")
+                    if dim is None or dim not in (-1, x.ndim - 1):
                         return out                   # replay applies softmax on the last axis
                 elif kind == "gelu":
                     attrs["approximate"] = kw.get("approximate", "none")
-                rec.add(kind, kind, {"input": args[0], "output": out}, [args[0]], attrs)
+                rec.add(kind, kind, {"input": before, "output": out}, [src], attrs)
             elif func is F.scaled_dot_product_attention:
-                q, k = args[0], args[1]
+                k = _arg(args, kw, 1, "key")
+                if k.shape[-3] != x.shape[-3]:              # grouped-query attention
+                    k = k.repeat_interleave(x.shape[-3] // k.shape[-3], dim=-3)
                 kt = k.transpose(-2, -1)
                 rec.add("attention_scores", "attention_scores",
-                        {"a": q, "b": kt, "output": q @ kt}, [])
+                        {"a": x, "b": kt, "output": x @ kt}, [None])
             return out
 
-    for name, m in model.named_modules():
-        if isinstance(m, (torch.nn.Linear, torch.nn.Conv1d, torch.nn.Conv2d)):
-            handles.append(m.register_forward_hook(hook(name)))
+    for name, m in hooked.items():
+        handles.append(m.register_forward_pre_hook(pre_hook, with_kwargs=True))
+        handles.append(m.register_forward_hook(hook(name), with_kwargs=True))
     args = inputs if isinstance(inputs, (tuple, list)) else (inputs,)
+    params = list(model.parameters())
+    saved = [p.grad for p in params]
     try:
         with torch.set_grad_enabled(loss_fn is not None), Mode():
             output = model(*args, **dict(kwargs or {}))
+        rec.on = False                      # activation checkpointing reruns forward hooks
         if loss_fn is not None:
             model.zero_grad(set_to_none=True)
             loss_fn(output, target).backward()
-    finally:
-        for h in handles:
-            h.remove()
-    modules = dict(model.named_modules())
-    for name, ops in calls.items():
-        if loss_fn is None:
-            continue
-        for op in ops:
-            found = dict(grads.get(op.name, {}))
-            if len(ops) == 1:                   # a weight used twice has one summed gradient
-                found["grad_weight"] = modules[name].weight.grad
-            for role, g in found.items():
-                if g is not None:
+            for op in rec.ops:
+                for role, g in grads.get(op.name, {}).items():
                     if op.kind == "conv2d" and g.ndim == 3:        # Conv1d
                         g = g.unsqueeze(2)
                     op.tensors[role] = _np(g)
+            for weight, ops in users.values():
+                if len(ops) == 1 and weight.grad is not None:
+                    g = weight.grad
+                    ops[0].tensors["grad_weight"] = _np(g.unsqueeze(2) if g.ndim == 3 else g)
+    finally:
+        for h in handles:
+            h.remove()
+        for p, g in zip(params, saved):
+            p.grad = g
     extras = {} if labels is None else {"labels": np.asarray(labels)}
     return Trace(rec.ops, extras, model=model_name or type(model).__name__)
 
@@ -229,21 +295,29 @@ def _onnx_attrs(node) -> dict:
     return out
 
 
-def _onnx_conv_attrs(node, w: np.ndarray) -> tuple[dict, bool]:
-    """conv2d attrs of an ONNX Conv node and whether it is 1-D (then lifted to height 1)."""
+def _onnx_conv_attrs(node, x: np.ndarray, w: np.ndarray) -> tuple[dict, bool]:
+    """conv2d attrs of an ONNX Conv node on input ``x`` and whether it is 1-D (then lifted to
+    height 1); TraceError for what a conv2d op cannot hold (3-D, asymmetric padding)."""
     at = _onnx_attrs(node)
     dims = w.ndim - 2
-    if dims not in (1, 2) or at.get("auto_pad", "NOTSET") != "NOTSET":
-        raise TraceError(f"ONNX node {node.name!r}: only 1-D and 2-D Conv with explicit pads "
-                         f"are captured")
-    pads = list(at.get("pads", [0] * 2 * dims))
+    if dims not in (1, 2):
+        raise TraceError(f"ONNX node {node.name!r}: only 1-D and 2-D Conv are captured")
+    strides = list(at.get("strides", [1] * dims))
+    dilations = list(at.get("dilations", [1] * dims))
+    auto = at.get("auto_pad", "NOTSET")
+    if auto == "VALID":
+        pads = [0] * 2 * dims
+    elif auto in ("SAME_UPPER", "SAME_LOWER"):        # output size ceil(in / stride)
+        total = [max((-(-n // s) - 1) * s + d * (k - 1) + 1 - n, 0)
+                 for n, s, d, k in zip(x.shape[2:], strides, dilations, w.shape[2:])]
+        pads = [t // 2 for t in total] + [t - t // 2 for t in total]
+    else:
+        pads = list(at.get("pads", [0] * 2 * dims))
     if pads[:dims] != pads[dims:]:
         raise TraceError(f"ONNX node {node.name!r}: asymmetric pads {pads} are not modelled")
     lift = (lambda v, fill: [fill] + list(v)) if dims == 1 else (lambda v, fill: list(v))
-    return ({"stride": lift(at.get("strides", [1] * dims), 1),
-             "padding": lift(pads[:dims], 0),
-             "dilation": lift(at.get("dilations", [1] * dims), 1),
-             "groups": int(at.get("group", 1))}, dims == 1)
+    return ({"stride": lift(strides, 1), "padding": lift(pads[:dims], 0),
+             "dilation": lift(dilations, 1), "groups": int(at.get("group", 1))}, dims == 1)
 
 
 def capture_onnx(model, feeds: Mapping[str, np.ndarray], labels=None,
@@ -255,12 +329,16 @@ def capture_onnx(model, feeds: Mapping[str, np.ndarray], labels=None,
     and ``MatMul`` by a 2-D initializer as ``linear`` (a following ``Add`` of a 1-D initializer
     is folded in as the bias); other ``MatMul`` as ``matmul`` (linked to the graph only when its
     first operand is an activation); 1-D and 2-D ``Conv`` (symmetric explicit pads) as
-    ``conv2d``; ``Relu``, ``Gelu``, ``Softmax`` (on the last axis; before opset 13 only of 2-D
-    inputs), ``Flatten`` and ``Identity`` as elementwise ops.  Other nodes are run but not
-    recorded, and break the graph links."""
+    ``conv2d`` (auto_pad VALID, and SAME where it pads evenly, included; other Conv nodes are
+    left out with a warning); ``Relu``, ``Gelu``, ``Softmax`` (on the last axis; before opset 13
+    only of 2-D inputs), ``Flatten`` and ``Identity`` as elementwise ops.  Biases may come from
+    initializers or computed values (a ``Constant``, say).  Other nodes, contrib ops included,
+    are run but not recorded, and break the graph links."""
+    import warnings
+
     import onnx
     import onnxruntime as ort
-    from onnx import numpy_helper, shape_inference
+    from onnx import helper, numpy_helper, shape_inference
 
     proto = onnx.load(str(model)) if not isinstance(model, onnx.ModelProto) else model
     proto = shape_inference.infer_shapes(proto)
@@ -269,10 +347,13 @@ def capture_onnx(model, feeds: Mapping[str, np.ndarray], labels=None,
                 default=13)
     inits = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
     outputs = {o.name for o in graph.output}
-    extra = [vi for vi in graph.value_info if vi.name not in outputs]
+    typed = {vi.name: vi for vi in graph.value_info}
+    wanted = dict.fromkeys(n for node in graph.node for n in node.output
+                           if n and n not in outputs)
     full = onnx.ModelProto()
     full.CopyFrom(proto)
-    full.graph.output.extend(extra)
+    full.graph.output.extend(typed.get(n) or helper.make_empty_tensor_value_info(n)
+                             for n in wanted)          # untyped: outputs of contrib ops
     sess = ort.InferenceSession(full.SerializeToString(), providers=["CPUExecutionProvider"])
     names = [o.name for o in sess.get_outputs()]
     values = {**inits, **{k: np.asarray(v) for k, v in feeds.items()},
@@ -314,8 +395,8 @@ def capture_onnx(model, feeds: Mapping[str, np.ndarray], labels=None,
                 tensors = {"input": a, "weight": np.ascontiguousarray(w)}
                 out_name = out
                 if t == "Gemm" and len(ins) > 2 and ins[2]:
-                    c = inits.get(ins[2])
-                    if c is None or c.size != w.shape[0] or c.shape[-1] != w.shape[0]:
+                    c = values[ins[2]]
+                    if c.size != w.shape[0] or (c.ndim and c.shape[-1] != w.shape[0]):
                         continue                 # a bias that is not one value per output
                     tensors["bias"] = c.reshape(-1)
                 elif t == "MatMul" and len(consumers.get(out, [])) == 1:
@@ -332,14 +413,17 @@ def capture_onnx(model, feeds: Mapping[str, np.ndarray], labels=None,
                 sources = [] if ins[0] in inits else [n for n in ins if n not in inits]
                 add(node, "matmul", {"a": a, "b": b, "output": values[out]}, sources, out)
         elif t == "Conv" and ins[1] in inits:
-            w = inits[ins[1]]
-            attrs, lift = _onnx_conv_attrs(node, w)
-            x, y = values[ins[0]], values[out]
+            w, x, y = inits[ins[1]], values[ins[0]], values[out]
+            try:
+                attrs, lift = _onnx_conv_attrs(node, x, w)
+            except TraceError as exc:
+                warnings.warn(f"not recorded: {exc}", stacklevel=2)
+                continue
             if lift:
                 x, w, y = x[:, :, None], w[:, :, None], y[:, :, None]
             tensors = {"input": x, "weight": w, "output": y}
-            if len(ins) > 2 and ins[2] in inits:
-                tensors["bias"] = inits[ins[2]]
+            if len(ins) > 2 and ins[2]:
+                tensors["bias"] = values[ins[2]]
             add(node, "conv2d", tensors, [ins[0]], out, attrs)
         elif t in ("Relu", "Gelu", "Softmax", "Flatten", "Identity"):
             x = values[ins[0]]

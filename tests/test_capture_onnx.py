@@ -14,7 +14,6 @@ from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 from simulator.capture import capture_onnx  # noqa: E402
 from simulator.configs import Config  # noqa: E402
 from simulator.replay import replay  # noqa: E402
-from simulator.traces import TraceError  # noqa: E402
 
 
 def _model(rng):
@@ -79,16 +78,69 @@ def test_onnx_capture_structure_and_values():
     assert (df.query("role == 'output'").sqnr_db > 120).all()
 
 
-def test_asymmetric_pads_are_refused():
-    rng = np.random.default_rng(1)
-    wc = numpy_helper.from_array(rng.standard_normal((1, 1, 3, 3)).astype(np.float32), "wc")
+def _conv_model(inputs, inits, **attrs):
     graph = helper.make_graph(
-        [helper.make_node("Conv", ["img", "wc"], ["c"], name="conv", pads=[1, 0, 0, 1])], "g",
-        [helper.make_tensor_value_info("img", TensorProto.FLOAT, [1, 1, 4, 4])],
-        [helper.make_tensor_value_info("c", TensorProto.FLOAT, None)], [wc])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    with pytest.raises(TraceError, match="asymmetric pads"):
-        capture_onnx(model, {"img": np.ones((1, 1, 4, 4), np.float32)})
+        [helper.make_node("Conv", inputs, ["c"], name="conv", **attrs),
+         helper.make_node("Relu", ["c"], ["r"], name="relu")], "g",
+        [helper.make_tensor_value_info("img", TensorProto.FLOAT, [1, 1, 5, 5])],
+        [helper.make_tensor_value_info("r", TensorProto.FLOAT, None)], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_a_conv_that_cannot_be_a_conv2d_op_is_left_out_with_a_warning():
+    """Asymmetric pads (explicit, or SAME with an even kernel) are not modelled: the Conv is
+    run but not recorded (it stopped the whole capture), like other unrecorded nodes."""
+    rng = np.random.default_rng(1)
+    img = {"img": np.ones((1, 1, 5, 5), np.float32)}
+    for w, attrs in (((1, 1, 3, 3), {"pads": [1, 0, 0, 1]}),
+                     ((1, 1, 2, 2), {"auto_pad": "SAME_UPPER"})):
+        wc = numpy_helper.from_array(rng.standard_normal(w).astype(np.float32), "wc")
+        with pytest.warns(UserWarning, match="asymmetric pads"):
+            trace = capture_onnx(_conv_model(["img", "wc"], [wc], **attrs), img)
+        assert [(o.name, o.inputs_from) for o in trace.ops] == [("relu", [])]
+
+
+@pytest.mark.parametrize("attrs, pad", [({"auto_pad": "VALID"}, 0),
+                                        ({"auto_pad": "SAME_UPPER"}, 1),
+                                        ({"auto_pad": "SAME_LOWER", "strides": [2, 2]}, 1)])
+def test_conv_auto_pad_and_a_bias_from_a_constant(attrs, pad):
+    """auto_pad VALID/SAME (even padding) become explicit pads, and a bias that a Constant node
+    computes is kept (it was dropped while the captured output held it): replayed in exact
+    fp32 the output matches ORT's to float32 rounding."""
+    rng = np.random.default_rng(2)
+    w = rng.standard_normal((2, 1, 3, 3)).astype(np.float32)
+    bias = np.array([0.5, -2.0], np.float32)
+    const = helper.make_node("Constant", [], ["bc"], value=numpy_helper.from_array(bias, "bv"))
+    model = _conv_model(["img", "wc", "bc"], [numpy_helper.from_array(w, "wc")], **attrs)
+    model.graph.node.insert(0, const)
+    x = rng.standard_normal((1, 1, 5, 5)).astype(np.float32)
+    trace = capture_onnx(model, {"img": x})
+    conv = trace.op("conv")
+    assert conv.attrs["padding"] == [pad, pad]
+    assert np.array_equal(conv.tensors["bias"], bias)
+    df = replay(trace, [Config("fp32", "fp32", {"accumulator": "exact"})], "per-op")
+    assert (df.query("role == 'output' and op == 'conv'").sqnr_db > 120).all()
+
+
+def test_ops_after_a_contrib_op_are_recorded():
+    """Shape inference cannot type a contrib op's output (com.microsoft FastGelu here); the
+    MatMul after it was silently missing from the capture."""
+    rng = np.random.default_rng(5)
+    w1, w2 = rng.standard_normal((4, 6)), rng.standard_normal((6, 3))
+    nodes = [helper.make_node("MatMul", ["x", "w1"], ["h"], name="fc1"),
+             helper.make_node("FastGelu", ["h"], ["g"], domain="com.microsoft", name="fg"),
+             helper.make_node("MatMul", ["g", "w2"], ["y"], name="fc2")]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])],
+        [numpy_helper.from_array(w.astype(np.float32), n) for w, n in ((w1, "w1"), (w2, "w2"))])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
+                                                    helper.make_opsetid("com.microsoft", 1)])
+    trace = capture_onnx(model, {"x": rng.standard_normal((2, 4)).astype(np.float32)})
+    assert [(o.name, o.inputs_from) for o in trace.ops] == [("fc1", []), ("fc2", [])]
+    fc2 = trace.op("fc2").tensors
+    np.testing.assert_allclose(fc2["input"] @ fc2["weight"].T.astype(float), fc2["output"],
+                               rtol=1e-5)
 
 
 def _gemm_model(c: np.ndarray):
@@ -110,6 +162,21 @@ def test_gemm_bias_of_one_row_is_kept_and_a_full_matrix_is_not_a_linear_bias():
     assert (replay(trace, [Config()], "per-op").query("role == 'output'").sqnr_db > 120).all()
     full = np.arange(6.0).reshape(2, 3)                  # one bias per output element
     assert [o.name for o in capture_onnx(_gemm_model(full), {"x": x}).ops] == []
+
+
+def test_gemm_with_one_output_and_a_scalar_bias():
+    """N = 1 and a 0-d C (it crashed reading C's last axis)."""
+    w = numpy_helper.from_array(np.array([[1.0, 2.0, 3.0, 4.0]], np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("Gemm", ["x", "w", "c"], ["y"], name="fc", transB=1)], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 1])],
+        [w, numpy_helper.from_array(np.array(0.5, np.float32), "c")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    x = np.arange(8, dtype=np.float32).reshape(2, 4)
+    fc = capture_onnx(model, {"x": x}).op("fc").tensors
+    assert fc["bias"].tolist() == [0.5]
+    assert fc["output"].ravel().tolist() == [20.5, 60.5]       # 0+2+6+12, 4+10+18+28, + 0.5
 
 
 def test_matmul_by_a_leading_initializer_is_not_linked_as_its_first_operand():

@@ -139,3 +139,158 @@ def test_a_module_called_twice_gets_each_calls_gradients():
     want = (second.tensors["grad_output"] @ second.tensors["weight"]) * relu_mask
     np.testing.assert_allclose(first.tensors["grad_output"], want, rtol=1e-5, atol=1e-7)
     assert "grad_weight" not in first.tensors and "grad_weight" not in second.tensors
+
+
+def _exact_fp32():
+    return Config("fp32", "fp32", {"accumulator": "exact"}, name="fp32")
+
+
+def test_an_in_place_change_drops_the_graph_link():
+    """h = fc1(x); h += x; fc2(h): fc2's input is not fc1's output any more, so propagated
+    replay must not feed it fc1's (it measured 1 dB at fp32 and a wrong accuracy)."""
+    class Res(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc1, self.fc2 = nn.Linear(8, 8), nn.Linear(8, 3)
+
+        def forward(self, x):
+            h = self.fc1(x)
+            h += x
+            return self.fc2(F.relu(h, inplace=True))
+
+    torch.manual_seed(3)
+    model, x = Res().eval(), torch.randn(6, 8)
+    with torch.no_grad():
+        h = model.fc1(x) + x
+        labels = model(x).argmax(-1).numpy()
+    trace = capture_torch(model, x, labels=labels)
+    assert [(o.name, o.inputs_from) for o in trace.ops] == [
+        ("fc1", []), ("relu", []), ("fc2", ["relu"])]
+    # the in-place relu recorded its input as it was before the call
+    assert np.array_equal(trace.op("relu").tensors["input"], h.numpy())
+    df = replay(trace, [_exact_fp32()], "propagated")
+    assert (df[df.role == "output"].sqnr_db > 120).all()
+    assert df[df.role == "task"].accuracy.item() == 1.0
+
+
+def test_grad_input_is_each_calls_own_and_shared_weights_get_none():
+    """fc0 feeds both q and k: q's grad_input is dL/dy_q @ W_q (its own share), not the total
+    that reaches fc0's output; q and k share one weight, whose summed gradient goes to neither,
+    while fc0's own weight gradient is autograd's."""
+    class QK(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc0, self.q, self.k = nn.Linear(4, 4), nn.Linear(4, 3), nn.Linear(4, 3)
+            self.k.weight = self.q.weight
+
+        def forward(self, x):
+            h = self.fc0(x)
+            return self.q(h) * 2 + self.k(h)
+
+    torch.manual_seed(4)
+    model, x = QK(), torch.randn(5, 4)
+    trace = capture_torch(model, x, loss_fn=lambda o, t: (o ** 2).sum(), target=None)
+    q, k, fc0 = trace.op("q").tensors, trace.op("k").tensors, trace.op("fc0").tensors
+    for t in (q, k):
+        np.testing.assert_allclose(t["grad_input"], t["grad_output"] @ t["weight"], rtol=1e-5,
+                                   atol=1e-6)
+    np.testing.assert_allclose(fc0["grad_output"], q["grad_input"] + k["grad_input"],
+                               rtol=1e-5, atol=1e-6)
+    assert "grad_weight" not in q and "grad_weight" not in k
+    model.zero_grad()
+    out = model(x)
+    (out ** 2).sum().backward()
+    assert np.array_equal(fc0["grad_weight"], model.fc0.weight.grad.numpy())
+
+
+def test_capture_keeps_the_users_gradients():
+    torch.manual_seed(5)
+    model, x = nn.Linear(3, 2), torch.randn(4, 3)
+    model.weight.grad = torch.full((2, 3), 7.0)
+    capture_torch(model, x, loss_fn=lambda o, t: o.sum(), target=None)
+    assert torch.equal(model.weight.grad, torch.full((2, 3), 7.0)) and model.bias.grad is None
+
+
+def test_keyword_arguments_and_grouped_query_attention():
+    """matmul(input=, other=), linear modules called with input=, and SDPA with query=/key=
+    and 4 query heads over 2 key heads: captured, not crashed."""
+    class KW(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(8, 8)
+
+        def forward(self, x):
+            h = self.fc(input=x)
+            s = torch.matmul(input=h, other=h.transpose(-2, -1))
+            q, k = h.view(1, 4, 2, 2), h.view(1, 2, 4, 2)[:, :, :2]
+            a = F.scaled_dot_product_attention(query=q, key=k, value=k, enable_gqa=True)
+            return s.sum() + a.sum()
+
+    torch.manual_seed(6)
+    model, x = KW(), torch.randn(2, 8)
+    trace = capture_torch(model, x)
+    assert [o.kind for o in trace.ops] == ["linear", "matmul", "attention_scores"]
+    q = (x @ model.fc.weight.detach().T + model.fc.bias.detach()).detach()
+    mm = trace.op("matmul").tensors
+    np.testing.assert_allclose(mm["a"], q.numpy(), rtol=1e-6)
+    np.testing.assert_allclose(mm["b"], q.T.numpy(), rtol=1e-6)
+    assert trace.op("matmul").inputs_from == []     # b is a transpose, which is not recorded
+    sc = trace.op("attention_scores").tensors
+    k = q.view(1, 2, 4, 2)[:, :, :2].repeat_interleave(2, dim=1)
+    assert sc["b"].shape == (1, 4, 2, 2)
+    np.testing.assert_allclose(sc["b"], k.transpose(-2, -1).numpy(), rtol=1e-6)
+
+
+def test_checkpointing_records_no_phantom_ops():
+    from torch.utils.checkpoint import checkpoint
+
+    class Ck(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc1, self.fc2 = nn.Linear(4, 4), nn.Linear(4, 2)
+
+        def forward(self, x):
+            return self.fc2(checkpoint(lambda t: F.relu(self.fc1(t)), x, use_reentrant=False))
+
+    torch.manual_seed(7)
+    model, x = Ck(), torch.randn(3, 4)
+    trace = capture_torch(model, x, loss_fn=lambda o, t: (o ** 2).sum(), target=None)
+    assert [o.name for o in trace.ops] == ["fc1", "relu", "fc2"]
+    model.zero_grad()
+    (model(x) ** 2).sum().backward()
+    assert np.array_equal(trace.op("fc1").tensors["grad_weight"], model.fc1.weight.grad.numpy())
+
+
+def test_a_repeat_call_is_never_named_like_another_module():
+    class Two(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc, self.fc_2 = nn.Linear(3, 3), nn.Linear(3, 2)
+
+        def forward(self, x):
+            return self.fc_2(self.fc(self.fc(x)))
+
+    model, x = Two(), torch.randn(2, 3)
+    trace = capture_torch(model, x)
+    assert [o.name for o in trace.ops] == ["fc", "fc_3", "fc_2"]
+    assert np.array_equal(trace.op("fc_2").tensors["weight"], model.fc_2.weight.detach().numpy())
+
+
+def test_bfloat16_is_stored_as_bfloat16():
+    import ml_dtypes
+    model = nn.Linear(4, 3).to(torch.bfloat16)
+    x = torch.randn(2, 4, dtype=torch.bfloat16)
+    fc = capture_torch(model, x).op("linear").tensors       # the model itself: named by kind
+    assert fc["input"].dtype == ml_dtypes.bfloat16
+    assert np.array_equal(fc["input"].astype(np.float32), x.float().numpy())
+
+
+def test_unmodelled_conv_is_left_out_with_a_warning_and_mha_is_named():
+    model = nn.Sequential(nn.Conv2d(2, 2, 3, padding=1, padding_mode="reflect"),
+                          nn.Conv2d(2, 2, 3, padding=1))
+    with pytest.warns(UserWarning, match="reflect"):
+        trace = capture_torch(model, torch.randn(1, 2, 5, 5))
+    assert [o.name for o in trace.ops] == ["1"] and trace.ops[0].inputs_from == []
+    layer = nn.TransformerEncoderLayer(8, 2, 16, batch_first=True)
+    with pytest.warns(UserWarning, match="self_attn"):
+        capture_torch(layer, torch.randn(1, 3, 8))
