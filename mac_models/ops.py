@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Union
+from typing import Iterator, Union
 
 import numpy as np
 
@@ -137,6 +137,34 @@ def _operand(x: np.ndarray, fmt, k_axis: int, launch=None, rounding: str = "near
     return _Operand(elements, scales, k_group, float(st.tensor_scale), int(st.n_clipped))
 
 
+def _tensor_wide(fmt) -> bool:
+    """Whether ``fmt`` has a scale over the whole tensor (group "tensor", or a second-level
+    tensor scale) that the 2-D slices of a batched or grouped operand share; tiles are kept
+    per slice (a tile could straddle two)."""
+    return isinstance(fmt, ScaledFormat) and (fmt.group == "tensor" or fmt.tensor_scale) and \
+        not isinstance(fmt.group, tuple)
+
+
+def _slice_operands(slices: list, fmt, k_axis: int, launch=None,
+                    rounding: str = "nearest_even", seed: int | None = None) -> list:
+    """The 2-D ``slices`` of one operand tensor (batch entries, conv groups) quantized as
+    :func:`_operand` does, except that a tensor-wide scale (:func:`_tensor_wide`) is taken over
+    all of them, as a per-tensor format means: they are encoded stacked along their non-summed
+    axis, so blocks along K stay within a slice.  The clipped count goes to the first."""
+    if not _tensor_wide(fmt) or len(slices) < 2:
+        return [_operand(s, fmt, k_axis, launch, rounding, seed) for s in slices]
+    other = 1 - k_axis
+    whole = _operand(gpu.array_module(launch).concatenate(slices, axis=other), fmt, k_axis,
+                     launch, rounding, seed)
+    out, start = [], 0
+    for s in slices:
+        cut = (slice(None),) * other + (slice(start, start + s.shape[other]),)
+        out.append(_Operand(whole.values[cut], whole.scales[cut], whole.k_group,
+                            whole.tensor_scale, whole.clipped if start == 0 else 0))
+        start += s.shape[other]
+    return out
+
+
 def _expand(per_group: np.ndarray, reps, shape, xp=np) -> np.ndarray:
     """Per-group values repeated ``reps`` times along each axis, cut to ``shape`` (arrays of
     the module ``xp``)."""
@@ -188,10 +216,13 @@ def _gives_integers(mac: MAC) -> bool:
             and not isinstance(mac.b_format, ScaledFormat))
 
 
-def _matmul2d(a: np.ndarray, b: np.ndarray, mac: MAC, stream: int, launch=None) -> MacResult:
+def _matmul2d(a: np.ndarray, b: np.ndarray, mac: MAC, stream: int, launch=None,
+              opa: Union[_Operand, None] = None, opb: Union[_Operand, None] = None
+              ) -> MacResult:
     """One (M, K) @ (K, N) product.  ``stream`` numbers the 2-D products of one call (batch
     entries, conv groups) so that their stochastic roundings draw different bits.  ``launch``:
-    the GPU engine (arrays of ``launch.xp``), or None for the Numba kernels."""
+    the GPU engine (arrays of ``launch.xp``), or None for the Numba kernels.  ``opa``/``opb``:
+    the operands already quantized (see :func:`_products`), or None."""
     xp, backend = gpu.array_module(launch), _backend(launch)
     kern = mk if launch is None else MacKernels(launch)
     m, k = a.shape
@@ -213,8 +244,8 @@ def _matmul2d(a: np.ndarray, b: np.ndarray, mac: MAC, stream: int, launch=None) 
         zeros = xp.zeros((m, n))
         return MacResult(zeros, macs=0,
                          integers=zeros.astype(np.int64) if _gives_integers(mac) else None)
-    opa = _operand(a, mac.a_format, 1, launch)
-    opb = _operand(b, mac.b_format, 0, launch)
+    opa = _operand(a, mac.a_format, 1, launch) if opa is None else opa
+    opb = _operand(b, mac.b_format, 0, launch) if opb is None else opb
     seg, sa, sb = _segments(opa, opb, k, mac, xp)
     scaled = isinstance(mac.a_format, ScaledFormat) or isinstance(mac.b_format, ScaledFormat)
     combine = seg < k or scaled or mac.promote_every is not None   # the last piece is promoted too
@@ -347,12 +378,25 @@ def matmul(a, b, mac: Union[MAC, str], backend: str = "auto") -> MacResult:
     broadcasting of the leading axes, as numpy.matmul.  ``backend``: "auto" (the GPU for CuPy
     input), "cpu" or "gpu" (see :mod:`formats.gpu`); CuPy input gives CuPy values."""
     launch, (da, db) = _engine(backend, a, b)
-    return _to_caller(launch, _matmul(da, db, _mac(mac), 0, launch), (a, b))
+    return _to_caller(launch, _matmul(da, db, _mac(mac), launch), (a, b))
 
 
-def _matmul(a, b, mac: MAC, stream: int, launch=None) -> MacResult:
-    """matmul whose 2-D products are numbered from ``stream`` (see :func:`_matmul2d`), on the
-    engine ``launch`` (None: the CPU)."""
+def _products(a_slices: list, b_slices: list, mac: MAC, launch=None) -> Iterator[MacResult]:
+    """The 2-D products ``a_slices[i] @ b_slices[i]`` (numbered i, see :func:`_matmul2d`); an
+    operand whose format has a tensor-wide scale is quantized over all its slices at once."""
+    n = len(a_slices)
+    shared = (not isinstance(mac.accumulator, QuireAccumulator) and n > 1
+              and a_slices[0].size > 0 and b_slices[0].size > 0)
+    opas = _slice_operands(a_slices, mac.a_format, 1, launch) \
+        if shared and _tensor_wide(mac.a_format) else [None] * n
+    opbs = _slice_operands(b_slices, mac.b_format, 0, launch) \
+        if shared and _tensor_wide(mac.b_format) else [None] * n
+    return (_matmul2d(a, b, mac, i, launch, pa, pb)
+            for i, (a, b, pa, pb) in enumerate(zip(a_slices, b_slices, opas, opbs)))
+
+
+def _matmul(a, b, mac: MAC, launch=None) -> MacResult:
+    """matmul on the engine ``launch`` (None: the CPU)."""
     xp = gpu.array_module(launch)
     a = as_real_array(a, "a")
     b = as_real_array(b, "b")
@@ -372,9 +416,10 @@ def _matmul(a, b, mac: MAC, stream: int, launch=None) -> MacResult:
     total = MacResult(xp.empty(lead + (a.shape[-2], b.shape[-1])),
                       max_abs_partial=-np.inf)
     ints = []
-    for number, idx in enumerate(np.ndindex(*lead)):
-        r = _matmul2d(xp.ascontiguousarray(a[idx]), xp.ascontiguousarray(b[idx]), mac,
-                      stream + number, launch)
+    index = list(np.ndindex(*lead))
+    results = _products([xp.ascontiguousarray(a[idx]) for idx in index],
+                        [xp.ascontiguousarray(b[idx]) for idx in index], mac, launch)
+    for idx, r in zip(index, results):
         total.values[idx] = r.values
         total._merge(r)
         ints.append(r.integers)
@@ -438,10 +483,10 @@ def conv2d(x, w, mac: Union[MAC, str], stride=1, padding=0, dilation=1,
     def nchw(rows):                        # a group's (N * Ho * Wo, og) results as (N, og, Ho, Wo)
         return rows.reshape(nb, ho, wo, og).transpose(0, 3, 1, 2)
 
-    for g in range(groups):
-        a = cols[:, :, :, g * cg:(g + 1) * cg].reshape(nb * ho * wo, cg * kh * kw)
-        b = w[g * og:(g + 1) * og].reshape(og, cg * kh * kw).T
-        r = _matmul(a, b, mac, g, launch)
+    a = [cols[:, :, :, g * cg:(g + 1) * cg].reshape(nb * ho * wo, cg * kh * kw)
+         for g in range(groups)]
+    b = [w[g * og:(g + 1) * og].reshape(og, cg * kh * kw).T for g in range(groups)]
+    for g, r in enumerate(_products(a, b, mac, launch)):
         outputs = slice(g * og, (g + 1) * og)
         total.values[:, outputs] = nchw(r.values)
         if r.integers is not None:          # the same MAC in every group: all or none
@@ -483,19 +528,33 @@ def quantized_operand(x, fmt, k_axis: int, rounding: str = "nearest_even",
     as float64, and the count of elements clipped to the format's range (scaled formats: the
     encoder's count; scalar formats: finite inputs beyond the largest finite value).
     ``rounding``/``seed``: the elements' rounding (a MAC's operands are rounded to nearest even)."""
+    (values,), clipped = quantized_slices([x], fmt, k_axis, rounding, seed)
+    return values, clipped
+
+
+def quantized_slices(slices, fmt, k_axis: int, rounding: str = "nearest_even",
+                     seed: int | None = None) -> tuple[list, int]:
+    """:func:`quantized_operand` of the 2-D slices of one operand tensor, as ``matmul`` and
+    ``conv2d`` quantize batch entries and conv groups: a format's tensor-wide scale (group
+    "tensor", ``tensor_scale``) is taken over all the slices.  Returns the values of each slice
+    and the clipped count over all."""
     fmt = get(fmt)
-    x = as_real_array(x, "x")
-    if x.ndim != 2 or k_axis not in (0, 1):
-        raise ValueError(f"quantized_operand takes a 2-D operand and k_axis 0 or 1, got shape "
-                         f"{x.shape} and k_axis {k_axis!r}")
-    op = _operand(x, fmt, k_axis, rounding=rounding, seed=seed)
+    slices = [as_real_array(x, "x") for x in slices]
+    for x in slices:
+        if x.ndim != 2 or k_axis not in (0, 1):
+            raise ValueError(f"quantized_operand takes a 2-D operand and k_axis 0 or 1, got "
+                             f"shape {x.shape} and k_axis {k_axis!r}")
+    ops = _slice_operands(slices, fmt, k_axis, rounding=rounding, seed=seed)
     if not isinstance(fmt, ScaledFormat):
-        return op.values, beyond_range(x, fmt)
-    n = x.shape[k_axis]
-    seg = op.k_group or n
-    idx = np.minimum(np.arange(n) // seg, (op.scales.shape[k_axis]) - 1)
-    scales = op.scales[:, idx] if k_axis == 1 else op.scales[idx, :]
-    return op.values * scales * op.tensor_scale, op.clipped
+        return [op.values for op in ops], sum(beyond_range(x, fmt) for x in slices)
+    out = []
+    for x, op in zip(slices, ops):
+        n = x.shape[k_axis]
+        seg = op.k_group or n
+        idx = np.minimum(np.arange(n) // seg, (op.scales.shape[k_axis]) - 1)
+        scales = op.scales[:, idx] if k_axis == 1 else op.scales[idx, :]
+        out.append(op.values * scales * op.tensor_scale)
+    return out, sum(op.clipped for op in ops)
 
 
 def conv_output_size(hw: tuple[int, int], kernel: tuple[int, int], stride: tuple[int, int],

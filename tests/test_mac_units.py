@@ -332,6 +332,47 @@ def test_conv2d_reads_integers_exactly_and_returns_them():
     assert mm.conv2d(x.astype(float), w.astype(float), "fp16->fp32", groups=2).integers is None
 
 
+@pytest.mark.parametrize("fmt", ["int8_tensor", "nvfp4", "mxfp8_e4m3"])
+def test_a_batched_operand_shares_its_tensor_scale(fmt):
+    """A per-tensor scale (int8_tensor's, NVFP4's second level) is one scale for the whole
+    tensor, not one per batch entry (head): a batched product equals the 2-D product of the
+    stacked slices, whose one operand is the whole tensor.  One head is 100x larger, so per-slice
+    scales would differ; MX has no tensor scale, so it is the same either way."""
+    rng = np.random.default_rng(21)
+    a = rng.standard_normal((3, 4, 32))
+    a[0] *= 100
+    b = rng.standard_normal((32, 5))
+    mac = mm.MAC(fmt, accumulator=mm.FloatAccumulator("fp32"))
+    stacked = mm.matmul(a.reshape(12, 32), b, mac).values.reshape(3, 4, 5)
+    np.testing.assert_array_equal(mm.matmul(a, b, mac).values, stacked)
+    bb = np.moveaxis(a, 1, 2) / 3                  # (3, 32, 4): B's slices side by side
+    wide = mm.matmul(b.T, np.concatenate(list(bb), axis=1), mac).values
+    np.testing.assert_array_equal(mm.matmul(b.T, bb, mac).values,
+                                  np.stack(np.split(wide, 3, axis=1)))
+    f = formats.get(fmt)
+    got, _ = mm.ops.quantized_slices(list(a), f, 1)
+    np.testing.assert_array_equal(np.stack(got), f.quantize(a, axis=-1))
+    per_slice = np.stack([f.quantize(s, axis=-1) for s in a])
+    assert np.array_equal(per_slice, f.quantize(a, axis=-1)) == (fmt == "mxfp8_e4m3")
+
+
+def test_grouped_conv_shares_its_tensor_scales():
+    """A grouped conv with int8_tensor operands equals the dense conv with the block-diagonal
+    weight (zeros elsewhere): the same products in the same order, and one scale per tensor
+    for both the input and the weight (a group 50x larger sets it)."""
+    rng = np.random.default_rng(22)
+    x = rng.standard_normal((1, 4, 5, 5))
+    w = rng.standard_normal((4, 2, 3, 3))
+    w[0] *= 50
+    dense = np.zeros((4, 4, 3, 3))
+    for o in range(4):
+        g = o // 2
+        dense[o, 2 * g:2 * g + 2] = w[o]
+    mac = mm.MAC("int8_tensor", accumulator=mm.FloatAccumulator("fp32"))
+    np.testing.assert_array_equal(mm.conv2d(x, w, mac, padding=1, groups=2).values,
+                                  mm.conv2d(x, dense, mac, padding=1).values)
+
+
 def test_an_empty_batch_keeps_the_kind_of_result():
     del_me = np.full((3, 4), np.nan)        # freed memory that np.empty may hand out next
     del del_me
