@@ -41,6 +41,7 @@ How widths between those points are priced (each *cell count* times a per-cell p
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 
 _ADD = {8: (0.03, 36.0), 16: (0.05, 67.0), 32: (0.1, 137.0)}          # bits: (pJ, µm²)
@@ -113,7 +114,11 @@ def leading_zero_count(w: float, component: str = "leading-zero count") -> Part:
 
 
 def mux(w: float, inputs: int = 2, component: str = "mux") -> Part:
-    """A ``w``-bit ``inputs``-to-1 multiplexer: (inputs - 1) * w 2:1 mux bits."""
+    """A ``w``-bit ``inputs``-to-1 multiplexer (inputs >= 2): (inputs - 1) * w 2:1 mux bits."""
+    if isinstance(inputs, bool) or not isinstance(inputs, numbers.Integral):
+        raise TypeError(f"mux inputs must be an integer, got {inputs!r}")
+    if inputs < 2:
+        raise ValueError(f"a multiplexer chooses among at least 2 inputs, got {inputs!r}")
     return adder(w).times(MUX_CELL * (inputs - 1), component)
 
 
@@ -202,8 +207,8 @@ def fp_multiplier(e: float, pa: float, pb: float | None = None, round_to: float 
 
 def sram_pj_per_bit(kilobytes: float) -> float:
     """SRAM read (or write) energy per bit for an array of ``kilobytes`` KB."""
-    if not kilobytes > 0:
-        raise ValueError(f"an SRAM needs a positive size in KB, got {kilobytes!r}")
+    if not 0 < kilobytes < math.inf:
+        raise ValueError(f"an SRAM needs a positive, finite size in KB, got {kilobytes!r}")
     keys = sorted(_SRAM_PJ_PER_BIT)
     lo, hi = (keys[0], keys[1]) if kilobytes <= keys[1] else (keys[1], keys[2])
     slope = math.log(_SRAM_PJ_PER_BIT[hi] / _SRAM_PJ_PER_BIT[lo]) / math.log(hi / lo)

@@ -15,7 +15,9 @@ What one MAC is made of, by the design's parts:
 * **The multiplier**: significand multiplier (integers: the whole width, sign included;
   floats: mantissa + 1; posits and codebooks: the most significant bits a value has), the
   exponent adder, and normalize-and-round only when the product is rounded (``product_format``
-  or ``fused=False``).
+  or ``fused=False``) into a format that cannot hold every exact product (an e4m3 x e4m3
+  product has 8 significant bits and fits fp32: rounding it there changes nothing, so that
+  design is priced as the fused one).
 * **The accumulator**: an integer adder and register (+ a saturation multiplexer); an FP adder
   as wide as the wider of the product and the register (+ three more FP adds and a register for
   Kahan, + a random source and adder for stochastic rounding); the aligned multi-term adder per
@@ -25,7 +27,9 @@ What one MAC is made of, by the design's parts:
 * **Promotion and block scales**: every ``promote_every`` products (or every block of a scaled
   format), the conversion of an integer partial sum to float, the scale product and its
   application, one FP add in the promotion format and its register, shared by the products of
-  the segment.
+  the segment.  With ``k`` given, an output of k products takes ceil(k / segment) such steps
+  (one when k is shorter than a segment), so each product pays ceil(k / segment) / k of one;
+  the aligned adder's per-group work is shared the same way.
 * **Per-output work** (the Kulisch/quire final rounding, the posit encode, NVFP4's per-tensor
   scale), shared by the ``k`` products of one output: counted only when ``k`` is given.
 * Shared hardware is divided among the products that use it, in energy *and area*: a unit used
@@ -42,6 +46,7 @@ cross-checks against published design points.
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass, field
 from typing import Union
 
@@ -128,13 +133,43 @@ class MacCost:
                 f"{self.area_um2:.4g} µm²)")
 
 
+def _share(every: int, k: Union[int, None]) -> float:
+    """Uses per product of a step taken once every ``every`` products and after the last one:
+    ceil(k / every) / k in a dot of ``k`` products, 1 / every without ``k``."""
+    return 1 / every if k is None else -(-k // every) / k
+
+
+def _largest(fmt) -> float:
+    """The largest magnitude among a scalar format's values."""
+    low = min(fmt.table) if isinstance(fmt, CodebookFormat) else getattr(fmt, "min", 0.0)
+    return max(fmt.max, -float(low))
+
+
+def _holds_products(a, b, fmt: FloatFormat) -> bool:
+    """True when ``fmt`` holds every product of an ``a`` value and a ``b`` value exactly (their
+    significant bits add up to at most fmt's, the product of their smallest quanta is a
+    multiple of fmt's, the largest product is at most fmt's largest value), so that rounding a
+    product into ``fmt`` changes nothing."""
+    (pa, qa), (pb, qb), (p, q) = a.precision, b.precision, fmt.precision
+    return pa + pb <= p and qa + qb >= q and _largest(a) * _largest(b) <= fmt.max
+
+
+def as_mac(mac: Union[MAC, str]) -> MAC:
+    """``mac`` itself, or the preset it names."""
+    mac = preset(mac) if isinstance(mac, str) else mac
+    if not isinstance(mac, MAC):
+        raise TypeError(f"mac must be a MAC or a preset name, got {mac!r}")
+    return mac
+
+
 def _prefixed(prefix: str, parts) -> list[Part]:
     return [Part(f"{prefix}: {p.component}", p.energy_pj, p.area_um2) for p in parts]
 
 
-def _accumulate(mac: MAC, e_in: int, p_in: int) -> tuple[list[Part], list[Part]]:
+def _accumulate(mac: MAC, e_in: int, p_in: int,
+                k: Union[int, None]) -> tuple[list[Part], list[Part]]:
     """(parts per product, parts per output) of the accumulator, for products of ``e_in``
-    exponent bits (0: integers) and ``p_in`` significant bits."""
+    exponent bits (0: integers) and ``p_in`` significant bits, in dots of ``k`` products."""
     acc = mac.accumulator
     if isinstance(acc, IntAccumulator):
         parts = [adder(acc.bits, "accumulate: adder"), register(acc.bits, "accumulator register")]
@@ -158,7 +193,7 @@ def _accumulate(mac: MAC, e_in: int, p_in: int) -> tuple[list[Part], list[Part]]
                  leading_zero_count(w, "aligned: leading-zero count"),
                  shifter(w, "aligned: normalization shifter"), adder(p_acc, "aligned: rounding"),
                  register(fmt.bits, "accumulator register")]
-        return lane + [x.times(1 / n) for x in group], []
+        return lane + [x.times(_share(n, k)) for x in group], []
     parts = fp_adder(max(e_in, e_acc), max(p_in, p_acc), "accumulate")
     parts.append(register(fmt.bits, "accumulator register"))
     if acc.kahan:
@@ -237,21 +272,25 @@ def cost(mac: Union[MAC, str], tech: TechLike = None, k: Union[int, None] = None
     """Energy per MAC (pJ) and area per MAC unit (µm²) of ``mac`` (a MAC or a preset name) at
     ``tech`` (a node in nm or a :class:`Technology`; 45 nm, 0.9 V by default).  ``k``, the dot
     length, shares per-output work (final roundings, posit encodes, per-tensor scales) among the
-    products of one output; without it that work is left out."""
-    mac = preset(mac) if isinstance(mac, str) else mac
-    if not isinstance(mac, MAC):
-        raise TypeError(f"cost takes a MAC or a preset name, got {mac!r}")
-    if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 1):
-        raise ValueError(f"k must be a positive dot length, got {k!r}")
+    products of one output, and counts the promotions, block-scale steps and aligned groups of a
+    dot shorter than their segment as one per output; without it per-output work is left out."""
+    mac = as_mac(mac)
+    if k is not None:
+        if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
+            raise ValueError(f"k must be a positive dot length, got {k!r}")
+        k = int(k)
     t = technology(tech)
     acc = mac.accumulator
-    oa, ob = _arith(element_format(mac.a_format)), _arith(element_format(mac.b_format))
+    ea, eb = element_format(mac.a_format), element_format(mac.b_format)
+    oa, ob = _arith(ea), _arith(eb)
     parts = _prefixed("a", oa.decode) + _prefixed("b", ob.decode)
     for name, f in (("a", mac.a_format), ("b", mac.b_format)):
         if isinstance(f, ScaledFormat) and f.zero_point:
             parts.append(adder(f.element.bits + 1, f"{name}: zero-point subtract"))
     e_ops = max(oa.e, ob.e)
     rounded = mac.product_rounding_format
+    if rounded is not None and _holds_products(ea, eb, rounded):
+        rounded = None                  # an exact product: rounding it is the identity
     parts += fp_multiplier(e_ops, oa.p, ob.p,
                            round_to=None if rounded is None else rounded.mbits + 1)
     if rounded is not None and mac.product_rounding == "stochastic":
@@ -260,7 +299,7 @@ def cost(mac: Union[MAC, str], tech: TechLike = None, k: Union[int, None] = None
         e_in, p_in = rounded.ebits, rounded.mbits + 1
     else:
         e_in, p_in = (e_ops + 1 if e_ops else 0), oa.p + ob.p
-    per_product, per_output = _accumulate(mac, e_in, p_in)
+    per_product, per_output = _accumulate(mac, e_in, p_in, k)
     parts += per_product
     seg = _segment(mac)
     if seg is not None:
@@ -277,7 +316,7 @@ def cost(mac: Union[MAC, str], tech: TechLike = None, k: Union[int, None] = None
             step += _scale_parts(mac, sum_e, sum_p)
         step += fp_adder(pf.ebits, pf.mbits + 1, "promote")
         step.append(register(pf.bits, "promote: register"))
-        parts += [x.times(1 / seg) for x in step]
+        parts += [x.times(_share(seg, k)) for x in step]
     if any(isinstance(f, ScaledFormat) and (f.tensor_scale or f.group in ("tensor", "channel"))
            for f in (mac.a_format, mac.b_format)):
         per_output += _prefixed("output scale", fp_multiplier(8, 24, 24, round_to=24))

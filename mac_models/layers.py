@@ -9,6 +9,7 @@ proxy.  Energies in pJ.
 """
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass, field
 from typing import Mapping, Union
 
@@ -16,18 +17,21 @@ from formats import IntFormat, ScaledFormat, get
 from formats.scalar import check_bool
 
 from .accumulators import IntAccumulator
-from .costs import cost
+from .costs import as_mac, cost
 from .mac import MAC
 from .memory import MemoryCost, memory_cost
 from .ops import conv_output_size, pair_arg
-from .presets import preset
 from .technology import TechLike
 
 
-def _positive(name: str, v) -> int:
-    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-        raise ValueError(f"{name} must be a positive integer, got {v!r}")
-    return v
+def _positive(op, *names: str) -> None:
+    """Check that each named field of ``op`` is a positive integer (NumPy's included) and
+    store it as an int."""
+    for name in names:
+        v = getattr(op, name)
+        if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 1:
+            raise ValueError(f"{name} must be a positive integer, got {v!r}")
+        object.__setattr__(op, name, int(v))
 
 
 @dataclass(frozen=True)
@@ -42,8 +46,7 @@ class Matmul:
     b_batched: bool = False
 
     def __post_init__(self) -> None:
-        for name in ("m", "k", "n", "batch"):
-            _positive(name, getattr(self, name))
+        _positive(self, "m", "k", "n", "batch")
         check_bool("b_batched", self.b_batched)
 
     @property
@@ -66,6 +69,11 @@ class Matmul:
         return {"a": self.batch * self.m, "b": (self.batch if self.b_batched else 1) * self.n,
                 "out": self.batch * self.m}
 
+    def matrices(self) -> dict:
+        """(height, width) of the matrices 2-D tiles cover, as the MAC multiplies them: A
+        (M, K), B (K, N), the output (M, N)."""
+        return {"a": (self.m, self.k), "b": (self.k, self.n), "out": (self.m, self.n)}
+
 
 @dataclass(frozen=True)
 class Conv2d:
@@ -85,8 +93,7 @@ class Conv2d:
     _out: tuple = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        for name in ("batch", "in_channels", "height", "width", "out_channels", "groups"):
-            _positive(name, getattr(self, name))
+        _positive(self, "batch", "in_channels", "height", "width", "out_channels", "groups")
         if self.in_channels % self.groups or self.out_channels % self.groups:
             raise ValueError(f"groups={self.groups} must divide in_channels={self.in_channels} "
                              f"and out_channels={self.out_channels}")
@@ -122,6 +129,15 @@ class Conv2d:
         ho = self._out[0]
         return {"a": self.batch * self.in_channels * self.height, "b": self.out_channels,
                 "out": self.batch * self.out_channels * ho}
+
+    def matrices(self) -> dict:
+        """(height, width) of the matrices 2-D tiles cover: each channel's image of the input
+        and output, and per group the weights as the MAC multiplies them (C / groups * kh * kw,
+        out_channels / groups)."""
+        ho, wo, kk = self._out
+        return {"a": (self.height, self.width),
+                "b": (self.in_channels // self.groups * kk, self.out_channels // self.groups),
+                "out": (ho, wo)}
 
 
 @dataclass(frozen=True)
@@ -175,22 +191,27 @@ def layer_cost(op: Union[Matmul, Conv2d], mac: Union[MAC, str],
                kilobytes: Union[float, None] = None, tech: TechLike = None) -> LayerCost:
     """MACs, compute energy, memory energy and total (pJ) of ``op`` through ``mac``.
     ``formats`` may name the stored format of ``"a"`` (activations / input), ``"b"`` (weights)
-    and ``"out"``; block scales are counted per row (see ``Matmul.rows``, ``Conv2d.rows``),
-    per-channel ones once per row of A, column of B or output channel."""
-    mac = preset(mac) if isinstance(mac, str) else mac
+    and ``"out"``; block scales are counted per row (see ``Matmul.rows``, ``Conv2d.rows``), 2-D
+    tiles per tile of each matrix (``Matmul.matrices``, ``Conv2d.matrices``), per-channel scales
+    once per row of A, column of B or output channel."""
+    mac = as_mac(mac)
     if not isinstance(op, (Matmul, Conv2d)):
         raise TypeError(f"op must be a Matmul or a Conv2d, got {op!r}")
+    if not isinstance(formats, (Mapping, type(None))):
+        raise TypeError(f"formats must be a mapping of 'a', 'b', 'out' to formats, got "
+                        f"{formats!r}")
     chosen = dict(formats or {})
     unknown = set(chosen) - {"a", "b", "out"}
     if unknown:
         raise ValueError(f"formats takes the keys 'a', 'b' and 'out', got {sorted(unknown)}")
     fmts = {"a": get(chosen.get("a", mac.a_format)), "b": get(chosen.get("b", mac.b_format)),
             "out": get(chosen["out"]) if "out" in chosen else output_format(mac)}
-    sizes, rows = op.sizes(), op.rows()
+    sizes, rows, matrices = op.sizes(), op.rows(), op.matrices()
     channels = {"a": rows["a"], "b": rows["b"],
                 "out": op.n if isinstance(op, Matmul) else op.out_channels}
     memory = {name: memory_cost(fmts[name], sizes[name], level, kilobytes=kilobytes, tech=tech,
-                                channels=channels[name], rows=rows[name])
+                                channels=channels[name], rows=rows[name],
+                                matrix=matrices[name])
               for name in ("a", "b", "out")}
     unit = cost(mac, tech, k=op.dot_length)
     return LayerCost(op, mac.name, op.macs, op.macs * unit.energy_pj, memory, unit.area_um2)

@@ -5,6 +5,10 @@ default) and ``"dram"``.  Per-bit energies come from :mod:`mac_models.components
 cache and DRAM figures); on-chip levels scale with the node (:mod:`mac_models.technology`), DRAM
 does not (its energy is off-chip I/O and the DRAM array).  Energies in pJ; a read and a write cost
 the same.
+
+Stored widths are the formats' own (fp6 and fp4 packed), except TF32: it is a tensor-core
+compute mode whose operands are ordinary 32-bit FP32 words in memory (the unit ignores the low 13
+mantissa bits), so a TF32 tensor moves 32 bits per element, not 19.
 """
 from __future__ import annotations
 
@@ -44,12 +48,15 @@ def pj_per_bit(level: str, kilobytes: Union[float, None] = None,
     I/O and the DRAM array do not follow the logic node)."""
     if level not in LEVELS:
         raise ValueError(f"level must be one of {LEVELS}, got {level!r}")
+    t = technology(tech)
     if level == "dram":
         if kilobytes is not None:
             raise ValueError("a DRAM access energy does not depend on a size; drop kilobytes")
         return DRAM_PJ_PER_BIT
     kb = DEFAULT_KB[level] if kilobytes is None else kilobytes
-    return sram_pj_per_bit(kb) * technology(tech).energy_scale
+    if isinstance(kb, bool) or not isinstance(kb, numbers.Real):
+        raise TypeError(f"kilobytes must be a number, got {kb!r}")
+    return sram_pj_per_bit(kb) * t.energy_scale
 
 
 def _count(name: str, v, lo: int) -> int:
@@ -58,20 +65,21 @@ def _count(name: str, v, lo: int) -> int:
     return int(v)
 
 
-def format_bits(fmt, n_elements: int, channels: Union[int, None] = None,
-                rows: int = 1) -> int:
+def format_bits(fmt, n_elements: int, channels: Union[int, None] = None, rows: int = 1,
+                matrix: Union[tuple[int, int], None] = None) -> int:
     """Bits that ``n_elements`` values of ``fmt`` occupy, scales and zero points included.
     The values form ``rows`` equal rows along which the groups run (a ragged last group is
-    padded: MXFP4's 33 values take two scales); tiles of r x c count as groups of r * c.  Plus a
-    32-bit per-tensor scale (NVFP4's) and one scale per tensor or per channel (``channels``)
-    where the format has them."""
+    padded: MXFP4's 33 values take two scales).  A format of r x c tiles takes one scale per
+    tile of each (height, width) ``matrix`` the values form (default: one matrix of ``rows``
+    rows), ragged edge tiles padded.  Plus a 32-bit per-tensor scale (NVFP4's) and one scale per
+    tensor or per channel (``channels``) where the format has them."""
     fmt = get(fmt)
     n = _count("n_elements", n_elements, 0)
     rows = _count("rows", rows, 1)
     if n % rows:
         raise ValueError(f"{n} elements do not form {rows} equal rows")
     if not isinstance(fmt, ScaledFormat):
-        return n * fmt.bits
+        return n * (32 if fmt == get("tf32") else fmt.bits)      # TF32: FP32 words (module doc)
     scale_bits = 8 * fmt.scale.code_dtype.itemsize + (fmt.element.bits if fmt.zero_point else 0)
     bits = n * fmt.element.bits + (32 if fmt.tensor_scale else 0)
     if fmt.group == "tensor":
@@ -80,17 +88,26 @@ def format_bits(fmt, n_elements: int, channels: Union[int, None] = None,
         if channels is None:
             raise ValueError(f"{fmt.name} has one scale per channel: give channels=")
         return bits + _count("channels", channels, 1) * scale_bits
-    group = fmt.group if isinstance(fmt.group, int) else fmt.group[0] * fmt.group[1]
-    return bits + rows * -(-(n // rows) // group) * scale_bits
+    if isinstance(fmt.group, int):
+        return bits + rows * -(-(n // rows) // fmt.group) * scale_bits
+    if not n:
+        return bits
+    h, w = (rows, n // rows) if matrix is None else (_count("matrix height", matrix[0], 1),
+                                                      _count("matrix width", matrix[1], 1))
+    if n % (h * w):
+        raise ValueError(f"{n} elements do not form {h} x {w} matrices")
+    r, c = fmt.group
+    return bits + n // (h * w) * -(-h // r) * -(-w // c) * scale_bits
 
 
 def memory_cost(fmt, n_elements: int, level: str = "dram", *,
                 kilobytes: Union[float, None] = None, tech: TechLike = None,
-                channels: Union[int, None] = None, rows: int = 1) -> MemoryCost:
+                channels: Union[int, None] = None, rows: int = 1,
+                matrix: Union[tuple[int, int], None] = None) -> MemoryCost:
     """Moving ``n_elements`` values of ``fmt`` once to or from ``level`` (see :func:`pj_per_bit`
     and :func:`format_bits`)."""
     fmt = get(fmt)
-    bits = format_bits(fmt, n_elements, channels, rows)
+    bits = format_bits(fmt, n_elements, channels, rows, matrix)
     e = pj_per_bit(level, kilobytes, tech)
     kb = None if level == "dram" else (DEFAULT_KB[level] if kilobytes is None else kilobytes)
     return MemoryCost(fmt.name, n_elements, bits, level, kb, e)

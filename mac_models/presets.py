@@ -48,6 +48,8 @@ def preset_names() -> list[str]:
 
 def preset(name: str) -> MAC:
     """The named MAC design (see :func:`preset_names`)."""
+    if not isinstance(name, str):
+        raise TypeError(f"a MAC preset is named by a string, got {name!r}")
     if name not in _PRESETS:
         close = difflib.get_close_matches(name, list(_PRESETS), n=3, cutoff=0.4)
         hint = f"; close matches: {', '.join(close)}" if close else ""

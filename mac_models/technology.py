@@ -19,6 +19,11 @@ Conventions here:
 * Nodes between the paper's (28 nm, 22 nm, ...) are interpolated linearly in log(node) on
   log(factor) between the two neighbouring nodes; the supply likewise.  Nodes outside 7..65 nm
   are refused.
+* Supplies: the voltage range each fit was made over could not be established from a source
+  here, so a supply is accepted where the fit is physical: from 0.3 to 2.0 V and above the
+  vertex -b / 2a of the node's quadratic (of both neighbours' for an interpolated node), below
+  which the fitted energy would rise as the supply falls (0.586 V at 65 nm; 0.15-0.26 V, under
+  the 0.3 V floor, at the others).
 """
 from __future__ import annotations
 
@@ -55,6 +60,12 @@ def _energy_factor(node: int, vdd: float) -> float:
     return a * vdd * vdd + b * vdd + c
 
 
+def _vertex(node: int) -> float:
+    """The supply (V) where the node's energy fit is least; it rises with vdd above it."""
+    a, b, _ = _ENERGY_POLY[node]
+    return -b / (2 * a)
+
+
 def _neighbours(node: float) -> tuple[int, int, float]:
     """The paper's nodes either side of ``node`` and the log-space weight of the smaller."""
     if not NODES[-1] <= node <= NODES[0]:
@@ -74,7 +85,8 @@ def _interp(values: dict, node: float) -> float:
 
 @dataclass(frozen=True)
 class Technology:
-    """A process node (nm) and supply (V): multiplies 45 nm / 0.9 V energies and areas."""
+    """A process node (nm) and supply (V): multiplies 45 nm / 0.9 V energies and areas.  A
+    supply where the node's energy fit is unphysical is refused (see the module doc)."""
 
     node: float = REFERENCE_NODE
     vdd: float | None = None        # the node's nominal supply when None
@@ -83,14 +95,17 @@ class Technology:
         if isinstance(self.node, bool) or not isinstance(self.node, numbers.Real):
             raise TypeError(f"node must be a number of nanometres, got {self.node!r}")
         object.__setattr__(self, "node", float(self.node))
-        _neighbours(self.node)
+        big, small, t = _neighbours(self.node)
         if self.vdd is None:
             object.__setattr__(self, "vdd", _interp(_NOMINAL_VDD, self.node))
         elif isinstance(self.vdd, bool) or not isinstance(self.vdd, numbers.Real):
             raise TypeError(f"vdd must be a supply voltage in volts, got {self.vdd!r}")
-        elif not 0.3 <= float(self.vdd) <= 2.0:
-            raise ValueError(f"vdd must be a supply voltage between 0.3 and 2.0 V, got "
-                             f"{self.vdd!r}")
+        else:
+            vertex = max(_vertex(n) for n, weight in ((big, 1 - t), (small, t)) if weight)
+            if not (0.3 <= float(self.vdd) <= 2.0 and float(self.vdd) > vertex):
+                raise ValueError(f"vdd must be a supply voltage between 0.3 and 2.0 V, above "
+                                 f"{vertex:.3f} V at {self.node:g} nm (below it the Stillmaker & "
+                                 f"Baas energy fit rises as the supply falls), got {self.vdd!r}")
         object.__setattr__(self, "vdd", float(self.vdd))
 
     @property
@@ -99,8 +114,6 @@ class Technology:
         big, small, t = _neighbours(self.node)
         ref = _energy_factor(REFERENCE_NODE, REFERENCE_VDD)
         ratio = {n: _energy_factor(n, self.vdd) / ref for n in (big, small)}
-        if min(ratio.values()) <= 0:
-            raise ValueError(f"{self.vdd} V is outside the range of the {self.node} nm energy fit")
         return math.exp((1 - t) * math.log(ratio[big]) + t * math.log(ratio[small]))
 
     @property

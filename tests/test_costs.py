@@ -238,16 +238,33 @@ def test_cost_grows_with_float_operand_widths(acc, fused):
                    f"eEm{m} operands into {acc}, fused={fused}")
 
 
+def _rounds_products(c):
+    return c.breakdown().component.str.contains("normalize and round").any()
+
+
+def _sweep_accumulators(op, fused, accs, what):
+    """cost() grows with the accumulator format; unfused, it drops where the format starts to
+    hold every product exactly (no rounding: the fused design), so there the designs that round
+    and those that do not are swept apart, and those that do not cost what the fused one does."""
+    if fused:
+        return sweep_cost(lambda f: MAC(op, accumulator=FloatAccumulator(f)), accs, what)
+    costs = [(f, cost(MAC(op, accumulator=FloatAccumulator(f), fused=False))) for f in accs]
+    rounding = [x for x in costs if _rounds_products(x[1])]
+    exact = [x for x in costs if not _rounds_products(x[1])]
+    for part in (rounding, exact):
+        assert_nondecreasing(part, what, grows=len(part) > 1)
+    for f, c in exact:
+        assert _ea(c) == _ea(cost(MAC(op, accumulator=FloatAccumulator(f)))), (what, f)
+
+
 @pytest.mark.parametrize("fused", [True, False], ids=["fused", "unfused"])
 def test_cost_grows_with_float_accumulator_widths(fused):
     for op in ("fp8_e4m3", "fp16", "bf16", "fp32"):
         for e in (5, 8):
-            sweep_cost(lambda m: MAC(op, accumulator=FloatAccumulator(FloatFormat(e, m)),
-                                     fused=fused),
-                       range(1, 24), f"{op} into e{e}mM, fused={fused}")
-        sweep_cost(lambda e: MAC(op, accumulator=FloatAccumulator(FloatFormat(e, 10)),
-                                 fused=fused),
-                   range(2, 11), f"{op} into eEm10, fused={fused}")
+            _sweep_accumulators(op, fused, [FloatFormat(e, m) for m in range(1, 24)],
+                                f"{op} into e{e}mM, fused={fused}")
+        _sweep_accumulators(op, fused, [FloatFormat(e, 10) for e in range(2, 11)],
+                            f"{op} into eEm10, fused={fused}")
 
 
 def test_cost_grows_with_aligned_accumulator_width():
@@ -499,7 +516,8 @@ def test_nvfp4_tensor_scale_is_per_output_work():
     """NVFP4's FP32 per-tensor scale multiplies each output once: it is shared by k."""
     assert cost("nvfp4->fp32", k=16).energy_pj > cost("nvfp4->fp32", k=1024).energy_pj \
         > cost("nvfp4->fp32").energy_pj
-    assert cost("mxfp4->fp32", k=16).energy_pj == cost("mxfp4->fp32").energy_pj
+    for k in (32, 4096):                # whole blocks of 32: MXFP4 has no per-output work
+        assert cost("mxfp4->fp32", k=k).energy_pj == cost("mxfp4->fp32").energy_pj
 
 
 def test_block_scales_cost_and_their_share_falls_with_block_size():
@@ -749,3 +767,184 @@ def test_rounding_options_are_priced():
     trunc = cost(MAC("fp8_e4m3", accumulator=AlignedAccumulator(32, 14, "truncate")))
     near = cost(MAC("fp8_e4m3", accumulator=AlignedAccumulator(32, 14, "round")))
     assert near.energy_pj > trunc.energy_pj
+
+
+# ---- regressions from the cold tester's cost review ---------------------------------------
+
+def _same_price(a, b):
+    assert a.energy_pj == pytest.approx(b.energy_pj, rel=EXACT)
+    assert a.area_um2 == pytest.approx(b.area_um2, rel=EXACT)
+
+
+def test_a_dot_shorter_than_its_segment_takes_one_step_per_output():
+    """Two MACs that compute bit-identical outputs are priced the same.  On a K = 64 dot, INT8
+    partial sums promoted every 64 or every 4096 products are promoted once per output either
+    way; int8 with one scale per 64 or per 1024 values has one scale per row either way; on a
+    K = 16 dot, MXFP4 (blocks of 32) and e2m1 with an E8M0 scale per 16 both apply one scale."""
+    def promoted(every):
+        return MAC("int8", accumulator=IntAccumulator(32), promote_every=every,
+                   promote_to=FloatAccumulator("fp16"))
+    _same_price(cost(promoted(64), k=64), cost(promoted(4096), k=64))
+    op = Matmul(4, 64, 4)
+    assert layer_cost(op, promoted(64)).compute_pj == pytest.approx(
+        layer_cost(op, promoted(4096)).compute_pj, rel=EXACT)
+    _same_price(cost(MAC("int8_g64", accumulator=IntAccumulator(32)), k=64),
+                cost(MAC("int8_g1024", accumulator=IntAccumulator(32)), k=64))
+    fp32 = FloatAccumulator("fp32")
+    _same_price(cost(MAC("mxfp4", accumulator=fp32), k=16),
+                cost(MAC(ScaledFormat("fp4_e2m1", "e8m0", 16), accumulator=fp32), k=16))
+
+
+@pytest.mark.parametrize("mac", [
+    MAC("int8", accumulator=IntAccumulator(32), promote_every=32),
+    MAC("fp8_e4m3", accumulator=AlignedAccumulator(32, 14)),       # normalization per 32
+], ids=["promotion", "aligned group"])
+def test_a_step_every_32_products_is_shared_by_ceil_k_over_32(mac):
+    """A step taken every 32 products and after the last: a k-product dot takes ceil(k / 32) of
+    them, so each product pays S * ceil(k / 32) / k against S / 32 without k.  Over that
+    baseline: k = 32 and 64 pay nothing more; k = 16 pays S (1/16 - 1/32) = S/32; k = 8 pays
+    S (1/8 - 1/32) = 3 S/32; k = 48 pays S (2/48 - 1/32) = S/96."""
+    base = _ea(cost(mac))
+    extra = {k: [x - b for x, b in zip(_ea(cost(mac, k=k)), base)] for k in (8, 16, 32, 48, 64)}
+    for i in (0, 1):                                   # energy, area
+        s = extra[16][i] * 32
+        assert s > 0
+        assert extra[32][i] == pytest.approx(0, abs=1e-12 * base[i])
+        assert extra[64][i] == pytest.approx(0, abs=1e-12 * base[i])
+        assert extra[8][i] == pytest.approx(3 * s / 32, rel=1e-9)
+        assert extra[48][i] == pytest.approx(s / 96, rel=1e-9)
+
+
+def test_rounding_a_product_into_a_format_that_holds_it_is_free():
+    """An e4m3 x e4m3 product has 2 * (3 + 1) = 8 significant bits, a magnitude of at most
+    448**2 = 200,704 and is a multiple of 2**-9 * 2**-9 = 2**-18: fp32 (24 bits, max ~3.4e38,
+    quantum 2**-149) and bf16 (8 bits, max ~3.4e38, quantum 2**-133) hold it exactly, so rounding
+    it there first computes what the fused MAC computes, and costs the same.  So do fp16
+    products (22 bits, 65,504**2 < 2**32, multiples of 2**-48) rounded into fp32, in any mode."""
+    fp32 = FloatAccumulator("fp32")
+    _same_price(cost(MAC("fp8_e4m3", accumulator=fp32, fused=False)),
+                cost(MAC("fp8_e4m3", accumulator=fp32)))
+    _same_price(cost(MAC("fp8_e4m3", accumulator=fp32, product_format="bf16")),
+                cost(MAC("fp8_e4m3", accumulator=fp32)))
+    for mode in ("nearest_even", "stochastic"):
+        _same_price(cost(MAC("fp16", accumulator=fp32, product_format="fp32",
+                             product_rounding=mode)), cost("fp16->fp32"))
+    assert "normalize and round" not in " ".join(
+        cost(MAC("fp8_e4m3", accumulator=fp32, fused=False)).breakdown().component)
+
+
+@pytest.mark.parametrize("op, acc", [
+    ("bf16", "fp32"),        # (2 - 2**-7)**2 * 2**254 > fp32's max ~2**128; 2**-266 < 2**-149
+    ("fp8_e4m3", "fp16"),    # 448**2 = 200,704 > fp16's 65,504
+    ("fp16", "fp16"),        # 22 significant bits > 11
+])
+def test_rounding_a_product_that_does_not_fit_is_charged(op, acc):
+    unfused = cost(MAC(op, accumulator=FloatAccumulator(acc), fused=False))
+    fused = cost(MAC(op, accumulator=FloatAccumulator(acc)))
+    assert "normalize and round" in " ".join(unfused.breakdown().component)
+    assert unfused.energy_pj > fused.energy_pj
+
+
+def test_2d_tiles_take_one_scale_per_tile():
+    """DeepSeek-V3's FP8 layout, FP32 scales: a 768 x 3072 weight in 128 x 128 tiles is
+    (768 / 128) * (3072 / 128) = 144 tiles, 4,608 scale bits; a 128 x 768 activation in 1 x 128
+    tiles is 128 * 6 = 768 tiles."""
+    mac = MAC("fp8_e4m3_1x128", "fp8_e4m3_128x128", promote_every=128,
+              accumulator=AlignedAccumulator(32, 14, format="fp32"))
+    lc = layer_cost(Matmul(m=128, k=768, n=3072), mac)
+    assert lc.memory["b"].bits == 768 * 3072 * 8 + 144 * 32
+    assert lc.memory["a"].bits == 128 * 768 * 8 + 768 * 32
+    # B's tiles run (K, N) as the MAC multiplies it: 128 x 1 tiles are 6 * 3072 of them
+    tall = ScaledFormat("fp8_e4m3", "fp32", (128, 1), "amax")
+    lc = layer_cost(Matmul(m=128, k=768, n=3072), mac, formats={"b": tall})
+    assert lc.memory["b"].bits == 768 * 3072 * 8 + 6 * 3072 * 32
+    # ragged edges are padded per matrix: 12 heads of 197 x 64 keys, ceil(197/128) = 2 tiles
+    # each; one 128 x 256 matrix is 2 tiles
+    att = layer_cost(Matmul(m=197, k=64, n=197, batch=12, b_batched=True), mac)
+    assert att.memory["b"].bits == 12 * 64 * 197 * 8 + 12 * 2 * 32
+    assert memory_cost("fp8_e4m3_128x128", 32768, rows=128).bits == 32768 * 8 + 2 * 32
+    assert memory_cost("fp8_e4m3_128x128", 3 * 200 * 300, matrix=(200, 300)).bits == \
+        3 * 200 * 300 * 8 + 3 * 2 * 3 * 32
+    # a grouped conv: 2 groups of (4/2 * 3 * 3 = 18) x (8/2 = 4) weights, one tile each;
+    # 2 * 4 input images of 10 x 10, one tile each
+    conv = layer_cost(Conv2d(2, 4, 10, 10, 8, kernel=3, groups=2), mac,
+                      formats={"a": "fp8_e4m3_128x128"})
+    assert conv.memory["b"].bits == 8 * 18 * 8 + 2 * 32
+    assert conv.memory["a"].bits == 2 * 4 * 100 * 8 + 8 * 32
+
+
+def test_tf32_is_stored_in_32_bit_words():
+    """TF32 is a tensor-core input mode: its operands are FP32 words in memory (NVIDIA A100
+    whitepaper), 32 bits each, not the 19 it computes with."""
+    assert memory_cost("tf32", 10).bits == 320
+    assert memory_cost("tf32", 10).energy_pj == pytest.approx(320 * 20, rel=EXACT)   # [H]
+
+
+@pytest.mark.parametrize("level", ["rf", "sram", "dram"])
+def test_every_memory_level_validates_the_node(level):
+    with pytest.raises(TypeError):
+        memory_cost("fp16", 10, level, tech="7nm")
+    with pytest.raises(ValueError):
+        memory_cost("fp16", 10, level, tech=3)
+
+
+def test_numpy_integers_are_accepted_as_sizes_and_dot_lengths():
+    assert cost("int8->int32", k=np.int64(64)).energy_pj == cost("int8->int32", k=64).energy_pj
+    assert cost("int8->int32", k=np.int64(64)).k == 64
+    op = Matmul(m=np.int64(4), k=np.int32(16), n=np.uint8(4), batch=np.int16(2))
+    assert op == Matmul(4, 16, 4, batch=2) and type(op.macs) is int
+    assert Conv2d(np.int64(1), np.int64(6), 10, 10, 4, groups=np.int64(2)).dot_length == 27
+    for bad in (np.float64(64), np.bool_(True), True):
+        with pytest.raises(ValueError, match="k must"):
+            cost("int8->int32", k=bad)
+        with pytest.raises(ValueError, match="m must"):
+            Matmul(m=bad, k=4, n=4)
+
+
+def test_layer_cost_names_a_bad_mac_or_formats():
+    op = Matmul(2, 2, 2)
+    with pytest.raises(TypeError, match="mac"):
+        layer_cost(op, None)
+    with pytest.raises(TypeError, match="formats"):
+        layer_cost(op, "int8->int32", formats="int8")
+    with pytest.raises(TypeError, match="preset is named by a string"):
+        mm.preset(None)
+
+
+def test_sram_size_must_be_a_finite_number():
+    for kb in (float("inf"), float("nan")):
+        with pytest.raises(ValueError, match="KB"):
+            memory_cost("fp16", 10, "sram", kilobytes=kb)
+    with pytest.raises(TypeError, match="kilobytes"):
+        memory_cost("fp16", 10, "sram", kilobytes="8")
+
+
+def test_a_multiplexer_has_at_least_two_inputs():
+    for inputs in (0, 1, -3):
+        with pytest.raises(ValueError, match="inputs"):
+            C.mux(8, inputs=inputs)
+    with pytest.raises(TypeError, match="inputs"):
+        C.mux(8, inputs=2.0)
+
+
+def test_supply_below_the_energy_fits_vertex_is_refused():
+    """[SB] Table 5, 65 nm: 3.755 V**2 - 4.398 V + 1.975 is least at 4.398 / (2 * 3.755) =
+    0.5856 V and rises again below it, so 65 nm (and nodes interpolated from it) refuses
+    supplies at or below 0.5856 V; the other nodes' vertices lie under the 0.3 V floor."""
+    for vdd in (0.3, 0.5, 0.58):
+        with pytest.raises(ValueError, match="0.586"):
+            Technology(65, vdd=vdd)
+        with pytest.raises(ValueError):
+            Technology(55, vdd=vdd)
+    Technology(65, vdd=0.59)
+    Technology(45, vdd=0.3)
+    Technology(7, vdd=0.3)
+    # where a supply is accepted, energy rises with it at every node
+    for node in (65, 55, 45, 38, 32, 28, 20, 16, 14, 12, 10, 8, 7):
+        scales = []
+        for vdd in (i / 100 for i in range(30, 201)):          # 0.30 .. 2.00 V
+            try:
+                scales.append(Technology(node, vdd=vdd).energy_scale)
+            except ValueError:
+                assert not scales, (node, vdd)         # refused only below the accepted range
+        assert all(b > a for a, b in zip(scales, scales[1:])), node
