@@ -13,6 +13,10 @@ never "exact"); sums run over those elements; ``n`` is their count.  Empty selec
 * ``mean_rel_error = mean(|e| / |x|)`` and ``max_rel_error = max(|e| / |x|)`` over x != 0
 * ``cosine = sum(x y) / (||x|| ||y||)`` (1 when both are all zero, 0 when only one is, NaN when
   some y is not finite)
+* ``max_ulp_error(x, y, fmt) = max |e| / ulp(x)``: the error in units in the last place of a
+  float or integer/fixed-point format at the reference value, ``ulp(x) = 2**max(floor(log2
+  |x|) - (p - 1), q)`` with ``(p, q) = fmt.precision`` (2**q at 0, and everywhere for integers);
+  NaN for formats whose spacing is not of that form (posits, codebooks, scaled formats)
 * ``kl_softmax(x, y) = mean over rows of sum_i p_i (log p_i - log q_i)`` with p = softmax(x),
   q = softmax(y) along the last axis (nats), for logits; see its docstring for infinities.
 * Counts against the reference: ``nan_count`` (NaN in y where x is not), ``inf_count`` (y
@@ -108,6 +112,22 @@ def cosine(x, y) -> float:
     if nx == 0 or ny == 0:
         return 1.0 if nx == ny else 0.0
     return min(1.0, max(-1.0, float(np.dot(x, y) / (nx * ny))))
+
+
+def max_ulp_error(x, y, fmt) -> float:
+    """The largest error in ulps of ``fmt`` (a format or its name) at the reference values (see
+    the module doc)."""
+    import formats
+    fmt = formats.get(fmt)
+    x, _, e, _ = _compared(x, y)
+    if not x.size or not isinstance(fmt, (formats.FloatFormat, formats.IntFormat)):
+        return math.nan
+    p, q = fmt.precision
+    if isinstance(fmt, formats.IntFormat):
+        k = np.full(x.shape, q)
+    else:
+        k = np.where(x == 0, q, np.maximum(np.frexp(np.abs(x))[1] - p, q))
+    return float(np.max(np.abs(e) / np.ldexp(1.0, k)))
 
 
 def _log_softmax(z: np.ndarray) -> np.ndarray:

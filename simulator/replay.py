@@ -8,6 +8,10 @@
   rounding other than nearest even applied), with ``clipped`` the elements beyond the format's
   range (scaled formats: exact scaled values beyond the element range, counting those within
   half a step of it that round to its end anyway, as :class:`formats.ScaledTensor` does);
+* every row: the metrics of :mod:`simulator.metrics`, with ``max_ulp_error`` in ulps of the
+  operand's format (scalar float or integer formats) or of the MAC's output format (the
+  promotion register's or the accumulator's; NaN where ulps do not apply: posits, scaled
+  formats);
 * role ``output``: the op's output against the captured one, with the MAC's event counts
   (``overflows``, ``saturations``, ``swamped``, ``max_abs_partial``, ``macs``) and its cost
   (``compute_pj``, ``memory_pj``, ``total_pj``, ``area_um2`` of one MAC unit, from
@@ -41,8 +45,9 @@ import pandas as pd
 
 import formats
 import mac_models as mm
+from mac_models.layers import output_format
 from mac_models.memory import pj_per_bit
-from mac_models.ops import beyond_range, im2col, pair_arg, quantized_operand
+from mac_models.ops import beyond_range, im2col, pair_arg, quantized_slices
 from mac_models.technology import technology
 
 from . import metrics
@@ -77,15 +82,13 @@ def _operand_rows(refs: list, useds: list, fmt, k_axis: int, cfg: Config) -> dic
     captured values, ``useds`` what was handed to the MAC (``refs`` rounded with the config's
     rounding when it is not nearest even; the format is then scalar)."""
     ref = np.concatenate([r.ravel() for r in refs])
-    got, clipped = [], 0
-    for r, u in zip(refs, useds):
-        q, c = quantized_operand(u, fmt, k_axis)
-        got.append(q.ravel())
-        if cfg.rounding != "nearest_even":         # u is already inside the range: count on r
-            c = beyond_range(r, fmt)
-        clipped += c
-    return {**metrics.error_metrics(ref, np.concatenate(got)), "clipped": clipped,
-            "numel": ref.size}
+    got, clipped = quantized_slices(useds, fmt, k_axis)
+    got = np.concatenate([q.ravel() for q in got])
+    if cfg.rounding != "nearest_even":             # u is already inside the range: count on r
+        clipped = sum(beyond_range(r, fmt) for r in refs)
+    return {**metrics.error_metrics(ref, got), "max_ulp_error": metrics.max_ulp_error(ref, got,
+                                                                                     fmt),
+            "clipped": clipped, "numel": ref.size}
 
 
 def _rounded(x: np.ndarray, fmt_name: str, cfg: Config, stream: int) -> np.ndarray:
@@ -162,7 +165,7 @@ def _run_mac_op(op: Op, cfg: Config, x: Union[np.ndarray, None], tech, level) ->
 
         batch_shape = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
 
-        def slices(v):                       # the 2-D operands mm.matmul quantizes one by one
+        def slices(v):                       # the 2-D operands of mm.matmul
             v = np.broadcast_to(v, batch_shape + v.shape[-2:])
             return list(v.reshape((-1,) + v.shape[-2:]))
 
@@ -177,7 +180,12 @@ def _run_mac_op(op: Op, cfg: Config, x: Union[np.ndarray, None], tech, level) ->
         y = y + (bias.reshape(-1, 1, 1) if op.kind == "conv2d" else bias)
     y = y.astype(np.float32)
     lc = mm.layer_cost(shape, mac, tech=tech, level=level)
-    out = {"overflows": r.overflows, "saturations": r.saturations, "swamped": r.swamped,
+    try:
+        ulps = metrics.max_ulp_error(_f64(t["output"]), y, output_format(mac))
+    except ValueError:                       # an integer register wider than any stored format
+        ulps = math.nan
+    out = {"max_ulp_error": ulps, "overflows": r.overflows, "saturations": r.saturations,
+           "swamped": r.swamped,
            "max_abs_partial": r.max_abs_partial, "macs": r.macs, "compute_pj": lc.compute_pj,
            "memory_pj": lc.memory_pj, "total_pj": lc.total_pj, "area_um2": lc.area_um2}
     return y, rows, out

@@ -326,3 +326,29 @@ def test_all_nan_test_tensor_counts_every_element():
     rec = M.error_metrics(x, y)
     assert rec["nan_count"] == 6
     assert rec["mse"] == math.inf and rec["sqnr_db"] == -math.inf
+
+
+@pytest.mark.parametrize("fmt, dtype", [("fp16", np.float16), ("fp32", np.float32)])
+def test_max_ulp_error_against_numpy_spacing(fmt, dtype):
+    """ulps of the format at the reference: NumPy's spacing of the same float (references drawn
+    among the format's own finite values, zero and subnormals included, the largest left out:
+    spacing goes past it)."""
+    rng = np.random.default_rng(17)
+    bits = rng.integers(0, 2 ** (8 * np.dtype(dtype).itemsize), 20000, dtype=np.uint64)
+    x = bits.astype(np.uint16 if dtype == np.float16 else np.uint32).view(dtype)
+    x = x[np.isfinite(x) & (np.abs(x) < np.finfo(dtype).max)]
+    x = np.concatenate([x, np.zeros(1, dtype), np.array([np.finfo(dtype).smallest_subnormal])])
+    x64 = x.astype(np.float64)
+    y = x64 + rng.standard_normal(x.size) * np.abs(x64) * 1e-2
+    want = np.max(np.abs(y - x64) / np.spacing(np.abs(x)).astype(np.float64))
+    assert M.max_ulp_error(x64, y, fmt) == want
+    assert M.max_ulp_error(x64, x64, fmt) == 0.0
+
+
+def test_max_ulp_error_where_it_applies():
+    assert M.max_ulp_error([3.0, -7.0], [3.0, -9.5], "int8") == 2.5      # integers: ulp 1
+    assert M.max_ulp_error([1.0], [1.0 + 2 ** -10], "bf16") == 0.125     # bf16's ulp at 1: 2**-7
+    assert M.max_ulp_error([1.0, 2.0], [1.0, np.inf], "fp16") == math.inf
+    for fmt in ("posit16_1", "mxfp8_e4m3", "nf4"):
+        assert math.isnan(M.max_ulp_error([1.0], [1.5], fmt))
+    assert math.isnan(M.max_ulp_error([np.nan], [1.0], "fp16"))

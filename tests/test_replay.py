@@ -61,6 +61,28 @@ def test_fp32_replay_is_exact(fp32_tables, mode):
     assert (out["max_abs_error"] == 0).all(), out[["op", "max_abs_error"]]
     assert (out["nan_count"] == 0).all() and (out["inf_count"] == 0).all()
     assert np.isinf(out["sqnr_db"]).all()
+    macs = out[out["kind"] == "linear"]
+    assert (macs["max_ulp_error"] == 0).all()          # in ulps of fp32, the output format
+
+
+def test_max_ulp_error_of_operands_and_outputs():
+    """Operands rounded to nearest are at most half an ulp of their format off (fp16, int8);
+    posits and scaled formats have no ulp of that form (NaN).  An fp16 register's output is
+    measured in fp16 ulps: a sequential fp16 sum of 64 products is off by several."""
+    rng = np.random.default_rng(12)
+    x, w = rng.standard_normal((8, 64)), rng.standard_normal((4, 64))
+    tr = from_arrays({"fc": {"kind": "linear", "input": x, "weight": w}})
+    df = replay(tr, [Config("fp16", "fp16", "fp16->fp16", name="h"),
+                     Config("int8", "int8", "int8->int32", name="i"),
+                     Config("posit16_1", "posit16_1", "posit16_quire", name="p"),
+                     Config("mxfp8_e4m3", "mxfp8_e4m3", "mxfp8->fp32", name="m")]).set_index(
+        ["config", "role"])["max_ulp_error"]
+    for c in ("h", "i"):
+        assert 0.4 < df[c, "input"] <= 0.5 and 0.4 < df[c, "weight"] <= 0.5
+    assert df["h", "output"] > 1
+    for c, role in (("p", "input"), ("p", "output"), ("m", "input")):
+        assert math.isnan(df[c, role])
+    assert df["m", "output"] >= 0                      # fp32, the promotion register's format
 
 
 def test_fp32_propagated_accuracy_equals_reference(fp32_tables, digits_trace):
