@@ -75,7 +75,10 @@ def summarize(results: pd.DataFrame) -> pd.DataFrame:
     """One row per configuration: accuracy (propagated replays with labels), mean output SQNR
     over MAC ops whose output is not exact (+inf when all are), energy per run (pJ: compute,
     memory, total), energy per MAC (pJ, memory traffic included), MACs, MAC area (µm², the
-    largest over ops) and overflow / saturation counts; in the table's configuration order."""
+    largest over ops) and overflow / saturation counts; in the table's configuration order.
+    Where some op failed: ``failed_ops`` counts them, ``error`` holds the first message, the
+    energies and MACs cover only the ops that ran, and the mean SQNR is NaN (it would rank an
+    incomplete run; the accuracy is NaN already), which keeps it off the Pareto fronts."""
     modes = set(results["mode"].dropna()) if "mode" in results else set()
     if len(modes) > 1:
         raise ValueError(f"the results mix replay modes {sorted(modes)}; summarize one at a time")
@@ -96,8 +99,11 @@ def summarize(results: pd.DataFrame) -> pd.DataFrame:
         if column in task:
             s.insert(i, column, task[column])
     if "error" in results:
-        errs = results.dropna(subset=["error"]).groupby("config")["error"].first()
-        s["error"] = errs
+        bad = results.dropna(subset=["error"])
+        failed = bad[bad["role"] == "output"].groupby("config").size()
+        s["failed_ops"] = failed.reindex(s.index, fill_value=0)
+        s.loc[s["failed_ops"] > 0, "mean_output_sqnr_db"] = math.nan   # not the whole run
+        s["error"] = bad.groupby("config")["error"].first()
     return s
 
 
@@ -267,6 +273,7 @@ _COLUMNS = {
     "area_um2_per_mac": "area of one MAC unit in µm² (the largest over the ops)",
     "overflows": "register overflows in the run (integer wraps, float overflows)",
     "saturations": "register results clamped to the format's range",
+    "failed_ops": "ops that could not run (their energy is left out; see error)",
 }
 
 

@@ -743,6 +743,31 @@ def test_summarize_keeps_a_configuration_whose_ops_all_failed():
     assert recommend(s)[0] == "fp32"
 
 
+def test_a_configuration_with_a_failed_op_is_marked_and_off_the_fronts(tmp_path):
+    """int8 cannot hold the NaN in fc2's input: its run is incomplete, so its energy covers fc1
+    only (a cheaper-looking run); the summary counts the failed op, gives no mean SQNR and
+    keeps it off the Pareto fronts, though its fc1 alone would beat fp32 on cost."""
+    rng = np.random.default_rng(1)
+    x1, w1 = rng.standard_normal((4, 8)), rng.standard_normal((3, 8))
+    x2, w2 = rng.standard_normal((4, 8)), rng.standard_normal((3, 8))
+    x2[0, 0] = np.nan
+    tr = Trace([Op("fc1", "linear", {"input": x1, "weight": w1, "output": x1 @ w1.T}),
+                Op("fc2", "linear", {"input": x2, "weight": w2, "output": x2 @ w2.T})])
+    res = replay(tr, [Config("fp32", "fp32", name="fp32"),
+                      Config("int8", "int8", "int8->int32", name="int8")], "per-op")
+    s = summarize(res)
+    assert s.loc["int8", "failed_ops"] == 1 and s.loc["fp32", "failed_ops"] == 0
+    assert math.isnan(s.loc["int8", "mean_output_sqnr_db"])
+    ran = res[(res["config"] == "int8") & (res["role"] == "output") & res["error"].isna()]
+    assert list(ran["op"]) == ["fc1"] and s.loc["int8", "total_pj"] == ran["total_pj"].sum()
+    assert s.loc["int8", "pj_per_mac"] < s.loc["fp32", "pj_per_mac"]
+    write_report(res, tmp_path)
+    md = (tmp_path / "report.md").read_text(encoding="utf-8")
+    assert "Pareto-optimal in energy and error: fp32." in md
+    assert "Pareto-optimal in MAC area and error: fp32." in md
+    assert "**Recommendation: fp32**" in md
+
+
 # --- write_report ---------------------------------------------------------------------------
 
 class _Html(html.parser.HTMLParser):
