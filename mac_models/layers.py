@@ -18,7 +18,7 @@ from formats.scalar import check_bool
 
 from .accumulators import IntAccumulator
 from .costs import as_mac, cost
-from .mac import MAC
+from .mac import MAC, element_format
 from .memory import MemoryCost, memory_cost
 from .ops import conv_output_size, pair_arg
 from .technology import TechLike
@@ -131,8 +131,9 @@ class Conv2d:
                 "out": self.batch * self.out_channels * ho}
 
     def matrices(self) -> dict:
-        """(height, width) of the matrices 2-D tiles cover: each channel's image of the input
-        and output, and per group the weights as the MAC multiplies them (C / groups * kh * kw,
+        """(height, width) of the matrices 2-D tiles cover in memory: each channel's image of
+        the input and output as stored (NCHW; the MAC tiles the im2col view it builds from
+        them), and per group the weights as the MAC multiplies them (C / groups * kh * kw,
         out_channels / groups)."""
         ho, wo, kk = self._out
         return {"a": (self.height, self.width),
@@ -173,16 +174,19 @@ class LayerCost:
 
 def output_format(mac: MAC):
     """The format a MAC's sums end in: the promotion register's when sums are promoted or
-    block-scaled, else the accumulator's (int<bits> for integer accumulators)."""
+    block-scaled, else the accumulator's (for integer accumulators int<bits> with the operands'
+    fraction bits added: fixed-point products)."""
     acc = mac.accumulator
     if mac.promote_every or any(isinstance(f, ScaledFormat) for f in (mac.a_format,
                                                                       mac.b_format)):
         return mac.promotion.format
     if isinstance(acc, IntAccumulator):
-        if acc.bits > 32:
-            raise ValueError(f"{acc.name} sums have no stored format here (integer formats go up "
-                             f"to 32 bits): give formats={{'out': ...}}")
-        return IntFormat(acc.bits)
+        frac = sum(element_format(f).frac_bits for f in (mac.a_format, mac.b_format))
+        if acc.bits > 32 or frac > 32:
+            raise ValueError(f"{acc.name} sums ({frac} fraction bits) have no stored format here "
+                             f"(integer formats go up to 32 bits and 32 fraction bits): give "
+                             f"formats={{'out': ...}}")
+        return IntFormat(acc.bits, frac_bits=frac)
     return acc.format
 
 

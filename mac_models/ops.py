@@ -153,13 +153,13 @@ def _slice_operands(slices: list, fmt, k_axis: int, launch=None,
     axis, so blocks along K stay within a slice.  The clipped count goes to the first."""
     if not _tensor_wide(fmt) or len(slices) < 2:
         return [_operand(s, fmt, k_axis, launch, rounding, seed) for s in slices]
-    other = 1 - k_axis
-    whole = _operand(gpu.array_module(launch).concatenate(slices, axis=other), fmt, k_axis,
-                     launch, rounding, seed)
+    other, xp = 1 - k_axis, gpu.array_module(launch)
+    whole = _operand(xp.concatenate(slices, axis=other), fmt, k_axis, launch, rounding, seed)
     out, start = [], 0
     for s in slices:
         cut = (slice(None),) * other + (slice(start, start + s.shape[other]),)
-        out.append(_Operand(whole.values[cut], whole.scales[cut], whole.k_group,
+        out.append(_Operand(xp.ascontiguousarray(whole.values[cut]),
+                            xp.ascontiguousarray(whole.scales[cut]), whole.k_group,
                             whole.tensor_scale, whole.clipped if start == 0 else 0))
         start += s.shape[other]
     return out

@@ -65,9 +65,10 @@ def sqnr_vs_bits(table: pd.DataFrame, data: str = "gaussian") -> plt.Figure:
 
 def pareto_front(cost: np.ndarray, error: np.ndarray) -> np.ndarray:
     """Mask of the points no other point beats (no worse on both, better on one); points with
-    a NaN cost or error (failed configurations) are never on the front and beat nothing."""
+    a NaN or infinite cost or error (failed configurations, outputs that overflowed) are never
+    on the front and beat nothing."""
     cost, error = np.asarray(cost, float), np.asarray(error, float)
-    valid = ~(np.isnan(cost) | np.isnan(error))
+    valid = np.isfinite(cost) & np.isfinite(error)
     keep = valid.copy()
     for i in np.flatnonzero(valid):
         others = valid & (cost <= cost[i]) & (error <= error[i]) & \
@@ -114,7 +115,7 @@ def pareto(summary: pd.DataFrame, x: str, y: str, xlabel: str, ylabel: str,
            logy: bool = True) -> plt.Figure:
     """``y`` (an error) against ``x`` (a cost), one point per configuration, front marked."""
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    d = summary.dropna(subset=[x, y])
+    d = summary[np.isfinite(summary[x].astype(float)) & np.isfinite(summary[y].astype(float))]
     front = pareto_front(d[x], d[y])
     ax.scatter(d[x], d[y], c=np.where(front, "tab:red", "tab:gray"), s=18, zorder=3)
     f = d[front].sort_values(x)

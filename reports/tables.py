@@ -119,9 +119,9 @@ def quantize_2d(x: np.ndarray, fmt, rounding: str = "nearest_even",
 
 def error_row(x: np.ndarray, fmt, rounding: str = "nearest_even", seed: int = 0) -> dict:
     """MSE, SQNR, max error, and the shares saturated, flushed and NaN of ``x`` quantized
-    into ``fmt``.  Errors run over the elements finite in ``x`` and not NaN after (a finite
-    value that overflows to infinity makes the MSE infinite and the SQNR -inf); NaN when there
-    are none."""
+    into ``fmt``.  Errors run over the elements finite in ``x``; one that turns infinite or NaN
+    (an overflow; a scaled group holding a NaN) is an infinite error, as in
+    :mod:`simulator.metrics`: the MSE is infinite and the SQNR -inf.  NaN when there are none."""
     return quantized_with_errors(x, fmt, rounding, seed)[1]
 
 
@@ -133,8 +133,8 @@ def quantized_with_errors(x: np.ndarray, fmt, rounding: str = "nearest_even",
     x2 = x.reshape(-1, x.shape[-1]) if x.ndim > 1 else x.reshape(1, -1)
     q, beyond = quantize_2d(x2, fmt, rounding, seed)
     x2 = x2.astype(np.float64)                         # the errors are computed in float64
-    finite = np.isfinite(x2) & ~np.isnan(q)          # an overflow to inf is an infinite error
-    err = (q - x2)[finite]
+    finite = np.isfinite(x2)                  # NaN or inf where x is finite: an infinite error
+    err = np.where(np.isnan(q), np.inf, q - x2)[finite]
     signal = float(np.sum(x2[finite] ** 2))
     noise = float(np.sum(err ** 2))
     n = max(x2.size, 1)

@@ -87,20 +87,29 @@ class _Recorder:
         self.keep: list = []                     # tensors kept alive, so ids stay unique
         self.on = True                           # off once the forward pass is over
 
+    @staticmethod
+    def _version(t) -> Union[int, None]:
+        """``t``'s in-place version (None for inference-mode tensors, which keep none)."""
+        return None if t.is_inference() else t._version
+
     def source(self, t) -> Union[str, None]:
         """The op whose output ``t`` is, unchanged since; None if unknown."""
         got = self.producer.get(id(t))
-        return got[0] if got and got[1] == t._version else None
+        ok = got is not None and got[1] is not None and got[1] == self._version(t)
+        return got[0] if ok else None
 
     def produced(self, t, name: str) -> None:
-        self.producer[id(t)] = (name, t._version)
+        self.producer[id(t)] = (name, self._version(t))
         self.keep.append(t)
 
-    def add(self, base: str, kind: str, tensors: dict, sources: list, attrs=None) -> Op:
-        """Record an op; ``sources`` are the op names its inputs came from (None: unknown)."""
+    def add(self, base: str, kind: str, tensors: dict, sources: list, attrs=None,
+            module: bool = False) -> Op:
+        """Record an op; ``sources`` are the op names its inputs came from (None: unknown);
+        ``module``: ``base`` is a module's name (its first call takes it; other ops never
+        take a module's name)."""
         base = base or kind                      # the model itself is the module
         name, i = base, 1
-        while name in self.names or (i > 1 and name in self.reserved):
+        while name in self.names or (name in self.reserved and (i > 1 or not module)):
             i += 1
             name = f"{base}_{i}"
         self.names.add(name)
@@ -110,6 +119,20 @@ class _Recorder:
         self.keep += list(tensors.values())
         self.produced(tensors["output"], name)
         return op
+
+
+def _weight_gradient(op: Op) -> np.ndarray:
+    """dL/dW of one Linear or conv2d call from its captured input and grad_output, in float64
+    (the weight-gradient GEMM of that call alone)."""
+    import torch
+    x, go = (torch.from_numpy(np.asarray(op.tensors[r], np.float64)) for r in ("input",
+                                                                              "grad_output"))
+    w = op.tensors["weight"]
+    if op.kind == "linear":
+        return (go.reshape(-1, w.shape[0]).T @ x.reshape(-1, w.shape[1])).numpy()
+    a = op.attrs
+    return torch.nn.grad.conv2d_weight(x, w.shape, go, a["stride"], a["padding"],
+                                       a["dilation"], a["groups"]).numpy()
 
 
 def _conv_attrs(m, dims: int) -> dict:
@@ -139,7 +162,8 @@ def capture_torch(model, inputs, *, kwargs=None, loss_fn=None, target=None, labe
     through forward hooks (a conv with non-zero padding modes or uneven 'same' padding is left
     out with a warning); ``torch.matmul``/``bmm``/``@`` of two operands of 2 or more dims
     (``matmul``) and the scores ``q @ k^T`` of ``F.scaled_dot_product_attention``
-    (``attention_scores``, before scaling; grouped-query keys repeated per query head) through a
+    (``attention_scores``, before scaling; grouped-query keys repeated per query head, so
+    their memory traffic is priced once per query head) through a
     ``TorchFunctionMode``; ``relu``, ``gelu``, ``softmax`` and ``flatten`` calls as elementwise
     ops, so the graph links through them.  ``nn.MultiheadAttention`` computes inside torch and
     is not recorded (a warning says so).  A module called again is named ``<name>_2``, ... (never
@@ -147,13 +171,15 @@ def capture_torch(model, inputs, *, kwargs=None, loss_fn=None, target=None, labe
     output of a recorded op, unchanged in place since.
 
     With ``loss_fn``, ``loss_fn(output, target).backward()`` runs after the forward pass (the
-    parameters' ``.grad`` are restored afterwards) and each Linear/Conv op gains
-    ``grad_output`` and ``grad_input``: dL/dy of that call and that call's own contribution to
-    dL/dx (when the input needs a gradient).  ``grad_weight`` is the weight's autograd gradient,
-    attached when exactly one recorded op used that weight (a weight shared by several calls
-    or modules has one summed gradient, which belongs to no single op); it includes any loss
-    term on the weight itself.  ``labels`` (an integer array) become the trace's ``labels``
-    extra, for task accuracy in replay."""
+    ``.grad`` of the parameters and of the inputs are restored afterwards) and each Linear/Conv
+    op gains ``grad_output`` and ``grad_input``: dL/dy of that call and that call's own
+    contribution to dL/dx (when the input needs a gradient), from autograd; and
+    ``grad_weight``, that call's own weight gradient (what its weight-gradient GEMM computes),
+    computed in float64 from the call's captured input and ``grad_output``, so a weight shared
+    by several calls or modules, tied to other uses or decayed in the loss still gets its own.
+    Under reentrant activation checkpointing (``use_reentrant=True``) the checkpointed calls
+    get no gradients.  ``labels`` (an integer array) become the trace's ``labels`` extra, for
+    task accuracy in replay."""
     import warnings
 
     import torch
@@ -163,7 +189,6 @@ def capture_torch(model, inputs, *, kwargs=None, loss_fn=None, target=None, labe
     hooked = {name: m for name, m in model.named_modules()
               if isinstance(m, (torch.nn.Linear, torch.nn.Conv1d, torch.nn.Conv2d))}
     rec = _Recorder(set(hooked))
-    users: dict = {}                        # id(weight) -> (weight, the ops that used it)
     grads: dict = {}                        # op name -> {role: gradient}
     handles = []
     matmuls = {torch.matmul, torch.bmm, torch.Tensor.matmul, torch.Tensor.__matmul__,
@@ -186,7 +211,7 @@ def capture_torch(model, inputs, *, kwargs=None, loss_fn=None, target=None, labe
         """Feed the module a view of its input made for this call, so that the gradient
         reaching it is this call's own contribution to dL/dx."""
         x = _arg(args, kw, 0, "input")
-        if not rec.on or loss_fn is None or not x.requires_grad:
+        if not rec.on or loss_fn is None or x is None or not x.requires_grad:
             return None
         view = x.view_as(x)
         if rec.source(x):
@@ -198,23 +223,27 @@ def capture_torch(model, inputs, *, kwargs=None, loss_fn=None, target=None, labe
             if not rec.on:
                 return
             x = _arg(args, kw, 0, "input")
+            conv1d = isinstance(m, torch.nn.Conv1d)
+            if x is None or (not isinstance(m, torch.nn.Linear) and x.ndim != 3 + (not conv1d)):
+                warnings.warn(f"{name}: not recorded: its input is not given as 'input' or is "
+                              f"unbatched", stacklevel=2)
+                return
             t = {"input": x, "weight": m.weight, "output": out}
             if m.bias is not None:
                 t["bias"] = m.bias
             if isinstance(m, torch.nn.Linear):
-                op = rec.add(name, "linear", t, [rec.source(x)])
+                op = rec.add(name, "linear", t, [rec.source(x)], module=True)
             else:
                 try:
-                    attrs = _conv_attrs(m, 1 if isinstance(m, torch.nn.Conv1d) else 2)
+                    attrs = _conv_attrs(m, 1 if conv1d else 2)
                 except TraceError as exc:
                     warnings.warn(f"{name}: not recorded: {exc}", stacklevel=2)
                     return
-                if isinstance(m, torch.nn.Conv1d):
+                if conv1d:
                     t = {**t, "input": x.unsqueeze(2), "weight": m.weight.unsqueeze(2),
                          "output": out.unsqueeze(2)}
-                op = rec.add(name, "conv2d", t, [rec.source(x)], attrs)
+                op = rec.add(name, "conv2d", t, [rec.source(x)], attrs, module=True)
                 rec.produced(out, op.name)
-            users.setdefault(id(m.weight), (m.weight, []))[1].append(op)
             watch(op, "grad_output", out)
             watch(op, "grad_input", x)
         return forward_hook
@@ -224,7 +253,7 @@ def capture_torch(model, inputs, *, kwargs=None, loss_fn=None, target=None, labe
             kw = dict(kwargs or {})
             x = _arg(args, kw, 0, "input", "query")
             src = rec.source(x) if isinstance(x, torch.Tensor) else None
-            kind = elementwise.get(func) if func in elementwise else None
+            kind = elementwise.get(func)
             inplace = kind == "relu" and bool(_arg(args, kw, 1, "inplace"))
             before = x.detach().clone() if inplace else x       # relu_(x): x before the call
             out = func(*args, **kw)
@@ -246,8 +275,8 @@ def capture_torch(model, inputs, *, kwargs=None, loss_fn=None, target=None, labe
                 rec.add(kind, kind, {"input": before, "output": out}, [src], attrs)
             elif func is F.scaled_dot_product_attention:
                 k = _arg(args, kw, 1, "key")
-                if k.shape[-3] != x.shape[-3]:              # grouped-query attention
-                    k = k.repeat_interleave(x.shape[-3] // k.shape[-3], dim=-3)
+                if x.ndim >= 3 and k.ndim >= 3 and 1 < k.shape[-3] < x.shape[-3]:
+                    k = k.repeat_interleave(x.shape[-3] // k.shape[-3], dim=-3)   # grouped query
                 kt = k.transpose(-2, -1)
                 rec.add("attention_scores", "attention_scores",
                         {"a": x, "b": kt, "output": x @ kt}, [None])
@@ -257,29 +286,29 @@ def capture_torch(model, inputs, *, kwargs=None, loss_fn=None, target=None, labe
         handles.append(m.register_forward_pre_hook(pre_hook, with_kwargs=True))
         handles.append(m.register_forward_hook(hook(name), with_kwargs=True))
     args = inputs if isinstance(inputs, (tuple, list)) else (inputs,)
-    params = list(model.parameters())
-    saved = [p.grad for p in params]
+    leaves = [t for t in list(model.parameters()) + list(args) + list(dict(kwargs or {}).values())
+              if isinstance(t, torch.Tensor) and t.is_leaf]
+    saved = [t.grad for t in leaves]
     try:
         with torch.set_grad_enabled(loss_fn is not None), Mode():
             output = model(*args, **dict(kwargs or {}))
         rec.on = False                      # activation checkpointing reruns forward hooks
         if loss_fn is not None:
-            model.zero_grad(set_to_none=True)
+            for t in leaves:                # backward would add into the user's .grad in place
+                t.grad = None
             loss_fn(output, target).backward()
             for op in rec.ops:
                 for role, g in grads.get(op.name, {}).items():
                     if op.kind == "conv2d" and g.ndim == 3:        # Conv1d
                         g = g.unsqueeze(2)
                     op.tensors[role] = _np(g)
-            for weight, ops in users.values():
-                if len(ops) == 1 and weight.grad is not None:
-                    g = weight.grad
-                    ops[0].tensors["grad_weight"] = _np(g.unsqueeze(2) if g.ndim == 3 else g)
+                if op.kind in ("linear", "conv2d") and "grad_output" in op.tensors:
+                    op.tensors["grad_weight"] = _weight_gradient(op)
     finally:
         for h in handles:
             h.remove()
-        for p, g in zip(params, saved):
-            p.grad = g
+        for t, g in zip(leaves, saved):
+            t.grad = g
     extras = {} if labels is None else {"labels": np.asarray(labels)}
     return Trace(rec.ops, extras, model=model_name or type(model).__name__)
 
@@ -325,7 +354,8 @@ def capture_onnx(model, feeds: Mapping[str, np.ndarray], labels=None,
     """Run an ONNX model (a path or a ModelProto) on ``feeds`` with onnxruntime and record its
     ops from the intermediate values (needs onnx and onnxruntime).
 
-    Recorded: ``Gemm`` (alpha = beta = 1, no transposed A, a bias C of one value per output)
+    Recorded: ``Gemm`` (alpha = beta = 1, no transposed A, a bias C of one value per output or
+    one for all; other Gemm nodes are left out with a warning)
     and ``MatMul`` by a 2-D initializer as ``linear`` (a following ``Add`` of a 1-D initializer
     is folded in as the bias); other ``MatMul`` as ``matmul`` (linked to the graph only when its
     first operand is an activation); 1-D and 2-D ``Conv`` (symmetric explicit pads) as
@@ -396,9 +426,11 @@ def capture_onnx(model, feeds: Mapping[str, np.ndarray], labels=None,
                 out_name = out
                 if t == "Gemm" and len(ins) > 2 and ins[2]:
                     c = values[ins[2]]
-                    if c.size != w.shape[0] or (c.ndim and c.shape[-1] != w.shape[0]):
-                        continue                 # a bias that is not one value per output
-                    tensors["bias"] = c.reshape(-1)
+                    if c.size != 1 and (c.size != w.shape[0] or c.shape[-1] != w.shape[0]):
+                        warnings.warn(f"ONNX node {node.name!r}: not recorded: its C {c.shape} "
+                                      f"is not one bias per output", stacklevel=2)
+                        continue
+                    tensors["bias"] = np.broadcast_to(c.reshape(-1), (w.shape[0],)).copy()
                 elif t == "MatMul" and len(consumers.get(out, [])) == 1:
                     nxt = consumers[out][0]
                     other = [n for n in nxt.input if n != out]
@@ -412,6 +444,9 @@ def capture_onnx(model, feeds: Mapping[str, np.ndarray], labels=None,
             elif t == "MatMul" and a.ndim >= 2 and b.ndim >= 2:
                 sources = [] if ins[0] in inits else [n for n in ins if n not in inits]
                 add(node, "matmul", {"a": a, "b": b, "output": values[out]}, sources, out)
+            elif t == "Gemm":
+                warnings.warn(f"ONNX node {node.name!r}: not recorded: only Gemm with alpha = "
+                              f"beta = 1, A not transposed, B an initializer", stacklevel=2)
         elif t == "Conv" and ins[1] in inits:
             w, x, y = inits[ins[1]], values[ins[0]], values[out]
             try:

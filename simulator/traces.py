@@ -14,13 +14,13 @@ A trace records the ops of one model run in execution order.  The manifest (vers
   no others),
   ``matmul`` and ``attention_scores`` (``a`` (..., M, K), ``b`` (..., K, N), ``output``).
   Elementwise ops (``relu``, ``gelu``, ``softmax``, ``flatten``, ``identity``) have ``input``
-  and ``output`` of the same shape (``flatten``: same size and batch); ``gelu``'s one attr is
+  and ``output`` of the same shape (``flatten``: the same number of values); ``gelu``'s one attr is
   ``approximate``.  Other kinds' attrs are free metadata, kept as given.  Gradients captured in backward are roles ``grad_output``, ``grad_input`` and
   ``grad_weight``.
 * ``inputs_from`` is the graph: the ops whose outputs are this op's ``input`` (or ``a`` and
   ``b`` in that order), when known; empty for the model's inputs and when unknown.
 * ``dtype`` is the dtype the tensor was captured in; tensors are stored in it.
-* ``extras`` holds tensors that belong to no op (task labels: ``labels``, integers).
+* ``extras`` holds tensors that belong to no op (task labels: ``labels``, whole numbers).
 * ``file`` is ``<op name>.safetensors``, with ``~2``, ``~3``, ... appended where names would
   meet on a case-insensitive file system or the extras file, and long names shortened.
 
@@ -97,7 +97,7 @@ class Trace:
         self.path: Union[Path, None] = None
         _validate_graph(self.ops, "trace")
         if "labels" in self.extras:
-            _check_labels(np.asarray(self.extras["labels"]).dtype.name, "trace")
+            _check_labels(self.extras["labels"], "trace")
 
     def op(self, name: str) -> Op:
         for o in self.ops:
@@ -110,10 +110,15 @@ class Trace:
         return f"Trace({self.model!r}, {len(self.ops)} ops, path={self.path})"
 
 
-def _check_labels(dtype: str, where: str) -> None:
-    if not dtype.startswith(("int", "uint")):
-        raise TraceError(f"{where}: 'labels' must be class indices (an integer array), got "
-                         f"dtype {dtype}")
+def _check_labels(labels, where: str) -> None:
+    """Labels are class indices: integers, or floats that hold whole numbers."""
+    labels = np.asarray(labels)
+    if labels.dtype.kind in "iu":
+        return
+    whole = labels.dtype.kind == "f" or labels.dtype.name == "bfloat16"
+    if not whole or not np.all(np.mod(labels.astype(np.float64), 1) == 0):
+        raise TraceError(f"{where}: 'labels' must be class indices (whole numbers), got dtype "
+                         f"{labels.dtype}" + (" with fractions" if whole else ""))
 
 
 def _validate_graph(ops: list[Op], where: str) -> None:
@@ -194,10 +199,10 @@ def _shape_problem(o: Op) -> str:
         except ValueError:
             return f"the batch axes of a {a} and b {b} do not broadcast"
         want = tuple(batch) + (a[-2], b[-1])
-    elif o.kind == "flatten":
+    elif o.kind == "flatten":                   # replay reshapes to the output: sizes must agree
         x = shape["input"]
-        if out is None or int(np.prod(out)) != int(np.prod(x)) or out[:1] != x[:1]:
-            return f"output {out} is not input {x} flattened (same batch, same size)"
+        if int(np.prod(out)) != int(np.prod(x)):
+            return f"output {out} does not hold the {int(np.prod(x))} values of input {x}"
         return ""
     else:
         if out != shape["input"]:
@@ -439,9 +444,9 @@ def load_trace(path: Union[str, Path]) -> Trace:
         file = _inside(path, raw["file"], f"{mpath}: extras")
         entries = _tensor_entries(raw.get("tensors"), f"{mpath}: extras")
         _check_header(file, entries, "extras")
-        if "labels" in entries:
-            _check_labels(entries["labels"]["dtype"], f"{mpath}: extras")
         extras = _LazyTensors(file, entries, "extras")
+        if "labels" in entries:
+            _check_labels(extras["labels"], f"{mpath}: extras")
     model, meta = manifest.get("model", ""), manifest.get("meta", {})
     if not isinstance(model, str) or not isinstance(meta, dict):
         raise TraceError(f"{mpath}: 'model' must be a string and 'meta' an object")

@@ -161,7 +161,12 @@ def test_gemm_bias_of_one_row_is_kept_and_a_full_matrix_is_not_a_linear_bias():
     assert np.array_equal(trace.op("fc").tensors["bias"], row.reshape(-1).astype(np.float32))
     assert (replay(trace, [Config()], "per-op").query("role == 'output'").sqnr_db > 120).all()
     full = np.arange(6.0).reshape(2, 3)                  # one bias per output element
-    assert [o.name for o in capture_onnx(_gemm_model(full), {"x": x}).ops] == []
+    with pytest.warns(UserWarning, match="not one bias per output"):
+        assert [o.name for o in capture_onnx(_gemm_model(full), {"x": x}).ops] == []
+    one = capture_onnx(_gemm_model(np.array(0.25)), {"x": x}).op("fc")   # C broadcast to N
+    assert one.tensors["bias"].tolist() == [0.25] * 3
+    np.testing.assert_allclose(one.tensors["output"], x @ one.tensors["weight"].T + 0.25,
+                               rtol=1e-6)
 
 
 def test_gemm_with_one_output_and_a_scalar_bias():

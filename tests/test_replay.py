@@ -10,6 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import mac_models as mm
+
 from simulator import digits
 from simulator.capture import from_arrays
 from simulator.configs import Config
@@ -83,6 +85,20 @@ def test_max_ulp_error_of_operands_and_outputs():
     for c, role in (("p", "input"), ("p", "output"), ("m", "input")):
         assert math.isnan(df[c, role])
     assert df["m", "output"] >= 0                      # fp32, the promotion register's format
+
+
+def test_max_ulp_error_of_a_fixed_point_register():
+    """fix8_4 x fix8_4 products into an int32 register are multiples of 2**-8: a captured
+    output one such step away is one ulp off (not 2**-8 ulps of a plain int32)."""
+    rng = np.random.default_rng(13)
+    x = rng.integers(-64, 64, (3, 5)) / 16
+    w = rng.integers(-64, 64, (2, 5)) / 16
+    y = x @ w.T
+    y[1, 1] += 2.0 ** -8
+    tr = from_arrays({"fc": {"kind": "linear", "input": x, "weight": w, "output": y}})
+    mac = mm.MAC("fix8_4", accumulator=mm.IntAccumulator(32))
+    df = replay(tr, [Config("fix8_4", "fix8_4", mac, name="fx")])
+    assert df.set_index("role").loc["output", "max_ulp_error"] == 1.0
 
 
 def test_fp32_propagated_accuracy_equals_reference(fp32_tables, digits_trace):

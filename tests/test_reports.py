@@ -437,6 +437,8 @@ def test_pareto_front_nan_points_are_off_and_beat_nothing():
     cost = [1.0, math.nan, 2.0, 0.5, 3.0]
     err = [5.0, 0.0, 1.0, math.nan, 0.5]
     assert plots.pareto_front(cost, err).tolist() == [True, False, True, False, True]
+    # an overflowed output (error +inf) is not a design point either, however cheap
+    assert plots.pareto_front([0.1, 1.0], [math.inf, 2.0]).tolist() == [False, True]
 
 
 def test_pareto_labels_do_not_overlap_in_a_crowd():
@@ -721,6 +723,9 @@ def test_summary_of_an_overflowing_configuration_is_not_exact():
     assert s.loc["fp16", "mean_output_sqnr_db"] == -math.inf
     assert s.loc["fp32", "mean_output_sqnr_db"] == math.inf
     assert recommend(s)[0] == "fp32"
+    s["error_metric"] = 10 ** (-s["mean_output_sqnr_db"] / 10)       # as write_report plots it
+    ax = plots.pareto(s, "pj_per_mac", "error_metric", "cost", "error").axes[0]
+    assert [t.get_text() for t in ax.texts] == ["fp32"]
 
 
 def test_summarize_keeps_a_configuration_whose_ops_all_failed():
@@ -1037,3 +1042,9 @@ def test_error_row_counts_an_overflow_to_infinity_as_infinite_error():
     row = error_row(np.array([1.0, 2.0, 70000.0]), "fp16")
     assert row["mse"] == math.inf and row["sqnr_db"] == -math.inf
     assert row["max_abs_error"] == math.inf and row["nan_share"] == 0
+    # a NaN in an MX block (OCP MX: the block's scale is NaN) turns its finite neighbours NaN:
+    # errors on finite inputs too, as in simulator.metrics
+    x = np.arange(1.0, 65.0)
+    x[0] = np.nan
+    row = error_row(x, "mxfp8_e4m3")
+    assert row["nan_share"] == 0.5 and row["mse"] == math.inf and row["sqnr_db"] == -math.inf
