@@ -105,7 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the elements' rounding mode (default nearest_even)")
     p.add_argument("--seed", type=_at_least(0), default=0,
                    help="seed for stochastic rounding (default 0: the same draws every run)")
-    p.add_argument("--output", help="output file (default: INPUT's name with .FORMAT added)")
+    p.add_argument("--output", help="output file, .npy or .safetensors (default: INPUT's name "
+                   "with .FORMAT added)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     p.add_argument("--float32", action="store_true", help="store the values as float32 "
                    "(default float64, which holds every format exactly)")
     _output_options(p)

@@ -79,6 +79,26 @@ def _read_tensors(path: Path) -> dict:
     return tensors
 
 
+def _quantize_destination(src: Path, tensors: dict, args: argparse.Namespace) -> Path:
+    """Where ``numsim quantize`` writes: --output, or INPUT's name with .FORMAT added; checked
+    before any work (suffix, folder, one tensor per .npy, no overwrite without --overwrite,
+    never the input itself)."""
+    dest = Path(args.output) if args.output else \
+        src.with_name(f"{src.stem}.{args.format}{src.suffix}")
+    if dest.suffix not in (".npy", ".safetensors"):
+        raise ValueError(f"--output {dest}: give a .npy or .safetensors file")
+    if not dest.parent.is_dir():
+        raise FileNotFoundError(f"--output {dest}: no such folder {dest.parent}")
+    if dest.suffix == ".npy" and len(tensors) != 1:
+        raise ValueError(f"{dest}: a .npy file holds one tensor; {src} has {len(tensors)}")
+    if dest.exists():
+        if dest.resolve() == src.resolve():
+            raise ValueError(f"--output {dest} is the input file; write elsewhere")
+        if not args.overwrite:
+            raise FileExistsError(f"{dest} exists; give --overwrite to replace it")
+    return dest
+
+
 def cmd_quantize(args: argparse.Namespace) -> int:
     import formats
     from reports.tables import quantized_with_errors
@@ -86,17 +106,14 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     src = Path(args.input)
     tensors = _read_tensors(src)
     fmt = formats.get(args.format)
+    dest = _quantize_destination(src, tensors, args)
     out, rows = {}, []
     for name, x in tensors.items():
         x = x.astype(np.uint8) if x.dtype.kind == "b" else x   # integers are read exactly
         q, row = quantized_with_errors(x, fmt, args.rounding, args.seed)
         out[name] = q.astype(np.float32 if args.float32 else np.float64)
         rows.append({"tensor": name, "shape": "x".join(map(str, x.shape)), **row})
-    dest = Path(args.output) if args.output else \
-        src.with_name(f"{src.stem}.{args.format}{src.suffix}")
     if dest.suffix == ".npy":
-        if len(out) != 1:
-            raise ValueError(f"{dest}: a .npy file holds one tensor; {src} has {len(out)}")
         np.save(dest, next(iter(out.values())))
     else:
         from safetensors.numpy import save_file

@@ -283,6 +283,35 @@ def test_quantize_unknown_format(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.npy"]
 
 
+def test_quantize_keeps_existing_output_unless_overwrite(tmp_path):
+    """An existing output is refused before any work (exit 1, file untouched); --overwrite
+    replaces it; the input itself is never written over, --overwrite or not."""
+    x = np.array([0.3, -1.7, 1000.0])
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "x.fp16.npy", np.zeros(2))
+    _input_error(_numsim("quantize", "x.npy", "--format", "fp16", cwd=tmp_path),
+                 "quantize", "x.fp16.npy", "--overwrite")
+    assert np.load(tmp_path / "x.fp16.npy").tolist() == [0.0, 0.0]
+    _ok(_numsim("quantize", "x.npy", "--format", "fp16", "--overwrite", cwd=tmp_path))
+    assert np.load(tmp_path / "x.fp16.npy").tolist() == x.astype(np.float16).tolist()
+    for out in ("x.npy", "./x.npy"):
+        _input_error(_numsim("quantize", "x.npy", "--format", "fp16", "--output", out,
+                             "--overwrite", cwd=tmp_path), "quantize", "input file")
+    assert np.load(tmp_path / "x.npy").tolist() == x.tolist()
+
+
+def test_quantize_output_checked_before_work(tmp_path):
+    """A bad --output suffix or folder, or two tensors for one .npy, fail with nothing
+    written."""
+    save_file({"a": np.ones(3), "b": np.zeros(2)}, str(tmp_path / "m.safetensors"))
+    cases = [(["--output", "q.txt"], "q.txt"), (["--output", "no/q.npy"], "no such folder"),
+             (["--output", "q.npy"], "one tensor")]
+    for extra, needle in cases:
+        _input_error(_numsim("quantize", "m.safetensors", "--format", "fp16", *extra,
+                             cwd=tmp_path), "quantize", needle)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.safetensors"]
+
+
 def test_quantize_txt_input(tmp_path):
     (tmp_path / "x.txt").write_text("1 2 3\n")
     _input_error(_numsim("quantize", "x.txt", "--format", "fp16", cwd=tmp_path),
@@ -297,7 +326,7 @@ def test_quantize_stochastic_with_scaled_format(tmp_path):
     fmt = formats.get("mxfp4")
     for seed in ("3", "4"):
         _ok(_numsim("quantize", "x.npy", "--format", "mxfp4", "--rounding", "stochastic",
-                    "--seed", seed, cwd=tmp_path))
+                    "--seed", seed, "--overwrite", cwd=tmp_path))
         q = np.load(tmp_path / "x.mxfp4.npy")
         assert np.array_equal(q, fmt.quantize(x, rounding="stochastic", seed=int(seed)))
     assert not np.array_equal(q, fmt.quantize(x))
