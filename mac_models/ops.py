@@ -210,9 +210,10 @@ def _integers(values: np.ndarray, fmt, xp=np) -> np.ndarray:
 # ---- the 2-D engine -------------------------------------------------------------------------
 def _gives_integers(mac: MAC) -> bool:
     """Whether ``mac``'s results come with the integers of its register: an integer accumulator
-    whose sums no float register combines (no promotion, no block scales; MAC refuses chunks)."""
+    whose sums no float register combines (no promotion, block scales or chunks, so that
+    ``_matmul2d``'s segment is all of K and ``combine`` is false)."""
     return (isinstance(mac.accumulator, IntAccumulator) and mac.promote_every is None
-            and not isinstance(mac.a_format, ScaledFormat)
+            and mac.chunks == 1 and not isinstance(mac.a_format, ScaledFormat)
             and not isinstance(mac.b_format, ScaledFormat))
 
 
@@ -268,8 +269,8 @@ def _matmul2d(a: np.ndarray, b: np.ndarray, mac: MAC, stream: int, launch=None,
             kern.int_matmul(ia, ib, ints, out, stats, peak, seg, acc.lo, acc.hi,
                           acc.overflow == "saturate", unit, cd, combine, sa, sb)
         if not combine:
-            integers = ints
             out = ints * unit
+        integers = ints if _gives_integers(mac) else None
     elif isinstance(acc, FloatAccumulator):
         fd = _acc_plan(acc, salt)
         prf = mac.product_rounding_format
