@@ -122,6 +122,11 @@ def _f64(a) -> np.ndarray:
 def _run_mac_op(op: Op, cfg: Config, x: Union[np.ndarray, None], tech, level) -> tuple:
     """(output as fp32, rows for the operands, output row fields) of one MAC op."""
     t = op.tensors
+    roles = ("input", "weight") if op.kind in ("linear", "conv2d") else ("a", "b")
+    for role, v in zip(roles, (t[roles[0]] if x is None else x, t[roles[1]])):
+        if np.size(v) == 0:
+            raise ValueError(f"the {role} is empty (shape {np.shape(v)}): no multiply-"
+                             f"accumulate to replay")
     mac = cfg.build_mac()
     a_fmt, w_fmt = formats.get(cfg.activations), formats.get(cfg.weights)
     if op.kind in ("linear", "conv2d"):

@@ -411,3 +411,18 @@ def test_gradient_rows_only_with_a_gradient_format(grad_trace, mode):
     assert row["mse"] == pytest.approx(np.mean((q - g) ** 2), rel=1e-12)
     assert row["max_abs_error"] == np.max(np.abs(q - g))
     assert row["gradients"] == "bf16"
+
+
+@pytest.mark.parametrize("kind,tensors", [
+    ("linear", {"input": np.zeros((0, 8)), "weight": np.ones((4, 8)), "output": np.zeros((0, 4))}),
+    ("linear", {"input": np.ones((3, 0)), "weight": np.ones((4, 0)), "output": np.zeros((3, 4))}),
+    ("matmul", {"a": np.ones((2, 0, 3)), "b": np.ones((2, 3, 5)), "output": np.zeros((2, 0, 5))}),
+])
+def test_empty_operand_is_an_error_row_that_names_it(kind, tensors):
+    """An op with an empty operand is kept as an error row naming the operand and its shape
+    (it failed inside the cost model or a reshape, with messages naming neither)."""
+    df = replay(Trace([Op("op", kind, tensors)]), [Config()])
+    row, = df.to_dict("records")
+    role = "input" if kind == "linear" else "a"
+    assert row["op"] == "op" and "empty" in row["error"]
+    assert f"{role} is empty (shape {tensors[role].shape})" in row["error"]
