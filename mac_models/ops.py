@@ -3,9 +3,10 @@
 Every function returns a :class:`MacResult`: the float64 results (exactly what the described
 hardware would produce) and the statistics summed over all outputs:
 
-* ``overflows``: integer wraps, or roundings of a float register (with the ``ieee`` policy) that
-  went beyond its largest finite value - the result is then Inf (or NaN), or max in the
-  directions that round toward it; counted on steps whose inputs were finite;
+* ``overflows``: integer wraps, or float roundings (sums, and unfused or ``product_format``
+  products; the ``ieee`` policy) that went beyond the format's largest finite value - the
+  result is then Inf (or NaN), or max in the directions that round toward it; counted on steps
+  whose inputs were finite;
 * ``saturations``: the same events in a saturating register (integer or float), clamped to
   its range;
 * ``swamped``: nonzero addends that left the register unchanged (or that alignment truncated to
@@ -27,7 +28,8 @@ from typing import Iterator, Union
 
 import numpy as np
 
-from formats import FloatFormat, IntFormat, ScaledFormat, fused_dot, get, gpu
+from formats import (CodebookFormat, FloatFormat, IntFormat, ScaledFormat, fused_dot, get,
+                     gpu)
 from formats import float_kernels as fk
 from formats.rounding import mix64, mode_id, overflow_id, resolve_sr_bits, seed_key
 from formats.scalar import as_real_array
@@ -244,6 +246,7 @@ def _matmul2d(a: np.ndarray, b: np.ndarray, mac: MAC, stream: int, launch=None,
     if k == 0:                                        # empty sums are exactly zero
         zeros = xp.zeros((m, n))
         return MacResult(zeros, macs=0,
+                         max_abs_partial=np.nan if isinstance(acc, ExactAccumulator) else 0.0,
                          integers=zeros.astype(np.int64) if _gives_integers(mac) else None)
     opa = _operand(a, mac.a_format, 1, launch) if opa is None else opa
     opb = _operand(b, mac.b_format, 0, launch) if opb is None else opb
@@ -275,7 +278,8 @@ def _matmul2d(a: np.ndarray, b: np.ndarray, mac: MAC, stream: int, launch=None,
         fd = _acc_plan(acc, salt)
         prf = mac.product_rounding_format
         pf = _float_plan(prf or _FP32, mac.product_rounding if mac.product_format else
-                         acc.rounding, acc.seed, acc.sr_bits, None, 0x9E37 ^ salt)
+                         acc.rounding, acc.seed, acc.sr_bits,   # unfused: the register's rules
+                         None if mac.product_format else acc.overflow, 0x9E37 ^ salt)
         if _native_fp32(mac, combine):
             kern.float32_matmul(opa.values, opb.values, out, stats, peak)
         else:
@@ -298,7 +302,7 @@ def _matmul2d(a: np.ndarray, b: np.ndarray, mac: MAC, stream: int, launch=None,
         kern.exact_matmul(opa.values, opb.values, out, stats, digits, lsb, fd)
         peak[:] = np.nan
     t = opa.tensor_scale * opb.tensor_scale
-    if t != 1.0:
+    if t != 1.0 and out.size:
         beyond = kern.scale_all(out.reshape(-1), t, cd)
         stats[0, mk.ST_SATURATED if cd[7] else mk.ST_OVERFLOW] += beyond
     # NaN payloads follow the compiler's operand order in NaN + NaN: results carry the canonical one
@@ -350,11 +354,22 @@ def _direct_nearest(mac: MAC, fd: tuple) -> bool:
     return pa <= 26 and pa + pp <= 52 and (pp <= pa or top_binade - qa <= 52)
 
 
+def _magnitude(fmt) -> float:
+    """The largest magnitude of a scalar format's values (an integer's or a codebook's most
+    negative value may be the largest: int1 holds -1 and 0)."""
+    if isinstance(fmt, IntFormat):
+        return max(fmt.max, -fmt.min)
+    if isinstance(fmt, CodebookFormat):
+        return float(np.max(np.abs(fmt.table)))
+    return fmt.max
+
+
 def _kulisch_layout(mac: MAC, k: int) -> tuple[int, int]:
     """(lsb exponent, number of 32-bit digits) of a Kulisch register for K products."""
     (_, la), (_, lb) = mac.a_format.precision, mac.b_format.precision
-    top = int(np.ceil(np.log2(mac.a_format.max * mac.b_format.max))) + 1
     lsb = la + lb
+    biggest = _magnitude(mac.a_format) * _magnitude(mac.b_format)
+    top = int(np.ceil(np.log2(biggest))) + 1 if biggest else lsb
     return lsb, (top - lsb + max(k, 1).bit_length() + 2) // 32 + 4
 
 
@@ -452,8 +467,10 @@ def conv2d(x, w, mac: Union[MAC, str], stride=1, padding=0, dilation=1,
            groups: int = 1, backend: str = "auto") -> MacResult:
     """2-D convolution (cross-correlation, as in PyTorch) of ``x`` (N, C, H, W) with ``w``
     (O, C / groups, kh, kw) through ``mac``, as a matmul on im2col columns: each output sums its
-    products in the order (channel, kernel row, kernel column).  ``stride``, ``padding`` and
-    ``dilation`` are ints or (h, w) pairs; zero padding.  ``backend``: see :func:`matmul`."""
+    products in the order (channel, kernel row, kernel column).  A scaled format quantizes the
+    patch matrix, not ``x``: blocks run along each patch and a per-tensor scale covers the
+    pixels the patches read.  ``stride``, ``padding`` and ``dilation`` are ints or (h, w) pairs;
+    zero padding.  ``backend``: see :func:`matmul`."""
     mac = _mac(mac)
     launch, (x_in, w_in) = _engine(backend, x, w)
     x = as_real_array(x_in, "x")

@@ -99,6 +99,7 @@ def _custom_macs() -> dict:
                                              sr_bits=8)),
         "unfused_fp16": MAC("fp16", accumulator=FA("fp16"), fused=False),
         "unfused_sr": MAC("bf16", accumulator=FA("bf16", "stochastic", seed=4), fused=False),
+        "unfused_sat": MAC("bf16", accumulator=FA("fp16", overflow="saturate"), fused=False),
         "prodfmt_bf16": MAC("fp16", accumulator=FA("fp32"), product_format="bf16",
                             product_rounding="toward_zero"),
         "pairwise_fp16": MAC(fp8, accumulator=FA("fp16"), order="pairwise"),

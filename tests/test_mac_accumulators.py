@@ -765,6 +765,34 @@ def test_fp16_overflow_threshold(addend, value, events, fused):
     assert r.swamped == (1 if value == 65504.0 else 0)
 
 
+def test_unfused_products_saturate_with_the_register():
+    """fused=False rounds each product into the register's format under the register's
+    rules: with overflow='saturate', a product beyond fp16 saturates to +-65504 (it went to
+    +-Inf, which the register then clamped, counting overflows).  Oracle: NumPy float16 with
+    each rounded product and sum clamped to +-65504."""
+    rng = _rng(2024)
+    a = np.round(rng.uniform(-400, 400, (3, 40))).astype(ml_dtypes.bfloat16).astype(np.float64)
+    b = np.round(rng.uniform(-400, 400, (40, 4))).astype(ml_dtypes.bfloat16).astype(np.float64)
+    acc, events = np.zeros((3, 4), np.float16), 0
+    with np.errstate(over="ignore"):
+        for t in range(a.shape[1]):
+            p = (a[:, t, None] * b[None, t, :]).astype(np.float16)
+            events += int(np.isinf(p).sum())
+            acc = acc + np.clip(p, -65504, 65504)
+            events += int(np.isinf(acc).sum())
+            acc = np.clip(acc, -65504, 65504)
+    assert events > 10
+    r = mm.matmul(a, b, mm.MAC("bf16", accumulator=mm.FloatAccumulator("fp16",
+                                                                         overflow="saturate"),
+                               fused=False))
+    _same("values", r.values, acc)
+    assert (r.saturations, r.overflows) == (events, 0)
+    edge = mm.matmul(np.array([[300.0, 300.0]]), np.array([[300.0], [-300.0]]),
+                     mm.MAC("bf16", accumulator=mm.FloatAccumulator("fp16", overflow="saturate"),
+                            fused=False))
+    assert edge.values.tolist() == [[0.0]] and edge.saturations == 2
+
+
 def test_max_abs_partial_is_largest_prefix():
     """Products first positive then negative: the peak is in the middle of the sum."""
     rng = _rng(77)

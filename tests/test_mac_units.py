@@ -488,6 +488,26 @@ def test_empty_sums_are_zero_for_every_kind():
         np.testing.assert_array_equal(r.values, np.zeros((2, 3)))
         assert r.macs == 0
         assert mm.matmul(np.ones((2, 4)), np.ones((4, 0)), name).values.shape == (2, 0)
+        # no rows: NVFP4's tensor scale once indexed the statistics of row 0
+        assert mm.matmul(np.ones((0, 4)), np.ones((4, 2)), name).values.shape == (0, 2)
+        assert mm.conv2d(np.ones((0, 1, 4, 4)), np.ones((2, 1, 3, 3)), name).values.shape == \
+            (0, 2, 2, 2)
+    exact = mm.MAC("fp16", accumulator=mm.ExactAccumulator())
+    assert math.isnan(mm.matmul(np.ones((2, 0)), np.ones((0, 3)), exact).max_abs_partial)
+
+
+@pytest.mark.parametrize("name", ["int1", "int2", "int3"])
+def test_exact_accumulator_sizes_its_register_by_the_most_negative_value(name):
+    """Integer products reach qmin**2 (int1: -1 * -1 = 1 while max is 0); the exact sum is
+    the integers' sum, rounded once into fp32."""
+    fmt = formats.get(name)
+    rng = np.random.default_rng(5)
+    a = rng.integers(int(fmt.min), int(fmt.max) + 1, (3, 50))
+    b = rng.integers(int(fmt.min), int(fmt.max) + 1, (50, 4))
+    a[0], b[:, 0] = fmt.min, fmt.min                          # the largest products
+    r = mm.matmul(a.astype(float), b.astype(float),
+                  mm.MAC(name, accumulator=mm.ExactAccumulator("fp32")))
+    np.testing.assert_array_equal(r.values, a @ b)
 
 
 @pytest.mark.parametrize("mode,negative", [("toward_negative", True), ("nearest_even", False)])
