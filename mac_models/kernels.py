@@ -251,6 +251,15 @@ def _count(st, j, old, new, x, beyond, saturates):
     _tally(st, j, beyond & finite_in, saturates)
 
 
+@njit(inline="always")
+def _count_pair(st, j, x, y, new, beyond, saturates):
+    """The statistics of one tree addition x + y -> new: swamped when either nonzero operand
+    was lost (the sum equals the other), so the order of the two does not matter."""
+    finite_in = np.isfinite(x) & np.isfinite(y)
+    st[ST_SWAMPED, j] += (((y != 0.0) & (new == x)) | ((x != 0.0) & (new == y))) & finite_in
+    _tally(st, j, beyond & finite_in, saturates)
+
+
 @njit
 def _combine(total, part, unit, sa, sb, i, seg_no, cd, st, top, base, kk):
     """total[j] += part[j] * unit * sa[i, seg_no] * sb[seg_no, j], each rounded once into
@@ -501,7 +510,7 @@ def _make_float_pairwise(path: int):
                     for j in range(n):
                         x, y = r0[j], r1[j]
                         new, beyond = add_float(x, y, plans, (i * n + j) * kk + node + t, path)
-                        _count(st, j, x, new, y, beyond, saturates)
+                        _count_pair(st, j, x, y, new, beyond, saturates)
                         dst[j] = new
                         top[j] = _larger(abs(new), top[j])
                 if width % 2:
@@ -630,7 +639,9 @@ def aligned_matmul(a, b, out, stats, peak, seg, group, p, rnd, fd, cd, combine, 
 
     Per group and output, a first pass takes the largest finite |product| (E is its binade;
     non-finite terms do not set it) and the float64 sum (non-finite when a term is: the IEEE
-    result); a second keeps and sums."""
+    result); a second keeps and sums, counting as swamped the nonzero products that keep
+    nothing, in groups whose float64 sum is finite (as float registers count only steps with
+    finite inputs)."""
     m, kk = a.shape
     n = b.shape[1]
     for i in prange(m):
@@ -666,7 +677,7 @@ def aligned_matmul(a, b, out, stats, peak, seg, group, p, rnd, fd, cd, combine, 
                     for j in range(n):
                         v = av * brow[j]
                         t = _keep(v, unit[j], rnd)
-                        st[ST_SWAMPED, j] += (v != 0.0) & (t == 0)
+                        st[ST_SWAMPED, j] += (v != 0.0) & (t == 0) & np.isfinite(raw[j])
                         acc[j] += t
                 for j in range(n):
                     new, beyond = _aligned_sum(acc[j], unit[j], raw[j], part[j], fd, a, b, i, j,

@@ -9,8 +9,9 @@ hardware would produce) and the statistics summed over all outputs:
   whose inputs were finite;
 * ``saturations``: the same events in a saturating register (integer or float), clamped to
   its range;
-* ``swamped``: nonzero addends that left the register unchanged (or that alignment truncated to
-  nothing);
+* ``swamped``: nonzero addends that left the register unchanged (in a pairwise tree: either
+  operand; in the aligned adder: products that alignment truncated to nothing), counted on
+  steps (aligned groups) whose inputs were finite;
 * ``max_abs_partial``: the largest |value| any register held (Inf once one overflowed; NaN for
   the exact and quire accumulators, whose partial sums are not rounded values);
 * ``macs``: multiply-accumulates performed (M * N * K per matmul);

@@ -630,6 +630,37 @@ def test_pairwise_fp16_matches_tree(k):
     _same("values", r.values, expected)
 
 
+@pytest.mark.parametrize("k", [2, 5, 16, 33])
+def test_pairwise_swamped_counts_either_lost_operand(k):
+    """Each tree addition x + y counts as swamped when a nonzero operand is lost (the fp16 sum
+    equals the other one), whichever side it is on: the count does not depend on the order
+    of the products.  Oracle: the tree in NumPy float16."""
+    rng = _rng(900 + k)
+    a = (rng.choice([1.0, -1.0], (2, k)) * np.exp2(rng.integers(-24, 4, (2, k)))
+         ).astype(np.float16)
+    b = np.ones((k, 1), dtype=np.float16)
+    mac = mm.MAC("fp16", accumulator=mm.FloatAccumulator("fp16"), order="pairwise")
+    for row in a:
+        counts = []
+        for values in (row, row[::-1]):
+            level, lost = list(values), 0
+            while len(level) > 1:
+                nxt = []
+                for t in range(len(level) // 2):
+                    x, y = level[2 * t], level[2 * t + 1]
+                    s = np.float16(x + y)
+                    lost += bool((y != 0 and s == x) or (x != 0 and s == y))
+                    nxt.append(s)
+                level = nxt + ([level[-1]] if len(level) % 2 else [])
+            r = mm.matmul(values[None, :].astype(np.float64), b.astype(np.float64), mac)
+            assert r.swamped == lost
+            counts.append(lost)
+        if k == 2:
+            assert counts[0] == counts[1]
+    for pair in ([2.0 ** -20, 1.0], [1.0, 2.0 ** -20]):
+        assert mm.matmul(np.array([pair]), np.ones((2, 1)), mac).swamped == 1
+
+
 def test_pairwise_lone_product_enters_the_register():
     """K = 1 leaves the tree no addition, but the exact product still goes into the fp16
     register (0 + p, so -0 becomes +0): NumPy's float16 rounding of it, overflow to Inf counted;

@@ -90,6 +90,24 @@ def test_aligned_truncation_loses_small_products_hand_computed():
     assert mm.matmul(a2, b, mac).values[0, 0] == 1.375
 
 
+def test_aligned_counts_swamped_only_in_finite_groups():
+    """As a float register counts events only on steps with finite inputs: an Inf or NaN
+    product is not a swamped product, nor is a finite one truncated beside it, nor one added
+    to a register already at Inf (the float register on the same data counts 0 too)."""
+    a = np.array([[np.inf, 1.0, np.nan, 2.0 ** -20]])
+    acc = mm.AlignedAccumulator(4, 4)
+    assert mm.matmul(a, np.ones((4, 1)), mm.MAC("fp16", accumulator=acc)).swamped == 0
+    a = np.array([[6e4, 6e4, 1.0, 2.0 ** -20]])
+    aligned = mm.MAC("fp16", accumulator=mm.AlignedAccumulator(2, 11, format="fp16",
+                                                                rounding="nearest_even"))
+    r = mm.matmul(a, np.ones((4, 1)), aligned)
+    assert r.values[0, 0] == np.inf and r.overflows == 1 and r.swamped == 0
+    assert mm.matmul(a, np.ones((4, 1)), mm.MAC(
+        "fp16", accumulator=mm.FloatAccumulator("fp16"))).swamped == 0
+    # a finite group still counts: 2**-20 beside 1.0 keeps nothing at p = 11
+    assert mm.matmul(np.array([[1.0, 2.0 ** -20]]), np.ones((2, 1)), aligned).swamped == 1
+
+
 def test_aligned_running_sum_is_aligned_too():
     # first group sums to 1.0 exactly; the second group's largest product (2**6) sets E = 6,
     # so with p = 4 the running sum 1.0 (unit 2**3) is truncated to 0

@@ -68,7 +68,7 @@ NS_HD double ns_pairwise_add(double left, double right, i64 lev, i64 start, cons
                              i64 base, const ns_plan* fd, ns_stats* st, double* top) {
     bool beyond;
     double nw = ns_add_round(left, right, fd, base + node[lev] + (start >> (lev + 1)), &beyond);
-    ns_count_add(st, left, nw, right, beyond, fd->saturates);
+    ns_count_pair(st, left, right, nw, beyond, fd->saturates);
     *top = ns_larger(ns_fabs(nw), *top);
     return nw;
 }
@@ -198,7 +198,7 @@ NS_HD double ns_aligned_group(double part, const double* a, const double* b, i64
     for (i64 k = g0; k < g1; ++k) {
         double v = a[i * kk + k] * b[k * n + j];
         i64 t = ns_keep(v, unit, rnd);
-        st->c[NS_ST_SWAMPED] += (u64)((v != 0.0) && (t == 0));
+        st->c[NS_ST_SWAMPED] += (u64)((v != 0.0) && (t == 0) && ns_isfinite(raw));
         acc += t;
     }
     double hi = (double)acc;

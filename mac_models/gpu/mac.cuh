@@ -177,6 +177,15 @@ NS_HD void ns_count_add(ns_stats* st, double old, double nw, double x, bool beyo
     ns_tally(st, beyond && finite_in, saturates);
 }
 
+// kernels._count_pair: the statistics of one tree addition x + y -> nw (either operand lost).
+NS_HD void ns_count_pair(ns_stats* st, double x, double y, double nw, bool beyond,
+                         bool saturates) {
+    bool finite_in = ns_isfinite(x) && ns_isfinite(y);
+    bool lost = (y != 0.0 && nw == x) || (x != 0.0 && nw == y);
+    st->c[NS_ST_SWAMPED] += (u64)(lost && finite_in);
+    ns_tally(st, beyond && finite_in, saturates);
+}
+
 // Segment scales and the promotion register (kernels._combine's arguments).
 struct ns_combine {
     const double* sa;    // (M, n_seg)
