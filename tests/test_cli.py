@@ -256,6 +256,17 @@ def test_quantize_safetensors_two_tensors(tmp_path):
         _close(recs[name], _stats(x, want))
 
 
+def test_quantize_bfloat16_safetensors(tmp_path):
+    """A BF16 checkpoint (safetensors reads BF16 only once ml_dtypes is imported) quantizes as
+    its float64 values do."""
+    w = np.random.default_rng(6).standard_normal((8, 16)).astype(ml_dtypes.bfloat16)
+    save_file({"w": w}, str(tmp_path / "bf.safetensors"))
+    _ok(_numsim("quantize", "bf.safetensors", "--format", "fp8_e4m3", cwd=tmp_path))
+    out = load_file(str(tmp_path / "bf.fp8_e4m3.safetensors"))["w"]
+    np.testing.assert_array_equal(out, w.astype(np.float64).astype(ml_dtypes.float8_e4m3fn)
+                                  .astype(np.float64))
+
+
 def test_quantize_stochastic_rounding_scalar(tmp_path):
     x = np.random.default_rng(4).uniform(-3, 3, size=(1, 400))
     np.save(tmp_path / "s.npy", x)

@@ -21,6 +21,7 @@ import math
 import sys
 from fractions import Fraction
 
+import ml_dtypes
 import numpy as np
 import pytest
 
@@ -826,6 +827,28 @@ def test_every_input_dtype(dtype):
         got = formats.get("fix8_4").quantize(frac)
         want = [float(round(v * 16) / 16) for v in xf]           # round() is ties-to-even
         check_values(f"fix8_4 fractions {np.dtype(dtype).name}", frac, got, want)
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float8_e5m2", "float8_e4m3fn",
+                                   "float4_e2m1fn", "int4"])
+def test_ml_dtypes_arrays_read_as_float64(dtype):
+    """ml_dtypes arrays (a core dependency; traces keep bfloat16) are read exactly: every
+    entry point gives what it gives for the same values in float64.  float8_e5m2 reports kind
+    'f' and reached the Numba kernels (a TypingError); the others were refused as not real."""
+    t = getattr(ml_dtypes, dtype)
+    x = np.array([[1.5, -3.0, 0.25, 6.0], [-0.5, 2.0, 4.0, 1.0]]).astype(t)
+    wide = x.astype(np.float64)
+    for name in ("fp16", "fp8_e4m3", "int8", "posit8_0", "nf4", "mxfp4", "nvfp4"):
+        fmt = formats.get(name)
+        np.testing.assert_array_equal(fmt.quantize(x), fmt.quantize(wide), err_msg=name)
+    for name in ("fp16", "fp8_e4m3"):
+        np.testing.assert_array_equal(formats.get(name).encode(x),
+                                      formats.get(name).encode(wide))
+    np.testing.assert_array_equal(mm.matmul(x, x.T, "fp16->fp32").values,
+                                  mm.matmul(wide, wide.T, "fp16->fp32").values)
+    np.testing.assert_array_equal(
+        mm.conv2d(x[None, None], x[None, None, :, :2], "bf16->fp32").values,
+        mm.conv2d(wide[None, None], wide[None, None, :, :2], "bf16->fp32").values)
 
 
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES + [np.int16, np.uint32],

@@ -5,6 +5,8 @@ so the checks do not rely on save_trace to build their inputs.
 """
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import ml_dtypes
@@ -75,6 +77,21 @@ def test_round_trip_arrays_dtypes_and_structure(tmp_path):
     assert back.op("fc").tensors["weight"].dtype == np.float16
     assert back.op("fc").tensors["bias"].dtype == BF16
     assert back.extras["labels"].dtype == np.int64
+
+
+def test_bfloat16_trace_loads_in_a_fresh_process(tmp_path):
+    """safetensors reads BF16 only where ml_dtypes has registered the dtype with NumPy: a new
+    process that imports only simulator.traces must read the trace (it raised 'data type
+    bfloat16 not understood')."""
+    save_trace(_rich_trace(), tmp_path / "t")
+    code = ("import sys; from simulator.traces import load_trace; "
+            "print(load_trace(sys.argv[1]).op('fc').tensors['bias'].dtype)")
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    r = subprocess.run([sys.executable, "-c", code, str(tmp_path / "t")], capture_output=True,
+                       text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.strip() == "bfloat16"
 
 
 def test_manifest_is_valid_json_with_format_and_version(tmp_path):
