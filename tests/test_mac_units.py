@@ -108,6 +108,18 @@ def test_aligned_counts_swamped_only_in_finite_groups():
     assert mm.matmul(np.array([[1.0, 2.0 ** -20]]), np.ones((2, 1)), aligned).swamped == 1
 
 
+@pytest.mark.parametrize("mode", ["toward_negative", "nearest_even"])
+def test_aligned_exact_zero_is_positive_in_every_mode(mode):
+    """The aligned adder sums integers: 1 - 1 is the integer 0, read as +0 even where an IEEE
+    float register rounding toward negative gives -0 (documented in the README)."""
+    mac = mm.MAC("fp16", accumulator=mm.AlignedAccumulator(4, 14, rounding=mode))
+    r = mm.dot([1.0, -1.0], [1.0, 1.0], mac)
+    assert r.values == 0.0 and not np.signbit(r.values)
+    ieee = mm.dot([1.0, -1.0], [1.0, 1.0], mm.MAC("fp16", accumulator=mm.FloatAccumulator(
+        "fp32", mode)))
+    assert bool(np.signbit(ieee.values)) == (mode == "toward_negative")
+
+
 def test_aligned_running_sum_is_aligned_too():
     # first group sums to 1.0 exactly; the second group's largest product (2**6) sets E = 6,
     # so with p = 4 the running sum 1.0 (unit 2**3) is truncated to 0
