@@ -640,8 +640,8 @@ def aligned_matmul(a, b, out, stats, peak, seg, group, p, rnd, fd, cd, combine, 
     Per group and output, a first pass takes the largest finite |product| (E is its binade;
     non-finite terms do not set it) and the float64 sum (non-finite when a term is: the IEEE
     result); a second keeps and sums, counting as swamped the nonzero products that keep
-    nothing, in groups whose float64 sum is finite (as float registers count only steps with
-    finite inputs)."""
+    nothing, in groups whose terms and running sum are finite (as float registers count only
+    steps with finite inputs)."""
     m, kk = a.shape
     n = b.shape[1]
     for i in prange(m):
@@ -651,6 +651,7 @@ def aligned_matmul(a, b, out, stats, peak, seg, group, p, rnd, fd, cd, combine, 
         unit = np.zeros(n, dtype=np.int64)
         acc = np.zeros(n, dtype=np.int64)
         raw = np.zeros(n)
+        finite = np.zeros(n, dtype=np.bool_)
         st = np.zeros((N_STATS, n), dtype=np.int64)
         top = np.zeros(n)
         for k0 in range(0, kk, seg):
@@ -671,13 +672,14 @@ def aligned_matmul(a, b, out, stats, peak, seg, group, p, rnd, fd, cd, combine, 
                 for j in range(n):
                     unit[j] = _binade(big[j]) - p + 1
                     acc[j] = _keep(part[j], unit[j], rnd)
+                    finite[j] = np.isfinite(raw[j]) or not _special(part[j], a, b, i, j, g0, g1)
                 for k in range(g0, g1):
                     av = a[i, k]
                     brow = b[k]
                     for j in range(n):
                         v = av * brow[j]
                         t = _keep(v, unit[j], rnd)
-                        st[ST_SWAMPED, j] += (v != 0.0) & (t == 0) & np.isfinite(raw[j])
+                        st[ST_SWAMPED, j] += (v != 0.0) & (t == 0) & finite[j]
                         acc[j] += t
                 for j in range(n):
                     new, beyond = _aligned_sum(acc[j], unit[j], raw[j], part[j], fd, a, b, i, j,
@@ -690,6 +692,16 @@ def aligned_matmul(a, b, out, stats, peak, seg, group, p, rnd, fd, cd, combine, 
 
 
 @njit(inline="always")
+def _special(part, a, b, i, j, g0, g1):
+    """Whether the running sum ``part`` or a product of the group g0..g1 (output i, j) is Inf or
+    NaN (the float64 sum of finite terms may overflow too: this tells the two apart)."""
+    special = not np.isfinite(part)
+    for k in range(g0, g1):
+        special |= not np.isfinite(a[i, k] * b[k, j])
+    return special
+
+
+@njit(inline="always")
 def _aligned_sum(acc, unit, raw, part, fd, a, b, i, j, g0, g1, index):
     """The kept sum ``acc * 2**unit`` (|acc| < 2**62) rounded once into ``fd``: (value, beyond).
     A non-finite float64 sum ``raw`` of the group means a non-finite product or running sum
@@ -699,12 +711,8 @@ def _aligned_sum(acc, unit, raw, part, fd, a, b, i, j, g0, g1, index):
     The common case needs no rounding: |acc| fits the significand of a plain register (signed,
     with zero and subnormals) and the unit its grid (always so for the H100 model: 14 + 6 <= 24
     bits), the value then being exact in every rounding mode."""
-    if not np.isfinite(raw):
-        special = not np.isfinite(part)
-        for k in range(g0, g1):
-            special |= not np.isfinite(a[i, k] * b[k, j])
-        if special:
-            return add_round(raw, 0.0, fd, index)
+    if not np.isfinite(raw) and _special(part, a, b, i, j, g0, g1):
+        return add_round(raw, 0.0, fd, index)
     d = fd[0]
     plain = (d[fk.SUBNORMALS] != 0) & (d[fk.NO_ZERO] == 0) & (d[fk.SIGN_BIT] != 0)
     if plain & (abs(acc) < (np.int64(1) << (d[fk.MBITS] + 1))) \

@@ -211,6 +211,12 @@ def _integers(values: np.ndarray, fmt, xp=np) -> np.ndarray:
 
 
 # ---- the 2-D engine -------------------------------------------------------------------------
+def _empty_peak(mac: MAC) -> float:
+    """``max_abs_partial`` of a MAC that added nothing: NaN where partial sums are not rounded
+    values (exact and quire accumulators), else 0."""
+    return np.nan if isinstance(mac.accumulator, (ExactAccumulator, QuireAccumulator)) else 0.0
+
+
 def _gives_integers(mac: MAC) -> bool:
     """Whether ``mac``'s results come with the integers of its register: an integer accumulator
     whose sums no float register combines (no promotion, block scales or chunks, so that
@@ -246,8 +252,7 @@ def _matmul2d(a: np.ndarray, b: np.ndarray, mac: MAC, stream: int, launch=None,
                          max_abs_partial=np.nan, macs=macs)
     if k == 0:                                        # empty sums are exactly zero
         zeros = xp.zeros((m, n))
-        return MacResult(zeros, macs=0,
-                         max_abs_partial=np.nan if isinstance(acc, ExactAccumulator) else 0.0,
+        return MacResult(zeros, macs=0, max_abs_partial=_empty_peak(mac),
                          integers=zeros.astype(np.int64) if _gives_integers(mac) else None)
     opa = _operand(a, mac.a_format, 1, launch) if opa is None else opa
     opb = _operand(b, mac.b_format, 0, launch) if opb is None else opb
@@ -310,7 +315,7 @@ def _matmul2d(a: np.ndarray, b: np.ndarray, mac: MAC, stream: int, launch=None,
     out[xp.isnan(out)] = np.nan
     return MacResult(out, int(stats[:, mk.ST_OVERFLOW].sum()),
                      int(stats[:, mk.ST_SATURATED].sum()), int(stats[:, mk.ST_SWAMPED].sum()),
-                     float(peak.max()) if m else 0.0, macs, integers)
+                     float(peak.max()) if m else _empty_peak(mac), macs, integers)
 
 
 def _fits_int32(ia: np.ndarray, ib: np.ndarray) -> bool:
@@ -394,6 +399,7 @@ def matmul(a, b, mac: Union[MAC, str], backend: str = "auto") -> MacResult:
     """``a @ b`` through ``mac``: 2-D (M, K) @ (K, N), or batched (..., M, K) @ (..., K, N) with
     broadcasting of the leading axes, as numpy.matmul.  ``backend``: "auto" (the GPU for CuPy
     input), "cpu" or "gpu" (see :mod:`formats.gpu`); CuPy input gives CuPy values."""
+    a, b = as_real_array(a, "a"), as_real_array(b, "b")   # ml_dtypes arrays before the GPU
     launch, (da, db) = _engine(backend, a, b)
     return _to_caller(launch, _matmul(da, db, _mac(mac), launch), (a, b))
 
@@ -440,8 +446,8 @@ def _matmul(a, b, mac: MAC, launch=None) -> MacResult:
         total.values[idx] = r.values
         total._merge(r)
         ints.append(r.integers)
-    total.max_abs_partial = max(total.max_abs_partial, 0.0) if not np.isnan(
-        total.max_abs_partial) else np.nan
+    if total.max_abs_partial == -np.inf:              # an empty batch
+        total.max_abs_partial = _empty_peak(mac)
     if _gives_integers(mac):
         total.integers = xp.stack(ints).reshape(total.values.shape) if ints else \
             xp.zeros(total.values.shape, dtype=np.int64)
@@ -473,9 +479,8 @@ def conv2d(x, w, mac: Union[MAC, str], stride=1, padding=0, dilation=1,
     pixels the patches read.  ``stride``, ``padding`` and ``dilation`` are ints or (h, w) pairs;
     zero padding.  ``backend``: see :func:`matmul`."""
     mac = _mac(mac)
-    launch, (x_in, w_in) = _engine(backend, x, w)
-    x = as_real_array(x_in, "x")
-    w = as_real_array(w_in, "w")
+    x_in, w_in = as_real_array(x, "x"), as_real_array(w, "w")   # ml_dtypes arrays before the GPU
+    launch, (x, w) = _engine(backend, x_in, w_in)
     if x.ndim != 4 or w.ndim != 4:
         raise ValueError(f"conv2d takes x (N, C, H, W) and w (O, C/groups, kh, kw), got shapes "
                          f"{x.shape} and {w.shape}")

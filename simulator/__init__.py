@@ -12,4 +12,5 @@ PyTorch, ONNX), :mod:`~simulator.minilm` (the real-transformer extra), :mod:`~si
 :mod:`~simulator.sweep` (TOML sweeps on processes or Dask) and :mod:`~simulator.cli`.
 """
 
-import ml_dtypes  # noqa: F401,E402  registers bfloat16 with NumPy: safetensors reads BF16 through it
+# ml_dtypes registers bfloat16 with NumPy, through which safetensors reads BF16 tensors
+import ml_dtypes  # noqa: F401,E402

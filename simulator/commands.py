@@ -82,20 +82,28 @@ def _read_tensors(path: Path) -> dict:
 def _quantize_destination(src: Path, tensors: dict, args: argparse.Namespace) -> Path:
     """Where ``numsim quantize`` writes: --output, or INPUT's name with .FORMAT added; checked
     before any work (suffix, folder, one tensor per .npy, no overwrite without --overwrite,
-    never the input itself)."""
+    never the input itself, nor a --csv table over either file)."""
     dest = Path(args.output) if args.output else \
         src.with_name(f"{src.stem}.{args.format}{src.suffix}")
     if dest.suffix not in (".npy", ".safetensors"):
         raise ValueError(f"--output {dest}: give a .npy or .safetensors file")
     if not dest.parent.is_dir():
         raise FileNotFoundError(f"--output {dest}: no such folder {dest.parent}")
+    if dest.is_dir():
+        raise ValueError(f"--output {dest} is a folder; give a file name")
     if dest.suffix == ".npy" and len(tensors) != 1:
         raise ValueError(f"{dest}: a .npy file holds one tensor; {src} has {len(tensors)}")
     if dest.exists():
-        if dest.resolve() == src.resolve():
+        if dest.samefile(src):                  # hard links included
             raise ValueError(f"--output {dest} is the input file; write elsewhere")
         if not args.overwrite:
             raise FileExistsError(f"{dest} exists; give --overwrite to replace it")
+    csv = getattr(args, "csv", None)
+    if csv not in (None, "-"):
+        table = Path(csv)
+        if table.resolve() == dest.resolve() or (table.exists() and table.samefile(src)):
+            raise ValueError(f"--csv {csv} is the input or output tensor file; write the "
+                             f"statistics elsewhere")
     return dest
 
 

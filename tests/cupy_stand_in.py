@@ -231,11 +231,20 @@ class ndarray(np.lib.mixins.NDArrayOperatorsMixin):
         return f"stand-in {self._a!r}"
 
 
+def _from_host(a, **kw) -> ndarray:
+    """NumPy data "on the device"; ml_dtypes arrays are refused (CuPy 13 has no bfloat16,
+    float8 or int4 dtypes)."""
+    host = np.array(a, **kw)
+    if host.dtype.type.__module__ == "ml_dtypes":
+        raise TypeError(f"Unsupported dtype {host.dtype}")
+    return ndarray(host)
+
+
 def asarray(a, dtype=None):
     """Copies NumPy data "to the device"; this module's arrays pass through (cast if asked)."""
     if isinstance(a, ndarray):
         return a if dtype is None else a.astype(dtype, copy=False)
-    return ndarray(np.array(a, dtype=dtype))
+    return _from_host(a, dtype=dtype)
 
 
 def array(a, dtype=None, copy: bool = True, order: str = "K", ndmin: int = 0):
@@ -246,7 +255,7 @@ def array(a, dtype=None, copy: bool = True, order: str = "K", ndmin: int = 0):
         if copy is False and not np.may_share_memory(out._a, a._a):
             raise ValueError("Unable to avoid copy while creating an array as requested.")
         return out
-    return ndarray(np.array(a, dtype=dtype, order=order, ndmin=ndmin))
+    return _from_host(a, dtype=dtype, order=order, ndmin=ndmin)
 
 
 def ascontiguousarray(a, dtype=None):

@@ -10,6 +10,7 @@ import csv
 import io
 import json
 import math
+import os
 import re
 import subprocess
 import sys
@@ -305,22 +306,28 @@ def test_quantize_keeps_existing_output_unless_overwrite(tmp_path):
     assert np.load(tmp_path / "x.fp16.npy").tolist() == [0.0, 0.0]
     _ok(_numsim("quantize", "x.npy", "--format", "fp16", "--overwrite", cwd=tmp_path))
     assert np.load(tmp_path / "x.fp16.npy").tolist() == x.astype(np.float16).tolist()
-    for out in ("x.npy", "./x.npy"):
+    os.link(tmp_path / "x.npy", tmp_path / "hard.npy")
+    for out in ("x.npy", "./x.npy", "hard.npy"):
         _input_error(_numsim("quantize", "x.npy", "--format", "fp16", "--output", out,
                              "--overwrite", cwd=tmp_path), "quantize", "input file")
+    for csv in ("x.npy", "hard.npy", "x.fp16.npy"):          # the statistics table neither
+        _input_error(_numsim("quantize", "x.npy", "--format", "fp16", "--overwrite", "--csv",
+                             csv, cwd=tmp_path), "quantize", "--csv")
     assert np.load(tmp_path / "x.npy").tolist() == x.tolist()
+    assert np.load(tmp_path / "x.fp16.npy").tolist() == x.astype(np.float16).tolist()
 
 
 def test_quantize_output_checked_before_work(tmp_path):
     """A bad --output suffix or folder, or two tensors for one .npy, fail with nothing
     written."""
     save_file({"a": np.ones(3), "b": np.zeros(2)}, str(tmp_path / "m.safetensors"))
+    (tmp_path / "d.npy").mkdir()
     cases = [(["--output", "q.txt"], "q.txt"), (["--output", "no/q.npy"], "no such folder"),
-             (["--output", "q.npy"], "one tensor")]
+             (["--output", "q.npy"], "one tensor"), (["--output", "d.npy"], "is a folder")]
     for extra, needle in cases:
         _input_error(_numsim("quantize", "m.safetensors", "--format", "fp16", *extra,
                              cwd=tmp_path), "quantize", needle)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.safetensors"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d.npy", "m.safetensors"]
 
 
 def test_quantize_txt_input(tmp_path):

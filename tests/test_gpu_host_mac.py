@@ -10,10 +10,11 @@ adversarial matrices.
 import numpy as np
 import pytest
 
-from formats import FloatFormat, ScaledFormat, gpu
+from formats import FloatFormat, ScaledFormat, get, gpu
 from mac_models import (MAC, AlignedAccumulator, ExactAccumulator, FloatAccumulator,
                         IntAccumulator, QuireAccumulator, conv2d, dot, matmul, preset,
                         preset_names)
+from tests.conftest import GpuEngine
 
 FA, IA, AA, EA, QA = (FloatAccumulator, IntAccumulator, AlignedAccumulator, ExactAccumulator,
                       QuireAccumulator)
@@ -252,6 +253,30 @@ def test_empty_operands(gpu_engine):
         a, b = _data("random", m, k, n)
         for mac in ("int8->int32", CUSTOM["fp16_sr32"]):
             compare(gpu_engine, matmul, (a, b), mac, f"{m}x{k}x{n} {mac}")
+
+
+def test_ml_dtypes_numpy_operands_on_the_gpu(stand_in):
+    """NumPy arrays of ml_dtypes types (which CuPy cannot hold) are read as float64 before they
+    move to the GPU: matmul, conv2d and the formats with backend="gpu", and a bfloat16 NumPy
+    operand beside a CuPy one, give the CPU's result for the same values in float64."""
+    import ml_dtypes
+    rng = np.random.default_rng(8)
+    a = rng.standard_normal((4, 32)).astype(ml_dtypes.bfloat16)
+    b = rng.standard_normal((32, 3)).astype(ml_dtypes.float8_e5m2)
+    wa, wb = a.astype(np.float64), b.astype(np.float64)
+    engine = GpuEngine("stand-in", stand_in.asarray, stand_in.asnumpy)
+    for mac in ("bf16->fp32", CUSTOM["fp16_sr32"]):
+        cpu = matmul(wa, wb, mac, backend="cpu")
+        assert_same_result(cpu, matmul(a, b, mac, backend="gpu"), engine, f"gpu {mac}")
+        assert_same_result(cpu, matmul(stand_in.asarray(wa), b, mac), engine, f"mixed {mac}")
+    x, w = a.reshape(1, 2, 8, 8), b.ravel()[:18].reshape(3, 2, 3, 1)
+    assert_same_result(conv2d(x.astype(np.float64), w.astype(np.float64), "bf16->fp32",
+                              backend="cpu"),
+                       conv2d(x, w, "bf16->fp32", backend="gpu"), engine, "conv2d")
+    for name in ("fp8_e4m3", "mxfp4"):
+        fmt = get(name)
+        np.testing.assert_array_equal(stand_in.asnumpy(fmt.quantize(a, backend="gpu")),
+                                      fmt.quantize(wa, backend="cpu"))
 
 
 def test_errors_match(gpu_engine):

@@ -106,6 +106,15 @@ def test_aligned_counts_swamped_only_in_finite_groups():
         "fp16", accumulator=mm.FloatAccumulator("fp16"))).swamped == 0
     # a finite group still counts: 2**-20 beside 1.0 keeps nothing at p = 11
     assert mm.matmul(np.array([[1.0, 2.0 ** -20]]), np.ones((2, 1)), aligned).swamped == 1
+    # finite products whose float64 sum overflows in one order but not the other: 1 is
+    # truncated beside X**2 either way (exact sum 1, kept sum 0), so both count it
+    x = 1.5 * 2.0 ** 511
+    wide = mm.MAC(formats.FloatFormat(10, 3, bias=511),
+                  accumulator=mm.AlignedAccumulator(5, 11, format="fp32"))
+    b = np.array([[x], [x], [x], [x], [1.0]])
+    for row in ([x, x, -x, -x, 1.0], [x, -x, x, -x, 1.0]):
+        r = mm.matmul(np.array([row]), b, wide)
+        assert r.values[0, 0] == 0.0 and r.swamped == 1
 
 
 @pytest.mark.parametrize("mode", ["toward_negative", "nearest_even"])
@@ -523,7 +532,10 @@ def test_empty_sums_are_zero_for_every_kind():
         assert mm.conv2d(np.ones((0, 1, 4, 4)), np.ones((2, 1, 3, 3)), name).values.shape == \
             (0, 2, 2, 2)
     exact = mm.MAC("fp16", accumulator=mm.ExactAccumulator())
-    assert math.isnan(mm.matmul(np.ones((2, 0)), np.ones((0, 3)), exact).max_abs_partial)
+    for a, b in ((np.ones((2, 0)), np.ones((0, 3))), (np.ones((0, 4)), np.ones((4, 3))),
+                 (np.ones((0, 2, 3)), np.ones((3, 4)))):        # no K, no rows, no batch
+        assert math.isnan(mm.matmul(a, b, exact).max_abs_partial)
+        assert mm.matmul(a, b, "fp16->fp32").max_abs_partial == 0.0
 
 
 @pytest.mark.parametrize("name", ["int1", "int2", "int3"])

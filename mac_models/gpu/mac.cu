@@ -198,7 +198,7 @@ NS_HD double ns_aligned_group(double part, const double* a, const double* b, i64
     for (i64 k = g0; k < g1; ++k) {
         double v = a[i * kk + k] * b[k * n + j];
         i64 t = ns_keep(v, unit, rnd);
-        st->c[NS_ST_SWAMPED] += (u64)((v != 0.0) && (t == 0) && ns_isfinite(raw));
+        st->c[NS_ST_SWAMPED] += (u64)((v != 0.0) && (t == 0) && !bad);
         acc += t;
     }
     double hi = (double)acc;
