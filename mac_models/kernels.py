@@ -651,7 +651,7 @@ def aligned_matmul(a, b, out, stats, peak, seg, group, p, rnd, fd, cd, combine, 
         unit = np.zeros(n, dtype=np.int64)
         acc = np.zeros(n, dtype=np.int64)
         raw = np.zeros(n)
-        finite = np.zeros(n, dtype=np.bool_)
+        swamped = np.zeros(n, dtype=np.int64)      # the count before the current group
         st = np.zeros((N_STATS, n), dtype=np.int64)
         top = np.zeros(n)
         for k0 in range(0, kk, seg):
@@ -672,16 +672,18 @@ def aligned_matmul(a, b, out, stats, peak, seg, group, p, rnd, fd, cd, combine, 
                 for j in range(n):
                     unit[j] = _binade(big[j]) - p + 1
                     acc[j] = _keep(part[j], unit[j], rnd)
-                    finite[j] = np.isfinite(raw[j]) or not _special(part[j], a, b, i, j, g0, g1)
+                    swamped[j] = st[ST_SWAMPED, j]
                 for k in range(g0, g1):
                     av = a[i, k]
                     brow = b[k]
                     for j in range(n):
                         v = av * brow[j]
                         t = _keep(v, unit[j], rnd)
-                        st[ST_SWAMPED, j] += (v != 0.0) & (t == 0) & finite[j]
+                        st[ST_SWAMPED, j] += (v != 0.0) & (t == 0)
                         acc[j] += t
                 for j in range(n):
+                    if not np.isfinite(raw[j]) and _special(part[j], a, b, i, j, g0, g1):
+                        st[ST_SWAMPED, j] = swamped[j]       # an Inf/NaN group counts none
                     new, beyond = _aligned_sum(acc[j], unit[j], raw[j], part[j], fd, a, b, i, j,
                                                g0, g1, (i * n + j) * kk + g0)
                     _tally(st, j, beyond, fd[7])
