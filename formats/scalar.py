@@ -61,12 +61,18 @@ def check_bool(name: str, v) -> bool:
     return bool(v)
 
 
+def is_ml_dtype(dtype) -> bool:
+    """Whether ``dtype`` is one of ml_dtypes' types (bfloat16, float8/6/4, int4, ...), which
+    NumPy reads through ml_dtypes and CuPy cannot hold."""
+    return np.dtype(dtype).type.__module__ == "ml_dtypes"
+
+
 def as_real_array(x, what: str = "input") -> np.ndarray:
     """``x`` as a NumPy array (CuPy arrays stay CuPy) of a real dtype that float64 reads exactly,
     or a clear TypeError.  ml_dtypes arrays (bfloat16, float8/6/4, int4, ...) come back as
     float64, which holds every one of their values."""
     arr = x if gpu.is_device_array(x) else np.asarray(x)
-    if arr.dtype.type.__module__ == "ml_dtypes":
+    if is_ml_dtype(arr.dtype):
         arr = arr.astype(np.float64)
     kind = arr.dtype.kind
     if kind == "f" and arr.dtype.itemsize > 8:

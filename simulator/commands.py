@@ -57,6 +57,7 @@ def cmd_formats(args: argparse.Namespace) -> int:
 def _read_tensors(path: Path) -> dict:
     """The tensors of a .npy or .safetensors file, by name, each of real numbers (integers,
     booleans or floats, bfloat16 included); errors name the file."""
+    from formats.scalar import is_ml_dtype
     if path.suffix not in (".npy", ".safetensors"):
         raise ValueError(f"{path}: give a .npy or .safetensors file")
     if not path.is_file():
@@ -74,7 +75,7 @@ def _read_tensors(path: Path) -> dict:
     except Exception as exc:              # numpy and safetensors raise their own types
         raise ValueError(f"{path}: cannot read: {exc}") from exc
     for name, x in tensors.items():
-        if x.dtype.kind not in "biuf" and x.dtype.type.__module__ != "ml_dtypes":   # bfloat16
+        if x.dtype.kind not in "biuf" and not is_ml_dtype(x.dtype):       # bfloat16
             raise ValueError(f"{path}: tensor {name!r} is {x.dtype}, not real numbers")
     return tensors
 

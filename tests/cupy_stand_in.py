@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from formats.gpu.host import HostLauncher
+from formats.scalar import is_ml_dtype
 
 __version__ = "stand-in"
 
@@ -235,7 +236,7 @@ def _from_host(a, **kw) -> ndarray:
     """NumPy data "on the device"; ml_dtypes arrays are refused (CuPy 13 has no bfloat16,
     float8 or int4 dtypes)."""
     host = np.array(a, **kw)
-    if host.dtype.type.__module__ == "ml_dtypes":
+    if is_ml_dtype(host.dtype):
         raise TypeError(f"Unsupported dtype {host.dtype}")
     return ndarray(host)
 

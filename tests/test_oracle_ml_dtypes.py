@@ -14,9 +14,9 @@ matched (see the formats contract):
 Inputs to ml_dtypes are always float32: its float64 -> bf16/fp8 casts round twice
 (through float32), e.g. 1 + 2**-8 + 2**-40 -> bfloat16 gives 1.0.
 
-float8_e8m0fnu and float32 subnormal inputs: ml_dtypes before 0.7 sent every x in
-(2^-127, 1.5*2^-127) to 2^-126, although 2^-127 is nearer; 0.7 (the least numsim takes) rounds
-them correctly, so they are compared like every other input, and the window has its own test.
+float8_e8m0fnu and float32 subnormal inputs: an older ml_dtypes sent every x in
+(2^-127, 1.5*2^-127) to 2^-126, although 2^-127 is nearer; 0.7.0 rounds them correctly, so they
+are compared like every other input, and the window has its own test.
 """
 
 import functools
@@ -34,7 +34,7 @@ N_RANDOM_BITS = 1 << 20  # random float32 bit patterns per format (>= 10^6 after
 N_RANDOM_RANGE = 1 << 18  # random float32 values spread over the format's exponent range
 N_QUANTIZE_RANDOM = 1 << 18
 
-E8M0_WINDOW_LO = 2.0**-127      # float32 subnormals that ml_dtypes < 0.7 rounded wrongly
+E8M0_WINDOW_LO = 2.0**-127      # float32 subnormals that an older ml_dtypes rounded wrongly
 E8M0_WINDOW_HI = 1.5 * 2.0**-127
 
 
