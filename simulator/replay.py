@@ -202,12 +202,15 @@ def _accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
     return float(np.mean(right))
 
 
-def _task(labels: np.ndarray, ref: np.ndarray, got: np.ndarray, failed: bool) -> dict:
-    """Accuracy of the replayed and the captured logits against ``labels``."""
+def _task(labels: np.ndarray, ref: np.ndarray, got: Union[np.ndarray, None],
+          failed: bool) -> dict:
+    """Accuracy of the replayed (NaN where an op failed or ``got`` is None) and the captured
+    logits against ``labels``."""
     if ref.shape[:-1] != labels.shape:
         return {"error": f"labels of shape {labels.shape} do not match the last op's logits "
                          f"{ref.shape} (one label per row of logits)"}
-    return {"numel": labels.size, "accuracy": math.nan if failed else _accuracy(got, labels),
+    return {"numel": labels.size,
+            "accuracy": math.nan if failed or got is None else _accuracy(got, labels),
             "reference_accuracy": _accuracy(ref, labels)}
 
 
@@ -302,11 +305,10 @@ def _replay_one(trace: Trace, cfg: Config, mode: str, tech, level, bar) -> list[
     if mode == "propagated" and labels is not None and trace.ops:
         last = trace.ops[-1].name
         task = {**head, "op": "model", "kind": "task", "role": "task", **totals}
-        if last in outputs:
-            task.update(_task(np.asarray(labels), np.asarray(trace.ops[-1].tensors["output"]),
-                              outputs[last], bool(failed)))
-        else:
-            task.update({"accuracy": math.nan, "error": f"{last} did not run"})
+        task.update(_task(np.asarray(labels), np.asarray(trace.ops[-1].tensors["output"]),
+                          outputs.get(last), bool(failed)))
+        if last not in outputs:
+            task.setdefault("error", f"{last} did not run")
         rows.append(task)
     return rows
 

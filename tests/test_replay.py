@@ -256,6 +256,12 @@ def test_nan_input_scalar_integer_format_gives_error_row():
         else:
             task = df[df["role"] == "task"].iloc[0]
             assert math.isnan(task["accuracy"])
+            assert task["error"] == "head did not run"
+            # the captured logits' accuracy does not depend on the configuration
+            tr = _nan_trace()
+            logits = np.asarray(tr.op("head").tensors["output"])
+            want = np.mean(np.argmax(logits, axis=1) == tr.extras["labels"])
+            assert task["reference_accuracy"] == want
 
 
 def test_nan_input_int8_tensor_follows_the_scaled_nan_rule():
