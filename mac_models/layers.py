@@ -124,21 +124,22 @@ class Conv2d:
                 "out": self.batch * self.out_channels * ho * wo}
 
     def rows(self) -> dict:
-        """Rows along which block scales run: image rows of the input and output (groups along
-        the width), one row of C / groups * kh * kw per output channel of the weights."""
-        ho = self._out[0]
-        return {"a": self.batch * self.in_channels * self.height, "b": self.out_channels,
-                "out": self.batch * self.out_channels * ho}
+        """Rows along which block scales run, as :func:`mac_models.conv2d` stores the operands
+        (NHWC): each input pixel's C / groups channels of a group, each kernel tap's C / groups
+        channels of an output channel's weights, each output pixel's channels."""
+        ho, wo, kk = self._out
+        return {"a": self.batch * self.height * self.width * self.groups,
+                "b": self.out_channels * kk, "out": self.batch * ho * wo}
 
     def matrices(self) -> dict:
-        """(height, width) of the matrices 2-D tiles cover in memory: each channel's image of
-        the input and output as stored (NCHW; the MAC tiles the im2col view it builds from
-        them), and per group the weights as the MAC multiplies them (C / groups * kh * kw,
-        out_channels / groups)."""
+        """(height, width) of the matrices 2-D tiles cover, per group as ``conv2d`` multiplies
+        them: the input's (pixels, C / groups), the weights' (kh * kw * C / groups,
+        out_channels / groups); the output's (pixels, out_channels)."""
         ho, wo, kk = self._out
-        return {"a": (self.height, self.width),
-                "b": (self.in_channels // self.groups * kk, self.out_channels // self.groups),
-                "out": (ho, wo)}
+        cg = self.in_channels // self.groups
+        return {"a": (self.batch * self.height * self.width, cg),
+                "b": (cg * kk, self.out_channels // self.groups),
+                "out": (self.batch * ho * wo, self.out_channels)}
 
 
 @dataclass(frozen=True)
@@ -211,7 +212,7 @@ def layer_cost(op: Union[Matmul, Conv2d], mac: Union[MAC, str],
     fmts = {"a": get(chosen.get("a", mac.a_format)), "b": get(chosen.get("b", mac.b_format)),
             "out": get(chosen["out"]) if "out" in chosen else output_format(mac)}
     sizes, rows, matrices = op.sizes(), op.rows(), op.matrices()
-    channels = {"a": rows["a"], "b": rows["b"],
+    channels = {"a": rows["a"], "b": rows["b"] if isinstance(op, Matmul) else op.out_channels,
                 "out": op.n if isinstance(op, Matmul) else op.out_channels}
     memory = {name: memory_cost(fmts[name], sizes[name], level, kilobytes=kilobytes, tech=tech,
                                 channels=channels[name], rows=rows[name],

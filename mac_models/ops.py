@@ -473,10 +473,12 @@ def dot(a, b, mac: Union[MAC, str], backend: str = "auto") -> MacResult:
 def conv2d(x, w, mac: Union[MAC, str], stride=1, padding=0, dilation=1,
            groups: int = 1, backend: str = "auto") -> MacResult:
     """2-D convolution (cross-correlation, as in PyTorch) of ``x`` (N, C, H, W) with ``w``
-    (O, C / groups, kh, kw) through ``mac``, as a matmul on im2col columns: each output sums its
-    products in the order (channel, kernel row, kernel column).  A scaled format quantizes the
-    patch matrix, not ``x``: blocks run along each patch and a per-tensor scale covers the
-    pixels the patches read.  ``stride``, ``padding`` and ``dilation`` are ints or (h, w) pairs;
+    (O, C / groups, kh, kw) through ``mac``, as an NHWC implicit GEMM: each output sums its
+    products in the order (kernel row, kernel column, channel).  The operands are quantized as
+    stored tensors (see :func:`conv_layout`): a scaled format's blocks run along the channels of
+    each pixel of ``x`` and of each kernel tap of ``w``, channels zero-padded to the block size
+    (the padding's zero products are added but not counted in ``macs``), and a per-tensor scale
+    covers all of ``x``.  ``stride``, ``padding`` and ``dilation`` are ints or (h, w) pairs;
     zero padding.  ``backend``: see :func:`matmul`."""
     mac = _mac(mac)
     x_in, w_in = as_real_array(x, "x"), as_real_array(w, "w")   # ml_dtypes arrays before the GPU
@@ -484,9 +486,8 @@ def conv2d(x, w, mac: Union[MAC, str], stride=1, padding=0, dilation=1,
     if x.ndim != 4 or w.ndim != 4:
         raise ValueError(f"conv2d takes x (N, C, H, W) and w (O, C/groups, kh, kw), got shapes "
                          f"{x.shape} and {w.shape}")
-    sh, sw = pair_arg(stride, "stride", 1)
-    ph, pw = pair_arg(padding, "padding", 0)
-    dh, dw = pair_arg(dilation, "dilation", 1)
+    geometry = (w.shape[2:], pair_arg(stride, "stride", 1), pair_arg(padding, "padding", 0),
+                pair_arg(dilation, "dilation", 1))
     nb, c, h, wd = x.shape
     o, cg, kh, kw = w.shape
     if isinstance(groups, bool) or not isinstance(groups, (int, np.integer)) or groups < 1:
@@ -494,23 +495,31 @@ def conv2d(x, w, mac: Union[MAC, str], stride=1, padding=0, dilation=1,
     if c % groups or o % groups or c // groups != cg:
         raise ValueError(f"channels do not match: x has {c}, w expects {cg} per group with "
                          f"groups={groups} and {o} outputs (both must divide by groups)")
-    ho, wo = conv_output_size((h, wd), (kh, kw), (sh, sw), (ph, pw), (dh, dw))
+    ho, wo = conv_output_size((h, wd), *geometry)
     if ho < 1 or wo < 1:
+        (dh, dw), (ph, pw) = geometry[3], geometry[2]
         raise ValueError(f"the kernel ({kh}x{kw}, dilation {dh}x{dw}) does not fit the padded "
                          f"input ({h + 2 * ph}x{wd + 2 * pw})")
-    exact = gpu.as_float64(launch, x) if x.dtype.kind == "f" else x      # integers stay so
-    cols = im2col(exact, (kh, kw), (sh, sw), (ph, pw), (dh, dw))
     xp = gpu.array_module(launch)
+    exact = gpu.as_float64(launch, x) if x.dtype.kind == "f" else x      # integers stay so
+    block = conv_block(mac.a_format, mac.b_format, cg)
+    xs, ws = conv_layout(exact, w, groups, block)
+    taps = xp.asarray(_tap_rows((nb, h, wd), *geometry))
+    quantize = not isinstance(mac.accumulator, QuireAccumulator) and xs[0].size and ws[0].size
+    opas = _slice_operands(xs, mac.a_format, 1, launch) \
+        if quantize and isinstance(mac.a_format, ScaledFormat) else [None] * groups
+    opbs = _slice_operands(ws, mac.b_format, 0, launch) \
+        if quantize and isinstance(mac.b_format, ScaledFormat) else [None] * groups
     total = MacResult(xp.empty((nb, o, ho, wo)), max_abs_partial=-np.inf)
     og = o // groups
 
     def nchw(rows):                        # a group's (N * Ho * Wo, og) results as (N, og, Ho, Wo)
         return rows.reshape(nb, ho, wo, og).transpose(0, 3, 1, 2)
 
-    a = [cols[:, :, :, g * cg:(g + 1) * cg].reshape(nb * ho * wo, cg * kh * kw)
-         for g in range(groups)]
-    b = [w[g * og:(g + 1) * og].reshape(og, cg * kh * kw).T for g in range(groups)]
-    for g, r in enumerate(_products(a, b, mac, launch)):
+    for g in range(groups):
+        pa = None if opas[g] is None else _patches(opas[g], taps, mac.a_format)
+        a = _gather(xs[g], taps) if pa is None else pa.values
+        r = _matmul2d(a, ws[g], mac, g, launch, pa, opbs[g])
         outputs = slice(g * og, (g + 1) * og)
         total.values[:, outputs] = nchw(r.values)
         if r.integers is not None:          # the same MAC in every group: all or none
@@ -518,26 +527,90 @@ def conv2d(x, w, mac: Union[MAC, str], stride=1, padding=0, dilation=1,
                 total.integers = xp.empty(total.values.shape, dtype=np.int64)
             total.integers[:, outputs] = nchw(r.integers)
         total._merge(r)
+    total.macs = nb * o * ho * wo * cg * kh * kw        # padded channels' products not counted
     return _to_caller(launch, total, (x_in, w_in))
 
 
-def im2col(x: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int],
-           padding: tuple[int, int], dilation: tuple[int, int]) -> np.ndarray:
-    """The patches of ``x`` (N, C, H, W) a convolution multiplies, as (N, Ho, Wo, C, kh, kw)
-    (zero padding; integers in x's dtype, floats as float64; CuPy for CuPy ``x``)."""
-    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = kernel, stride, padding, dilation
-    nb, c, h, wd = x.shape
-    ho, wo = conv_output_size((h, wd), kernel, stride, padding, dilation)
+def _k_block(fmt, k_axis: int, channels: int) -> Union[int, None]:
+    """The block length along a conv operand's channels (``k_axis`` 1: x, 0: w) of ``fmt``: an
+    int group, a tile's side along K, or, for x, all ``channels`` when the scale is per pixel
+    ("channel"); None for scalar formats and scales that do not run along K."""
+    if not isinstance(fmt, ScaledFormat):
+        return None
+    if isinstance(fmt.group, int):
+        return fmt.group
+    if isinstance(fmt.group, tuple):
+        return fmt.group[k_axis]
+    if fmt.group == "channel" and k_axis == 1 and channels:
+        return channels
+    return None
+
+
+def conv_block(a_format, b_format, channels: int) -> int:
+    """The block length that :func:`conv2d` pads each pixel's and kernel tap's ``channels``
+    (C / groups) to: the block along the channels of the input's or the weight's scaled format
+    (see :func:`_k_block`), 1 where neither has one.  Formats are objects or names."""
+    a_format, b_format = get(a_format), get(b_format)
+    blocks = {b for b in (_k_block(a_format, 1, channels), _k_block(b_format, 0, channels)) if b}
+    if len(blocks) > 1:
+        raise ValueError(f"{a_format.name} and {b_format.name} have different blocks along a "
+                         f"conv's {channels} channels ({' and '.join(map(str, sorted(blocks)))});"
+                         f" a MAC needs them equal")
+    return blocks.pop() if blocks else 1
+
+
+def conv_layout(x: np.ndarray, w: np.ndarray, groups: int, block: int) -> tuple[list, list]:
+    """The operands of :func:`conv2d` as stored, per group: ``x`` (N, C, H, W) as (N·H·W, Cp)
+    matrices, a row per pixel (NHWC order), and ``w`` (O, C / groups, kh, kw) as
+    (kh·kw·Cp, O / groups) matrices, a row per (kernel row, kernel column, channel); Cp is
+    C / groups zero-padded to a multiple of ``block``.  Arrays keep their module and dtype."""
     xp = gpu.cupy_module() if gpu.is_device_array(x) else np
-    dtype = x.dtype if x.dtype.kind in "iu" else np.float64
-    padded = xp.pad(xp.asarray(x, dtype=dtype), ((0, 0), (0, 0), (ph, ph), (pw, pw)))
-    cols = xp.empty((nb, ho, wo, c, kh, kw), dtype=dtype)
-    for i in range(kh):
-        for j in range(kw):
-            cols[:, :, :, :, i, j] = padded[:, :, i * dh:i * dh + sh * (ho - 1) + 1:sh,
-                                            j * dw:j * dw + sw * (wo - 1) + 1:sw
-                                            ].transpose(0, 2, 3, 1)
-    return cols
+    nb, c, h, wd = x.shape
+    o, cg, kh, kw = w.shape
+    pad, og = -(-cg // block) * block - cg, o // groups
+    xs, ws = [], []
+    for g in range(groups):
+        xg = x[:, g * cg:(g + 1) * cg].transpose(0, 2, 3, 1).reshape(nb * h * wd, cg)
+        wg = w[g * og:(g + 1) * og].transpose(2, 3, 1, 0)            # (kh, kw, cg, og)
+        xs.append(xp.ascontiguousarray(xp.pad(xg, ((0, 0), (0, pad)))))
+        ws.append(xp.ascontiguousarray(xp.pad(wg, ((0, 0), (0, 0), (0, pad), (0, 0)))
+                                       .reshape(kh * kw * (cg + pad), og)))
+    return xs, ws
+
+
+def _tap_rows(shape: tuple[int, int, int], kernel: tuple[int, int], stride: tuple[int, int],
+              padding: tuple[int, int], dilation: tuple[int, int]) -> np.ndarray:
+    """(N·Ho·Wo, kh·kw) rows of :func:`conv_layout`'s pixel matrix, for an input of ``shape``
+    (N, H, W), that each output's kernel taps read, kernel row major; N·H·W (one past the last
+    pixel) for taps in the zero padding."""
+    nb, h, wd = shape
+    ho, wo = conv_output_size((h, wd), kernel, stride, padding, dilation)
+    y = (np.arange(ho) * stride[0] - padding[0])[:, None] + np.arange(kernel[0]) * dilation[0]
+    z = (np.arange(wo) * stride[1] - padding[1])[:, None] + np.arange(kernel[1]) * dilation[1]
+    y, z = y[:, None, :, None], z[None, :, None, :]               # (Ho, Wo, kh, kw)
+    inside = (y >= 0) & (y < h) & (z >= 0) & (z < wd)
+    rows = (np.arange(nb) * h * wd)[:, None, None, None, None] + y * wd + z
+    return np.where(inside, rows, nb * h * wd).reshape(nb * ho * wo, kernel[0] * kernel[1])
+
+
+def _gather(pixels: np.ndarray, taps: np.ndarray, fill: float = 0.0) -> np.ndarray:
+    """Rows ``taps`` (see :func:`_tap_rows`) of ``pixels`` (N·H·W, n) side by side, as
+    (N·Ho·Wo, kh·kw·n); the padding's rows are ``fill``."""
+    xp = gpu.cupy_module() if gpu.is_device_array(pixels) else np
+    extra = xp.full((1, pixels.shape[1]), fill, dtype=pixels.dtype)
+    return xp.concatenate([pixels, extra])[taps].reshape(taps.shape[0],
+                                                         taps.shape[1] * pixels.shape[1])
+
+
+def _patches(op: _Operand, taps: np.ndarray, fmt: ScaledFormat) -> _Operand:
+    """The quantized pixel matrix ``op`` of conv2d's input gathered into patches as the MAC's A
+    operand: values and block scales per tap (padding: zeros of scale 1); a scale per pixel
+    ("channel") becomes a block of the pixel's channels; one scale per tensor stays one."""
+    values = _gather(op.values, taps)
+    if fmt.group == "tensor":
+        return _Operand(values, op.scales[:1, :1], None, op.tensor_scale, op.clipped)
+    k_group = op.k_group or op.values.shape[1]
+    return _Operand(values, _gather(op.scales, taps, 1.0), k_group, op.tensor_scale, op.clipped)
 
 
 def beyond_range(x: np.ndarray, fmt) -> int:

@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import replace
-from typing import Iterable, Union
+from typing import Callable, Iterable, Union
 
 import numpy as np
 import pandas as pd
@@ -47,7 +47,7 @@ import formats
 import mac_models as mm
 from mac_models.layers import output_format
 from mac_models.memory import pj_per_bit
-from mac_models.ops import beyond_range, im2col, pair_arg, quantized_slices
+from mac_models.ops import beyond_range, conv_block, conv_layout, quantized_slices
 from mac_models.technology import technology
 
 from . import metrics
@@ -77,13 +77,15 @@ ELEMENTWISE = {"relu": lambda x, shape, attrs: np.maximum(x, 0.0),
                "identity": lambda x, shape, attrs: x}
 
 
-def _operand_rows(refs: list, useds: list, fmt, k_axis: int, cfg: Config) -> dict:
+def _operand_rows(refs: list, useds: list, fmt, k_axis: int, cfg: Config,
+                  part: Callable = lambda m: m) -> dict:
     """Quantization error of 2-D operand pieces as the MAC multiplies them: ``refs`` the
     captured values, ``useds`` what was handed to the MAC (``refs`` rounded with the config's
-    rounding when it is not nearest even; the format is then scalar)."""
-    ref = np.concatenate([r.ravel() for r in refs])
+    rounding when it is not nearest even; the format is then scalar); ``part`` selects the
+    elements of a piece that are the operand's (a conv's padded channels are not)."""
+    ref = np.concatenate([part(r).ravel() for r in refs])
     got, clipped = quantized_slices(useds, fmt, k_axis)
-    got = np.concatenate([q.ravel() for q in got])
+    got = np.concatenate([part(q).ravel() for q in got])
     if cfg.rounding != "nearest_even":             # u is already inside the range: count on r
         clipped = sum(beyond_range(r, fmt) for r in refs)
     return {**metrics.error_metrics(ref, got), "max_ulp_error": metrics.max_ulp_error(ref, got,
@@ -145,21 +147,18 @@ def _run_mac_op(op: Op, cfg: Config, x: Union[np.ndarray, None], tech, level) ->
         conv = mm.Conv2d(x.shape[0], x.shape[1], x.shape[2], x.shape[3], w.shape[0],
                          tuple(w.shape[2:]), at.get("stride", 1), at.get("padding", 0),
                          at.get("dilation", 1), at.get("groups", 1))
-        geometry = (tuple(w.shape[2:]), pair_arg(conv.stride, "stride", 1),
-                    pair_arg(conv.padding, "padding", 0), pair_arg(conv.dilation, "dilation", 1))
         g, cg, og = conv.groups, w.shape[1], w.shape[0] // conv.groups
-        k = cg * w.shape[2] * w.shape[3]
+        block = conv_block(a_fmt, w_fmt, cg)
 
-        def a_parts(v):
-            cols = im2col(v, *geometry)
-            return [cols[:, :, :, i * cg:(i + 1) * cg].reshape(-1, k) for i in range(g)]
+        def x_part(m):                       # a pixel matrix without its padded channels
+            return m[:, :cg]
 
-        def b_parts(v):
-            return [v[i * og:(i + 1) * og].reshape(og, -1).T for i in range(g)]
+        def w_part(m):                       # a tap-major weight matrix without them
+            return m.reshape(w.shape[2] * w.shape[3], -1, og)[:, :cg]
 
-        ra, rb = a_parts(x), b_parts(w)
-        rows = [{"role": "input", **_operand_rows(ra, a_parts(xu), a_fmt, 1, cfg)},
-                {"role": "weight", **_operand_rows(rb, b_parts(wu), w_fmt, 0, cfg)}]
+        (xs, ws), (xus, wus) = conv_layout(x, w, g, block), conv_layout(xu, wu, g, block)
+        rows = [{"role": "input", **_operand_rows(xs, xus, a_fmt, 1, cfg, x_part)},
+                {"role": "weight", **_operand_rows(ws, wus, w_fmt, 0, cfg, w_part)}]
         r = mm.conv2d(xu, wu, mac, conv.stride, conv.padding, conv.dilation, conv.groups)
         y = r.values
         shape = conv

@@ -669,6 +669,24 @@ def test_conv2d_shape_against_hand_formula():
     assert op2.dot_length == 2 * 15 and op2.macs == 3 * 5 * 8 * 30
 
 
+def test_conv2d_block_scales_run_along_channels():
+    """conv2d stores its operands NHWC with blocks along channels: 40 channels in blocks of 32
+    are two blocks (the second short) for each of the 2 * 4 * 4 input pixels, for each of the
+    8 * 9 kernel taps, and, for the 8 output channels, each of the 2 * 2 * 2 output pixels."""
+    op = Conv2d(2, 40, 4, 4, 8, kernel=3)
+    assert op.rows() == {"a": 32, "b": 72, "out": 8}
+    lc = layer_cost(op, MAC("mxfp8_e4m3", accumulator=FloatAccumulator("fp32")),
+                    formats={"out": "mxfp8_e4m3"})
+    assert lc.memory["a"].bits == 2 * 40 * 16 * 8 + 32 * 2 * 8
+    assert lc.memory["b"].bits == 8 * 40 * 9 * 8 + 72 * 2 * 8
+    assert lc.memory["out"].bits == 2 * 8 * 4 * 8 + 8 * 1 * 8
+    # per-channel scales: one per input pixel (per group), one per output channel of weights
+    lc = layer_cost(Conv2d(2, 40, 4, 4, 8, kernel=3, groups=2), "int8->int32",
+                    formats={"a": "int8_channel", "b": "int8_channel"})
+    assert lc.memory["a"].bits == 2 * 40 * 16 * 8 + 2 * 16 * 2 * 32
+    assert lc.memory["b"].bits == 8 * 20 * 9 * 8 + 8 * 32
+
+
 def test_layer_cost_is_compute_plus_memory():
     op = Conv2d(2, 6, 10, 10, 4, kernel=3, stride=2, padding=1, groups=2)
     lc = layer_cost(op, "int8->int32")
@@ -865,12 +883,12 @@ def test_2d_tiles_take_one_scale_per_tile():
     assert memory_cost("fp8_e4m3_128x128", 32768, rows=128).bits == 32768 * 8 + 2 * 32
     assert memory_cost("fp8_e4m3_128x128", 3 * 200 * 300, matrix=(200, 300)).bits == \
         3 * 200 * 300 * 8 + 3 * 2 * 3 * 32
-    # a grouped conv: 2 groups of (4/2 * 3 * 3 = 18) x (8/2 = 4) weights, one tile each;
-    # 2 * 4 input images of 10 x 10, one tile each
+    # a grouped conv: 2 groups of (4/2 * 3 * 3 = 18) x (8/2 = 4) weights, one tile each; the
+    # input stored NHWC, 2 groups of (2 * 10 * 10 = 200 pixels) x (4/2 channels), 2 tiles each
     conv = layer_cost(Conv2d(2, 4, 10, 10, 8, kernel=3, groups=2), mac,
                       formats={"a": "fp8_e4m3_128x128"})
     assert conv.memory["b"].bits == 8 * 18 * 8 + 2 * 32
-    assert conv.memory["a"].bits == 2 * 4 * 100 * 8 + 8 * 32
+    assert conv.memory["a"].bits == 2 * 4 * 100 * 8 + 4 * 32
 
 
 def test_tf32_is_stored_in_32_bit_words():

@@ -241,7 +241,8 @@ def test_conv2d(gpu_engine):
     rng = np.random.default_rng(6)
     x = rng.standard_normal((2, 4, 7, 7))
     w = rng.standard_normal((6, 2, 3, 3))
-    for mac in (CUSTOM["chunks_sr"], "int8->int32", CUSTOM["aligned8x10r"]):
+    scaled = [MAC(f, accumulator=FA("fp32")) for f in ("nvfp4", "int8_channel")]
+    for mac in (CUSTOM["chunks_sr"], "int8->int32", CUSTOM["aligned8x10r"], *scaled):
         scale = 40.0 if mac == "int8->int32" else 1.0
         compare(gpu_engine, conv2d, (x * scale, w * scale), mac, f"conv2d {mac}", stride=2,
                 padding=1, groups=2)

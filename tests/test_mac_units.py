@@ -332,7 +332,9 @@ def test_conv2d_exact_equals_direct_convolution(stride, padding, dilation, group
     assert r.macs == r.values.size * 4 // groups * 9
 
 
-def test_conv2d_is_matmul_on_im2col_in_channel_row_column_order():
+def test_conv2d_is_matmul_on_patches_in_row_column_channel_order():
+    """The order of an NHWC implicit GEMM: each output adds its products kernel row by kernel
+    row, column by column, and channel by channel within a tap."""
     rng = np.random.default_rng(9)
     x = rng.standard_normal((1, 3, 5, 5))
     w = rng.standard_normal((2, 3, 3, 3))
@@ -342,9 +344,65 @@ def test_conv2d_is_matmul_on_im2col_in_channel_row_column_order():
     xp = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)))
     for y in range(5):
         for z in range(5):
-            cols[y * 5 + z] = xp[0, :, y:y + 3, z:z + 3].reshape(-1)
-    want = mm.matmul(cols, w.reshape(2, 27).T, mac).values.T.reshape(1, 2, 5, 5)
+            cols[y * 5 + z] = xp[0, :, y:y + 3, z:z + 3].transpose(1, 2, 0).reshape(-1)
+    want = mm.matmul(cols, w.transpose(0, 2, 3, 1).reshape(2, 27).T, mac).values
+    np.testing.assert_array_equal(r.values, want.T.reshape(1, 2, 5, 5))
+
+
+@pytest.mark.parametrize("fmt,channels,groups", [("mxfp8_e4m3", 40, 1), ("mxfp8_e4m3", 40, 2),
+                                                 ("mxfp6_e2m3", 64, 1), ("bfp4_16", 24, 3)])
+def test_conv2d_block_formats_quantize_the_stored_tensors(fmt, channels, groups):
+    """x is stored once, in blocks along each pixel's channels (of its group), and w in blocks
+    along the channels of each kernel tap, as fmt.quantize along the channel axis gives them;
+    a channel count that is not a multiple of the block leaves a short last block.  Integer data
+    keep every quantized value and every sum an integer below 2**24, so the fp32 MAC is exact
+    and equals a float64 convolution of the quantized tensors in any order."""
+    rng = np.random.default_rng(channels + groups)
+    x = rng.integers(-40, 41, (2, channels, 6, 5)).astype(float)
+    w = rng.integers(-40, 41, (6, channels // groups, 3, 3)).astype(float)
+    f = formats.get(fmt)
+    cg = channels // groups
+    xq = np.concatenate([f.quantize(x[:, g * cg:(g + 1) * cg], axis=1) for g in range(groups)],
+                        axis=1)
+    wq = f.quantize(w, axis=1)
+    assert not np.array_equal(xq, x) and not np.array_equal(wq, w)      # quantization bites
+    r = mm.conv2d(x, w, mm.MAC(fmt, accumulator=mm.FloatAccumulator("fp32")), stride=(1, 2),
+                  padding=1, groups=groups)
+    want = direct_conv(xq, wq, 1, 1, 1, groups)[..., ::2]
     np.testing.assert_array_equal(r.values, want)
+    assert r.macs == want.size * cg * 9                # the padded channels' products not counted
+
+
+@pytest.mark.parametrize("fmt", ["int8_tensor", "nvfp4", "int8_channel", "mxfp4"])
+def test_conv2d_quantizes_pixels_a_stride_skips(fmt):
+    """The stored input's scales cover all of it: a strided conv equals the unit-stride conv
+    sampled at the strided outputs, even when the largest pixel is one the stride skips."""
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((2, 32, 6, 6))
+    x[1, :, 1, 3] *= 1000                             # read by no output of stride 2
+    w = rng.standard_normal((3, 32, 1, 1))
+    mac = mm.MAC(fmt, accumulator=mm.FloatAccumulator("fp32"))
+    np.testing.assert_array_equal(mm.conv2d(x, w, mac, stride=2).values,
+                                  mm.conv2d(x, w, mac).values[:, :, ::2, ::2])
+
+
+@pytest.mark.parametrize("fmt", ["int8_channel", "nvfp4", "mxfp8_e4m3", "fp8_e4m3_1x128"])
+def test_a_1x1_conv2d_is_the_matmul_of_its_pixels(fmt):
+    """A 1x1 convolution is the matmul of the (pixels, channels) matrix, so a per-channel
+    format gives x a scale per pixel, as matmul gives one per row (per token)."""
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((2, 256, 3, 4)) * rng.lognormal(0, 2, (2, 1, 3, 4))
+    w = rng.standard_normal((5, 256, 1, 1))
+    mac = mm.MAC(fmt, accumulator=mm.FloatAccumulator("fp32"))
+    pixels = x.transpose(0, 2, 3, 1).reshape(-1, 256)
+    want = mm.matmul(pixels, w[:, :, 0, 0].T, mac).values.reshape(2, 3, 4, 5)
+    np.testing.assert_array_equal(mm.conv2d(x, w, mac).values, want.transpose(0, 3, 1, 2))
+
+
+def test_conv2d_refuses_unequal_blocks_along_the_channels():
+    with pytest.raises(ValueError, match="different blocks along a conv's 64 channels"):
+        mm.conv2d(np.ones((1, 64, 3, 3)), np.ones((2, 64, 3, 3)),
+                  mm.MAC("int8_channel", "mxfp8_e4m3", accumulator=mm.FloatAccumulator("fp32")))
 
 
 def test_conv2d_reads_integers_exactly_and_returns_them():

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import formats
 import mac_models as mm
 
 from simulator import digits
@@ -391,6 +392,23 @@ def test_low_precision_conv_has_error(conv_matmul_trace):
     df = replay(conv_matmul_trace, Config("fp8_e4m3", "fp8_e4m3"), "per-op")
     for op in ("conv_g2", "conv_dil", "mm"):
         assert 10 < _row(df, op, "output")["sqnr_db"] < 60
+
+
+def test_conv_operand_rows_measure_the_stored_tensors(conv_matmul_trace):
+    """With a block format, a conv's input row is the error of x stored once, blocks along
+    each pixel's channels within its group (numel = x.size, not one copy per patch), and the
+    weight row that of w in blocks along each kernel tap's channels."""
+    from simulator import metrics
+    fmt = formats.get("mxfp8_e4m3")
+    df = replay(conv_matmul_trace, Config("mxfp8_e4m3", "mxfp8_e4m3"), "per-op")
+    t = conv_matmul_trace.op("conv_g2").tensors
+    x, w = (np.asarray(t[k], dtype=np.float64) for k in ("input", "weight"))
+    xq = np.concatenate([fmt.quantize(x[:, :2], axis=1), fmt.quantize(x[:, 2:], axis=1)], axis=1)
+    for role, ref, got in (("input", x, xq), ("weight", w, fmt.quantize(w, axis=1))):
+        row = _row(df, "conv_g2", role)
+        assert row["numel"] == ref.size
+        want = metrics.error_metrics(ref.ravel(), got.ravel())
+        assert row["sqnr_db"] == want["sqnr_db"] and row["mse"] == want["mse"], role
 
 
 # --- gradients -----------------------------------------------------------------------------
