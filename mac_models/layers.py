@@ -20,7 +20,7 @@ from .accumulators import IntAccumulator
 from .costs import as_mac, cost
 from .mac import MAC, element_format
 from .memory import MemoryCost, memory_cost
-from .ops import conv_output_size, pair_arg
+from .ops import conv_block, conv_output_size, pair_arg
 from .technology import TechLike
 
 
@@ -132,14 +132,24 @@ class Conv2d:
                 "b": self.out_channels * kk, "out": self.batch * ho * wo}
 
     def matrices(self) -> dict:
-        """(height, width) of the matrices 2-D tiles cover, per group as ``conv2d`` multiplies
-        them: the input's (pixels, C / groups), the weights' (kh * kw * C / groups,
-        out_channels / groups); the output's (pixels, out_channels)."""
+        """(height, width) of the matrices 2-D tiles cover, as ``conv2d`` stores them: per
+        group the input's (pixels, C / groups), per group and kernel tap the weights'
+        (C / groups, out_channels / groups) (each tap's channels are padded on their own), the
+        output's (pixels, out_channels)."""
         ho, wo, kk = self._out
         cg = self.in_channels // self.groups
         return {"a": (self.batch * self.height * self.width, cg),
-                "b": (cg * kk, self.out_channels // self.groups),
+                "b": (cg, self.out_channels // self.groups),
                 "out": (self.batch * ho * wo, self.out_channels)}
+
+    def padded_dot_length(self, mac: Union[MAC, str]) -> int:
+        """Products per output as :func:`mac_models.conv2d` runs them through ``mac`` (a MAC
+        or a preset name): each kernel tap's C / groups channels zero-padded to the block along
+        them (:func:`mac_models.ops.conv_block`)."""
+        mac = as_mac(mac)
+        cg = self.in_channels // self.groups
+        block = conv_block(mac.a_format, mac.b_format, cg)
+        return self._out[2] * -(-cg // block) * block
 
 
 @dataclass(frozen=True)
@@ -198,7 +208,10 @@ def layer_cost(op: Union[Matmul, Conv2d], mac: Union[MAC, str],
     ``formats`` may name the stored format of ``"a"`` (activations / input), ``"b"`` (weights)
     and ``"out"``; block scales are counted per row (see ``Matmul.rows``, ``Conv2d.rows``), 2-D
     tiles per tile of each matrix (``Matmul.matrices``, ``Conv2d.matrices``), per-channel scales
-    once per row of A, column of B or output channel."""
+    once per row of A (a conv's input pixel), column of B or output channel.  A conv's compute
+    is charged for the products ``conv2d`` runs, padded channels included
+    (``Conv2d.padded_dot_length``); ``macs`` counts the real ones.  A per-pixel input scale
+    is charged as one output scale, not as a block-scale step per kernel tap."""
     mac = as_mac(mac)
     if not isinstance(op, (Matmul, Conv2d)):
         raise TypeError(f"op must be a Matmul or a Conv2d, got {op!r}")
@@ -218,5 +231,10 @@ def layer_cost(op: Union[Matmul, Conv2d], mac: Union[MAC, str],
                                 channels=channels[name], rows=rows[name],
                                 matrix=matrices[name])
               for name in ("a", "b", "out")}
-    unit = cost(mac, tech, k=op.dot_length)
-    return LayerCost(op, mac.name, op.macs, op.macs * unit.energy_pj, memory, unit.area_um2)
+    if isinstance(op, Matmul):
+        unit = cost(mac, tech, k=op.dot_length)
+        return LayerCost(op, mac.name, op.macs, op.macs * unit.energy_pj, memory, unit.area_um2)
+    k = op.padded_dot_length(mac)             # the unit also multiplies the padding's zeros
+    unit = cost(mac, tech, k=k)
+    return LayerCost(op, mac.name, op.macs, op.macs // op.dot_length * k * unit.energy_pj,
+                     memory, unit.area_um2)

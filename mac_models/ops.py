@@ -503,6 +503,12 @@ def conv2d(x, w, mac: Union[MAC, str], stride=1, padding=0, dilation=1,
     xp = gpu.array_module(launch)
     exact = gpu.as_float64(launch, x) if x.dtype.kind == "f" else x      # integers stay so
     block = conv_block(mac.a_format, mac.b_format, cg)
+    per_pixel = isinstance(mac.a_format, ScaledFormat) and mac.a_format.group == "channel"
+    if per_pixel and cg and mac.promote_every and mac.promote_every % cg:
+        raise ValueError(f"{mac.a_format.name} gives each input pixel one scale over its {cg} "
+                         f"channels, so a conv's products are scaled in blocks of {cg} (a "
+                         f"kernel tap): promote_every={mac.promote_every} must be a multiple "
+                         f"of {cg}")
     xs, ws = conv_layout(exact, w, groups, block)
     taps = xp.asarray(_tap_rows((nb, h, wd), *geometry))
     quantize = not isinstance(mac.accumulator, QuireAccumulator) and xs[0].size and ws[0].size

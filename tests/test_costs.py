@@ -687,6 +687,20 @@ def test_conv2d_block_scales_run_along_channels():
     assert lc.memory["b"].bits == 8 * 20 * 9 * 8 + 8 * 32
 
 
+def test_conv2d_compute_is_charged_for_padded_channels():
+    """40 channels in blocks of 32 run as 9 taps of 64 products, 18 block-scale steps per
+    output: the unit's energy at k = 576 for each of them, while macs counts the 360 real
+    products of each of the 2 * 8 * 2 * 2 outputs."""
+    mac = MAC("mxfp8_e4m3", accumulator=FloatAccumulator("fp32"))
+    op = Conv2d(2, 40, 4, 4, 8, kernel=3)
+    assert op.padded_dot_length(mac) == 576 and op.dot_length == 360
+    lc = layer_cost(op, mac)
+    assert lc.macs == 64 * 360
+    assert lc.compute_pj == pytest.approx(64 * 576 * cost(mac, k=576).energy_pj, rel=EXACT)
+    assert Conv2d(2, 64, 4, 4, 8, kernel=3).padded_dot_length(mac) == 576
+    assert Conv2d(2, 40, 4, 4, 8, kernel=3).padded_dot_length("int8->int32") == 360
+
+
 def test_layer_cost_is_compute_plus_memory():
     op = Conv2d(2, 6, 10, 10, 4, kernel=3, stride=2, padding=1, groups=2)
     lc = layer_cost(op, "int8->int32")
@@ -883,11 +897,12 @@ def test_2d_tiles_take_one_scale_per_tile():
     assert memory_cost("fp8_e4m3_128x128", 32768, rows=128).bits == 32768 * 8 + 2 * 32
     assert memory_cost("fp8_e4m3_128x128", 3 * 200 * 300, matrix=(200, 300)).bits == \
         3 * 200 * 300 * 8 + 3 * 2 * 3 * 32
-    # a grouped conv: 2 groups of (4/2 * 3 * 3 = 18) x (8/2 = 4) weights, one tile each; the
-    # input stored NHWC, 2 groups of (2 * 10 * 10 = 200 pixels) x (4/2 channels), 2 tiles each
+    # a grouped conv: 2 groups of 3 * 3 kernel taps, each tap's (4/2 channels) x (8/2) weights
+    # padded to a tile of their own (as conv2d stores them), 18 tiles; the input stored NHWC,
+    # 2 groups of (2 * 10 * 10 = 200 pixels) x (4/2 channels), 2 tiles each
     conv = layer_cost(Conv2d(2, 4, 10, 10, 8, kernel=3, groups=2), mac,
                       formats={"a": "fp8_e4m3_128x128"})
-    assert conv.memory["b"].bits == 8 * 18 * 8 + 2 * 32
+    assert conv.memory["b"].bits == 8 * 18 * 8 + 18 * 32
     assert conv.memory["a"].bits == 2 * 4 * 100 * 8 + 4 * 32
 
 

@@ -399,6 +399,37 @@ def test_a_1x1_conv2d_is_the_matmul_of_its_pixels(fmt):
     np.testing.assert_array_equal(mm.conv2d(x, w, mac).values, want.transpose(0, 3, 1, 2))
 
 
+def test_conv2d_promotes_per_pixel_scales_at_kernel_taps():
+    """A per-pixel input scale changes at each kernel tap, so promotion must fall on the taps.
+    With promote_every a multiple of the 3 channels, each tap's integer sum times the pixel's
+    and the output channel's scales is added into fp32 with one rounding (MPFR); another
+    promote_every is refused."""
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((1, 3, 4, 4))
+    w = rng.standard_normal((2, 3, 2, 2))
+    mac = mm.MAC("int8_channel", accumulator=mm.IntAccumulator(32), promote_every=6)
+    r = mm.conv2d(x, w, mac)
+    f = formats.get("int8_channel")
+    sx = f.encode(x[0].transpose(1, 2, 0).reshape(16, 3), axis=0)      # a scale per pixel
+    sw = f.encode(w.transpose(2, 3, 1, 0).reshape(12, 2), axis=1)      # per output channel
+    ex, ew = f.element.decode(sx.elements), f.element.decode(sw.elements)
+    px, pw = f.scale.decode(sx.scales)[:, 0], f.scale.decode(sw.scales)[0]
+    for o in range(2):
+        for y in range(3):
+            for z in range(3):
+                acc = Fraction(0)
+                for i in range(2):
+                    for j in range(2):
+                        p, t = (y + i) * 4 + z + j, (i * 2 + j) * 3
+                        tap = sum(int(ex[p, c]) * int(ew[t + c, o]) for c in range(3))
+                        acc = Fraction(to_fp32(acc + tap * Fraction(px[p]) * Fraction(pw[o])))
+                assert r.values[0, o, y, z] == acc
+    assert r.macs == 2 * 9 * 12
+    with pytest.raises(ValueError, match="one scale over its 3 channels.*promote_every=64"):
+        mm.conv2d(x, w, mm.MAC("int8_channel", accumulator=mm.IntAccumulator(32),
+                               promote_every=64))
+
+
 def test_conv2d_refuses_unequal_blocks_along_the_channels():
     with pytest.raises(ValueError, match="different blocks along a conv's 64 channels"):
         mm.conv2d(np.ones((1, 64, 3, 3)), np.ones((2, 64, 3, 3)),
