@@ -20,7 +20,7 @@ from .accumulators import IntAccumulator
 from .costs import as_mac, cost
 from .mac import MAC, element_format
 from .memory import MemoryCost, memory_cost
-from .ops import conv_block, conv_output_size, pair_arg
+from .ops import conv_block, conv_input_whole, conv_output_size, pair_arg
 from .technology import TechLike
 
 
@@ -123,24 +123,32 @@ class Conv2d:
                 "b": self.out_channels * self.in_channels // self.groups * kk,
                 "out": self.batch * self.out_channels * ho * wo}
 
-    def rows(self) -> dict:
+    def rows(self, a_format=None) -> dict:
         """Rows along which block scales run, as :func:`mac_models.conv2d` stores the operands
-        (NHWC): each input pixel's C / groups channels of a group, each kernel tap's C / groups
-        channels of an output channel's weights, each output pixel's channels."""
+        (NHWC): each input pixel's C / groups channels of a group (all C channels where the
+        input's format ``a_format`` is read over all channels, see
+        :func:`mac_models.ops.conv_input_whole`), each kernel tap's C / groups channels of an
+        output channel's weights, each output pixel's channels."""
         ho, wo, kk = self._out
-        return {"a": self.batch * self.height * self.width * self.groups,
+        pixels = self.batch * self.height * self.width
+        return {"a": pixels * (1 if self._whole_input(a_format) else self.groups),
                 "b": self.out_channels * kk, "out": self.batch * ho * wo}
 
-    def matrices(self) -> dict:
-        """(height, width) of the matrices 2-D tiles cover, as ``conv2d`` stores them: per
-        group the input's (pixels, C / groups), per group and kernel tap the weights'
-        (C / groups, out_channels / groups) (each tap's channels are padded on their own), the
-        output's (pixels, out_channels)."""
+    def matrices(self, a_format=None) -> dict:
+        """(height, width) of the matrices 2-D tiles cover, as ``conv2d`` stores them: the
+        input's (pixels, C / groups) per group (or (pixels, C), see :meth:`rows`), per group
+        and kernel tap the weights' (C / groups, out_channels / groups) (each tap's channels
+        are padded on their own), the output's (pixels, out_channels)."""
         ho, wo, kk = self._out
         cg = self.in_channels // self.groups
-        return {"a": (self.batch * self.height * self.width, cg),
+        return {"a": (self.batch * self.height * self.width,
+                      self.in_channels if self._whole_input(a_format) else cg),
                 "b": (cg, self.out_channels // self.groups),
                 "out": (self.batch * ho * wo, self.out_channels)}
+
+    def _whole_input(self, a_format) -> bool:
+        return a_format is not None and conv_input_whole(a_format, self.in_channels,
+                                                         self.in_channels // self.groups)
 
     def padded_dot_length(self, mac: Union[MAC, str]) -> int:
         """Products per output as :func:`mac_models.conv2d` runs them through ``mac`` (a MAC
@@ -224,7 +232,10 @@ def layer_cost(op: Union[Matmul, Conv2d], mac: Union[MAC, str],
         raise ValueError(f"formats takes the keys 'a', 'b' and 'out', got {sorted(unknown)}")
     fmts = {"a": get(chosen.get("a", mac.a_format)), "b": get(chosen.get("b", mac.b_format)),
             "out": get(chosen["out"]) if "out" in chosen else output_format(mac)}
-    sizes, rows, matrices = op.sizes(), op.rows(), op.matrices()
+    if isinstance(op, Matmul):
+        sizes, rows, matrices = op.sizes(), op.rows(), op.matrices()
+    else:
+        sizes, rows, matrices = op.sizes(), op.rows(fmts["a"]), op.matrices(fmts["a"])
     channels = {"a": rows["a"], "b": rows["b"] if isinstance(op, Matmul) else op.out_channels,
                 "out": op.n if isinstance(op, Matmul) else op.out_channels}
     memory = {name: memory_cost(fmts[name], sizes[name], level, kilobytes=kilobytes, tech=tech,

@@ -476,9 +476,10 @@ def conv2d(x, w, mac: Union[MAC, str], stride=1, padding=0, dilation=1,
     (O, C / groups, kh, kw) through ``mac``, as an NHWC implicit GEMM: each output sums its
     products in the order (kernel row, kernel column, channel).  The operands are quantized as
     stored tensors (see :func:`conv_layout`): a scaled format's blocks run along the channels of
-    each pixel of ``x`` and of each kernel tap of ``w``, channels zero-padded to the block size
-    (the padding's zero products are added but not counted in ``macs``), and a per-tensor scale
-    covers all of ``x``.  ``stride``, ``padding`` and ``dilation`` are ints or (h, w) pairs;
+    each pixel of ``x`` (of its group, or all of them: :func:`conv_input_whole`) and of each
+    kernel tap of ``w``, channels zero-padded to the block size (the padding's zero products
+    are added but not counted in ``macs``), and a per-tensor scale covers all of ``x``.
+    ``stride``, ``padding`` and ``dilation`` are ints or (h, w) pairs;
     zero padding.  ``backend``: see :func:`matmul`."""
     mac = _mac(mac)
     x_in, w_in = as_real_array(x, "x"), as_real_array(w, "w")   # ml_dtypes arrays before the GPU
@@ -505,15 +506,19 @@ def conv2d(x, w, mac: Union[MAC, str], stride=1, padding=0, dilation=1,
     block = conv_block(mac.a_format, mac.b_format, cg)
     per_pixel = isinstance(mac.a_format, ScaledFormat) and mac.a_format.group == "channel"
     if per_pixel and cg and mac.promote_every and mac.promote_every % cg:
-        raise ValueError(f"{mac.a_format.name} gives each input pixel one scale over its {cg} "
-                         f"channels, so a conv's products are scaled in blocks of {cg} (a "
-                         f"kernel tap): promote_every={mac.promote_every} must be a multiple "
-                         f"of {cg}")
+        raise ValueError(f"{mac.a_format.name} gives each input pixel one scale, so a conv's "
+                         f"products are scaled kernel tap by kernel tap, in blocks of the {cg} "
+                         f"channels of a group: promote_every={mac.promote_every} must be a "
+                         f"multiple of {cg}")
     xs, ws = conv_layout(exact, w, groups, block)
     taps = xp.asarray(_tap_rows((nb, h, wd), *geometry))
     quantize = not isinstance(mac.accumulator, QuireAccumulator) and xs[0].size and ws[0].size
-    opas = _slice_operands(xs, mac.a_format, 1, launch) \
-        if quantize and isinstance(mac.a_format, ScaledFormat) else [None] * groups
+    if not quantize or not isinstance(mac.a_format, ScaledFormat):
+        opas = [None] * groups
+    elif conv_input_whole(mac.a_format, c, cg):
+        opas = _whole_input(exact, mac.a_format, groups, xs[0].shape[1], launch)
+    else:
+        opas = _slice_operands(xs, mac.a_format, 1, launch)
     opbs = _slice_operands(ws, mac.b_format, 0, launch) \
         if quantize and isinstance(mac.b_format, ScaledFormat) else [None] * groups
     total = MacResult(xp.empty((nb, o, ho, wo)), max_abs_partial=-np.inf)
@@ -563,6 +568,40 @@ def conv_block(a_format, b_format, channels: int) -> int:
                          f"conv's {channels} channels ({' and '.join(map(str, sorted(blocks)))});"
                          f" a MAC needs them equal")
     return blocks.pop() if blocks else 1
+
+
+def conv_input_whole(fmt, channels: int, group_channels: int) -> bool:
+    """Whether :func:`conv2d` quantizes its input's pixels over all ``channels`` at once, as
+    the tensor is stored, rather than group by group (``group_channels`` = C / groups each):
+    for a scale per pixel ("channel") and for blocks along the channels that hold whole groups
+    (a depthwise conv's, say).  Blocks that whole groups fill give the same either way; groups
+    that neither fill whole blocks nor fit in one are quantized group by group, each padded."""
+    fmt = get(fmt)
+    if not isinstance(fmt, ScaledFormat) or not group_channels or group_channels == channels:
+        return False
+    block = _k_block(fmt, 1, channels)
+    return fmt.group == "channel" or (block is not None and block > group_channels
+                                      and block % group_channels == 0)
+
+
+def _whole_input(x: np.ndarray, fmt: ScaledFormat, groups: int, width: int,
+                 launch=None) -> list:
+    """conv2d's operands of each group for an input ``x`` (N, C, H, W) quantized over all its
+    channels (:func:`conv_input_whole`): a group's channels, zero-padded to ``width``, under the
+    scale of the block or pixel that holds them, one block of ``width`` per kernel tap."""
+    xp = gpu.array_module(launch)
+    c = x.shape[1]
+    whole = _operand(xp.ascontiguousarray(x.transpose(0, 2, 3, 1).reshape(-1, c)), fmt, 1,
+                     launch)
+    cg, block = c // groups, whole.k_group or c
+    out = []
+    for g in range(groups):
+        values = xp.pad(whole.values[:, g * cg:(g + 1) * cg], ((0, 0), (0, width - cg)))
+        col = g * cg // block
+        out.append(_Operand(xp.ascontiguousarray(values),
+                            xp.ascontiguousarray(whole.scales[:, col:col + 1]), width,
+                            whole.tensor_scale, whole.clipped if g == 0 else 0))
+    return out
 
 
 def conv_layout(x: np.ndarray, w: np.ndarray, groups: int, block: int) -> tuple[list, list]:

@@ -47,7 +47,8 @@ import formats
 import mac_models as mm
 from mac_models.layers import output_format
 from mac_models.memory import pj_per_bit
-from mac_models.ops import beyond_range, conv_block, conv_layout, quantized_slices
+from mac_models.ops import (beyond_range, conv_block, conv_input_whole, conv_layout,
+                            quantized_slices)
 from mac_models.technology import technology
 
 from . import metrics
@@ -157,6 +158,11 @@ def _run_mac_op(op: Op, cfg: Config, x: Union[np.ndarray, None], tech, level) ->
             return m.reshape(w.shape[2] * w.shape[3], -1, og)[:, :cg]
 
         (xs, ws), (xus, wus) = conv_layout(x, w, g, block), conv_layout(xu, wu, g, block)
+        if conv_input_whole(a_fmt, x.shape[1], cg):      # quantized over all channels at once
+            xs, xus = ([v.transpose(0, 2, 3, 1).reshape(-1, x.shape[1])] for v in (x, xu))
+
+            def x_part(m):
+                return m
         rows = [{"role": "input", **_operand_rows(xs, xus, a_fmt, 1, cfg, x_part)},
                 {"role": "weight", **_operand_rows(ws, wus, w_fmt, 0, cfg, w_part)}]
         r = mm.conv2d(xu, wu, mac, conv.stride, conv.padding, conv.dilation, conv.groups)

@@ -680,11 +680,21 @@ def test_conv2d_block_scales_run_along_channels():
     assert lc.memory["a"].bits == 2 * 40 * 16 * 8 + 32 * 2 * 8
     assert lc.memory["b"].bits == 8 * 40 * 9 * 8 + 72 * 2 * 8
     assert lc.memory["out"].bits == 2 * 8 * 4 * 8 + 8 * 1 * 8
-    # per-channel scales: one per input pixel (per group), one per output channel of weights
+    # per-channel scales: one per input pixel (over all its channels), one per output channel
+    # of the weights
     lc = layer_cost(Conv2d(2, 40, 4, 4, 8, kernel=3, groups=2), "int8->int32",
                     formats={"a": "int8_channel", "b": "int8_channel"})
-    assert lc.memory["a"].bits == 2 * 40 * 16 * 8 + 2 * 16 * 2 * 32
+    assert lc.memory["a"].bits == 2 * 40 * 16 * 8 + 2 * 16 * 32
     assert lc.memory["b"].bits == 8 * 20 * 9 * 8 + 8 * 32
+    # blocks that hold whole groups run along all of a pixel's channels: a depthwise conv of
+    # 64 channels in blocks of 32 stores 2 scales per pixel (64 if blocks were per group);
+    # groups of 20 channels in blocks of 32 are stored one by one, 2 blocks per pixel each
+    mx = MAC("mxfp8_e4m3", accumulator=FloatAccumulator("fp32"))
+    depthwise = Conv2d(2, 64, 4, 4, 64, kernel=3, groups=64)
+    assert depthwise.rows("mxfp8_e4m3")["a"] == 32 and depthwise.rows()["a"] == 2048
+    assert layer_cost(depthwise, mx).memory["a"].bits == 2 * 64 * 16 * 8 + 32 * 2 * 8
+    assert layer_cost(Conv2d(2, 40, 4, 4, 8, kernel=3, groups=2), mx).memory["a"].bits == \
+        2 * 40 * 16 * 8 + 2 * 16 * 2 * 8
 
 
 def test_conv2d_compute_is_charged_for_padded_channels():
@@ -899,11 +909,11 @@ def test_2d_tiles_take_one_scale_per_tile():
         3 * 200 * 300 * 8 + 3 * 2 * 3 * 32
     # a grouped conv: 2 groups of 3 * 3 kernel taps, each tap's (4/2 channels) x (8/2) weights
     # padded to a tile of their own (as conv2d stores them), 18 tiles; the input stored NHWC,
-    # 2 groups of (2 * 10 * 10 = 200 pixels) x (4/2 channels), 2 tiles each
+    # (2 * 10 * 10 = 200 pixels) x 4 channels, tiles 128 wide holding both groups: 2 tiles
     conv = layer_cost(Conv2d(2, 4, 10, 10, 8, kernel=3, groups=2), mac,
                       formats={"a": "fp8_e4m3_128x128"})
     assert conv.memory["b"].bits == 8 * 18 * 8 + 18 * 32
-    assert conv.memory["a"].bits == 2 * 4 * 100 * 8 + 4 * 32
+    assert conv.memory["a"].bits == 2 * 4 * 100 * 8 + 2 * 32
 
 
 def test_tf32_is_stored_in_32_bit_words():

@@ -246,6 +246,10 @@ def test_conv2d(gpu_engine):
         scale = 40.0 if mac == "int8->int32" else 1.0
         compare(gpu_engine, conv2d, (x * scale, w * scale), mac, f"conv2d {mac}", stride=2,
                 padding=1, groups=2)
+    x6, w6 = rng.standard_normal((1, 6, 5, 5)), rng.standard_normal((4, 3, 3, 3))
+    for mac in scaled:      # 3 channels a group: nvfp4 stores each group on its own, padded
+        compare(gpu_engine, conv2d, (x6, w6), mac, f"conv2d {mac}, 3 per group", padding=1,
+                groups=2)
 
 
 def test_empty_operands(gpu_engine):

@@ -350,11 +350,13 @@ def test_conv2d_is_matmul_on_patches_in_row_column_channel_order():
 
 
 @pytest.mark.parametrize("fmt,channels,groups", [("mxfp8_e4m3", 40, 1), ("mxfp8_e4m3", 40, 2),
-                                                 ("mxfp6_e2m3", 64, 1), ("bfp4_16", 24, 3)])
+                                                 ("mxfp6_e2m3", 64, 1), ("bfp4_16", 36, 3)])
 def test_conv2d_block_formats_quantize_the_stored_tensors(fmt, channels, groups):
-    """x is stored once, in blocks along each pixel's channels (of its group), and w in blocks
-    along the channels of each kernel tap, as fmt.quantize along the channel axis gives them;
-    a channel count that is not a multiple of the block leaves a short last block.  Integer data
+    """x is stored once, in blocks along each pixel's channels, and w in blocks along the
+    channels of each kernel tap, as fmt.quantize along the channel axis gives them; a channel
+    count that is not a multiple of the block leaves a short last block.  Groups that neither
+    fill whole blocks nor fit in one (20 channels in blocks of 32, 12 in 16) are stored group
+    by group.  Integer data
     keep every quantized value and every sum an integer below 2**24, so the fp32 MAC is exact
     and equals a float64 convolution of the quantized tensors in any order."""
     rng = np.random.default_rng(channels + groups)
@@ -371,6 +373,38 @@ def test_conv2d_block_formats_quantize_the_stored_tensors(fmt, channels, groups)
     want = direct_conv(xq, wq, 1, 1, 1, groups)[..., ::2]
     np.testing.assert_array_equal(r.values, want)
     assert r.macs == want.size * cg * 9                # the padded channels' products not counted
+
+
+@pytest.mark.parametrize("fmt,groups", [("mxfp8_e4m3", 64), ("mxfp8_e4m3", 4),
+                                        ("mxfp6_e2m3", 2)])
+def test_conv2d_blocks_holding_whole_groups_quantize_all_channels(fmt, groups):
+    """A depthwise or grouped conv whose groups fit in a block (64 channels in blocks of 32, 1
+    or 16 per group) reads the input as stored, blocks along all of each pixel's channels; 32
+    per group fill whole blocks, the same either way.  Exact as in the test above."""
+    rng = np.random.default_rng(groups)
+    x = rng.integers(-40, 41, (2, 64, 5, 5)).astype(float)
+    w = rng.integers(-40, 41, (64, 64 // groups, 3, 3)).astype(float)
+    f = formats.get(fmt)
+    r = mm.conv2d(x, w, mm.MAC(fmt, accumulator=mm.FloatAccumulator("fp32")), padding=1,
+                  groups=groups)
+    want = direct_conv(f.quantize(x, axis=1), f.quantize(w, axis=1), 1, 1, 1, groups)
+    np.testing.assert_array_equal(r.values, want)
+    assert r.macs == want.size * 64 // groups * 9
+
+
+def test_conv2d_per_pixel_scales_span_all_channels():
+    """int8_channel gives each input pixel one scale over all its channels, not one per group:
+    group 1 holds 127 at every pixel, so the scale is 1 and group 0's integers (|x| <= 60) stay
+    exact (a scale of group 0's own would round them); weights of amax 127 per output channel
+    are exact too, and the integer sums are exact in fp32."""
+    rng = np.random.default_rng(12)
+    x = rng.integers(-60, 61, (2, 8, 4, 4)).astype(float)
+    x[:, 5] = 127
+    w = rng.integers(-127, 128, (6, 4, 3, 3)).astype(float)
+    w[:, 0, 0, 0] = 127
+    r = mm.conv2d(x, w, mm.MAC("int8_channel", accumulator=mm.FloatAccumulator("fp32")),
+                  padding=1, groups=2)
+    np.testing.assert_array_equal(r.values, direct_conv(x, w, 1, 1, 1, 2))
 
 
 @pytest.mark.parametrize("fmt", ["int8_tensor", "nvfp4", "int8_channel", "mxfp4"])
@@ -425,7 +459,7 @@ def test_conv2d_promotes_per_pixel_scales_at_kernel_taps():
                         acc = Fraction(to_fp32(acc + tap * Fraction(px[p]) * Fraction(pw[o])))
                 assert r.values[0, o, y, z] == acc
     assert r.macs == 2 * 9 * 12
-    with pytest.raises(ValueError, match="one scale over its 3 channels.*promote_every=64"):
+    with pytest.raises(ValueError, match="one scale, .* the 3 channels of a group: promote_every=64"):
         mm.conv2d(x, w, mm.MAC("int8_channel", accumulator=mm.IntAccumulator(32),
                                promote_every=64))
 

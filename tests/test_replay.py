@@ -396,19 +396,22 @@ def test_low_precision_conv_has_error(conv_matmul_trace):
 
 def test_conv_operand_rows_measure_the_stored_tensors(conv_matmul_trace):
     """With a block format, a conv's input row is the error of x stored once, blocks along
-    each pixel's channels within its group (numel = x.size, not one copy per patch), and the
-    weight row that of w in blocks along each kernel tap's channels."""
+    each pixel's channels (numel = x.size, not one copy per patch; conv_g2's two groups of 2
+    channels share a block of 32), and the weight row that of w in blocks along each kernel
+    tap's channels."""
     from simulator import metrics
     fmt = formats.get("mxfp8_e4m3")
     df = replay(conv_matmul_trace, Config("mxfp8_e4m3", "mxfp8_e4m3"), "per-op")
-    t = conv_matmul_trace.op("conv_g2").tensors
-    x, w = (np.asarray(t[k], dtype=np.float64) for k in ("input", "weight"))
-    xq = np.concatenate([fmt.quantize(x[:, :2], axis=1), fmt.quantize(x[:, 2:], axis=1)], axis=1)
-    for role, ref, got in (("input", x, xq), ("weight", w, fmt.quantize(w, axis=1))):
-        row = _row(df, "conv_g2", role)
-        assert row["numel"] == ref.size
-        want = metrics.error_metrics(ref.ravel(), got.ravel())
-        assert row["sqnr_db"] == want["sqnr_db"] and row["mse"] == want["mse"], role
+    for op in ("conv_g2", "conv_dil"):                # conv_dil: 3 channels padded to 32
+        t = conv_matmul_trace.op(op).tensors
+        for role in ("input", "weight"):
+            ref = np.asarray(t[role], dtype=np.float64)
+            got = fmt.quantize(ref, axis=1)
+            row = _row(df, op, role)
+            assert row["numel"] == ref.size
+            want = metrics.error_metrics(ref.ravel(), got.ravel())
+            for m in ("sqnr_db", "mse", "max_abs_error"):   # sums in another order: 1e-12
+                assert row[m] == pytest.approx(want[m], rel=1e-12), (op, role, m)
 
 
 # --- gradients -----------------------------------------------------------------------------
