@@ -475,7 +475,7 @@ def conv2d(x, w, mac: Union[MAC, str], stride=1, padding=0, dilation=1,
     """2-D convolution (cross-correlation, as in PyTorch) of ``x`` (N, C, H, W) with ``w``
     (O, C / groups, kh, kw) through ``mac``, as an NHWC implicit GEMM: each output sums its
     products in the order (kernel row, kernel column, channel).  The operands are quantized as
-    stored tensors (see :func:`conv_layout`): a scaled format's blocks run along the channels of
+    stored tensors (see :func:`conv_pixels`, :func:`conv_weights`): a scaled format's blocks run along the channels of
     each pixel of ``x`` (of its group, or all of them: :func:`conv_input_whole`) and of each
     kernel tap of ``w``, channels zero-padded to the block size (the padding's zero products
     are added but not counted in ``macs``), and a per-tensor scale covers all of ``x``.
@@ -510,15 +510,21 @@ def conv2d(x, w, mac: Union[MAC, str], stride=1, padding=0, dilation=1,
                          f"products are scaled kernel tap by kernel tap, in blocks of the {cg} "
                          f"channels of a group: promote_every={mac.promote_every} must be a "
                          f"multiple of {cg}")
-    xs, ws = conv_layout(exact, w, groups, block)
+    for f, k_axis, what in ((mac.a_format, 1, "input pixel"), (mac.b_format, 0, "kernel tap")):
+        stored = c if k_axis and conv_input_whole(f, c, cg) else cg
+        if _k_block(f, k_axis, cg) and not f.pad and stored % block:
+            raise ValueError(f"{f.name} does not pad (pad=False), and this conv stores {stored} "
+                             f"channels per {what}, not a multiple of its block of {block}")
+    ws = conv_weights(w, groups, block)
     taps = xp.asarray(_tap_rows((nb, h, wd), *geometry))
-    quantize = not isinstance(mac.accumulator, QuireAccumulator) and xs[0].size and ws[0].size
-    if not quantize or not isinstance(mac.a_format, ScaledFormat):
-        opas = [None] * groups
-    elif conv_input_whole(mac.a_format, c, cg):
-        opas = _whole_input(exact, mac.a_format, groups, xs[0].shape[1], launch)
+    quantize = not isinstance(mac.accumulator, QuireAccumulator) and x.size and ws[0].size
+    if quantize and conv_input_whole(mac.a_format, c, cg):
+        xs = None                                    # the quantized operands are all it needs
+        opas = _whole_input(exact, mac.a_format, groups, -(-cg // block) * block, launch)
     else:
-        opas = _slice_operands(xs, mac.a_format, 1, launch)
+        xs = conv_pixels(exact, groups, block)
+        opas = _slice_operands(xs, mac.a_format, 1, launch) \
+            if quantize and isinstance(mac.a_format, ScaledFormat) else [None] * groups
     opbs = _slice_operands(ws, mac.b_format, 0, launch) \
         if quantize and isinstance(mac.b_format, ScaledFormat) else [None] * groups
     total = MacResult(xp.empty((nb, o, ho, wo)), max_abs_partial=-np.inf)
@@ -574,14 +580,17 @@ def conv_input_whole(fmt, channels: int, group_channels: int) -> bool:
     """Whether :func:`conv2d` quantizes its input's pixels over all ``channels`` at once, as
     the tensor is stored, rather than group by group (``group_channels`` = C / groups each):
     for a scale per pixel ("channel") and for blocks along the channels that hold whole groups
-    (a depthwise conv's, say).  Blocks that whole groups fill give the same either way; groups
-    that neither fill whole blocks nor fit in one are quantized group by group, each padded."""
-    fmt = get(fmt)
-    if not isinstance(fmt, ScaledFormat) or not group_channels or group_channels == channels:
+    (no group crosses a block's edge: a depthwise conv's, say).  Blocks that whole groups fill
+    give the same either way; groups that cross blocks' edges are quantized group by group,
+    each padded."""
+    fmt, cg = get(fmt), group_channels
+    if not isinstance(fmt, ScaledFormat) or not cg or cg == channels:
         return False
     block = _k_block(fmt, 1, channels)
-    return fmt.group == "channel" or (block is not None and block > group_channels
-                                      and block % group_channels == 0)
+    if fmt.group == "channel":
+        return True
+    return block is not None and block > cg and all(
+        g * cg // block == ((g + 1) * cg - 1) // block for g in range(channels // cg))
 
 
 def _whole_input(x: np.ndarray, fmt: ScaledFormat, groups: int, width: int,
@@ -604,28 +613,35 @@ def _whole_input(x: np.ndarray, fmt: ScaledFormat, groups: int, width: int,
     return out
 
 
-def conv_layout(x: np.ndarray, w: np.ndarray, groups: int, block: int) -> tuple[list, list]:
-    """The operands of :func:`conv2d` as stored, per group: ``x`` (N, C, H, W) as (N·H·W, Cp)
-    matrices, a row per pixel (NHWC order), and ``w`` (O, C / groups, kh, kw) as
-    (kh·kw·Cp, O / groups) matrices, a row per (kernel row, kernel column, channel); Cp is
-    C / groups zero-padded to a multiple of ``block``.  Arrays keep their module and dtype."""
+def conv_pixels(x: np.ndarray, groups: int, block: int) -> list:
+    """The input ``x`` (N, C, H, W) of :func:`conv2d` as stored, per group: (N·H·W, Cp)
+    matrices, a row per pixel (NHWC order), Cp being C / groups zero-padded to a multiple of
+    ``block``.  Arrays keep their module and dtype."""
     xp = gpu.cupy_module() if gpu.is_device_array(x) else np
     nb, c, h, wd = x.shape
+    cg = c // groups
+    pad = -(-cg // block) * block - cg
+    return [xp.ascontiguousarray(xp.pad(x[:, g * cg:(g + 1) * cg].transpose(0, 2, 3, 1)
+                                        .reshape(nb * h * wd, cg), ((0, 0), (0, pad))))
+            for g in range(groups)]
+
+
+def conv_weights(w: np.ndarray, groups: int, block: int) -> list:
+    """The weights ``w`` (O, C / groups, kh, kw) of :func:`conv2d` as stored, per group:
+    (kh·kw·Cp, O / groups) matrices, a row per (kernel row, kernel column, channel), Cp as in
+    :func:`conv_pixels`.  Arrays keep their module and dtype."""
+    xp = gpu.cupy_module() if gpu.is_device_array(w) else np
     o, cg, kh, kw = w.shape
     pad, og = -(-cg // block) * block - cg, o // groups
-    xs, ws = [], []
-    for g in range(groups):
-        xg = x[:, g * cg:(g + 1) * cg].transpose(0, 2, 3, 1).reshape(nb * h * wd, cg)
-        wg = w[g * og:(g + 1) * og].transpose(2, 3, 1, 0)            # (kh, kw, cg, og)
-        xs.append(xp.ascontiguousarray(xp.pad(xg, ((0, 0), (0, pad)))))
-        ws.append(xp.ascontiguousarray(xp.pad(wg, ((0, 0), (0, 0), (0, pad), (0, 0)))
-                                       .reshape(kh * kw * (cg + pad), og)))
-    return xs, ws
+    return [xp.ascontiguousarray(xp.pad(w[g * og:(g + 1) * og].transpose(2, 3, 1, 0),
+                                        ((0, 0), (0, 0), (0, pad), (0, 0)))
+                                 .reshape(kh * kw * (cg + pad), og))
+            for g in range(groups)]
 
 
 def _tap_rows(shape: tuple[int, int, int], kernel: tuple[int, int], stride: tuple[int, int],
               padding: tuple[int, int], dilation: tuple[int, int]) -> np.ndarray:
-    """(N·Ho·Wo, kh·kw) rows of :func:`conv_layout`'s pixel matrix, for an input of ``shape``
+    """(N·Ho·Wo, kh·kw) rows of :func:`conv_pixels`' pixel matrix, for an input of ``shape``
     (N, H, W), that each output's kernel taps read, kernel row major; N·H·W (one past the last
     pixel) for taps in the zero padding."""
     nb, h, wd = shape

@@ -47,8 +47,8 @@ import formats
 import mac_models as mm
 from mac_models.layers import output_format
 from mac_models.memory import pj_per_bit
-from mac_models.ops import (beyond_range, conv_block, conv_input_whole, conv_layout,
-                            quantized_slices)
+from mac_models.ops import (beyond_range, conv_block, conv_input_whole, conv_pixels,
+                            conv_weights, quantized_slices)
 from mac_models.technology import technology
 
 from . import metrics
@@ -151,19 +151,17 @@ def _run_mac_op(op: Op, cfg: Config, x: Union[np.ndarray, None], tech, level) ->
         g, cg, og = conv.groups, w.shape[1], w.shape[0] // conv.groups
         block = conv_block(a_fmt, w_fmt, cg)
 
-        def x_part(m):                       # a pixel matrix without its padded channels
-            return m[:, :cg]
-
-        def w_part(m):                       # a tap-major weight matrix without them
+        def w_part(m):                       # a tap-major weight matrix without padded channels
             return m.reshape(w.shape[2] * w.shape[3], -1, og)[:, :cg]
 
-        (xs, ws), (xus, wus) = conv_layout(x, w, g, block), conv_layout(xu, wu, g, block)
+        ws, wus = conv_weights(w, g, block), conv_weights(wu, g, block)
         if conv_input_whole(a_fmt, x.shape[1], cg):      # quantized over all channels at once
             xs, xus = ([v.transpose(0, 2, 3, 1).reshape(-1, x.shape[1])] for v in (x, xu))
-
-            def x_part(m):
-                return m
-        rows = [{"role": "input", **_operand_rows(xs, xus, a_fmt, 1, cfg, x_part)},
+            own = slice(None)
+        else:                                 # group by group, padded
+            xs, xus = conv_pixels(x, g, block), conv_pixels(xu, g, block)
+            own = slice(0, cg)
+        rows = [{"role": "input", **_operand_rows(xs, xus, a_fmt, 1, cfg, lambda m: m[:, own])},
                 {"role": "weight", **_operand_rows(ws, wus, w_fmt, 0, cfg, w_part)}]
         r = mm.conv2d(xu, wu, mac, conv.stride, conv.padding, conv.dilation, conv.groups)
         y = r.values

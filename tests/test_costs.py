@@ -692,6 +692,7 @@ def test_conv2d_block_scales_run_along_channels():
     mx = MAC("mxfp8_e4m3", accumulator=FloatAccumulator("fp32"))
     depthwise = Conv2d(2, 64, 4, 4, 64, kernel=3, groups=64)
     assert depthwise.rows("mxfp8_e4m3")["a"] == 32 and depthwise.rows()["a"] == 2048
+    assert Conv2d(1, 24, 4, 4, 8, kernel=1, groups=8).rows("mxfp8_e4m3")["a"] == 16
     assert layer_cost(depthwise, mx).memory["a"].bits == 2 * 64 * 16 * 8 + 32 * 2 * 8
     assert layer_cost(Conv2d(2, 40, 4, 4, 8, kernel=3, groups=2), mx).memory["a"].bits == \
         2 * 40 * 16 * 8 + 2 * 16 * 2 * 8

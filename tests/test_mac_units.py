@@ -375,21 +375,42 @@ def test_conv2d_block_formats_quantize_the_stored_tensors(fmt, channels, groups)
     assert r.macs == want.size * cg * 9                # the padded channels' products not counted
 
 
-@pytest.mark.parametrize("fmt,groups", [("mxfp8_e4m3", 64), ("mxfp8_e4m3", 4),
-                                        ("mxfp6_e2m3", 2)])
-def test_conv2d_blocks_holding_whole_groups_quantize_all_channels(fmt, groups):
-    """A depthwise or grouped conv whose groups fit in a block (64 channels in blocks of 32, 1
-    or 16 per group) reads the input as stored, blocks along all of each pixel's channels; 32
-    per group fill whole blocks, the same either way.  Exact as in the test above."""
-    rng = np.random.default_rng(groups)
-    x = rng.integers(-40, 41, (2, 64, 5, 5)).astype(float)
-    w = rng.integers(-40, 41, (64, 64 // groups, 3, 3)).astype(float)
+@pytest.mark.parametrize("fmt,channels,groups", [
+    ("mxfp8_e4m3", 64, 64), ("mxfp8_e4m3", 64, 4), ("mxfp6_e2m3", 64, 2),
+    ("mxfp8_e4m3", 24, 8), ("bfp4_16", 12, 4), ("mxfp8_e4m3", 48, 3)])
+def test_conv2d_blocks_holding_whole_groups_quantize_all_channels(fmt, channels, groups):
+    """A depthwise or grouped conv whose groups each sit inside a block (1, 16 or 3 channels per
+    group in blocks of 32, 3 in 16; 16 per group where 3 groups span two blocks) reads the
+    input as stored, blocks along all of each pixel's channels; 32 per group fill whole blocks,
+    the same either way.  Exact as in the test above."""
+    rng = np.random.default_rng(channels + groups)
+    x = rng.integers(-40, 41, (2, channels, 5, 5)).astype(float)
+    x[:, 0] *= 3                                    # group 0 sets the scales of its blocks
+    w = rng.integers(-40, 41, (channels, channels // groups, 3, 3)).astype(float)
     f = formats.get(fmt)
     r = mm.conv2d(x, w, mm.MAC(fmt, accumulator=mm.FloatAccumulator("fp32")), padding=1,
                   groups=groups)
     want = direct_conv(f.quantize(x, axis=1), f.quantize(w, axis=1), 1, 1, 1, groups)
     np.testing.assert_array_equal(r.values, want)
-    assert r.macs == want.size * 64 // groups * 9
+    assert r.macs == want.size * channels // groups * 9
+
+
+def test_conv2d_without_padding_refuses_ragged_stored_channels():
+    """A format made with pad=False refuses what it would have to pad as stored: groups of 20
+    channels in blocks of 32, or a depthwise conv's weights (1 channel per kernel tap); a
+    depthwise input of 64 channels is stored in whole blocks and runs as with padding."""
+    strict = formats.ScaledFormat("fp8_e4m3", "e8m0", 32, "floor", pad=False)
+    fp32 = mm.FloatAccumulator("fp32")
+    rng = np.random.default_rng(13)
+    x, w = rng.standard_normal((1, 64, 4, 4)), rng.standard_normal((64, 1, 3, 3))
+    np.testing.assert_array_equal(
+        mm.conv2d(x, w, mm.MAC(strict, "fp16", accumulator=fp32), groups=64).values,
+        mm.conv2d(x, w, mm.MAC("mxfp8_e4m3", "fp16", accumulator=fp32), groups=64).values)
+    with pytest.raises(ValueError, match="stores 1 channels per kernel tap"):
+        mm.conv2d(x, w, mm.MAC("fp16", strict, accumulator=fp32), groups=64)
+    with pytest.raises(ValueError, match="stores 20 channels per input pixel"):
+        mm.conv2d(x[:, :40], rng.standard_normal((4, 20, 3, 3)),
+                  mm.MAC(strict, "fp16", accumulator=fp32), groups=2)
 
 
 def test_conv2d_per_pixel_scales_span_all_channels():
