@@ -3,7 +3,8 @@
 ``replay(trace, configs, mode)`` returns one row per (configuration, op, tensor role):
 
 * roles ``input``/``weight`` (linear, conv2d) or ``a``/``b`` (matmul, attention_scores): the
-  quantization error of that operand as the MAC multiplies it (activations in the activation
+  quantization error of that operand as the MAC multiplies it (a conv's input and weights as
+  stored, each element once: see :func:`mac_models.conv2d`; activations in the activation
   format, weights in the weight format; both matmul operands are activations; a config's
   rounding other than nearest even applied), with ``clipped`` the elements beyond the format's
   range (scaled formats: exact scaled values beyond the element range, counting those within
