@@ -233,19 +233,17 @@ def layer_cost(op: Union[Matmul, Conv2d], mac: Union[MAC, str],
     fmts = {"a": get(chosen.get("a", mac.a_format)), "b": get(chosen.get("b", mac.b_format)),
             "out": get(chosen["out"]) if "out" in chosen else output_format(mac)}
     if isinstance(op, Matmul):
-        sizes, rows, matrices = op.sizes(), op.rows(), op.matrices()
+        rows, matrices, k = op.rows(), op.matrices(), op.dot_length
+        channels = {"a": rows["a"], "b": rows["b"], "out": op.n}
     else:
-        sizes, rows, matrices = op.sizes(), op.rows(fmts["a"]), op.matrices(fmts["a"])
-    channels = {"a": rows["a"], "b": rows["b"] if isinstance(op, Matmul) else op.out_channels,
-                "out": op.n if isinstance(op, Matmul) else op.out_channels}
+        rows, matrices = op.rows(fmts["a"]), op.matrices(fmts["a"])
+        k = op.padded_dot_length(mac)         # the unit also multiplies the padding's zeros
+        channels = {"a": rows["a"], "b": op.out_channels, "out": op.out_channels}
+    sizes = op.sizes()
     memory = {name: memory_cost(fmts[name], sizes[name], level, kilobytes=kilobytes, tech=tech,
                                 channels=channels[name], rows=rows[name],
                                 matrix=matrices[name])
               for name in ("a", "b", "out")}
-    if isinstance(op, Matmul):
-        unit = cost(mac, tech, k=op.dot_length)
-        return LayerCost(op, mac.name, op.macs, op.macs * unit.energy_pj, memory, unit.area_um2)
-    k = op.padded_dot_length(mac)             # the unit also multiplies the padding's zeros
     unit = cost(mac, tech, k=k)
-    return LayerCost(op, mac.name, op.macs, op.macs // op.dot_length * k * unit.energy_pj,
-                     memory, unit.area_um2)
+    outputs = op.macs // op.dot_length
+    return LayerCost(op, mac.name, op.macs, outputs * k * unit.energy_pj, memory, unit.area_um2)

@@ -475,12 +475,12 @@ def conv2d(x, w, mac: Union[MAC, str], stride=1, padding=0, dilation=1,
     """2-D convolution (cross-correlation, as in PyTorch) of ``x`` (N, C, H, W) with ``w``
     (O, C / groups, kh, kw) through ``mac``, as an NHWC implicit GEMM: each output sums its
     products in the order (kernel row, kernel column, channel).  The operands are quantized as
-    stored tensors (see :func:`conv_pixels`, :func:`conv_weights`): a scaled format's blocks run along the channels of
-    each pixel of ``x`` (of its group, or all of them: :func:`conv_input_whole`) and of each
-    kernel tap of ``w``, channels zero-padded to the block size (the padding's zero products
-    are added but not counted in ``macs``), and a per-tensor scale covers all of ``x``.
-    ``stride``, ``padding`` and ``dilation`` are ints or (h, w) pairs;
-    zero padding.  ``backend``: see :func:`matmul`."""
+    stored tensors (:func:`conv_pixels`, :func:`conv_weights`): a scaled format's blocks run
+    along the channels of each pixel of ``x`` (of its group, or all of them:
+    :func:`conv_input_whole`) and of each kernel tap of ``w``, channels zero-padded to the
+    block size (the padding's zero products are added but not counted in ``macs``), and a
+    per-tensor scale covers all of ``x``.  ``stride``, ``padding`` and ``dilation`` are ints or
+    (h, w) pairs; zero padding.  ``backend``: see :func:`matmul`."""
     mac = _mac(mac)
     x_in, w_in = as_real_array(x, "x"), as_real_array(w, "w")   # ml_dtypes arrays before the GPU
     launch, (x, w) = _engine(backend, x_in, w_in)
@@ -600,8 +600,7 @@ def _whole_input(x: np.ndarray, fmt: ScaledFormat, groups: int, width: int,
     scale of the block or pixel that holds them, one block of ``width`` per kernel tap."""
     xp = gpu.array_module(launch)
     c = x.shape[1]
-    whole = _operand(xp.ascontiguousarray(x.transpose(0, 2, 3, 1).reshape(-1, c)), fmt, 1,
-                     launch)
+    whole = _operand(conv_pixels(x, 1, 1)[0], fmt, 1, launch)
     cg, block = c // groups, whole.k_group or c
     out = []
     for g in range(groups):

@@ -157,7 +157,7 @@ def _run_mac_op(op: Op, cfg: Config, x: Union[np.ndarray, None], tech, level) ->
 
         ws, wus = conv_weights(w, g, block), conv_weights(wu, g, block)
         if conv_input_whole(a_fmt, x.shape[1], cg):      # quantized over all channels at once
-            xs, xus = ([v.transpose(0, 2, 3, 1).reshape(-1, x.shape[1])] for v in (x, xu))
+            xs, xus = conv_pixels(x, 1, 1), conv_pixels(xu, 1, 1)
             own = slice(None)
         else:                                 # group by group, padded
             xs, xus = conv_pixels(x, g, block), conv_pixels(xu, g, block)
