@@ -168,7 +168,9 @@ def capture_torch(model, inputs, *, kwargs=None, loss_fn=None, target=None, labe
     ops, so the graph links through them.  ``nn.MultiheadAttention`` computes inside torch and
     is not recorded (a warning says so).  A module called again is named ``<name>_2``, ... (never
     another module's name).  ``inputs_from`` is recorded where every input of an op is the
-    output of a recorded op, unchanged in place since.
+    output of a recorded op, unchanged in place since; a Linear/Conv or elementwise op whose
+    input is neither that nor the model's own input is named in a warning (propagated replay
+    feeds it its captured input).
 
     With ``loss_fn``, ``loss_fn(output, target).backward()`` runs after the forward pass (the
     ``.grad`` of the parameters and of the inputs are restored afterwards) and each Linear/Conv
@@ -216,6 +218,8 @@ def capture_torch(model, inputs, *, kwargs=None, loss_fn=None, target=None, labe
         view = x.view_as(x)
         if rec.source(x):
             rec.produced(view, rec.source(x))
+        if id(x) in given:
+            given.add(id(view))
         return ((view,) + tuple(args[1:]), kw) if args else (args, {**kw, "input": view})
 
     def hook(name):
@@ -244,6 +248,8 @@ def capture_torch(model, inputs, *, kwargs=None, loss_fn=None, target=None, labe
                          "output": out.unsqueeze(2)}
                 op = rec.add(name, "conv2d", t, [rec.source(x)], attrs, module=True)
                 rec.produced(out, op.name)
+            if rec.source(x) is None and id(x) not in given:
+                unlinked.append(op.name)
             watch(op, "grad_output", out)
             watch(op, "grad_input", x)
         return forward_hook
@@ -272,7 +278,9 @@ def capture_torch(model, inputs, *, kwargs=None, loss_fn=None, target=None, labe
                         return out                   # replay applies softmax on the last axis
                 elif kind == "gelu":
                     attrs["approximate"] = kw.get("approximate", "none")
-                rec.add(kind, kind, {"input": before, "output": out}, [src], attrs)
+                op = rec.add(kind, kind, {"input": before, "output": out}, [src], attrs)
+                if src is None and id(x) not in given:
+                    unlinked.append(op.name)
             elif func is F.scaled_dot_product_attention:
                 k = _arg(args, kw, 1, "key")
                 if x.ndim >= 3 and k.ndim >= 3 and 1 < k.shape[-3] < x.shape[-3]:
@@ -286,6 +294,8 @@ def capture_torch(model, inputs, *, kwargs=None, loss_fn=None, target=None, labe
         handles.append(m.register_forward_pre_hook(pre_hook, with_kwargs=True))
         handles.append(m.register_forward_hook(hook(name), with_kwargs=True))
     args = inputs if isinstance(inputs, (tuple, list)) else (inputs,)
+    given = {id(t) for t in list(args) + list(dict(kwargs or {}).values())}   # the model's inputs
+    unlinked: list[str] = []                # modules fed by something capture did not record
     leaves = [t for t in list(model.parameters()) + list(args) + list(dict(kwargs or {}).values())
               if isinstance(t, torch.Tensor) and t.is_leaf]
     saved = [t.grad for t in leaves]
@@ -293,6 +303,13 @@ def capture_torch(model, inputs, *, kwargs=None, loss_fn=None, target=None, labe
         with torch.set_grad_enabled(loss_fn is not None), Mode():
             output = model(*args, **dict(kwargs or {}))
         rec.on = False                      # activation checkpointing reruns forward hooks
+        if unlinked:
+            named = ", ".join(unlinked[:3]) + (f" and {len(unlinked) - 3} more ops"
+                                               if len(unlinked) > 3 else "")
+            warnings.warn(f"{named}: the input is the output of an operation capture does not "
+                          f"record (pooling, a residual add, a reshape, ...), so propagated "
+                          f"replay feeds the captured input there and the error of the ops "
+                          f"before does not reach it", stacklevel=2)
         if loss_fn is not None:
             for t in leaves:                # backward would add into the user's .grad in place
                 t.grad = None

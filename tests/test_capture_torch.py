@@ -176,7 +176,8 @@ def test_an_in_place_change_drops_the_graph_link():
     with torch.no_grad():
         h = model.fc1(x) + x
         labels = model(x).argmax(-1).numpy()
-    trace = capture_torch(model, x, labels=labels)
+    with pytest.warns(UserWarning, match="^relu: the input is the output of an operation"):
+        trace = capture_torch(model, x, labels=labels)
     assert [(o.name, o.inputs_from) for o in trace.ops] == [
         ("fc1", []), ("relu", []), ("fc2", ["relu"])]
     # the in-place relu recorded its input as it was before the call
@@ -184,6 +185,47 @@ def test_an_in_place_change_drops_the_graph_link():
     df = replay(trace, [_exact_fp32()], "propagated")
     assert (df[df.role == "output"].sqnr_db > 120).all()
     assert df[df.role == "task"].accuracy.item() == 1.0
+
+
+@pytest.mark.parametrize("with_loss", [False, True])
+def test_an_unrecorded_operation_between_modules_is_reported(with_loss, recwarn):
+    """Global average pooling is not recorded, so the classifier's input has no source and
+    propagated replay feeds it the captured input: capture says so, naming the op.  The
+    model's own input (a fresh view of it, with a loss) and a flatten are no such break."""
+    class Net(nn.Module):
+        def __init__(self, pool):
+            super().__init__()
+            self.conv, self.pool = nn.Conv2d(3, 4, 3), pool
+            self.fc = nn.Linear(4 if pool else 4 * 4 * 4, 2)
+
+        def forward(self, x):
+            h = F.relu(self.conv(x))
+            return self.fc(h.mean((2, 3)) if self.pool else torch.flatten(h, 1))
+
+    x = torch.randn(2, 3, 6, 6, requires_grad=with_loss)
+    kw = {"loss_fn": lambda out, t: out.sum(), "target": None} if with_loss else {}
+    with pytest.warns(UserWarning, match="^fc: the input is the output of an operation"):
+        trace = capture_torch(Net(True), x, **kw)
+    assert trace.op("fc").inputs_from == []
+    recwarn.clear()
+    trace = capture_torch(Net(False), x, **kw)
+    assert [str(w.message) for w in recwarn] == []
+    assert trace.op("fc").inputs_from == ["flatten"] and trace.op("relu").inputs_from == ["conv"]
+
+
+def test_the_unlinked_warning_names_three_ops_and_counts_the_rest():
+    class Chain(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fcs = nn.ModuleList(nn.Linear(4, 4) for _ in range(5))
+
+        def forward(self, x):
+            for fc in self.fcs:
+                x = fc(x) * 2                  # an unrecorded op between every two layers
+            return x
+
+    with pytest.warns(UserWarning, match=r"^fcs\.1, fcs\.2, fcs\.3 and 1 more ops: the input"):
+        capture_torch(Chain(), torch.randn(2, 4))
 
 
 def test_grad_input_and_grad_weight_are_each_calls_own():
