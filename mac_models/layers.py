@@ -20,7 +20,7 @@ from .accumulators import IntAccumulator
 from .costs import as_mac, cost
 from .mac import MAC, element_format
 from .memory import MemoryCost, memory_cost
-from .ops import conv_block, conv_input_whole, conv_output_size, pair_arg
+from .ops import conv_block, conv_input_whole, conv_output_size, padded_channels, pair_arg
 from .technology import TechLike
 
 
@@ -157,7 +157,7 @@ class Conv2d:
         mac = as_mac(mac)
         cg = self.in_channels // self.groups
         block = conv_block(mac.a_format, mac.b_format, cg)
-        return self._out[2] * -(-cg // block) * block
+        return self._out[2] * padded_channels(cg, block)
 
 
 @dataclass(frozen=True)

@@ -520,7 +520,7 @@ def conv2d(x, w, mac: Union[MAC, str], stride=1, padding=0, dilation=1,
     quantize = not isinstance(mac.accumulator, QuireAccumulator) and x.size and ws[0].size
     if quantize and conv_input_whole(mac.a_format, c, cg):
         xs = None                                    # the quantized operands are all it needs
-        opas = _whole_input(exact, mac.a_format, groups, -(-cg // block) * block, launch)
+        opas = _whole_input(exact, mac.a_format, groups, padded_channels(cg, block), launch)
     else:
         xs = conv_pixels(exact, groups, block)
         opas = _slice_operands(xs, mac.a_format, 1, launch) \
@@ -576,6 +576,12 @@ def conv_block(a_format, b_format, channels: int) -> int:
     return blocks.pop() if blocks else 1
 
 
+def padded_channels(channels: int, block: int) -> int:
+    """``channels`` (a group's, at one pixel or kernel tap) zero-padded to a multiple of
+    ``block``, as :func:`conv2d` runs them."""
+    return -(-channels // block) * block
+
+
 def conv_input_whole(fmt, channels: int, group_channels: int) -> bool:
     """Whether :func:`conv2d` quantizes its input's pixels over all ``channels`` at once, as
     the tensor is stored, rather than group by group (``group_channels`` = C / groups each):
@@ -619,7 +625,7 @@ def conv_pixels(x: np.ndarray, groups: int, block: int) -> list:
     xp = gpu.cupy_module() if gpu.is_device_array(x) else np
     nb, c, h, wd = x.shape
     cg = c // groups
-    pad = -(-cg // block) * block - cg
+    pad = padded_channels(cg, block) - cg
     return [xp.ascontiguousarray(xp.pad(x[:, g * cg:(g + 1) * cg].transpose(0, 2, 3, 1)
                                         .reshape(nb * h * wd, cg), ((0, 0), (0, pad))))
             for g in range(groups)]
@@ -631,7 +637,7 @@ def conv_weights(w: np.ndarray, groups: int, block: int) -> list:
     :func:`conv_pixels`.  Arrays keep their module and dtype."""
     xp = gpu.cupy_module() if gpu.is_device_array(w) else np
     o, cg, kh, kw = w.shape
-    pad, og = -(-cg // block) * block - cg, o // groups
+    pad, og = padded_channels(cg, block) - cg, o // groups
     return [xp.ascontiguousarray(xp.pad(w[g * og:(g + 1) * og].transpose(2, 3, 1, 0),
                                         ((0, 0), (0, 0), (0, pad), (0, 0)))
                                  .reshape(kh * kw * (cg + pad), og))
