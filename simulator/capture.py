@@ -222,6 +222,12 @@ def capture_torch(model, inputs, *, kwargs=None, loss_fn=None, target=None, labe
             given.add(id(view))
         return ((view,) + tuple(args[1:]), kw) if args else (args, {**kw, "input": view})
 
+    def check_link(op, x, src) -> None:
+        """Name ``op`` in the warning when its input ``x`` (recorded source ``src``) is neither
+        a recorded op's output nor the model's own input."""
+        if src is None and id(x) not in given:
+            unlinked.append(op.name)
+
     def hook(name):
         def forward_hook(m, args, kw, out):
             if not rec.on:
@@ -235,8 +241,9 @@ def capture_torch(model, inputs, *, kwargs=None, loss_fn=None, target=None, labe
             t = {"input": x, "weight": m.weight, "output": out}
             if m.bias is not None:
                 t["bias"] = m.bias
+            src = rec.source(x)
             if isinstance(m, torch.nn.Linear):
-                op = rec.add(name, "linear", t, [rec.source(x)], module=True)
+                op = rec.add(name, "linear", t, [src], module=True)
             else:
                 try:
                     attrs = _conv_attrs(m, 1 if conv1d else 2)
@@ -246,10 +253,9 @@ def capture_torch(model, inputs, *, kwargs=None, loss_fn=None, target=None, labe
                 if conv1d:
                     t = {**t, "input": x.unsqueeze(2), "weight": m.weight.unsqueeze(2),
                          "output": out.unsqueeze(2)}
-                op = rec.add(name, "conv2d", t, [rec.source(x)], attrs, module=True)
+                op = rec.add(name, "conv2d", t, [src], attrs, module=True)
                 rec.produced(out, op.name)
-            if rec.source(x) is None and id(x) not in given:
-                unlinked.append(op.name)
+            check_link(op, x, src)
             watch(op, "grad_output", out)
             watch(op, "grad_input", x)
         return forward_hook
@@ -278,9 +284,8 @@ def capture_torch(model, inputs, *, kwargs=None, loss_fn=None, target=None, labe
                         return out                   # replay applies softmax on the last axis
                 elif kind == "gelu":
                     attrs["approximate"] = kw.get("approximate", "none")
-                op = rec.add(kind, kind, {"input": before, "output": out}, [src], attrs)
-                if src is None and id(x) not in given:
-                    unlinked.append(op.name)
+                check_link(rec.add(kind, kind, {"input": before, "output": out}, [src], attrs),
+                           x, src)
             elif func is F.scaled_dot_product_attention:
                 k = _arg(args, kw, 1, "key")
                 if x.ndim >= 3 and k.ndim >= 3 and 1 < k.shape[-3] < x.shape[-3]:
@@ -295,7 +300,7 @@ def capture_torch(model, inputs, *, kwargs=None, loss_fn=None, target=None, labe
         handles.append(m.register_forward_hook(hook(name), with_kwargs=True))
     args = inputs if isinstance(inputs, (tuple, list)) else (inputs,)
     given = {id(t) for t in list(args) + list(dict(kwargs or {}).values())}   # the model's inputs
-    unlinked: list[str] = []                # modules fed by something capture did not record
+    unlinked: list[str] = []                # ops fed by something capture did not record
     leaves = [t for t in list(model.parameters()) + list(args) + list(dict(kwargs or {}).values())
               if isinstance(t, torch.Tensor) and t.is_leaf]
     saved = [t.grad for t in leaves]
