@@ -5,9 +5,11 @@ trace folders, replays them through many format/MAC configurations into tidy res
 tables, and runs sweeps across processes or a Dask cluster. It may import every other
 room; nothing imports it.
 
-Modules: :mod:`~simulator.traces` (trace folders), :mod:`~simulator.capture` (from arrays,
-PyTorch, ONNX), :mod:`~simulator.minilm` (the real-transformer extra), :mod:`~simulator.digits`
-(the built-in model), :mod:`~simulator.metrics`, :mod:`~simulator.configs`,
+Modules: :mod:`~simulator.traces` (trace folders), :mod:`~simulator.capture` (from arrays and
+PyTorch), :mod:`~simulator.onnx_capture`, :mod:`~simulator.graph_ops` (the ops between the
+MACs, as replay runs them), :mod:`~simulator.minilm` (the real-transformer extra),
+:mod:`~simulator.digits` (the built-in model), :mod:`~simulator.metrics`,
+:mod:`~simulator.configs`,
 :mod:`~simulator.replay`, :mod:`~simulator.standard` (the standard configurations),
 :mod:`~simulator.sweep` (TOML sweeps on processes or Dask) and :mod:`~simulator.cli`.
 """

@@ -7,10 +7,12 @@ matmul), so replay measures error against exact arithmetic.
 """
 from __future__ import annotations
 
+import math
 from typing import Any, Mapping, Union
 
 import numpy as np
 
+from . import graph_ops
 from .traces import DTYPES, Op, Trace, TraceError
 
 
@@ -74,16 +76,103 @@ def _arg(args: tuple, kwargs: Mapping, i: int, *names: str):
     return next((kwargs[n] for n in names if n in kwargs), None)
 
 
+def _tensors(v):
+    """The tensors in a call's arguments or result (lists, tuples and dicts opened)."""
+    import torch
+    if isinstance(v, torch.Tensor):
+        yield v
+    elif isinstance(v, (list, tuple)):
+        for i in v:
+            yield from _tensors(i)
+    elif isinstance(v, dict):
+        for i in v.values():
+            yield from _tensors(i)
+
+
+def _same_values(func, x, out, args: tuple, kw: Mapping) -> bool:
+    """Whether ``out`` of a view, reshape, copy, cast or dropout call holds ``x``'s values in
+    their order (a cast only where it widens: every value is kept exactly)."""
+    import torch
+    import torch.nn.functional as F
+    if not isinstance(out, torch.Tensor) or out.numel() != x.numel():
+        return False
+    if func is F.dropout:
+        return _arg(args, kw, 2, "training") is False or _arg(args, kw, 1, "p") == 0
+    return out.dtype == x.dtype or (x.is_floating_point() and out.is_floating_point() and
+                                    torch.promote_types(x.dtype, out.dtype) == out.dtype)
+
+
+def _permutation(func, x, args: tuple, kw: Mapping) -> list[int]:
+    """The axes of ``x`` in the order a transpose, permute or t call puts them."""
+    import torch
+    n = x.ndim
+    if func in (torch.Tensor.permute, torch.permute):
+        dims = args[1:] if len(args) > 1 else (kw.get("dims"),)
+        dims = dims[0] if len(dims) == 1 and not isinstance(dims[0], int) else dims
+        return [int(d) % n for d in dims]
+    if func in (torch.Tensor.t, torch.t):
+        return list(range(n))[::-1]
+    order = list(range(n))
+    i, j = (int(_arg(args, kw, k, *names)) % n for k, names in ((1, ("dim0", "axis0")),
+                                                                (2, ("dim1", "axis1"))))
+    order[i], order[j] = order[j], order[i]
+    return order
+
+
+def _index_entries(key) -> Union[list, None]:
+    """A basic ``x[key]`` (integers, slices, None, Ellipsis) as an ``index`` op's attr; None
+    for other keys (tensors, lists, booleans)."""
+    entries = []
+    for k in key if isinstance(key, tuple) else (key,):
+        if k is None or k is Ellipsis:
+            entries.append(None if k is None else "...")
+        elif isinstance(k, int) and not isinstance(k, bool):
+            entries.append(int(k))
+        elif isinstance(k, slice) and all(v is None or (isinstance(v, int) and not
+                                                        isinstance(v, bool))
+                                          for v in (k.start, k.stop, k.step)):
+            entries.append([k.start, k.stop, k.step])
+        else:
+            return None
+    return entries
+
+
+def _pool_attrs(mode: str, args: tuple, kw: Mapping) -> dict:
+    """A ``pool2d`` op's attrs from an ``F.max_pool2d`` or ``F.avg_pool2d`` call."""
+    def pair(v):
+        v = [int(v)] if isinstance(v, int) else [int(i) for i in v]
+        return v * 2 if len(v) == 1 else v
+
+    kernel = pair(_arg(args, kw, 1, "kernel_size"))
+    stride = _arg(args, kw, 2, "stride")
+    attrs = {"mode": mode, "kernel": kernel, "stride": pair(stride) if stride else kernel,
+             "padding": pair(_arg(args, kw, 3, "padding") or 0)}
+    if mode == "max":
+        dilation = _arg(args, kw, 4, "dilation")
+        return {**attrs, "dilation": pair(1 if dilation is None else dilation),
+                "ceil_mode": bool(_arg(args, kw, 5, "ceil_mode"))}
+    include, divisor = _arg(args, kw, 5, "count_include_pad"), _arg(args, kw, 6,
+                                                                    "divisor_override")
+    return {**attrs, "ceil_mode": bool(_arg(args, kw, 4, "ceil_mode")),
+            "count_include_pad": include is None or bool(include),
+            "divisor_override": None if divisor is None else int(divisor)}
+
+
 class _Recorder:
     """Collects ops during one forward pass; links an op to the ops that produced its inputs.
     A link holds only while the tensor is as the op left it: an in-place change (``h += x``,
-    ``relu_``) bumps the tensor's version and the link is dropped."""
+    ``relu_``) bumps the tensor's version and the link is dropped.  A tensor is *tainted* when
+    it depends on a recorded op's output: propagated replay changes its value, so an op fed by
+    a tainted tensor without a link loses the error of the ops before (an untainted one, the
+    model's input, a parameter, a mask or an embedding, replays exactly as captured)."""
 
     def __init__(self, reserved: set) -> None:
         self.ops: list[Op] = []
         self.names: set[str] = set()
         self.reserved = reserved                 # module names: a repeat call's name avoids them
         self.producer: dict[int, tuple] = {}     # id(tensor) -> (op name, tensor version then)
+        self.tainted: set[int] = set()           # ids of tensors that depend on a recorded op
+        self.blind = False                       # a link was asked of an inference tensor
         self.keep: list = []                     # tensors kept alive, so ids stay unique
         self.on = True                           # off once the forward pass is over
 
@@ -95,11 +184,17 @@ class _Recorder:
     def source(self, t) -> Union[str, None]:
         """The op whose output ``t`` is, unchanged since; None if unknown."""
         got = self.producer.get(id(t))
+        if got is not None and got[1] is None:
+            self.blind = True
         ok = got is not None and got[1] is not None and got[1] == self._version(t)
         return got[0] if ok else None
 
     def produced(self, t, name: str) -> None:
         self.producer[id(t)] = (name, self._version(t))
+        self.taint(t)
+
+    def taint(self, t) -> None:
+        self.tainted.add(id(t))
         self.keep.append(t)
 
     def add(self, base: str, kind: str, tensors: dict, sources: list, attrs=None,
@@ -158,19 +253,42 @@ def capture_torch(model, inputs, *, kwargs=None, loss_fn=None, target=None, labe
                   model_name: str = "") -> Trace:
     """Run ``model(*inputs, **kwargs)`` and record its ops (needs torch).
 
-    Recorded: ``nn.Linear``, ``nn.Conv1d`` (as a conv2d of height 1) and ``nn.Conv2d`` modules
-    through forward hooks (a conv with non-zero padding modes or uneven 'same' padding is left
-    out with a warning); ``torch.matmul``/``bmm``/``@`` of two operands of 2 or more dims
-    (``matmul``) and the scores ``q @ k^T`` of ``F.scaled_dot_product_attention``
-    (``attention_scores``, before scaling; grouped-query keys repeated per query head, so
-    their memory traffic is priced once per query head) through a
-    ``TorchFunctionMode``; ``relu``, ``gelu``, ``softmax`` and ``flatten`` calls as elementwise
-    ops, so the graph links through them.  ``nn.MultiheadAttention`` computes inside torch and
-    is not recorded (a warning says so).  A module called again is named ``<name>_2``, ... (never
-    another module's name).  ``inputs_from`` is recorded where every input of an op is the
-    output of a recorded op, unchanged in place since; a Linear/Conv or elementwise op whose
-    input is neither that nor the model's own input is named in a warning (propagated replay
-    feeds it its captured input).
+    Recorded, so that every MAC is replayed and the graph links from one to the next:
+
+    * ``nn.Linear``, ``nn.Conv1d`` (as a conv2d of height 1) and ``nn.Conv2d`` modules, through
+      forward hooks (a conv with non-zero padding modes or uneven 'same' padding is left out
+      with a warning);
+    * through a ``TorchFunctionMode``: ``torch.matmul``/``bmm``/``@`` of two operands of 2 or
+      more dims (``matmul``); ``F.scaled_dot_product_attention`` as the ops it computes
+      (``permute`` k^T, ``attention_scores`` q @ k^T, ``mul`` by the scale, ``add`` of the
+      mask, ``softmax``, ``matmul`` by v; grouped-query keys and values are repeated per query
+      head by an ``expand`` op, so their memory traffic is priced once per query head; with
+      ``dropout_p`` the product by v is left out); ``relu``, ``gelu``,
+      ``softmax`` (last axis), ``silu``, ``sigmoid``, ``tanh`` and ``flatten`` calls;
+    * where the input depends on a recorded op (below): ``transpose``/``permute``/``t``
+      (``permute``), ``expand``/``expand_as``/``broadcast_to`` (``expand``), basic indexing
+      ``x[...]`` and each piece of ``split``/``chunk``/``unbind`` (``index``), ``+ - * /`` and
+      their in-place
+      forms (``add``, ``sub``, ``mul``, ``div``; not with ``alpha`` or ``rounding_mode``),
+      ``F.layer_norm``, ``F.batch_norm`` with running statistics (``batch_norm``), ``mean``,
+      ``F.max_pool2d``/``avg_pool2d`` (``pool2d``) and ``F.adaptive_avg_pool2d``.  These ops
+      are replayed in float64 (:mod:`simulator.graph_ops`).
+
+    Views, reshapes, ``unsqueeze``/``squeeze``, ``contiguous``, ``clone``, ``detach``, widening
+    casts and dropout that is off keep the values in their order: they are not recorded, and
+    pass their input's link on (replay reshapes).  ``nn.MultiheadAttention`` computes inside
+    torch and is not recorded (a warning says so).  A module called again is named
+    ``<name>_2``, ... (never another module's name).
+
+    ``inputs_from`` links an op to the recorded ops whose outputs it reads, unchanged in place
+    since.  A value that depends on no recorded op (the model's input, parameters, masks,
+    embedding lookups, what is computed from them alone) is replayed as captured, which is
+    exact: propagated replay changes only what depends on a recorded op.  An op that reads such
+    a dependent value without a link (through an operation capture does not record:
+    concatenation, a narrowing cast, ``x.amax()``, ...) is named in a warning; propagated
+    replay feeds it its captured input, so the error of the ops before does not reach it.
+    Under ``torch.inference_mode()`` tensors keep no version counter, so nothing is linked (a
+    warning says so; ``torch.no_grad()`` links).
 
     With ``loss_fn``, ``loss_fn(output, target).backward()`` runs after the forward pass (the
     ``.grad`` of the parameters and of the inputs are restored afterwards) and each Linear/Conv
@@ -193,12 +311,21 @@ def capture_torch(model, inputs, *, kwargs=None, loss_fn=None, target=None, labe
     rec = _Recorder(set(hooked))
     grads: dict = {}                        # op name -> {role: gradient}
     handles = []
-    matmuls = {torch.matmul, torch.bmm, torch.Tensor.matmul, torch.Tensor.__matmul__,
-               torch.Tensor.bmm}
-    elementwise = {F.relu: "relu", torch.relu: "relu", torch.Tensor.relu: "relu",
-                   F.gelu: "gelu", F.softmax: "softmax", torch.softmax: "softmax",
-                   torch.Tensor.softmax: "softmax", torch.flatten: "flatten",
-                   torch.Tensor.flatten: "flatten"}
+    T = torch.Tensor
+    matmuls = {torch.matmul, torch.bmm, T.matmul, T.__matmul__, T.bmm}
+    unary = {F.relu: "relu", torch.relu: "relu", T.relu: "relu", F.gelu: "gelu",
+             F.softmax: "softmax", torch.softmax: "softmax", T.softmax: "softmax",
+             torch.flatten: "flatten", T.flatten: "flatten", F.silu: "silu",
+             torch.sigmoid: "sigmoid", T.sigmoid: "sigmoid", torch.tanh: "tanh", T.tanh: "tanh"}
+    binary = {f: name for name in graph_ops.BINARY
+              for f in (getattr(torch, name), getattr(T, name), getattr(T, name + "_"))}
+    passes = {T.view, T.view_as, T.reshape, T.reshape_as, torch.reshape, T.unsqueeze,
+              torch.unsqueeze, T.squeeze, torch.squeeze, T.contiguous, T.clone, torch.clone,
+              T.detach, T.to, T.float, T.type_as, F.dropout}
+    pieces = {T.split, torch.split, T.chunk, torch.chunk, T.unbind, torch.unbind}
+    expands = {T.expand, T.expand_as, torch.broadcast_to}
+    permutes = {T.transpose, torch.transpose, T.permute, torch.permute, T.t, torch.t}
+    pools = {F.max_pool2d: "max", F.avg_pool2d: "avg", F.adaptive_avg_pool2d: "adaptive"}
     mha = [n for n, m in model.named_modules() if isinstance(m, torch.nn.MultiheadAttention)]
     if mha:
         warnings.warn(f"nn.MultiheadAttention computes its projections and scores inside torch; "
@@ -211,21 +338,21 @@ def capture_torch(model, inputs, *, kwargs=None, loss_fn=None, target=None, labe
 
     def pre_hook(m, args, kw):
         """Feed the module a view of its input made for this call, so that the gradient
-        reaching it is this call's own contribution to dL/dx."""
+        reaching it is this call's own contribution to dL/dx (the mode passes the input's
+        link on to the view)."""
         x = _arg(args, kw, 0, "input")
         if not rec.on or loss_fn is None or x is None or not x.requires_grad:
             return None
         view = x.view_as(x)
-        if rec.source(x):
-            rec.produced(view, rec.source(x))
-        if id(x) in given:
-            given.add(id(view))
         return ((view,) + tuple(args[1:]), kw) if args else (args, {**kw, "input": view})
 
-    def check_link(op, x, src) -> None:
-        """Name ``op`` in the warning when its input ``x`` (recorded source ``src``) is neither
-        a recorded op's output nor the model's own input."""
-        if src is None and id(x) not in given:
+    def tainted(t) -> bool:
+        return isinstance(t, torch.Tensor) and id(t) in rec.tainted
+
+    def check_link(op, *operands) -> None:
+        """Name ``op`` in the warning when one of its ``operands`` ((tensor, the source the
+        trace links it to or None), taken before the call) is tainted but not linked."""
+        if any(s is None and t for t, s in operands):
             unlinked.append(op.name)
 
     def hook(name):
@@ -255,28 +382,113 @@ def capture_torch(model, inputs, *, kwargs=None, loss_fn=None, target=None, labe
                          "output": out.unsqueeze(2)}
                 op = rec.add(name, "conv2d", t, [src], attrs, module=True)
                 rec.produced(out, op.name)
-            check_link(op, x, src)
+            check_link(op, (tainted(x), src))
             watch(op, "grad_output", out)
             watch(op, "grad_input", x)
         return forward_hook
+
+    def record_binary(kind, a, b, out, asrc, bsrc, at, bt) -> None:
+        """``a`` (before the call) ``kind`` ``b``; the linked operand goes first (add and mul
+        commute); a second operand without a link is a constant."""
+        if kind in ("add", "mul") and asrc is None and bsrc is not None:
+            a, b, asrc, bsrc, at, bt = b, a, bsrc, asrc, bt, at
+        a, b = (v if isinstance(v, torch.Tensor) else torch.tensor(float(v), dtype=torch.float64)
+                for v in (a, b))
+        sources = [asrc, bsrc] if asrc and bsrc else [asrc] if asrc else []
+        op = rec.add(kind, kind, {"input": a, "other": b, "output": out}, sources)
+        check_link(op, (at, asrc), (bt, bsrc if asrc else None))
+
+    def repeat_heads(t, src, r: int) -> tuple:
+        """Grouped-query keys or values (..., Hk, L, D) repeated ``r`` times per head: the
+        ``expand`` op of (..., Hk, 1, L, D) to (..., Hk, r, L, D), and its name."""
+        wide = t.unsqueeze(-3).expand(*t.shape[:-2], r, *t.shape[-2:])
+        op = rec.add("expand", "expand", {"input": t.unsqueeze(-3), "output": wide}, [src])
+        return wide.reshape(*t.shape[:-3], -1, *t.shape[-2:]), op.name
+
+    def record_attention(q, args, kw, out) -> None:
+        """``F.scaled_dot_product_attention`` as the ops it computes: ``permute`` (k^T),
+        ``attention_scores`` (q @ k^T), ``mul`` by the scale, ``add`` of the mask, ``softmax``
+        and ``matmul`` (by v, whose output is the call's)."""
+        k, v, mask = (_arg(args, kw, i, n) for i, n in ((1, "key"), (2, "value"),
+                                                        (3, "attn_mask")))
+        ks, vs = rec.source(k), rec.source(v)
+        kt_, vt_ = tainted(k), tainted(v)
+        if q.ndim >= 3 and k.ndim >= 3 and 1 < k.shape[-3] < q.shape[-3]:    # grouped query
+            k, ks = repeat_heads(k, ks, q.shape[-3] // k.shape[-3])
+            v, vs = repeat_heads(v, vs, q.shape[-3] // v.shape[-3])
+        kt = k.transpose(-2, -1)
+        dims = list(range(k.ndim - 2)) + [k.ndim - 1, k.ndim - 2]
+        t_op = rec.add("permute", "permute", {"input": k, "output": kt}, [ks], {"dims": dims})
+        check_link(t_op, (kt_, ks))
+        qs = rec.source(q)
+        scores = q @ kt
+        op = rec.add("attention_scores", "attention_scores", {"a": q, "b": kt, "output": scores},
+                     [qs, t_op.name] if qs else [])
+        check_link(op, (tainted(q), qs))
+        scale = _arg(args, kw, 6, "scale")
+        scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
+        h = scores * scale
+        op = rec.add("mul", "mul", {"input": scores, "other": torch.tensor(
+            scale, dtype=torch.float64), "output": h}, [op.name])
+        if _arg(args, kw, 5, "is_causal"):
+            mask = torch.ones(q.shape[-2], k.shape[-2], dtype=torch.bool).tril()
+        if mask is not None:
+            if mask.dtype == torch.bool:
+                mask = torch.zeros(mask.shape, dtype=h.dtype).masked_fill(~mask, -math.inf)
+            h, before = h + mask, h
+            op = rec.add("add", "add", {"input": before, "other": mask, "output": h}, [op.name])
+        p = torch.softmax(h, -1)
+        op = rec.add("softmax", "softmax", {"input": h, "output": p}, [op.name])
+        if (_arg(args, kw, 4, "dropout_p") or 0.0) == 0.0:    # else the output is random
+            op = rec.add("matmul", "matmul", {"a": p, "b": v, "output": out},
+                         [op.name, vs] if vs else [op.name])
+            check_link(op, (vt_, vs))
 
     class Mode(TorchFunctionMode):
         def __torch_function__(self, func, types, args=(), kwargs=None):
             kw = dict(kwargs or {})
             x = _arg(args, kw, 0, "input", "query")
             src = rec.source(x) if isinstance(x, torch.Tensor) else None
-            kind = elementwise.get(func)
-            inplace = kind == "relu" and bool(_arg(args, kw, 1, "inplace"))
-            before = x.detach().clone() if inplace else x       # relu_(x): x before the call
+            kind = unary.get(func) or binary.get(func)
+            other = _arg(args, kw, 1, "other") if func in binary else None
+            osrc = rec.source(other) if isinstance(other, torch.Tensor) else None
+            xt, ot = tainted(x), tainted(other)
+            name = getattr(func, "__name__", "")
+            inplace = (name.endswith("_") and not name.endswith("__")) or name in (
+                "__setitem__", "__iadd__", "__isub__", "__imul__", "__itruediv__") or (
+                kind in ("relu", "silu") and bool(_arg(args, kw, 1, "inplace")))
+            before = x.detach().clone() if inplace and kind else x    # x before an in-place op
             out = func(*args, **kw)
             if not rec.on:
+                return out
+            if any(tainted(t) for t in _tensors((args, kw))):
+                for t in _tensors(out if not inplace else (out, x)):
+                    rec.taint(t)
+            if func in pieces and xt and isinstance(out, (tuple, list)):
+                dim = _arg(args, kw, 1 + (func not in (T.unbind, torch.unbind)), "dim") or 0
+                dim, start = dim % x.ndim, 0
+                for piece in out:                    # each a slice of x along dim
+                    n = piece.shape[dim] if piece.ndim == x.ndim else None
+                    at = [start, start + n, None] if n is not None else start
+                    start += 1 if n is None else n
+                    check_link(rec.add("index", "index", {"input": x, "output": piece}, [src],
+                                       {"index": [[None] * 3] * dim + [at]}), (xt, src))
+            if not isinstance(out, torch.Tensor):
                 return out
             if func in matmuls:
                 b = _arg(args, kw, 1, "other", "mat2")
                 if getattr(x, "ndim", 0) >= 2 and getattr(b, "ndim", 0) >= 2:
                     bsrc = rec.source(b)
-                    rec.add("matmul", "matmul", {"a": x, "b": b, "output": out}, [src, bsrc])
-            elif kind and isinstance(out, torch.Tensor):
+                    op = rec.add("matmul", "matmul", {"a": x, "b": b, "output": out},
+                                 [src, bsrc] if src and bsrc else
+                                 [src] if src and not tainted(b) else [])
+                    check_link(op, (xt, src), (tainted(b), bsrc if src else None))
+            elif func in binary:
+                if out.is_floating_point() and (xt or ot) and "out" not in kw and \
+                        kw.get("alpha", 1) == 1 and kw.get("rounding_mode") is None and \
+                        isinstance(other, (torch.Tensor, int, float)):
+                    record_binary(kind, before, other, out, src, osrc, xt, ot)
+            elif kind:
                 attrs = {}
                 if kind == "softmax":
                     dim = _arg(args, kw, 1, "dim")
@@ -285,21 +497,63 @@ def capture_torch(model, inputs, *, kwargs=None, loss_fn=None, target=None, labe
                 elif kind == "gelu":
                     attrs["approximate"] = kw.get("approximate", "none")
                 check_link(rec.add(kind, kind, {"input": before, "output": out}, [src], attrs),
-                           x, src)
+                           (xt, src))
             elif func is F.scaled_dot_product_attention:
-                k = _arg(args, kw, 1, "key")
-                if x.ndim >= 3 and k.ndim >= 3 and 1 < k.shape[-3] < x.shape[-3]:
-                    k = k.repeat_interleave(x.shape[-3] // k.shape[-3], dim=-3)   # grouped query
-                kt = k.transpose(-2, -1)
-                rec.add("attention_scores", "attention_scores",
-                        {"a": x, "b": kt, "output": x @ kt}, [None])
+                record_attention(x, args, kw, out)
+            elif func in passes:
+                if src and out is not x and _same_values(func, x, out, args, kw):
+                    rec.produced(out, src)
+            elif not xt:
+                pass                                 # the ops below are recorded where tainted
+            elif func in permutes:
+                check_link(rec.add("permute", "permute", {"input": x, "output": out}, [src],
+                                   {"dims": _permutation(func, x, args, kw)}), (xt, src))
+            elif func in expands:
+                check_link(rec.add("expand", "expand", {"input": x, "output": out}, [src]),
+                           (xt, src))
+            elif func is T.__getitem__:
+                entries = _index_entries(args[1])
+                if entries is not None:
+                    check_link(rec.add("index", "index", {"input": x, "output": out}, [src],
+                                       {"index": entries}), (xt, src))
+            elif func is F.layer_norm:
+                ns = _arg(args, kw, 1, "normalized_shape")
+                eps = _arg(args, kw, 4, "eps")
+                t = {"input": x, "output": out, "weight": _arg(args, kw, 2, "weight"),
+                     "bias": _arg(args, kw, 3, "bias")}
+                check_link(rec.add("layer_norm", "layer_norm",
+                                   {r: v for r, v in t.items() if v is not None}, [src],
+                                   {"normalized_shape": [ns] if isinstance(ns, int) else list(ns),
+                                    "eps": 1e-5 if eps is None else float(eps)}), (xt, src))
+            elif func in (torch.mean, T.mean) and out.is_floating_point() and "dtype" not in kw:
+                dim = _arg(args, kw, 1, "dim")
+                dims = [dim] if isinstance(dim, int) else list(dim or range(x.ndim))
+                check_link(rec.add("mean", "mean", {"input": x, "output": out}, [src], {
+                    "dims": [d % x.ndim for d in dims],
+                    "keepdim": bool(_arg(args, kw, 2, "keepdim"))}), (xt, src))
+            elif func in pools and x.ndim == 4:
+                if pools[func] == "adaptive":
+                    op = rec.add("adaptive_avg_pool2d", "adaptive_avg_pool2d",
+                                 {"input": x, "output": out}, [src])
+                else:
+                    op = rec.add("pool2d", "pool2d", {"input": x, "output": out}, [src],
+                                 _pool_attrs(pools[func], args, kw))
+                check_link(op, (xt, src))
+            elif func is F.batch_norm and not _arg(args, kw, 5, "training"):
+                t = {"input": x, "output": out}
+                for i, role in enumerate(("running_mean", "running_var", "weight", "bias"), 1):
+                    if _arg(args, kw, i, role) is not None:
+                        t[role] = _arg(args, kw, i, role)
+                if "running_var" in t:
+                    eps = _arg(args, kw, 7, "eps")
+                    check_link(rec.add("batch_norm", "batch_norm", t, [src], {
+                        "eps": 1e-5 if eps is None else float(eps)}), (xt, src))
             return out
 
     for name, m in hooked.items():
         handles.append(m.register_forward_pre_hook(pre_hook, with_kwargs=True))
         handles.append(m.register_forward_hook(hook(name), with_kwargs=True))
     args = inputs if isinstance(inputs, (tuple, list)) else (inputs,)
-    given = {id(t) for t in list(args) + list(dict(kwargs or {}).values())}   # the model's inputs
     unlinked: list[str] = []                # ops fed by something capture did not record
     leaves = [t for t in list(model.parameters()) + list(args) + list(dict(kwargs or {}).values())
               if isinstance(t, torch.Tensor) and t.is_leaf]
@@ -308,13 +562,18 @@ def capture_torch(model, inputs, *, kwargs=None, loss_fn=None, target=None, labe
         with torch.set_grad_enabled(loss_fn is not None), Mode():
             output = model(*args, **dict(kwargs or {}))
         rec.on = False                      # activation checkpointing reruns forward hooks
-        if unlinked:
+        if rec.blind:
+            warnings.warn("tensors made under torch.inference_mode() keep no version counter, "
+                          "so capture cannot see an in-place change and links no op to "
+                          "another: propagated replay is per-op; use torch.no_grad() instead",
+                          stacklevel=2)
+        elif unlinked:
             named = ", ".join(unlinked[:3]) + (f" and {len(unlinked) - 3} more ops"
                                                if len(unlinked) > 3 else "")
-            warnings.warn(f"{named}: the input is the output of an operation capture does not "
-                          f"record (pooling, a residual add, a reshape, ...), so propagated "
-                          f"replay feeds the captured input there and the error of the ops "
-                          f"before does not reach it", stacklevel=2)
+            warnings.warn(f"{named}: an input depends on the recorded ops through an operation "
+                          f"capture does not record (concatenation, a narrowing cast, ...), so "
+                          f"propagated replay feeds the captured input there and the error of "
+                          f"the ops before does not reach it", stacklevel=2)
         if loss_fn is not None:
             for t in leaves:                # backward would add into the user's .grad in place
                 t.grad = None
@@ -333,161 +592,3 @@ def capture_torch(model, inputs, *, kwargs=None, loss_fn=None, target=None, labe
             t.grad = g
     extras = {} if labels is None else {"labels": np.asarray(labels)}
     return Trace(rec.ops, extras, model=model_name or type(model).__name__)
-
-
-# ---- ONNX (optional extra: pip install onnx onnxruntime) ----------------------------------------
-def _onnx_attrs(node) -> dict:
-    """A node's attributes, strings decoded."""
-    from onnx import helper
-    out = {}
-    for a in node.attribute:
-        v = helper.get_attribute_value(a)
-        out[a.name] = v.decode() if isinstance(v, bytes) else v
-    return out
-
-
-def _onnx_conv_attrs(node, x: np.ndarray, w: np.ndarray) -> tuple[dict, bool]:
-    """conv2d attrs of an ONNX Conv node on input ``x`` and whether it is 1-D (then lifted to
-    height 1); TraceError for what a conv2d op cannot hold (3-D, asymmetric padding)."""
-    at = _onnx_attrs(node)
-    dims = w.ndim - 2
-    if dims not in (1, 2):
-        raise TraceError(f"ONNX node {node.name!r}: only 1-D and 2-D Conv are captured")
-    strides = list(at.get("strides", [1] * dims))
-    dilations = list(at.get("dilations", [1] * dims))
-    auto = at.get("auto_pad", "NOTSET")
-    if auto == "VALID":
-        pads = [0] * 2 * dims
-    elif auto in ("SAME_UPPER", "SAME_LOWER"):        # output size ceil(in / stride)
-        total = [max((-(-n // s) - 1) * s + d * (k - 1) + 1 - n, 0)
-                 for n, s, d, k in zip(x.shape[2:], strides, dilations, w.shape[2:])]
-        pads = [t // 2 for t in total] + [t - t // 2 for t in total]
-    else:
-        pads = list(at.get("pads", [0] * 2 * dims))
-    if pads[:dims] != pads[dims:]:
-        raise TraceError(f"ONNX node {node.name!r}: asymmetric pads {pads} are not modelled")
-    lift = (lambda v, fill: [fill] + list(v)) if dims == 1 else (lambda v, fill: list(v))
-    return ({"stride": lift(strides, 1), "padding": lift(pads[:dims], 0),
-             "dilation": lift(dilations, 1), "groups": int(at.get("group", 1))}, dims == 1)
-
-
-def capture_onnx(model, feeds: Mapping[str, np.ndarray], labels=None,
-                 model_name: str = "") -> Trace:
-    """Run an ONNX model (a path or a ModelProto) on ``feeds`` with onnxruntime and record its
-    ops from the intermediate values (needs onnx and onnxruntime).
-
-    Recorded: ``Gemm`` (alpha = beta = 1, no transposed A, a bias C of one value per output or
-    one for all; other Gemm nodes are left out with a warning)
-    and ``MatMul`` by a 2-D initializer as ``linear`` (a following ``Add`` of a 1-D initializer
-    is folded in as the bias); other ``MatMul`` as ``matmul`` (linked to the graph only when its
-    first operand is an activation); 1-D and 2-D ``Conv`` (symmetric explicit pads) as
-    ``conv2d`` (auto_pad VALID, and SAME where it pads evenly, included; other Conv nodes are
-    left out with a warning); ``Relu``, ``Gelu``, ``Softmax`` (on the last axis; before opset 13
-    only of 2-D inputs), ``Flatten`` and ``Identity`` as elementwise ops.  Biases may come from
-    initializers or computed values (a ``Constant``, say).  Other nodes, contrib ops included,
-    are run but not recorded, and break the graph links."""
-    import warnings
-
-    import onnx
-    import onnxruntime as ort
-    from onnx import helper, numpy_helper, shape_inference
-
-    proto = onnx.load(str(model)) if not isinstance(model, onnx.ModelProto) else model
-    proto = shape_inference.infer_shapes(proto)
-    graph = proto.graph
-    opset = max((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")),
-                default=13)
-    inits = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
-    outputs = {o.name for o in graph.output}
-    typed = {vi.name: vi for vi in graph.value_info}
-    wanted = dict.fromkeys(n for node in graph.node for n in node.output
-                           if n and n not in outputs)
-    full = onnx.ModelProto()
-    full.CopyFrom(proto)
-    full.graph.output.extend(typed.get(n) or helper.make_empty_tensor_value_info(n)
-                             for n in wanted)          # untyped: outputs of contrib ops
-    sess = ort.InferenceSession(full.SerializeToString(), providers=["CPUExecutionProvider"])
-    names = [o.name for o in sess.get_outputs()]
-    values = {**inits, **{k: np.asarray(v) for k, v in feeds.items()},
-              **dict(zip(names, sess.run(names, dict(feeds))))}
-    consumers: dict = {}
-    for node in graph.node:
-        for i in node.input:
-            consumers.setdefault(i, []).append(node)
-    producer: dict = {}
-    ops: list[Op] = []
-    taken: set = set()
-    folded: set = set()
-
-    def add(node, kind, tensors, sources, out_name, attrs=None):
-        base = (node.name or node.op_type.lower()).replace("/", ".").lstrip(".") or "op"
-        name, i = base, 1
-        while name in taken:
-            i += 1
-            name = f"{base}_{i}"
-        taken.add(name)
-        known = [producer.get(s) for s in sources]
-        ops.append(Op(name, kind, tensors, attrs or {}, known if all(known) else []))
-        producer[out_name] = name
-
-    def have(n) -> bool:
-        return n in values
-
-    for node in graph.node:
-        t, ins, out = node.op_type, list(node.input), node.output[0]
-        if id(node) in folded or not all(have(n) for n in ins if n) or not have(out):
-            continue
-        at = _onnx_attrs(node)
-        if t in ("Gemm", "MatMul"):
-            a, b = values[ins[0]], values[ins[1]]
-            gemm_ok = t == "MatMul" or (at.get("alpha", 1.0) == 1.0 and at.get("beta", 1.0) == 1.0
-                                        and not at.get("transA", 0))
-            if ins[1] in inits and b.ndim == 2 and gemm_ok and ins[0] not in inits:
-                w = b if at.get("transB", 0) else b.T
-                tensors = {"input": a, "weight": np.ascontiguousarray(w)}
-                out_name = out
-                if t == "Gemm" and len(ins) > 2 and ins[2]:
-                    c = values[ins[2]]
-                    if c.size != 1 and (c.size != w.shape[0] or c.shape[-1] != w.shape[0]):
-                        warnings.warn(f"ONNX node {node.name!r}: not recorded: its C {c.shape} "
-                                      f"is not one bias per output", stacklevel=2)
-                        continue
-                    tensors["bias"] = np.broadcast_to(c.reshape(-1), (w.shape[0],)).copy()
-                elif t == "MatMul" and len(consumers.get(out, [])) == 1:
-                    nxt = consumers[out][0]
-                    other = [n for n in nxt.input if n != out]
-                    if (nxt.op_type == "Add" and len(other) == 1 and other[0] in inits
-                            and inits[other[0]].shape == (w.shape[0],) and have(nxt.output[0])):
-                        tensors["bias"] = inits[other[0]]
-                        out_name = nxt.output[0]
-                        folded.add(id(nxt))
-                tensors["output"] = values[out_name]
-                add(node, "linear", tensors, [ins[0]], out_name)
-            elif t == "MatMul" and a.ndim >= 2 and b.ndim >= 2:
-                sources = [] if ins[0] in inits else [n for n in ins if n not in inits]
-                add(node, "matmul", {"a": a, "b": b, "output": values[out]}, sources, out)
-            elif t == "Gemm":
-                warnings.warn(f"ONNX node {node.name!r}: not recorded: only Gemm with alpha = "
-                              f"beta = 1, A not transposed, B an initializer", stacklevel=2)
-        elif t == "Conv" and ins[1] in inits:
-            w, x, y = inits[ins[1]], values[ins[0]], values[out]
-            try:
-                attrs, lift = _onnx_conv_attrs(node, x, w)
-            except TraceError as exc:
-                warnings.warn(f"not recorded: {exc}", stacklevel=2)
-                continue
-            if lift:
-                x, w, y = x[:, :, None], w[:, :, None], y[:, :, None]
-            tensors = {"input": x, "weight": w, "output": y}
-            if len(ins) > 2 and ins[2]:
-                tensors["bias"] = values[ins[2]]
-            add(node, "conv2d", tensors, [ins[0]], out, attrs)
-        elif t in ("Relu", "Gelu", "Softmax", "Flatten", "Identity"):
-            x = values[ins[0]]
-            if t == "Softmax" and (at.get("axis", -1 if opset >= 13 else 1) not in
-                                   (-1, x.ndim - 1) or (opset < 13 and x.ndim != 2)):
-                continue                         # replay's softmax runs on the last axis
-            attrs = {"approximate": at.get("approximate", "none")} if t == "Gelu" else {}
-            add(node, t.lower(), {"input": x, "output": values[out]}, [ins[0]], out, attrs)
-    extras = {} if labels is None else {"labels": np.asarray(labels)}
-    return Trace(ops, extras, model=model_name or (graph.name or "onnx"))

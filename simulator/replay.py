@@ -25,9 +25,10 @@
 
 Modes: ``"per-op"`` feeds every op its captured inputs; ``"propagated"`` feeds each op the
 replayed output of the ops it takes input from (``inputs_from``), the captured input where the
-trace records no source.  Elementwise ops (relu, gelu (erf form), softmax, flatten, identity)
-run in float64 on propagated values (softmax on the last axis; gelu's ``approximate``
-attribute honoured) and are skipped in per-op mode.  A MAC op's result is the
+trace records no source.  The ops between the MACs (elementwise, permute, binary arithmetic,
+layer norm, mean, pooling: :mod:`simulator.graph_ops`) run in float64 on propagated values, a
+binary op's ``other`` its captured value where the trace gives it one source, and are skipped
+in per-op mode.  A MAC op's result is the
 MAC's output register plus the bias, rounded to fp32 (the op's output is stored in fp32).
 Error metrics are those of :mod:`simulator.metrics`.  An op that cannot run (NaN for a scalar
 integer format, for example) gives a row with its ``error`` message instead of stopping the
@@ -52,31 +53,11 @@ from mac_models.ops import (beyond_range, conv_block, conv_input_whole, conv_pix
                             conv_weights, quantized_slices)
 from mac_models.technology import technology
 
-from . import metrics
+from . import graph_ops, metrics
 from .configs import Config, repeats
 from .traces import Op, Trace
 
 MODES = ("per-op", "propagated")
-
-
-def _gelu(x: np.ndarray, approximate: str = "none") -> np.ndarray:
-    """GELU: x * Phi(x) (erf form), or PyTorch's ``approximate="tanh"`` form."""
-    if approximate == "tanh":
-        return 0.5 * x * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x ** 3)))
-    from math import erf
-    return x * 0.5 * (1.0 + np.vectorize(erf, otypes=[float])(x / math.sqrt(2.0)))
-
-
-def _softmax(x: np.ndarray) -> np.ndarray:
-    z = np.exp(x - np.max(x, axis=-1, keepdims=True))
-    return z / np.sum(z, axis=-1, keepdims=True)
-
-
-ELEMENTWISE = {"relu": lambda x, shape, attrs: np.maximum(x, 0.0),
-               "gelu": lambda x, shape, attrs: _gelu(x, attrs.get("approximate", "none")),
-               "softmax": lambda x, shape, attrs: _softmax(x),
-               "flatten": lambda x, shape, attrs: x.reshape(shape),
-               "identity": lambda x, shape, attrs: x}
 
 
 def _operand_rows(refs: list, useds: list, fmt, k_axis: int, cfg: Config,
@@ -254,18 +235,23 @@ def replay(trace: Trace, configs: Union[Config, Iterable[Config]], mode: str = "
 
 
 def _propagated_input(op: Op, outputs: dict, failed: set) -> tuple:
-    """(input from the ops before, the other matmul operand, an error message or '')."""
+    """(input from the ops before, the second operand (a matmul's ``b``, a binary op's
+    ``other``) or None, an error message or ''); each reshaped to the captured operand's shape
+    (the ops capture passes a link through, views and reshapes, keep the values' order)."""
     if not op.inputs_from:
         return None, None, ""
     bad = [s for s in op.inputs_from if s in failed]
     if bad:
         return None, None, f"its input comes from {', '.join(bad)}, which failed"
-    src = [outputs[s] for s in op.inputs_from]
-    want = np.shape(op.tensors["a" if "a" in op.tensors else "input"])
-    if src[0].size != int(np.prod(want)):
-        return None, None, (f"the output of {op.inputs_from[0]} has shape {src[0].shape}, its "
-                            f"captured input {want}")
-    return src[0].reshape(want), (src[1] if len(src) > 1 else None), ""
+    roles = ("a", "b") if "a" in op.tensors else ("input", "other")
+    got = []
+    for src, role in zip(op.inputs_from, roles):
+        want = np.shape(op.tensors[role])
+        if outputs[src].size != math.prod(want):
+            return None, None, (f"the output of {src} has shape {outputs[src].shape}, its "
+                                f"captured {role} {want}")
+        got.append(outputs[src].reshape(want))
+    return got[0], (got[1] if len(got) > 1 else None), ""
 
 
 def _replay_one(trace: Trace, cfg: Config, mode: str, tech, level, bar) -> list[dict]:
@@ -286,7 +272,7 @@ def _replay_one(trace: Trace, cfg: Config, mode: str, tech, level, bar) -> list[
             continue
         if not op.is_mac:
             if mode == "propagated":
-                rows.append({**base, **_elementwise(op, x, outputs)})
+                rows.append({**base, **_between(op, x, b, outputs)})
             continue
         try:
             if b is not None:
@@ -317,11 +303,16 @@ def _replay_one(trace: Trace, cfg: Config, mode: str, tech, level, bar) -> list[
     return rows
 
 
-def _elementwise(op: Op, x, outputs: dict) -> dict:
-    """Run an elementwise op on its propagated input (its captured one if none); its row."""
+def _between(op: Op, x, other, outputs: dict) -> dict:
+    """Run an op between the MACs on its propagated operands (the captured ones where there
+    are none); its row."""
     ref_out = np.asarray(op.tensors["output"], dtype=np.float64)
-    inp = np.asarray(op.tensors["input"] if x is None else x, dtype=np.float64)
-    y = ELEMENTWISE[op.kind](inp, ref_out.shape, op.attrs)
+    t = {r: _f64(v) for r, v in op.tensors.items() if r not in ("input", "output")}
+    t["input"] = _f64(op.tensors["input"] if x is None else x)
+    if other is not None:
+        t["other"] = _f64(other)
+    inp = t["input"]
+    y = graph_ops.evaluate(op.kind, t, ref_out.shape, op.attrs)
     outputs[op.name] = y
     row = {"role": "output", "numel": y.size, **metrics.error_metrics(ref_out, y)}
     if op.kind == "softmax":

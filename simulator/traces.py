@@ -13,12 +13,15 @@ A trace records the ops of one model run in execution order.  The manifest (vers
   optional ``bias``, ``output``; attrs ``stride``, ``padding``, ``dilation``, ``groups`` and
   no others),
   ``matmul`` and ``attention_scores`` (``a`` (..., M, K), ``b`` (..., K, N), ``output``).
-  Elementwise ops (``relu``, ``gelu``, ``softmax``, ``flatten``, ``identity``) have ``input``
-  and ``output`` of the same shape (``flatten``: the same number of values); ``gelu``'s one attr is
-  ``approximate``.  Other kinds' attrs are free metadata, kept as given.  Gradients captured in backward are roles ``grad_output``, ``grad_input`` and
-  ``grad_weight``.
+  The ops between the MACs (elementwise, ``flatten``, ``permute``, binary ``add``/``sub``/
+  ``mul``/``div``, ``layer_norm``, ``mean``, pooling) are those of :mod:`simulator.graph_ops`,
+  which gives their roles and attrs.  The attrs of these kinds and of ``conv2d`` are parameters
+  (unknown ones are refused); other kinds' attrs are free metadata, kept as given.  Gradients
+  captured in backward are roles ``grad_output``, ``grad_input`` and ``grad_weight``.
 * ``inputs_from`` is the graph: the ops whose outputs are this op's ``input`` (or ``a`` and
-  ``b`` in that order), when known; empty for the model's inputs and when unknown.
+  ``b`` in that order), when known; empty for the model's inputs and when unknown.  A matmul
+  or a binary op (roles ``input``, ``other``) with one source reads its second operand as
+  captured: a constant (a parameter, or a value that depends on no recorded op).
 * ``dtype`` is the dtype the tensor was captured in; tensors are stored in it.
 * ``extras`` holds tensors that belong to no op (task labels: ``labels``, whole numbers).
 * ``file`` is ``<op name>.safetensors``, with ``~2``, ``~3``, ... appended where names would
@@ -40,23 +43,25 @@ from typing import Any, Iterable, Mapping, Union
 
 import numpy as np
 
+from . import graph_ops
+
 FORMAT = "numsim-trace"
 VERSION = 1
 MAC_KINDS = ("linear", "conv2d", "matmul", "attention_scores")
-ELEMENTWISE_KINDS = ("relu", "gelu", "softmax", "flatten", "identity")
-KINDS = MAC_KINDS + ELEMENTWISE_KINDS
-ROLES = {
+KINDS = MAC_KINDS + graph_ops.KINDS
+ROLES = {**graph_ops.ROLES,
     "linear": ("input", "weight", "bias", "output"),
     "conv2d": ("input", "weight", "bias", "output"),
     "matmul": ("a", "b", "output"),
     "attention_scores": ("a", "b", "output"),
 }
 GRAD_ROLES = ("grad_output", "grad_input", "grad_weight")
-REQUIRED = {"linear": ("input", "weight", "output"), "conv2d": ("input", "weight", "output"),
-            "matmul": ("a", "b", "output"), "attention_scores": ("a", "b", "output")}
+REQUIRED = {**graph_ops.REQUIRED, "linear": ("input", "weight", "output"),
+            "conv2d": ("input", "weight", "output"), "matmul": ("a", "b", "output"),
+            "attention_scores": ("a", "b", "output")}
 # The attrs that are parameters (nothing else is accepted for these kinds, so that a misspelt
 # one cannot be ignored); other kinds' attrs are free metadata, kept as given.
-ATTRS = {"conv2d": ("stride", "padding", "dilation", "groups"), "gelu": ("approximate",)}
+ATTRS = {"conv2d": ("stride", "padding", "dilation", "groups"), **graph_ops.ATTRS}
 DTYPES = ("float64", "float32", "float16", "bfloat16", "int64", "int32", "int8", "uint8", "bool")
 
 
@@ -199,15 +204,8 @@ def _shape_problem(o: Op) -> str:
         except ValueError:
             return f"the batch axes of a {a} and b {b} do not broadcast"
         want = tuple(batch) + (a[-2], b[-1])
-    elif o.kind == "flatten":                   # replay reshapes to the output: sizes must agree
-        x = shape["input"]
-        if int(np.prod(out)) != int(np.prod(x)):
-            return f"output {out} does not hold the {int(np.prod(x))} values of input {x}"
-        return ""
     else:
-        if out != shape["input"]:
-            return f"output {out} should have the input's shape {shape['input']}"
-        return ""
+        return graph_ops.shape_problem(o.kind, shape, o.attrs)
     if "bias" in shape and shape["bias"] != (shape["weight"][0],):
         return f"bias {shape['bias']} should be ({shape['weight'][0]},)"
     if out != want:

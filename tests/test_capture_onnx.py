@@ -4,6 +4,8 @@ The model is built with onnx.helper; the oracle for the captured values is numpy
 same graph in float64 (ORT computes in float32, so values agree to float32 rounding), and the
 structure (kinds, weights, bias folding, graph links) is checked against the graph as built.
 """
+import warnings
+
 import numpy as np
 import pytest
 
@@ -11,7 +13,7 @@ onnx = pytest.importorskip("onnx", reason="onnx is an optional extra (pip instal
 pytest.importorskip("onnxruntime", reason="onnxruntime is an optional extra")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
-from simulator.capture import capture_onnx  # noqa: E402
+from simulator.onnx_capture import capture_onnx  # noqa: E402
 from simulator.configs import Config  # noqa: E402
 from simulator.replay import replay  # noqa: E402
 
@@ -136,7 +138,8 @@ def test_ops_after_a_contrib_op_are_recorded():
         [numpy_helper.from_array(w.astype(np.float32), n) for w, n in ((w1, "w1"), (w2, "w2"))])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
                                                     helper.make_opsetid("com.microsoft", 1)])
-    trace = capture_onnx(model, {"x": rng.standard_normal((2, 4)).astype(np.float32)})
+    with pytest.warns(UserWarning, match="^fc2: an input depends on the recorded ops"):
+        trace = capture_onnx(model, {"x": rng.standard_normal((2, 4)).astype(np.float32)})
     assert [(o.name, o.inputs_from) for o in trace.ops] == [("fc1", []), ("fc2", [])]
     fc2 = trace.op("fc2").tensors
     np.testing.assert_allclose(fc2["input"] @ fc2["weight"].T.astype(float), fc2["output"],
@@ -193,5 +196,124 @@ def test_matmul_by_a_leading_initializer_is_not_linked_as_its_first_operand():
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 5])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 5])], [m])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    trace = capture_onnx(model, {"x": rng.standard_normal((3, 5)).astype(np.float32)})
+    with pytest.warns(UserWarning, match="^mm: an input depends on the recorded ops"):
+        trace = capture_onnx(model, {"x": rng.standard_normal((3, 5)).astype(np.float32)})
     assert trace.op("mm").kind == "matmul" and trace.op("mm").inputs_from == []
+
+
+def _init(rng, name, *shape):
+    return numpy_helper.from_array(rng.standard_normal(shape).astype(np.float32), name)
+
+
+def _run_graph(nodes, inputs, outputs, inits, opset=17):
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info(n, TensorProto.FLOAT, s)
+                                            for n, s in inputs],
+                              [helper.make_tensor_value_info(n, TensorProto.FLOAT, None)
+                               for n in outputs], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+
+
+def _exact():
+    return Config("fp32", "fp32", {"accumulator": "exact"}, name="exact")
+
+
+def test_a_cnn_graph_links_through_norms_pools_and_residuals():
+    """Conv, BatchNormalization, MaxPool (ceil mode), a residual Add, AveragePool,
+    GlobalAveragePool, Flatten, Gemm: linked end to end with no warning, and propagated replay
+    at exact fp32 lands within fp32 rounding of onnxruntime's values (the oracle)."""
+    rng = np.random.default_rng(8)
+    inits = [_init(rng, "w0", 4, 3, 3, 3), _init(rng, "w1", 4, 4, 3, 3), _init(rng, "fc", 5, 4),
+             _init(rng, "s", 4), _init(rng, "b", 4), _init(rng, "m", 4),
+             numpy_helper.from_array(rng.uniform(0.5, 2, 4).astype(np.float32), "v")]
+    nodes = [
+        helper.make_node("Conv", ["x", "w0"], ["c0"], name="conv0", pads=[1, 1, 1, 1]),
+        helper.make_node("BatchNormalization", ["c0", "s", "b", "m", "v"], ["n0"], name="bn"),
+        helper.make_node("Relu", ["n0"], ["r0"], name="relu0"),
+        helper.make_node("MaxPool", ["r0"], ["p0"], name="pool", kernel_shape=[3, 3],
+                         strides=[2, 2], pads=[1, 1, 1, 1], ceil_mode=1),
+        helper.make_node("Conv", ["p0", "w1"], ["c1"], name="conv1", pads=[1, 1, 1, 1]),
+        helper.make_node("Add", ["p0", "c1"], ["a"], name="residual"),
+        helper.make_node("AveragePool", ["a"], ["ap"], name="avg", kernel_shape=[2, 2],
+                         strides=[1, 1], pads=[1, 1, 1, 1], count_include_pad=1),
+        helper.make_node("GlobalAveragePool", ["ap"], ["g"], name="gap"),
+        helper.make_node("Flatten", ["g"], ["f"], name="flat"),
+        helper.make_node("Gemm", ["f", "fc"], ["y"], name="head", transB=1)]
+    model = _run_graph(nodes, [("x", [2, 3, 9, 9])], ["y"], inits)
+    x = rng.standard_normal((2, 3, 9, 9)).astype(np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        trace = capture_onnx(model, {"x": x})
+    assert [(o.name, o.kind, o.inputs_from) for o in trace.ops] == [
+        ("conv0", "conv2d", []), ("bn", "batch_norm", ["conv0"]), ("relu0", "relu", ["bn"]),
+        ("pool", "pool2d", ["relu0"]), ("conv1", "conv2d", ["pool"]),
+        ("residual", "add", ["pool", "conv1"]), ("avg", "pool2d", ["residual"]),
+        ("gap", "adaptive_avg_pool2d", ["avg"]), ("flat", "flatten", ["gap"]),
+        ("head", "linear", ["flat"])]
+    df = replay(trace, [_exact()], "propagated")
+    assert (df[df.role == "output"].sqnr_db > 120).all() and "error" not in df
+
+
+def test_a_transformer_graph_links_through_heads_norms_and_slices():
+    """MatMul + bias, Split, Reshape, Transpose, the scores, Mul, Softmax, the product by v,
+    a residual Add, LayerNormalization, Sigmoid, Slice, ReduceMean, Gather, Tanh."""
+    rng = np.random.default_rng(9)
+    consts = {"shape4": np.array([2, 5, 2, 4], np.int64), "shape2": np.array([2, 5, 8], np.int64),
+              "split": np.array([8, 8, 8], np.int64), "scale": np.array(0.5, np.float32),
+              "starts": np.array([1], np.int64), "ends": np.array([5], np.int64),
+              "axes": np.array([1], np.int64), "steps": np.array([2], np.int64),
+              "idx": np.array(0, np.int64)}
+    inits = [_init(rng, "wqkv", 8, 24), _init(rng, "bqkv", 24), _init(rng, "wo", 8, 8),
+             _init(rng, "g", 8), _init(rng, "beta", 8)] + [
+        numpy_helper.from_array(v, k) for k, v in consts.items()]
+    nodes = [helper.make_node("MatMul", ["x", "wqkv"], ["qkv0"], name="qkv"),
+             helper.make_node("Add", ["qkv0", "bqkv"], ["qkv1"], name="qkv_bias"),
+             helper.make_node("Split", ["qkv1", "split"], ["q0", "k0", "v0"], name="split",
+                              axis=-1)]
+    for n in "qkv":
+        nodes += [helper.make_node("Reshape", [f"{n}0", "shape4"], [f"{n}1"], name=f"r{n}"),
+                  helper.make_node("Transpose", [f"{n}1"], [f"{n}2"], name=f"t{n}",
+                                   perm=[0, 2, 1, 3])]
+    nodes += [
+        helper.make_node("Transpose", ["k2"], ["kt"], name="kt", perm=[0, 1, 3, 2]),
+        helper.make_node("MatMul", ["q2", "kt"], ["s0"], name="scores"),
+        helper.make_node("Mul", ["scale", "s0"], ["s1"], name="scale_mul"),
+        helper.make_node("Softmax", ["s1"], ["p"], name="softmax", axis=-1),
+        helper.make_node("MatMul", ["p", "v2"], ["o0"], name="pv"),
+        helper.make_node("Transpose", ["o0"], ["o1"], name="to", perm=[0, 2, 1, 3]),
+        helper.make_node("Reshape", ["o1", "shape2"], ["o2"], name="ro"),
+        helper.make_node("MatMul", ["o2", "wo"], ["o3"], name="out"),
+        helper.make_node("Add", ["x", "o3"], ["h"], name="residual"),
+        helper.make_node("LayerNormalization", ["h", "g", "beta"], ["ln"], name="ln"),
+        helper.make_node("Sigmoid", ["ln"], ["sg"], name="sig"),
+        helper.make_node("Slice", ["sg", "starts", "ends", "axes", "steps"], ["sl"],
+                         name="slice"),
+        helper.make_node("ReduceMean", ["sl"], ["mean"], name="mean", axes=[1], keepdims=0),
+        helper.make_node("Gather", ["ln", "idx"], ["cls"], name="cls", axis=1),
+        helper.make_node("Tanh", ["cls"], ["y"], name="tanh")]
+    model = _run_graph(nodes, [("x", [2, 5, 8])], ["y", "mean"], inits)
+    x = rng.standard_normal((2, 5, 8)).astype(np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        trace = capture_onnx(model, {"x": x})
+    links = {o.name: o.inputs_from for o in trace.ops}
+    assert [o.name for o in trace.ops if not o.inputs_from] == ["qkv"]
+    assert links["split"] == ["qkv"] and links["split_2"] == ["qkv"]      # bias folded
+    assert links["scores"] == ["tq", "kt"] and links["scale_mul"] == ["scores"]
+    assert links["pv"] == ["softmax", "tv"] and links["out"] == ["to"]
+    assert links["residual"] == ["out"] and links["cls"] == ["ln"]
+    assert links["mean"] == ["slice"] and links["slice"] == ["sig"]
+    assert trace.op("slice").attrs == {"index": [[None] * 3, [1, 5, 2], [None] * 3]}
+    df = replay(trace, [_exact()], "propagated")
+    assert (df[df.role == "output"].sqnr_db > 120).all() and "error" not in df
+
+
+def test_a_pool_torch_would_refuse_is_left_out_with_a_warning():
+    model = _run_graph([helper.make_node("Relu", ["x"], ["r"], name="relu"),
+                        helper.make_node("Conv", ["r", "w"], ["c"], name="conv"),
+                        helper.make_node("MaxPool", ["c"], ["y"], name="pool",
+                                         kernel_shape=[3, 3], pads=[2, 2, 2, 2])],
+                       [("x", [1, 1, 4, 4])], ["y"], [_init(np.random.default_rng(1), "w",
+                                                            1, 1, 1, 1)])
+    with pytest.warns(UserWarning, match="'pool': not recorded: pool2d padding"):
+        trace = capture_onnx(model, {"x": np.ones((1, 1, 4, 4), np.float32)})
+    assert [o.name for o in trace.ops] == ["relu", "conv"]

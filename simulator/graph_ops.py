@@ -1,0 +1,298 @@
+"""The ops between the MACs, as propagated replay runs them: float64, no rounding of their own.
+
+A trace records these kinds besides the MAC kinds so that the graph links through them:
+
+* unary, output of the input's shape: ``relu``, ``gelu`` (attr ``approximate``: "none" for the
+  erf form, "tanh"), ``softmax`` (last axis), ``silu``, ``sigmoid``, ``tanh``, ``identity``;
+* ``flatten``: the input's values in their order, in the output's shape;
+* ``permute``: attr ``dims``, the input's axes in the output's order (``np.transpose``);
+* ``expand``: the input broadcast to the output's shape (``np.broadcast_to``);
+* ``index``: attr ``index``, basic indexing ``x[...]`` as a list of entries, each an integer,
+  ``[start, stop, step]`` (a slice; null for a bound left out), null (a new axis) or
+  ``"..."``;
+* binary, roles ``input`` and ``other`` broadcast together: ``add``, ``sub``, ``mul``, ``div``;
+* ``layer_norm``: attrs ``normalized_shape`` (the input's trailing axes) and ``eps``, optional
+  ``weight`` and ``bias`` of that shape; the biased variance, as PyTorch and ONNX use;
+* ``batch_norm`` in inference form (running statistics), channels on axis 1: roles
+  ``running_mean``, ``running_var`` and optional ``weight``, ``bias`` (C,); attr ``eps``;
+* ``mean``: attrs ``dims`` (the axes averaged) and ``keepdim``;
+* ``pool2d`` of an NCHW input: attrs ``mode`` ("max" or "avg"), ``kernel``, ``stride``,
+  ``padding``, ``dilation`` (pairs), ``ceil_mode``, and for "avg" ``count_include_pad`` and
+  ``divisor_override`` (null or a positive integer), with PyTorch's rules for each;
+* ``adaptive_avg_pool2d`` of an NCHW input: the output's (H, W) says the windows, PyTorch's
+  (window i of n over L covers floor(i·L/n) to ceil((i+1)·L/n)).
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping
+
+import numpy as np
+
+
+def _gelu(x: np.ndarray, approximate: str = "none") -> np.ndarray:
+    """GELU: x * Phi(x) (erf form), or PyTorch's ``approximate="tanh"`` form."""
+    if approximate == "tanh":
+        return 0.5 * x * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x ** 3)))
+    return x * 0.5 * (1.0 + np.vectorize(math.erf, otypes=[float])(x / math.sqrt(2.0)))
+
+
+def _softmax(x: np.ndarray) -> np.ndarray:
+    z = np.exp(x - np.max(x, axis=-1, keepdims=True))
+    return z / np.sum(z, axis=-1, keepdims=True)
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    with np.errstate(over="ignore"):             # exp(-x) = inf for x below -709 gives 0
+        return 1.0 / (1.0 + np.exp(-x))
+
+
+UNARY = {"relu": lambda x, a: np.maximum(x, 0.0),
+         "gelu": lambda x, a: _gelu(x, a.get("approximate", "none")),
+         "softmax": lambda x, a: _softmax(x),
+         "silu": lambda x, a: x * _sigmoid(x),
+         "sigmoid": lambda x, a: _sigmoid(x),
+         "tanh": lambda x, a: np.tanh(x),
+         "identity": lambda x, a: x}
+BINARY = {"add": np.add, "sub": np.subtract, "mul": np.multiply, "div": np.divide}
+KINDS = tuple(UNARY) + ("flatten", "permute", "expand", "index") + tuple(BINARY) + (
+    "layer_norm", "batch_norm", "mean", "pool2d", "adaptive_avg_pool2d")
+ROLES = {**{k: ("input", "other", "output") for k in BINARY},
+         "layer_norm": ("input", "weight", "bias", "output"),
+         "batch_norm": ("input", "running_mean", "running_var", "weight", "bias", "output")}
+REQUIRED = {**{k: ("input", "other", "output") for k in BINARY},
+            "batch_norm": ("input", "running_mean", "running_var", "output")}
+# The attrs these kinds accept (nothing else, so a misspelt one cannot be ignored).
+ATTRS = {"gelu": ("approximate",), "permute": ("dims",), "index": ("index",),
+         "layer_norm": ("normalized_shape", "eps"),
+         "batch_norm": ("eps",), "mean": ("dims", "keepdim"),
+         "pool2d": ("mode", "kernel", "stride", "padding", "dilation", "ceil_mode",
+                    "count_include_pad", "divisor_override")}
+POOL_DEFAULTS = {"stride": None, "padding": [0, 0], "dilation": [1, 1], "ceil_mode": False,
+                 "count_include_pad": True, "divisor_override": None}
+
+
+def _ints(v: Any, what: str, n: int = 0) -> list[int]:
+    """``v`` as a list of ints (``n`` of them when ``n``); a ValueError naming ``what``."""
+    ok = isinstance(v, (list, tuple)) and all(isinstance(i, int) and not isinstance(i, bool)
+                                              for i in v)
+    if not ok or (n and len(v) != n):
+        raise ValueError(f"{what} must be a list of {n or 'some'} integers, got {v!r}")
+    return list(v)
+
+
+def _axes(dims: Any, ndim: int, what: str) -> list[int]:
+    """Axes in [-ndim, ndim) as non-negative ints, each once."""
+    axes = _ints(dims, what)
+    if any(not -ndim <= d < ndim for d in axes) or len({d % ndim for d in axes}) != len(axes):
+        raise ValueError(f"{what} {axes} are not distinct axes of a {ndim}-D input")
+    return [d % ndim for d in axes]
+
+
+def index_key(entries: Any) -> tuple:
+    """An ``index`` op's attr as a numpy index (see the module doc); a ValueError if it is
+    not one."""
+    def one(e):
+        if e is None or e == "...":
+            return Ellipsis if e == "..." else None
+        if isinstance(e, int) and not isinstance(e, bool):
+            return e
+        if isinstance(e, list) and len(e) == 3 and all(
+                v is None or (isinstance(v, int) and not isinstance(v, bool)) for v in e) \
+                and e[2] != 0:
+            return slice(*e)
+        raise ValueError(f"index entry {e!r} is not an integer, [start, stop, step] (step not "
+                         f"0), null or '...'")
+
+    if not isinstance(entries, list):
+        raise ValueError(f"index must be a list of entries, got {entries!r}")
+    return tuple(one(e) for e in entries)
+
+
+def _pool_args(attrs: Mapping[str, Any]) -> dict:
+    """pool2d's attrs with defaults filled in and checked; a ValueError says what is wrong."""
+    a = {**POOL_DEFAULTS, **attrs}
+    if a.get("mode") not in ("max", "avg"):
+        raise ValueError(f"pool2d mode must be 'max' or 'avg', got {a.get('mode')!r}")
+    k = _ints(a.get("kernel"), "pool2d kernel", 2)
+    s = k if a["stride"] is None else _ints(a["stride"], "pool2d stride", 2)
+    p, d = _ints(a["padding"], "pool2d padding", 2), _ints(a["dilation"], "pool2d dilation", 2)
+    if min(k + s + d) < 1 or min(p) < 0:
+        raise ValueError(f"pool2d kernel, stride and dilation must be positive and padding not "
+                         f"negative: kernel {k}, stride {s}, padding {p}, dilation {d}")
+    if any(pp > kk // 2 for pp, kk in zip(p, k)):
+        raise ValueError(f"pool2d padding {p} is more than half the kernel {k}")
+    div = a["divisor_override"]
+    if a["mode"] == "avg" and (d != [1, 1] or not (div is None or (
+            isinstance(div, int) and not isinstance(div, bool) and div > 0))):
+        raise ValueError(f"an avg pool2d takes dilation 1 and a divisor_override that is null or "
+                         f"a positive integer, got dilation {d}, divisor_override {div!r}")
+    for flag in ("ceil_mode", "count_include_pad"):
+        if not isinstance(a[flag], bool):
+            raise ValueError(f"pool2d {flag} must be true or false, got {a[flag]!r}")
+    return {**a, "kernel": k, "stride": s, "padding": p, "dilation": d}
+
+
+def _pool_size(length: int, k: int, s: int, p: int, d: int, ceil_mode: bool) -> int:
+    """Output length of a pooling window along one axis (PyTorch's rule: with ``ceil_mode`` a
+    last window that would start in the right padding is dropped)."""
+    span = length + 2 * p - d * (k - 1) - 1              # floor division, as PyTorch's
+    n = (-(-span // s) if ceil_mode else span // s) + 1
+    return n - 1 if ceil_mode and (n - 1) * s >= length + p else n
+
+
+def _eps_problem(attrs: Mapping[str, Any]) -> str:
+    eps = attrs.get("eps")
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps >= 0:
+        return f"eps must be a number, at least 0, got {eps!r}"
+    return ""
+
+
+def shape_problem(kind: str, shapes: Mapping[str, tuple], attrs: Mapping[str, Any]) -> str:
+    """What is wrong with the shapes or attrs of an op of one of :data:`KINDS`, or ''."""
+    x, out = shapes["input"], shapes["output"]
+    if kind in UNARY:
+        return "" if out == x else f"output {out} should have the input's shape {x}"
+    try:
+        if kind == "flatten":
+            if math.prod(out) != math.prod(x):
+                return f"output {out} does not hold the {math.prod(x)} values of input {x}"
+            return ""
+        if kind in BINARY:
+            try:
+                want = tuple(np.broadcast_shapes(x, shapes["other"]))
+            except ValueError:
+                return f"input {x} and other {shapes['other']} do not broadcast"
+        elif kind == "permute":
+            dims = _axes(attrs.get("dims"), len(x), "permute dims")
+            if len(dims) != len(x):
+                return f"permute dims {dims} do not order all {len(x)} axes of input {x}"
+            want = tuple(x[d] for d in dims)
+        elif kind == "expand":
+            try:
+                want = tuple(np.broadcast_shapes(x, out))
+            except ValueError:
+                return f"input {x} does not broadcast to output {out}"
+        elif kind == "index":
+            key = index_key(attrs.get("index"))
+            try:
+                want = np.lib.stride_tricks.as_strided(np.zeros(1), x, (0,) * len(x))[key].shape
+            except IndexError as exc:
+                return f"index {attrs['index']} does not apply to input {x}: {exc}"
+        elif kind == "layer_norm":
+            ns = tuple(_ints(attrs.get("normalized_shape"), "layer_norm normalized_shape"))
+            if not ns or tuple(x[len(x) - len(ns):]) != ns:
+                return f"normalized_shape {list(ns)} must be the last axes of input {x}"
+            for role in ("weight", "bias"):
+                if role in shapes and tuple(shapes[role]) != ns:
+                    return f"{role} {shapes[role]} should be the normalized shape {ns}"
+            want = x
+        elif kind == "batch_norm":
+            if len(x) < 2:
+                return f"input {x} has no channel axis (axis 1)"
+            for role in ("running_mean", "running_var", "weight", "bias"):
+                if role in shapes and tuple(shapes[role]) != (x[1],):
+                    return f"{role} {shapes[role]} should be one value per channel ({x[1]},)"
+            want = x
+        elif kind == "mean":
+            axes = _axes(attrs.get("dims"), len(x), "mean dims")
+            keep = attrs.get("keepdim", False)
+            if not isinstance(keep, bool):
+                return f"mean keepdim must be true or false, got {keep!r}"
+            want = tuple(1 if i in axes else n for i, n in enumerate(x) if keep or i not in axes)
+        elif kind in ("pool2d", "adaptive_avg_pool2d"):
+            if len(x) != 4:
+                return f"input {x} is not NCHW"
+            if kind == "adaptive_avg_pool2d":
+                if len(out) != 4 or min(out[2:]) < 1:
+                    return f"output {out} should be (N, C, H, W) with H, W at least 1"
+                want = x[:2] + tuple(out[2:])
+            else:
+                a = _pool_args(attrs)
+                want = x[:2] + tuple(_pool_size(n, *v, a["ceil_mode"]) for n, *v in zip(
+                    x[2:], a["kernel"], a["stride"], a["padding"], a["dilation"]))
+                if min(want[2:]) < 1:
+                    return f"the pooling window {a['kernel']} (dilation {a['dilation']}) is " \
+                           f"larger than the padded input {x}"
+    except ValueError as exc:
+        return str(exc)
+    if kind in ("layer_norm", "batch_norm") and _eps_problem(attrs):
+        return _eps_problem(attrs)
+    return "" if tuple(out) == tuple(want) else f"output {out} should be {want}"
+
+
+def _windows(length: int, n: int, k: int, s: int, p: int, d: int) -> tuple:
+    """Indices (n, k) of the taps of ``n`` windows of ``k`` taps along an axis of ``length``
+    (clipped into range), which taps fall inside it, and each window's extent clipped to the
+    padded axis (avg's ``count_include_pad`` divisor)."""
+    start = np.arange(n) * s - p
+    idx = start[:, None] + d * np.arange(k)
+    inside = (idx >= 0) & (idx < length)
+    return np.clip(idx, 0, max(length - 1, 0)), inside, np.minimum(start + k, length + p) - start
+
+
+def _adaptive_windows(length: int, n: int) -> tuple:
+    """PyTorch's adaptive windows along one axis: indices, inside mask, sizes."""
+    i = np.arange(n)
+    start, end = (i * length) // n, -((-(i + 1) * length) // n)
+    idx = start[:, None] + np.arange(int((end - start).max()))
+    inside = idx < end[:, None]
+    return np.minimum(idx, length - 1), inside, end - start
+
+
+def _pool(x: np.ndarray, hw: tuple, mode: str, divisor=None) -> np.ndarray:
+    """Max or average of NCHW ``x`` over windows ``hw`` = ((idx, inside) along H, along W);
+    ``divisor`` (Ho, Wo) for "avg" (the count of taps inside when None)."""
+    (ih, vh), (iw, vw) = hw
+    taps = x[:, :, ih][..., iw]                            # (N, C, Ho, kh, Wo, kw)
+    inside = vh[:, :, None, None] & vw[None, None]
+    if mode == "max":
+        return np.where(inside, taps, -np.inf).max(axis=(3, 5))
+    if divisor is None:
+        divisor = vh.sum(1)[:, None] * vw.sum(1)[None, :]
+    return np.where(inside, taps, 0.0).sum(axis=(3, 5)) / divisor
+
+
+def evaluate(kind: str, t: Mapping[str, np.ndarray], shape: tuple,
+             attrs: Mapping[str, Any]) -> np.ndarray:
+    """The output of an op of one of :data:`KINDS` from its float64 tensors ``t`` by role
+    (``input``, and ``other``, ``weight``, ``bias`` where the kind has them); ``shape`` is the
+    captured output's (what ``flatten`` and ``adaptive_avg_pool2d`` produce)."""
+    x = t["input"]
+    with np.errstate(divide="ignore", invalid="ignore"):   # IEEE results (inf, NaN), as torch's
+        if kind in UNARY:
+            return UNARY[kind](x, attrs)
+        if kind in BINARY:
+            return BINARY[kind](x, t["other"])
+    if kind == "flatten":
+        return x.reshape(shape)
+    if kind == "permute":
+        return np.transpose(x, attrs["dims"])
+    if kind == "expand":
+        return np.broadcast_to(x, shape)
+    if kind == "index":
+        return np.array(x[index_key(attrs["index"])])
+    if kind == "layer_norm":
+        axes = tuple(range(x.ndim - len(attrs["normalized_shape"]), x.ndim))
+        centred = x - x.mean(axis=axes, keepdims=True)
+        y = centred / np.sqrt((centred ** 2).mean(axis=axes, keepdims=True) + attrs["eps"])
+        return y * t.get("weight", 1.0) + t.get("bias", 0.0)
+    if kind == "batch_norm":
+        c = (1, -1) + (1,) * (x.ndim - 2)                  # one value per channel, on axis 1
+        y = (x - t["running_mean"].reshape(c)) / np.sqrt(t["running_var"].reshape(c) +
+                                                          attrs["eps"])
+        return y * t.get("weight", np.ones(1)).reshape(c) + t.get("bias", np.zeros(1)).reshape(c)
+    if kind == "mean":
+        return x.mean(axis=tuple(attrs["dims"]), keepdims=attrs.get("keepdim", False))
+    if kind == "adaptive_avg_pool2d":
+        (ih, vh, nh), (iw, vw, nw) = (_adaptive_windows(n, m) for n, m in zip(x.shape[2:],
+                                                                             shape[2:]))
+        return _pool(x, ((ih, vh), (iw, vw)), "avg", nh[:, None] * nw[None, :])
+    a = _pool_args(attrs)
+    (ih, vh, ph), (iw, vw, pw) = (
+        _windows(n, _pool_size(n, k, s, p, d, a["ceil_mode"]), k, s, p, d)
+        for n, k, s, p, d in zip(x.shape[2:], a["kernel"], a["stride"], a["padding"],
+                                 a["dilation"]))
+    divisor = a["divisor_override"] or (ph[:, None] * pw[None, :] if a["count_include_pad"]
+                                        else None)
+    return _pool(x, ((ih, vh), (iw, vw)), a["mode"], divisor)

@@ -1,0 +1,314 @@
+"""Capturing a trace from an ONNX model through onnxruntime (optional extras: pip install onnx
+onnxruntime).  See :func:`capture_onnx`."""
+from __future__ import annotations
+
+from typing import Mapping
+
+import numpy as np
+
+from . import graph_ops
+from .traces import Op, Trace, TraceError
+
+# Nodes whose output holds their first input's values in their order: they pass its link on.
+_PASSES = ("Reshape", "Squeeze", "Unsqueeze", "Dropout")
+# Nodes whose outputs do not depend on their inputs' values.
+_SHAPES = ("Shape", "Size")
+
+
+def _onnx_attrs(node) -> dict:
+    """A node's attributes, strings decoded."""
+    from onnx import helper
+    out = {}
+    for a in node.attribute:
+        v = helper.get_attribute_value(a)
+        out[a.name] = v.decode() if isinstance(v, bytes) else v
+    return out
+
+
+def _onnx_conv_attrs(node, x: np.ndarray, w: np.ndarray) -> tuple[dict, bool]:
+    """conv2d attrs of an ONNX Conv node on input ``x`` and whether it is 1-D (then lifted to
+    height 1); TraceError for what a conv2d op cannot hold (3-D, asymmetric padding)."""
+    at = _onnx_attrs(node)
+    dims = w.ndim - 2
+    if dims not in (1, 2):
+        raise TraceError(f"ONNX node {node.name!r}: only 1-D and 2-D Conv are captured")
+    strides = list(at.get("strides", [1] * dims))
+    dilations = list(at.get("dilations", [1] * dims))
+    auto = at.get("auto_pad", "NOTSET")
+    if auto == "VALID":
+        pads = [0] * 2 * dims
+    elif auto in ("SAME_UPPER", "SAME_LOWER"):        # output size ceil(in / stride)
+        total = [max((-(-n // s) - 1) * s + d * (k - 1) + 1 - n, 0)
+                 for n, s, d, k in zip(x.shape[2:], strides, dilations, w.shape[2:])]
+        pads = [t // 2 for t in total] + [t - t // 2 for t in total]
+    else:
+        pads = list(at.get("pads", [0] * 2 * dims))
+    if pads[:dims] != pads[dims:]:
+        raise TraceError(f"ONNX node {node.name!r}: asymmetric pads {pads} are not modelled")
+    lift = (lambda v, fill: [fill] + list(v)) if dims == 1 else (lambda v, fill: list(v))
+    return ({"stride": lift(strides, 1), "padding": lift(pads[:dims], 0),
+             "dilation": lift(dilations, 1), "groups": int(at.get("group", 1))}, dims == 1)
+
+
+def _pool_attrs(t: str, at: dict, x: np.ndarray) -> dict:
+    """A ``pool2d`` op's attrs from an ONNX MaxPool/AveragePool node on NCHW ``x``;
+    TraceError for what one cannot hold (SAME padding, asymmetric pads)."""
+    auto = at.get("auto_pad", "NOTSET")
+    pads = [0, 0, 0, 0] if auto == "VALID" else list(at.get("pads", [0, 0, 0, 0]))
+    if auto not in ("NOTSET", "VALID") or pads[:2] != pads[2:]:
+        raise TraceError(f"auto_pad {auto} / pads {pads}: only symmetric explicit pads are "
+                         f"modelled")
+    attrs = {"mode": "max" if t == "MaxPool" else "avg", "kernel": list(at["kernel_shape"]),
+             "stride": list(at.get("strides", [1, 1])), "padding": pads[:2],
+             "ceil_mode": bool(at.get("ceil_mode", 0))}
+    if t == "MaxPool":
+        return {**attrs, "dilation": list(at.get("dilations", [1, 1]))}
+    return {**attrs, "count_include_pad": bool(at.get("count_include_pad", 0)),
+            "divisor_override": None}
+
+
+def _slice_entries(x: np.ndarray, starts, ends, axes, steps) -> list:
+    """An ``index`` op's entries for an ONNX Slice (positive steps only: ValueError else)."""
+    entries = [[None, None, None] for _ in range(x.ndim)]
+    axes = range(len(starts)) if axes is None else axes
+    steps = [1] * len(starts) if steps is None else steps
+    for a, b, e, s in zip(axes, starts, ends, steps):
+        if s < 1:
+            raise ValueError("negative steps are not modelled")
+        entries[int(a) % x.ndim] = [int(b), int(e), int(s)]
+    return entries
+
+
+def capture_onnx(model, feeds: Mapping[str, np.ndarray], labels=None,
+                 model_name: str = "") -> Trace:
+    """Run an ONNX model (a path or a ModelProto) on ``feeds`` with onnxruntime and record its
+    ops from the intermediate values (needs onnx and onnxruntime).
+
+    Recorded:
+
+    * ``Gemm`` (alpha = beta = 1, no transposed A, a bias C of one value per output or one for
+      all; other Gemm nodes are left out with a warning) and ``MatMul`` by a 2-D initializer as
+      ``linear`` (a following ``Add`` of a 1-D initializer is folded in as the bias); other
+      ``MatMul`` as ``matmul``; 1-D and 2-D ``Conv`` (symmetric explicit pads) as ``conv2d``
+      (auto_pad VALID, and SAME where it pads evenly, included; other Conv nodes are left out
+      with a warning);
+    * ``Relu``, ``Gelu``, ``Sigmoid``, ``Tanh``, ``Softmax`` (on the last axis; before opset 13
+      only of 2-D inputs), ``Flatten`` and ``Identity``;
+    * where the input depends on a recorded op (below): ``Transpose`` (``permute``), ``Add``,
+      ``Sub``, ``Mul``, ``Div`` of floats, ``LayerNormalization``, ``BatchNormalization`` in
+      inference mode, ``ReduceMean``, ``GlobalAveragePool`` (``adaptive_avg_pool2d``),
+      ``MaxPool``/``AveragePool`` of NCHW inputs with symmetric pads (``pool2d``),
+      ``Gather`` of one index, ``Slice`` with positive steps and ``Split`` (``index``).  A node
+      whose shapes or attributes an op cannot hold as PyTorch defines it (a pool's padding
+      above half its kernel, say) is left out with a warning.
+
+    ``Reshape``, ``Squeeze``, ``Unsqueeze`` and ``Dropout`` keep the values in their order:
+    they pass their input's link on.  Biases may come from initializers or computed values (a
+    ``Constant``, say).  Other nodes, contrib ops included, are run but not recorded.  As in
+    :func:`simulator.capture.capture_torch`, a value that depends on no recorded op is replayed
+    as captured, and a recorded op that reads a value depending on one without a link (through
+    a node not recorded) is named in a warning."""
+    import warnings
+
+    import onnx
+    import onnxruntime as ort
+    from onnx import helper, numpy_helper, shape_inference
+
+    proto = onnx.load(str(model)) if not isinstance(model, onnx.ModelProto) else model
+    proto = shape_inference.infer_shapes(proto)
+    graph = proto.graph
+    opset = max((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")),
+                default=13)
+    inits = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    outputs = {o.name for o in graph.output}
+    typed = {vi.name: vi for vi in graph.value_info}
+    wanted = dict.fromkeys(n for node in graph.node for n in node.output
+                           if n and n not in outputs)
+    full = onnx.ModelProto()
+    full.CopyFrom(proto)
+    full.graph.output.extend(typed.get(n) or helper.make_empty_tensor_value_info(n)
+                             for n in wanted)          # untyped: outputs of contrib ops
+    sess = ort.InferenceSession(full.SerializeToString(), providers=["CPUExecutionProvider"])
+    names = [o.name for o in sess.get_outputs()]
+    values = {**inits, **{k: np.asarray(v) for k, v in feeds.items()},
+              **dict(zip(names, sess.run(names, dict(feeds))))}
+    consumers: dict = {}
+    for node in graph.node:
+        for i in node.input:
+            consumers.setdefault(i, []).append(node)
+    producer: dict = {}                      # value name -> op name whose output it is
+    tainted: set = set()                     # value names that depend on a recorded op
+    unlinked: list[str] = []
+    ops: list[Op] = []
+    taken: set = set()
+    folded: set = set()
+
+    def add(node, kind, tensors, sources, out_name, attrs=None):
+        """Record an op reading the values ``sources``: linked where the first has a producer
+        (the second too where it has one; else it is a constant)."""
+        attrs = attrs or {}
+        if kind in graph_ops.KINDS:
+            problem = graph_ops.shape_problem(kind, {r: np.shape(v) for r, v in tensors.items()},
+                                              attrs)
+            if problem:
+                warnings.warn(f"ONNX node {node.name!r}: not recorded: {problem}", stacklevel=3)
+                return
+        base = (node.name or node.op_type.lower()).replace("/", ".").lstrip(".") or "op"
+        name, i = base, 1
+        while name in taken:
+            i += 1
+            name = f"{base}_{i}"
+        taken.add(name)
+        links = [producer[s] for s in sources if s in producer] \
+            if sources and sources[0] in producer else []
+        if any(s in tainted and (s not in producer or not links) for s in sources):
+            unlinked.append(name)
+        ops.append(Op(name, kind, tensors, attrs, links))
+        producer[out_name] = name
+        tainted.add(out_name)
+
+    def have(n) -> bool:
+        return n in values
+
+    def record(node, t, ins, out, at) -> None:
+        if t in ("Gemm", "MatMul"):
+            a, b = values[ins[0]], values[ins[1]]
+            gemm_ok = t == "MatMul" or (at.get("alpha", 1.0) == 1.0 and at.get("beta", 1.0) == 1.0
+                                        and not at.get("transA", 0))
+            if ins[1] in inits and b.ndim == 2 and gemm_ok and ins[0] not in inits:
+                w = b if at.get("transB", 0) else b.T
+                tensors = {"input": a, "weight": np.ascontiguousarray(w)}
+                out_name = out
+                if t == "Gemm" and len(ins) > 2 and ins[2]:
+                    c = values[ins[2]]
+                    if c.size != 1 and (c.size != w.shape[0] or c.shape[-1] != w.shape[0]):
+                        warnings.warn(f"ONNX node {node.name!r}: not recorded: its C {c.shape} "
+                                      f"is not one bias per output", stacklevel=3)
+                        return
+                    tensors["bias"] = np.broadcast_to(c.reshape(-1), (w.shape[0],)).copy()
+                elif t == "MatMul" and len(consumers.get(out, [])) == 1:
+                    nxt = consumers[out][0]
+                    other = [n for n in nxt.input if n != out]
+                    if (nxt.op_type == "Add" and len(other) == 1 and other[0] in inits
+                            and inits[other[0]].shape == (w.shape[0],) and have(nxt.output[0])):
+                        tensors["bias"] = inits[other[0]]
+                        out_name = nxt.output[0]
+                        folded.add(id(nxt))
+                tensors["output"] = values[out_name]
+                add(node, "linear", tensors, [ins[0]], out_name)
+            elif t == "MatMul" and a.ndim >= 2 and b.ndim >= 2:
+                add(node, "matmul", {"a": a, "b": b, "output": values[out]}, ins[:2], out)
+            elif t == "Gemm":
+                warnings.warn(f"ONNX node {node.name!r}: not recorded: only Gemm with alpha = "
+                              f"beta = 1, A not transposed, B an initializer", stacklevel=3)
+        elif t == "Conv" and ins[1] in inits:
+            w, x, y = inits[ins[1]], values[ins[0]], values[out]
+            try:
+                attrs, lift = _onnx_conv_attrs(node, x, w)
+            except TraceError as exc:
+                warnings.warn(f"not recorded: {exc}", stacklevel=3)
+                return
+            if lift:
+                x, w, y = x[:, :, None], w[:, :, None], y[:, :, None]
+            tensors = {"input": x, "weight": w, "output": y}
+            if len(ins) > 2 and ins[2]:
+                tensors["bias"] = values[ins[2]]
+            add(node, "conv2d", tensors, [ins[0]], out, attrs)
+        elif t in ("Relu", "Gelu", "Sigmoid", "Tanh", "Softmax", "Flatten", "Identity"):
+            x = values[ins[0]]
+            if t == "Softmax" and (at.get("axis", -1 if opset >= 13 else 1) not in
+                                   (-1, x.ndim - 1) or (opset < 13 and x.ndim != 2)):
+                return                           # replay's softmax runs on the last axis
+            attrs = {"approximate": at.get("approximate", "none")} if t == "Gelu" else {}
+            add(node, t.lower(), {"input": x, "output": values[out]}, [ins[0]], out, attrs)
+        elif t in _PASSES:
+            if ins[0] in producer:
+                producer[out] = producer[ins[0]]
+        elif not any(i in tainted for i in ins):
+            return                               # the nodes below are recorded where tainted
+        elif t in ("Add", "Sub", "Mul", "Div") and values[out].dtype.kind == "f":
+            a, b = ins[:2]
+            if t in ("Add", "Mul") and a not in producer and b in producer:
+                a, b = b, a
+            add(node, t.lower(), {"input": values[a], "other": values[b],
+                                  "output": values[out]}, [a, b], out)
+        elif t == "Transpose":
+            x = values[ins[0]]
+            dims = list(at.get("perm", range(x.ndim)[::-1]))
+            add(node, "permute", {"input": x, "output": values[out]}, ins[:1], out,
+                {"dims": dims})
+        elif t == "LayerNormalization":
+            x = values[ins[0]]
+            ns = list(x.shape[at.get("axis", -1) % x.ndim:])
+            tensors = {"input": x, "output": values[out]}
+            for role, n in zip(("weight", "bias"), ins[1:3]):
+                if n:
+                    tensors[role] = np.broadcast_to(values[n], ns).copy()
+            add(node, "layer_norm", tensors, ins[:1], out,
+                {"normalized_shape": ns, "eps": float(at.get("epsilon", 1e-5))})
+        elif t == "BatchNormalization" and not at.get("training_mode", 0):
+            tensors = {"input": values[ins[0]], "output": values[out]}
+            for role, n in zip(("weight", "bias", "running_mean", "running_var"), ins[1:5]):
+                tensors[role] = values[n]
+            add(node, "batch_norm", tensors, ins[:1], out,
+                {"eps": float(at.get("epsilon", 1e-5))})
+        elif t == "ReduceMean":
+            x = values[ins[0]]
+            axes = at.get("axes") if opset < 18 else (
+                values[ins[1]].tolist() if len(ins) > 1 and ins[1] else None)
+            if not axes and at.get("noop_with_empty_axes", 0):
+                return
+            add(node, "mean", {"input": x, "output": values[out]}, ins[:1], out, {
+                "dims": [int(a) % x.ndim for a in (axes or range(x.ndim))],
+                "keepdim": bool(at.get("keepdims", 1))})
+        elif t == "GlobalAveragePool":
+            add(node, "adaptive_avg_pool2d", {"input": values[ins[0]], "output": values[out]},
+                ins[:1], out)
+        elif t in ("MaxPool", "AveragePool") and values[ins[0]].ndim == 4:
+            try:
+                attrs = _pool_attrs(t, at, values[ins[0]])
+            except TraceError as exc:
+                warnings.warn(f"ONNX node {node.name!r}: not recorded: {exc}", stacklevel=3)
+                return
+            add(node, "pool2d", {"input": values[ins[0]], "output": values[out]}, ins[:1], out,
+                attrs)
+        elif t == "Gather" and values[ins[1]].ndim == 0:
+            x = values[ins[0]]
+            axis = at.get("axis", 0) % x.ndim
+            add(node, "index", {"input": x, "output": values[out]}, ins[:1], out,
+                {"index": [[None] * 3] * axis + [int(values[ins[1]])]})
+        elif t == "Slice" and opset >= 10:
+            x = values[ins[0]]
+            starts, ends, axes, steps = (values[n].tolist() if n else None
+                                         for n in (ins + [""] * 4)[1:5])
+            try:
+                entries = _slice_entries(x, starts, ends, axes, steps)
+            except ValueError as exc:
+                warnings.warn(f"ONNX node {node.name!r}: not recorded: {exc}", stacklevel=3)
+                return
+            add(node, "index", {"input": x, "output": values[out]}, ins[:1], out,
+                {"index": entries})
+        elif t == "Split":
+            x = values[ins[0]]
+            axis, start = at.get("axis", 0) % x.ndim, 0
+            for name in node.output:
+                n = values[name].shape[axis]
+                add(node, "index", {"input": x, "output": values[name]}, ins[:1], name,
+                    {"index": [[None] * 3] * axis + [[start, start + n, None]]})
+                start += n
+
+    for node in graph.node:
+        t, ins, out = node.op_type, list(node.input), node.output[0]
+        if id(node) in folded or not all(have(n) for n in ins if n) or not have(out):
+            continue
+        record(node, t, ins, out, _onnx_attrs(node))
+        if t not in _SHAPES and any(i in tainted for i in ins):
+            tainted.update(node.output)
+    if unlinked:
+        named = ", ".join(unlinked[:3]) + (f" and {len(unlinked) - 3} more ops"
+                                           if len(unlinked) > 3 else "")
+        warnings.warn(f"{named}: an input depends on the recorded ops through a node capture "
+                      f"does not record, so propagated replay feeds the captured input there "
+                      f"and the error of the ops before does not reach it", stacklevel=2)
+    extras = {} if labels is None else {"labels": np.asarray(labels)}
+    return Trace(ops, extras, model=model_name or (graph.name or "onnx"))

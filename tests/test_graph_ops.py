@@ -1,0 +1,188 @@
+"""The ops between the MACs (simulator.graph_ops) against PyTorch's own, in float64.
+
+The oracle is PyTorch (an optional extra: skipped without torch): each kind's float64 result
+must equal torch's on the same float64 input to within a few ulps (bit for bit where the
+result is a selection: max pooling, indexing, permutes), and the output shape that trace
+validation demands must be torch's, over an exhaustive grid of small pooling parameters.
+"""
+import itertools
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch", reason="torch is an optional extra (pip install torch)")
+F = torch.nn.functional
+
+from simulator import graph_ops  # noqa: E402
+from simulator.capture import from_arrays  # noqa: E402
+from simulator.traces import TraceError  # noqa: E402
+
+RNG = np.random.default_rng(11)
+
+
+def _run(kind, x, shape, attrs=None, **t):
+    return graph_ops.evaluate(kind, {"input": x, **t}, shape, attrs or {})
+
+
+def _t(a):
+    return torch.from_numpy(np.ascontiguousarray(a))
+
+
+@pytest.mark.parametrize("kind, fn", [("silu", F.silu), ("sigmoid", torch.sigmoid),
+                                      ("tanh", torch.tanh), ("relu", torch.relu)])
+def test_unary_ops_are_torchs(kind, fn):
+    x = np.concatenate([RNG.normal(0, 4, 500), [0.0, -0.0, 800.0, -800.0, 1e-300, np.inf,
+                                                   -np.inf, np.nan]])
+    got, want = _run(kind, x, x.shape), fn(_t(x)).numpy()
+    np.testing.assert_allclose(got, want, rtol=4e-16, atol=0)
+    assert np.array_equal(np.isnan(got), np.isnan(want))
+
+
+@pytest.mark.parametrize("kind, fn", [("add", torch.add), ("sub", torch.sub),
+                                      ("mul", torch.mul), ("div", torch.div)])
+def test_binary_ops_broadcast_as_torch(kind, fn):
+    a, b = RNG.normal(size=(3, 1, 5)), RNG.normal(size=(4, 1))
+    b[0, 0] = 0.0                                          # x / 0: inf, as torch gives
+    got = _run(kind, a, None, other=b)
+    assert got.shape == (3, 4, 5)
+    np.testing.assert_array_equal(got, fn(_t(a), _t(b)).numpy())
+
+
+@pytest.mark.parametrize("ns, affine", [((6,), True), ((4, 6), True), ((6,), False)])
+def test_layer_norm_is_torchs(ns, affine):
+    x = RNG.normal(3, 2, size=(2, 4, 6))
+    w, b = (RNG.normal(size=ns), RNG.normal(size=ns)) if affine else (None, None)
+    extra = {"weight": w, "bias": b} if affine else {}
+    got = _run("layer_norm", x, x.shape, {"normalized_shape": list(ns), "eps": 1e-5}, **extra)
+    want = F.layer_norm(_t(x), ns, None if w is None else _t(w), None if b is None else _t(b),
+                        1e-5).numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-13, atol=1e-14)
+
+
+@pytest.mark.parametrize("shape", [(5, 3), (2, 3, 4, 5)])
+def test_batch_norm_inference_is_torchs(shape):
+    x = RNG.normal(size=shape)
+    mean, var = RNG.normal(size=3), RNG.uniform(0.1, 2, 3)
+    w, b = RNG.normal(size=3), RNG.normal(size=3)
+    for affine in (True, False):
+        extra = {"weight": w, "bias": b} if affine else {}
+        got = _run("batch_norm", x, x.shape, {"eps": 1e-3}, running_mean=mean,
+                   running_var=var, **extra)
+        want = F.batch_norm(_t(x), _t(mean), _t(var), _t(w) if affine else None,
+                            _t(b) if affine else None, False, 0.1, 1e-3).numpy()
+        np.testing.assert_allclose(got, want, rtol=1e-13, atol=1e-14)
+
+
+def test_mean_permute_expand_and_index_are_torchs():
+    x = RNG.normal(size=(2, 3, 4, 5))
+    for dims, keep in (([2, 3], False), ([1], True), ([0, 1, 2, 3], False)):
+        np.testing.assert_allclose(_run("mean", x, None, {"dims": dims, "keepdim": keep}),
+                                   _t(x).mean(dims, keepdim=keep).numpy(), rtol=1e-15)
+    assert np.array_equal(_run("permute", x, None, {"dims": [0, 2, 3, 1]}),
+                          _t(x).permute(0, 2, 3, 1).numpy())
+    y = _t(x[:, :, :1])
+    assert np.array_equal(_run("expand", x[:, :, :1], (2, 3, 6, 5)),
+                          y.expand(2, 3, 6, 5).numpy())
+    t = _t(x)
+    for key, entries in (
+            ((slice(None), 0), [[None, None, None], 0]),
+            ((Ellipsis, slice(1, None, 2), None, -1), ["...", [1, None, 2], None, -1]),
+            ((1, slice(-2, 9), slice(None, None, 3)), [1, [-2, 9, None], [None, None, 3]])):
+        assert np.array_equal(_run("index", x, None, {"index": entries}), t[key].numpy())
+
+
+POOLS = [dict(mode="max", kernel=[3, 3], stride=[2, 2], padding=[1, 1], dilation=[1, 1],
+              ceil_mode=False),
+         dict(mode="max", kernel=[2, 3], stride=[2, 1], padding=[1, 0], dilation=[2, 1],
+              ceil_mode=True),
+         dict(mode="avg", kernel=[3, 3], stride=[2, 2], padding=[1, 1], ceil_mode=True,
+              count_include_pad=True, divisor_override=None),
+         dict(mode="avg", kernel=[3, 2], stride=[2, 3], padding=[1, 1], ceil_mode=True,
+              count_include_pad=False, divisor_override=None),
+         dict(mode="avg", kernel=[2, 2], stride=[1, 2], padding=[0, 1], ceil_mode=False,
+              count_include_pad=True, divisor_override=3)]
+
+
+def _torch_pool(x, a):
+    if a["mode"] == "max":
+        return F.max_pool2d(x, a["kernel"], a["stride"], a["padding"], a["dilation"],
+                            a["ceil_mode"])
+    return F.avg_pool2d(x, a["kernel"], a["stride"], a["padding"], a["ceil_mode"],
+                        a["count_include_pad"], a["divisor_override"])
+
+
+@pytest.mark.parametrize("attrs", POOLS)
+def test_pool2d_is_torchs(attrs):
+    x = RNG.normal(size=(2, 3, 7, 9))
+    want = _torch_pool(_t(x), attrs).numpy()
+    got = _run("pool2d", x, want.shape, attrs)
+    np.testing.assert_allclose(got, want, rtol=2e-16, atol=0)
+    problem = graph_ops.shape_problem("pool2d", {"input": x.shape, "output": want.shape}, attrs)
+    assert problem == ""
+
+
+def test_pool2d_is_torchs_exhaustively_on_small_inputs():
+    """Every (length, kernel, stride, padding, dilation, ceil_mode) with length up to 9,
+    kernel up to 4, stride up to 3, dilation up to 2: validation demands torch's output size
+    and refuses what torch refuses; max pooling (and average pooling, at dilation 1, with and
+    without the padding counted) gives torch's values."""
+    checked = 0
+    for n, k, s, d, ceil in itertools.product(range(1, 10), range(1, 5), range(1, 4), (1, 2),
+                                              (False, True)):
+        for p in range(k // 2 + 1):
+            x = RNG.normal(size=(1, 2, 2, n))
+            modes = [dict(mode="max", dilation=[1, d])] + [
+                dict(mode="avg", count_include_pad=c) for c in (False, True) if d == 1]
+            for extra in modes:
+                attrs = dict(kernel=[1, k], stride=[1, s], padding=[0, p], ceil_mode=ceil,
+                             **extra)
+                try:
+                    want = _torch_pool(_t(x), {"dilation": [1, 1],
+                                               "divisor_override": None, **attrs}).numpy()
+                except RuntimeError:
+                    want = None
+                out = (1, 2, 2, 0) if want is None else want.shape
+                problem = graph_ops.shape_problem("pool2d", {"input": x.shape, "output": out},
+                                                  attrs)
+                assert (problem == "") == (want is not None), (n, k, s, p, d, ceil, extra)
+                if want is not None:
+                    np.testing.assert_allclose(_run("pool2d", x, out, attrs), want, rtol=3e-16)
+                    checked += 1
+    assert checked > 1000
+
+
+@pytest.mark.parametrize("hw, out", [((7, 5), (3, 2)), ((4, 4), (6, 5)), ((5, 6), (1, 1))])
+def test_adaptive_avg_pool2d_is_torchs(hw, out):
+    x = RNG.normal(size=(2, 3) + hw)
+    want = F.adaptive_avg_pool2d(_t(x), out).numpy()
+    np.testing.assert_allclose(_run("adaptive_avg_pool2d", x, want.shape), want, rtol=1e-14,
+                               atol=1e-16)               # sums in another order
+
+
+@pytest.mark.parametrize("kind, tensors, attrs, words", [
+    ("permute", {"input": np.ones((2, 3))}, {"dims": [0, 0]}, ["distinct axes"]),
+    ("permute", {"input": np.ones((2, 3))}, {"dims": [1]}, ["all 2 axes"]),
+    ("index", {"input": np.ones((2, 3))}, {"index": [[0, 1, 0]]}, ["step not 0"]),
+    ("index", {"input": np.ones((2, 3))}, {"index": [5]}, ["does not apply"]),
+    ("add", {"input": np.ones((2, 3)), "other": np.ones(4)}, {}, ["do not broadcast"]),
+    ("add", {"input": np.ones((2, 3))}, {}, ["'other'"]),
+    ("layer_norm", {"input": np.ones((2, 3))}, {"normalized_shape": [2], "eps": 1e-5},
+     ["last axes"]),
+    ("layer_norm", {"input": np.ones((2, 3))}, {"normalized_shape": [3], "eps": "x"}, ["eps"]),
+    ("batch_norm", {"input": np.ones((2, 3)), "running_mean": np.ones(2),
+                    "running_var": np.ones(3)}, {"eps": 1e-5}, ["one value per channel"]),
+    ("mean", {"input": np.ones((2, 3))}, {"dims": [2]}, ["distinct axes"]),
+    ("pool2d", {"input": np.ones((1, 1, 4, 4))}, {"mode": "max", "kernel": [2, 2],
+                                                  "padding": [2, 2]}, ["half the kernel"]),
+    ("pool2d", {"input": np.ones((1, 1, 4, 4))}, {"mode": "min", "kernel": [2, 2]}, ["mode"]),
+    ("pool2d", {"input": np.ones((1, 1, 4, 4))}, {"mode": "max", "kernel": [2, 2],
+                                                  "strides": [1, 1]}, ["unknown attrs"]),
+    ("expand", {"input": np.ones((2, 3))}, {}, ["broadcast"]),
+])
+def test_bad_ops_are_refused_with_a_reason(kind, tensors, attrs, words):
+    spec = {"kind": kind, **tensors, "attrs": attrs,
+            "output": np.ones((4, 3)) if kind == "expand" else np.ones((1,))}
+    with pytest.raises(TraceError) as info:
+        from_arrays({"op": spec})
+    for word in words:
+        assert word in str(info.value)
