@@ -663,6 +663,11 @@ def test_recommend_rule_on_hand_made_summaries():
     assert recommend(s3)[0] == "tie_big"
     s4 = s.assign(accuracy=[None, 0.5, None, None])            # failed runs have no accuracy
     assert recommend(s4)[0] == "close"
+    # labels the captured model never gets right: accuracy ranks nothing, SQNR decides
+    s5 = s.assign(reference_accuracy=0.0)
+    pick, rule = recommend(s5)
+    assert pick == "best" and "reference accuracy 0" in rule and "dB" in rule
+    assert recommend(s.assign(reference_accuracy=[0.0, 0.0, 0.2, 0.0]))[0] == "close"
 
 
 def test_summarize_refuses_mixed_modes(results, trace):
