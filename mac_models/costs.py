@@ -268,17 +268,22 @@ def _segment(mac: MAC) -> Union[int, None]:
     return min(sizes) if sizes else None
 
 
-def cost(mac: Union[MAC, str], tech: TechLike = None, k: Union[int, None] = None) -> MacCost:
+def cost(mac: Union[MAC, str], tech: TechLike = None, k: Union[int, None] = None, *,
+         segment: Union[int, None] = None) -> MacCost:
     """Energy per MAC (pJ) and area per MAC unit (µm²) of ``mac`` (a MAC or a preset name) at
     ``tech`` (a node in nm or a :class:`Technology`; 45 nm, 0.9 V by default).  ``k``, the dot
     length, shares per-output work (final roundings, posit encodes, per-tensor scales) among the
     products of one output, and counts the promotions, block-scale steps and aligned groups of a
-    dot shorter than their segment as one per output; without it per-output work is left out."""
+    dot shorter than their segment as one per output; without it per-output work is left out.
+    ``segment``: products per block-scale step where the operands' layout makes blocks shorter
+    than the formats' (a conv whose kernel taps are blocks of their own); it takes effect only
+    where ``mac`` has block scales or promotion."""
     mac = as_mac(mac)
-    if k is not None:
-        if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
-            raise ValueError(f"k must be a positive dot length, got {k!r}")
-        k = int(k)
+    for name, v in (("k", k), ("segment", segment)):
+        if v is not None and (isinstance(v, bool) or not isinstance(v, numbers.Integral)
+                              or v < 1):
+            raise ValueError(f"{name} must be a positive number of products, got {v!r}")
+    k = None if k is None else int(k)
     t = technology(tech)
     acc = mac.accumulator
     ea, eb = element_format(mac.a_format), element_format(mac.b_format)
@@ -303,6 +308,7 @@ def cost(mac: Union[MAC, str], tech: TechLike = None, k: Union[int, None] = None
     parts += per_product
     seg = _segment(mac)
     if seg is not None:
+        seg = min(seg, segment or seg)
         pf = mac.promotion.format
         step = []
         if isinstance(acc, IntAccumulator):

@@ -20,7 +20,7 @@ from .accumulators import IntAccumulator
 from .costs import as_mac, cost
 from .mac import MAC, element_format
 from .memory import MemoryCost, memory_cost
-from .ops import conv_block, conv_input_whole, conv_output_size, padded_channels, pair_arg
+from .ops import conv_block, conv_input_whole, conv_output_size, conv_tap_width, pair_arg
 from .technology import TechLike
 
 
@@ -152,12 +152,20 @@ class Conv2d:
 
     def padded_dot_length(self, mac: Union[MAC, str]) -> int:
         """Products per output as :func:`mac_models.conv2d` runs them through ``mac`` (a MAC
-        or a preset name): each kernel tap's C / groups channels zero-padded to the block along
-        them (:func:`mac_models.ops.conv_block`)."""
+        or a preset name): each kernel tap's C / groups channels, zero-padded to the block along
+        them where they do not divide it (:func:`mac_models.ops.conv_tap_width`)."""
+        mac = as_mac(mac)
+        return self._out[2] * conv_tap_width(mac.a_format, mac.b_format,
+                                             self.in_channels // self.groups)
+
+    def tap_segment(self, mac: Union[MAC, str]) -> Union[int, None]:
+        """Products per block-scale step where :func:`mac_models.conv2d` runs each kernel
+        tap's channels as a block of their own, shorter than the formats' block (a depthwise
+        conv's one channel); None where the formats' blocks set the steps."""
         mac = as_mac(mac)
         cg = self.in_channels // self.groups
-        block = conv_block(mac.a_format, mac.b_format, cg)
-        return self._out[2] * padded_channels(cg, block)
+        width = conv_tap_width(mac.a_format, mac.b_format, cg)
+        return width if width < conv_block(mac.a_format, mac.b_format, cg) else None
 
 
 @dataclass(frozen=True)
@@ -218,7 +226,8 @@ def layer_cost(op: Union[Matmul, Conv2d], mac: Union[MAC, str],
     tiles per tile of each matrix (``Matmul.matrices``, ``Conv2d.matrices``), per-channel scales
     once per row of A (a conv's input pixel), column of B or output channel.  A conv's compute
     is charged for the products ``conv2d`` runs, padded channels included
-    (``Conv2d.padded_dot_length``); ``macs`` counts the real ones.  A per-pixel input scale
+    (``Conv2d.padded_dot_length``), with a block-scale step per kernel tap where each tap is a
+    block of its own (``Conv2d.tap_segment``); ``macs`` counts the real ones.  A per-pixel input scale
     is charged as one output scale, not as a block-scale step per kernel tap."""
     mac = as_mac(mac)
     if not isinstance(op, (Matmul, Conv2d)):
@@ -235,15 +244,17 @@ def layer_cost(op: Union[Matmul, Conv2d], mac: Union[MAC, str],
     if isinstance(op, Matmul):
         rows, matrices, k = op.rows(), op.matrices(), op.dot_length
         channels = {"a": rows["a"], "b": rows["b"], "out": op.n}
+        segment = None
     else:
         rows, matrices = op.rows(fmts["a"]), op.matrices(fmts["a"])
         k = op.padded_dot_length(mac)         # the unit also multiplies the padding's zeros
         channels = {"a": rows["a"], "b": op.out_channels, "out": op.out_channels}
+        segment = op.tap_segment(mac)
     sizes = op.sizes()
     memory = {name: memory_cost(fmts[name], sizes[name], level, kilobytes=kilobytes, tech=tech,
                                 channels=channels[name], rows=rows[name],
                                 matrix=matrices[name])
               for name in ("a", "b", "out")}
-    unit = cost(mac, tech, k=k)
+    unit = cost(mac, tech, k=k, segment=segment)
     outputs = op.macs // op.dot_length
     return LayerCost(op, mac.name, op.macs, outputs * k * unit.energy_pj, memory, unit.area_um2)

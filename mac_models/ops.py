@@ -477,9 +477,11 @@ def conv2d(x, w, mac: Union[MAC, str], stride=1, padding=0, dilation=1,
     products in the order (kernel row, kernel column, channel).  The operands are quantized as
     stored tensors (:func:`conv_pixels`, :func:`conv_weights`): a scaled format's blocks run
     along the channels of each pixel of ``x`` (of its group, or all of them:
-    :func:`conv_input_whole`) and of each kernel tap of ``w``, channels zero-padded to the
-    block size (the padding's zero products are added but not counted in ``macs``), and a
-    per-tensor scale covers all of ``x``.  ``stride``, ``padding`` and ``dilation`` are ints or
+    :func:`conv_input_whole`) and of each kernel tap of ``w``, and a per-tensor scale covers
+    all of ``x``.  A group's channels that divide the block (a depthwise conv's one) are one
+    block per kernel tap; other ragged channels are zero-padded to a multiple of the block
+    (:func:`conv_tap_width`; the padding's zero products are added but not counted in
+    ``macs``).  ``stride``, ``padding`` and ``dilation`` are ints or
     (h, w) pairs; zero padding.  ``backend``: see :func:`matmul`."""
     mac = _mac(mac)
     x_in, w_in = as_real_array(x, "x"), as_real_array(w, "w")   # ml_dtypes arrays before the GPU
@@ -504,6 +506,7 @@ def conv2d(x, w, mac: Union[MAC, str], stride=1, padding=0, dilation=1,
     xp = gpu.array_module(launch)
     exact = gpu.as_float64(launch, x) if x.dtype.kind == "f" else x      # integers stay so
     block = conv_block(mac.a_format, mac.b_format, cg)
+    width = conv_tap_width(mac.a_format, mac.b_format, cg)
     per_pixel = isinstance(mac.a_format, ScaledFormat) and mac.a_format.group == "channel"
     if per_pixel and cg and mac.promote_every and mac.promote_every % cg:
         raise ValueError(f"{mac.a_format.name} gives each input pixel one scale, so a conv's "
@@ -515,18 +518,22 @@ def conv2d(x, w, mac: Union[MAC, str], stride=1, padding=0, dilation=1,
         if _k_block(f, k_axis, cg) and not f.pad and stored % block:
             raise ValueError(f"{f.name} does not pad (pad=False), and this conv stores {stored} "
                              f"channels per {what}, not a multiple of its block of {block}")
-    ws = conv_weights(w, groups, block)
+    ws = conv_weights(w, groups, width)
     taps = xp.asarray(_tap_rows((nb, h, wd), *geometry))
     quantize = not isinstance(mac.accumulator, QuireAccumulator) and x.size and ws[0].size
     if quantize and conv_input_whole(mac.a_format, c, cg):
         xs = None                                    # the quantized operands are all it needs
-        opas = _whole_input(exact, mac.a_format, groups, padded_channels(cg, block), launch)
+        opas = _whole_input(exact, mac.a_format, groups, width, launch)
     else:
-        xs = conv_pixels(exact, groups, block)
-        opas = _slice_operands(xs, mac.a_format, 1, launch) \
+        xs = conv_pixels(exact, groups, width)
+        opas = [_tap_blocks(op, width) for op in _slice_operands(xs, mac.a_format, 1, launch)] \
             if quantize and isinstance(mac.a_format, ScaledFormat) else [None] * groups
-    opbs = _slice_operands(ws, mac.b_format, 0, launch) \
-        if quantize and isinstance(mac.b_format, ScaledFormat) else [None] * groups
+    if not (quantize and isinstance(mac.b_format, ScaledFormat)):
+        opbs = [None] * groups
+    elif width < block and _k_block(mac.b_format, 0, cg):
+        opbs = _tap_weights(ws, mac.b_format, width, launch)
+    else:
+        opbs = _slice_operands(ws, mac.b_format, 0, launch)
     total = MacResult(xp.empty((nb, o, ho, wo)), max_abs_partial=-np.inf)
     og = o // groups
 
@@ -578,8 +585,21 @@ def conv_block(a_format, b_format, channels: int) -> int:
 
 def padded_channels(channels: int, block: int) -> int:
     """``channels`` (a group's, at one pixel or kernel tap) zero-padded to a multiple of
-    ``block``, as :func:`conv2d` runs them."""
+    ``block``."""
     return -(-channels // block) * block
+
+
+def conv_tap_width(a_format, b_format, channels: int) -> int:
+    """The products per kernel tap :func:`conv2d` runs for a group of ``channels`` (C / groups)
+    through formats ``a_format``, ``b_format`` (objects or names): the channels alone, as one
+    block per tap, where they divide the block along them (:func:`conv_block`: a depthwise
+    conv's one channel, say) and the weights are not 2-D tiles; else the channels zero-padded
+    to a multiple of the block (:func:`padded_channels`)."""
+    block, b_format = conv_block(a_format, b_format, channels), get(b_format)
+    tiled = isinstance(b_format, ScaledFormat) and isinstance(b_format.group, tuple)
+    if channels and block > channels and not block % channels and not tiled:
+        return channels
+    return padded_channels(channels, block)
 
 
 def conv_input_whole(fmt, channels: int, group_channels: int) -> bool:
@@ -599,11 +619,37 @@ def conv_input_whole(fmt, channels: int, group_channels: int) -> bool:
         g * cg // block == ((g + 1) * cg - 1) // block for g in range(channels // cg))
 
 
+def _tap_blocks(op: _Operand, width: int) -> _Operand:
+    """A group's quantized pixel matrix (N·H·W, ``width``) whose channels are narrower than
+    the format's block: one block of ``width`` per kernel tap."""
+    if op.k_group is None or op.k_group <= width:
+        return op
+    return _Operand(op.values, op.scales, width, op.tensor_scale, op.clipped)
+
+
+def _tap_weights(ws: list, fmt: ScaledFormat, width: int, launch=None) -> list:
+    """The weights of each group (kh·kw·``width``, O / groups), ``width`` channels a tap being
+    fewer than ``fmt``'s block, quantized as stored: a block of each kernel tap's channels of
+    each output channel (a tensor-wide scale over all groups), as the MAC's B operand with one
+    block of ``width`` per tap."""
+    xp = gpu.array_module(launch)
+    kk, og = ws[0].shape[0] // width, ws[0].shape[1]
+    views = [xp.ascontiguousarray(m.reshape(kk, width, og).transpose(1, 0, 2)
+                                  .reshape(width, kk * og)) for m in ws]
+    out = []
+    for op in _slice_operands(views, fmt, 0, launch):          # rows: a tap's channels
+        values = op.values.reshape(width, kk, og).transpose(1, 0, 2).reshape(kk * width, og)
+        out.append(_Operand(xp.ascontiguousarray(values), op.scales.reshape(kk, og), width,
+                            op.tensor_scale, op.clipped))
+    return out
+
+
 def _whole_input(x: np.ndarray, fmt: ScaledFormat, groups: int, width: int,
                  launch=None) -> list:
     """conv2d's operands of each group for an input ``x`` (N, C, H, W) quantized over all its
-    channels (:func:`conv_input_whole`): a group's channels, zero-padded to ``width``, under the
-    scale of the block or pixel that holds them, one block of ``width`` per kernel tap."""
+    channels (:func:`conv_input_whole`): a group's channels, zero-padded to ``width``
+    (:func:`conv_tap_width`), under the scale of the block or pixel that holds them, one block
+    of ``width`` per kernel tap."""
     xp = gpu.array_module(launch)
     c = x.shape[1]
     whole = _operand(conv_pixels(x, 1, 1)[0], fmt, 1, launch)

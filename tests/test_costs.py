@@ -710,6 +710,34 @@ def test_conv2d_compute_is_charged_for_padded_channels():
     assert lc.compute_pj == pytest.approx(64 * 576 * cost(mac, k=576).energy_pj, rel=EXACT)
     assert Conv2d(2, 64, 4, 4, 8, kernel=3).padded_dot_length(mac) == 576
     assert Conv2d(2, 40, 4, 4, 8, kernel=3).padded_dot_length("int8->int32") == 360
+    assert op.tap_segment(mac) is None
+
+
+@pytest.mark.parametrize("channels,groups,width", [(64, 64, 1), (64, 4, 16), (24, 8, 3)])
+def test_conv2d_taps_that_divide_the_block_are_blocks_of_their_own(channels, groups, width):
+    """A depthwise conv (1 channel per group) and 16 channels per group in blocks of 32 run
+    each kernel tap's channels as one block, unpadded: 9 * width products per output and one
+    block-scale step per tap (9 per output, where a dot of 9 products in blocks of 32 would
+    take one); 3 channels do not divide 32 and are padded as before."""
+    mac = MAC("mxfp8_e4m3", accumulator=FloatAccumulator("fp32"))
+    op = Conv2d(2, channels, 4, 4, channels, kernel=3, groups=groups)
+    padded = width % 32 and 32 % width
+    k = 9 * (32 if padded else width)
+    assert op.padded_dot_length(mac) == k and op.dot_length == 9 * width
+    assert op.tap_segment(mac) == (None if padded else width)
+    lc = layer_cost(op, mac)
+    outputs = 2 * channels * 2 * 2
+    assert lc.macs == outputs * 9 * width
+    unit = cost(mac, k=k, segment=op.tap_segment(mac))
+    assert lc.compute_pj == pytest.approx(outputs * k * unit.energy_pj, rel=EXACT)
+
+    def steps(c):                 # the energy of the promotion and block-scale steps per product
+        return sum(p.energy_pj for p in c.parts if p.component.startswith(("promote", "block scales")))
+    assert steps(unit) > 0
+    if not padded:                # 9 steps per output, not ceil(k / 32)
+        assert steps(unit) == pytest.approx(steps(cost(mac, k=k)) * 9 / -(-k // 32), rel=EXACT)
+    else:
+        assert steps(unit) == pytest.approx(steps(cost(mac, k=k)), rel=EXACT)
 
 
 def test_layer_cost_is_compute_plus_memory():
@@ -941,6 +969,8 @@ def test_numpy_integers_are_accepted_as_sizes_and_dot_lengths():
     for bad in (np.float64(64), np.bool_(True), True):
         with pytest.raises(ValueError, match="k must"):
             cost("int8->int32", k=bad)
+        with pytest.raises(ValueError, match="segment must"):
+            cost("mxfp8->fp32", k=9, segment=bad)
         with pytest.raises(ValueError, match="m must"):
             Matmul(m=bad, k=4, n=4)
 

@@ -250,6 +250,9 @@ def test_conv2d(gpu_engine):
     for mac in scaled:      # 3 channels a group: nvfp4 stores each group on its own, padded
         compare(gpu_engine, conv2d, (x6, w6), mac, f"conv2d {mac}, 3 per group", padding=1,
                 groups=2)
+    xd, wd = rng.standard_normal((2, 8, 5, 5)), rng.standard_normal((8, 1, 3, 3))
+    for mac in (MAC("mxfp8_e4m3", accumulator=FA("fp32")), *scaled):   # taps are blocks
+        compare(gpu_engine, conv2d, (xd, wd), mac, f"conv2d {mac}, depthwise", groups=8)
 
 
 def test_empty_operands(gpu_engine):
