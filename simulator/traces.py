@@ -89,6 +89,11 @@ class Op:
         """True for the kinds that multiply-accumulate (linear, conv2d, matmul, scores)."""
         return self.kind in MAC_KINDS
 
+    def __repr__(self) -> str:               # the tensors' shapes, not their values
+        shapes = ", ".join(f"{r}={v}" for r, v in _shapes(self.tensors).items())
+        return (f"Op({self.name!r}, {self.kind!r}, {shapes}, attrs={self.attrs}, "
+                f"inputs_from={self.inputs_from})")
+
 
 class Trace:
     """Ops in execution order plus extra tensors; tensors of a loaded trace are read lazily."""
@@ -174,11 +179,15 @@ def _conv_out(hw: tuple, khw: tuple, attrs: dict) -> tuple:
     return conv_output_size(hw, khw, *args)
 
 
+def _shapes(tensors) -> dict:
+    """Each role's shape, without reading a loaded trace's data."""
+    return {r: tuple(tensors.shape(r) if isinstance(tensors, _LazyTensors)
+                     else np.shape(tensors[r])) for r in tensors}
+
+
 def _shape_problem(o: Op) -> str:
     """What is wrong with the shapes of an op's tensors, or ''."""
-    t = o.tensors
-    shape = {r: tuple(t.shape(r) if isinstance(t, _LazyTensors) else np.shape(t[r]))
-             for r in t}
+    shape = _shapes(o.tensors)
     out = shape.get("output")
     if o.kind == "linear":
         x, w = shape["input"], shape["weight"]

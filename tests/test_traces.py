@@ -599,3 +599,13 @@ def test_overwrite_refuses_what_is_not_a_trace(tmp_path, monkeypatch):
     with pytest.raises(TraceError, match="current folder"):
         save_trace(tr, ".", overwrite=True)
     assert sorted(os.listdir(tmp_path)) == ["photos", "t"]
+
+
+def test_an_ops_repr_shows_shapes_not_values(tmp_path):
+    x = Op("x", "relu", {"input": np.ones((3, 4)), "output": np.ones((3, 4))})
+    op = Op("fc", "linear", {"input": np.ones((3, 4)), "weight": np.ones((2, 4)),
+                             "output": np.ones((3, 2))}, inputs_from=["x"])
+    assert repr(op) == ("Op('fc', 'linear', input=(3, 4), weight=(2, 4), output=(3, 2), "
+                        "attrs={}, inputs_from=['x'])")
+    loaded = load_trace(save_trace(Trace([x, op]), tmp_path / "t")).ops[1]
+    assert repr(loaded) == repr(op)                 # read from the headers, not the data
