@@ -225,7 +225,18 @@ def _read_results(path: Path) -> pd.DataFrame:
     return results
 
 
-BREAKDOWN_K = 64          # the dot length the report's cost breakdowns share per-output work by
+def _breakdown_k(results: pd.DataFrame) -> int:
+    """The dot length the report's cost breakdowns share per-output work by: the replayed MAC
+    ops' products per output (over one configuration's ops), 64 where the table has none."""
+    out = results[(results["role"] == "output") & results["macs"].notna()] \
+        if "macs" in results else results.iloc[:0]
+    out = out[out["config"] == out["config"].iloc[0]] if len(out) else out
+    outputs = out["numel"].sum() if len(out) else 0
+    return max(round(out["macs"].sum() / outputs), 1) if outputs else 64
+
+
+def _cost_note(tech, k: int) -> str:
+    return f"{tech or 45:g} nm, per-output work shared by K = {k} (the trace's products per output)"
 
 
 def _costs(results: pd.DataFrame) -> tuple[dict, str]:
@@ -235,7 +246,7 @@ def _costs(results: pd.DataFrame) -> tuple[dict, str]:
     import mac_models as mm
 
     from .configs import Config
-    costs, skipped = {}, []
+    costs, skipped, k = {}, [], _breakdown_k(results)
     first = results.drop_duplicates("config")
     tech = first["tech_nm"].iloc[0] if "tech_nm" in first else None
     for _, r in first.iterrows():
@@ -246,8 +257,8 @@ def _costs(results: pd.DataFrame) -> tuple[dict, str]:
         mac = None if mac == "fp32acc" or not isinstance(mac, str) else \
             (json.loads(mac) if mac.startswith("{") else mac)
         cfg = Config(r["weights"], r["activations"], mac)
-        costs[r["config"]] = mm.cost(cfg.build_mac(), tech=tech, k=BREAKDOWN_K)
-    note = f"{tech or 45:g} nm, per-output work shared by K = {BREAKDOWN_K}"
+        costs[r["config"]] = mm.cost(cfg.build_mac(), tech=tech, k=k)
+    note = _cost_note(tech, k)
     if skipped:
         note += f"; not rebuilt from the table: {', '.join(skipped)}"
     return costs, note
@@ -289,10 +300,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
     captured = {f"{op.name}.{role}": op.tensors[role] for op in trace.ops
                 if op.kind == "linear" for role in ("input", "weight")}
     etable = error_table(DEFAULT_FORMATS, {**standard_data(16), **captured})
-    costs = {c.name: mm.cost(c.build_mac(), k=BREAKDOWN_K) for c in configs}
+    k = _breakdown_k(results)
+    costs = {c.name: mm.cost(c.build_mac(), k=k) for c in configs}
     print("numsim demo: writing the report", file=sys.stderr)
     path = write_report(results, out, costs=costs, error_table=etable,
-                        cost_note=f"45 nm, per-output work shared by K = {BREAKDOWN_K}",
+                        cost_note=_cost_note(None, k),
                         presets=["int8->int32", "int8->int16", "fp16->fp16", "bf16->fp32",
                                  "fp8_e4m3->fp32_h100", "fp8_e4m3->fp32_h100_nopromote"],
                         meta={"title": "numsim demo: the digits MLP on 20 configurations",

@@ -644,6 +644,9 @@ def test_report_on_replay_parquet(replayed, work):
         assert (rep / "figures" / f"{name}.svg").is_file()
     assert len(pd.read_csv(rep / "results.csv")) == len(pd.read_parquet(replayed[1]))
     assert (rep / "report.md").is_file() and "index.html" in r.stderr
+    # the breakdown shares per-output work by the trace's products per output: the digits
+    # MLP's 64x64, 64x32 and 32x10 layers, (4096 + 2048 + 320) / (64 + 32 + 10) = 61
+    assert "K = 61 (the trace's products per output)" in (rep / "report.md").read_text()
 
 
 def test_report_on_per_op_csv(per_op_csv, work):
