@@ -177,7 +177,8 @@ def _emit_summary(results: pd.DataFrame, args: argparse.Namespace) -> None:
     every op (their rows carry an ``error``; their totals cover only the ops that ran)."""
     from reports.report import summarize
     summary = summarize(results)
-    emit(summary, args, index=True)
+    counts = [c for c in ("macs", "overflows", "saturations", "failed_ops") if c in summary]
+    emit(summary.astype({c: "Int64" for c in counts}), args, index=True)     # counts as integers
     if "error" in summary and summary["error"].notna().any():
         failed = list(summary.index[summary["error"].notna()])
         print(f"numsim {args.command}: {len(failed)} configuration(s) could not run every op "

@@ -481,6 +481,8 @@ def test_replay_builtin_json_and_parquet(replayed, captured):
         assert 0.9 <= rec["accuracy"] <= 1
         assert rec["reference_accuracy"] == reference
         assert rec["total_pj"] > 0
+        assert rec["macs"] == 360 * 6464 and rec["overflows"] == 0    # counts as integers
+        assert all(type(rec[c]) is int for c in ("macs", "overflows", "saturations"))
     table = pd.read_parquet(out)
     assert list(dict.fromkeys(table["config"])) == [FP16_NAME, INT8_NAME]
     task = table[table["role"] == "task"].set_index("config")
