@@ -28,8 +28,9 @@ replayed output of the ops it takes input from (``inputs_from``), the captured i
 trace records no source.  The ops between the MACs (elementwise, permute, binary arithmetic,
 layer norm, mean, pooling: :mod:`simulator.graph_ops`) run in float64 on propagated values, a
 binary op's ``other`` its captured value where the trace gives it one source, and are skipped
-in per-op mode.  A MAC op's result is the
-MAC's output register plus the bias, rounded to fp32 (the op's output is stored in fp32).
+in per-op mode.  A MAC op's result is the MAC's output register plus the bias, rounded to fp32
+(the value the next op reads); its memory traffic is priced in the register's format
+(:func:`mac_models.layer_cost`'s default).
 Error metrics are those of :mod:`simulator.metrics`.  An op that cannot run (NaN for a scalar
 integer format, for example) gives a row with its ``error`` message instead of stopping the
 replay; in propagated mode the ops fed by it get an ``error`` row too, and the task accuracy is
