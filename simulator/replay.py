@@ -218,7 +218,8 @@ def _check_configs(configs) -> list[Config]:
 def replay(trace: Trace, configs: Union[Config, Iterable[Config]], mode: str = "per-op", *,
            tech=None, level: str = "dram", progress: bool = False) -> pd.DataFrame:
     """Replay ``trace`` through each configuration (see the module doc for the table).
-    ``tech`` (node in nm) and ``level`` (memory level of the tensors) go to the cost model."""
+    ``tech`` (node in nm) and ``level`` (memory level of the tensors) go to the cost model.
+    ``progress``: a bar on standard error, where that is a terminal."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     configs = _check_configs(configs)
@@ -228,7 +229,7 @@ def replay(trace: Trace, configs: Union[Config, Iterable[Config]], mode: str = "
 
     rows = []
     bar = tqdm(total=len(configs) * len(trace.ops), desc="replay", unit="op",
-               disable=not progress)
+               disable=None if progress else True)      # None: off where not a terminal
     for cfg in configs:
         rows += _replay_one(trace, cfg, mode, tech, level, bar)
     bar.close()

@@ -253,7 +253,8 @@ def run_sweep(sweep: Union[Sweep, str, Path], *, workers: Union[int, None] = Non
               scheduler: Union[str, Any, None] = None, progress: bool = True) -> pd.DataFrame:
     """Run every cell not yet on disk, then write and return the sweep's table.
     ``scheduler``: a Dask scheduler address (or a ``dask.distributed.Client``) to run on; not
-    contacted when every cell is already done."""
+    contacted when every cell is already done.  ``progress``: a bar on standard error, where
+    that is a terminal."""
     if not isinstance(sweep, Sweep):
         sweep = load_sweep(sweep)
     trace_path = _trace_path(sweep.trace)
@@ -270,7 +271,7 @@ def run_sweep(sweep: Union[Sweep, str, Path], *, workers: Union[int, None] = Non
     from tqdm.auto import tqdm
 
     bar = tqdm(total=len(sweep.configs), initial=len(sweep.configs) - len(todo), desc="sweep",
-               unit="cell", disable=not progress)
+               unit="cell", disable=None if progress else True)   # None: off where not a terminal
     args = (sweep.mode, sweep.tech, sweep.level, str(cells))
     if scheduler is not None and todo:             # nothing to do: no cluster needed
         _run_dask(scheduler, trace_path, stamp, [(c, keys[c.key()]) for c in todo], args, bar)

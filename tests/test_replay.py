@@ -453,3 +453,9 @@ def test_empty_operand_is_an_error_row_that_names_it(kind, tensors):
     role = "input" if kind == "linear" else "a"
     assert row["op"] == "op" and "empty" in row["error"]
     assert f"{role} is empty (shape {tensors[role].shape})" in row["error"]
+
+
+def test_the_progress_bar_stays_off_what_is_not_a_terminal(digits_trace, capsys):
+    """A bar is for a terminal: captured standard error (a log, a pipe) gets no \\r lines."""
+    replay(digits_trace, [Config()], progress=True)
+    assert capsys.readouterr().err == ""
