@@ -8,11 +8,14 @@ matmul), so replay measures error against exact arithmetic.
 from __future__ import annotations
 
 import math
+import weakref
 from typing import Any, Mapping, Union
 
 import numpy as np
 
 from . import graph_ops
+from .links import unlinked_message
+from .onnx_capture import capture_onnx  # noqa: F401  (importable from here, as before)
 from .traces import DTYPES, Op, Trace, TraceError
 
 
@@ -122,22 +125,24 @@ def _permutation(func, x, args: tuple, kw: Mapping) -> list[int]:
 def _index_entries(key) -> Union[list, None]:
     """A basic ``x[key]`` (integers, slices, None, Ellipsis) as an ``index`` op's attr; None
     for other keys (tensors, lists, booleans)."""
+    def whole(v) -> bool:
+        return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+
     entries = []
     for k in key if isinstance(key, tuple) else (key,):
         if k is None or k is Ellipsis:
             entries.append(None if k is None else "...")
-        elif isinstance(k, int) and not isinstance(k, bool):
+        elif whole(k):
             entries.append(int(k))
-        elif isinstance(k, slice) and all(v is None or (isinstance(v, int) and not
-                                                        isinstance(v, bool))
+        elif isinstance(k, slice) and all(v is None or whole(v)
                                           for v in (k.start, k.stop, k.step)):
-            entries.append([k.start, k.stop, k.step])
+            entries.append([None if v is None else int(v) for v in (k.start, k.stop, k.step)])
         else:
             return None
     return entries
 
 
-def _pool_attrs(mode: str, args: tuple, kw: Mapping) -> dict:
+def _torch_pool_attrs(mode: str, args: tuple, kw: Mapping) -> dict:
     """A ``pool2d`` op's attrs from an ``F.max_pool2d`` or ``F.avg_pool2d`` call."""
     def pair(v):
         v = [int(v)] if isinstance(v, int) else [int(i) for i in v]
@@ -171,7 +176,7 @@ class _Recorder:
         self.names: set[str] = set()
         self.reserved = reserved                 # module names: a repeat call's name avoids them
         self.producer: dict[int, tuple] = {}     # id(tensor) -> (op name, tensor version then)
-        self.tainted: set[int] = set()           # ids of tensors that depend on a recorded op
+        self.tainted: set[int] = set()           # ids of live tensors that depend on one
         self.blind = False                       # a link was asked of an inference tensor
         self.keep: list = []                     # tensors kept alive, so ids stay unique
         self.on = True                           # off once the forward pass is over
@@ -191,11 +196,14 @@ class _Recorder:
 
     def produced(self, t, name: str) -> None:
         self.producer[id(t)] = (name, self._version(t))
+        self.keep.append(t)
         self.taint(t)
 
     def taint(self, t) -> None:
-        self.tainted.add(id(t))
-        self.keep.append(t)
+        """Mark ``t`` tainted while it lives (its id leaves the set when it is freed)."""
+        if id(t) not in self.tainted:
+            self.tainted.add(id(t))
+            weakref.finalize(t, self.tainted.discard, id(t))
 
     def add(self, base: str, kind: str, tensors: dict, sources: list, attrs=None,
             module: bool = False) -> Op:
@@ -313,18 +321,27 @@ def capture_torch(model, inputs, *, kwargs=None, loss_fn=None, target=None, labe
     handles = []
     T = torch.Tensor
     matmuls = {torch.matmul, torch.bmm, T.matmul, T.__matmul__, T.bmm}
-    unary = {F.relu: "relu", torch.relu: "relu", T.relu: "relu", F.gelu: "gelu",
+    unary = {F.relu: "relu", torch.relu: "relu", T.relu: "relu", F.relu_: "relu",
+             torch.relu_: "relu", T.relu_: "relu", F.gelu: "gelu",
              F.softmax: "softmax", torch.softmax: "softmax", T.softmax: "softmax",
              torch.flatten: "flatten", T.flatten: "flatten", F.silu: "silu",
-             torch.sigmoid: "sigmoid", T.sigmoid: "sigmoid", torch.tanh: "tanh", T.tanh: "tanh"}
+             torch.sigmoid: "sigmoid", T.sigmoid: "sigmoid", T.sigmoid_: "sigmoid",
+             torch.tanh: "tanh", T.tanh: "tanh", T.tanh_: "tanh"}
     binary = {f: name for name in graph_ops.BINARY
               for f in (getattr(torch, name), getattr(T, name), getattr(T, name + "_"))}
+    reversed_ = {T.__rsub__: "sub", torch.rsub: "sub", T.__rtruediv__: "div"}   # c - x, c / x
+    negs = {T.neg, torch.neg, T.__neg__, T.negative, torch.negative}           # x * -1
+    binary.update({**reversed_, **dict.fromkeys(negs, "mul")})
+    shape_only = {torch.zeros_like, torch.ones_like, torch.full_like, torch.empty_like,
+                  torch.rand_like, torch.randn_like, torch.randint_like, T.new_zeros,
+                  T.new_ones, T.new_full, T.new_empty}          # outputs owe x nothing but shape
     passes = {T.view, T.view_as, T.reshape, T.reshape_as, torch.reshape, T.unsqueeze,
               torch.unsqueeze, T.squeeze, torch.squeeze, T.contiguous, T.clone, torch.clone,
               T.detach, T.to, T.float, T.type_as, F.dropout}
     pieces = {T.split, torch.split, T.chunk, torch.chunk, T.unbind, torch.unbind}
     expands = {T.expand, T.expand_as, torch.broadcast_to}
-    permutes = {T.transpose, torch.transpose, T.permute, torch.permute, T.t, torch.t}
+    permutes = {T.transpose, torch.transpose, T.permute, torch.permute, T.t, torch.t,
+                T.swapaxes, torch.swapaxes, T.swapdims, torch.swapdims}
     pools = {F.max_pool2d: "max", F.avg_pool2d: "avg", F.adaptive_avg_pool2d: "adaptive"}
     mha = [n for n, m in model.named_modules() if isinstance(m, torch.nn.MultiheadAttention)]
     if mha:
@@ -387,15 +404,18 @@ def capture_torch(model, inputs, *, kwargs=None, loss_fn=None, target=None, labe
             watch(op, "grad_input", x)
         return forward_hook
 
-    def record_binary(kind, a, b, out, asrc, bsrc, at, bt) -> None:
-        """``a`` (before the call) ``kind`` ``b``; the linked operand goes first (add and mul
-        commute); a second operand without a link is a constant."""
-        if kind in ("add", "mul") and asrc is None and bsrc is not None:
+    def record_binary(kind, a, b, out, asrc, bsrc, at, bt, reverse: bool) -> None:
+        """``a`` (before the call) ``kind`` ``b`` (``b kind a`` with ``reverse``); the linked
+        operand goes first (``reverse`` flipped for sub and div); a second operand without a
+        link is a constant."""
+        if asrc is None and bsrc is not None:
             a, b, asrc, bsrc, at, bt = b, a, bsrc, asrc, bt, at
+            reverse = reverse != (kind in ("sub", "div"))
         a, b = (v if isinstance(v, torch.Tensor) else torch.tensor(float(v), dtype=torch.float64)
                 for v in (a, b))
         sources = [asrc, bsrc] if asrc and bsrc else [asrc] if asrc else []
-        op = rec.add(kind, kind, {"input": a, "other": b, "output": out}, sources)
+        op = rec.add(kind, kind, {"input": a, "other": b, "output": out}, sources,
+                     {"reverse": True} if reverse else {})
         check_link(op, (at, asrc), (bt, bsrc if asrc else None))
 
     def repeat_heads(t, src, r: int) -> tuple:
@@ -411,8 +431,8 @@ def capture_torch(model, inputs, *, kwargs=None, loss_fn=None, target=None, labe
         and ``matmul`` (by v, whose output is the call's)."""
         k, v, mask = (_arg(args, kw, i, n) for i, n in ((1, "key"), (2, "value"),
                                                         (3, "attn_mask")))
-        ks, vs = rec.source(k), rec.source(v)
-        kt_, vt_ = tainted(k), tainted(v)
+        ks, vs, ms = rec.source(k), rec.source(v), rec.source(mask)
+        kt_, vt_, mt = tainted(k), tainted(v), tainted(mask)
         if q.ndim >= 3 and k.ndim >= 3 and 1 < k.shape[-3] < q.shape[-3]:    # grouped query
             k, ks = repeat_heads(k, ks, q.shape[-3] // k.shape[-3])
             v, vs = repeat_heads(v, vs, q.shape[-3] // v.shape[-3])
@@ -424,7 +444,7 @@ def capture_torch(model, inputs, *, kwargs=None, loss_fn=None, target=None, labe
         scores = q @ kt
         op = rec.add("attention_scores", "attention_scores", {"a": q, "b": kt, "output": scores},
                      [qs, t_op.name] if qs else [])
-        check_link(op, (tainted(q), qs))
+        check_link(op, (tainted(q), qs), (kt_, t_op.name if qs else None))
         scale = _arg(args, kw, 6, "scale")
         scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
         h = scores * scale
@@ -433,12 +453,16 @@ def capture_torch(model, inputs, *, kwargs=None, loss_fn=None, target=None, labe
         if _arg(args, kw, 5, "is_causal"):
             mask = torch.ones(q.shape[-2], k.shape[-2], dtype=torch.bool).tril()
         if mask is not None:
-            if mask.dtype == torch.bool:
+            if mask.dtype == torch.bool:     # as an additive mask, no longer its source's values
+                ms = None
                 mask = torch.zeros(mask.shape, dtype=h.dtype).masked_fill(~mask, -math.inf)
             h, before = h + mask, h
-            op = rec.add("add", "add", {"input": before, "other": mask, "output": h}, [op.name])
-        p = torch.softmax(h, -1)
-        op = rec.add("softmax", "softmax", {"input": h, "output": p}, [op.name])
+            op = rec.add("add", "add", {"input": before, "other": mask, "output": h},
+                         [op.name, ms] if ms else [op.name])
+            check_link(op, (mt, ms))
+        p = torch.softmax(h, -1)           # SDPA's softmax gives a row of -inf zeros, not NaN
+        p = torch.where(torch.isneginf(h).all(-1, keepdim=True), torch.zeros((), dtype=p.dtype), p)
+        op = rec.add("softmax", "softmax", {"input": h, "output": p}, [op.name], {"safe": True})
         if (_arg(args, kw, 4, "dropout_p") or 0.0) == 0.0:    # else the output is random
             op = rec.add("matmul", "matmul", {"a": p, "b": v, "output": out},
                          [op.name, vs] if vs else [op.name])
@@ -450,7 +474,8 @@ def capture_torch(model, inputs, *, kwargs=None, loss_fn=None, target=None, labe
             x = _arg(args, kw, 0, "input", "query")
             src = rec.source(x) if isinstance(x, torch.Tensor) else None
             kind = unary.get(func) or binary.get(func)
-            other = _arg(args, kw, 1, "other") if func in binary else None
+            other = -1.0 if func in negs else _arg(args, kw, 1, "other") if kind in \
+                graph_ops.BINARY else None
             osrc = rec.source(other) if isinstance(other, torch.Tensor) else None
             xt, ot = tainted(x), tainted(other)
             name = getattr(func, "__name__", "")
@@ -458,10 +483,12 @@ def capture_torch(model, inputs, *, kwargs=None, loss_fn=None, target=None, labe
                 "__setitem__", "__iadd__", "__isub__", "__imul__", "__itruediv__") or (
                 kind in ("relu", "silu") and bool(_arg(args, kw, 1, "inplace")))
             before = x.detach().clone() if inplace and kind else x    # x before an in-place op
+            if inplace and kind and other is x:
+                other = before                       # h.add_(h): both operands as they were
             out = func(*args, **kw)
             if not rec.on:
                 return out
-            if any(tainted(t) for t in _tensors((args, kw))):
+            if func not in shape_only and any(tainted(t) for t in _tensors((args, kw))):
                 for t in _tensors(out if not inplace else (out, x)):
                     rec.taint(t)
             if func in pieces and xt and isinstance(out, (tuple, list)):
@@ -487,7 +514,8 @@ def capture_torch(model, inputs, *, kwargs=None, loss_fn=None, target=None, labe
                 if out.is_floating_point() and (xt or ot) and "out" not in kw and \
                         kw.get("alpha", 1) == 1 and kw.get("rounding_mode") is None and \
                         isinstance(other, (torch.Tensor, int, float)):
-                    record_binary(kind, before, other, out, src, osrc, xt, ot)
+                    record_binary(kind, before, other, out, src, osrc, xt, ot,
+                                  func in reversed_)
             elif kind:
                 attrs = {}
                 if kind == "softmax":
@@ -537,7 +565,7 @@ def capture_torch(model, inputs, *, kwargs=None, loss_fn=None, target=None, labe
                                  {"input": x, "output": out}, [src])
                 else:
                     op = rec.add("pool2d", "pool2d", {"input": x, "output": out}, [src],
-                                 _pool_attrs(pools[func], args, kw))
+                                 _torch_pool_attrs(pools[func], args, kw))
                 check_link(op, (xt, src))
             elif func is F.batch_norm and not _arg(args, kw, 5, "training"):
                 t = {"input": x, "output": out}
@@ -568,12 +596,7 @@ def capture_torch(model, inputs, *, kwargs=None, loss_fn=None, target=None, labe
                           "another: propagated replay is per-op; use torch.no_grad() instead",
                           stacklevel=2)
         elif unlinked:
-            named = ", ".join(unlinked[:3]) + (f" and {len(unlinked) - 3} more ops"
-                                               if len(unlinked) > 3 else "")
-            warnings.warn(f"{named}: an input depends on the recorded ops through an operation "
-                          f"capture does not record (concatenation, a narrowing cast, ...), so "
-                          f"propagated replay feeds the captured input there and the error of "
-                          f"the ops before does not reach it", stacklevel=2)
+            warnings.warn(unlinked_message(unlinked), stacklevel=2)
         if loss_fn is not None:
             for t in leaves:                # backward would add into the user's .grad in place
                 t.grad = None

@@ -3,14 +3,18 @@
 A trace records these kinds besides the MAC kinds so that the graph links through them:
 
 * unary, output of the input's shape: ``relu``, ``gelu`` (attr ``approximate``: "none" for the
-  erf form, "tanh"), ``softmax`` (last axis), ``silu``, ``sigmoid``, ``tanh``, ``identity``;
+  erf form, "tanh"), ``softmax`` (last axis; attr ``safe``: a row of -inf gives zeros, as
+  ``scaled_dot_product_attention``'s softmax does, where plain softmax gives NaN), ``silu``,
+  ``sigmoid``, ``tanh``, ``identity``;
 * ``flatten``: the input's values in their order, in the output's shape;
 * ``permute``: attr ``dims``, the input's axes in the output's order (``np.transpose``);
 * ``expand``: the input broadcast to the output's shape (``np.broadcast_to``);
 * ``index``: attr ``index``, basic indexing ``x[...]`` as a list of entries, each an integer,
   ``[start, stop, step]`` (a slice; null for a bound left out), null (a new axis) or
   ``"..."``;
-* binary, roles ``input`` and ``other`` broadcast together: ``add``, ``sub``, ``mul``, ``div``;
+* binary, roles ``input`` and ``other`` broadcast together: ``add``, ``sub``, ``mul``, ``div``
+  (attr ``reverse``: ``other - input``, ``other / input``, so that the operand a trace links
+  first is always ``input``);
 * ``layer_norm``: attrs ``normalized_shape`` (the input's trailing axes) and ``eps``, optional
   ``weight`` and ``bias`` of that shape; the biased variance, as PyTorch and ONNX use;
 * ``batch_norm`` in inference form (running statistics), channels on axis 1: roles
@@ -37,9 +41,12 @@ def _gelu(x: np.ndarray, approximate: str = "none") -> np.ndarray:
     return x * 0.5 * (1.0 + np.vectorize(math.erf, otypes=[float])(x / math.sqrt(2.0)))
 
 
-def _softmax(x: np.ndarray) -> np.ndarray:
-    z = np.exp(x - np.max(x, axis=-1, keepdims=True))
-    return z / np.sum(z, axis=-1, keepdims=True)
+def _softmax(x: np.ndarray, safe: bool = False) -> np.ndarray:
+    """Softmax on the last axis; ``safe``: rows of -inf give zeros (else NaN, as torch's)."""
+    top = np.max(x, axis=-1, keepdims=True)
+    empty = np.isneginf(top) if safe else False
+    z = np.exp(x - np.where(empty, 0.0, top))
+    return np.where(empty, 0.0, z / np.where(empty, 1.0, np.sum(z, axis=-1, keepdims=True)))
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -49,25 +56,31 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
 
 UNARY = {"relu": lambda x, a: np.maximum(x, 0.0),
          "gelu": lambda x, a: _gelu(x, a.get("approximate", "none")),
-         "softmax": lambda x, a: _softmax(x),
+         "softmax": lambda x, a: _softmax(x, a.get("safe", False)),
          "silu": lambda x, a: x * _sigmoid(x),
          "sigmoid": lambda x, a: _sigmoid(x),
          "tanh": lambda x, a: np.tanh(x),
          "identity": lambda x, a: x}
 BINARY = {"add": np.add, "sub": np.subtract, "mul": np.multiply, "div": np.divide}
-KINDS = tuple(UNARY) + ("flatten", "permute", "expand", "index") + tuple(BINARY) + (
-    "layer_norm", "batch_norm", "mean", "pool2d", "adaptive_avg_pool2d")
+# Sources a trace may link per kind: the binary kinds' ``input`` and ``other``, else ``input``.
+SOURCES = {k: 2 if k in BINARY else 1 for k in
+           tuple(UNARY) + ("flatten", "permute", "expand", "index") + tuple(BINARY) +
+           ("layer_norm", "batch_norm", "mean", "pool2d", "adaptive_avg_pool2d")}
+KINDS = tuple(SOURCES)
 ROLES = {**{k: ("input", "other", "output") for k in BINARY},
          "layer_norm": ("input", "weight", "bias", "output"),
          "batch_norm": ("input", "running_mean", "running_var", "weight", "bias", "output")}
 REQUIRED = {**{k: ("input", "other", "output") for k in BINARY},
             "batch_norm": ("input", "running_mean", "running_var", "output")}
-# The attrs these kinds accept (nothing else, so a misspelt one cannot be ignored).
-ATTRS = {"gelu": ("approximate",), "permute": ("dims",), "index": ("index",),
-         "layer_norm": ("normalized_shape", "eps"),
-         "batch_norm": ("eps",), "mean": ("dims", "keepdim"),
+# The attrs each kind accepts (nothing else, so that a misspelt or unmodelled one, softmax's
+# ``dim`` or add's ``alpha``, cannot be ignored).
+ATTRS = {**{k: () for k in KINDS}, **{k: ("reverse",) for k in BINARY},
+         "gelu": ("approximate",), "softmax": ("safe",), "permute": ("dims",),
+         "index": ("index",), "layer_norm": ("normalized_shape", "eps"), "batch_norm": ("eps",),
+         "mean": ("dims", "keepdim"),
          "pool2d": ("mode", "kernel", "stride", "padding", "dilation", "ceil_mode",
                     "count_include_pad", "divisor_override")}
+_FLAGS = ("safe", "reverse", "keepdim", "ceil_mode", "count_include_pad")
 POOL_DEFAULTS = {"stride": None, "padding": [0, 0], "dilation": [1, 1], "ceil_mode": False,
                  "count_include_pad": True, "divisor_override": None}
 
@@ -127,9 +140,6 @@ def _pool_args(attrs: Mapping[str, Any]) -> dict:
             isinstance(div, int) and not isinstance(div, bool) and div > 0))):
         raise ValueError(f"an avg pool2d takes dilation 1 and a divisor_override that is null or "
                          f"a positive integer, got dilation {d}, divisor_override {div!r}")
-    for flag in ("ceil_mode", "count_include_pad"):
-        if not isinstance(a[flag], bool):
-            raise ValueError(f"pool2d {flag} must be true or false, got {a[flag]!r}")
     return {**a, "kernel": k, "stride": s, "padding": p, "dilation": d}
 
 
@@ -151,6 +161,11 @@ def _eps_problem(attrs: Mapping[str, Any]) -> str:
 def shape_problem(kind: str, shapes: Mapping[str, tuple], attrs: Mapping[str, Any]) -> str:
     """What is wrong with the shapes or attrs of an op of one of :data:`KINDS`, or ''."""
     x, out = shapes["input"], shapes["output"]
+    flags = [f for f in _FLAGS if f in attrs and not isinstance(attrs[f], bool)]
+    if flags:
+        return f"{flags[0]} must be true or false, got {attrs[flags[0]]!r}"
+    if kind == "gelu" and attrs.get("approximate", "none") not in ("none", "tanh"):
+        return f"gelu approximate must be 'none' or 'tanh', got {attrs['approximate']!r}"
     if kind in UNARY:
         return "" if out == x else f"output {out} should have the input's shape {x}"
     try:
@@ -197,12 +212,10 @@ def shape_problem(kind: str, shapes: Mapping[str, tuple], attrs: Mapping[str, An
         elif kind == "mean":
             axes = _axes(attrs.get("dims"), len(x), "mean dims")
             keep = attrs.get("keepdim", False)
-            if not isinstance(keep, bool):
-                return f"mean keepdim must be true or false, got {keep!r}"
             want = tuple(1 if i in axes else n for i, n in enumerate(x) if keep or i not in axes)
         elif kind in ("pool2d", "adaptive_avg_pool2d"):
-            if len(x) != 4:
-                return f"input {x} is not NCHW"
+            if len(x) != 4 or min(x[2:]) < 1:
+                return f"input {x} is not NCHW with H and W at least 1"
             if kind == "adaptive_avg_pool2d":
                 if len(out) != 4 or min(out[2:]) < 1:
                     return f"output {out} should be (N, C, H, W) with H, W at least 1"
@@ -263,7 +276,8 @@ def evaluate(kind: str, t: Mapping[str, np.ndarray], shape: tuple,
         if kind in UNARY:
             return UNARY[kind](x, attrs)
         if kind in BINARY:
-            return BINARY[kind](x, t["other"])
+            a, b = (t["other"], x) if attrs.get("reverse") else (x, t["other"])
+            return BINARY[kind](a, b)
     if kind == "flatten":
         return x.reshape(shape)
     if kind == "permute":
@@ -288,6 +302,8 @@ def evaluate(kind: str, t: Mapping[str, np.ndarray], shape: tuple,
         (ih, vh, nh), (iw, vw, nw) = (_adaptive_windows(n, m) for n, m in zip(x.shape[2:],
                                                                              shape[2:]))
         return _pool(x, ((ih, vh), (iw, vw)), "avg", nh[:, None] * nw[None, :])
+    if kind != "pool2d":
+        raise ValueError(f"{kind!r} is not an op between the MACs (kinds: {', '.join(KINDS)})")
     a = _pool_args(attrs)
     (ih, vh, ph), (iw, vw, pw) = (
         _windows(n, _pool_size(n, k, s, p, d, a["ceil_mode"]), k, s, p, d)

@@ -7,6 +7,7 @@ from typing import Mapping
 import numpy as np
 
 from . import graph_ops
+from .links import unlinked_message
 from .traces import Op, Trace, TraceError
 
 # Nodes whose output holds their first input's values in their order: they pass its link on.
@@ -50,7 +51,7 @@ def _onnx_conv_attrs(node, x: np.ndarray, w: np.ndarray) -> tuple[dict, bool]:
              "dilation": lift(dilations, 1), "groups": int(at.get("group", 1))}, dims == 1)
 
 
-def _pool_attrs(t: str, at: dict, x: np.ndarray) -> dict:
+def _onnx_pool_attrs(t: str, at: dict, x: np.ndarray) -> dict:
     """A ``pool2d`` op's attrs from an ONNX MaxPool/AveragePool node on NCHW ``x``;
     TraceError for what one cannot hold (SAME padding, asymmetric pads)."""
     auto = at.get("auto_pad", "NOTSET")
@@ -61,8 +62,9 @@ def _pool_attrs(t: str, at: dict, x: np.ndarray) -> dict:
     attrs = {"mode": "max" if t == "MaxPool" else "avg", "kernel": list(at["kernel_shape"]),
              "stride": list(at.get("strides", [1, 1])), "padding": pads[:2],
              "ceil_mode": bool(at.get("ceil_mode", 0))}
+    attrs["dilation"] = list(at.get("dilations", [1, 1]))     # an avg pool's: refused unless 1
     if t == "MaxPool":
-        return {**attrs, "dilation": list(at.get("dilations", [1, 1]))}
+        return attrs
     return {**attrs, "count_include_pad": bool(at.get("count_include_pad", 0)),
             "divisor_override": None}
 
@@ -266,7 +268,7 @@ def capture_onnx(model, feeds: Mapping[str, np.ndarray], labels=None,
                 ins[:1], out)
         elif t in ("MaxPool", "AveragePool") and values[ins[0]].ndim == 4:
             try:
-                attrs = _pool_attrs(t, at, values[ins[0]])
+                attrs = _onnx_pool_attrs(t, at, values[ins[0]])
             except TraceError as exc:
                 warnings.warn(f"ONNX node {node.name!r}: not recorded: {exc}", stacklevel=3)
                 return
@@ -305,10 +307,6 @@ def capture_onnx(model, feeds: Mapping[str, np.ndarray], labels=None,
         if t not in _SHAPES and any(i in tainted for i in ins):
             tainted.update(node.output)
     if unlinked:
-        named = ", ".join(unlinked[:3]) + (f" and {len(unlinked) - 3} more ops"
-                                           if len(unlinked) > 3 else "")
-        warnings.warn(f"{named}: an input depends on the recorded ops through a node capture "
-                      f"does not record, so propagated replay feeds the captured input there "
-                      f"and the error of the ops before does not reach it", stacklevel=2)
+        warnings.warn(unlinked_message(unlinked), stacklevel=2)
     extras = {} if labels is None else {"labels": np.asarray(labels)}
     return Trace(ops, extras, model=model_name or (graph.name or "onnx"))

@@ -13,15 +13,17 @@ A trace records the ops of one model run in execution order.  The manifest (vers
   optional ``bias``, ``output``; attrs ``stride``, ``padding``, ``dilation``, ``groups`` and
   no others),
   ``matmul`` and ``attention_scores`` (``a`` (..., M, K), ``b`` (..., K, N), ``output``).
-  The ops between the MACs (elementwise, ``flatten``, ``permute``, binary ``add``/``sub``/
-  ``mul``/``div``, ``layer_norm``, ``mean``, pooling) are those of :mod:`simulator.graph_ops`,
-  which gives their roles and attrs.  The attrs of these kinds and of ``conv2d`` are parameters
-  (unknown ones are refused); other kinds' attrs are free metadata, kept as given.  Gradients
+  The ops between the MACs (elementwise, ``flatten``, ``permute``, ``expand``, ``index``,
+  binary ``add``/``sub``/``mul``/``div``, ``layer_norm``, ``batch_norm``, ``mean``, pooling)
+  are those of :mod:`simulator.graph_ops`, which gives their roles and attrs.  The attrs of
+  these kinds and of ``conv2d`` are parameters (unknown ones are refused); the other MAC
+  kinds' attrs are free metadata, kept as given.  Gradients
   captured in backward are roles ``grad_output``, ``grad_input`` and ``grad_weight``.
 * ``inputs_from`` is the graph: the ops whose outputs are this op's ``input`` (or ``a`` and
   ``b`` in that order), when known; empty for the model's inputs and when unknown.  A matmul
   or a binary op (roles ``input``, ``other``) with one source reads its second operand as
-  captured: a constant (a parameter, or a value that depends on no recorded op).
+  captured: a constant (a parameter, or a value that depends on no recorded op).  Matmuls and
+  binary ops take at most two sources, other kinds one.
 * ``dtype`` is the dtype the tensor was captured in; tensors are stored in it.
 * ``extras`` holds tensors that belong to no op (task labels: ``labels``, whole numbers).
 * ``file`` is ``<op name>.safetensors``, with ``~2``, ``~3``, ... appended where names would
@@ -150,6 +152,10 @@ def _validate_graph(ops: list[Op], where: str) -> None:
         if unknown:
             raise TraceError(f"{where}: op {o.name!r} ({o.kind}) has unknown attrs {unknown}; "
                              f"allowed: {', '.join(ATTRS[o.kind])}")
+        most = graph_ops.SOURCES.get(o.kind, 2 if o.kind in ("matmul", "attention_scores") else 1)
+        if len(o.inputs_from) > most:
+            raise TraceError(f"{where}: op {o.name!r} ({o.kind}) takes input from "
+                             f"{len(o.inputs_from)} ops; a {o.kind} op links at most {most}")
         for src in o.inputs_from:
             if src not in seen:
                 raise TraceError(f"{where}: op {o.name!r} takes input from {src!r}, which is not "

@@ -317,3 +317,18 @@ def test_a_pool_torch_would_refuse_is_left_out_with_a_warning():
     with pytest.warns(UserWarning, match="'pool': not recorded: pool2d padding"):
         trace = capture_onnx(model, {"x": np.ones((1, 1, 4, 4), np.float32)})
     assert [o.name for o in trace.ops] == ["relu", "conv"]
+
+
+def test_a_dilated_average_pool_is_left_out_and_the_old_import_works():
+    """AveragePool's dilations (opset 19) are not something an avg pool2d holds (PyTorch's
+    has none): left out with a warning that says so, not replayed without them."""
+    from simulator.capture import capture_onnx as old_path
+    assert old_path is capture_onnx
+    model = _run_graph([helper.make_node("Relu", ["x"], ["r"], name="relu"),
+                        helper.make_node("AveragePool", ["r"], ["y"], name="ap",
+                                         kernel_shape=[2, 2], strides=[3, 3],
+                                         dilations=[2, 2])],
+                       [("x", [1, 2, 6, 6])], ["y"], [], opset=19)
+    with pytest.warns(UserWarning, match="'ap': not recorded: an avg pool2d takes dilation 1"):
+        trace = capture_onnx(model, {"x": np.ones((1, 2, 6, 6), np.float32)})
+    assert [o.name for o in trace.ops] == ["relu"]

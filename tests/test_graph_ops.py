@@ -178,11 +178,31 @@ def test_adaptive_avg_pool2d_is_torchs(hw, out):
     ("pool2d", {"input": np.ones((1, 1, 4, 4))}, {"mode": "max", "kernel": [2, 2],
                                                   "strides": [1, 1]}, ["unknown attrs"]),
     ("expand", {"input": np.ones((2, 3))}, {}, ["broadcast"]),
+    ("gelu", {"input": np.ones((4, 3))}, {"approximate": "fast"}, ["'none' or 'tanh'"]),
+    ("softmax", {"input": np.ones((4, 3))}, {"dim": 0}, ["unknown attrs"]),
+    ("softmax", {"input": np.ones((4, 3))}, {"safe": 1}, ["true or false"]),
+    ("adaptive_avg_pool2d", {"input": np.ones((1, 1, 0, 3))}, {}, ["H and W at least 1"]),
 ])
 def test_bad_ops_are_refused_with_a_reason(kind, tensors, attrs, words):
-    spec = {"kind": kind, **tensors, "attrs": attrs,
-            "output": np.ones((4, 3)) if kind == "expand" else np.ones((1,))}
+    out = {"expand": (4, 3), "gelu": (4, 3), "softmax": (4, 3), "adaptive_avg_pool2d": (1, 1, 1, 1)}
+    spec = {"kind": kind, **tensors, "attrs": attrs, "output": np.ones(out.get(kind, (1,)))}
     with pytest.raises(TraceError) as info:
         from_arrays({"op": spec})
     for word in words:
         assert word in str(info.value)
+
+
+def test_safe_softmax_is_sdpas_on_fully_masked_rows():
+    """A query row whose keys are all masked: SDPA gives zeros, plain softmax NaN."""
+    x = RNG.normal(size=(2, 3, 4))
+    mask = np.ones((3, 4), bool)
+    mask[1] = False
+    scores = np.where(mask, x, -np.inf)
+    v = np.eye(4)
+    want = F.scaled_dot_product_attention(_t(x[:, :, :1] * 0 + 1), _t(np.ones((2, 4, 1))), _t(v),
+                                          attn_mask=_t(mask), scale=1.0).numpy()
+    got = _run("softmax", scores, None, {"safe": True})
+    assert np.array_equal(got[:, 1], np.zeros((2, 4))) and np.array_equal(want[:, 1], got[:, 1])
+    np.testing.assert_allclose(got, torch.softmax(_t(scores), -1).nan_to_num(0).numpy(),
+                               rtol=1e-15)
+    assert np.isnan(_run("softmax", scores, None)[:, 1]).all()           # as torch.softmax

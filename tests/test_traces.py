@@ -462,12 +462,21 @@ def test_from_arrays_matmul_exact_output():
 
 def test_from_arrays_keeps_given_output_attrs_and_graph():
     y = np.ones((3, 2), np.float32)
-    tr = from_arrays({"fc": {"kind": "linear", "input": X, "weight": W, "output": y},
-                      "act": {"kind": "relu", "input": y, "output": y, "inputs_from": ["fc"],
-                              "attrs": {"k": 1}}})
+    tr = from_arrays({"fc": {"kind": "linear", "input": X, "weight": W, "output": y,
+                             "attrs": {"k": 1}},
+                      "act": {"kind": "relu", "input": y, "output": y, "inputs_from": ["fc"]}})
     np.testing.assert_array_equal(tr.op("fc").tensors["output"], y)
     assert tr.op("fc").tensors["output"].dtype == np.float32
-    assert tr.op("act").inputs_from == ["fc"] and tr.op("act").attrs == {"k": 1}
+    assert tr.op("act").inputs_from == ["fc"] and tr.op("fc").attrs == {"k": 1}
+    # the ops between the MACs take only the attrs replay honours (softmax's dim is not one)
+    for kind, attrs in (("relu", {"k": 1}), ("softmax", {"dim": 0}), ("add", {"alpha": 2})):
+        other = {"other": y} if kind == "add" else {}
+        with pytest.raises(TraceError, match="unknown attrs"):
+            from_arrays({"op": {"kind": kind, "input": y, "output": y, "attrs": attrs, **other}})
+    with pytest.raises(TraceError, match="links at most 1"):
+        from_arrays({"fc": {"kind": "linear", "input": X, "weight": W, "output": y},
+                     "act": {"kind": "relu", "input": y, "output": y,
+                             "inputs_from": ["fc", "fc"]}})
 
 
 @pytest.mark.parametrize("spec, words", [
