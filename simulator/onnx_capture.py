@@ -51,6 +51,11 @@ def _onnx_conv_attrs(node, x: np.ndarray, w: np.ndarray) -> tuple[dict, bool]:
              "dilation": lift(dilations, 1), "groups": int(at.get("group", 1))}, dims == 1)
 
 
+def _widens(x: np.ndarray, y: np.ndarray) -> bool:
+    """Whether a Cast from ``x`` to ``y`` keeps every value: float to a float that holds it."""
+    return x.dtype.kind == y.dtype.kind == "f" and np.promote_types(x.dtype, y.dtype) == y.dtype
+
+
 def _onnx_pool_attrs(t: str, at: dict, x: np.ndarray) -> dict:
     """A ``pool2d`` op's attrs from an ONNX MaxPool/AveragePool node on NCHW ``x``;
     TraceError for what one cannot hold (SAME padding, asymmetric pads)."""
@@ -104,8 +109,9 @@ def capture_onnx(model, feeds: Mapping[str, np.ndarray], labels=None,
       whose shapes or attributes an op cannot hold as PyTorch defines it (a pool's padding
       above half its kernel, say) is left out with a warning.
 
-    ``Reshape``, ``Squeeze``, ``Unsqueeze`` and ``Dropout`` keep the values in their order:
-    they pass their input's link on.  Biases may come from initializers or computed values (a
+    ``Reshape``, ``Squeeze``, ``Unsqueeze``, ``Dropout``, a widening ``Cast`` and a
+    ``ReduceMean`` without axes that is the identity keep the values in their order: they pass
+    their input's link on.  Biases may come from initializers or computed values (a
     ``Constant``, say).  Other nodes, contrib ops included, are run but not recorded.  As in
     :func:`simulator.capture.capture_torch`, a value that depends on no recorded op is replayed
     as captured, and a recorded op that reads a value depending on one without a link (through
@@ -223,7 +229,7 @@ def capture_onnx(model, feeds: Mapping[str, np.ndarray], labels=None,
                 return                           # replay's softmax runs on the last axis
             attrs = {"approximate": at.get("approximate", "none")} if t == "Gelu" else {}
             add(node, t.lower(), {"input": x, "output": values[out]}, [ins[0]], out, attrs)
-        elif t in _PASSES:
+        elif t in _PASSES or (t == "Cast" and _widens(values[ins[0]], values[out])):
             if ins[0] in producer:
                 producer[out] = producer[ins[0]]
         elif not any(i in tainted for i in ins):
@@ -258,7 +264,9 @@ def capture_onnx(model, feeds: Mapping[str, np.ndarray], labels=None,
             x = values[ins[0]]
             axes = at.get("axes") if opset < 18 else (
                 values[ins[1]].tolist() if len(ins) > 1 and ins[1] else None)
-            if not axes and at.get("noop_with_empty_axes", 0):
+            if not axes and at.get("noop_with_empty_axes", 0):      # the identity
+                if ins[0] in producer:
+                    producer[out] = producer[ins[0]]
                 return
             add(node, "mean", {"input": x, "output": values[out]}, ins[:1], out, {
                 "dims": [int(a) % x.ndim for a in (axes or range(x.ndim))],

@@ -332,3 +332,21 @@ def test_a_dilated_average_pool_is_left_out_and_the_old_import_works():
     with pytest.warns(UserWarning, match="'ap': not recorded: an avg pool2d takes dilation 1"):
         trace = capture_onnx(model, {"x": np.ones((1, 2, 6, 6), np.float32)})
     assert [o.name for o in trace.ops] == ["relu"]
+
+
+def test_a_widening_cast_and_an_identity_reduce_mean_pass_the_link_on():
+    nodes = [helper.make_node("Relu", ["x"], ["r"], name="relu"),
+             helper.make_node("Cast", ["r"], ["c"], name="cast", to=TensorProto.DOUBLE),
+             helper.make_node("ReduceMean", ["c"], ["m"], name="noop", noop_with_empty_axes=1),
+             helper.make_node("Cast", ["m"], ["h"], name="narrow", to=TensorProto.FLOAT16),
+             helper.make_node("Relu", ["m"], ["y1"], name="relu2"),
+             helper.make_node("Relu", ["h"], ["y2"], name="relu3")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT,
+                                                                         [2, 3])],
+                              [helper.make_tensor_value_info("y1", TensorProto.DOUBLE, None),
+                               helper.make_tensor_value_info("y2", TensorProto.FLOAT16, None)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    with pytest.warns(UserWarning, match="^relu3: an input depends"):   # fp16 rounds: no link
+        trace = capture_onnx(model, {"x": np.ones((2, 3), np.float32)})
+    assert [(o.name, o.inputs_from) for o in trace.ops] == [
+        ("relu", []), ("relu2", ["relu"]), ("relu3", [])]
