@@ -238,23 +238,28 @@ def _weight_gradient(op: Op) -> np.ndarray:
                                        a["dilation"], a["groups"]).numpy()
 
 
-def _conv_attrs(m, dims: int) -> dict:
-    """stride, padding, dilation, groups of a Conv1d/Conv2d as conv2d pairs."""
-    k = tuple(m.kernel_size)
-    pad = m.padding
+def _conv_attrs(what: str, kernel, stride, padding, dilation, groups: int, dims: int,
+                padding_mode: str = "zeros") -> dict:
+    """conv2d attrs (pairs) of a 1-D or 2-D conv ``what`` (a module or call, for messages)
+    with these arguments (ints or tuples, padding also 'valid' or 'same')."""
+    def tup(v):
+        return tuple(v) if isinstance(v, (tuple, list)) else (v,) * dims
+
+    k, stride, dilation = tup(kernel), tup(stride), tup(dilation)
+    pad = padding
     if pad == "valid":
         pad = (0,) * dims
     elif pad == "same":
-        if any((d * (kk - 1)) % 2 for d, kk in zip(m.dilation, k)):
-            raise TraceError(f"{m}: padding='same' with an even kernel pads unevenly; not "
+        if any((d * (kk - 1)) % 2 for d, kk in zip(dilation, k)):
+            raise TraceError(f"{what}: padding='same' with an even kernel pads unevenly; not "
                              f"representable as a conv2d op")
-        pad = tuple(d * (kk - 1) // 2 for d, kk in zip(m.dilation, k))
-    if m.padding_mode != "zeros":
-        raise TraceError(f"{m}: padding_mode={m.padding_mode!r} is not modelled (zeros only)")
+        pad = tuple(d * (kk - 1) // 2 for d, kk in zip(dilation, k))
+    if padding_mode != "zeros":
+        raise TraceError(f"{what}: padding_mode={padding_mode!r} is not modelled (zeros only)")
     one = (1,) if dims == 1 else ()
     zero = (0,) if dims == 1 else ()
-    return {"stride": list(one + tuple(m.stride)), "padding": list(zero + tuple(pad)),
-            "dilation": list(one + tuple(m.dilation)), "groups": m.groups}
+    return {"stride": [int(v) for v in one + stride], "padding": [int(v) for v in zero + tup(pad)],
+            "dilation": [int(v) for v in one + dilation], "groups": int(groups)}
 
 
 def capture_torch(model, inputs, *, kwargs=None, loss_fn=None, target=None, labels=None,
@@ -265,7 +270,8 @@ def capture_torch(model, inputs, *, kwargs=None, loss_fn=None, target=None, labe
 
     * ``nn.Linear``, ``nn.Conv1d`` (as a conv2d of height 1) and ``nn.Conv2d`` modules, through
       forward hooks (a conv with non-zero padding modes or uneven 'same' padding is left out
-      with a warning);
+      with a warning), and ``F.linear``, ``torch.addmm`` (bias + a @ b, as a linear layer),
+      ``F.conv1d`` and ``F.conv2d`` called outside those modules (with no gradients);
     * through a ``TorchFunctionMode``: ``torch.matmul``/``bmm``/``@`` of two operands of 2 or
       more dims (``matmul``); ``F.scaled_dot_product_attention`` as the ops it computes
       (``permute`` k^T, ``attention_scores`` q @ k^T, ``mul`` by the scale, ``add`` of the
@@ -307,7 +313,8 @@ def capture_torch(model, inputs, *, kwargs=None, loss_fn=None, target=None, labe
     by several calls or modules, tied to other uses or decayed in the loss still gets its own.
     Under reentrant activation checkpointing (``use_reentrant=True``) the checkpointed calls
     get no gradients.  ``labels`` (an integer array) become the trace's ``labels`` extra, for
-    task accuracy in replay."""
+    task accuracy in replay, which scores the last recorded op's output: a warning says so
+    where that is not the model's output."""
     import warnings
 
     import torch
@@ -343,6 +350,8 @@ def capture_torch(model, inputs, *, kwargs=None, loss_fn=None, target=None, labe
     permutes = {T.transpose, torch.transpose, T.permute, torch.permute, T.t, torch.t,
                 T.swapaxes, torch.swapaxes, T.swapdims, torch.swapdims}
     pools = {F.max_pool2d: "max", F.avg_pool2d: "avg", F.adaptive_avg_pool2d: "adaptive"}
+    functional = {F.linear, torch.addmm, F.conv1d, F.conv2d}
+    inside = [0]                            # hooked modules' forward calls under way
     mha = [n for n, m in model.named_modules() if isinstance(m, torch.nn.MultiheadAttention)]
     if mha:
         warnings.warn(f"nn.MultiheadAttention computes its projections and scores inside torch; "
@@ -357,6 +366,7 @@ def capture_torch(model, inputs, *, kwargs=None, loss_fn=None, target=None, labe
         """Feed the module a view of its input made for this call, so that the gradient
         reaching it is this call's own contribution to dL/dx (the mode passes the input's
         link on to the view)."""
+        inside[0] += 1                      # its F.linear / F.conv* call is the module's
         x = _arg(args, kw, 0, "input")
         if not rec.on or loss_fn is None or x is None or not x.requires_grad:
             return None
@@ -374,6 +384,7 @@ def capture_torch(model, inputs, *, kwargs=None, loss_fn=None, target=None, labe
 
     def hook(name):
         def forward_hook(m, args, kw, out):
+            inside[0] -= 1
             if not rec.on:
                 return
             x = _arg(args, kw, 0, "input")
@@ -390,7 +401,8 @@ def capture_torch(model, inputs, *, kwargs=None, loss_fn=None, target=None, labe
                 op = rec.add(name, "linear", t, [src], module=True)
             else:
                 try:
-                    attrs = _conv_attrs(m, 1 if conv1d else 2)
+                    attrs = _conv_attrs(m, m.kernel_size, m.stride, m.padding, m.dilation,
+                                        m.groups, 1 if conv1d else 2, m.padding_mode)
                 except TraceError as exc:
                     warnings.warn(f"{name}: not recorded: {exc}", stacklevel=2)
                     return
@@ -403,6 +415,40 @@ def capture_torch(model, inputs, *, kwargs=None, loss_fn=None, target=None, labe
             watch(op, "grad_output", out)
             watch(op, "grad_input", x)
         return forward_hook
+
+    def record_functional(func, args, kw, out) -> None:
+        """``F.linear``, ``torch.addmm`` (bias + a @ b, as a linear of weight b^T) and
+        ``F.conv1d``/``F.conv2d`` called outside the hooked modules."""
+        if func is torch.addmm:
+            bias, x, b = (_arg(args, kw, i, n) for i, n in ((0, "input"), (1, "mat1"),
+                                                            (2, "mat2")))
+            if kw.get("beta", 1) != 1 or kw.get("alpha", 1) != 1 or bias.shape != b.shape[1:]:
+                return                      # not a linear layer: the taint warns downstream
+            t = {"input": x, "weight": b.t(), "bias": bias, "output": out}
+        else:
+            x, w, bias = (_arg(args, kw, i, n) for i, n in ((0, "input"), (1, "weight"),
+                                                            (2, "bias")))
+            t = {"input": x, "weight": w, "output": out, **({} if bias is None else
+                                                            {"bias": bias})}
+        src = rec.source(x)
+        if func in (torch.addmm, F.linear):
+            op = rec.add("linear", "linear", t, [src])
+        else:
+            dims = 1 if func is F.conv1d else 2
+            if x.ndim != dims + 2:
+                warnings.warn(f"{func.__name__} of an unbatched input: not recorded",
+                              stacklevel=3)
+                return
+            attrs = _conv_attrs(func.__name__, w.shape[2:], *(
+                _arg(args, kw, i, n) or d for i, n, d in ((3, "stride", 1), (4, "padding", 0),
+                                                          (5, "dilation", 1), (6, "groups", 1))),
+                dims)
+            if dims == 1:
+                t = {**t, "input": x.unsqueeze(2), "weight": w.unsqueeze(2),
+                     "output": out.unsqueeze(2)}
+            op = rec.add("conv2d", "conv2d", t, [src], attrs)
+            rec.produced(out, op.name)
+        check_link(op, (tainted(x), src))
 
     def record_binary(kind, a, b, out, asrc, bsrc, at, bt, reverse: bool) -> None:
         """``a`` (before the call) ``kind`` ``b`` (``b kind a`` with ``reverse``); the linked
@@ -528,6 +574,8 @@ def capture_torch(model, inputs, *, kwargs=None, loss_fn=None, target=None, labe
                            (xt, src))
             elif func is F.scaled_dot_product_attention:
                 record_attention(x, args, kw, out)
+            elif func in functional and not inside[0]:
+                record_functional(func, args, kw, out)
             elif func in passes:
                 if src and out is not x and _same_values(func, x, out, args, kw):
                     rec.produced(out, src)
@@ -590,6 +638,12 @@ def capture_torch(model, inputs, *, kwargs=None, loss_fn=None, target=None, labe
         with torch.set_grad_enabled(loss_fn is not None), Mode():
             output = model(*args, **dict(kwargs or {}))
         rec.on = False                      # activation checkpointing reruns forward hooks
+        last = next(iter(_tensors(output)), None)
+        if labels is not None and rec.ops and rec.source(last) != rec.ops[-1].name:
+            warnings.warn(f"the model's output is not the output of the last recorded op, "
+                          f"{rec.ops[-1].name}, whose output replay scores against the labels: "
+                          f"the op that makes the logits is not one capture records (einsum, "
+                          f"a custom kernel, ...)", stacklevel=2)
         if rec.blind:
             warnings.warn("tensors made under torch.inference_mode() keep no version counter, "
                           "so capture cannot see an in-place change and links no op to "

@@ -29,8 +29,8 @@ trace records no source.  The ops between the MACs (elementwise, permute, binary
 layer norm, mean, pooling: :mod:`simulator.graph_ops`) run in float64 on propagated values, a
 binary op's ``other`` its captured value where the trace gives it one source, and are skipped
 in per-op mode.  A MAC op's result is the MAC's output register plus the bias, rounded to fp32
-(the value the next op reads); its memory traffic is priced in the register's format
-(:func:`mac_models.layer_cost`'s default).
+(the value the next op reads, which quantizes it again); its memory traffic is priced in the
+activation format, in which the next layer reads it.
 Error metrics are those of :mod:`simulator.metrics`.  An op that cannot run (NaN for a scalar
 integer format, for example) gives a row with its ``error`` message instead of stopping the
 replay; in propagated mode the ops fed by it get an ``error`` row too, and the task accuracy is
@@ -170,7 +170,7 @@ def _run_mac_op(op: Op, cfg: Config, x: Union[np.ndarray, None], tech, level) ->
         bias = _f64(t["bias"])
         y = y + (bias.reshape(-1, 1, 1) if op.kind == "conv2d" else bias)
     y = y.astype(np.float32)
-    lc = mm.layer_cost(shape, mac, tech=tech, level=level)
+    lc = mm.layer_cost(shape, mac, {"out": a_fmt}, tech=tech, level=level)
     try:
         ulps = metrics.max_ulp_error(_f64(t["output"]), y, output_format(mac))
     except ValueError:                       # an integer register wider than any stored format

@@ -640,3 +640,48 @@ def test_sdpa_rows_with_every_key_masked_and_links_it_cannot_make():
     df = replay(trace, [_exact_fp32()], "propagated")
     out = df[(df.role == "output") & (df.op != "attention_scores_3")]
     assert np.isfinite(out.sqnr_db).all() and (out.sqnr_db > 120).all()
+
+
+def test_functional_macs_are_recorded_and_a_head_capture_misses_is_named():
+    """F.conv1d, F.conv2d, torch.addmm (GPT-2's Conv1D) and F.linear (a head tied to an
+    embedding) outside any hooked module are recorded and linked, each once (a Linear
+    module's own F.linear is not recorded twice); exact fp32 replay reproduces torch.  A head
+    computed by einsum is not recorded, and with labels capture says replay would score the
+    wrong tensor."""
+    class Fn(nn.Module):
+        def __init__(self, einsum: bool):
+            super().__init__()
+            self.w1, self.w2 = nn.Parameter(torch.randn(4, 3, 3)), nn.Parameter(
+                torch.randn(4, 4, 3, 3))
+            self.c_w, self.c_b = nn.Parameter(torch.randn(4, 6)), nn.Parameter(torch.randn(6))
+            self.lin, self.emb = nn.Linear(6, 6), nn.Embedding(5, 6)
+            self.einsum = einsum
+
+        def forward(self, x):                                   # x (N, 3, 8)
+            h = F.conv1d(x, self.w1, padding=1)                 # (N, 4, 8)
+            h = F.conv2d(h.unsqueeze(2), self.w2, padding="same").squeeze(2)
+            h = torch.addmm(self.c_b, h.mean(-1), self.c_w)     # (N, 6)
+            h = self.lin(h)
+            if self.einsum:
+                return torch.einsum("nd,vd->nv", h, self.emb.weight)
+            return F.linear(h, self.emb.weight)
+
+    torch.manual_seed(12)
+    x = torch.randn(3, 3, 8)
+    model = Fn(False)
+    with torch.no_grad():
+        labels = model(x).argmax(-1).numpy()
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            trace = capture_torch(model, x, labels=labels)
+    assert [(o.name, o.kind, o.inputs_from) for o in trace.ops] == [
+        ("conv2d", "conv2d", []), ("conv2d_2", "conv2d", ["conv2d"]),
+        ("mean", "mean", ["conv2d_2"]), ("linear", "linear", ["mean"]),
+        ("lin", "linear", ["linear"]), ("linear_2", "linear", ["lin"])]
+    assert trace.op("conv2d_2").attrs["padding"] == [1, 1]
+    np.testing.assert_array_equal(trace.op("linear").tensors["weight"], model.c_w.detach().T)
+    df = replay(trace, [_exact_fp32()], "propagated")
+    assert (df[df.role == "output"].sqnr_db > 120).all()
+    assert df[df.role == "task"].accuracy.item() == 1.0
+    with torch.no_grad(), pytest.warns(UserWarning, match="not the output of the last"):
+        capture_torch(Fn(True), x, labels=labels)

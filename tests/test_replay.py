@@ -459,3 +459,16 @@ def test_the_progress_bar_stays_off_what_is_not_a_terminal(digits_trace, capsys)
     """A bar is for a terminal: captured standard error (a log, a pipe) gets no \\r lines."""
     replay(digits_trace, [Config()], progress=True)
     assert capsys.readouterr().err == ""
+
+
+def test_outputs_are_priced_in_the_activation_format(digits_trace):
+    """An int8 layer's int32 sums are stored for the next layer as int8 activations, not as
+    int32: replay prices the output's traffic in the activation format (a posit8 quire's
+    posit8 output is not cheaper than an int8 layer's any more)."""
+    cfg = Config("int8_channel", "int8_tensor", "int8->int32")
+    row = _row(replay(digits_trace, [cfg], "per-op"), "fc1", "output")
+    op = mm.Matmul(360, 64, 64)
+    want = mm.layer_cost(op, cfg.build_mac(), {"out": "int8_tensor"})
+    assert row["memory_pj"] == pytest.approx(want.memory_pj, rel=1e-12)
+    assert want.memory["out"].bits < mm.layer_cost(op, cfg.build_mac()).memory["out"].bits
+    assert want.memory["out"].bits >= 360 * 64 * 8
