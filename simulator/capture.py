@@ -178,6 +178,7 @@ class _Recorder:
         self.producer: dict[int, tuple] = {}     # id(tensor) -> (op name, tensor version then)
         self.tainted: set[int] = set()           # ids of live tensors that depend on one
         self.blind = False                       # a link was asked of an inference tensor
+        self.via: dict[int, str] = {}            # id -> the unrecorded call that made it
         self.keep: list = []                     # tensors kept alive, so ids stay unique
         self.on = True                           # off once the forward pass is over
 
@@ -203,7 +204,11 @@ class _Recorder:
         """Mark ``t`` tainted while it lives (its id leaves the set when it is freed)."""
         if id(t) not in self.tainted:
             self.tainted.add(id(t))
-            weakref.finalize(t, self.tainted.discard, id(t))
+            weakref.finalize(t, self._forget, id(t))
+
+    def _forget(self, key: int) -> None:
+        self.tainted.discard(key)
+        self.via.pop(key, None)
 
     def add(self, base: str, kind: str, tensors: dict, sources: list, attrs=None,
             module: bool = False) -> Op:
@@ -377,10 +382,13 @@ def capture_torch(model, inputs, *, kwargs=None, loss_fn=None, target=None, labe
         return isinstance(t, torch.Tensor) and id(t) in rec.tainted
 
     def check_link(op, *operands) -> None:
-        """Name ``op`` in the warning when one of its ``operands`` ((tensor, the source the
-        trace links it to or None), taken before the call) is tainted but not linked."""
-        if any(s is None and t for t, s in operands):
-            unlinked.append(op.name)
+        """Name ``op`` in the warning when one of its ``operands`` ((tainted before the call,
+        the source the trace links it to or None, the tensor)) is tainted but not linked, with
+        the unrecorded calls that made such operands."""
+        missed = [t for flag, s, t in operands if s is None and flag]
+        if missed:
+            via = sorted({rec.via.get(id(t)) for t in missed} - {None})
+            unlinked.append(op.name + (f" (after {', '.join(via)})" if via else ""))
 
     def hook(name):
         def forward_hook(m, args, kw, out):
@@ -411,7 +419,7 @@ def capture_torch(model, inputs, *, kwargs=None, loss_fn=None, target=None, labe
                          "output": out.unsqueeze(2)}
                 op = rec.add(name, "conv2d", t, [src], attrs, module=True)
                 rec.produced(out, op.name)
-            check_link(op, (tainted(x), src))
+            check_link(op, (tainted(x), src, x))
             watch(op, "grad_output", out)
             watch(op, "grad_input", x)
         return forward_hook
@@ -448,7 +456,7 @@ def capture_torch(model, inputs, *, kwargs=None, loss_fn=None, target=None, labe
                      "output": out.unsqueeze(2)}
             op = rec.add("conv2d", "conv2d", t, [src], attrs)
             rec.produced(out, op.name)
-        check_link(op, (tainted(x), src))
+        check_link(op, (tainted(x), src, x))
 
     def record_binary(kind, a, b, out, asrc, bsrc, at, bt, reverse: bool) -> None:
         """``a`` (before the call) ``kind`` ``b`` (``b kind a`` with ``reverse``); the linked
@@ -462,7 +470,7 @@ def capture_torch(model, inputs, *, kwargs=None, loss_fn=None, target=None, labe
         sources = [asrc, bsrc] if asrc and bsrc else [asrc] if asrc else []
         op = rec.add(kind, kind, {"input": a, "other": b, "output": out}, sources,
                      {"reverse": True} if reverse else {})
-        check_link(op, (at, asrc), (bt, bsrc if asrc else None))
+        check_link(op, (at, asrc, a), (bt, bsrc if asrc else None, b))
 
     def repeat_heads(t, src, r: int) -> tuple:
         """Grouped-query keys or values (..., Hk, L, D) repeated ``r`` times per head: the
@@ -485,12 +493,12 @@ def capture_torch(model, inputs, *, kwargs=None, loss_fn=None, target=None, labe
         kt = k.transpose(-2, -1)
         dims = list(range(k.ndim - 2)) + [k.ndim - 1, k.ndim - 2]
         t_op = rec.add("permute", "permute", {"input": k, "output": kt}, [ks], {"dims": dims})
-        check_link(t_op, (kt_, ks))
+        check_link(t_op, (kt_, ks, k))
         qs = rec.source(q)
         scores = q @ kt
         op = rec.add("attention_scores", "attention_scores", {"a": q, "b": kt, "output": scores},
                      [qs, t_op.name] if qs else [])
-        check_link(op, (tainted(q), qs), (kt_, t_op.name if qs else None))
+        check_link(op, (tainted(q), qs, q), (kt_, t_op.name if qs else None, k))
         scale = _arg(args, kw, 6, "scale")
         scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
         h = scores * scale
@@ -505,14 +513,14 @@ def capture_torch(model, inputs, *, kwargs=None, loss_fn=None, target=None, labe
             h, before = h + mask, h
             op = rec.add("add", "add", {"input": before, "other": mask, "output": h},
                          [op.name, ms] if ms else [op.name])
-            check_link(op, (mt, ms))
+            check_link(op, (mt, ms, mask))
         p = torch.softmax(h, -1)           # SDPA's softmax gives a row of -inf zeros, not NaN
         p = torch.where(torch.isneginf(h).all(-1, keepdim=True), torch.zeros((), dtype=p.dtype), p)
         op = rec.add("softmax", "softmax", {"input": h, "output": p}, [op.name], {"safe": True})
         if (_arg(args, kw, 4, "dropout_p") or 0.0) == 0.0:    # else the output is random
             op = rec.add("matmul", "matmul", {"a": p, "b": v, "output": out},
                          [op.name, vs] if vs else [op.name])
-            check_link(op, (vt_, vs))
+            check_link(op, (vt_, vs, v))
 
     class Mode(TorchFunctionMode):
         def __torch_function__(self, func, types, args=(), kwargs=None):
@@ -537,94 +545,101 @@ def capture_torch(model, inputs, *, kwargs=None, loss_fn=None, target=None, labe
             if func not in shape_only and any(tainted(t) for t in _tensors((args, kw))):
                 for t in _tensors(out if not inplace else (out, x)):
                     rec.taint(t)
-            if func in pieces and xt and isinstance(out, (tuple, list)):
-                dim = _arg(args, kw, 1 + (func not in (T.unbind, torch.unbind)), "dim") or 0
-                dim, start = dim % x.ndim, 0
-                for piece in out:                    # each a slice of x along dim
-                    n = piece.shape[dim] if piece.ndim == x.ndim else None
-                    at = [start, start + n, None] if n is not None else start
-                    start += 1 if n is None else n
-                    check_link(rec.add("index", "index", {"input": x, "output": piece}, [src],
-                                       {"index": [[None] * 3] * dim + [at]}), (xt, src))
-            if not isinstance(out, torch.Tensor):
-                return out
-            if func in matmuls:
-                b = _arg(args, kw, 1, "other", "mat2")
-                if getattr(x, "ndim", 0) >= 2 and getattr(b, "ndim", 0) >= 2:
-                    bsrc = rec.source(b)
-                    op = rec.add("matmul", "matmul", {"a": x, "b": b, "output": out},
-                                 [src, bsrc] if src and bsrc else
-                                 [src] if src and not tainted(b) else [])
-                    check_link(op, (xt, src), (tainted(b), bsrc if src else None))
-            elif func in binary:
-                if out.is_floating_point() and (xt or ot) and "out" not in kw and \
-                        kw.get("alpha", 1) == 1 and kw.get("rounding_mode") is None and \
-                        isinstance(other, (torch.Tensor, int, float)):
-                    record_binary(kind, before, other, out, src, osrc, xt, ot,
-                                  func in reversed_)
-            elif kind:
-                attrs = {}
-                if kind == "softmax":
+            try:
+                if func in pieces and xt and isinstance(out, (tuple, list)):
+                    dim = _arg(args, kw, 1 + (func not in (T.unbind, torch.unbind)), "dim") or 0
+                    dim, start = dim % x.ndim, 0
+                    for piece in out:                    # each a slice of x along dim
+                        n = piece.shape[dim] if piece.ndim == x.ndim else None
+                        at = [start, start + n, None] if n is not None else start
+                        start += 1 if n is None else n
+                        check_link(rec.add("index", "index", {"input": x, "output": piece}, [src],
+                                           {"index": [[None] * 3] * dim + [at]}), (xt, src, x))
+                if not isinstance(out, torch.Tensor):
+                    return out
+                if func in matmuls:
+                    b = _arg(args, kw, 1, "other", "mat2")
+                    if getattr(x, "ndim", 0) >= 2 and getattr(b, "ndim", 0) >= 2:
+                        bsrc = rec.source(b)
+                        op = rec.add("matmul", "matmul", {"a": x, "b": b, "output": out},
+                                     [src, bsrc] if src and bsrc else
+                                     [src] if src and not tainted(b) else [])
+                        check_link(op, (xt, src, x), (tainted(b), bsrc if src else None, b))
+                elif func in binary:
+                    if out.is_floating_point() and (xt or ot) and "out" not in kw and \
+                            kw.get("alpha", 1) == 1 and kw.get("rounding_mode") is None and \
+                            isinstance(other, (torch.Tensor, int, float)):
+                        record_binary(kind, before, other, out, src, osrc, xt, ot,
+                                      func in reversed_)
+                elif kind:
+                    attrs = {}
+                    if kind == "softmax":
+                        dim = _arg(args, kw, 1, "dim")
+                        if dim is None or dim not in (-1, x.ndim - 1):
+                            return out                   # replay applies softmax on the last axis
+                    elif kind == "gelu":
+                        attrs["approximate"] = kw.get("approximate", "none")
+                    check_link(rec.add(kind, kind, {"input": before, "output": out}, [src], attrs),
+                               (xt, src, x))
+                elif func is F.scaled_dot_product_attention:
+                    record_attention(x, args, kw, out)
+                elif func in functional and not inside[0]:
+                    record_functional(func, args, kw, out)
+                elif func in passes:
+                    if src and out is not x and _same_values(func, x, out, args, kw):
+                        rec.produced(out, src)
+                elif not xt:
+                    pass                                 # the ops below are recorded where tainted
+                elif func in permutes:
+                    check_link(rec.add("permute", "permute", {"input": x, "output": out}, [src],
+                                       {"dims": _permutation(func, x, args, kw)}), (xt, src, x))
+                elif func in expands:
+                    check_link(rec.add("expand", "expand", {"input": x, "output": out}, [src]),
+                               (xt, src, x))
+                elif func is T.__getitem__:
+                    entries = _index_entries(args[1])
+                    if entries is not None:
+                        check_link(rec.add("index", "index", {"input": x, "output": out}, [src],
+                                           {"index": entries}), (xt, src, x))
+                elif func is F.layer_norm:
+                    ns = _arg(args, kw, 1, "normalized_shape")
+                    eps = _arg(args, kw, 4, "eps")
+                    t = {"input": x, "output": out, "weight": _arg(args, kw, 2, "weight"),
+                         "bias": _arg(args, kw, 3, "bias")}
+                    ns = [ns] if isinstance(ns, int) else list(ns)
+                    check_link(rec.add("layer_norm", "layer_norm",
+                                       {r: v for r, v in t.items() if v is not None}, [src],
+                                       {"normalized_shape": ns,
+                                        "eps": 1e-5 if eps is None else float(eps)}), (xt, src, x))
+                elif func in (torch.mean, T.mean) and out.is_floating_point() and "dtype" not in kw:
                     dim = _arg(args, kw, 1, "dim")
-                    if dim is None or dim not in (-1, x.ndim - 1):
-                        return out                   # replay applies softmax on the last axis
-                elif kind == "gelu":
-                    attrs["approximate"] = kw.get("approximate", "none")
-                check_link(rec.add(kind, kind, {"input": before, "output": out}, [src], attrs),
-                           (xt, src))
-            elif func is F.scaled_dot_product_attention:
-                record_attention(x, args, kw, out)
-            elif func in functional and not inside[0]:
-                record_functional(func, args, kw, out)
-            elif func in passes:
-                if src and out is not x and _same_values(func, x, out, args, kw):
-                    rec.produced(out, src)
-            elif not xt:
-                pass                                 # the ops below are recorded where tainted
-            elif func in permutes:
-                check_link(rec.add("permute", "permute", {"input": x, "output": out}, [src],
-                                   {"dims": _permutation(func, x, args, kw)}), (xt, src))
-            elif func in expands:
-                check_link(rec.add("expand", "expand", {"input": x, "output": out}, [src]),
-                           (xt, src))
-            elif func is T.__getitem__:
-                entries = _index_entries(args[1])
-                if entries is not None:
-                    check_link(rec.add("index", "index", {"input": x, "output": out}, [src],
-                                       {"index": entries}), (xt, src))
-            elif func is F.layer_norm:
-                ns = _arg(args, kw, 1, "normalized_shape")
-                eps = _arg(args, kw, 4, "eps")
-                t = {"input": x, "output": out, "weight": _arg(args, kw, 2, "weight"),
-                     "bias": _arg(args, kw, 3, "bias")}
-                check_link(rec.add("layer_norm", "layer_norm",
-                                   {r: v for r, v in t.items() if v is not None}, [src],
-                                   {"normalized_shape": [ns] if isinstance(ns, int) else list(ns),
-                                    "eps": 1e-5 if eps is None else float(eps)}), (xt, src))
-            elif func in (torch.mean, T.mean) and out.is_floating_point() and "dtype" not in kw:
-                dim = _arg(args, kw, 1, "dim")
-                dims = [dim] if isinstance(dim, int) else list(dim or range(x.ndim))
-                check_link(rec.add("mean", "mean", {"input": x, "output": out}, [src], {
-                    "dims": [d % x.ndim for d in dims],
-                    "keepdim": bool(_arg(args, kw, 2, "keepdim"))}), (xt, src))
-            elif func in pools and x.ndim == 4:
-                if pools[func] == "adaptive":
-                    op = rec.add("adaptive_avg_pool2d", "adaptive_avg_pool2d",
-                                 {"input": x, "output": out}, [src])
-                else:
-                    op = rec.add("pool2d", "pool2d", {"input": x, "output": out}, [src],
-                                 _torch_pool_attrs(pools[func], args, kw))
-                check_link(op, (xt, src))
-            elif func is F.batch_norm and not _arg(args, kw, 5, "training"):
-                t = {"input": x, "output": out}
-                for i, role in enumerate(("running_mean", "running_var", "weight", "bias"), 1):
-                    if _arg(args, kw, i, role) is not None:
-                        t[role] = _arg(args, kw, i, role)
-                if "running_var" in t:
-                    eps = _arg(args, kw, 7, "eps")
-                    check_link(rec.add("batch_norm", "batch_norm", t, [src], {
-                        "eps": 1e-5 if eps is None else float(eps)}), (xt, src))
-            return out
+                    dims = [dim] if isinstance(dim, int) else list(dim or range(x.ndim))
+                    check_link(rec.add("mean", "mean", {"input": x, "output": out}, [src], {
+                        "dims": [d % x.ndim for d in dims],
+                        "keepdim": bool(_arg(args, kw, 2, "keepdim"))}), (xt, src, x))
+                elif func in pools and x.ndim == 4:
+                    if pools[func] == "adaptive":
+                        op = rec.add("adaptive_avg_pool2d", "adaptive_avg_pool2d",
+                                     {"input": x, "output": out}, [src])
+                    else:
+                        op = rec.add("pool2d", "pool2d", {"input": x, "output": out}, [src],
+                                     _torch_pool_attrs(pools[func], args, kw))
+                    check_link(op, (xt, src, x))
+                elif func is F.batch_norm and not _arg(args, kw, 5, "training"):
+                    t = {"input": x, "output": out}
+                    for i, role in enumerate(("running_mean", "running_var", "weight", "bias"), 1):
+                        if _arg(args, kw, i, role) is not None:
+                            t[role] = _arg(args, kw, i, role)
+                    if "running_var" in t:
+                        eps = _arg(args, kw, 7, "eps")
+                        check_link(rec.add("batch_norm", "batch_norm", t, [src], {
+                            "eps": 1e-5 if eps is None else float(eps)}), (xt, src, x))
+                return out
+            finally:                    # name what made unlinked values, for the warning
+                cause = rec.via.get(id(x)) if func in passes else None    # views keep x's
+                for t in _tensors(out if not inplace else (out, x)):
+                    if tainted(t) and rec.source(t) is None:
+                        rec.via[id(t)] = cause or name.strip("_")
 
     for name, m in hooked.items():
         handles.append(m.register_forward_pre_hook(pre_hook, with_kwargs=True))

@@ -146,6 +146,7 @@ def capture_onnx(model, feeds: Mapping[str, np.ndarray], labels=None,
             consumers.setdefault(i, []).append(node)
     producer: dict = {}                      # value name -> op name whose output it is
     tainted: set = set()                     # value names that depend on a recorded op
+    via: dict = {}                           # such a value without a producer -> its node's type
     unlinked: list[str] = []
     ops: list[Op] = []
     taken: set = set()
@@ -169,8 +170,10 @@ def capture_onnx(model, feeds: Mapping[str, np.ndarray], labels=None,
         taken.add(name)
         links = [producer[s] for s in sources if s in producer] \
             if sources and sources[0] in producer else []
-        if any(s in tainted and (s not in producer or not links) for s in sources):
-            unlinked.append(name)
+        missed = [s for s in sources if s in tainted and (s not in producer or not links)]
+        if missed:
+            made = sorted({via[s] for s in missed if s in via})
+            unlinked.append(name + (f" (after {', '.join(made)})" if made else ""))
         ops.append(Op(name, kind, tensors, attrs, links))
         producer[out_name] = name
         tainted.add(out_name)
@@ -314,6 +317,8 @@ def capture_onnx(model, feeds: Mapping[str, np.ndarray], labels=None,
         record(node, t, ins, out, _onnx_attrs(node))
         if t not in _SHAPES and any(i in tainted for i in ins):
             tainted.update(node.output)
+            made = via.get(ins[0], t) if t in _PASSES else t        # a reshape keeps the cause
+            via.update({o: made for o in node.output if o not in producer})
     if unlinked:
         warnings.warn(unlinked_message(unlinked), stacklevel=2)
     extras = {} if labels is None else {"labels": np.asarray(labels)}
