@@ -286,9 +286,9 @@ def capture_torch(model, inputs, *, kwargs=None, loss_fn=None, target=None, labe
       ``softmax`` (last axis), ``silu``, ``sigmoid``, ``tanh`` and ``flatten`` calls;
     * where the input depends on a recorded op (below): ``transpose``/``permute``/``t``
       (``permute``), ``expand``/``expand_as``/``broadcast_to`` (``expand``), basic indexing
-      ``x[...]`` and each piece of ``split``/``chunk``/``unbind`` (``index``), ``+ - * /`` and
-      their in-place
-      forms (``add``, ``sub``, ``mul``, ``div``; not with ``alpha`` or ``rounding_mode``),
+      ``x[...]`` and each piece of ``split``/``chunk``/``unbind`` (``index``), ``+ - * /``,
+      in place too, with the linked operand either side (``add``, ``sub``, ``mul``, ``div``;
+      not with ``alpha`` or ``rounding_mode``) and ``-x`` (``mul`` by -1),
       ``F.layer_norm``, ``F.batch_norm`` with running statistics (``batch_norm``), ``mean``,
       ``F.max_pool2d``/``avg_pool2d`` (``pool2d``) and ``F.adaptive_avg_pool2d``.  These ops
       are replayed in float64 (:mod:`simulator.graph_ops`).
@@ -304,8 +304,9 @@ def capture_torch(model, inputs, *, kwargs=None, loss_fn=None, target=None, labe
     embedding lookups, what is computed from them alone) is replayed as captured, which is
     exact: propagated replay changes only what depends on a recorded op.  An op that reads such
     a dependent value without a link (through an operation capture does not record:
-    concatenation, a narrowing cast, ``x.amax()``, ...) is named in a warning; propagated
-    replay feeds it its captured input, so the error of the ops before does not reach it.
+    concatenation, a narrowing cast, ``x.amax()``, ...) is named in a warning, with that
+    operation; propagated replay feeds it its captured input, so the error of the ops before
+    does not reach it.
     Under ``torch.inference_mode()`` tensors keep no version counter, so nothing is linked (a
     warning says so; ``torch.no_grad()`` links).
 
@@ -447,10 +448,14 @@ def capture_torch(model, inputs, *, kwargs=None, loss_fn=None, target=None, labe
                 warnings.warn(f"{func.__name__} of an unbatched input: not recorded",
                               stacklevel=3)
                 return
-            attrs = _conv_attrs(func.__name__, w.shape[2:], *(
-                _arg(args, kw, i, n) or d for i, n, d in ((3, "stride", 1), (4, "padding", 0),
-                                                          (5, "dilation", 1), (6, "groups", 1))),
-                dims)
+            try:
+                attrs = _conv_attrs(func.__name__, w.shape[2:], *(
+                    _arg(args, kw, i, n) or d for i, n, d in (
+                        (3, "stride", 1), (4, "padding", 0), (5, "dilation", 1),
+                        (6, "groups", 1))), dims)
+            except TraceError as exc:
+                warnings.warn(f"not recorded: {exc}", stacklevel=3)
+                return
             if dims == 1:
                 t = {**t, "input": x.unsqueeze(2), "weight": w.unsqueeze(2),
                      "output": out.unsqueeze(2)}
