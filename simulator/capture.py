@@ -641,7 +641,8 @@ def capture_torch(model, inputs, *, kwargs=None, loss_fn=None, target=None, labe
                             "eps": 1e-5 if eps is None else float(eps)}), (xt, src, x))
                 return out
             finally:                    # name what made unlinked values, for the warning
-                cause = rec.via.get(id(x)) if func in passes else None    # views keep x's
+                # a view of an unlinked x keeps x's cause
+                cause = rec.via.get(id(x)) if func in passes and src is None else None
                 for t in _tensors(out if not inplace else (out, x)):
                     if tainted(t) and rec.source(t) is None:
                         rec.via[id(t)] = cause or name.strip("_")

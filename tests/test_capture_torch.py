@@ -389,9 +389,11 @@ def test_unmodelled_conv_is_left_out_with_a_warning_and_mha_is_named():
     with pytest.warns(UserWarning, match="reflect"):
         trace = capture_torch(model, torch.randn(1, 2, 5, 5))
     assert [o.name for o in trace.ops] == ["1"] and trace.ops[0].inputs_from == []
-    layer = nn.TransformerEncoderLayer(8, 2, 16, batch_first=True)
-    with pytest.warns(UserWarning, match="self_attn"):
+    layer = nn.TransformerEncoderLayer(8, 2, 16, batch_first=True)       # training: dropout on
+    with pytest.warns(UserWarning) as caught:
         capture_torch(layer, torch.randn(1, 3, 8))
+    assert "self_attn" in str(caught[0].message)
+    assert str(caught[1].message).startswith("linear2 (after dropout), add (after dropout): ")
 
 
 def test_inference_mode_2d_attention_whole_flatten_and_tied_embedding():
