@@ -227,8 +227,8 @@ def layer_cost(op: Union[Matmul, Conv2d], mac: Union[MAC, str],
     once per row of A (a conv's input pixel), column of B or output channel.  A conv's compute
     is charged for the products ``conv2d`` runs, padded channels included
     (``Conv2d.padded_dot_length``), with a block-scale step per kernel tap where each tap is a
-    block of its own (``Conv2d.tap_segment``); ``macs`` counts the real ones.  A per-pixel input scale
-    is charged as one output scale, not as a block-scale step per kernel tap."""
+    block of its own (``Conv2d.tap_segment``); ``macs`` counts the real ones.  A per-pixel
+    input scale is charged as one output scale, not as a block-scale step per kernel tap."""
     mac = as_mac(mac)
     if not isinstance(op, (Matmul, Conv2d)):
         raise TypeError(f"op must be a Matmul or a Conv2d, got {op!r}")

@@ -25,8 +25,8 @@
 
 Modes: ``"per-op"`` feeds every op its captured inputs; ``"propagated"`` feeds each op the
 replayed output of the ops it takes input from (``inputs_from``), the captured input where the
-trace records no source.  The ops between the MACs (elementwise, permute, binary arithmetic,
-layer norm, mean, pooling: :mod:`simulator.graph_ops`) run in float64 on propagated values, a
+trace records no source.  The ops between the MACs (elementwise, reshaping, indexing,
+arithmetic, norms, pooling: :mod:`simulator.graph_ops`) run in float64 on propagated values, a
 binary op's ``other`` its captured value where the trace gives it one source, and are skipped
 in per-op mode.  A MAC op's result is the MAC's output register plus the bias, rounded to fp32
 (the value the next op reads, which quantizes it again); its memory traffic is priced in the

@@ -44,7 +44,7 @@ def captured():
     torch.manual_seed(0)
     model = Tiny()
     x = torch.randn(5, 3, 8)
-    with pytest.warns(UserWarning, match=r"^add \(after sum\): an input depends on the recorded ops but"):
+    with pytest.warns(UserWarning, match=r"^add \(after sum\): an input depends"):
         trace = capture_torch(model, x, loss_fn=lambda out, t: (out ** 2).mean(), target=None)
     return model, x, trace
 
@@ -204,7 +204,7 @@ def test_an_in_place_change_drops_the_graph_link_or_is_recorded(add):
         t = trace.op("add").tensors
         assert np.array_equal(t["input"], h1.numpy()) and np.array_equal(t["other"], x.numpy())
     else:
-        with pytest.warns(UserWarning, match=r"^relu \(after clamp\): an input depends on the recorded ops"):
+        with pytest.warns(UserWarning, match=r"^relu \(after clamp\): an input depends"):
             trace = capture_torch(model, x, labels=labels)
         assert [(o.name, o.inputs_from) for o in trace.ops] == [
             ("fc1", []), ("relu", []), ("fc2", ["relu"])]
@@ -232,7 +232,7 @@ def test_an_unrecorded_operation_between_modules_is_reported(with_loss, recwarn)
 
     x = torch.randn(2, 3, 6, 6, requires_grad=with_loss)
     kw = {"loss_fn": lambda out, t: out.sum(), "target": None} if with_loss else {}
-    with pytest.warns(UserWarning, match=r"^fc \(after amax\): an input depends on the recorded ops but"):
+    with pytest.warns(UserWarning, match=r"^fc \(after amax\): an input depends"):
         trace = capture_torch(Net(True), x, **kw)
     assert trace.op("fc").inputs_from == []
     recwarn.clear()
@@ -252,7 +252,8 @@ def test_the_unlinked_warning_names_three_ops_and_counts_the_rest():
                 x = fc(x).clamp(-9, 9)         # an unrecorded op between every two layers
             return x
 
-    with pytest.warns(UserWarning, match=r"^fcs\.1 \(after clamp\), fcs\.2 \(after clamp\), fcs\.3 \(after clamp\) and 1 more ops: an input"):
+    with pytest.warns(UserWarning, match=r"^fcs\.1 \(after clamp\), fcs\.2 \(after clamp\), "
+                                         r"fcs\.3 \(after clamp\) and 1 more ops: an input"):
         capture_torch(Chain(), torch.randn(2, 4))
 
 

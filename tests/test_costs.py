@@ -732,7 +732,8 @@ def test_conv2d_taps_that_divide_the_block_are_blocks_of_their_own(channels, gro
     assert lc.compute_pj == pytest.approx(outputs * k * unit.energy_pj, rel=EXACT)
 
     def steps(c):                 # the energy of the promotion and block-scale steps per product
-        return sum(p.energy_pj for p in c.parts if p.component.startswith(("promote", "block scales")))
+        return sum(p.energy_pj for p in c.parts
+                   if p.component.startswith(("promote", "block scales")))
     assert steps(unit) > 0
     if not padded:                # 9 steps per output, not ceil(k / 32)
         assert steps(unit) == pytest.approx(steps(cost(mac, k=k)) * 9 / -(-k // 32), rel=EXACT)
