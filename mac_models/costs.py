@@ -166,10 +166,22 @@ def _prefixed(prefix: str, parts) -> list[Part]:
     return [Part(f"{prefix}: {p.component}", p.energy_pj, p.area_um2) for p in parts]
 
 
-def _accumulate(mac: MAC, e_in: int, p_in: int,
-                k: Union[int, None]) -> tuple[list[Part], list[Part]]:
+def _groups(n: int, seg: Union[int, None], k: Union[int, None]) -> float:
+    """Aligned groups of ``n`` terms per product in a dot of ``k`` products whose segments of
+    ``seg`` (None: the whole dot) each start their groups afresh, as the MAC engine runs them."""
+    if seg is None:
+        return _share(n, k)
+    if k is None:
+        return -(-seg // n) / seg
+    full, rest = divmod(k, seg)
+    return (full * -(-seg // n) + -(-rest // n)) / k
+
+
+def _accumulate(mac: MAC, e_in: int, p_in: int, k: Union[int, None],
+                seg: Union[int, None]) -> tuple[list[Part], list[Part]]:
     """(parts per product, parts per output) of the accumulator, for products of ``e_in``
-    exponent bits (0: integers) and ``p_in`` significant bits, in dots of ``k`` products."""
+    exponent bits (0: integers) and ``p_in`` significant bits, in dots of ``k`` products
+    promoted every ``seg`` (None: never)."""
     acc = mac.accumulator
     if isinstance(acc, IntAccumulator):
         parts = [adder(acc.bits, "accumulate: adder"), register(acc.bits, "accumulator register")]
@@ -193,7 +205,7 @@ def _accumulate(mac: MAC, e_in: int, p_in: int,
                  leading_zero_count(w, "aligned: leading-zero count"),
                  shifter(w, "aligned: normalization shifter"), adder(p_acc, "aligned: rounding"),
                  register(fmt.bits, "accumulator register")]
-        return lane + [x.times(_share(n, k)) for x in group], []
+        return lane + [x.times(_groups(n, seg, k)) for x in group], []
     parts = fp_adder(max(e_in, e_acc), max(p_in, p_acc), "accumulate")
     parts.append(register(fmt.bits, "accumulator register"))
     if acc.kahan:
@@ -304,11 +316,12 @@ def cost(mac: Union[MAC, str], tech: TechLike = None, k: Union[int, None] = None
         e_in, p_in = rounded.ebits, rounded.mbits + 1
     else:
         e_in, p_in = (e_ops + 1 if e_ops else 0), oa.p + ob.p
-    per_product, per_output = _accumulate(mac, e_in, p_in, k)
-    parts += per_product
     seg = _segment(mac)
     if seg is not None:
         seg = min(seg, segment or seg)
+    per_product, per_output = _accumulate(mac, e_in, p_in, k, seg)
+    parts += per_product
+    if seg is not None:
         pf = mac.promotion.format
         step = []
         if isinstance(acc, IntAccumulator):

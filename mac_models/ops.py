@@ -479,7 +479,8 @@ def conv2d(x, w, mac: Union[MAC, str], stride=1, padding=0, dilation=1,
     along the channels of each pixel of ``x`` (of its group, or all of them:
     :func:`conv_input_whole`) and of each kernel tap of ``w``, and a per-tensor scale covers
     all of ``x``.  A group's channels that divide the block (a depthwise conv's one) are one
-    block per kernel tap; other ragged channels are zero-padded to a multiple of the block
+    block per kernel tap, unless the weights are 2-D tiles; other ragged channels are
+    zero-padded to a multiple of the block
     (:func:`conv_tap_width`; the padding's zero products are added but not counted in
     ``macs``).  ``stride``, ``padding`` and ``dilation`` are ints or
     (h, w) pairs; zero padding.  ``backend``: see :func:`matmul`."""

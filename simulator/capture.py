@@ -327,8 +327,10 @@ def capture_torch(model, inputs, *, kwargs=None, loss_fn=None, target=None, labe
     import torch.nn.functional as F
     from torch.overrides import TorchFunctionMode
 
-    hooked = {name: m for name, m in model.named_modules()
-              if isinstance(m, (torch.nn.Linear, torch.nn.Conv1d, torch.nn.Conv2d))}
+    stock = {cls: cls.forward for cls in (torch.nn.Linear, torch.nn.Conv1d, torch.nn.Conv2d)}
+    hooked = {name: m for name, m in model.named_modules()     # with a forward of its own
+              if isinstance(m, tuple(stock))                   # (LoRA), its own F.linear
+              and type(m).forward in stock.values()}           # calls are recorded instead
     rec = _Recorder(set(hooked))
     grads: dict = {}                        # op name -> {role: gradient}
     handles = []
@@ -394,7 +396,7 @@ def capture_torch(model, inputs, *, kwargs=None, loss_fn=None, target=None, labe
     def hook(name):
         def forward_hook(m, args, kw, out):
             inside[0] -= 1
-            if not rec.on:
+            if not rec.on or out is None:            # None: the forward raised
                 return
             x = _arg(args, kw, 0, "input")
             conv1d = isinstance(m, torch.nn.Conv1d)
@@ -431,15 +433,16 @@ def capture_torch(model, inputs, *, kwargs=None, loss_fn=None, target=None, labe
         if func is torch.addmm:
             bias, x, b = (_arg(args, kw, i, n) for i, n in ((0, "input"), (1, "mat1"),
                                                             (2, "mat2")))
-            if kw.get("beta", 1) != 1 or kw.get("alpha", 1) != 1 or bias.shape != b.shape[1:]:
+            if kw.get("beta", 1) != 1 or kw.get("alpha", 1) != 1 or \
+                    bias.shape not in (b.shape[1:], (1,) + b.shape[1:]):
                 return                      # not a linear layer: the taint warns downstream
-            t = {"input": x, "weight": b.t(), "bias": bias, "output": out}
+            t = {"input": x, "weight": b.t(), "bias": bias.reshape(-1), "output": out}
         else:
             x, w, bias = (_arg(args, kw, i, n) for i, n in ((0, "input"), (1, "weight"),
                                                             (2, "bias")))
             t = {"input": x, "weight": w, "output": out, **({} if bias is None else
                                                             {"bias": bias})}
-        src = rec.source(x)
+        src, w = rec.source(x), t["weight"]
         if func in (torch.addmm, F.linear):
             op = rec.add("linear", "linear", t, [src])
         else:
@@ -461,7 +464,7 @@ def capture_torch(model, inputs, *, kwargs=None, loss_fn=None, target=None, labe
                      "output": out.unsqueeze(2)}
             op = rec.add("conv2d", "conv2d", t, [src], attrs)
             rec.produced(out, op.name)
-        check_link(op, (tainted(x), src, x))
+        check_link(op, (tainted(x), src, x), (tainted(w), None, w))   # a weight is never linked
 
     def record_binary(kind, a, b, out, asrc, bsrc, at, bt, reverse: bool) -> None:
         """``a`` (before the call) ``kind`` ``b`` (``b kind a`` with ``reverse``); the linked
@@ -544,6 +547,9 @@ def capture_torch(model, inputs, *, kwargs=None, loss_fn=None, target=None, labe
             before = x.detach().clone() if inplace and kind else x    # x before an in-place op
             if inplace and kind and other is x:
                 other = before                       # h.add_(h): both operands as they were
+            if before is not x and id(x) in rec.via:  # the warning names x's cause for it
+                rec.taint(before)
+                rec.via[id(before)] = rec.via[id(x)]
             out = func(*args, **kw)
             if not rec.on:
                 return out
@@ -649,7 +655,8 @@ def capture_torch(model, inputs, *, kwargs=None, loss_fn=None, target=None, labe
 
     for name, m in hooked.items():
         handles.append(m.register_forward_pre_hook(pre_hook, with_kwargs=True))
-        handles.append(m.register_forward_hook(hook(name), with_kwargs=True))
+        handles.append(m.register_forward_hook(hook(name), with_kwargs=True,
+                                               always_call=True))   # ends `inside` on errors
     args = inputs if isinstance(inputs, (tuple, list)) else (inputs,)
     unlinked: list[str] = []                # ops fed by something capture did not record
     leaves = [t for t in list(model.parameters()) + list(args) + list(dict(kwargs or {}).values())

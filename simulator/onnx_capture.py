@@ -317,7 +317,8 @@ def capture_onnx(model, feeds: Mapping[str, np.ndarray], labels=None,
         record(node, t, ins, out, _onnx_attrs(node))
         if t not in _SHAPES and any(i in tainted for i in ins):
             tainted.update(node.output)
-            made = via.get(ins[0], t) if t in _PASSES else t        # a reshape keeps the cause
+            # a node that keeps the values (a reshape, a cast) keeps its input's cause
+            made = via.get(ins[0], t) if t in _PASSES + ("Cast", "ReduceMean") else t
             via.update({o: made for o in node.output if o not in producer})
     if unlinked:
         warnings.warn(unlinked_message(unlinked), stacklevel=2)

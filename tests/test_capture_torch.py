@@ -688,3 +688,52 @@ def test_functional_macs_are_recorded_and_a_head_capture_misses_is_named():
     assert df[df.role == "task"].accuracy.item() == 1.0
     with torch.no_grad(), pytest.warns(UserWarning, match="not the output of the last"):
         capture_torch(Fn(True), x, labels=labels)
+
+
+def test_linear_subclasses_dynamic_weights_and_errors_inside_modules():
+    """A Linear with a forward of its own (LoRA: W x + B A x) is recorded through its F.linear
+    calls, exactly (the hook recorded W with the module's output: 0 dB); F.linear whose weight
+    is an activation is named in the warning (a weight is never linked); an in-place add on an
+    unlinked value names that value's cause; a module whose forward raises does not stop later
+    functional calls being recorded; addmm with a (1, N) bias is a linear layer."""
+    class LoRA(nn.Linear):
+        def __init__(self):
+            super().__init__(6, 6)
+            self.a, self.b = nn.Parameter(torch.randn(2, 6)), nn.Parameter(torch.randn(6, 2))
+
+        def forward(self, x):
+            return F.linear(x, self.weight, self.bias) + F.linear(F.linear(x, self.a), self.b)
+
+    class Boom(nn.Linear):                                # a stock forward, fed a bad input
+        pass
+
+    class M(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lora, self.fc, self.boom = LoRA(), nn.Linear(6, 6), Boom(3, 3)
+            self.w, self.bias = nn.Parameter(torch.randn(6, 6)), nn.Parameter(torch.randn(1, 6))
+
+        def forward(self, x):
+            try:
+                self.boom(x)                              # 6 features into 3: raises
+            except RuntimeError:
+                pass
+            h = torch.addmm(self.bias, self.lora(x), self.w)
+            d = F.linear(h, self.fc(x))                   # weight: an activation
+            m = torch.cat([h], 0)
+            m.add_(1.0)
+            return d, self.fc(m)
+
+    torch.manual_seed(13)
+    with torch.no_grad(), pytest.warns(UserWarning) as caught:
+        trace = capture_torch(M(), torch.randn(6, 6))
+    assert [str(w.message).split(":")[0] for w in caught] == ["linear_5, add_2 (after cat)"]
+    assert [(o.name, o.inputs_from) for o in trace.ops] == [
+        ("linear", []), ("linear_2", []), ("linear_3", ["linear_2"]),
+        ("add", ["linear", "linear_3"]), ("linear_4", ["add"]), ("fc", []),
+        ("linear_5", ["linear_4"]), ("add_2", []), ("fc_2", ["add_2"])]
+    assert trace.op("linear_4").tensors["bias"].shape == (6,)      # addmm's (1, N) bias
+    df = replay(trace, [_exact_fp32()], "propagated")
+    ok = df[(df.role == "output") & df.op.isin(["linear", "linear_2", "linear_3", "add",
+                                                 "linear_4"])]
+    assert len(ok) == 5 and (ok.sqnr_db > 120).all()

@@ -1023,3 +1023,22 @@ def test_supply_below_the_energy_fits_vertex_is_refused():
             except ValueError:
                 assert not scales, (node, vdd)         # refused only below the accepted range
         assert all(b > a for a, b in zip(scales, scales[1:])), node
+
+
+@pytest.mark.parametrize("n,channels,groups,per_output", [
+    (16, 64, 64, 9), (16, 64, 4, 9), (4, 64, 64, 9), (4, 64, 4, 36), (16, 40, 1, 9 * 4),
+    (10, 64, 1, 9 * 2 * 4)])
+def test_aligned_groups_start_afresh_in_every_segment(n, channels, groups, per_output):
+    """The aligned adder's groups of n restart at every block (as the engine runs them): a
+    depthwise conv's 9 one-product taps are 9 groups per output, not ceil(9 / n); 16
+    channels a tap in groups of 4, 4 per tap; 40 channels padded to two blocks of 32 per tap,
+    2 groups of 16 each; blocks of 32 in groups of 10, 4 per block (not ceil(576 / 10))."""
+    mac = MAC("mxfp8_e4m3", accumulator=AlignedAccumulator(n=n, p=14, format="fp32"))
+    op = Conv2d(2, channels, 4, 4, channels, kernel=3, groups=groups)
+    k = op.padded_dot_length(mac)
+    unit = cost(mac, k=k, segment=op.tap_segment(mac))
+    step = next(p.energy_pj for p in unit.parts
+                if p.component == "aligned: running-sum alignment")
+    one = next(p.energy_pj for p in cost(mac, k=n).parts          # one group in a dot of n
+               if p.component == "aligned: running-sum alignment") * n
+    assert step * k == pytest.approx(per_output * one, rel=EXACT)
