@@ -273,10 +273,12 @@ def capture_torch(model, inputs, *, kwargs=None, loss_fn=None, target=None, labe
 
     Recorded, so that every MAC is replayed and the graph links from one to the next:
 
-    * ``nn.Linear``, ``nn.Conv1d`` (as a conv2d of height 1) and ``nn.Conv2d`` modules, through
-      forward hooks (a conv with non-zero padding modes or uneven 'same' padding is left out
-      with a warning), and ``F.linear``, ``torch.addmm`` (bias + a @ b, as a linear layer),
-      ``F.conv1d`` and ``F.conv2d`` called outside those modules (with no gradients);
+    * ``nn.Linear``, ``nn.Conv1d`` (as a conv2d of height 1) and ``nn.Conv2d`` modules with
+      their stock forward, through forward hooks (a conv with non-zero padding modes or uneven
+      'same' padding is left out with a warning), and ``F.linear``, ``torch.addmm`` (bias +
+      a @ b, as a linear layer), ``F.conv1d`` and ``F.conv2d`` called outside those modules
+      (a subclass with a forward of its own, LoRA say, is recorded so; no gradients; a weight
+      that depends on recorded ops is never linked, and the warning names the op);
     * through a ``TorchFunctionMode``: ``torch.matmul``/``bmm``/``@`` of two operands of 2 or
       more dims (``matmul``); ``F.scaled_dot_product_attention`` as the ops it computes
       (``permute`` k^T, ``attention_scores`` q @ k^T, ``mul`` by the scale, ``add`` of the
