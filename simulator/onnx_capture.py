@@ -56,9 +56,10 @@ def _widens(x: np.ndarray, y: np.ndarray) -> bool:
     return x.dtype.kind == y.dtype.kind == "f" and np.promote_types(x.dtype, y.dtype) == y.dtype
 
 
-def _onnx_pool_attrs(t: str, at: dict, x: np.ndarray) -> dict:
-    """A ``pool2d`` op's attrs from an ONNX MaxPool/AveragePool node on NCHW ``x``;
-    TraceError for what one cannot hold (SAME padding, asymmetric pads)."""
+def _onnx_pool_attrs(t: str, at: dict) -> dict:
+    """A ``pool2d`` op's attrs from the attributes ``at`` of an ONNX MaxPool/AveragePool node
+    (``t``) on an NCHW input; TraceError for what one cannot hold (SAME padding, asymmetric
+    pads)."""
     auto = at.get("auto_pad", "NOTSET")
     pads = [0, 0, 0, 0] if auto == "VALID" else list(at.get("pads", [0, 0, 0, 0]))
     if auto not in ("NOTSET", "VALID") or pads[:2] != pads[2:]:
@@ -279,7 +280,7 @@ def capture_onnx(model, feeds: Mapping[str, np.ndarray], labels=None,
                 ins[:1], out)
         elif t in ("MaxPool", "AveragePool") and values[ins[0]].ndim == 4:
             try:
-                attrs = _onnx_pool_attrs(t, at, values[ins[0]])
+                attrs = _onnx_pool_attrs(t, at)
             except TraceError as exc:
                 warnings.warn(f"ONNX node {node.name!r}: not recorded: {exc}", stacklevel=3)
                 return
