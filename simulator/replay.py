@@ -309,10 +309,9 @@ def _between(op: Op, x, other, outputs: dict) -> dict:
     """Run an op between the MACs on its propagated operands (the captured ones where there
     are none); its row."""
     ref_out = np.asarray(op.tensors["output"], dtype=np.float64)
-    t = {r: _f64(v) for r, v in op.tensors.items() if r not in ("input", "output")}
-    t["input"] = _f64(op.tensors["input"] if x is None else x)
-    if other is not None:
-        t["other"] = _f64(other)
+    propagated = {"input": x, "other": other}
+    t = {r: _f64(op.tensors[r] if propagated.get(r) is None else propagated[r])
+         for r in op.tensors if r != "output"}        # a captured operand read only if needed
     inp = t["input"]
     y = graph_ops.evaluate(op.kind, t, ref_out.shape, op.attrs)
     outputs[op.name] = y

@@ -17,8 +17,8 @@ A trace records the ops of one model run in execution order.  The manifest (vers
   binary ``add``/``sub``/``mul``/``div``, ``layer_norm``, ``batch_norm``, ``mean``, pooling)
   are those of :mod:`simulator.graph_ops`, which gives their roles and attrs.  The attrs of
   these kinds and of ``conv2d`` are parameters (unknown ones are refused); the other MAC
-  kinds' attrs are free metadata, kept as given.  Gradients
-  captured in backward are roles ``grad_output``, ``grad_input`` and ``grad_weight``.
+  kinds' attrs are free metadata, kept as given.  Gradients captured in backward are roles
+  ``grad_output``, ``grad_input`` and ``grad_weight``.
 * ``inputs_from`` is the graph: the ops whose outputs are this op's ``input`` (or ``a`` and
   ``b`` in that order), when known; empty for the model's inputs and when unknown.  A matmul
   or a binary op (roles ``input``, ``other``) with one source reads its second operand as
@@ -58,6 +58,8 @@ ROLES = {**graph_ops.ROLES,
     "attention_scores": ("a", "b", "output"),
 }
 GRAD_ROLES = ("grad_output", "grad_input", "grad_weight")
+SOURCES = {"linear": 1, "conv2d": 1, "matmul": 2, "attention_scores": 2,   # ops linked at most
+           **graph_ops.SOURCES}
 REQUIRED = {**graph_ops.REQUIRED, "linear": ("input", "weight", "output"),
             "conv2d": ("input", "weight", "output"), "matmul": ("a", "b", "output"),
             "attention_scores": ("a", "b", "output")}
@@ -152,7 +154,7 @@ def _validate_graph(ops: list[Op], where: str) -> None:
         if unknown:
             raise TraceError(f"{where}: op {o.name!r} ({o.kind}) has unknown attrs {unknown}; "
                              f"allowed: {', '.join(ATTRS[o.kind])}")
-        most = graph_ops.SOURCES.get(o.kind, 2 if o.kind in ("matmul", "attention_scores") else 1)
+        most = SOURCES[o.kind]
         if len(o.inputs_from) > most:
             raise TraceError(f"{where}: op {o.name!r} ({o.kind}) takes input from "
                              f"{len(o.inputs_from)} ops; a {o.kind} op links at most {most}")
