@@ -106,15 +106,28 @@ def _same_values(func, x, out, args: tuple, kw: Mapping) -> bool:
 
 
 def _permutation(func, x, args: tuple, kw: Mapping) -> list[int]:
-    """The axes of ``x`` in the order a transpose, permute or t call puts them."""
+    """The axes of ``x`` in the order a transpose, permute, t, ``.T``, ``.mT``/``.mH`` or
+    movedim call puts them."""
     import torch
+    T = torch.Tensor
     n = x.ndim
-    if func in (torch.Tensor.permute, torch.permute):
+    if func in (T.permute, torch.permute):
         dims = args[1:] if len(args) > 1 else (kw.get("dims"),)
         dims = dims[0] if len(dims) == 1 and not isinstance(dims[0], int) else dims
         return [int(d) % n for d in dims]
-    if func in (torch.Tensor.t, torch.t):
+    if func in (T.t, torch.t, T.T.__get__):
         return list(range(n))[::-1]
+    if func in (T.mT.__get__, T.mH.__get__):
+        return list(range(n - 2)) + [n - 1, n - 2]
+    if func in (T.movedim, torch.movedim, T.moveaxis, torch.moveaxis):
+        src, dst = (_arg(args, kw, i, *names) for i, names in ((1, ("source",)),
+                                                              (2, ("destination",))))
+        src, dst = ([int(v) % n for v in ([v] if isinstance(v, int) else v)]
+                    for v in (src, dst))
+        order = [d for d in range(n) if d not in src]
+        for d, axis in sorted(zip(dst, src)):             # numpy's moveaxis rule
+            order.insert(d, axis)
+        return order
     order = list(range(n))
     i, j = (int(_arg(args, kw, k, *names)) % n for k, names in ((1, ("dim0", "axis0")),
                                                                 (2, ("dim1", "axis1"))))
@@ -286,14 +299,19 @@ def capture_torch(model, inputs, *, kwargs=None, loss_fn=None, target=None, labe
       head by an ``expand`` op, so their memory traffic is priced once per query head; with
       ``dropout_p`` the product by v is left out); ``relu``, ``gelu``,
       ``softmax`` (last axis), ``silu``, ``sigmoid``, ``tanh`` and ``flatten`` calls;
-    * where the input depends on a recorded op (below): ``transpose``/``permute``/``t``
-      (``permute``), ``expand``/``expand_as``/``broadcast_to`` (``expand``), basic indexing
-      ``x[...]`` and each piece of ``split``/``chunk``/``unbind`` (``index``), ``+ - * /``,
-      in place too, with the linked operand either side (``add``, ``sub``, ``mul``, ``div``;
-      not with ``alpha`` or ``rounding_mode``) and ``-x`` (``mul`` by -1),
-      ``F.layer_norm``, ``F.batch_norm`` with running statistics (``batch_norm``), ``mean``,
-      ``F.max_pool2d``/``avg_pool2d`` (``pool2d``) and ``F.adaptive_avg_pool2d``.  These ops
-      are replayed in float64 (:mod:`simulator.graph_ops`).
+    * where the input depends on a recorded op (below): ``transpose``/``permute``/``t``/``.T``/
+      ``.mT``/``movedim`` (``permute``), ``expand``/``expand_as``/``broadcast_to``
+      (``expand``), basic indexing ``x[...]`` and each piece of ``split``/``chunk``/``unbind``
+      (``index``), ``+ - * /``, in place too, with the linked operand either side (``add``,
+      ``sub``, ``mul``, ``div``; not with ``alpha`` or ``rounding_mode``) and ``-x`` (``mul``
+      by -1), ``exp``, ``log``, ``sqrt``, ``rsqrt``, ``abs``, ``pow`` by a number, ``clamp``/
+      ``clip``/``relu6``/``hardtanh`` with number bounds (``clamp``), ``torch.cat``/``stack``
+      where a part does (``concat``; the other parts are constants), ``F.layer_norm``,
+      ``F.rms_norm`` (``nn.RMSNorm``; a Llama-style RMSNorm written out links through its
+      pow, mean, add, rsqrt and mul), ``F.batch_norm`` with running statistics
+      (``batch_norm``), ``mean``, ``F.max_pool2d``/``avg_pool2d`` (``pool2d``) and
+      ``F.adaptive_avg_pool2d``.  These ops are replayed in float64
+      (:mod:`simulator.graph_ops`).
 
     Views, reshapes, ``unsqueeze``/``squeeze``, ``contiguous``, ``clone``, ``detach``, widening
     casts and dropout that is off keep the values in their order: they are not recorded, and
@@ -305,10 +323,10 @@ def capture_torch(model, inputs, *, kwargs=None, loss_fn=None, target=None, labe
     since.  A value that depends on no recorded op (the model's input, parameters, masks,
     embedding lookups, what is computed from them alone) is replayed as captured, which is
     exact: propagated replay changes only what depends on a recorded op.  An op that reads such
-    a dependent value without a link (through an operation capture does not record:
-    concatenation, a narrowing cast, ``x.amax()``, ...) is named in a warning, with that
-    operation; propagated replay feeds it its captured input, so the error of the ops before
-    does not reach it.
+    a dependent value without a link (through an operation capture does not record: a
+    narrowing cast, ``x.amax()``, ``torch.roll``, ``einsum``, ...) is named in a warning, with
+    that operation; propagated replay feeds it its captured input, so the error of the ops
+    before does not reach it.
     Under ``torch.inference_mode()`` tensors keep no version counter, so nothing is linked (a
     warning says so; ``torch.no_grad()`` links).
 
@@ -344,6 +362,21 @@ def capture_torch(model, inputs, *, kwargs=None, loss_fn=None, target=None, labe
              torch.flatten: "flatten", T.flatten: "flatten", F.silu: "silu",
              torch.sigmoid: "sigmoid", T.sigmoid: "sigmoid", T.sigmoid_: "sigmoid",
              torch.tanh: "tanh", T.tanh: "tanh", T.tanh_: "tanh"}
+    # recorded where the input is tainted: (kind, the attrs of a call (None: not one of them))
+    elementwise = {**{f: (name, lambda a, k: {}) for name in ("exp", "log", "sqrt", "rsqrt", "abs")
+                      for f in (getattr(torch, name), getattr(T, name), getattr(T, name + "_"))},
+                   T.__abs__: ("abs", lambda a, k: {}),
+                   **dict.fromkeys((torch.pow, T.pow, T.pow_, T.__pow__, T.__ipow__),
+                                   ("pow", lambda a, k: {"exponent": _arg(a, k, 1, "exponent")})),
+                   **dict.fromkeys((torch.clamp, T.clamp, T.clamp_, torch.clip, T.clip, T.clip_),
+                                   ("clamp", lambda a, k: {"min": _arg(a, k, 1, "min"),
+                                                           "max": _arg(a, k, 2, "max")})),
+                   F.hardtanh: ("clamp", lambda a, k: {"min": _arg(a, k, 1, "min_val"),
+                                                       "max": _arg(a, k, 2, "max_val")}),
+                   F.hardtanh_: ("clamp", lambda a, k: {"min": _arg(a, k, 1, "min_val"),
+                                                        "max": _arg(a, k, 2, "max_val")}),
+                   F.relu6: ("clamp", lambda a, k: {"min": 0.0, "max": 6.0})}
+    inplace_arg = {F.relu: 1, F.silu: 1, F.relu6: 1, F.hardtanh: 3}   # where inplace=True goes
     binary = {f: name for name in graph_ops.BINARY
               for f in (getattr(torch, name), getattr(T, name), getattr(T, name + "_"))}
     reversed_ = {T.__rsub__: "sub", torch.rsub: "sub", T.__rtruediv__: "div"}   # c - x, c / x
@@ -358,7 +391,10 @@ def capture_torch(model, inputs, *, kwargs=None, loss_fn=None, target=None, labe
     pieces = {T.split, torch.split, T.chunk, torch.chunk, T.unbind, torch.unbind}
     expands = {T.expand, T.expand_as, torch.broadcast_to}
     permutes = {T.transpose, torch.transpose, T.permute, torch.permute, T.t, torch.t,
-                T.swapaxes, torch.swapaxes, T.swapdims, torch.swapdims}
+                T.swapaxes, torch.swapaxes, T.swapdims, torch.swapdims, T.T.__get__,
+                T.mT.__get__, T.mH.__get__, T.movedim, torch.movedim, T.moveaxis,
+                torch.moveaxis}
+    concats = {torch.cat, torch.concat, torch.concatenate, torch.stack}
     pools = {F.max_pool2d: "max", F.avg_pool2d: "avg", F.adaptive_avg_pool2d: "adaptive"}
     functional = {F.linear, torch.addmm, F.conv1d, F.conv2d}
     inside = [0]                            # hooked modules' forward calls under way
@@ -482,11 +518,34 @@ def capture_torch(model, inputs, *, kwargs=None, loss_fn=None, target=None, labe
                      {"reverse": True} if reverse else {})
         check_link(op, (at, asrc, a), (bt, bsrc if asrc else None, b))
 
+    def record_concat(func, args, kw, out) -> None:
+        """``torch.cat``/``concat``/``concatenate`` or ``stack`` (a concat of parts of length 1)
+        where a part is tainted."""
+        parts, dim = _arg(args, kw, 0, "tensors"), _arg(args, kw, 1, "dim", "axis") or 0
+        stack = func is torch.stack
+        if not stack:                          # cat skips 1-D empty parts (a KV cache's first)
+            parts = [p for p in parts if p.ndim == out.ndim or p.shape != (0,)]
+        if not any(tainted(p) for p in parts) or not out.is_floating_point() or "out" in kw or \
+                any(p.ndim != out.ndim - stack for p in parts):
+            return
+        sources = [rec.source(p) for p in parts]
+        if len(parts) == 1 and not stack:      # the identity: the link passes on, as a view's
+            if sources[0]:
+                rec.produced(out, sources[0])
+            return
+        dim %= out.ndim
+        linked = [i for i, s in enumerate(sources) if s]
+        op = rec.add("concat", "concat", {"output": out}, [sources[i] for i in linked],
+                     {"dim": dim, "sizes": [1 if stack else p.shape[dim] for p in parts],
+                      "linked": linked})
+        check_link(op, *((tainted(p), s, p) for p, s in zip(parts, sources)))
+
     def repeat_heads(t, src, r: int) -> tuple:
         """Grouped-query keys or values (..., Hk, L, D) repeated ``r`` times per head: the
         ``expand`` op of (..., Hk, 1, L, D) to (..., Hk, r, L, D), and its name."""
         wide = t.unsqueeze(-3).expand(*t.shape[:-2], r, *t.shape[-2:])
         op = rec.add("expand", "expand", {"input": t.unsqueeze(-3), "output": wide}, [src])
+        check_link(op, (tainted(t), src, t))
         return wide.reshape(*t.shape[:-3], -1, *t.shape[-2:]), op.name
 
     def record_attention(q, args, kw, out) -> None:
@@ -537,15 +596,16 @@ def capture_torch(model, inputs, *, kwargs=None, loss_fn=None, target=None, labe
             kw = dict(kwargs or {})
             x = _arg(args, kw, 0, "input", "query")
             src = rec.source(x) if isinstance(x, torch.Tensor) else None
-            kind = unary.get(func) or binary.get(func)
+            kind = unary.get(func) or binary.get(func) or elementwise.get(func, ("",))[0]
             other = -1.0 if func in negs else _arg(args, kw, 1, "other") if kind in \
                 graph_ops.BINARY else None
             osrc = rec.source(other) if isinstance(other, torch.Tensor) else None
             xt, ot = tainted(x), tainted(other)
             name = getattr(func, "__name__", "")
             inplace = (name.endswith("_") and not name.endswith("__")) or name in (
-                "__setitem__", "__iadd__", "__isub__", "__imul__", "__itruediv__") or (
-                kind in ("relu", "silu") and bool(_arg(args, kw, 1, "inplace")))
+                "__setitem__", "__iadd__", "__isub__", "__imul__", "__itruediv__",
+                "__ipow__") or (func in inplace_arg and bool(_arg(args, kw, inplace_arg[func],
+                                                                  "inplace")))
             before = x.detach().clone() if inplace and kind else x    # x before an in-place op
             if inplace and kind and other is x:
                 other = before                       # h.add_(h): both operands as they were
@@ -584,7 +644,7 @@ def capture_torch(model, inputs, *, kwargs=None, loss_fn=None, target=None, labe
                             isinstance(other, (torch.Tensor, int, float)):
                         record_binary(kind, before, other, out, src, osrc, xt, ot,
                                       func in reversed_)
-                elif kind:
+                elif func in unary:
                     attrs = {}
                     if kind == "softmax":
                         dim = _arg(args, kw, 1, "dim")
@@ -601,8 +661,16 @@ def capture_torch(model, inputs, *, kwargs=None, loss_fn=None, target=None, labe
                 elif func in passes:
                     if src and out is not x and _same_values(func, x, out, args, kw):
                         rec.produced(out, src)
+                elif func in concats:
+                    record_concat(func, args, kw, out)
                 elif not xt:
                     pass                                 # the ops below are recorded where tainted
+                elif func in elementwise:
+                    attrs = elementwise[func][1](args, kw)
+                    if all(v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))
+                           for v in attrs.values()) and out.is_floating_point():
+                        check_link(rec.add(kind, kind, {"input": before, "output": out}, [src],
+                                           attrs), (xt, src, x))
                 elif func in permutes:
                     check_link(rec.add("permute", "permute", {"input": x, "output": out}, [src],
                                        {"dims": _permutation(func, x, args, kw)}), (xt, src, x))
@@ -624,6 +692,16 @@ def capture_torch(model, inputs, *, kwargs=None, loss_fn=None, target=None, labe
                                        {r: v for r, v in t.items() if v is not None}, [src],
                                        {"normalized_shape": ns,
                                         "eps": 1e-5 if eps is None else float(eps)}), (xt, src, x))
+                elif func is F.rms_norm:
+                    ns = _arg(args, kw, 1, "normalized_shape")
+                    eps = _arg(args, kw, 3, "eps")
+                    w = _arg(args, kw, 2, "weight")
+                    ns = [ns] if isinstance(ns, int) else list(ns)
+                    check_link(rec.add("rms_norm", "rms_norm", {"input": x, "output": out, **(
+                        {} if w is None else {"weight": w})}, [src], {
+                        "normalized_shape": ns,        # torch's eps where the call gives none
+                        "eps": torch.finfo(x.dtype).eps if eps is None else float(eps)}),
+                        (xt, src, x))
                 elif func in (torch.mean, T.mean) and out.is_floating_point() and "dtype" not in kw:
                     dim = _arg(args, kw, 1, "dim")
                     dims = [dim] if isinstance(dim, int) else list(dim or range(x.ndim))

@@ -5,7 +5,9 @@ A trace records these kinds besides the MAC kinds so that the graph links throug
 * unary, output of the input's shape: ``relu``, ``gelu`` (attr ``approximate``: "none" for the
   erf form, "tanh"), ``softmax`` (last axis; attr ``safe``: a row of -inf gives zeros, as
   ``scaled_dot_product_attention``'s softmax does, where plain softmax gives NaN), ``silu``,
-  ``sigmoid``, ``tanh``, ``identity``;
+  ``sigmoid``, ``tanh``, ``identity``, ``exp``, ``log``, ``sqrt``, ``rsqrt`` (1/sqrt), ``abs``,
+  ``pow`` (attr ``exponent``, a number), ``clamp`` (attrs ``min`` and ``max``, each a number or
+  null for no bound; ``relu6`` and ``hardtanh`` are clamps);
 * ``flatten``: the input's values in their order, in the output's shape;
 * ``permute``: attr ``dims``, the input's axes in the output's order (``np.transpose``);
 * ``expand``: the input broadcast to the output's shape (``np.broadcast_to``);
@@ -15,6 +17,10 @@ A trace records these kinds besides the MAC kinds so that the graph links throug
 * binary, roles ``input`` and ``other`` broadcast together: ``add``, ``sub``, ``mul``, ``div``
   (attr ``reverse``: ``other - input``, ``other / input``, so that the operand a trace links
   first is always ``input``);
+* ``concat``: the output only, and attrs ``dim`` (a non-negative axis), ``sizes`` (each part's
+  length along it, in order) and ``linked`` (the indices of the parts that ``inputs_from``
+  gives, in order): a part without a source is a constant, its values those of the captured
+  output, so no part is stored twice;
 * ``layer_norm``: attrs ``normalized_shape`` (the input's trailing axes) and ``eps``, optional
   ``weight`` and ``bias`` of that shape; the biased variance, as PyTorch and ONNX use;
 * ``batch_norm`` in inference form (running statistics), channels on axis 1: roles
@@ -29,7 +35,7 @@ A trace records these kinds besides the MAC kinds so that the graph links throug
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -54,29 +60,56 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
         return 1.0 / (1.0 + np.exp(-x))
 
 
+def _pow(x: np.ndarray, e: float) -> np.ndarray:
+    """x ** e as torch computes it: exponents 0.5 and -0.5 are sqrt and rsqrt (which differ
+    from C's pow at -0 and -inf)."""
+    if e in (0.5, -0.5):
+        return np.sqrt(x) if e > 0 else 1.0 / np.sqrt(x)
+    return np.power(x, e)
+
+
+def _clamp(x: np.ndarray, lo, hi) -> np.ndarray:
+    """``x`` clipped to [lo, hi] (None: no bound); NaN stays NaN, as torch.clamp's."""
+    y = x if lo is None else np.where(x < lo, float(lo), x)
+    return y if hi is None else np.where(y > hi, float(hi), y)
+
+
 UNARY = {"relu": lambda x, a: np.maximum(x, 0.0),
          "gelu": lambda x, a: _gelu(x, a.get("approximate", "none")),
          "softmax": lambda x, a: _softmax(x, a.get("safe", False)),
          "silu": lambda x, a: x * _sigmoid(x),
          "sigmoid": lambda x, a: _sigmoid(x),
          "tanh": lambda x, a: np.tanh(x),
-         "identity": lambda x, a: x}
+         "identity": lambda x, a: x,
+         "exp": lambda x, a: np.exp(x),
+         "log": lambda x, a: np.log(x),
+         "sqrt": lambda x, a: np.sqrt(x),
+         "rsqrt": lambda x, a: 1.0 / np.sqrt(x),
+         "abs": lambda x, a: np.abs(x),
+         "pow": lambda x, a: _pow(x, float(a["exponent"])),
+         "clamp": lambda x, a: _clamp(x, a.get("min"), a.get("max"))}
 BINARY = {"add": np.add, "sub": np.subtract, "mul": np.multiply, "div": np.divide}
 # Sources a trace may link per kind: the binary kinds' ``input`` and ``other``, else ``input``.
+# (a concat's: as many as it has parts, checked against its ``linked`` attr).
 SOURCES = {k: 2 if k in BINARY else 1 for k in
            tuple(UNARY) + ("flatten", "permute", "expand", "index") + tuple(BINARY) +
-           ("layer_norm", "batch_norm", "mean", "pool2d", "adaptive_avg_pool2d")}
+           ("layer_norm", "rms_norm", "batch_norm", "mean", "pool2d", "adaptive_avg_pool2d")}
+SOURCES["concat"] = None
 KINDS = tuple(SOURCES)
 ROLES = {**{k: ("input", "other", "output") for k in BINARY},
+         "concat": ("output",),
          "layer_norm": ("input", "weight", "bias", "output"),
+         "rms_norm": ("input", "weight", "output"),
          "batch_norm": ("input", "running_mean", "running_var", "weight", "bias", "output")}
-REQUIRED = {**{k: ("input", "other", "output") for k in BINARY},
+REQUIRED = {**{k: ("input", "other", "output") for k in BINARY}, "concat": ("output",),
             "batch_norm": ("input", "running_mean", "running_var", "output")}
 # The attrs each kind accepts (nothing else, so that a misspelt or unmodelled one, softmax's
 # ``dim`` or add's ``alpha``, cannot be ignored).
 ATTRS = {**{k: () for k in KINDS}, **{k: ("reverse",) for k in BINARY},
          "gelu": ("approximate",), "softmax": ("safe",), "permute": ("dims",),
-         "index": ("index",), "layer_norm": ("normalized_shape", "eps"), "batch_norm": ("eps",),
+         "index": ("index",), "layer_norm": ("normalized_shape", "eps"),
+         "rms_norm": ("normalized_shape", "eps"), "batch_norm": ("eps",),
+         "pow": ("exponent",), "clamp": ("min", "max"), "concat": ("dim", "sizes", "linked"),
          "mean": ("dims", "keepdim"),
          "pool2d": ("mode", "kernel", "stride", "padding", "dilation", "ceil_mode",
                     "count_include_pad", "divisor_override")}
@@ -158,15 +191,55 @@ def _eps_problem(attrs: Mapping[str, Any]) -> str:
     return ""
 
 
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and not math.isnan(v)
+
+
+def _unary_problem(kind: str, attrs: Mapping[str, Any]) -> str:
+    """What is wrong with a unary op's attrs, or ''."""
+    if kind == "gelu" and attrs.get("approximate", "none") not in ("none", "tanh"):
+        return f"gelu approximate must be 'none' or 'tanh', got {attrs['approximate']!r}"
+    if kind == "pow" and not _number(attrs.get("exponent")):
+        return f"pow exponent must be a number, got {attrs.get('exponent')!r}"
+    if kind == "clamp":
+        lo, hi = attrs.get("min"), attrs.get("max")
+        if not all(v is None or _number(v) for v in (lo, hi)):
+            return f"clamp min and max must be numbers or null, got {lo!r}, {hi!r}"
+    return ""
+
+
+def concat_parts(out: tuple, attrs: Mapping[str, Any]) -> list[tuple]:
+    """The shapes of a ``concat`` op's parts, from its output's shape and its attrs; a
+    ValueError says what does not fit."""
+    dim, sizes = attrs.get("dim"), _ints(attrs.get("sizes"), "concat sizes")
+    if not isinstance(dim, int) or isinstance(dim, bool) or not 0 <= dim < len(out):
+        raise ValueError(f"concat dim must be an axis of the {len(out)}-D output, from 0, "
+                         f"got {dim!r}")
+    if min(sizes, default=-1) < 0 or sum(sizes) != out[dim]:
+        raise ValueError(f"concat sizes {sizes} must be lengths that add up to the output's "
+                         f"{out[dim]} along axis {dim}")
+    linked = _ints(attrs.get("linked"), "concat linked")
+    if sorted(set(linked)) != linked or any(not 0 <= i < len(sizes) for i in linked):
+        raise ValueError(f"concat linked {linked} must be increasing indices of its "
+                         f"{len(sizes)} parts")
+    return [tuple(out[:dim]) + (n,) + tuple(out[dim + 1:]) for n in sizes]
+
+
 def shape_problem(kind: str, shapes: Mapping[str, tuple], attrs: Mapping[str, Any]) -> str:
     """What is wrong with the shapes or attrs of an op of one of :data:`KINDS`, or ''."""
-    x, out = shapes["input"], shapes["output"]
+    x, out = shapes.get("input"), shapes["output"]
     flags = [f for f in _FLAGS if f in attrs and not isinstance(attrs[f], bool)]
     if flags:
         return f"{flags[0]} must be true or false, got {attrs[flags[0]]!r}"
-    if kind == "gelu" and attrs.get("approximate", "none") not in ("none", "tanh"):
-        return f"gelu approximate must be 'none' or 'tanh', got {attrs['approximate']!r}"
+    if kind == "concat":
+        try:
+            concat_parts(out, attrs)
+        except ValueError as exc:
+            return str(exc)
+        return ""
     if kind in UNARY:
+        if _unary_problem(kind, attrs):
+            return _unary_problem(kind, attrs)
         return "" if out == x else f"output {out} should have the input's shape {x}"
     try:
         if kind == "flatten":
@@ -194,8 +267,8 @@ def shape_problem(kind: str, shapes: Mapping[str, tuple], attrs: Mapping[str, An
                 want = np.lib.stride_tricks.as_strided(np.zeros(1), x, (0,) * len(x))[key].shape
             except IndexError as exc:
                 return f"index {attrs['index']} does not apply to input {x}: {exc}"
-        elif kind == "layer_norm":
-            ns = tuple(_ints(attrs.get("normalized_shape"), "layer_norm normalized_shape"))
+        elif kind in ("layer_norm", "rms_norm"):
+            ns = tuple(_ints(attrs.get("normalized_shape"), f"{kind} normalized_shape"))
             if not ns or tuple(x[len(x) - len(ns):]) != ns:
                 return f"normalized_shape {list(ns)} must be the last axes of input {x}"
             for role in ("weight", "bias"):
@@ -229,7 +302,7 @@ def shape_problem(kind: str, shapes: Mapping[str, tuple], attrs: Mapping[str, An
                            f"larger than the padded input {x}"
     except ValueError as exc:
         return str(exc)
-    if kind in ("layer_norm", "batch_norm") and _eps_problem(attrs):
+    if kind in ("layer_norm", "rms_norm", "batch_norm") and _eps_problem(attrs):
         return _eps_problem(attrs)
     return "" if tuple(out) == tuple(want) else f"output {out} should be {want}"
 
@@ -266,14 +339,26 @@ def _pool(x: np.ndarray, hw: tuple, mode: str, divisor=None) -> np.ndarray:
     return np.where(inside, taps, 0.0).sum(axis=(3, 5)) / divisor
 
 
+def concat(captured: np.ndarray, parts: Sequence[np.ndarray],
+           attrs: Mapping[str, Any]) -> np.ndarray:
+    """A ``concat`` op's output: the ``captured`` output with its linked parts (``attrs``
+    ``linked``) replaced by ``parts``, one per linked part in order, each of that part's
+    shape."""
+    ends = np.cumsum(attrs["sizes"])
+    pieces = np.split(np.asarray(captured, dtype=np.float64), ends[:-1], axis=attrs["dim"])
+    for i, part in zip(attrs["linked"], parts):
+        pieces[i] = part
+    return np.concatenate(pieces, axis=attrs["dim"])
+
+
 def evaluate(kind: str, t: Mapping[str, np.ndarray], shape: tuple,
              attrs: Mapping[str, Any]) -> np.ndarray:
     """The output of an op of one of :data:`KINDS` from its float64 tensors ``t`` by role
     (``input``, and ``other``, ``weight``, ``bias`` where the kind has them); ``shape`` is the
     captured output's (what ``flatten`` and ``adaptive_avg_pool2d`` produce)."""
     x = t["input"]
-    with np.errstate(divide="ignore", invalid="ignore"):   # IEEE results (inf, NaN), as torch's
-        if kind in UNARY:
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):   # IEEE results (inf,
+        if kind in UNARY:                                                  # NaN), as torch's
             return UNARY[kind](x, attrs)
         if kind in BINARY:
             a, b = (t["other"], x) if attrs.get("reverse") else (x, t["other"])
@@ -286,9 +371,9 @@ def evaluate(kind: str, t: Mapping[str, np.ndarray], shape: tuple,
         return np.broadcast_to(x, shape)
     if kind == "index":
         return np.array(x[index_key(attrs["index"])])
-    if kind == "layer_norm":
+    if kind in ("layer_norm", "rms_norm"):
         axes = tuple(range(x.ndim - len(attrs["normalized_shape"]), x.ndim))
-        centred = x - x.mean(axis=axes, keepdims=True)
+        centred = x - x.mean(axis=axes, keepdims=True) if kind == "layer_norm" else x
         y = centred / np.sqrt((centred ** 2).mean(axis=axes, keepdims=True) + attrs["eps"])
         return y * t.get("weight", 1.0) + t.get("bias", 0.0)
     if kind == "batch_norm":
@@ -303,7 +388,8 @@ def evaluate(kind: str, t: Mapping[str, np.ndarray], shape: tuple,
                                                                              shape[2:]))
         return _pool(x, ((ih, vh), (iw, vw)), "avg", nh[:, None] * nw[None, :])
     if kind != "pool2d":
-        raise ValueError(f"{kind!r} is not an op between the MACs (kinds: {', '.join(KINDS)})")
+        raise ValueError(f"{kind!r} is not an op between the MACs that evaluate runs (kinds: "
+                         f"{', '.join(k for k in KINDS if k != 'concat')}; concat: see concat)")
     a = _pool_args(attrs)
     (ih, vh, ph), (iw, vw, pw) = (
         _windows(n, _pool_size(n, k, s, p, d, a["ceil_mode"]), k, s, p, d)

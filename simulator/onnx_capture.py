@@ -103,8 +103,11 @@ def capture_onnx(model, feeds: Mapping[str, np.ndarray], labels=None,
     * ``Relu``, ``Gelu``, ``Sigmoid``, ``Tanh``, ``Softmax`` (on the last axis; before opset 13
       only of 2-D inputs), ``Flatten`` and ``Identity``;
     * where the input depends on a recorded op (below): ``Transpose`` (``permute``), ``Add``,
-      ``Sub``, ``Mul``, ``Div`` of floats, ``LayerNormalization``, ``BatchNormalization`` in
-      inference mode, ``ReduceMean``, ``GlobalAveragePool`` (``adaptive_avg_pool2d``),
+      ``Sub``, ``Mul``, ``Div`` of floats (the linked operand either side), ``Neg`` (``mul`` by
+      -1), ``Reciprocal`` (``div``), ``Sqrt``, ``Exp``, ``Log``, ``Abs``, ``Pow`` by a constant
+      number, ``Clip`` with constant bounds (``clamp``), ``Concat`` (``concat``; parts without a
+      link are constants), ``LayerNormalization``, ``BatchNormalization`` in inference mode,
+      ``ReduceMean``, ``GlobalAveragePool`` (``adaptive_avg_pool2d``),
       ``MaxPool``/``AveragePool`` of NCHW inputs with symmetric pads (``pool2d``),
       ``Gather`` of one index, ``Slice`` with positive steps and ``Split`` (``index``).  A node
       whose shapes or attributes an op cannot hold as PyTorch defines it (a pool's padding
@@ -153,9 +156,10 @@ def capture_onnx(model, feeds: Mapping[str, np.ndarray], labels=None,
     taken: set = set()
     folded: set = set()
 
-    def add(node, kind, tensors, sources, out_name, attrs=None):
+    def add(node, kind, tensors, sources, out_name, attrs=None, reads=None):
         """Record an op reading the values ``sources``: linked where the first has a producer
-        (the second too where it has one; else it is a constant)."""
+        (the second too where it has one; else it is a constant); ``reads``: the values to
+        check for a missed link (``sources`` unless given)."""
         attrs = attrs or {}
         if kind in graph_ops.KINDS:
             problem = graph_ops.shape_problem(kind, {r: np.shape(v) for r, v in tensors.items()},
@@ -171,7 +175,8 @@ def capture_onnx(model, feeds: Mapping[str, np.ndarray], labels=None,
         taken.add(name)
         links = [producer[s] for s in sources if s in producer] \
             if sources and sources[0] in producer else []
-        missed = [s for s in sources if s in tainted and (s not in producer or not links)]
+        missed = [s for s in (sources if reads is None else reads)
+                  if s in tainted and (s not in producer or not links)]
         if missed:
             made = sorted({via[s] for s in missed if s in via})
             unlinked.append(name + (f" (after {', '.join(made)})" if made else ""))
@@ -240,10 +245,39 @@ def capture_onnx(model, feeds: Mapping[str, np.ndarray], labels=None,
             return                               # the nodes below are recorded where tainted
         elif t in ("Add", "Sub", "Mul", "Div") and values[out].dtype.kind == "f":
             a, b = ins[:2]
-            if t in ("Add", "Mul") and a not in producer and b in producer:
+            flip = a not in producer and b in producer        # the linked operand goes first
+            if flip:
                 a, b = b, a
             add(node, t.lower(), {"input": values[a], "other": values[b],
-                                  "output": values[out]}, [a, b], out)
+                                  "output": values[out]}, [a, b], out,
+                {"reverse": True} if flip and t in ("Sub", "Div") else {})
+        elif t == "Neg" and values[out].dtype.kind == "f":
+            x = values[ins[0]]
+            add(node, "mul", {"input": x, "other": -np.ones((), x.dtype), "output": values[out]},
+                ins[:1], out)
+        elif t in ("Sqrt", "Exp", "Log", "Abs") and values[out].dtype.kind == "f":
+            add(node, t.lower(), {"input": values[ins[0]], "output": values[out]}, ins[:1], out)
+        elif t == "Reciprocal" and values[out].dtype.kind == "f":
+            x = values[ins[0]]
+            add(node, "div", {"input": x, "other": np.ones((), x.dtype), "output": values[out]},
+                ins[:1], out, {"reverse": True})
+        elif t == "Pow" and ins[1] not in tainted and values[ins[1]].size == 1 and \
+                values[out].dtype.kind == "f":
+            add(node, "pow", {"input": values[ins[0]], "output": values[out]}, ins[:1], out,
+                {"exponent": float(values[ins[1]].reshape(()))}, reads=ins[:2])
+        elif t == "Clip" and values[out].dtype.kind == "f":
+            bounds = [at.get("min"), at.get("max")] if opset < 11 else [
+                float(values[n].reshape(())) if n else None for n in (ins + ["", ""])[1:3]]
+            if not any(n in tainted for n in ins[1:]):
+                add(node, "clamp", {"input": values[ins[0]], "output": values[out]}, ins[:1],
+                    out, {"min": bounds[0], "max": bounds[1]})
+        elif t == "Concat" and values[out].dtype.kind == "f":
+            y = values[out]
+            axis = at["axis"] % y.ndim
+            linked = [i for i, n in enumerate(ins) if n in producer]
+            add(node, "concat", {"output": y}, [ins[i] for i in linked], out,
+                {"dim": axis, "sizes": [values[n].shape[axis] for n in ins], "linked": linked},
+                reads=ins)
         elif t == "Transpose":
             x = values[ins[0]]
             dims = list(at.get("perm", range(x.ndim)[::-1]))

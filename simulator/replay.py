@@ -26,9 +26,9 @@
 Modes: ``"per-op"`` feeds every op its captured inputs; ``"propagated"`` feeds each op the
 replayed output of the ops it takes input from (``inputs_from``), the captured input where the
 trace records no source.  The ops between the MACs (elementwise, reshaping, indexing,
-arithmetic, norms, pooling: :mod:`simulator.graph_ops`) run in float64 on propagated values, a
-binary op's ``other`` its captured value where the trace gives it one source, and are skipped
-in per-op mode.  A MAC op's result is the MAC's output register plus the bias, rounded to fp32
+arithmetic, concatenation, norms, pooling: :mod:`simulator.graph_ops`) run in float64 on
+propagated values, a binary op's ``other`` (a concat's part) its captured value where the trace
+gives it no source, and are skipped in per-op mode.  A MAC op's result is the MAC's output register plus the bias, rounded to fp32
 (the value the next op reads, which quantizes it again); its memory traffic is priced in the
 activation format, in which the next layer reads it.
 Error metrics are those of :mod:`simulator.metrics`.  An op that cannot run (NaN for a scalar
@@ -236,24 +236,29 @@ def replay(trace: Trace, configs: Union[Config, Iterable[Config]], mode: str = "
     return pd.DataFrame(rows)
 
 
-def _propagated_input(op: Op, outputs: dict, failed: set) -> tuple:
-    """(input from the ops before, the second operand (a matmul's ``b``, a binary op's
-    ``other``) or None, an error message or ''); each reshaped to the captured operand's shape
-    (the ops capture passes a link through, views and reshapes, keep the values' order)."""
-    if not op.inputs_from:
-        return None, None, ""
+def _source_shapes(op: Op) -> list[tuple]:
+    """The shapes the outputs of ``op``'s sources take as its operands: the captured ``a``,
+    ``b`` or ``input``, ``other``; a concat's linked parts."""
+    if op.kind == "concat":
+        parts = graph_ops.concat_parts(op.shape("output"), op.attrs)
+        return [parts[i] for i in op.attrs["linked"]]
+    roles = ("a", "b") if "a" in op.tensors else ("input", "other")
+    return [op.shape(r) for r in roles[:len(op.inputs_from)]]
+
+
+def _propagated_input(op: Op, outputs: dict, failed: set) -> tuple[list, str]:
+    """(the outputs of the ops before that ``op`` reads, in ``inputs_from`` order, each reshaped
+    to the operand it is (the ops capture passes a link through, views and reshapes, keep the
+    values' order); an error message or '')."""
     bad = [s for s in op.inputs_from if s in failed]
     if bad:
-        return None, None, f"its input comes from {', '.join(bad)}, which failed"
-    roles = ("a", "b") if "a" in op.tensors else ("input", "other")
+        return [], f"its input comes from {', '.join(bad)}, which failed"
     got = []
-    for src, role in zip(op.inputs_from, roles):
-        want = np.shape(op.tensors[role])
+    for src, want in zip(op.inputs_from, _source_shapes(op)):
         if outputs[src].size != math.prod(want):
-            return None, None, (f"the output of {src} has shape {outputs[src].shape}, its "
-                                f"captured {role} {want}")
+            return [], f"the output of {src} has shape {outputs[src].shape}, its operand {want}"
         got.append(outputs[src].reshape(want))
-    return got[0], (got[1] if len(got) > 1 else None), ""
+    return got, ""
 
 
 def _replay_one(trace: Trace, cfg: Config, mode: str, tech, level, bar) -> list[dict]:
@@ -266,20 +271,20 @@ def _replay_one(trace: Trace, cfg: Config, mode: str, tech, level, bar) -> list[
     for op in trace.ops:
         bar.update(1)
         base = {**head, "op": op.name, "kind": op.kind}
-        x, b, problem = _propagated_input(op, outputs, failed) if mode == "propagated" \
-            else (None, None, "")
+        got, problem = _propagated_input(op, outputs, failed) if mode == "propagated" \
+            else ([], "")
         if problem:
             rows.append({**base, "role": "output", "error": problem})
             failed.add(op.name)
             continue
         if not op.is_mac:
             if mode == "propagated":
-                rows.append({**base, **_between(op, x, b, outputs)})
+                rows.append({**base, **_between(op, got, outputs)})
             continue
         try:
-            if b is not None:
-                op = Op(op.name, op.kind, {**op.tensors, "b": b}, op.attrs, op.inputs_from)
-            y, qrows, out = _run_mac_op(op, cfg, x, tech, level)
+            if len(got) > 1:
+                op = Op(op.name, op.kind, {**op.tensors, "b": got[1]}, op.attrs, op.inputs_from)
+            y, qrows, out = _run_mac_op(op, cfg, got[0] if got else None, tech, level)
         except ValueError as exc:
             rows.append({**base, "role": "output", "error": str(exc)})
             failed.add(op.name)
@@ -305,17 +310,19 @@ def _replay_one(trace: Trace, cfg: Config, mode: str, tech, level, bar) -> list[
     return rows
 
 
-def _between(op: Op, x, other, outputs: dict) -> dict:
-    """Run an op between the MACs on its propagated operands (the captured ones where there
-    are none); its row."""
+def _between(op: Op, got: list, outputs: dict) -> dict:
+    """Run an op between the MACs on its propagated operands ``got`` (the captured ones where
+    there are none); its row."""
     ref_out = np.asarray(op.tensors["output"], dtype=np.float64)
-    propagated = {"input": x, "other": other}
-    t = {r: _f64(op.tensors[r] if propagated.get(r) is None else propagated[r])
-         for r in op.tensors if r != "output"}        # a captured operand read only if needed
-    inp = t["input"]
-    y = graph_ops.evaluate(op.kind, t, ref_out.shape, op.attrs)
+    if op.kind == "concat":
+        y = graph_ops.concat(ref_out, got, op.attrs)
+    else:
+        propagated = dict(zip(("input", "other"), got))
+        t = {r: _f64(propagated[r] if r in propagated else op.tensors[r])
+             for r in op.tensors if r != "output"}    # a captured operand read only if needed
+        y = graph_ops.evaluate(op.kind, t, ref_out.shape, op.attrs)
     outputs[op.name] = y
     row = {"role": "output", "numel": y.size, **metrics.error_metrics(ref_out, y)}
     if op.kind == "softmax":
-        row["kl_softmax"] = metrics.kl_softmax(op.tensors["input"], inp)
+        row["kl_softmax"] = metrics.kl_softmax(op.tensors["input"], t["input"])
     return row

@@ -14,7 +14,7 @@ A trace records the ops of one model run in execution order.  The manifest (vers
   no others),
   ``matmul`` and ``attention_scores`` (``a`` (..., M, K), ``b`` (..., K, N), ``output``).
   The ops between the MACs (elementwise, ``flatten``, ``permute``, ``expand``, ``index``,
-  binary ``add``/``sub``/``mul``/``div``, ``layer_norm``, ``batch_norm``, ``mean``, pooling)
+  binary ``add``/``sub``/``mul``/``div``, ``concat``, norms, ``mean``, pooling)
   are those of :mod:`simulator.graph_ops`, which gives their roles and attrs.  The attrs of
   these kinds and of ``conv2d`` are parameters (unknown ones are refused); the other MAC
   kinds' attrs are free metadata, kept as given.  Gradients captured in backward are roles
@@ -23,7 +23,8 @@ A trace records the ops of one model run in execution order.  The manifest (vers
   ``b`` in that order), when known; empty for the model's inputs and when unknown.  A matmul
   or a binary op (roles ``input``, ``other``) with one source reads its second operand as
   captured: a constant (a parameter, or a value that depends on no recorded op).  Matmuls and
-  binary ops take at most two sources, other kinds one.
+  binary ops take at most two sources, a ``concat`` one per part its ``linked`` attr names,
+  other kinds one.
 * ``dtype`` is the dtype the tensor was captured in; tensors are stored in it.
 * ``extras`` holds tensors that belong to no op (task labels: ``labels``, whole numbers).
 * ``file`` is ``<op name>.safetensors``, with ``~2``, ``~3``, ... appended where names would
@@ -93,6 +94,11 @@ class Op:
         """True for the kinds that multiply-accumulate (linear, conv2d, matmul, scores)."""
         return self.kind in MAC_KINDS
 
+    def shape(self, role: str) -> tuple:
+        """The shape of the tensor ``role``, without reading a loaded trace's data."""
+        t = self.tensors
+        return t.shape(role) if isinstance(t, _LazyTensors) else tuple(np.shape(t[role]))
+
     def __repr__(self) -> str:               # the tensors' shapes, not their values
         shapes = ", ".join(f"{r}={v}" for r, v in _shapes(self.tensors).items())
         return (f"Op({self.name!r}, {self.kind!r}, {shapes}, attrs={self.attrs}, "
@@ -155,7 +161,13 @@ def _validate_graph(ops: list[Op], where: str) -> None:
             raise TraceError(f"{where}: op {o.name!r} ({o.kind}) has unknown attrs {unknown}; "
                              f"allowed: {', '.join(ATTRS[o.kind])}")
         most = SOURCES[o.kind]
-        if len(o.inputs_from) > most:
+        linked = o.attrs.get("linked", ())
+        if most is None and o.inputs_from and (not isinstance(linked, list) or
+                                               len(o.inputs_from) != len(linked)):
+            raise TraceError(f"{where}: op {o.name!r} ({o.kind}) takes input from "
+                             f"{len(o.inputs_from)} ops, but its attr linked names "
+                             f"{linked!r}: one part per source")
+        if most is not None and len(o.inputs_from) > most:
             raise TraceError(f"{where}: op {o.name!r} ({o.kind}) takes input from "
                              f"{len(o.inputs_from)} ops; a {o.kind} op links at most {most}")
         for src in o.inputs_from:

@@ -350,3 +350,63 @@ def test_a_widening_cast_and_an_identity_reduce_mean_pass_the_link_on():
         trace = capture_onnx(model, {"x": np.ones((2, 3), np.float32)})
     assert [(o.name, o.inputs_from) for o in trace.ops] == [
         ("relu", []), ("relu2", ["relu"]), ("relu3", [])]
+
+
+def test_rms_norm_rotary_concat_and_reversed_arithmetic_link():
+    """An RMSNorm as exported (Pow, ReduceMean, Add, Sqrt, Reciprocal, Mul), a rotary
+    embedding (Slice, Neg, Concat, Mul by constant cos/sin, Add), a Concat with a constant
+    token in front, Clip, Exp/Log/Abs, and Sub/Div whose linked operand is the second: linked
+    end to end with no warning, propagated replay at exact fp32 within fp32 rounding of
+    onnxruntime's values."""
+    rng = np.random.default_rng(12)
+    consts = {"two": np.array(2.0, np.float32), "eps": np.array(1e-6, np.float32),
+              "half0": np.array([0], np.int64), "half1": np.array([4], np.int64),
+              "end": np.array([8], np.int64), "last": np.array([-1], np.int64),
+              "cos": rng.uniform(-1, 1, (5, 8)).astype(np.float32),
+              "sin": rng.uniform(-1, 1, (5, 8)).astype(np.float32),
+              "cls": rng.standard_normal((2, 1, 8)).astype(np.float32),
+              "lo": np.array(-1.5, np.float32), "hi": np.array(1.5, np.float32),
+              "one": np.array(1.0, np.float32)}
+    inits = [_init(rng, "w", 8, 8), _init(rng, "g", 8), _init(rng, "head", 8, 3)] + [
+        numpy_helper.from_array(v, k) for k, v in consts.items()]
+    nodes = [
+        helper.make_node("MatMul", ["x", "w"], ["h"], name="proj"),
+        helper.make_node("Pow", ["h", "two"], ["sq"], name="pow"),
+        helper.make_node("ReduceMean", ["sq"], ["ms"], name="ms", axes=[-1], keepdims=1),
+        helper.make_node("Add", ["ms", "eps"], ["mse"], name="add_eps"),
+        helper.make_node("Sqrt", ["mse"], ["rms"], name="sqrt"),
+        helper.make_node("Reciprocal", ["rms"], ["inv"], name="inv"),
+        helper.make_node("Mul", ["h", "inv"], ["hn"], name="scale"),
+        helper.make_node("Mul", ["g", "hn"], ["n"], name="gain"),
+        helper.make_node("Slice", ["n", "half0", "half1", "last"], ["x1"], name="x1"),
+        helper.make_node("Slice", ["n", "half1", "end", "last"], ["x2"], name="x2"),
+        helper.make_node("Neg", ["x2"], ["nx2"], name="neg"),
+        helper.make_node("Concat", ["nx2", "x1"], ["rot"], name="rot", axis=-1),
+        helper.make_node("Mul", ["n", "cos"], ["nc"], name="mul_cos"),
+        helper.make_node("Mul", ["rot", "sin"], ["rs"], name="mul_sin"),
+        helper.make_node("Add", ["nc", "rs"], ["q"], name="rope"),
+        helper.make_node("Concat", ["cls", "q"], ["seq"], name="with_cls", axis=1),
+        helper.make_node("Clip", ["seq", "lo", "hi"], ["cl"], name="clip"),
+        helper.make_node("Abs", ["cl"], ["ab"], name="abs"),
+        helper.make_node("Exp", ["ab"], ["ex"], name="exp"),
+        helper.make_node("Log", ["ex"], ["lg"], name="log"),
+        helper.make_node("Sub", ["one", "lg"], ["s"], name="one_minus"),
+        helper.make_node("Div", ["one", "ex"], ["d"], name="one_over"),
+        helper.make_node("Add", ["s", "d"], ["sd"], name="sum"),
+        helper.make_node("MatMul", ["sd", "head"], ["y"], name="logits")]
+    model = _run_graph(nodes, [("x", [2, 5, 8])], ["y"], inits)
+    x = rng.standard_normal((2, 5, 8)).astype(np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        trace = capture_onnx(model, {"x": x})
+    links = {o.name: (o.kind, o.inputs_from) for o in trace.ops}
+    assert [o.name for o in trace.ops if not o.inputs_from] == ["proj"]
+    assert links["inv"] == ("div", ["sqrt"]) and trace.op("inv").attrs == {"reverse": True}
+    assert links["neg"] == ("mul", ["x2"]) and links["rot"] == ("concat", ["neg", "x1"])
+    assert trace.op("with_cls").attrs == {"dim": 1, "sizes": [1, 5], "linked": [1]}
+    assert trace.op("pow").attrs == {"exponent": 2.0}
+    assert trace.op("clip").attrs == {"min": -1.5, "max": 1.5}
+    assert trace.op("one_minus").attrs == {"reverse": True} == trace.op("one_over").attrs
+    assert [o.kind for o in trace.ops].count("concat") == 2 and links["log"] == ("log", ["exp"])
+    df = replay(trace, [_exact()], "propagated")
+    assert (df[df.role == "output"].sqnr_db > 120).all() and "error" not in df
