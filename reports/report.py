@@ -285,9 +285,10 @@ _COLUMNS = {
 
 def _configurations(results: pd.DataFrame) -> pd.DataFrame:
     """What each configuration runs: weight and activation formats, MAC (preset name, spec
-    table, or fp32acc: an fp32 accumulator), and the rounding where there is one."""
-    columns = [c for c in ("config", "weights", "activations", "mac", "rounding")
-               if c in results]
+    table, or fp32acc: an fp32 accumulator), the rounding, and the storage format of the values
+    between the MACs where a configuration has one."""
+    columns = [c for c in ("config", "weights", "activations", "mac", "rounding", "storage")
+               if c in results and (c != "storage" or results[c].notna().any())]
     return results.drop_duplicates("config")[columns].set_index("config")
 
 

@@ -76,6 +76,10 @@ def _replay_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mode", choices=("per-op", "propagated"), default="propagated",
                    help="feed each op its captured inputs (per-op) or the replayed outputs "
                         "of the ops before it (propagated, the default)")
+    p.add_argument("--storage", metavar="FORMAT",
+                   help="store every op's output (the values between the MACs: a bf16 residual "
+                        "stream, say) in FORMAT, in every configuration (default: MAC outputs "
+                        "in fp32, the ops between them in float64)")
     p.add_argument("--tech", type=float, default=None, help="process node in nm (45 default)")
     p.add_argument("--level", choices=("rf", "sram", "dram"), default="dram",
                    help="memory level the tensors move to and from (default dram)")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -169,6 +170,9 @@ def _configs(args: argparse.Namespace) -> list:
     configs = [Config(p[0], p[1], p[2] if len(p) == 3 else None) for p in args.config or []]
     if args.standard or not configs:
         configs = standard_configs() + configs
+    if args.storage:
+        configs = [replace(c, storage=args.storage, name=f"{c.name},store:{args.storage}")
+                   for c in configs]
     return configs
 
 

@@ -2,7 +2,9 @@
 
 A :class:`Config` names the weight, activation and gradient formats (registry names, see
 :mod:`formats.registry`), the MAC (a preset name, a :class:`mac_models.MAC`, a spec table, or
-None for an fp32 accumulator), the rounding of the operands and the seed.  The MAC's operand
+None for an fp32 accumulator), the rounding of the operands and the seed, and the ``storage``
+format of the values between the MACs (None: MAC outputs in fp32 and the ops between the MACs
+in float64; see :mod:`simulator.replay`).  The MAC's operand
 formats are replaced by the config's: the MAC contributes its multiplier, accumulator, order
 and promotion, the config says what is multiplied.  A spec table (from TOML or a dict) is::
 
@@ -63,12 +65,14 @@ class Config:
     rounding: str = "nearest_even"
     seed: int = 0
     name: str = ""
+    storage: Union[str, None] = None
 
     def __post_init__(self) -> None:
         _format_name(self.weights, "weights")
         _format_name(self.activations, "activations")
-        if self.gradients is not None:
-            _format_name(self.gradients, "gradients")
+        for what in ("gradients", "storage"):
+            if getattr(self, what) is not None:
+                _format_name(getattr(self, what), what)
         if self.rounding not in MODES:
             raise ValueError(f"unknown rounding {self.rounding!r}; choose one of "
                              f"{', '.join(MODES)}")
@@ -98,15 +102,17 @@ class Config:
         return json.dumps(self.mac, sort_keys=True)
 
     def default_name(self) -> str:
-        """``formats|accumulator`` (+ promotion, rounding and seed, gradients where they
-        matter; other MAC options are left out: see :mod:`simulator.sweep` for grid cells)."""
+        """``formats|accumulator`` (+ promotion, rounding and seed, gradients and storage where
+        they matter; other MAC options are left out: see :mod:`simulator.sweep` for grid
+        cells)."""
         fmt = self.weights if self.weights == self.activations else \
             f"w:{self.weights},a:{self.activations}"
         mac = self.build_mac()
         acc = mac.accumulator.name + (f"+promote{mac.promote_every}" if mac.promote_every else "")
         tail = "" if self.rounding == "nearest_even" else f",{self.rounding},seed{self.seed}"
         grad = f",grad:{self.gradients}" if self.gradients else ""
-        return f"{fmt}|{acc}{tail}{grad}"
+        store = f",store:{self.storage}" if self.storage else ""
+        return f"{fmt}|{acc}{tail}{grad}{store}"
 
     def build_mac(self) -> mm.MAC:
         """The MAC that multiplies activations (A) by weights (B) in this configuration."""
@@ -130,17 +136,20 @@ class Config:
     def key(self) -> str:
         """A stable identifier of what this config computes: the formats, the MAC as built
         (so a preset and the same MAC written out are one key), the gradients, the rounding and
-        the seed where the rounding uses it; the name is left out."""
+        the seed where the rounding uses it, the storage format where there is one (so that
+        keys of configs without one, and sweeps written before it existed, stay as they were);
+        the name is left out."""
         seed = self.seed if self.rounding == "stochastic" else None
         blob = json.dumps([self.weights, self.activations, repr(self.build_mac()),
-                           self.gradients, self.rounding, seed])
+                           self.gradients, self.rounding, seed] +
+                          ([self.storage] if self.storage else []))
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     def as_dict(self) -> dict:
         """The record columns that describe this config."""
         return {"config": self.name, "weights": self.weights, "activations": self.activations,
                 "mac": self._mac_name(), "gradients": self.gradients, "rounding": self.rounding,
-                "seed": self.seed}
+                "seed": self.seed, "storage": self.storage}
 
 
 def repeats(values: list[str]) -> list[str]:

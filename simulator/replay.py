@@ -11,8 +11,8 @@
   half a step of it that round to its end anyway, as :class:`formats.ScaledTensor` does);
 * every row: the metrics of :mod:`simulator.metrics`, with ``max_ulp_error`` in ulps of the
   operand's format (scalar float or integer formats) or of the MAC's output format (the
-  promotion register's or the accumulator's; NaN where ulps do not apply: posits, scaled
-  formats);
+  storage format where the config has one, else the promotion register's or the
+  accumulator's; NaN where ulps do not apply: posits, scaled formats);
 * role ``output``: the op's output against the captured one, with the MAC's event counts
   (``overflows``, ``saturations``, ``swamped``, ``max_abs_partial``, ``macs``) and its cost
   (``compute_pj``, ``memory_pj``, ``total_pj``, ``area_um2`` of one MAC unit, from
@@ -28,9 +28,15 @@ replayed output of the ops it takes input from (``inputs_from``), the captured i
 trace records no source.  The ops between the MACs (elementwise, reshaping, indexing,
 arithmetic, concatenation, norms, pooling: :mod:`simulator.graph_ops`) run in float64 on
 propagated values, a binary op's ``other`` (a concat's part) its captured value where the trace
-gives it no source, and are skipped in per-op mode.  A MAC op's result is the MAC's output register plus the bias, rounded to fp32
-(the value the next op reads, which quantizes it again); its memory traffic is priced in the
-activation format, in which the next layer reads it.
+gives it no source, and are skipped in per-op mode.  A MAC op's result is the MAC's output
+register plus the bias, rounded to fp32 (the value the next op reads, which quantizes it
+again); its memory traffic is priced in the activation format, in which the next layer reads
+it.  A config's ``storage`` format is the one the values between the MACs are kept in (a bf16
+residual stream, say): every op's output, a MAC's after that fp32 rounding and an op between the
+MACs' after its float64 evaluation, is rounded to it (nearest even; a scaled format's blocks
+along the last axis), in both modes, the output's ``max_ulp_error`` is in its ulps, and a MAC
+output's memory traffic is priced in it.  The ops between the MACs are not priced.  Values that
+depend on no recorded op (the model's input, constants) stay as captured.
 Error metrics are those of :mod:`simulator.metrics`.  An op that cannot run (NaN for a scalar
 integer format, for example) gives a row with its ``error`` message instead of stopping the
 replay; in propagated mode the ops fed by it get an ``error`` row too, and the task accuracy is
@@ -85,6 +91,14 @@ def _rounded(x: np.ndarray, fmt_name: str, cfg: Config, stream: int) -> np.ndarr
         return x
     return formats.get(fmt_name).quantize(x, rounding=cfg.rounding,
                                           seed=(cfg.seed * 4 + stream) % (1 << 63))
+
+
+def _stored(y: np.ndarray, cfg: Config) -> np.ndarray:
+    """An op's output as it is stored: rounded to the config's ``storage`` format (nearest
+    even; a scaled format's blocks along the last axis), unchanged where there is none."""
+    if cfg.storage is None:
+        return y
+    return formats.get(cfg.storage).quantize(np.atleast_1d(y)).reshape(np.shape(y))
 
 
 def _grad_rows(op: Op, cfg: Config) -> list[dict]:
@@ -169,10 +183,12 @@ def _run_mac_op(op: Op, cfg: Config, x: Union[np.ndarray, None], tech, level) ->
     if "bias" in t:
         bias = _f64(t["bias"])
         y = y + (bias.reshape(-1, 1, 1) if op.kind == "conv2d" else bias)
-    y = y.astype(np.float32)
-    lc = mm.layer_cost(shape, mac, {"out": a_fmt}, tech=tech, level=level)
+    y = _stored(y.astype(np.float32), cfg)
+    out_fmt = formats.get(cfg.storage) if cfg.storage else a_fmt
+    lc = mm.layer_cost(shape, mac, {"out": out_fmt}, tech=tech, level=level)
     try:
-        ulps = metrics.max_ulp_error(_f64(t["output"]), y, output_format(mac))
+        ulps = metrics.max_ulp_error(_f64(t["output"]), y,
+                                     out_fmt if cfg.storage else output_format(mac))
     except ValueError:                       # an integer register wider than any stored format
         ulps = math.nan
     out = {"max_ulp_error": ulps, "overflows": r.overflows, "saturations": r.saturations,
@@ -279,7 +295,11 @@ def _replay_one(trace: Trace, cfg: Config, mode: str, tech, level, bar) -> list[
             continue
         if not op.is_mac:
             if mode == "propagated":
-                rows.append({**base, **_between(op, got, outputs)})
+                try:
+                    rows.append({**base, **_between(op, got, outputs, cfg)})
+                except ValueError as exc:          # a storage format that cannot hold it
+                    rows.append({**base, "role": "output", "error": str(exc)})
+                    failed.add(op.name)
             continue
         try:
             if len(got) > 1:
@@ -310,9 +330,9 @@ def _replay_one(trace: Trace, cfg: Config, mode: str, tech, level, bar) -> list[
     return rows
 
 
-def _between(op: Op, got: list, outputs: dict) -> dict:
+def _between(op: Op, got: list, outputs: dict, cfg: Config) -> dict:
     """Run an op between the MACs on its propagated operands ``got`` (the captured ones where
-    there are none); its row."""
+    there are none), its output stored as ``cfg`` says; its row."""
     ref_out = np.asarray(op.tensors["output"], dtype=np.float64)
     if op.kind == "concat":
         y = graph_ops.concat(ref_out, got, op.attrs)
@@ -321,6 +341,7 @@ def _between(op: Op, got: list, outputs: dict) -> dict:
         t = {r: _f64(propagated[r] if r in propagated else op.tensors[r])
              for r in op.tensors if r != "output"}    # a captured operand read only if needed
         y = graph_ops.evaluate(op.kind, t, ref_out.shape, op.attrs)
+    y = _stored(y, cfg)
     outputs[op.name] = y
     row = {"role": "output", "numel": y.size, **metrics.error_metrics(ref_out, y)}
     if op.kind == "softmax":

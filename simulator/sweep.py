@@ -15,6 +15,7 @@ A sweep file (TOML)::
     mac = ["fp16->fp32"]            # presets or spec tables (see simulator.configs)
     rounding = ["nearest_even"]
     seed = [0]
+    storage = ["bf16"]              # the values between the MACs (leave out: as computed)
 
     [[configs]]                     # extra cells, one table each (Config's fields)
     name = "int8"
@@ -67,7 +68,8 @@ else:                                            # pragma: no cover - Python 3.1
     import tomli as tomllib
 
 BUILTIN = "builtin:digits"
-GRID_KEYS = ("formats", "weights", "activations", "mac", "rounding", "seed", "gradients")
+GRID_KEYS = ("formats", "weights", "activations", "mac", "rounding", "seed", "gradients",
+             "storage")
 TOP_KEYS = ("trace", "mode", "output", "tech", "level", "grid", "configs")
 
 
@@ -137,11 +139,11 @@ def _grid(grid: Any, where: str) -> list[Config]:
     if not pairs:
         raise SweepError(f"{where}: [grid] needs formats, or weights and activations")
     out = []
-    for (w, a), mac, rnd, seed, grad in itertools.product(
+    for (w, a), mac, rnd, seed, grad, store in itertools.product(
             pairs, grid.get("mac", [None]), grid.get("rounding", ["nearest_even"]),
-            grid.get("seed", [0]), grid.get("gradients", [None])):
+            grid.get("seed", [0]), grid.get("gradients", [None]), grid.get("storage", [None])):
         out.append(_config({"weights": w, "activations": a, "mac": mac, "rounding": rnd,
-                            "seed": seed, "gradients": grad},
+                            "seed": seed, "gradients": grad, "storage": store},
                            f"{where}: [grid] cell weights={w}, activations={a}, mac={mac}"))
     # cells whose default names meet (MAC spec tables differing in order, chunks, ...) but
     # that compute different things get their key appended; equal ones are refused later

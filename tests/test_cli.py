@@ -109,6 +109,7 @@ def test_cli_rounding_choices_are_the_library_modes():
     (["replay", "builtin:digits", "--config", "fp16:"], "WEIGHTS:ACTIVATIONS[:MAC_PRESET]"),
     (["replay", "builtin:digits", "--config", "fp16:fp16:fp16-"], "quote the argument"),
     (["replay", "builtin:digits", "--output", "x.xlsx"], ".csv or .parquet"),
+    (["replay", "builtin:digits", "--storage"], "expected one argument"),
     (["table", "--rows", "0"], "--rows: 0 is below the least allowed, 1"),
     (["quantize", "x.npy", "--format", "fp16", "--rounding", "sideways"], "invalid choice"),
     (["table", "--seed", "-1"], "--seed: -1 is below"),
@@ -541,6 +542,23 @@ def test_replay_names_a_configuration_that_could_not_run_every_op(tmp_path):
     failed = [name for name, row in rows.items() if row["error"]]
     assert failed == ["w:e8m0,a:fp4_e2m1|fp32"], rows
     assert "1 configuration(s) could not run every op" in r.stderr and failed[0] in r.stderr
+
+
+def test_replay_storage_rounds_every_output_to_its_format(tmp_path):
+    """--storage fp16 on the fp32-exact digits trace, per-op: each MAC output is the captured
+    one rounded by numpy's float16 cast, and the configuration says so in its name."""
+    from simulator import digits
+    r = _ok(_numsim("replay", "builtin:digits", "--config", "fp32:fp32", "--storage", "fp16",
+                    "--mode", "per-op", "--output", "t.parquet", "--json", cwd=tmp_path))
+    assert [row["config"] for row in json.loads(r.stdout)] == ["fp32|fp32,store:fp16"]
+    table = pd.read_parquet(tmp_path / "t.parquet")
+    out = table[table.role == "output"].set_index("op")
+    assert set(table.storage) == {"fp16"} and len(out) == 3
+    for op in (o for o in digits.trace().ops if o.is_mac):      # per-op: the MACs only
+        y = np.asarray(op.tensors["output"], np.float64)
+        err = y.astype(np.float16).astype(np.float64) - y
+        assert out.loc[op.name, "max_abs_error"] == np.max(np.abs(err))
+        assert out.loc[op.name, "mse"] == pytest.approx(np.mean(err ** 2), rel=1e-12)
 
 
 def test_replay_missing_trace_folder(tmp_path):

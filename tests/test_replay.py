@@ -472,3 +472,84 @@ def test_outputs_are_priced_in_the_activation_format(digits_trace):
     assert row["memory_pj"] == pytest.approx(want.memory_pj, rel=1e-12)
     assert want.memory["out"].bits < mm.layer_cost(op, cfg.build_mac()).memory["out"].bits
     assert want.memory["out"].bits >= 360 * 64 * 8
+
+
+def _grid_values(rng, shape, scale=64):
+    """Multiples of 1/scale in [-1, 1]: their products and short sums are exact in float64 and
+    fp32, so the only rounding left is the one under test."""
+    return rng.integers(-scale, scale + 1, shape) / scale
+
+
+def test_storage_rounds_every_propagated_output_as_a_bf16_pipeline_stores_it():
+    """linear -> relu -> linear + residual -> layer_norm -> linear, replayed with an exact MAC
+    and ``storage="bf16"``, against the same chain computed here in float64 with every op's
+    output rounded to bf16 by ml_dtypes (a MAC's through fp32 first): equal bit for bit, op by
+    op.  Without storage the outputs are the unrounded chain's."""
+    rng = np.random.default_rng(21)
+    x, w1, w2, w3 = (_grid_values(rng, s) for s in ((6, 8), (8, 8), (8, 8), (3, 8)))
+    b1, b3 = _grid_values(rng, 8), _grid_values(rng, 3)
+    g = rng.uniform(0.5, 1.5, 8)
+
+    def bf16(v):
+        return np.asarray(v, np.float32).astype(ml_dtypes.bfloat16).astype(np.float64)
+
+    def f32(v):
+        return np.asarray(v, np.float32).astype(np.float64)
+
+    def chain(store):   # a MAC: fp32 activations, the exact sum rounded once into the fp32
+        def linear(v, w, b=0.0):      # register, plus the bias, rounded to fp32
+            return store(f32(f32(f32(v) @ w.T) + b))
+
+        h = linear(x, w1, b1)
+        r = store(np.maximum(h, 0))
+        s = linear(r, w2)
+        a = store(s + h)
+        c = a - a.mean(-1, keepdims=True)
+        n = store(c / np.sqrt((c ** 2).mean(-1, keepdims=True) + 1e-5) * g)
+        return {"fc1": h, "relu": r, "fc2": s, "add": a, "ln": n, "head": linear(n, w3, b3)}
+
+    exact = chain(lambda v: v)
+    ops = {"fc1": {"kind": "linear", "input": x, "weight": w1, "bias": b1,
+                   "output": exact["fc1"]},
+           "relu": {"kind": "relu", "input": exact["fc1"], "output": exact["relu"],
+                    "inputs_from": ["fc1"]},
+           "fc2": {"kind": "linear", "input": exact["relu"], "weight": w2,
+                   "output": exact["fc2"], "inputs_from": ["relu"]},
+           "add": {"kind": "add", "input": exact["fc2"], "other": exact["fc1"],
+                   "output": exact["add"], "inputs_from": ["fc2", "fc1"]},
+           "ln": {"kind": "layer_norm", "input": exact["add"], "weight": g,
+                  "output": exact["ln"], "attrs": {"normalized_shape": [8], "eps": 1e-5},
+                  "inputs_from": ["add"]},
+           "head": {"kind": "linear", "input": exact["ln"], "weight": w3, "bias": b3,
+                    "output": exact["head"], "inputs_from": ["ln"]}}
+    trace = from_arrays(ops)
+    mac = {"accumulator": "exact"}
+    stored = Config("fp32", "fp32", mac, storage="bf16")
+    assert stored.name.endswith(",store:bf16")
+    df = replay(trace, [Config("fp32", "fp32", mac, name="plain"), stored], "propagated")
+    want = chain(bf16)
+    assert not np.array_equal(want["head"], exact["head"])
+    for name in ops:
+        rows = df[(df.op == name) & (df.role == "output")].set_index("config")
+        assert rows.loc["plain", "sqnr_db"] > 200 or rows.loc["plain", "mse"] == 0
+        err = want[name] - exact[name]            # what storing in bf16 changes
+        assert rows.loc[stored.name, "mse"] == pytest.approx(np.mean(err ** 2), rel=1e-12)
+        assert rows.loc[stored.name, "max_abs_error"] == np.max(np.abs(err))
+    assert set(df.storage.dropna()) == {"bf16"}
+
+
+def test_storage_prices_outputs_and_counts_ulps_in_its_format(digits_trace):
+    """A MAC output stored in fp8 is priced in fp8 and its error counted in fp8 ulps (half an
+    ulp at most, plus the fp32 reference's own rounding, for fp32 operands summed exactly); a
+    storage format that cannot hold a NaN output gives an error row."""
+    cfg = Config("fp32", "fp32", {"accumulator": "exact"}, storage="fp8_e4m3")
+    df = replay(digits_trace, [cfg], "per-op")
+    row = _row(df, "fc1", "output")
+    want = mm.layer_cost(mm.Matmul(360, 64, 64), cfg.build_mac(), {"out": "fp8_e4m3"})
+    assert row["memory_pj"] == pytest.approx(want.memory_pj, rel=1e-12)
+    assert 0.45 < row["max_ulp_error"] <= 0.5 + 1e-4
+    assert Config("fp32", "fp32").key() != Config("fp32", "fp32", storage="bf16").key()
+    nan = from_arrays({"fc": {"kind": "linear", "input": np.array([[np.nan, 1.0]]),
+                              "weight": np.ones((2, 2))}})
+    got = replay(nan, [Config(storage="int8")], "per-op")
+    assert "NaN" in got[got.role == "output"].error.item()

@@ -1053,3 +1053,14 @@ def test_error_row_counts_an_overflow_to_infinity_as_infinite_error():
     x[0] = np.nan
     row = error_row(x, "mxfp8_e4m3")
     assert row["nan_share"] == 0.5 and row["mse"] == math.inf and row["sqnr_db"] == -math.inf
+
+
+def test_the_configurations_table_shows_storage_where_a_configuration_has_one(tmp_path):
+    cfgs = [Config("fp16", "fp16", "fp16->fp32"),
+            Config("fp16", "fp16", "fp16->fp32", storage="bf16")]
+    res = replay(digits.trace(), cfgs, "propagated")
+    p = _parse(write_report(res, tmp_path, meta={"title": "s"}))
+    table = p.tables[-1]
+    assert table[0] == ["config", "weights", "activations", "mac", "rounding", "storage"]
+    assert [r[0] for r in table[1:]] == [c.name for c in cfgs]
+    assert table[2][-1] == "bf16" and table[1][-1] == ""        # none: left blank
