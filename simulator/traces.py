@@ -1,8 +1,9 @@
 """Trace folders: ``manifest.json`` plus one safetensors file per op (see DESIGN.md).
 
-A trace records the ops of one model run in execution order.  The manifest (version 1)::
+A trace records the ops of one model run in execution order.  The manifest (version 2, or 1
+where no tensor is ``same_as`` another; both are read)::
 
-    {"format": "numsim-trace", "version": 1, "model": "...", "meta": {...},
+    {"format": "numsim-trace", "version": 2, "model": "...", "meta": {...},
      "ops": [{"name": "fc1", "kind": "linear", "file": "fc1.safetensors",
               "tensors": {"input": {"shape": [..], "dtype": "float32"}, "weight": ..., ...},
               "attrs": {...}, "inputs_from": ["op name", ...]}, ...],
@@ -25,7 +26,11 @@ A trace records the ops of one model run in execution order.  The manifest (vers
   captured: a constant (a parameter, or a value that depends on no recorded op).  Matmuls and
   binary ops take at most two sources, a ``concat`` one per part its ``linked`` attr names,
   other kinds one.
-* ``dtype`` is the dtype the tensor was captured in; tensors are stored in it.
+* ``dtype`` is the dtype the tensor was captured in; tensors are stored in it.  A tensor entry
+  with ``"same_as": "<op name>"`` is not in the op's file: it holds, bit for bit, the ``output``
+  of that op (one of its ``inputs_from``) in this entry's shape.  Writing stores a linked
+  operand so wherever its bytes are its source's output (every linked input, as capture
+  records them), which halves a trace of the ops between the MACs.
 * ``extras`` holds tensors that belong to no op (task labels: ``labels``, whole numbers).
 * ``file`` is ``<op name>.safetensors``, with ``~2``, ``~3``, ... appended where names would
   meet on a case-insensitive file system or the extras file, and long names shortened.
@@ -37,6 +42,7 @@ dtypes) and names the op, role and file of anything wrong; tensor data is read o
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -49,7 +55,8 @@ import numpy as np
 from . import graph_ops
 
 FORMAT = "numsim-trace"
-VERSION = 1
+VERSION = 2                 # written where a tensor is same_as another; else 1 (older readers)
+READS = (1, 2)
 MAC_KINDS = ("linear", "conv2d", "matmul", "attention_scores")
 KINDS = MAC_KINDS + graph_ops.KINDS
 ROLES = {**graph_ops.ROLES,
@@ -274,6 +281,23 @@ def _file_name(name: str, taken: set) -> str:
     return file
 
 
+def _same_as(o: Op, arrays: Mapping[str, np.ndarray], outputs: Mapping[str, np.ndarray]) -> dict:
+    """The linked operands of ``o`` (``input``/``other`` or ``a``/``b``, in ``inputs_from``
+    order) whose values are, bit for bit, their source's output (``outputs`` by op name), each
+    with its source's name."""
+    def bits(a):
+        return a.reshape(-1).view(np.uint8)
+
+    same = {}
+    roles = ("a", "b") if "a" in arrays else ("input", "other")
+    for role, src in zip(roles, o.inputs_from):
+        a, out = arrays.get(role), outputs[src]
+        if a is not None and out.dtype == a.dtype and out.size == a.size and \
+                np.array_equal(bits(out), bits(a)):
+            same[role] = src
+    return same
+
+
 def save_trace(trace: Trace, path: Union[str, Path], overwrite: bool = False) -> Path:
     """Write ``trace`` as a folder at ``path`` (atomically: a temporary folder renamed into
     place).  An existing trace folder is replaced only with ``overwrite=True``; any other
@@ -291,16 +315,22 @@ def save_trace(trace: Trace, path: Union[str, Path], overwrite: bool = False) ->
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
-        manifest = {"format": FORMAT, "version": VERSION, "model": trace.model,
+        manifest = {"format": FORMAT, "version": 1, "model": trace.model,
                     "meta": trace.meta, "ops": []}
         taken = {"manifest.json", "extras.safetensors"}
+        outputs: dict[str, np.ndarray] = {}
         for o in trace.ops:
             arrays = {role: np.require(a, requirements="C") for role, a in o.tensors.items()}
+            same = _same_as(o, arrays, outputs)
             file = _file_name(o.name, taken)
-            save_file(arrays, str(tmp / file))
+            save_file({r: a for r, a in arrays.items() if r not in same}, str(tmp / file))
+            entries = {r: {**_entry(a), **({"same_as": same[r]} if r in same else {})}
+                       for r, a in arrays.items()}
             manifest["ops"].append({"name": o.name, "kind": o.kind, "file": file,
-                                    "tensors": {r: _entry(a) for r, a in arrays.items()},
-                                    "attrs": o.attrs, "inputs_from": list(o.inputs_from)})
+                                    "tensors": entries, "attrs": o.attrs,
+                                    "inputs_from": list(o.inputs_from)})
+            manifest["version"] = VERSION if same else manifest["version"]
+            outputs[o.name] = arrays["output"]
         if trace.extras:
             extras = {k: np.require(v, requirements="C") for k, v in trace.extras.items()}
             save_file(extras, str(tmp / "extras.safetensors"))
@@ -326,11 +356,14 @@ def save_trace(trace: Trace, path: Union[str, Path], overwrite: bool = False) ->
 
 
 class _LazyTensors(dict):
-    """Role -> array, read from one safetensors file on first access."""
+    """Role -> array, read from one safetensors file on first access; a ``same_as`` role from
+    ``sources`` (op name -> that op's tensors), reshaped."""
 
-    def __init__(self, file: Path, entries: Mapping[str, dict], where: str):
+    def __init__(self, file: Path, entries: Mapping[str, dict], where: str,
+                 sources: Union[Mapping[str, "_LazyTensors"], None] = None):
         super().__init__()
         self._file, self._entries, self._where = file, dict(entries), where
+        self._sources = sources or {}
 
     def _load(self) -> None:
         if dict.__len__(self) == len(self._entries):
@@ -341,7 +374,9 @@ class _LazyTensors(dict):
         except Exception as exc:          # safetensors raises its own error types
             raise TraceError(f"{self._file}: cannot read {self._where}: {exc}") from exc
         for role, entry in self._entries.items():
-            dict.__setitem__(self, role, arrays[role])
+            value = arrays[role] if "same_as" not in entry else \
+                self._sources[entry["same_as"]]["output"].reshape(entry["shape"])
+            dict.__setitem__(self, role, value)
 
     def __getitem__(self, role):
         if role not in self._entries:
@@ -352,6 +387,9 @@ class _LazyTensors(dict):
 
     def shape(self, role: str) -> tuple:
         return tuple(self._entries[role]["shape"])
+
+    def dtype(self, role: str) -> str:
+        return self._entries[role]["dtype"]
 
     def get(self, role, default=None):
         return self[role] if role in self._entries else default
@@ -418,6 +456,27 @@ def _tensor_entries(raw: Any, where: str) -> dict:
     return raw
 
 
+def _check_same_as(entries: Mapping[str, dict], inputs_from: list, earlier: Mapping[str, Op],
+                   where: str) -> dict:
+    """The tensors of the ops that ``same_as`` entries name (op name -> tensors), each checked:
+    one of the op's ``inputs_from``, with an output of the entry's dtype and size."""
+    sources = {}
+    for role, e in entries.items():
+        if "same_as" not in e:
+            continue
+        src = e["same_as"]
+        if not isinstance(src, str) or src not in inputs_from or src not in earlier:
+            raise TraceError(f"{where}: tensor {role!r} is same_as {src!r}, which is not an "
+                             f"earlier op it takes input from")
+        out = earlier[src].tensors
+        if "output" not in out or out.dtype("output") != e["dtype"] or \
+                math.prod(out.shape("output")) != math.prod(e["shape"]):
+            raise TraceError(f"{where}: tensor {role!r} ({e['dtype']}, {e['shape']}) cannot be "
+                             f"the output of {src!r}")
+        sources[src] = out
+    return sources
+
+
 def _inside(folder: Path, name: Any, where: str) -> Path:
     """``folder / name``, refused unless it lies directly in ``folder``."""
     file = folder / str(name)
@@ -439,9 +498,9 @@ def load_trace(path: Union[str, Path]) -> Trace:
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise TraceError(f"{mpath}: not a numsim trace manifest ('format' must be {FORMAT!r})")
     version = manifest.get("version")
-    if not isinstance(version, int) or isinstance(version, bool) or version != VERSION:
+    if not isinstance(version, int) or isinstance(version, bool) or version not in READS:
         raise TraceError(f"{mpath}: trace version {manifest.get('version')!r}; this numsim "
-                         f"reads version {VERSION}")
+                         f"reads versions {', '.join(map(str, READS))}")
     raw_ops = manifest.get("ops")
     if not isinstance(raw_ops, list):
         raise TraceError(f"{mpath}: 'ops' must be a list")
@@ -456,13 +515,15 @@ def load_trace(path: Union[str, Path]) -> Trace:
         where = f"{mpath}: op {raw['name']!r}"
         file = _inside(path, raw["file"], where)
         entries = _tensor_entries(raw["tensors"], where)
-        _check_header(file, entries, f"op {raw['name']!r}")
         inputs_from = raw.get("inputs_from", [])
         attrs = raw.get("attrs", {})
         if not isinstance(inputs_from, list) or not isinstance(attrs, dict):
             raise TraceError(f"{where}: 'inputs_from' must be a list and 'attrs' an object")
-        ops.append(Op(raw["name"], raw["kind"], _LazyTensors(file, entries, f"op {raw['name']!r}"),
-                      attrs, inputs_from))
+        stored = {r: e for r, e in entries.items() if "same_as" not in e}
+        sources = _check_same_as(entries, inputs_from, {o.name: o for o in ops}, where)
+        _check_header(file, stored, f"op {raw['name']!r}")
+        ops.append(Op(raw["name"], raw["kind"], _LazyTensors(file, entries, f"op {raw['name']!r}",
+                                                             sources), attrs, inputs_from))
     extras = {}
     if "extras" in manifest:
         raw = manifest["extras"]

@@ -98,7 +98,7 @@ def test_manifest_is_valid_json_with_format_and_version(tmp_path):
     save_trace(_rich_trace(), tmp_path / "t")
     m = json.loads((tmp_path / "t" / "manifest.json").read_text())
     assert m["format"] == "numsim-trace"
-    assert m["version"] == 1
+    assert m["version"] == 2                     # act's input is stored as fc's output
     assert [o["name"] for o in m["ops"]] == ["fc", "act", "mm"]
     fc = m["ops"][0]
     assert fc["tensors"]["bias"] == {"shape": [5], "dtype": "bfloat16"}
@@ -309,6 +309,61 @@ def test_bad_json(tmp_path):
     assert "manifest.json" in msg and "JSON" in msg
 
 
+def test_a_linked_operand_equal_to_its_sources_output_is_stored_once(tmp_path):
+    """act's input is fc's output bit for bit: the manifest says so and act's file leaves it
+    out; it loads back as the same values in act's own shape.  An operand that differs in one
+    bit (-0.0 for 0.0) or in dtype is stored; a trace with nothing shared stays version 1."""
+    from safetensors import safe_open
+    y = np.array([[1.5, 0.0], [-2.0, 3.0]], np.float32)
+    ops = [Op("fc", "linear", {"input": X[:2, :3], "weight": W[:2, :3],
+                               "output": y}),
+           Op("flat", "flatten", {"input": y, "output": y.reshape(4)}, inputs_from=["fc"]),
+           Op("neg0", "relu", {"input": np.where(y == 0, -0.0, y).astype(np.float32),
+                               "output": np.maximum(y, 0)}, inputs_from=["fc"]),
+           Op("wide", "relu", {"input": y.astype(np.float64), "output": np.maximum(y, 0)},
+              inputs_from=["fc"]),
+           Op("add", "add", {"input": y.reshape(4), "other": y.reshape(1, 4),
+                             "output": y.reshape(1, 4) * 2}, inputs_from=["flat", "fc"])]
+    path = save_trace(Trace(ops), tmp_path / "t")
+    m = json.loads((path / "manifest.json").read_text())
+    tensors = {o["name"]: o["tensors"] for o in m["ops"]}
+    assert m["version"] == 2
+    assert tensors["flat"]["input"] == {"shape": [2, 2], "dtype": "float32", "same_as": "fc"}
+    assert tensors["add"]["input"]["same_as"] == "flat" and tensors["add"]["other"][
+        "same_as"] == "fc"
+    assert "same_as" not in tensors["neg0"]["input"] and "same_as" not in tensors["wide"]["input"]
+    with safe_open(str(path / "flat.safetensors"), framework="numpy") as f:
+        assert set(f.keys()) == {"output"}
+    back = load_trace(path)
+    for o in ops:
+        for role, a in o.tensors.items():
+            _same_array(back.op(o.name).tensors[role], a)
+    alone = save_trace(Trace(ops[:1]), tmp_path / "alone")
+    assert json.loads((alone / "manifest.json").read_text())["version"] == 1
+
+
+@pytest.mark.parametrize("same_as, words", [("mm", "not an earlier op it takes input from"),
+                                            ("act", "not an earlier op it takes input from"),
+                                            (7, "not an earlier op")])
+def test_a_bad_same_as_is_refused(tmp_path, same_as, words):
+    folder = _write(tmp_path / "t", _good_ops() + [
+        ("mm", "relu", {"input": Y, "output": Y}, {"inputs_from": ["fc"]})])
+
+    def alias(m):
+        m["ops"][2]["tensors"]["input"]["same_as"] = same_as
+    _edit_manifest(folder, alias)
+    assert words in _load_error(folder)
+
+
+def test_a_same_as_of_another_dtype_or_size_is_refused(tmp_path):
+    folder = _write(tmp_path / "t", _good_ops())
+
+    def alias(m):
+        m["ops"][1]["tensors"]["input"] = {"shape": [2], "dtype": "float32", "same_as": "fc"}
+    _edit_manifest(folder, alias)
+    assert "cannot be the output of 'fc'" in _load_error(folder)
+
+
 def test_wrong_format(tmp_path):
     folder = _write(tmp_path / "t", _good_ops(), format="other-trace")
     msg = _load_error(folder)
@@ -316,7 +371,7 @@ def test_wrong_format(tmp_path):
 
 
 def test_wrong_version(tmp_path):
-    folder = _write(tmp_path / "t", _good_ops(), version=2)
+    folder = _write(tmp_path / "t", _good_ops(), version=3)
     msg = _load_error(folder)
     assert "manifest.json" in msg and "version" in msg
 
