@@ -188,8 +188,9 @@ def _segments(a: _Operand, b: _Operand, k: int, mac: MAC,
     seg = groups.pop() if groups else k
     if mac.promote_every:
         if seg != k and mac.promote_every % seg:
-            raise ValueError(f"promote_every={mac.promote_every} is not a multiple of the "
-                             f"block size {seg}")
+            raise ValueError(f"promote_every={mac.promote_every} is not a multiple of the {seg} "
+                             f"products each scale covers (a block along K, or a conv's "
+                             f"kernel tap where a group's channels are fewer)")
         seg = min(seg, mac.promote_every) if seg != k else mac.promote_every
     if mac.chunks > 1:
         seg = -(-k // mac.chunks)

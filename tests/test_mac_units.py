@@ -601,6 +601,15 @@ def test_bad_input_is_refused_clearly():
         mm.MAC("posit32_2", accumulator=mm.FloatAccumulator("fp32"))
     with pytest.raises(ValueError, match="block size"):
         mm.matmul(np.ones((1, 64)), np.ones((64, 1)), mm.MAC("mxfp4", "nvfp4"))
+    promoted = mm.MAC("mxfp8_e4m3", accumulator=mm.FloatAccumulator("fp32"), promote_every=48)
+    with pytest.raises(ValueError, match="48 is not a multiple of the 32 products each scale"):
+        mm.matmul(np.ones((1, 64)), np.ones((64, 1)), promoted)
+    # a conv whose groups hold 16 channels scales each kernel tap's 16: 48 is 3 taps, 40 is not
+    x, w = np.ones((1, 32, 4, 4)), np.ones((4, 16, 3, 3))
+    assert mm.conv2d(x, w, promoted, groups=2).values.shape == (1, 4, 2, 2)
+    with pytest.raises(ValueError, match="40 is not a multiple of the 16 products each scale"):
+        mm.conv2d(x, w, mm.MAC("mxfp8_e4m3", accumulator=mm.FloatAccumulator("fp32"),
+                               promote_every=40), groups=2)
     with pytest.raises(ValueError, match=r"batch axes .* \(2,\) against \(3,\)"):
         mm.matmul(np.ones((2, 1, 4)), np.ones((3, 4, 1)), "fp16->fp32")
     with pytest.raises(ValueError, match="dot takes two vectors"):
