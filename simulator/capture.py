@@ -92,6 +92,11 @@ def _tensors(v):
             yield from _tensors(i)
 
 
+def _int_list(v) -> list[int]:
+    """An axis or size argument (an int, a numpy integer or a sequence of them) as a list."""
+    return [int(v)] if isinstance(v, (int, np.integer)) else [int(i) for i in v]
+
+
 def _same_values(func, x, out, args: tuple, kw: Mapping) -> bool:
     """Whether ``out`` of a view, reshape, copy, cast or dropout call holds ``x``'s values in
     their order (a cast only where it widens: every value is kept exactly)."""
@@ -122,8 +127,7 @@ def _permutation(func, x, args: tuple, kw: Mapping) -> list[int]:
     if func in (T.movedim, torch.movedim, T.moveaxis, torch.moveaxis):
         src, dst = (_arg(args, kw, i, *names) for i, names in ((1, ("source",)),
                                                               (2, ("destination",))))
-        src, dst = ([int(v) % n for v in ([v] if isinstance(v, int) else v)]
-                    for v in (src, dst))
+        src, dst = ([d % n for d in _int_list(v)] for v in (src, dst))
         order = [d for d in range(n) if d not in src]
         for d, axis in sorted(zip(dst, src)):             # numpy's moveaxis rule
             order.insert(d, axis)
@@ -158,7 +162,7 @@ def _index_entries(key) -> Union[list, None]:
 def _torch_pool_attrs(mode: str, args: tuple, kw: Mapping) -> dict:
     """A ``pool2d`` op's attrs from an ``F.max_pool2d`` or ``F.avg_pool2d`` call."""
     def pair(v):
-        v = [int(v)] if isinstance(v, int) else [int(i) for i in v]
+        v = _int_list(v)
         return v * 2 if len(v) == 1 else v
 
     kernel = pair(_arg(args, kw, 1, "kernel_size"))
@@ -174,6 +178,10 @@ def _torch_pool_attrs(mode: str, args: tuple, kw: Mapping) -> dict:
     return {**attrs, "ceil_mode": bool(_arg(args, kw, 4, "ceil_mode")),
             "count_include_pad": include is None or bool(include),
             "divisor_override": None if divisor is None else int(divisor)}
+
+
+class _Unrecordable(ValueError):
+    """A call whose shapes or arguments no op of its kind can hold (a pow by NaN, say)."""
 
 
 class _Recorder:
@@ -228,6 +236,11 @@ class _Recorder:
         """Record an op; ``sources`` are the op names its inputs came from (None: unknown);
         ``module``: ``base`` is a module's name (its first call takes it; other ops never
         take a module's name)."""
+        if kind in graph_ops.KINDS:
+            problem = graph_ops.shape_problem(kind, {r: tuple(t.shape) for r, t in
+                                                     tensors.items()}, attrs or {})
+            if problem:
+                raise _Unrecordable(problem)
         base = base or kind                      # the model itself is the module
         name, i = base, 1
         while name in self.names or (name in self.reserved and (i > 1 or not module)):
@@ -305,13 +318,17 @@ def capture_torch(model, inputs, *, kwargs=None, loss_fn=None, target=None, labe
       (``index``), ``+ - * /``, in place too, with the linked operand either side (``add``,
       ``sub``, ``mul``, ``div``; not with ``alpha`` or ``rounding_mode``) and ``-x`` (``mul``
       by -1), ``exp``, ``log``, ``sqrt``, ``rsqrt``, ``abs``, ``pow`` by a number, ``clamp``/
-      ``clip``/``relu6``/``hardtanh`` with number bounds (``clamp``), ``torch.cat``/``stack``
-      where a part does (``concat``; the other parts are constants), ``F.layer_norm``,
-      ``F.rms_norm`` (``nn.RMSNorm``; a Llama-style RMSNorm written out links through its
-      pow, mean, add, rsqrt and mul), ``F.batch_norm`` with running statistics
+      ``clip``/``relu6``/``hardtanh`` with number bounds (``clamp``; ``x ** 0.5`` and
+      ``x ** -0.5`` are ``sqrt`` and ``rsqrt``, as torch computes them),
+      ``torch.cat``/``concat``/``concatenate``/``stack`` where a part does (``concat``; the
+      other parts are constants), ``F.layer_norm``, ``F.rms_norm`` (``nn.RMSNorm``; without
+      an eps, torch's: the epsilon of float32, or of float64 for float64 inputs; a
+      Llama-style RMSNorm written out links through its pow, mean, add, rsqrt and mul),
+      ``F.batch_norm`` with running statistics
       (``batch_norm``), ``mean``, ``F.max_pool2d``/``avg_pool2d`` (``pool2d``) and
       ``F.adaptive_avg_pool2d``.  These ops are replayed in float64
-      (:mod:`simulator.graph_ops`).
+      (:mod:`simulator.graph_ops`).  A call no op can hold (a pow by NaN, say) is left out
+      with a warning.
 
     Views, reshapes, ``unsqueeze``/``squeeze``, ``contiguous``, ``clone``, ``detach``, widening
     casts and dropout that is off keep the values in their order: they are not recorded, and
@@ -362,19 +379,25 @@ def capture_torch(model, inputs, *, kwargs=None, loss_fn=None, target=None, labe
              torch.flatten: "flatten", T.flatten: "flatten", F.silu: "silu",
              torch.sigmoid: "sigmoid", T.sigmoid: "sigmoid", T.sigmoid_: "sigmoid",
              torch.tanh: "tanh", T.tanh: "tanh", T.tanh_: "tanh"}
-    # recorded where the input is tainted: (kind, the attrs of a call (None: not one of them))
-    elementwise = {**{f: (name, lambda a, k: {}) for name in ("exp", "log", "sqrt", "rsqrt", "abs")
-                      for f in (getattr(torch, name), getattr(T, name), getattr(T, name + "_"))},
-                   T.__abs__: ("abs", lambda a, k: {}),
+    # recorded where the input is tainted: kind, and the attrs of a call
+    def no_attrs(a, k):
+        return {}
+
+    def hardtanh(a, k):                 # F.hardtanh_ (a builtin) gets no defaults filled in
+        lo, hi = _arg(a, k, 1, "min_val"), _arg(a, k, 2, "max_val")
+        return {"min": -1.0 if lo is None else lo, "max": 1.0 if hi is None else hi}
+
+    elementwise = {**{f: (name, no_attrs) for name in ("exp", "log", "sqrt", "rsqrt", "abs")
+                      for f in (getattr(torch, name), getattr(torch, name + "_"),
+                                getattr(T, name), getattr(T, name + "_"))},
+                   T.__abs__: ("abs", no_attrs),
                    **dict.fromkeys((torch.pow, T.pow, T.pow_, T.__pow__, T.__ipow__),
                                    ("pow", lambda a, k: {"exponent": _arg(a, k, 1, "exponent")})),
-                   **dict.fromkeys((torch.clamp, T.clamp, T.clamp_, torch.clip, T.clip, T.clip_),
+                   **dict.fromkeys((torch.clamp, torch.clamp_, T.clamp, T.clamp_, torch.clip,
+                                    torch.clip_, T.clip, T.clip_),
                                    ("clamp", lambda a, k: {"min": _arg(a, k, 1, "min"),
                                                            "max": _arg(a, k, 2, "max")})),
-                   F.hardtanh: ("clamp", lambda a, k: {"min": _arg(a, k, 1, "min_val"),
-                                                       "max": _arg(a, k, 2, "max_val")}),
-                   F.hardtanh_: ("clamp", lambda a, k: {"min": _arg(a, k, 1, "min_val"),
-                                                        "max": _arg(a, k, 2, "max_val")}),
+                   F.hardtanh: ("clamp", hardtanh), F.hardtanh_: ("clamp", hardtanh),
                    F.relu6: ("clamp", lambda a, k: {"min": 0.0, "max": 6.0})}
     inplace_arg = {F.relu: 1, F.silu: 1, F.relu6: 1, F.hardtanh: 3}   # where inplace=True goes
     binary = {f: name for name in graph_ops.BINARY
@@ -518,27 +541,29 @@ def capture_torch(model, inputs, *, kwargs=None, loss_fn=None, target=None, labe
                      {"reverse": True} if reverse else {})
         check_link(op, (at, asrc, a), (bt, bsrc if asrc else None, b))
 
-    def record_concat(func, args, kw, out) -> None:
+    def record_concat(func, args, kw, out):
         """``torch.cat``/``concat``/``concatenate`` or ``stack`` (a concat of parts of length 1)
-        where a part is tainted."""
+        where a part is tainted; the one part of a cat that is the identity (its output keeps
+        that part's link, or its cause for the warning), else None."""
         parts, dim = _arg(args, kw, 0, "tensors"), _arg(args, kw, 1, "dim", "axis") or 0
         stack = func is torch.stack
         if not stack:                          # cat skips 1-D empty parts (a KV cache's first)
             parts = [p for p in parts if p.ndim == out.ndim or p.shape != (0,)]
         if not any(tainted(p) for p in parts) or not out.is_floating_point() or "out" in kw or \
                 any(p.ndim != out.ndim - stack for p in parts):
-            return
+            return None
         sources = [rec.source(p) for p in parts]
         if len(parts) == 1 and not stack:      # the identity: the link passes on, as a view's
             if sources[0]:
                 rec.produced(out, sources[0])
-            return
-        dim %= out.ndim
+            return parts[0]
+        dim = int(dim) % out.ndim
         linked = [i for i, s in enumerate(sources) if s]
         op = rec.add("concat", "concat", {"output": out}, [sources[i] for i in linked],
                      {"dim": dim, "sizes": [1 if stack else p.shape[dim] for p in parts],
                       "linked": linked})
         check_link(op, *((tainted(p), s, p) for p, s in zip(parts, sources)))
+        return None
 
     def repeat_heads(t, src, r: int) -> tuple:
         """Grouped-query keys or values (..., Hk, L, D) repeated ``r`` times per head: the
@@ -615,6 +640,7 @@ def capture_torch(model, inputs, *, kwargs=None, loss_fn=None, target=None, labe
             out = func(*args, **kw)
             if not rec.on:
                 return out
+            origin = x if func in passes else None      # the value whose cause out keeps
             if func not in shape_only and any(tainted(t) for t in _tensors((args, kw))):
                 for t in _tensors(out if not inplace else (out, x)):
                     rec.taint(t)
@@ -644,7 +670,7 @@ def capture_torch(model, inputs, *, kwargs=None, loss_fn=None, target=None, labe
                             isinstance(other, (torch.Tensor, int, float)):
                         record_binary(kind, before, other, out, src, osrc, xt, ot,
                                       func in reversed_)
-                elif func in unary:
+                elif func in unary and "out" not in kw:
                     attrs = {}
                     if kind == "softmax":
                         dim = _arg(args, kw, 1, "dim")
@@ -662,13 +688,15 @@ def capture_torch(model, inputs, *, kwargs=None, loss_fn=None, target=None, labe
                     if src and out is not x and _same_values(func, x, out, args, kw):
                         rec.produced(out, src)
                 elif func in concats:
-                    record_concat(func, args, kw, out)
+                    origin = record_concat(func, args, kw, out)
                 elif not xt:
                     pass                                 # the ops below are recorded where tainted
-                elif func in elementwise:
+                elif func in elementwise and out.is_floating_point() and "out" not in kw:
                     attrs = elementwise[func][1](args, kw)
                     if all(v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))
-                           for v in attrs.values()) and out.is_floating_point():
+                           for v in attrs.values()):
+                        if kind == "pow" and attrs["exponent"] in (0.5, -0.5):   # as torch runs
+                            kind, attrs = "sqrt" if attrs["exponent"] > 0 else "rsqrt", {}
                         check_link(rec.add(kind, kind, {"input": before, "output": out}, [src],
                                            attrs), (xt, src, x))
                 elif func in permutes:
@@ -682,29 +710,22 @@ def capture_torch(model, inputs, *, kwargs=None, loss_fn=None, target=None, labe
                     if entries is not None:
                         check_link(rec.add("index", "index", {"input": x, "output": out}, [src],
                                            {"index": entries}), (xt, src, x))
-                elif func is F.layer_norm:
-                    ns = _arg(args, kw, 1, "normalized_shape")
-                    eps = _arg(args, kw, 4, "eps")
-                    t = {"input": x, "output": out, "weight": _arg(args, kw, 2, "weight"),
-                         "bias": _arg(args, kw, 3, "bias")}
-                    ns = [ns] if isinstance(ns, int) else list(ns)
-                    check_link(rec.add("layer_norm", "layer_norm",
-                                       {r: v for r, v in t.items() if v is not None}, [src],
-                                       {"normalized_shape": ns,
-                                        "eps": 1e-5 if eps is None else float(eps)}), (xt, src, x))
-                elif func is F.rms_norm:
-                    ns = _arg(args, kw, 1, "normalized_shape")
-                    eps = _arg(args, kw, 3, "eps")
-                    w = _arg(args, kw, 2, "weight")
-                    ns = [ns] if isinstance(ns, int) else list(ns)
-                    check_link(rec.add("rms_norm", "rms_norm", {"input": x, "output": out, **(
-                        {} if w is None else {"weight": w})}, [src], {
-                        "normalized_shape": ns,        # torch's eps where the call gives none
-                        "eps": torch.finfo(x.dtype).eps if eps is None else float(eps)}),
-                        (xt, src, x))
+                elif func in (F.layer_norm, F.rms_norm):
+                    norm = "layer_norm" if func is F.layer_norm else "rms_norm"
+                    roles = ("weight", "bias") if norm == "layer_norm" else ("weight",)
+                    params = {r: _arg(args, kw, i, r) for i, r in enumerate(roles, 2)}
+                    params = {r: v for r, v in params.items() if v is not None}
+                    eps = _arg(args, kw, len(roles) + 2, "eps")
+                    if eps is None:      # rms_norm's: the epsilon of the type torch computes in
+                        eps = 1e-5 if norm == "layer_norm" else torch.finfo(
+                            torch.promote_types(x.dtype, torch.float32)).eps
+                    op = rec.add(norm, norm, {"input": x, "output": out, **params}, [src], {
+                        "normalized_shape": _int_list(_arg(args, kw, 1, "normalized_shape")),
+                        "eps": float(eps)})
+                    check_link(op, (xt, src, x), *((tainted(v), None, v) for v in params.values()))
                 elif func in (torch.mean, T.mean) and out.is_floating_point() and "dtype" not in kw:
                     dim = _arg(args, kw, 1, "dim")
-                    dims = [dim] if isinstance(dim, int) else list(dim or range(x.ndim))
+                    dims = (_int_list(dim) if dim is not None else []) or list(range(x.ndim))
                     check_link(rec.add("mean", "mean", {"input": x, "output": out}, [src], {
                         "dims": [d % x.ndim for d in dims],
                         "keepdim": bool(_arg(args, kw, 2, "keepdim"))}), (xt, src, x))
@@ -723,12 +744,18 @@ def capture_torch(model, inputs, *, kwargs=None, loss_fn=None, target=None, labe
                             t[role] = _arg(args, kw, i, role)
                     if "running_var" in t:
                         eps = _arg(args, kw, 7, "eps")
-                        check_link(rec.add("batch_norm", "batch_norm", t, [src], {
-                            "eps": 1e-5 if eps is None else float(eps)}), (xt, src, x))
+                        op = rec.add("batch_norm", "batch_norm", t, [src], {
+                            "eps": 1e-5 if eps is None else float(eps)})
+                        check_link(op, (xt, src, x), *((tainted(v), None, v) for r, v in t.items()
+                                                       if r not in ("input", "output")))
+                return out
+            except _Unrecordable as exc:
+                warnings.warn(f"{name.strip('_')}: not recorded: {exc}", stacklevel=2)
                 return out
             finally:                    # name what made unlinked values, for the warning
-                # a view of an unlinked x keeps x's cause
-                cause = rec.via.get(id(x)) if func in passes and src is None else None
+                # a view of an unlinked value keeps that value's cause
+                cause = rec.via.get(id(origin)) if origin is not None and \
+                    rec.source(origin) is None else None
                 for t in _tensors(out if not inplace else (out, x)):
                     if tainted(t) and rec.source(t) is None:
                         rec.via[id(t)] = cause or name.strip("_")

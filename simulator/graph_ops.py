@@ -6,7 +6,9 @@ A trace records these kinds besides the MAC kinds so that the graph links throug
   erf form, "tanh"), ``softmax`` (last axis; attr ``safe``: a row of -inf gives zeros, as
   ``scaled_dot_product_attention``'s softmax does, where plain softmax gives NaN), ``silu``,
   ``sigmoid``, ``tanh``, ``identity``, ``exp``, ``log``, ``sqrt``, ``rsqrt`` (1/sqrt), ``abs``,
-  ``pow`` (attr ``exponent``, a number), ``clamp`` (attrs ``min`` and ``max``, each a number or
+  ``pow`` (attr ``exponent``, a number; C's ``pow``, as ONNX's: torch computes ``x ** 0.5``
+  and ``x ** -0.5`` as sqrt and rsqrt, which differ at -0 and -inf, and capture records them
+  so), ``clamp`` (attrs ``min`` and ``max``, each a number or
   null for no bound; ``relu6`` and ``hardtanh`` are clamps);
 * ``flatten``: the input's values in their order, in the output's shape;
 * ``permute``: attr ``dims``, the input's axes in the output's order (``np.transpose``);
@@ -61,11 +63,9 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
 
 
 def _pow(x: np.ndarray, e: float) -> np.ndarray:
-    """x ** e as torch computes it: exponents 0.5 and -0.5 are sqrt and rsqrt (which differ
-    from C's pow at -0 and -inf)."""
-    if e in (0.5, -0.5):
-        return np.sqrt(x) if e > 0 else 1.0 / np.sqrt(x)
-    return np.power(x, e)
+    """C's pow(x, e) (an array exponent: with a scalar 0.5 numpy takes a sqrt shortcut, which
+    differs at -0 and -inf)."""
+    return np.power(x, np.full(np.shape(x), e))
 
 
 def _clamp(x: np.ndarray, lo, hi) -> np.ndarray:
@@ -89,8 +89,8 @@ UNARY = {"relu": lambda x, a: np.maximum(x, 0.0),
          "pow": lambda x, a: _pow(x, float(a["exponent"])),
          "clamp": lambda x, a: _clamp(x, a.get("min"), a.get("max"))}
 BINARY = {"add": np.add, "sub": np.subtract, "mul": np.multiply, "div": np.divide}
-# Sources a trace may link per kind: the binary kinds' ``input`` and ``other``, else ``input``.
-# (a concat's: as many as it has parts, checked against its ``linked`` attr).
+# Sources a trace may link per kind: the binary kinds' ``input`` and ``other``, else ``input``
+# (a concat's: one per part its ``linked`` attr names, checked by trace validation).
 SOURCES = {k: 2 if k in BINARY else 1 for k in
            tuple(UNARY) + ("flatten", "permute", "expand", "index") + tuple(BINARY) +
            ("layer_norm", "rms_norm", "batch_norm", "mean", "pool2d", "adaptive_avg_pool2d")}
@@ -238,8 +238,9 @@ def shape_problem(kind: str, shapes: Mapping[str, tuple], attrs: Mapping[str, An
             return str(exc)
         return ""
     if kind in UNARY:
-        if _unary_problem(kind, attrs):
-            return _unary_problem(kind, attrs)
+        problem = _unary_problem(kind, attrs)
+        if problem:
+            return problem
         return "" if out == x else f"output {out} should have the input's shape {x}"
     try:
         if kind == "flatten":
@@ -389,7 +390,8 @@ def evaluate(kind: str, t: Mapping[str, np.ndarray], shape: tuple,
         return _pool(x, ((ih, vh), (iw, vw)), "avg", nh[:, None] * nw[None, :])
     if kind != "pool2d":
         raise ValueError(f"{kind!r} is not an op between the MACs that evaluate runs (kinds: "
-                         f"{', '.join(k for k in KINDS if k != 'concat')}; concat: see concat)")
+                         f"{', '.join(k for k in KINDS if k != 'concat')}; a concat runs "
+                         f"through graph_ops.concat)")
     a = _pool_args(attrs)
     (ih, vh, ph), (iw, vw, pw) = (
         _windows(n, _pool_size(n, k, s, p, d, a["ceil_mode"]), k, s, p, d)

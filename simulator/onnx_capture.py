@@ -158,8 +158,9 @@ def capture_onnx(model, feeds: Mapping[str, np.ndarray], labels=None,
 
     def add(node, kind, tensors, sources, out_name, attrs=None, reads=None):
         """Record an op reading the values ``sources``: linked where the first has a producer
-        (the second too where it has one; else it is a constant); ``reads``: the values to
-        check for a missed link (``sources`` unless given)."""
+        (then each other one that has a producer too; one without is a constant: a binary op's
+        ``other``; a concat passes only its linked parts); ``reads``: the values to check for a
+        missed link (``sources`` unless given)."""
         attrs = attrs or {}
         if kind in graph_ops.KINDS:
             problem = graph_ops.shape_problem(kind, {r: np.shape(v) for r, v in tensors.items()},
@@ -264,13 +265,16 @@ def capture_onnx(model, feeds: Mapping[str, np.ndarray], labels=None,
         elif t == "Pow" and ins[1] not in tainted and values[ins[1]].size == 1 and \
                 values[out].dtype.kind == "f":
             add(node, "pow", {"input": values[ins[0]], "output": values[out]}, ins[:1], out,
-                {"exponent": float(values[ins[1]].reshape(()))}, reads=ins[:2])
-        elif t == "Clip" and values[out].dtype.kind == "f":
-            bounds = [at.get("min"), at.get("max")] if opset < 11 else [
+                {"exponent": float(values[ins[1]].reshape(()))})
+        elif t == "Clip" and values[out].dtype.kind == "f" and not any(n in tainted
+                                                                       for n in ins[1:]):
+            y = values[out]                # a bound left out is the type's lowest or largest
+            given = [at.get("min"), at.get("max")] if opset < 11 else [
                 float(values[n].reshape(())) if n else None for n in (ins + ["", ""])[1:3]]
-            if not any(n in tainted for n in ins[1:]):
-                add(node, "clamp", {"input": values[ins[0]], "output": values[out]}, ins[:1],
-                    out, {"min": bounds[0], "max": bounds[1]})
+            lo, hi = (float(v) if v is not None else float(d) for v, d in
+                      zip(given, (np.finfo(y.dtype).min, np.finfo(y.dtype).max)))
+            add(node, "clamp", {"input": values[ins[0]], "output": y}, ins[:1], out,
+                {"min": lo, "max": hi})
         elif t == "Concat" and values[out].dtype.kind == "f":
             y = values[out]
             axis = at["axis"] % y.ndim

@@ -103,8 +103,7 @@ class Op:
 
     def shape(self, role: str) -> tuple:
         """The shape of the tensor ``role``, without reading a loaded trace's data."""
-        t = self.tensors
-        return t.shape(role) if isinstance(t, _LazyTensors) else tuple(np.shape(t[role]))
+        return _shape(self.tensors, role)
 
     def __repr__(self) -> str:               # the tensors' shapes, not their values
         shapes = ", ".join(f"{r}={v}" for r, v in _shapes(self.tensors).items())
@@ -206,10 +205,14 @@ def _conv_out(hw: tuple, khw: tuple, attrs: dict) -> tuple:
     return conv_output_size(hw, khw, *args)
 
 
+def _shape(tensors, role: str) -> tuple:
+    """A role's shape, without reading a loaded trace's data."""
+    return tuple(tensors.shape(role) if isinstance(tensors, _LazyTensors)
+                 else np.shape(tensors[role]))
+
+
 def _shapes(tensors) -> dict:
-    """Each role's shape, without reading a loaded trace's data."""
-    return {r: tuple(tensors.shape(r) if isinstance(tensors, _LazyTensors)
-                     else np.shape(tensors[r])) for r in tensors}
+    return {r: _shape(tensors, r) for r in tensors}
 
 
 def _shape_problem(o: Op) -> str:

@@ -13,6 +13,7 @@ onnx = pytest.importorskip("onnx", reason="onnx is an optional extra (pip instal
 pytest.importorskip("onnxruntime", reason="onnxruntime is an optional extra")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
+from simulator import graph_ops  # noqa: E402
 from simulator.onnx_capture import capture_onnx  # noqa: E402
 from simulator.configs import Config  # noqa: E402
 from simulator.replay import replay  # noqa: E402
@@ -410,3 +411,43 @@ def test_rms_norm_rotary_concat_and_reversed_arithmetic_link():
     assert [o.kind for o in trace.ops].count("concat") == 2 and links["log"] == ("log", ["exp"])
     df = replay(trace, [_exact()], "propagated")
     assert (df[df.role == "output"].sqnr_db > 120).all() and "error" not in df
+
+
+@pytest.mark.parametrize("opset", [10, 17])
+def test_pow_and_clip_replay_onnxruntimes_special_values(opset):
+    """Pow by ±0.5, 1.5 and -2 follows C's pow as onnxruntime does (-0 and -inf included, where
+    torch's sqrt and rsqrt differ), and a Clip bound left out is the type's largest or lowest
+    value (inf is clipped to it): graph_ops on each captured input gives onnxruntime's output,
+    signed zeros and NaN positions included."""
+    special = np.array([[0.0, -0.0, np.inf, -np.inf, 2.0, -3.0, 1e-30]], np.float32)
+    consts = {"s": special, "lo": np.array(-1.0, np.float32)}
+    consts.update({f"e{i}": np.array(e, np.float32) for i, e in enumerate((0.5, -0.5, 1.5, -2))})
+    nodes = [helper.make_node("Relu", ["x"], ["r"], name="relu"),        # links to x
+             helper.make_node("Mul", ["r", "s"], ["v"], name="spec")]    # r is 1: v = s
+    for i in range(4):
+        nodes.append(helper.make_node("Pow", ["v", f"e{i}"], [f"p{i}"], name=f"pow{i}"))
+    if opset < 11:                                  # Clip-6 takes its bounds as attributes
+        nodes += [helper.make_node("Clip", ["v"], ["c0"], name="clip0"),
+                  helper.make_node("Clip", ["v"], ["c1"], name="clip1", min=-1.0)]
+    else:
+        nodes += [helper.make_node("Clip", ["v", "", ""], ["c0"], name="clip0"),
+                  helper.make_node("Clip", ["v", "lo"], ["c1"], name="clip1")]
+    outs = [f"p{i}" for i in range(4)] + ["c0", "c1"]
+    inits = [numpy_helper.from_array(v, k) for k, v in consts.items()]
+    model = _run_graph(nodes, [("x", [1, 7])], outs, inits, opset=opset)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        trace = capture_onnx(model, {"x": np.ones((1, 7), np.float32)})
+    top = float(np.finfo(np.float32).max)
+    assert trace.op("clip0").attrs == {"min": -top, "max": top}
+    assert trace.op("clip1").attrs == {"min": -1.0, "max": top}
+    for o in trace.ops:
+        if o.kind in ("pow", "clamp"):
+            got = graph_ops.evaluate(o.kind, {"input": o.tensors["input"].astype(np.float64)},
+                                     None, o.attrs)
+            with np.errstate(over="ignore"):                # 1e-30 ** -2 is inf in float32
+                got = got.astype(np.float32)
+            want = o.tensors["output"]
+            assert np.array_equal(got, want, equal_nan=True), o.name
+            real = ~np.isnan(want)
+            assert np.array_equal(np.signbit(got[real]), np.signbit(want[real])), o.name

@@ -14,6 +14,7 @@ torch = pytest.importorskip("torch", reason="torch is an optional extra (pip ins
 nn = torch.nn
 F = torch.nn.functional
 
+from simulator import graph_ops  # noqa: E402
 from simulator.capture import capture_torch  # noqa: E402
 from simulator.configs import Config  # noqa: E402
 from simulator.replay import replay  # noqa: E402
@@ -903,3 +904,97 @@ def test_hugging_face_llama_and_vit_link_end_to_end(which):
     assert want <= kinds
     df = replay(trace, [_exact_fp32()], "propagated")
     assert (df[df.role == "output"].sqnr_db > 120).all() and "error" not in df
+
+
+def _warned(model, *inputs):
+    """Capture ``model`` under no_grad; the op names its warnings start with."""
+    with torch.no_grad(), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trace = capture_torch(model, inputs)
+    return trace, [str(w.message).split(":")[0] for w in caught]
+
+
+class _Fn(nn.Module):
+    """fc, then ``fn(self, h)``, then head (of ``out`` features in)."""
+    def __init__(self, fn, out=4):
+        super().__init__()
+        self.fc, self.g, self.head, self.fn = nn.Linear(4, 4), nn.Linear(4, 4), \
+            nn.Linear(out, 2), fn
+
+    def forward(self, x):
+        return self.head(self.fn(self, self.fc(x)))
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float64])
+def test_rms_norm_without_eps_uses_torchs_epsilon_for_each_dtype(dtype):
+    """torch computes half-precision RMSNorm in float32 and takes float32's epsilon; float64's
+    own.  On inputs whose mean square is far below it, torch given the recorded eps reproduces
+    the captured output bit for bit."""
+    torch.manual_seed(18)
+    model = nn.Sequential(nn.Linear(8, 8), nn.RMSNorm(8), nn.Linear(8, 3)).to(dtype).eval()
+    x = (torch.randn(6, 8) * 1e-3).to(dtype)
+    trace, warned = _warned(model, x)
+    op = trace.op("rms_norm")
+    want = torch.finfo(torch.float64 if dtype == torch.float64 else torch.float32).eps
+    assert op.attrs["eps"] == want and warned == []
+    h = model[0](x).detach()
+    got = F.rms_norm(h, (8,), model[1].weight.detach(), eps=op.attrs["eps"])
+    assert torch.equal(got, model[1](h).detach())
+
+
+def test_review_cases_hardtanh_defaults_pow_halves_numpy_axes_and_unrecordable_calls():
+    """F.hardtanh_ (a builtin) gets its default bounds; x ** 0.5 and x ** -0.5 are sqrt and
+    rsqrt, whose -0 and -inf results are torch's; numpy-integer axes work; a pow by NaN and a
+    clamp to NaN are left out with a warning; torch.exp(h, out=h) is not recorded with its
+    output as its input; a norm weight computed from recorded ops is named."""
+    torch.manual_seed(19)
+    x = torch.randn(5, 4)
+    trace, warned = _warned(_Fn(lambda s, h: F.hardtanh_(h * 3) + F.hardtanh_(h, -0.5)), x)
+    assert [o.attrs for o in trace.ops if o.kind == "clamp"] == [
+        {"min": -1.0, "max": 1.0}, {"min": -0.5, "max": 1.0}] and warned == []
+    df = replay(trace, [_exact_fp32()], "propagated")
+    assert (df[df.role == "output"].sqnr_db > 120).all()
+
+    special = torch.tensor([[0.0, -0.0, float("inf"), -float("inf")]])
+
+    def halves(s, h):
+        v = special * (h.abs() + 1)                       # -0 and -inf, depending on h
+        return v ** 0.5 + v ** -0.5 + h.abs() ** 0.5
+
+    trace, warned = _warned(_Fn(halves), x)
+    kinds = [o.kind for o in trace.ops]
+    assert kinds.count("sqrt") == 2 and kinds.count("rsqrt") == 1 and "pow" not in kinds
+    assert np.signbit(trace.op("sqrt").tensors["input"][:, 1]).all()
+    for o in trace.ops:
+        if o.kind in ("sqrt", "rsqrt"):
+            got = graph_ops.evaluate(o.kind, {"input": o.tensors["input"].astype(np.float64)},
+                                     None, {})
+            want = o.tensors["output"].astype(np.float64)
+            normal = np.isfinite(want) & (want != 0)      # float32 against float64 there
+            np.testing.assert_allclose(got[normal], want[normal], rtol=2 ** -23)
+            assert np.array_equal(got[~normal], want[~normal], equal_nan=True)
+            real = ~np.isnan(want)                         # a NaN's sign means nothing
+            assert np.array_equal(np.signbit(got[real]), np.signbit(want[real]))
+
+    trace, warned = _warned(_Fn(lambda s, h: torch.cat([h, h], np.int64(1)).movedim(
+        np.int64(0), np.int64(1)).T, out=8), x)
+    assert [o.kind for o in trace.ops] == ["linear", "concat", "permute", "permute", "linear"]
+    assert warned == []
+
+    trace, warned = _warned(_Fn(lambda s, h: h.pow(float("nan")) + h.clamp(min=float("nan"))),
+                            x)
+    assert warned == ["pow", "clamp", "add (after clamp, pow)"]
+    assert "pow" not in [o.kind for o in trace.ops]
+
+    def exp_out(s, h):
+        h = h * 1.0
+        return torch.exp(h, out=h)
+    trace, warned = _warned(_Fn(exp_out), x)
+    assert "exp" not in [o.kind for o in trace.ops] and warned == ["head (after exp)"]
+
+    trace, warned = _warned(_Fn(lambda s, h: F.rms_norm(h, (4,), s.g(h).mean(0), 1e-6)), x)
+    assert warned == ["rms_norm"]                   # a weight is never linked
+
+    trace, warned = _warned(_Fn(lambda s, h: torch.cat([torch.tensor([]), torch.roll(h, 1, 0)],
+                                                       -1)), x)
+    assert warned == ["head (after roll)"]
