@@ -180,6 +180,9 @@ def _torch_pool_attrs(mode: str, args: tuple, kw: Mapping) -> dict:
             "divisor_override": None if divisor is None else int(divisor)}
 
 
+FUSED = {"fused": True}          # the attr of an op whose output stays inside a fused kernel
+
+
 class _Unrecordable(ValueError):
     """A call whose shapes or arguments no op of its kind can hold (a pow by NaN, say)."""
 
@@ -309,7 +312,8 @@ def capture_torch(model, inputs, *, kwargs=None, loss_fn=None, target=None, labe
       more dims (``matmul``); ``F.scaled_dot_product_attention`` as the ops it computes
       (``permute`` k^T, ``attention_scores`` q @ k^T, ``mul`` by the scale, ``add`` of the
       mask, ``softmax``, ``matmul`` by v; grouped-query keys and values are repeated per query
-      head by an ``expand`` op, so their memory traffic is priced once per query head; with
+      head by an ``expand`` op, so their memory traffic is priced once per query head; all
+      but the product by v are ``fused``: their values stay in the attention kernel; with
       ``dropout_p`` the product by v is left out); ``relu``, ``gelu``,
       ``softmax`` (last axis), ``silu``, ``sigmoid``, ``tanh`` and ``flatten`` calls;
     * where the input depends on a recorded op (below): ``transpose``/``permute``/``t``/``.T``/
@@ -569,14 +573,16 @@ def capture_torch(model, inputs, *, kwargs=None, loss_fn=None, target=None, labe
         """Grouped-query keys or values (..., Hk, L, D) repeated ``r`` times per head: the
         ``expand`` op of (..., Hk, 1, L, D) to (..., Hk, r, L, D), and its name."""
         wide = t.unsqueeze(-3).expand(*t.shape[:-2], r, *t.shape[-2:])
-        op = rec.add("expand", "expand", {"input": t.unsqueeze(-3), "output": wide}, [src])
+        op = rec.add("expand", "expand", {"input": t.unsqueeze(-3), "output": wide}, [src],
+                     FUSED)
         check_link(op, (tainted(t), src, t))
         return wide.reshape(*t.shape[:-3], -1, *t.shape[-2:]), op.name
 
     def record_attention(q, args, kw, out) -> None:
         """``F.scaled_dot_product_attention`` as the ops it computes: ``permute`` (k^T),
         ``attention_scores`` (q @ k^T), ``mul`` by the scale, ``add`` of the mask, ``softmax``
-        and ``matmul`` (by v, whose output is the call's)."""
+        and ``matmul`` (by v, whose output is the call's); all but the last ``fused``: their
+        values stay inside the attention kernel."""
         k, v, mask = (_arg(args, kw, i, n) for i, n in ((1, "key"), (2, "value"),
                                                         (3, "attn_mask")))
         ks, vs, ms = rec.source(k), rec.source(v), rec.source(mask)
@@ -586,18 +592,19 @@ def capture_torch(model, inputs, *, kwargs=None, loss_fn=None, target=None, labe
             v, vs = repeat_heads(v, vs, q.shape[-3] // v.shape[-3])
         kt = k.transpose(-2, -1)
         dims = list(range(k.ndim - 2)) + [k.ndim - 1, k.ndim - 2]
-        t_op = rec.add("permute", "permute", {"input": k, "output": kt}, [ks], {"dims": dims})
+        t_op = rec.add("permute", "permute", {"input": k, "output": kt}, [ks],
+                       {"dims": dims, **FUSED})
         check_link(t_op, (kt_, ks, k))
         qs = rec.source(q)
         scores = q @ kt
         op = rec.add("attention_scores", "attention_scores", {"a": q, "b": kt, "output": scores},
-                     [qs, t_op.name] if qs else [])
+                     [qs, t_op.name] if qs else [], FUSED)
         check_link(op, (tainted(q), qs, q), (kt_, t_op.name if qs else None, k))
         scale = _arg(args, kw, 6, "scale")
         scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
         h = scores * scale
         op = rec.add("mul", "mul", {"input": scores, "other": torch.tensor(
-            scale, dtype=torch.float64), "output": h}, [op.name])
+            scale, dtype=torch.float64), "output": h}, [op.name], FUSED)
         if _arg(args, kw, 5, "is_causal"):
             mask = torch.ones(q.shape[-2], k.shape[-2], dtype=torch.bool).tril()
         if mask is not None:
@@ -606,11 +613,12 @@ def capture_torch(model, inputs, *, kwargs=None, loss_fn=None, target=None, labe
                 mask = torch.zeros(mask.shape, dtype=h.dtype).masked_fill(~mask, -math.inf)
             h, before = h + mask, h
             op = rec.add("add", "add", {"input": before, "other": mask, "output": h},
-                         [op.name, ms] if ms else [op.name])
+                         [op.name, ms] if ms else [op.name], FUSED)
             check_link(op, (mt, ms, mask))
         p = torch.softmax(h, -1)           # SDPA's softmax gives a row of -inf zeros, not NaN
         p = torch.where(torch.isneginf(h).all(-1, keepdim=True), torch.zeros((), dtype=p.dtype), p)
-        op = rec.add("softmax", "softmax", {"input": h, "output": p}, [op.name], {"safe": True})
+        op = rec.add("softmax", "softmax", {"input": h, "output": p}, [op.name],
+                     {"safe": True, **FUSED})
         if (_arg(args, kw, 4, "dropout_p") or 0.0) == 0.0:    # else the output is random
             op = rec.add("matmul", "matmul", {"a": p, "b": v, "output": out},
                          [op.name, vs] if vs else [op.name])

@@ -1,6 +1,8 @@
 """The ops between the MACs, as propagated replay runs them: float64, no rounding of their own.
 
-A trace records these kinds besides the MAC kinds so that the graph links through them:
+A trace records these kinds besides the MAC kinds so that the graph links through them (each
+also takes the attr ``fused``: true where its output stays inside a fused kernel, as
+:mod:`simulator.replay` describes):
 
 * unary, output of the input's shape: ``relu``, ``gelu`` (attr ``approximate``: "none" for the
   erf form, "tanh"), ``softmax`` (last axis; attr ``safe``: a row of -inf gives zeros, as
@@ -105,15 +107,17 @@ REQUIRED = {**{k: ("input", "other", "output") for k in BINARY}, "concat": ("out
             "batch_norm": ("input", "running_mean", "running_var", "output")}
 # The attrs each kind accepts (nothing else, so that a misspelt or unmodelled one, softmax's
 # ``dim`` or add's ``alpha``, cannot be ignored).
-ATTRS = {**{k: () for k in KINDS}, **{k: ("reverse",) for k in BINARY},
-         "gelu": ("approximate",), "softmax": ("safe",), "permute": ("dims",),
-         "index": ("index",), "layer_norm": ("normalized_shape", "eps"),
-         "rms_norm": ("normalized_shape", "eps"), "batch_norm": ("eps",),
-         "pow": ("exponent",), "clamp": ("min", "max"), "concat": ("dim", "sizes", "linked"),
-         "mean": ("dims", "keepdim"),
-         "pool2d": ("mode", "kernel", "stride", "padding", "dilation", "ceil_mode",
-                    "count_include_pad", "divisor_override")}
-_FLAGS = ("safe", "reverse", "keepdim", "ceil_mode", "count_include_pad")
+# ``fused`` (every kind): the output stays inside a fused kernel (see simulator.replay).
+_OWN = {**{k: ("reverse",) for k in BINARY},
+        "gelu": ("approximate",), "softmax": ("safe",), "permute": ("dims",),
+        "index": ("index",), "layer_norm": ("normalized_shape", "eps"),
+        "rms_norm": ("normalized_shape", "eps"), "batch_norm": ("eps",),
+        "pow": ("exponent",), "clamp": ("min", "max"), "concat": ("dim", "sizes", "linked"),
+        "mean": ("dims", "keepdim"),
+        "pool2d": ("mode", "kernel", "stride", "padding", "dilation", "ceil_mode",
+                   "count_include_pad", "divisor_override")}
+ATTRS = {k: _OWN.get(k, ()) + ("fused",) for k in KINDS}
+_FLAGS = ("safe", "reverse", "keepdim", "ceil_mode", "count_include_pad", "fused")
 POOL_DEFAULTS = {"stride": None, "padding": [0, 0], "dilation": [1, 1], "ceil_mode": False,
                  "count_include_pad": True, "divisor_override": None}
 

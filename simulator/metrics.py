@@ -158,7 +158,7 @@ def kl_softmax(x, y) -> float:
     p = np.exp(lp)
     with np.errstate(invalid="ignore"):             # -inf - -inf where p = 0: left out
         kl[ok] = np.sum(np.where(p > 0, p * (lp - lq), 0.0), axis=1)
-    return float(np.mean(kl))
+    return max(float(np.mean(kl)), 0.0)       # KL >= 0; rounding can give -1e-17
 
 
 def nan_count(x, y) -> int:

@@ -33,10 +33,16 @@ register plus the bias, rounded to fp32 (the value the next op reads, which quan
 again); its memory traffic is priced in the activation format, in which the next layer reads
 it.  A config's ``storage`` format is the one the values between the MACs are kept in (a bf16
 residual stream, say): every op's output, a MAC's after that fp32 rounding and an op between the
-MACs' after its float64 evaluation, is rounded to it (nearest even; a scaled format's blocks
-along the last axis), in both modes, the output's ``max_ulp_error`` is in its ulps, and a MAC
-output's memory traffic is priced in it.  The ops between the MACs are not priced.  Values that
-depend on no recorded op (the model's input, constants) stay as captured.
+MACs' after its float64 evaluation, is rounded to it as a store would (nearest even; a scaled
+format's blocks along the last axis; a float format without infinities saturates, infinities
+included, to its largest finite value, as fp8 stores with ``satfinite`` do; other formats
+overflow by their own rule: IEEE ones to infinity), in both modes; the output's
+``max_ulp_error`` is then in its ulps, and a MAC output's memory traffic is priced in it (without
+a storage format, in the activation format, in which the next layer reads it).  An op whose
+attr ``fused`` is true (the ops capture makes of one ``scaled_dot_product_attention`` call but
+its output: scores, scale, mask, softmax) keeps its value inside the fused kernel and is not
+rounded.  The ops between the MACs are not priced.  Values that depend on no recorded op (the
+model's input, constants, a KV cache's past entries) stay as captured.
 Error metrics are those of :mod:`simulator.metrics`.  An op that cannot run (NaN for a scalar
 integer format, for example) gives a row with its ``error`` message instead of stopping the
 replay; in propagated mode the ops fed by it get an ``error`` row too, and the task accuracy is
@@ -93,12 +99,18 @@ def _rounded(x: np.ndarray, fmt_name: str, cfg: Config, stream: int) -> np.ndarr
                                           seed=(cfg.seed * 4 + stream) % (1 << 63))
 
 
-def _stored(y: np.ndarray, cfg: Config) -> np.ndarray:
-    """An op's output as it is stored: rounded to the config's ``storage`` format (nearest
-    even; a scaled format's blocks along the last axis), unchanged where there is none."""
-    if cfg.storage is None:
+def _stored(y: np.ndarray, op: Op, cfg: Config) -> np.ndarray:
+    """An op's output as it is stored: rounded to the config's ``storage`` format (see the
+    module doc), unchanged where there is none or the op is ``fused``."""
+    if cfg.storage is None or op.attrs.get("fused") is True:
         return y
-    return formats.get(cfg.storage).quantize(np.atleast_1d(y)).reshape(np.shape(y))
+    fmt = formats.get(cfg.storage)
+    finite = isinstance(fmt, formats.FloatFormat) and not fmt.has_inf   # stores saturate there
+    try:
+        got = fmt.quantize(np.atleast_1d(y), **({"overflow": "saturate"} if finite else {}))
+    except ValueError as exc:
+        raise ValueError(f"its output cannot be stored in {cfg.storage}: {exc}") from exc
+    return got.reshape(np.shape(y))
 
 
 def _grad_rows(op: Op, cfg: Config) -> list[dict]:
@@ -183,7 +195,7 @@ def _run_mac_op(op: Op, cfg: Config, x: Union[np.ndarray, None], tech, level) ->
     if "bias" in t:
         bias = _f64(t["bias"])
         y = y + (bias.reshape(-1, 1, 1) if op.kind == "conv2d" else bias)
-    y = _stored(y.astype(np.float32), cfg)
+    y = _stored(y.astype(np.float32), op, cfg)
     out_fmt = formats.get(cfg.storage) if cfg.storage else a_fmt
     lc = mm.layer_cost(shape, mac, {"out": out_fmt}, tech=tech, level=level)
     try:
@@ -341,9 +353,11 @@ def _between(op: Op, got: list, outputs: dict, cfg: Config) -> dict:
         t = {r: _f64(propagated[r] if r in propagated else op.tensors[r])
              for r in op.tensors if r != "output"}    # a captured operand read only if needed
         y = graph_ops.evaluate(op.kind, t, ref_out.shape, op.attrs)
-    y = _stored(y, cfg)
+    y = _stored(y, op, cfg)
     outputs[op.name] = y
     row = {"role": "output", "numel": y.size, **metrics.error_metrics(ref_out, y)}
+    if cfg.storage:
+        row["max_ulp_error"] = metrics.max_ulp_error(ref_out, y, cfg.storage)
     if op.kind == "softmax":
         row["kl_softmax"] = metrics.kl_softmax(op.tensors["input"], t["input"])
     return row

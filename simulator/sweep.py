@@ -15,7 +15,8 @@ A sweep file (TOML)::
     mac = ["fp16->fp32"]            # presets or spec tables (see simulator.configs)
     rounding = ["nearest_even"]
     seed = [0]
-    storage = ["bf16"]              # the values between the MACs (leave out: as computed)
+    storage = ["none", "bf16"]      # the values between the MACs ("none", or leave the key
+                                    # out: as computed; see simulator.replay)
 
     [[configs]]                     # extra cells, one table each (Config's fields)
     name = "int8"
@@ -114,6 +115,8 @@ class Sweep:
 
 
 def _config(raw: dict, where: str) -> Config:
+    if raw.get("storage") == "none":         # TOML has no null
+        raw = {**raw, "storage": None}
     try:
         return Config(**raw)
     except TypeError as exc:

@@ -18,7 +18,9 @@ where no tensor is ``same_as`` another; both are read)::
   binary ``add``/``sub``/``mul``/``div``, ``concat``, norms, ``mean``, pooling)
   are those of :mod:`simulator.graph_ops`, which gives their roles and attrs.  The attrs of
   these kinds and of ``conv2d`` are parameters (unknown ones are refused); the other MAC
-  kinds' attrs are free metadata, kept as given.  Gradients captured in backward are roles
+  kinds' attrs are free metadata, kept as given, but for ``fused``: true on any op but a
+  conv2d says its output stays inside a fused kernel (replay does not round it to a storage
+  format; capture sets it on what it makes of ``scaled_dot_product_attention``).  Gradients captured in backward are roles
   ``grad_output``, ``grad_input`` and ``grad_weight``.
 * ``inputs_from`` is the graph: the ops whose outputs are this op's ``input`` (or ``a`` and
   ``b`` in that order), when known; empty for the model's inputs and when unknown.  A matmul

@@ -647,7 +647,7 @@ def test_sdpa_rows_with_every_key_masked_and_links_it_cannot_make():
         trace = capture_torch(A(), (x, mask, raw))
     assert [str(w.message).split(":")[0] for w in caught] == ["attention_scores_3"]
     soft = [o for o in trace.ops if o.kind == "softmax"]
-    assert all(o.attrs == {"safe": True} for o in soft)
+    assert all(o.attrs == {"safe": True, "fused": True} for o in soft)
     assert np.array_equal(soft[0].tensors["output"][:, 2], np.zeros((2, 5)))
     assert trace.op("add_2").inputs_from == ["mul_2", "index"]       # the mask from bias(x)
     df = replay(trace, [_exact_fp32()], "propagated")

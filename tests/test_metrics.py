@@ -352,3 +352,12 @@ def test_max_ulp_error_where_it_applies():
     for fmt in ("posit16_1", "mxfp8_e4m3", "nf4"):
         assert math.isnan(M.max_ulp_error([1.0], [1.5], fmt))
     assert math.isnan(M.max_ulp_error([np.nan], [1.0], "fp16"))
+
+
+def test_kl_softmax_is_never_negative():
+    """KL divergence is >= 0; summed in floating point, near-equal logits can give -1e-17."""
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(50, 7))
+    got = [M.kl_softmax(x[i:i + 1], x[i:i + 1] + rng.normal(size=(1, 7)) * 1e-15)
+           for i in range(50)]
+    assert min(got) >= 0.0

@@ -553,3 +553,44 @@ def test_storage_prices_outputs_and_counts_ulps_in_its_format(digits_trace):
                               "weight": np.ones((2, 2))}})
     got = replay(nan, [Config(storage="int8")], "per-op")
     assert "NaN" in got[got.role == "output"].error.item()
+
+
+def test_an_fp8_store_saturates_a_mask_and_fused_ops_are_not_stored():
+    """scores -> add of a -inf mask -> softmax -> matmul by v, stored in fp8_e4m3 (no
+    infinities): the masked scores saturate to -448, as an fp8 store with satfinite does, so
+    softmax still gives them zero weight (with the format's NaN on overflow the whole output
+    would be NaN).  The same ops marked ``fused`` keep their float64 values (the softmax equal
+    to the unstored one).  A stored output's error is counted in fp8 ulps: half at most."""
+    rng = np.random.default_rng(23)
+    q, k, v = (rng.uniform(-1, 1, (4, 8)) for _ in range(3))
+    mask = np.where(np.tril(np.ones((4, 4))) > 0, 0.0, -np.inf)
+    s = q @ k.T
+    p = np.exp(s + mask - (s + mask).max(-1, keepdims=True))
+    p /= p.sum(-1, keepdims=True)
+
+    def trace(fused):
+        attrs = {"fused": True} if fused else {}
+        return from_arrays({
+            "scores": {"kind": "attention_scores", "a": q, "b": k.T, "attrs": attrs},
+            "mask": {"kind": "add", "input": s, "other": mask, "output": s + mask,
+                     "inputs_from": ["scores"], "attrs": attrs},
+            "softmax": {"kind": "softmax", "input": s + mask, "output": p,
+                        "inputs_from": ["mask"], "attrs": attrs},
+            "relu": {"kind": "relu", "input": p, "output": p, "inputs_from": ["softmax"]},
+            "pv": {"kind": "matmul", "a": p, "b": v, "inputs_from": ["relu"]}})
+
+    exact = {"accumulator": "exact"}
+    cfg = Config("fp32", "fp32", exact, storage="fp8_e4m3", name="fp8")
+    plain = Config("fp32", "fp32", exact, name="plain")
+    for fused in (False, True):
+        df = replay(trace(fused), [cfg, plain], "propagated")
+        out = df[df.role == "output"].set_index(["config", "op"])
+        assert np.isfinite(out.sqnr_db).all()
+        assert out.loc[("fp8", "pv"), "sqnr_db"] > 20
+        soft = out.loc[("fp8", "softmax")]
+        if fused:       # scores, mask and softmax unrounded: the softmax is the exact one
+            assert soft.sqnr_db == out.loc[("plain", "softmax"), "sqnr_db"]
+        else:           # the stored scores, and the mask added to them exactly, in fp8 ulps
+            for op in ("scores", "mask"):
+                assert 0.3 < out.loc[("fp8", op), "max_ulp_error"] <= 0.5 + 1e-6
+    assert formats.get("fp8_e4m3").quantize(np.array([-np.inf]), overflow="saturate")[0] == -448

@@ -147,19 +147,22 @@ def test_grid_cells_with_meeting_names_are_told_apart(tmp_path):
 
 
 def test_a_storage_grid_key_multiplies_the_cells_and_keeps_old_keys(tmp_path):
-    """grid.storage gives one cell per storage format; a cell without one keeps the key it had
-    before storage existed (the blob of the six fields), so old sweep folders resume."""
+    """grid.storage gives one cell per storage format ("none": none, TOML having no null); a
+    cell without one keeps the key it had before storage existed (the blob of the six fields),
+    so old sweep folders resume."""
     import hashlib
     import json
     (tmp_path / "s.toml").write_text('trace = "t"\noutput = "o"\n[grid]\nformats = ["fp16"]\n'
-                                     'storage = ["bf16", "fp8_e4m3"]\n')
+                                     'storage = ["bf16", "fp8_e4m3", "none"]\n')
     sw = load_sweep(tmp_path / "s.toml")
     assert [(c.name, c.storage) for c in sw.configs] == [
-        ("fp16|fp32,store:bf16", "bf16"), ("fp16|fp32,store:fp8_e4m3", "fp8_e4m3")]
+        ("fp16|fp32,store:bf16", "bf16"), ("fp16|fp32,store:fp8_e4m3", "fp8_e4m3"),
+        ("fp16|fp32", None)]
     plain = Config("fp16", "fp16")
     blob = json.dumps(["fp16", "fp16", repr(plain.build_mac()), None, "nearest_even", None])
     assert plain.key() == hashlib.sha256(blob.encode()).hexdigest()[:16]
-    assert len({plain.key()} | {c.key() for c in sw.configs}) == 3
+    assert [c.key() for c in sw.configs][2] == plain.key()
+    assert len({c.key() for c in sw.configs}) == 3
 
 
 def test_load_sweep_weights_by_activations_and_defaults(tmp_path):
