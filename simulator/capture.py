@@ -314,14 +314,15 @@ def capture_torch(model, inputs, *, kwargs=None, loss_fn=None, target=None, labe
       mask, ``softmax``, ``matmul`` by v; grouped-query keys and values are repeated per query
       head by an ``expand`` op, so their memory traffic is priced once per query head; all
       but the product by v are ``fused``: their values stay in the attention kernel; with
-      ``dropout_p`` the product by v is left out); ``relu``, ``gelu``,
-      ``softmax`` (last axis), ``silu``, ``sigmoid``, ``tanh`` and ``flatten`` calls;
-    * where the input depends on a recorded op (below): ``transpose``/``permute``/``t``/``.T``/
+      ``dropout_p`` the product by v is left out);
+    * where the input depends on a recorded op (below): ``relu``, ``gelu``, ``softmax`` (last
+      axis), ``silu``, ``sigmoid``, ``tanh``, ``flatten``, ``transpose``/``permute``/``t``/``.T``/
       ``.mT``/``movedim`` (``permute``), ``expand``/``expand_as``/``broadcast_to``
       (``expand``), basic indexing ``x[...]`` and each piece of ``split``/``chunk``/``unbind``
       (``index``), ``+ - * /``, in place too, with the linked operand either side (``add``,
       ``sub``, ``mul``, ``div``; not with ``alpha`` or ``rounding_mode``) and ``-x`` (``mul``
-      by -1), ``exp``, ``log``, ``sqrt``, ``rsqrt``, ``abs``, ``pow`` by a number, ``clamp``/
+      by -1), ``exp``, ``log``, ``sqrt``, ``rsqrt``, ``abs``, ``erf``, ``pow`` by a number,
+      ``clamp``/
       ``clip``/``relu6``/``hardtanh`` with number bounds (``clamp``; ``x ** 0.5`` and
       ``x ** -0.5`` are ``sqrt`` and ``rsqrt``, as torch computes them),
       ``torch.cat``/``concat``/``concatenate``/``stack`` where a part does (``concat``; the
@@ -391,7 +392,8 @@ def capture_torch(model, inputs, *, kwargs=None, loss_fn=None, target=None, labe
         lo, hi = _arg(a, k, 1, "min_val"), _arg(a, k, 2, "max_val")
         return {"min": -1.0 if lo is None else lo, "max": 1.0 if hi is None else hi}
 
-    elementwise = {**{f: (name, no_attrs) for name in ("exp", "log", "sqrt", "rsqrt", "abs")
+    elementwise = {**{f: (name, no_attrs) for name in ("exp", "log", "sqrt", "rsqrt", "abs",
+                                                       "erf")
                       for f in (getattr(torch, name), getattr(torch, name + "_"),
                                 getattr(T, name), getattr(T, name + "_"))},
                    T.__abs__: ("abs", no_attrs),
@@ -678,7 +680,7 @@ def capture_torch(model, inputs, *, kwargs=None, loss_fn=None, target=None, labe
                             isinstance(other, (torch.Tensor, int, float)):
                         record_binary(kind, before, other, out, src, osrc, xt, ot,
                                       func in reversed_)
-                elif func in unary and "out" not in kw:
+                elif func in unary and "out" not in kw and xt:
                     attrs = {}
                     if kind == "softmax":
                         dim = _arg(args, kw, 1, "dim")

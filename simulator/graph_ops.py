@@ -7,7 +7,7 @@ also takes the attr ``fused``: true where its output stays inside a fused kernel
 * unary, output of the input's shape: ``relu``, ``gelu`` (attr ``approximate``: "none" for the
   erf form, "tanh"), ``softmax`` (last axis; attr ``safe``: a row of -inf gives zeros, as
   ``scaled_dot_product_attention``'s softmax does, where plain softmax gives NaN), ``silu``,
-  ``sigmoid``, ``tanh``, ``identity``, ``exp``, ``log``, ``sqrt``, ``rsqrt`` (1/sqrt), ``abs``,
+  ``sigmoid``, ``tanh``, ``identity``, ``exp``, ``log``, ``sqrt``, ``rsqrt`` (1/sqrt), ``abs``, ``erf``,
   ``pow`` (attr ``exponent``, a number; C's ``pow``, as ONNX's: torch computes ``x ** 0.5``
   and ``x ** -0.5`` as sqrt and rsqrt, which differ at -0 and -inf, and capture records them
   so), ``clamp`` (attrs ``min`` and ``max``, each a number or
@@ -44,11 +44,14 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 
+_erf = np.vectorize(math.erf, otypes=[float])
+
+
 def _gelu(x: np.ndarray, approximate: str = "none") -> np.ndarray:
     """GELU: x * Phi(x) (erf form), or PyTorch's ``approximate="tanh"`` form."""
     if approximate == "tanh":
         return 0.5 * x * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x ** 3)))
-    return x * 0.5 * (1.0 + np.vectorize(math.erf, otypes=[float])(x / math.sqrt(2.0)))
+    return x * 0.5 * (1.0 + _erf(x / math.sqrt(2.0)))
 
 
 def _softmax(x: np.ndarray, safe: bool = False) -> np.ndarray:
@@ -88,6 +91,7 @@ UNARY = {"relu": lambda x, a: np.maximum(x, 0.0),
          "sqrt": lambda x, a: np.sqrt(x),
          "rsqrt": lambda x, a: 1.0 / np.sqrt(x),
          "abs": lambda x, a: np.abs(x),
+         "erf": lambda x, a: _erf(x),
          "pow": lambda x, a: _pow(x, float(a["exponent"])),
          "clamp": lambda x, a: _clamp(x, a.get("min"), a.get("max"))}
 BINARY = {"add": np.add, "sub": np.subtract, "mul": np.multiply, "div": np.divide}

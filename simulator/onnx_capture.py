@@ -95,23 +95,25 @@ def capture_onnx(model, feeds: Mapping[str, np.ndarray], labels=None,
     Recorded:
 
     * ``Gemm`` (alpha = beta = 1, no transposed A, a bias C of one value per output or one for
-      all; other Gemm nodes are left out with a warning) and ``MatMul`` by a 2-D initializer as
-      ``linear`` (a following ``Add`` of a 1-D initializer is folded in as the bias); other
-      ``MatMul`` as ``matmul``; 1-D and 2-D ``Conv`` (symmetric explicit pads) as ``conv2d``
-      (auto_pad VALID, and SAME where it pads evenly, included; other Conv nodes are left out
-      with a warning);
-    * ``Relu``, ``Gelu``, ``Sigmoid``, ``Tanh``, ``Softmax`` (on the last axis; before opset 13
-      only of 2-D inputs), ``Flatten`` and ``Identity``;
-    * where the input depends on a recorded op (below): ``Transpose`` (``permute``), ``Add``,
-      ``Sub``, ``Mul``, ``Div`` of floats (the linked operand either side), ``Neg`` (``mul`` by
-      -1), ``Reciprocal`` (``div``), ``Sqrt``, ``Exp``, ``Log``, ``Abs``, ``Pow`` by a constant
-      number, ``Clip`` with constant bounds (``clamp``), ``Concat`` (``concat``; parts without a
-      link are constants), ``LayerNormalization``, ``BatchNormalization`` in inference mode,
-      ``ReduceMean``, ``GlobalAveragePool`` (``adaptive_avg_pool2d``),
-      ``MaxPool``/``AveragePool`` of NCHW inputs with symmetric pads (``pool2d``),
-      ``Gather`` of one index, ``Slice`` with positive steps and ``Split`` (``index``).  A node
-      whose shapes or attributes an op cannot hold as PyTorch defines it (a pool's padding
-      above half its kernel, say) is left out with a warning.
+      all; other Gemm nodes are left out with a warning) and ``MatMul`` by a 2-D constant (an
+      initializer, or a value computed from initializers alone: the ``Identity`` an exporter
+      puts before a shared one, say) as ``linear`` (a following ``Add`` of a 1-D constant is
+      folded in as the bias); other ``MatMul`` as ``matmul``; 1-D and 2-D ``Conv``
+      (symmetric explicit pads) as ``conv2d`` (auto_pad VALID, and SAME where it pads evenly,
+      included; other Conv nodes are left out with a warning);
+    * where the input depends on a recorded op (below): ``Relu``, ``Gelu``, ``Sigmoid``,
+      ``Tanh``, ``Softmax`` (on the last axis; before opset 13 only of 2-D inputs),
+      ``Flatten``, ``Identity``, ``Transpose`` (``permute``), ``Expand``, ``Add``, ``Sub``,
+      ``Mul``, ``Div`` of floats (the linked operand either side), ``Neg`` (``mul`` by -1),
+      ``Reciprocal`` (``div``), ``Sqrt``, ``Exp``, ``Log``, ``Abs``, ``Erf`` (GELU as
+      exported below opset 20), ``Pow`` by a constant number, ``Clip`` with constant bounds
+      (``clamp``), ``Concat`` (``concat``; parts without a link are constants),
+      ``LayerNormalization``, ``BatchNormalization`` in inference mode, ``ReduceMean``,
+      ``GlobalAveragePool`` (``adaptive_avg_pool2d``), ``MaxPool``/``AveragePool`` of NCHW
+      inputs with symmetric pads (``pool2d``), ``Gather`` of one index, ``Slice`` with
+      positive steps and ``Split`` (``index``).  A node whose shapes or attributes an op
+      cannot hold as PyTorch defines it (a pool's padding above half its kernel, say) is left
+      out with a warning.
 
     ``Reshape``, ``Squeeze``, ``Unsqueeze``, ``Dropout``, a widening ``Cast`` and a
     ``ReduceMean`` without axes that is the identity keep the values in their order: they pass
@@ -144,6 +146,10 @@ def capture_onnx(model, feeds: Mapping[str, np.ndarray], labels=None,
     names = [o.name for o in sess.get_outputs()]
     values = {**inits, **{k: np.asarray(v) for k, v in feeds.items()},
               **dict(zip(names, sess.run(names, dict(feeds))))}
+    consts = set(inits)                      # values that depend on no graph input
+    for node in graph.node:
+        if all(i in consts for i in node.input if i):
+            consts.update(node.output)
     consumers: dict = {}
     for node in graph.node:
         for i in node.input:
@@ -193,7 +199,7 @@ def capture_onnx(model, feeds: Mapping[str, np.ndarray], labels=None,
             a, b = values[ins[0]], values[ins[1]]
             gemm_ok = t == "MatMul" or (at.get("alpha", 1.0) == 1.0 and at.get("beta", 1.0) == 1.0
                                         and not at.get("transA", 0))
-            if ins[1] in inits and b.ndim == 2 and gemm_ok and ins[0] not in inits:
+            if ins[1] in consts and b.ndim == 2 and gemm_ok and ins[0] not in consts:
                 w = b if at.get("transB", 0) else b.T
                 tensors = {"input": a, "weight": np.ascontiguousarray(w)}
                 out_name = out
@@ -207,9 +213,10 @@ def capture_onnx(model, feeds: Mapping[str, np.ndarray], labels=None,
                 elif t == "MatMul" and len(consumers.get(out, [])) == 1:
                     nxt = consumers[out][0]
                     other = [n for n in nxt.input if n != out]
-                    if (nxt.op_type == "Add" and len(other) == 1 and other[0] in inits
-                            and inits[other[0]].shape == (w.shape[0],) and have(nxt.output[0])):
-                        tensors["bias"] = inits[other[0]]
+                    if (nxt.op_type == "Add" and len(other) == 1 and other[0] in consts
+                            and values[other[0]].shape == (w.shape[0],)
+                            and have(nxt.output[0])):
+                        tensors["bias"] = values[other[0]]
                         out_name = nxt.output[0]
                         folded.add(id(nxt))
                 tensors["output"] = values[out_name]
@@ -219,8 +226,8 @@ def capture_onnx(model, feeds: Mapping[str, np.ndarray], labels=None,
             elif t == "Gemm":
                 warnings.warn(f"ONNX node {node.name!r}: not recorded: only Gemm with alpha = "
                               f"beta = 1, A not transposed, B an initializer", stacklevel=3)
-        elif t == "Conv" and ins[1] in inits:
-            w, x, y = inits[ins[1]], values[ins[0]], values[out]
+        elif t == "Conv" and ins[1] in consts:
+            w, x, y = values[ins[1]], values[ins[0]], values[out]
             try:
                 attrs, lift = _onnx_conv_attrs(node, x, w)
             except TraceError as exc:
@@ -232,18 +239,21 @@ def capture_onnx(model, feeds: Mapping[str, np.ndarray], labels=None,
             if len(ins) > 2 and ins[2]:
                 tensors["bias"] = values[ins[2]]
             add(node, "conv2d", tensors, [ins[0]], out, attrs)
-        elif t in ("Relu", "Gelu", "Sigmoid", "Tanh", "Softmax", "Flatten", "Identity"):
+        elif t in _PASSES or (t == "Cast" and _widens(values[ins[0]], values[out])):
+            if ins[0] in producer:
+                producer[out] = producer[ins[0]]
+        elif not any(i in tainted for i in ins):
+            return                               # the nodes below are recorded where tainted
+        elif t in ("Relu", "Gelu", "Sigmoid", "Tanh", "Softmax", "Flatten", "Identity", "Erf",
+                   "Sqrt", "Exp", "Log", "Abs") and values[out].dtype.kind == "f":
             x = values[ins[0]]
             if t == "Softmax" and (at.get("axis", -1 if opset >= 13 else 1) not in
                                    (-1, x.ndim - 1) or (opset < 13 and x.ndim != 2)):
                 return                           # replay's softmax runs on the last axis
             attrs = {"approximate": at.get("approximate", "none")} if t == "Gelu" else {}
             add(node, t.lower(), {"input": x, "output": values[out]}, [ins[0]], out, attrs)
-        elif t in _PASSES or (t == "Cast" and _widens(values[ins[0]], values[out])):
-            if ins[0] in producer:
-                producer[out] = producer[ins[0]]
-        elif not any(i in tainted for i in ins):
-            return                               # the nodes below are recorded where tainted
+        elif t == "Expand" and values[out].dtype.kind == "f":
+            add(node, "expand", {"input": values[ins[0]], "output": values[out]}, ins[:1], out)
         elif t in ("Add", "Sub", "Mul", "Div") and values[out].dtype.kind == "f":
             a, b = ins[:2]
             flip = a not in producer and b in producer        # the linked operand goes first
@@ -256,8 +266,6 @@ def capture_onnx(model, feeds: Mapping[str, np.ndarray], labels=None,
             x = values[ins[0]]
             add(node, "mul", {"input": x, "other": -np.ones((), x.dtype), "output": values[out]},
                 ins[:1], out)
-        elif t in ("Sqrt", "Exp", "Log", "Abs") and values[out].dtype.kind == "f":
-            add(node, t.lower(), {"input": values[ins[0]], "output": values[out]}, ins[:1], out)
         elif t == "Reciprocal" and values[out].dtype.kind == "f":
             x = values[ins[0]]
             add(node, "div", {"input": x, "other": np.ones((), x.dtype), "output": values[out]},

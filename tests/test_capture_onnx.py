@@ -100,7 +100,7 @@ def test_a_conv_that_cannot_be_a_conv2d_op_is_left_out_with_a_warning():
         wc = numpy_helper.from_array(rng.standard_normal(w).astype(np.float32), "wc")
         with pytest.warns(UserWarning, match="asymmetric pads"):
             trace = capture_onnx(_conv_model(["img", "wc"], [wc], **attrs), img)
-        assert [(o.name, o.inputs_from) for o in trace.ops] == [("relu", [])]
+        assert trace.ops == []            # the relu reads what depends on no recorded op
 
 
 @pytest.mark.parametrize("attrs, pad", [({"auto_pad": "VALID"}, 0),
@@ -191,11 +191,11 @@ def test_gemm_with_one_output_and_a_scalar_bias():
 def test_matmul_by_a_leading_initializer_is_not_linked_as_its_first_operand():
     rng = np.random.default_rng(4)
     m = numpy_helper.from_array(rng.standard_normal((2, 3)).astype(np.float32), "m")
+    lin, eye = _start(5)
     graph = helper.make_graph(
-        [helper.make_node("Relu", ["x"], ["r"], name="relu"),
-         helper.make_node("MatMul", ["m", "r"], ["y"], name="mm")], "g",
+        [lin, helper.make_node("MatMul", ["m", "r"], ["y"], name="mm")], "g",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 5])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 5])], [m])
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 5])], [m, eye])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     with pytest.warns(UserWarning, match="^mm: an input depends on the recorded ops"):
         trace = capture_onnx(model, {"x": rng.standard_normal((3, 5)).astype(np.float32)})
@@ -212,6 +212,17 @@ def _run_graph(nodes, inputs, outputs, inits, opset=17):
                               [helper.make_tensor_value_info(n, TensorProto.FLOAT, None)
                                for n in outputs], inits)
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+
+
+def _start(channels_or_features: int, conv: bool = False) -> tuple:
+    """A recorded MAC "lin" that makes "r" from "x" unchanged (a MatMul by the identity, or a
+    1x1 Conv by it), so that what follows depends on a recorded op; (node, initializer)."""
+    eye = np.eye(channels_or_features, dtype=np.float32)
+    if conv:
+        return (helper.make_node("Conv", ["x", "eye"], ["r"], name="lin"),
+                numpy_helper.from_array(eye[:, :, None, None], "eye"))
+    return helper.make_node("MatMul", ["x", "eye"], ["r"], name="lin"), \
+        numpy_helper.from_array(eye, "eye")
 
 
 def _exact():
@@ -309,15 +320,15 @@ def test_a_transformer_graph_links_through_heads_norms_and_slices():
 
 
 def test_a_pool_torch_would_refuse_is_left_out_with_a_warning():
-    model = _run_graph([helper.make_node("Relu", ["x"], ["r"], name="relu"),
-                        helper.make_node("Conv", ["r", "w"], ["c"], name="conv"),
+    lin, eye = _start(1, conv=True)
+    model = _run_graph([lin, helper.make_node("Conv", ["r", "w"], ["c"], name="conv"),
                         helper.make_node("MaxPool", ["c"], ["y"], name="pool",
                                          kernel_shape=[3, 3], pads=[2, 2, 2, 2])],
                        [("x", [1, 1, 4, 4])], ["y"], [_init(np.random.default_rng(1), "w",
-                                                            1, 1, 1, 1)])
+                                                            1, 1, 1, 1), eye])
     with pytest.warns(UserWarning, match="'pool': not recorded: pool2d padding"):
         trace = capture_onnx(model, {"x": np.ones((1, 1, 4, 4), np.float32)})
-    assert [o.name for o in trace.ops] == ["relu", "conv"]
+    assert [o.name for o in trace.ops] == ["lin", "conv"]
 
 
 def test_a_dilated_average_pool_is_left_out_and_the_old_import_works():
@@ -325,19 +336,19 @@ def test_a_dilated_average_pool_is_left_out_and_the_old_import_works():
     has none): left out with a warning that says so, not replayed without them."""
     from simulator.capture import capture_onnx as old_path
     assert old_path is capture_onnx
-    model = _run_graph([helper.make_node("Relu", ["x"], ["r"], name="relu"),
-                        helper.make_node("AveragePool", ["r"], ["y"], name="ap",
-                                         kernel_shape=[2, 2], strides=[3, 3],
-                                         dilations=[2, 2])],
-                       [("x", [1, 2, 6, 6])], ["y"], [], opset=19)
+    lin, eye = _start(2, conv=True)
+    model = _run_graph([lin, helper.make_node("AveragePool", ["r"], ["y"], name="ap",
+                                              kernel_shape=[2, 2], strides=[3, 3],
+                                              dilations=[2, 2])],
+                       [("x", [1, 2, 6, 6])], ["y"], [eye], opset=19)
     with pytest.warns(UserWarning, match="'ap': not recorded: an avg pool2d takes dilation 1"):
         trace = capture_onnx(model, {"x": np.ones((1, 2, 6, 6), np.float32)})
-    assert [o.name for o in trace.ops] == ["relu"]
+    assert [o.name for o in trace.ops] == ["lin"]
 
 
 def test_a_widening_cast_and_an_identity_reduce_mean_pass_the_link_on():
-    nodes = [helper.make_node("Relu", ["x"], ["r"], name="relu"),
-             helper.make_node("Cast", ["r"], ["c"], name="cast", to=TensorProto.DOUBLE),
+    lin, eye = _start(3)
+    nodes = [lin, helper.make_node("Cast", ["r"], ["c"], name="cast", to=TensorProto.DOUBLE),
              helper.make_node("ReduceMean", ["c"], ["m"], name="noop", noop_with_empty_axes=1),
              helper.make_node("Cast", ["m"], ["h"], name="narrow", to=TensorProto.FLOAT16),
              helper.make_node("Relu", ["m"], ["y1"], name="relu2"),
@@ -345,12 +356,13 @@ def test_a_widening_cast_and_an_identity_reduce_mean_pass_the_link_on():
     graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT,
                                                                          [2, 3])],
                               [helper.make_tensor_value_info("y1", TensorProto.DOUBLE, None),
-                               helper.make_tensor_value_info("y2", TensorProto.FLOAT16, None)])
+                               helper.make_tensor_value_info("y2", TensorProto.FLOAT16, None)],
+                              [eye])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
     with pytest.warns(UserWarning, match=r"^relu3 \(after Cast\): an input"):   # fp16 rounds
         trace = capture_onnx(model, {"x": np.ones((2, 3), np.float32)})
     assert [(o.name, o.inputs_from) for o in trace.ops] == [
-        ("relu", []), ("relu2", ["relu"]), ("relu3", [])]
+        ("lin", []), ("relu2", ["lin"]), ("relu3", [])]
 
 
 def test_rms_norm_rotary_concat_and_reversed_arithmetic_link():
@@ -422,8 +434,8 @@ def test_pow_and_clip_replay_onnxruntimes_special_values(opset):
     special = np.array([[0.0, -0.0, np.inf, -np.inf, 2.0, -3.0, 1e-30]], np.float32)
     consts = {"s": special, "lo": np.array(-1.0, np.float32)}
     consts.update({f"e{i}": np.array(e, np.float32) for i, e in enumerate((0.5, -0.5, 1.5, -2))})
-    nodes = [helper.make_node("Relu", ["x"], ["r"], name="relu"),        # links to x
-             helper.make_node("Mul", ["r", "s"], ["v"], name="spec")]    # r is 1: v = s
+    lin, eye = _start(7)
+    nodes = [lin, helper.make_node("Mul", ["r", "s"], ["v"], name="spec")]    # r is 1: v = s
     for i in range(4):
         nodes.append(helper.make_node("Pow", ["v", f"e{i}"], [f"p{i}"], name=f"pow{i}"))
     if opset < 11:                                  # Clip-6 takes its bounds as attributes
@@ -433,7 +445,7 @@ def test_pow_and_clip_replay_onnxruntimes_special_values(opset):
         nodes += [helper.make_node("Clip", ["v", "", ""], ["c0"], name="clip0"),
                   helper.make_node("Clip", ["v", "lo"], ["c1"], name="clip1")]
     outs = [f"p{i}" for i in range(4)] + ["c0", "c1"]
-    inits = [numpy_helper.from_array(v, k) for k, v in consts.items()]
+    inits = [numpy_helper.from_array(v, k) for k, v in consts.items()] + [eye]
     model = _run_graph(nodes, [("x", [1, 7])], outs, inits, opset=opset)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -451,3 +463,42 @@ def test_pow_and_clip_replay_onnxruntimes_special_values(opset):
             assert np.array_equal(got, want, equal_nan=True), o.name
             real = ~np.isnan(want)
             assert np.array_equal(np.signbit(got[real]), np.signbit(want[real])), o.name
+
+
+def test_erf_gelu_expand_and_a_bias_behind_an_identity_link_and_fold():
+    """GELU as torch exports it below opset 20 (Div, Erf, Add, Mul, Mul) links through Erf;
+    Expand of a linked value links; a bias an exporter reads through an Identity of an
+    initializer is still folded into the linear, and neither that Identity nor a Flatten of a
+    bool input (no recorded op behind either) is recorded or warned about."""
+    rng = np.random.default_rng(14)
+    consts = {"rt2": np.array(np.sqrt(2.0), np.float32), "one": np.array(1.0, np.float32),
+              "half": np.array(0.5, np.float32), "shape": np.array([2, 3, 4], np.int64)}
+    inits = [_init(rng, "w", 4, 4), _init(rng, "b0", 4)] + [
+        numpy_helper.from_array(v, k) for k, v in consts.items()]
+    nodes = [helper.make_node("Identity", ["b0"], ["b"], name="shared_bias"),
+             helper.make_node("MatMul", ["x", "w"], ["m"], name="fc"),
+             helper.make_node("Add", ["m", "b"], ["h"], name="fc_bias"),
+             helper.make_node("Div", ["h", "rt2"], ["d"], name="div"),
+             helper.make_node("Erf", ["d"], ["e"], name="erf"),
+             helper.make_node("Add", ["e", "one"], ["e1"], name="add1"),
+             helper.make_node("Mul", ["h", "e1"], ["g0"], name="mul"),
+             helper.make_node("Mul", ["g0", "half"], ["g"], name="gelu"),
+             helper.make_node("Expand", ["g", "shape"], ["y"], name="expand"),
+             helper.make_node("Flatten", ["mask"], ["flat"], name="flat_mask")]
+    graph = helper.make_graph(nodes, "g", [
+        helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 4]),
+        helper.make_tensor_value_info("mask", TensorProto.BOOL, [3, 4])], [
+        helper.make_tensor_value_info("y", TensorProto.FLOAT, None),
+        helper.make_tensor_value_info("flat", TensorProto.BOOL, None)], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    x = rng.standard_normal((3, 4)).astype(np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        trace = capture_onnx(model, {"x": x, "mask": x > 0})
+    assert [(o.name, o.kind, o.inputs_from) for o in trace.ops] == [
+        ("fc", "linear", []), ("div", "div", ["fc"]), ("erf", "erf", ["div"]),
+        ("add1", "add", ["erf"]), ("mul", "mul", ["fc", "add1"]), ("gelu", "mul", ["mul"]),
+        ("expand", "expand", ["gelu"])]
+    assert "bias" in trace.op("fc").tensors
+    df = replay(trace, [_exact()], "propagated")
+    assert (df[df.role == "output"].sqnr_db > 120).all() and "error" not in df

@@ -559,17 +559,16 @@ def test_a_transformer_block_links_end_to_end_and_round_trips(causal, tmp_path):
 
 
 def test_a_parameter_used_beside_a_recorded_value_stays_a_constant():
-    """``p[argmax(relu(x))]`` and ``h[0] = relu(x)[0]`` taint only what they write: the
-    parameter p read later, and h before the write, are still constants (a regression: every
-    call named like ``__getitem__`` was taken for an in-place one and tainted its first
-    operand)."""
+    """``p[argmax(fc(x))]`` and ``h[0] = fc(x)[0]`` taint only what they write: the parameter
+    p read later, and h before the write, are still constants (a regression: every call named
+    like ``__getitem__`` was taken for an in-place one and tainted its first operand)."""
     class P(nn.Module):
         def __init__(self):
             super().__init__()
-            self.p = nn.Parameter(torch.randn(5, 4))
+            self.p, self.fc = nn.Parameter(torch.randn(5, 4)), nn.Linear(5, 5)
 
         def forward(self, x):
-            r = F.relu(x)
+            r = self.fc(x)
             a = self.p[r.argmax(0)]
             h = torch.zeros(4, 5)
             h[0] = r[0]
@@ -577,10 +576,10 @@ def test_a_parameter_used_beside_a_recorded_value_stays_a_constant():
 
     with torch.no_grad(), pytest.warns(UserWarning) as caught:
         trace = capture_torch(P(), torch.randn(4, 5))
-    # the relu of p needs no link; the relu of h reads relu's output through setitem, which is
-    # not recorded
-    assert [str(w.message).split(":")[0] for w in caught] == ["relu_3 (after setitem)"]
-    assert [o.name for o in trace.ops] == ["relu", "index", "relu_2", "relu_3"]
+    # the relu of p is not recorded (p depends on no recorded op); the relu of h reads fc's
+    # output through setitem, which is not recorded
+    assert [str(w.message).split(":")[0] for w in caught] == ["relu (after setitem)"]
+    assert [o.name for o in trace.ops] == ["fc", "index", "relu"]
 
 
 def test_reversed_arithmetic_negation_and_shape_only_calls_link():
@@ -774,10 +773,11 @@ class _Llamaish(nn.Module):
         self.qkv, self.o = nn.Linear(d, 3 * d), nn.Linear(d, d)
         self.up, self.down, self.heads = nn.Linear(d, 32), nn.Linear(32, d), heads
         self.cls, self.head = nn.Parameter(torch.randn(1, 1, d)), nn.Linear(2, 3)
+        self.embed = nn.Linear(d, d)
 
     def forward(self, x):
         b, n, d = x.shape
-        x = torch.cat([self.cls.expand(b, -1, -1), x.relu()], dim=1)
+        x = torch.cat([self.cls.expand(b, -1, -1), self.embed(x).relu()], dim=1)
         q, k, v = self.qkv(self.n1(x)).chunk(3, -1)
         q, k, v = (t.reshape(b, n + 1, self.heads, -1).transpose(1, 2) for t in (q, k, v))
         pos = torch.arange(n + 1)[:, None] * torch.ones(q.shape[-1] // 2)
@@ -803,7 +803,7 @@ def test_rms_norm_rotary_concat_and_stack_link_end_to_end(tmp_path):
         with warnings.catch_warnings():
             warnings.simplefilter("error")
             trace = capture_torch(model, x, labels=labels)
-    assert [o.name for o in trace.ops if not o.inputs_from] == ["relu"]
+    assert [o.name for o in trace.ops if not o.inputs_from] == ["embed"]
     kinds = [o.kind for o in trace.ops]
     assert {"concat", "pow", "rsqrt", "rms_norm", "clamp"} <= set(kinds)
     # cat, rotate_half for q and k, stack; q, k, v heads, k.mT, a's heads back, movedim, .T .T
@@ -998,3 +998,23 @@ def test_review_cases_hardtanh_defaults_pow_halves_numpy_axes_and_unrecordable_c
     trace, warned = _warned(_Fn(lambda s, h: torch.cat([torch.tensor([]), torch.roll(h, 1, 0)],
                                                        -1)), x)
     assert warned == ["head (after roll)"]
+
+
+def test_calls_on_values_no_recorded_op_made_are_not_recorded():
+    """A flatten of a bool mask, a softmax of the model's input or an erf of a parameter
+    depend on no recorded op: nothing to link, so nothing recorded and no warning downstream
+    (the flattened mask made every later op look unlinked); torch.erf of a linked value links."""
+    class M(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc, self.p = nn.Linear(4, 4), nn.Parameter(torch.randn(4))
+
+        def forward(self, x, m):
+            mask = torch.where(torch.flatten(m).reshape(3, 4), 0.0, -1e4)
+            h = self.fc(torch.softmax(x, -1)) + mask + torch.erf(self.p)
+            return torch.erf(h)
+
+    x = torch.randn(3, 4)
+    trace, warned = _warned(M(), x, x > 0)
+    assert warned == [] and [(o.kind, o.inputs_from) for o in trace.ops] == [
+        ("linear", []), ("add", ["fc"]), ("add", ["add"]), ("erf", ["add_2"])]

@@ -40,7 +40,7 @@ def test_unary_ops_are_torchs(kind, fn):
 
 @pytest.mark.parametrize("kind, attrs, fn", [
     ("exp", {}, torch.exp), ("log", {}, torch.log), ("sqrt", {}, torch.sqrt),
-    ("rsqrt", {}, torch.rsqrt), ("abs", {}, torch.abs),
+    ("rsqrt", {}, torch.rsqrt), ("abs", {}, torch.abs), ("erf", {}, torch.erf),
     ("pow", {"exponent": 2}, lambda x: torch.pow(x, 2)),      # (±0.5: torch's sqrt and rsqrt,
     ("pow", {"exponent": 1.5}, lambda x: x ** 1.5),            # not C's pow, which pow is:
     ("pow", {"exponent": -2}, lambda x: x ** -2),              # checked against onnxruntime)
