@@ -307,7 +307,8 @@ def capture_torch(model, inputs, *, kwargs=None, loss_fn=None, target=None, labe
       'same' padding is left out with a warning), and ``F.linear``, ``torch.addmm`` (bias +
       a @ b, as a linear layer), ``F.conv1d`` and ``F.conv2d`` called outside those modules
       (a subclass with a forward of its own, LoRA say, is recorded so; no gradients; a weight
-      that depends on recorded ops is never linked, and the warning names the op);
+      that depends on recorded ops is never linked, and the warning names the op; such an op
+      takes the name of the module it runs in, GPT-2's ``transformer.h.0.attn.c_attn`` say);
     * through a ``TorchFunctionMode``: ``torch.matmul``/``bmm``/``@`` of two operands of 2 or
       more dims (``matmul``); ``F.scaled_dot_product_attention`` as the ops it computes
       (``permute`` k^T, ``attention_scores`` q @ k^T, ``mul`` by the scale, ``add`` of the
@@ -427,6 +428,7 @@ def capture_torch(model, inputs, *, kwargs=None, loss_fn=None, target=None, labe
     pools = {F.max_pool2d: "max", F.avg_pool2d: "avg", F.adaptive_avg_pool2d: "adaptive"}
     functional = {F.linear, torch.addmm, F.conv1d, F.conv2d}
     inside = [0]                            # hooked modules' forward calls under way
+    scope: list[str] = []                   # the other modules' forward calls under way
     mha = [n for n, m in model.named_modules() if isinstance(m, torch.nn.MultiheadAttention)]
     if mha:
         warnings.warn(f"nn.MultiheadAttention computes its projections and scores inside torch; "
@@ -511,7 +513,7 @@ def capture_torch(model, inputs, *, kwargs=None, loss_fn=None, target=None, labe
                                                             {"bias": bias})}
         src, w = rec.source(x), t["weight"]
         if func in (torch.addmm, F.linear):
-            op = rec.add("linear", "linear", t, [src])
+            op = rec.add(scope[-1] if scope else "linear", "linear", t, [src])
         else:
             dims = 1 if func is F.conv1d else 2
             if x.ndim != dims + 2:
@@ -529,7 +531,7 @@ def capture_torch(model, inputs, *, kwargs=None, loss_fn=None, target=None, labe
             if dims == 1:
                 t = {**t, "input": x.unsqueeze(2), "weight": w.unsqueeze(2),
                      "output": out.unsqueeze(2)}
-            op = rec.add("conv2d", "conv2d", t, [src], attrs)
+            op = rec.add(scope[-1] if scope else "conv2d", "conv2d", t, [src], attrs)
             rec.produced(out, op.name)
         check_link(op, (tainted(x), src, x), (tainted(w), None, w))   # a weight is never linked
 
@@ -774,6 +776,18 @@ def capture_torch(model, inputs, *, kwargs=None, loss_fn=None, target=None, labe
         handles.append(m.register_forward_pre_hook(pre_hook, with_kwargs=True))
         handles.append(m.register_forward_hook(hook(name), with_kwargs=True,
                                                always_call=True))   # ends `inside` on errors
+    def enter(name):
+        def pre_hook(m, args) -> None:
+            scope.append(name)
+        return pre_hook
+
+    def leave(m, args, out) -> None:        # a hook that returned a value would replace out
+        scope.pop()
+
+    for name, m in model.named_modules():  # the module a functional MAC runs in names it
+        if name and name not in hooked:
+            handles.append(m.register_forward_pre_hook(enter(name)))
+            handles.append(m.register_forward_hook(leave, always_call=True))
     args = inputs if isinstance(inputs, (tuple, list)) else (inputs,)
     unlinked: list[str] = []                # ops fed by something capture did not record
     leaves = [t for t in list(model.parameters()) + list(args) + list(dict(kwargs or {}).values())

@@ -736,15 +736,15 @@ def test_linear_subclasses_dynamic_weights_and_errors_inside_modules():
     torch.manual_seed(13)
     with torch.no_grad(), pytest.warns(UserWarning) as caught:
         trace = capture_torch(M(), torch.randn(6, 6))
-    assert [str(w.message).split(":")[0] for w in caught] == ["linear_5, add_2 (after roll)"]
+    assert [str(w.message).split(":")[0] for w in caught] == ["linear_2, add_2 (after roll)"]
+    # the functional calls inside lora take its name; those of the model itself, their kind's
     assert [(o.name, o.inputs_from) for o in trace.ops] == [
-        ("linear", []), ("linear_2", []), ("linear_3", ["linear_2"]),
-        ("add", ["linear", "linear_3"]), ("linear_4", ["add"]), ("fc", []),
-        ("linear_5", ["linear_4"]), ("add_2", []), ("fc_2", ["add_2"])]
-    assert trace.op("linear_4").tensors["bias"].shape == (6,)      # addmm's (1, N) bias
+        ("lora", []), ("lora_2", []), ("lora_3", ["lora_2"]),
+        ("add", ["lora", "lora_3"]), ("linear", ["add"]), ("fc", []),
+        ("linear_2", ["linear"]), ("add_2", []), ("fc_2", ["add_2"])]
+    assert trace.op("linear").tensors["bias"].shape == (6,)      # addmm's (1, N) bias
     df = replay(trace, [_exact_fp32()], "propagated")
-    ok = df[(df.role == "output") & df.op.isin(["linear", "linear_2", "linear_3", "add",
-                                                 "linear_4"])]
+    ok = df[(df.role == "output") & df.op.isin(["lora", "lora_2", "lora_3", "add", "linear"])]
     assert len(ok) == 5 and (ok.sqnr_db > 120).all()
 
 
@@ -872,14 +872,15 @@ def test_grouped_query_keys_without_a_link_are_named():
         "expand (after sin), expand_2 (after sin)"]
 
 
-@pytest.mark.parametrize("which", ["llama-sdpa", "llama-eager", "vit"])
-def test_hugging_face_llama_and_vit_link_end_to_end(which):
+@pytest.mark.parametrize("which", ["llama-sdpa", "llama-eager", "vit", "gpt2"])
+def test_hugging_face_llama_vit_and_gpt2_link_end_to_end(which):
     """Tiny randomly initialised HF models (transformers is installed with the MiniLM extra):
     Llama with grouped-query attention, rotary embeddings, RMSNorm and its KV cache's first
     torch.cat (onto a 1-D empty tensor), in both attention implementations, and ViT with its
     class token.  Capture warns of nothing; the only ops without a link read values that
     depend on no recorded op (the first layer's projections of the embeddings, the patch
-    conv); exact fp32 propagated replay lands within fp32 rounding of torch's values."""
+    conv); exact fp32 propagated replay lands within fp32 rounding of torch's values.  GPT-2's
+    Conv1D layers (torch.addmm calls) take their modules' names."""
     tf = pytest.importorskip("transformers", reason="transformers comes with the MiniLM extra")
     torch.manual_seed(17)
     if which == "vit":
@@ -887,6 +888,10 @@ def test_hugging_face_llama_and_vit_link_end_to_end(which):
             image_size=16, patch_size=4, hidden_size=32, num_hidden_layers=2,
             num_attention_heads=4, intermediate_size=64, num_labels=5))
         x, first = torch.randn(2, 3, 16, 16), ["vit.embeddings.patch_embeddings.projection"]
+    elif which == "gpt2":
+        model = tf.GPT2LMHeadModel(tf.GPT2Config(vocab_size=64, n_positions=16, n_embd=32,
+                                                 n_layer=2, n_head=4))
+        x, first = torch.randint(0, 64, (2, 7)), ["transformer.h.0.attn.c_attn"]
     else:
         model = tf.LlamaForCausalLM(tf.LlamaConfig(
             vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
@@ -899,9 +904,12 @@ def test_hugging_face_llama_and_vit_link_end_to_end(which):
         trace = capture_torch(model.eval(), x)
     assert [o.name for o in trace.ops if not o.inputs_from] == first
     kinds = {o.kind for o in trace.ops}
-    want = {"concat", "layer_norm", "gelu"} if which == "vit" else {"concat", "pow", "rsqrt",
-                                                                     "expand"}
+    want = {"vit": {"concat", "layer_norm", "gelu"},
+            "gpt2": {"layer_norm", "tanh", "pow"}}.get(which, {"concat", "pow", "rsqrt", "expand"})
     assert want <= kinds
+    if which == "gpt2":
+        assert {"transformer.h.1.mlp.c_fc", "transformer.h.1.attn.c_proj"} <= {
+            o.name for o in trace.ops}
     df = replay(trace, [_exact_fp32()], "propagated")
     assert (df[df.role == "output"].sqnr_db > 120).all() and "error" not in df
 
