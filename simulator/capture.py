@@ -374,7 +374,7 @@ def capture_torch(model, inputs, *, kwargs=None, loss_fn=None, target=None, labe
     hooked = {name: m for name, m in model.named_modules()     # with a forward of its own
               if isinstance(m, tuple(stock))                   # (LoRA), its own F.linear
               and type(m).forward in stock.values()}           # calls are recorded instead
-    rec = _Recorder(set(hooked))
+    rec = _Recorder({name for name, _ in model.named_modules() if name})
     grads: dict = {}                        # op name -> {role: gradient}
     handles = []
     T = torch.Tensor
@@ -397,7 +397,7 @@ def capture_torch(model, inputs, *, kwargs=None, loss_fn=None, target=None, labe
                                                        "erf")
                       for f in (getattr(torch, name), getattr(torch, name + "_"),
                                 getattr(T, name), getattr(T, name + "_"))},
-                   T.__abs__: ("abs", no_attrs),
+                   T.__abs__: ("abs", no_attrs), torch.special.erf: ("erf", no_attrs),
                    **dict.fromkeys((torch.pow, T.pow, T.pow_, T.__pow__, T.__ipow__),
                                    ("pow", lambda a, k: {"exponent": _arg(a, k, 1, "exponent")})),
                    **dict.fromkeys((torch.clamp, torch.clamp_, T.clamp, T.clamp_, torch.clip,
@@ -427,8 +427,7 @@ def capture_torch(model, inputs, *, kwargs=None, loss_fn=None, target=None, labe
     concats = {torch.cat, torch.concat, torch.concatenate, torch.stack}
     pools = {F.max_pool2d: "max", F.avg_pool2d: "avg", F.adaptive_avg_pool2d: "adaptive"}
     functional = {F.linear, torch.addmm, F.conv1d, F.conv2d}
-    inside = [0]                            # hooked modules' forward calls under way
-    scope: list[str] = []                   # the other modules' forward calls under way
+    scope: list[str] = []                   # the modules' forward calls under way
     mha = [n for n, m in model.named_modules() if isinstance(m, torch.nn.MultiheadAttention)]
     if mha:
         warnings.warn(f"nn.MultiheadAttention computes its projections and scores inside torch; "
@@ -439,16 +438,25 @@ def capture_torch(model, inputs, *, kwargs=None, loss_fn=None, target=None, labe
         if loss_fn is not None and t.requires_grad:
             t.register_hook(lambda g: grads.setdefault(op.name, {}).__setitem__(role, g))
 
-    def pre_hook(m, args, kw):
-        """Feed the module a view of its input made for this call, so that the gradient
-        reaching it is this call's own contribution to dL/dx (the mode passes the input's
-        link on to the view)."""
-        inside[0] += 1                      # its F.linear / F.conv* call is the module's
-        x = _arg(args, kw, 0, "input")
-        if not rec.on or loss_fn is None or x is None or not x.requires_grad:
-            return None
-        view = x.view_as(x)
-        return ((view,) + tuple(args[1:]), kw) if args else (args, {**kw, "input": view})
+    def enter(name: str):
+        def pre_hook(m, args, kw):
+            """Note the module's call (a hooked module's F.linear / F.conv* call is the
+            module's; a functional MAC takes the name of the module it runs in); feed a hooked
+            module a view of its input made for this call, so that the gradient reaching it is
+            this call's own contribution to dL/dx (the mode passes the input's link on)."""
+            scope.append(name)
+            x = _arg(args, kw, 0, "input")
+            if name not in hooked or not rec.on or loss_fn is None or x is None or \
+                    not x.requires_grad:
+                return None
+            view = x.view_as(x)
+            return ((view,) + tuple(args[1:]), kw) if args else (args, {**kw, "input": view})
+        return pre_hook
+
+    def leave(name: str) -> None:
+        """End the module's call (if its pre-hook ran: one registered before it may raise)."""
+        if scope and scope[-1] == name:
+            scope.pop()
 
     def tainted(t) -> bool:
         return isinstance(t, torch.Tensor) and id(t) in rec.tainted
@@ -463,9 +471,9 @@ def capture_torch(model, inputs, *, kwargs=None, loss_fn=None, target=None, labe
             unlinked.append(op.name + (f" (after {', '.join(via)})" if via else ""))
 
     def hook(name):
-        def forward_hook(m, args, kw, out):
-            inside[0] -= 1
-            if not rec.on or out is None:            # None: the forward raised
+        def forward_hook(m, args, kw, out) -> None:   # returns None: out stays as it is
+            leave(name)
+            if name not in hooked or not rec.on or out is None:   # None: the forward raised
                 return
             x = _arg(args, kw, 0, "input")
             conv1d = isinstance(m, torch.nn.Conv1d)
@@ -513,7 +521,8 @@ def capture_torch(model, inputs, *, kwargs=None, loss_fn=None, target=None, labe
                                                             {"bias": bias})}
         src, w = rec.source(x), t["weight"]
         if func in (torch.addmm, F.linear):
-            op = rec.add(scope[-1] if scope else "linear", "linear", t, [src])
+            op = rec.add(scope[-1] if scope else "linear", "linear", t, [src],
+                         module=bool(scope))
         else:
             dims = 1 if func is F.conv1d else 2
             if x.ndim != dims + 2:
@@ -531,7 +540,8 @@ def capture_torch(model, inputs, *, kwargs=None, loss_fn=None, target=None, labe
             if dims == 1:
                 t = {**t, "input": x.unsqueeze(2), "weight": w.unsqueeze(2),
                      "output": out.unsqueeze(2)}
-            op = rec.add(scope[-1] if scope else "conv2d", "conv2d", t, [src], attrs)
+            op = rec.add(scope[-1] if scope else "conv2d", "conv2d", t, [src], attrs,
+                         module=bool(scope))
             rec.produced(out, op.name)
         check_link(op, (tainted(x), src, x), (tainted(w), None, w))   # a weight is never linked
 
@@ -694,7 +704,7 @@ def capture_torch(model, inputs, *, kwargs=None, loss_fn=None, target=None, labe
                                (xt, src, x))
                 elif func is F.scaled_dot_product_attention:
                     record_attention(x, args, kw, out)
-                elif func in functional and not inside[0]:
+                elif func in functional and not hooked.keys() & set(scope):
                     record_functional(func, args, kw, out)
                 elif func in passes:
                     if src and out is not x and _same_values(func, x, out, args, kw):
@@ -772,28 +782,18 @@ def capture_torch(model, inputs, *, kwargs=None, loss_fn=None, target=None, labe
                     if tainted(t) and rec.source(t) is None:
                         rec.via[id(t)] = cause or name.strip("_")
 
-    for name, m in hooked.items():
-        handles.append(m.register_forward_pre_hook(pre_hook, with_kwargs=True))
-        handles.append(m.register_forward_hook(hook(name), with_kwargs=True,
-                                               always_call=True))   # ends `inside` on errors
-    def enter(name):
-        def pre_hook(m, args) -> None:
-            scope.append(name)
-        return pre_hook
-
-    def leave(m, args, out) -> None:        # a hook that returned a value would replace out
-        scope.pop()
-
-    for name, m in model.named_modules():  # the module a functional MAC runs in names it
-        if name and name not in hooked:
-            handles.append(m.register_forward_pre_hook(enter(name)))
-            handles.append(m.register_forward_hook(leave, always_call=True))
     args = inputs if isinstance(inputs, (tuple, list)) else (inputs,)
     unlinked: list[str] = []                # ops fed by something capture did not record
     leaves = [t for t in list(model.parameters()) + list(args) + list(dict(kwargs or {}).values())
               if isinstance(t, torch.Tensor) and t.is_leaf]
     saved = [t.grad for t in leaves]
     try:
+        for name, m in model.named_modules():       # TorchScript modules take no hooks
+            if name and not isinstance(m, torch.jit.ScriptModule):
+                handles.append(m.register_forward_pre_hook(enter(name), with_kwargs=True,
+                                                           prepend=True))
+                handles.append(m.register_forward_hook(hook(name), with_kwargs=True,
+                                                       always_call=True))  # ends it on errors
         with torch.set_grad_enabled(loss_fn is not None), Mode():
             output = model(*args, **dict(kwargs or {}))
         rec.on = False                      # activation checkpointing reruns forward hooks

@@ -78,8 +78,8 @@ def _replay_options(p: argparse.ArgumentParser) -> None:
                         "of the ops before it (propagated, the default)")
     p.add_argument("--storage", metavar="FORMAT",
                    help="store every op's output (the values between the MACs: a bf16 residual "
-                        "stream, say) in FORMAT, in every configuration (default: MAC outputs "
-                        "in fp32, the ops between them in float64)")
+                        "stream, say) in FORMAT, in every configuration (default, or 'none': "
+                        "MAC outputs in fp32, the ops between them in float64)")
     p.add_argument("--tech", type=float, default=None, help="process node in nm (45 default)")
     p.add_argument("--level", choices=("rf", "sram", "dram"), default="dram",
                    help="memory level the tensors move to and from (default dram)")

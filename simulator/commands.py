@@ -170,7 +170,7 @@ def _configs(args: argparse.Namespace) -> list:
     configs = [Config(p[0], p[1], p[2] if len(p) == 3 else None) for p in args.config or []]
     if args.standard or not configs:
         configs = standard_configs() + configs
-    if args.storage:
+    if args.storage and args.storage != "none":
         configs = [replace(c, storage=args.storage, name=f"{c.name},store:{args.storage}")
                    for c in configs]
     return configs

@@ -7,10 +7,10 @@ also takes the attr ``fused``: true where its output stays inside a fused kernel
 * unary, output of the input's shape: ``relu``, ``gelu`` (attr ``approximate``: "none" for the
   erf form, "tanh"), ``softmax`` (last axis; attr ``safe``: a row of -inf gives zeros, as
   ``scaled_dot_product_attention``'s softmax does, where plain softmax gives NaN), ``silu``,
-  ``sigmoid``, ``tanh``, ``identity``, ``exp``, ``log``, ``sqrt``, ``rsqrt`` (1/sqrt), ``abs``, ``erf``,
-  ``pow`` (attr ``exponent``, a number; C's ``pow``, as ONNX's: torch computes ``x ** 0.5``
-  and ``x ** -0.5`` as sqrt and rsqrt, which differ at -0 and -inf, and capture records them
-  so), ``clamp`` (attrs ``min`` and ``max``, each a number or
+  ``sigmoid``, ``tanh``, ``identity``, ``exp``, ``log``, ``sqrt``, ``rsqrt`` (1/sqrt),
+  ``abs``, ``erf``, ``pow`` (attr ``exponent``, a number; C's ``pow``, as ONNX's: torch
+  computes ``x ** 0.5`` and ``x ** -0.5`` as sqrt and rsqrt, which differ at -0 and -inf, and
+  capture records them so), ``clamp`` (attrs ``min`` and ``max``, each a number or
   null for no bound; ``relu6`` and ``hardtanh`` are clamps);
 * ``flatten``: the input's values in their order, in the output's shape;
 * ``permute``: attr ``dims``, the input's axes in the output's order (``np.transpose``);

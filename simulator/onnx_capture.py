@@ -147,8 +147,10 @@ def capture_onnx(model, feeds: Mapping[str, np.ndarray], labels=None,
     values = {**inits, **{k: np.asarray(v) for k, v in feeds.items()},
               **dict(zip(names, sess.run(names, dict(feeds))))}
     consts = set(inits)                      # values that depend on no graph input
-    for node in graph.node:
-        if all(i in consts for i in node.input if i):
+    for node in graph.node:                  # (an If's or Loop's branches may read any)
+        subgraph = any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
+                       for a in node.attribute)
+        if not subgraph and all(i in consts for i in node.input if i):
             consts.update(node.output)
     consumers: dict = {}
     for node in graph.node:

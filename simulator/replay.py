@@ -34,15 +34,19 @@ again); its memory traffic is priced in the activation format, in which the next
 it.  A config's ``storage`` format is the one the values between the MACs are kept in (a bf16
 residual stream, say): every op's output, a MAC's after that fp32 rounding and an op between the
 MACs' after its float64 evaluation, is rounded to it as a store would (nearest even; a scaled
-format's blocks along the last axis; a float format without infinities saturates, infinities
-included, to its largest finite value, as fp8 stores with ``satfinite`` do; other formats
-overflow by their own rule: IEEE ones to infinity), in both modes; the output's
-``max_ulp_error`` is then in its ulps, and a MAC output's memory traffic is priced in it (without
-a storage format, in the activation format, in which the next layer reads it).  An op whose
-attr ``fused`` is true (the ops capture makes of one ``scaled_dot_product_attention`` call but
-its output: scores, scale, mask, softmax) keeps its value inside the fused kernel and is not
-rounded.  The ops between the MACs are not priced.  Values that depend on no recorded op (the
-model's input, constants, a KV cache's past entries) stay as captured.
+format's blocks along the last axis, where an infinity makes its block NaN; a float format
+without infinities saturates, infinities included, to its largest finite value, as fp8 stores
+with ``satfinite`` do; formats with infinities keep them, and overflow to them, as IEEE casts
+do, so an attention mask's -inf survives a bf16 or fp8 e5m2 store), in both modes; the
+output's ``max_ulp_error`` is then in its ulps, and a MAC output's memory traffic is priced in
+it (without a storage format, in the activation format, in which the next layer reads it).  Ops
+that only move values (flatten, permute, expand, index, concat, identity) are not rounded
+again.  An op whose attr ``fused`` is true (the ops capture makes of one
+``scaled_dot_product_attention`` call but its output: k^T, repeated grouped-query heads,
+scores, scale, mask, softmax) keeps its value inside the fused kernel: it is not rounded, and a
+fused MAC's output is priced and its ulps counted as without a storage format.  The ops
+between the MACs are not priced.  Values that depend on no recorded op (the model's input,
+constants, a KV cache's past entries) stay as captured.
 Error metrics are those of :mod:`simulator.metrics`.  An op that cannot run (NaN for a scalar
 integer format, for example) gives a row with its ``error`` message instead of stopping the
 replay; in propagated mode the ops fed by it get an ``error`` row too, and the task accuracy is
@@ -71,6 +75,12 @@ from .configs import Config, repeats
 from .traces import Op, Trace
 
 MODES = ("per-op", "propagated")
+# The version of replay's results: bumped when the same trace and config give other numbers, so
+# that a sweep recomputes the cells an older replay wrote (2: storage formats, fused ops).
+RESULTS = 2
+# Ops that only move stored values: a storage format does not round their outputs again (a
+# per-tensor scale would otherwise change a slice's values).
+MOVERS = ("flatten", "permute", "expand", "index", "concat", "identity")
 
 
 def _operand_rows(refs: list, useds: list, fmt, k_axis: int, cfg: Config,
@@ -102,7 +112,7 @@ def _rounded(x: np.ndarray, fmt_name: str, cfg: Config, stream: int) -> np.ndarr
 def _stored(y: np.ndarray, op: Op, cfg: Config) -> np.ndarray:
     """An op's output as it is stored: rounded to the config's ``storage`` format (see the
     module doc), unchanged where there is none or the op is ``fused``."""
-    if cfg.storage is None or op.attrs.get("fused") is True:
+    if cfg.storage is None or op.attrs.get("fused") or op.kind in MOVERS:
         return y
     fmt = formats.get(cfg.storage)
     finite = isinstance(fmt, formats.FloatFormat) and not fmt.has_inf   # stores saturate there
@@ -196,11 +206,12 @@ def _run_mac_op(op: Op, cfg: Config, x: Union[np.ndarray, None], tech, level) ->
         bias = _f64(t["bias"])
         y = y + (bias.reshape(-1, 1, 1) if op.kind == "conv2d" else bias)
     y = _stored(y.astype(np.float32), op, cfg)
-    out_fmt = formats.get(cfg.storage) if cfg.storage else a_fmt
+    stored = cfg.storage is not None and not op.attrs.get("fused")
+    out_fmt = formats.get(cfg.storage) if stored else a_fmt
     lc = mm.layer_cost(shape, mac, {"out": out_fmt}, tech=tech, level=level)
     try:
         ulps = metrics.max_ulp_error(_f64(t["output"]), y,
-                                     out_fmt if cfg.storage else output_format(mac))
+                                     out_fmt if stored else output_format(mac))
     except ValueError:                       # an integer register wider than any stored format
         ulps = math.nan
     out = {"max_ulp_error": ulps, "overflows": r.overflows, "saturations": r.saturations,
@@ -356,7 +367,7 @@ def _between(op: Op, got: list, outputs: dict, cfg: Config) -> dict:
     y = _stored(y, op, cfg)
     outputs[op.name] = y
     row = {"role": "output", "numel": y.size, **metrics.error_metrics(ref_out, y)}
-    if cfg.storage:
+    if cfg.storage and not op.attrs.get("fused") and op.kind not in MOVERS:
         row["max_ulp_error"] = metrics.max_ulp_error(ref_out, y, cfg.storage)
     if op.kind == "softmax":
         row["kl_softmax"] = metrics.kl_softmax(op.tensors["input"], t["input"])

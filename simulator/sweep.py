@@ -30,9 +30,10 @@ their key>`` appended, and explicit cells must carry distinct names.
 
 Each cell (configuration) is replayed on its own and written to
 ``<output>/cells/<key>.parquet`` (temporary file + rename), the key hashing the configuration,
-the trace's content stamp, the mode, node and memory level; a rerun skips the cells whose file
-exists, so an interrupted sweep resumes where it stopped and nothing already written is lost,
-while a changed trace or option computes its cells afresh.
+the trace's content stamp, the mode, node and memory level, and the version of replay's results;
+a rerun skips the cells whose file exists, so an interrupted sweep resumes where it stopped and
+nothing already written is lost, while a changed trace, option or replay computes its cells
+afresh.
 The sweep's table (its cells, in order) is then written atomically to ``<output>/results.parquet``
 and ``results.csv``.  Cells run in local worker processes (``workers``; 1 runs them here), or on
 a Dask distributed cluster given its scheduler address (the trace must then be readable at the
@@ -60,7 +61,7 @@ from mac_models.memory import pj_per_bit
 from mac_models.technology import technology
 
 from .configs import Config, repeats
-from .replay import MODES, replay
+from .replay import MODES, RESULTS, replay
 from .traces import load_trace, save_trace, umask
 
 if sys.version_info >= (3, 11):
@@ -115,8 +116,8 @@ class Sweep:
 
 
 def _config(raw: dict, where: str) -> Config:
-    if raw.get("storage") == "none":         # TOML has no null
-        raw = {**raw, "storage": None}
+    raw = {k: None if k in ("storage", "gradients") and v == "none" else v   # TOML has no
+           for k, v in raw.items()}                                           # null
     try:
         return Config(**raw)
     except TypeError as exc:
@@ -219,9 +220,10 @@ def _cached_trace(path: str, stamp: str):
 
 
 def cell_key(cfg: Config, stamp: str, mode: str, tech: Union[float, None], level: str) -> str:
-    """A cell's file name: the config's key with the trace's stamp, mode, node and level (a
-    rerun with any of them changed computes the cell afresh)."""
-    blob = f"{cfg.key()}|{stamp}|{mode}|{tech}|{level}"
+    """A cell's file name: the config's key with the trace's stamp, mode, node and level and
+    replay's :data:`~simulator.replay.RESULTS` (a rerun with any of them changed computes the
+    cell afresh)."""
+    blob = f"{cfg.key()}|{stamp}|{mode}|{tech}|{level}|results{RESULTS}"
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 

@@ -1,7 +1,7 @@
 """Trace folders: ``manifest.json`` plus one safetensors file per op (see DESIGN.md).
 
-A trace records the ops of one model run in execution order.  The manifest (version 2, or 1
-where no tensor is ``same_as`` another; both are read)::
+A trace records the ops of one model run in execution order.  The manifest (version 2;
+version 1, which has no ``same_as`` entries, is read too)::
 
     {"format": "numsim-trace", "version": 2, "model": "...", "meta": {...},
      "ops": [{"name": "fc1", "kind": "linear", "file": "fc1.safetensors",
@@ -20,8 +20,8 @@ where no tensor is ``same_as`` another; both are read)::
   these kinds and of ``conv2d`` are parameters (unknown ones are refused); the other MAC
   kinds' attrs are free metadata, kept as given, but for ``fused``: true on any op but a
   conv2d says its output stays inside a fused kernel (replay does not round it to a storage
-  format; capture sets it on what it makes of ``scaled_dot_product_attention``).  Gradients captured in backward are roles
-  ``grad_output``, ``grad_input`` and ``grad_weight``.
+  format; capture sets it on what it makes of ``scaled_dot_product_attention``).  Gradients
+  captured in backward are roles ``grad_output``, ``grad_input`` and ``grad_weight``.
 * ``inputs_from`` is the graph: the ops whose outputs are this op's ``input`` (or ``a`` and
   ``b`` in that order), when known; empty for the model's inputs and when unknown.  A matmul
   or a binary op (roles ``input``, ``other``) with one source reads its second operand as
@@ -57,7 +57,7 @@ import numpy as np
 from . import graph_ops
 
 FORMAT = "numsim-trace"
-VERSION = 2                 # written where a tensor is same_as another; else 1 (older readers)
+VERSION = 2                 # 2: same_as entries, the fused attr and the kinds after 1's
 READS = (1, 2)
 MAC_KINDS = ("linear", "conv2d", "matmul", "attention_scores")
 KINDS = MAC_KINDS + graph_ops.KINDS
@@ -164,6 +164,9 @@ def _validate_graph(ops: list[Op], where: str) -> None:
         if not isinstance(o.attrs, Mapping) or not isinstance(o.inputs_from, list):
             raise TraceError(f"{where}: op {o.name!r}: 'attrs' must be a mapping and "
                              f"'inputs_from' a list of op names")
+        if not isinstance(o.attrs.get("fused", False), bool):
+            raise TraceError(f"{where}: op {o.name!r} ({o.kind}): fused must be true or false, "
+                             f"got {o.attrs['fused']!r}")
         unknown = sorted(set(o.attrs) - set(ATTRS[o.kind])) if o.kind in ATTRS else []
         if unknown:
             raise TraceError(f"{where}: op {o.name!r} ({o.kind}) has unknown attrs {unknown}; "
@@ -320,7 +323,7 @@ def save_trace(trace: Trace, path: Union[str, Path], overwrite: bool = False) ->
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
-        manifest = {"format": FORMAT, "version": 1, "model": trace.model,
+        manifest = {"format": FORMAT, "version": VERSION, "model": trace.model,
                     "meta": trace.meta, "ops": []}
         taken = {"manifest.json", "extras.safetensors"}
         outputs: dict[str, np.ndarray] = {}
@@ -334,7 +337,6 @@ def save_trace(trace: Trace, path: Union[str, Path], overwrite: bool = False) ->
             manifest["ops"].append({"name": o.name, "kind": o.kind, "file": file,
                                     "tensors": entries, "attrs": o.attrs,
                                     "inputs_from": list(o.inputs_from)})
-            manifest["version"] = VERSION if same else manifest["version"]
             outputs[o.name] = arrays["output"]
         if trace.extras:
             extras = {k: np.require(v, requirements="C") for k, v in trace.extras.items()}
@@ -461,18 +463,24 @@ def _tensor_entries(raw: Any, where: str) -> dict:
     return raw
 
 
-def _check_same_as(entries: Mapping[str, dict], inputs_from: list, earlier: Mapping[str, Op],
-                   where: str) -> dict:
+def _check_same_as(kind: Any, entries: Mapping[str, dict], inputs_from: list,
+                   earlier: Mapping[str, Op], version: int, where: str) -> dict:
     """The tensors of the ops that ``same_as`` entries name (op name -> tensors), each checked:
-    one of the op's ``inputs_from``, with an output of the entry's dtype and size."""
+    on a linked operand (``input``/``other`` or ``a``/``b``) of a version-2 trace, naming the
+    op ``inputs_from`` gives for it, whose output has the entry's dtype and size."""
     sources = {}
+    operands = ("a", "b") if kind in ("matmul", "attention_scores") else ("input", "other")
     for role, e in entries.items():
         if "same_as" not in e:
             continue
         src = e["same_as"]
-        if not isinstance(src, str) or src not in inputs_from or src not in earlier:
-            raise TraceError(f"{where}: tensor {role!r} is same_as {src!r}, which is not an "
-                             f"earlier op it takes input from")
+        if version < 2:
+            raise TraceError(f"{where}: tensor {role!r} has same_as, which version {version} "
+                             f"does not have")
+        i = operands.index(role) if role in operands else len(inputs_from)
+        if i >= len(inputs_from) or src != inputs_from[i] or src not in earlier:
+            raise TraceError(f"{where}: tensor {role!r} is same_as {src!r}, but only a linked "
+                             f"operand may be, naming the earlier op it takes input from")
         out = earlier[src].tensors
         if "output" not in out or out.dtype("output") != e["dtype"] or \
                 math.prod(out.shape("output")) != math.prod(e["shape"]):
@@ -525,7 +533,8 @@ def load_trace(path: Union[str, Path]) -> Trace:
         if not isinstance(inputs_from, list) or not isinstance(attrs, dict):
             raise TraceError(f"{where}: 'inputs_from' must be a list and 'attrs' an object")
         stored = {r: e for r, e in entries.items() if "same_as" not in e}
-        sources = _check_same_as(entries, inputs_from, {o.name: o for o in ops}, where)
+        sources = _check_same_as(raw["kind"], entries, inputs_from, {o.name: o for o in ops},
+                                 version, where)
         _check_header(file, stored, f"op {raw['name']!r}")
         ops.append(Op(raw["name"], raw["kind"], _LazyTensors(file, entries, f"op {raw['name']!r}",
                                                              sources), attrs, inputs_from))
@@ -536,6 +545,8 @@ def load_trace(path: Union[str, Path]) -> Trace:
             raise TraceError(f"{mpath}: 'extras' needs a 'file' and 'tensors'")
         file = _inside(path, raw["file"], f"{mpath}: extras")
         entries = _tensor_entries(raw.get("tensors"), f"{mpath}: extras")
+        if any("same_as" in e for e in entries.values()):
+            raise TraceError(f"{mpath}: extras: same_as is for a linked operand of an op")
         _check_header(file, entries, "extras")
         extras = _LazyTensors(file, entries, "extras")
         if "labels" in entries:

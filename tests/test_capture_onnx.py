@@ -467,15 +467,16 @@ def test_pow_and_clip_replay_onnxruntimes_special_values(opset):
 
 def test_erf_gelu_expand_and_a_bias_behind_an_identity_link_and_fold():
     """GELU as torch exports it below opset 20 (Div, Erf, Add, Mul, Mul) links through Erf;
-    Expand of a linked value links; a bias an exporter reads through an Identity of an
-    initializer is still folded into the linear, and neither that Identity nor a Flatten of a
-    bool input (no recorded op behind either) is recorded or warned about."""
+    Expand of a linked value links; a weight and a bias an exporter reads through Identity
+    nodes of initializers still make a linear with its bias, and neither Identity nor a Flatten
+    of a bool input (no recorded op behind either) is recorded or warned about."""
     rng = np.random.default_rng(14)
     consts = {"rt2": np.array(np.sqrt(2.0), np.float32), "one": np.array(1.0, np.float32),
               "half": np.array(0.5, np.float32), "shape": np.array([2, 3, 4], np.int64)}
-    inits = [_init(rng, "w", 4, 4), _init(rng, "b0", 4)] + [
+    inits = [_init(rng, "w0", 4, 4), _init(rng, "b0", 4)] + [
         numpy_helper.from_array(v, k) for k, v in consts.items()]
     nodes = [helper.make_node("Identity", ["b0"], ["b"], name="shared_bias"),
+             helper.make_node("Identity", ["w0"], ["w"], name="shared_weight"),
              helper.make_node("MatMul", ["x", "w"], ["m"], name="fc"),
              helper.make_node("Add", ["m", "b"], ["h"], name="fc_bias"),
              helper.make_node("Div", ["h", "rt2"], ["d"], name="div"),
@@ -499,6 +500,23 @@ def test_erf_gelu_expand_and_a_bias_behind_an_identity_link_and_fold():
         ("fc", "linear", []), ("div", "div", ["fc"]), ("erf", "erf", ["div"]),
         ("add1", "add", ["erf"]), ("mul", "mul", ["fc", "add1"]), ("gelu", "mul", ["mul"]),
         ("expand", "expand", ["gelu"])]
-    assert "bias" in trace.op("fc").tensors
+    assert "bias" in trace.op("fc").tensors and np.array_equal(
+        trace.op("fc").tensors["weight"], numpy_helper.to_array(inits[0]).T)
     df = replay(trace, [_exact()], "propagated")
     assert (df[df.role == "output"].sqnr_db > 120).all() and "error" not in df
+
+
+def test_an_if_whose_branch_reads_the_input_is_not_a_constant_weight():
+    """An If on a constant condition lists no graph input, but its branch reads x: its output
+    is no weight, so MatMul(x, it) is a matmul of two activations, not a linear."""
+    then = helper.make_graph([helper.make_node("Transpose", ["x"], ["xt"])], "then", [],
+                             [helper.make_tensor_value_info("xt", TensorProto.FLOAT, None)])
+    other = helper.make_graph([helper.make_node("Identity", ["x"], ["xi"])], "else", [],
+                              [helper.make_tensor_value_info("xi", TensorProto.FLOAT, None)])
+    cond = numpy_helper.from_array(np.array(True), "cond")
+    model = _run_graph([helper.make_node("If", ["cond"], ["w"], then_branch=then,
+                                         else_branch=other),
+                        helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")],
+                       [("x", [3, 3])], ["y"], [cond])
+    trace = capture_onnx(model, {"x": np.eye(3, dtype=np.float32) * 2})
+    assert [(o.name, o.kind) for o in trace.ops] == [("mm", "matmul")]

@@ -244,10 +244,13 @@ def test_adaptive_avg_pool2d_is_torchs(hw, out):
     ("concat", {}, {"dim": 0, "sizes": [0, 1], "linked": [1, 1]}, ["increasing indices"]),
     ("concat", {}, {"dim": 0, "sizes": [0, 1], "linked": [2]}, ["increasing indices"]),
     ("concat", {}, {"dim": 0, "sizes": [1], "linked": [0], "axis": 0}, ["unknown attrs"]),
+    ("relu", {"input": np.ones(1)}, {"fused": 1}, ["fused must be true or false"]),
+    ("attention_scores", {"a": np.ones((2, 2)), "b": np.ones((2, 2))}, {"fused": "true"},
+     ["fused must be true or false"]),
 ])
 def test_bad_ops_are_refused_with_a_reason(kind, tensors, attrs, words):
     out = {"expand": (4, 3), "gelu": (4, 3), "softmax": (4, 3), "pow": (4, 3), "clamp": (4, 3),
-           "adaptive_avg_pool2d": (1, 1, 1, 1)}
+           "adaptive_avg_pool2d": (1, 1, 1, 1), "attention_scores": (2, 2)}
     spec = {"kind": kind, **tensors, "attrs": attrs, "output": np.ones(out.get(kind, (1,)))}
     with pytest.raises(TraceError) as info:
         from_arrays({"op": spec})

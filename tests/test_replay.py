@@ -483,15 +483,16 @@ def _grid_values(rng, shape, scale=64):
 def test_storage_rounds_every_propagated_output_as_a_bf16_pipeline_stores_it():
     """linear -> relu -> linear + residual -> layer_norm -> linear, replayed with an exact MAC
     and ``storage="bf16"``, against the same chain computed here in float64 with every op's
-    output rounded to bf16 by ml_dtypes (a MAC's through fp32 first): equal bit for bit, op by
-    op.  Without storage the outputs are the unrounded chain's."""
+    output rounded to bf16 by ml_dtypes (a MAC's from its fp32 result, the others' from float64
+    in one rounding): equal bit for bit, op by op.  Without storage the outputs are the
+    unrounded chain's."""
     rng = np.random.default_rng(21)
     x, w1, w2, w3 = (_grid_values(rng, s) for s in ((6, 8), (8, 8), (8, 8), (3, 8)))
     b1, b3 = _grid_values(rng, 8), _grid_values(rng, 3)
     g = rng.uniform(0.5, 1.5, 8)
 
-    def bf16(v):
-        return np.asarray(v, np.float32).astype(ml_dtypes.bfloat16).astype(np.float64)
+    def bf16(v):                      # one rounding from float64 (ml_dtypes 0.7 and later)
+        return np.asarray(v, np.float64).astype(ml_dtypes.bfloat16).astype(np.float64)
 
     def f32(v):
         return np.asarray(v, np.float32).astype(np.float64)
@@ -594,3 +595,22 @@ def test_an_fp8_store_saturates_a_mask_and_fused_ops_are_not_stored():
             for op in ("scores", "mask"):
                 assert 0.3 < out.loc[("fp8", op), "max_ulp_error"] <= 0.5 + 1e-6
     assert formats.get("fp8_e4m3").quantize(np.array([-np.inf]), overflow="saturate")[0] == -448
+
+
+def test_ops_that_only_move_values_are_not_stored_twice():
+    """A slice of a linear's output stored in int8_tensor (one scale per tensor) keeps the
+    stored values: quantizing the slice again would give it a scale of its own."""
+    rng = np.random.default_rng(24)
+    x, w = rng.normal(size=(6, 8)), rng.normal(size=(8, 8))
+    y = (x.astype(np.float32) @ w.astype(np.float32).T).astype(np.float64)
+    trace = from_arrays({"fc": {"kind": "linear", "input": x, "weight": w, "output": y},
+                         "cut": {"kind": "index", "input": y, "output": y[:, :2],
+                                 "attrs": {"index": [[None] * 3, [None, 2, None]]},
+                                 "inputs_from": ["fc"]}})
+    df = replay(trace, [Config(storage="int8_tensor", mac={"accumulator": "exact"})],
+                "propagated")
+    cut = _row(df, "cut", "output")
+    q = formats.get("int8_tensor")
+    stored = q.quantize(y.astype(np.float32).astype(np.float64))
+    assert cut["max_abs_error"] == np.max(np.abs(stored[:, :2] - y[:, :2]))
+    assert cut["max_abs_error"] != np.max(np.abs(q.quantize(y[:, :2]) - y[:, :2]))

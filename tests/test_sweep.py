@@ -153,7 +153,8 @@ def test_a_storage_grid_key_multiplies_the_cells_and_keeps_old_keys(tmp_path):
     import hashlib
     import json
     (tmp_path / "s.toml").write_text('trace = "t"\noutput = "o"\n[grid]\nformats = ["fp16"]\n'
-                                     'storage = ["bf16", "fp8_e4m3", "none"]\n')
+                                     'storage = ["bf16", "fp8_e4m3", "none"]\n'
+                                     'gradients = ["none"]\n')
     sw = load_sweep(tmp_path / "s.toml")
     assert [(c.name, c.storage) for c in sw.configs] == [
         ("fp16|fp32,store:bf16", "bf16"), ("fp16|fp32,store:fp8_e4m3", "fp8_e4m3"),

@@ -312,7 +312,7 @@ def test_bad_json(tmp_path):
 def test_a_linked_operand_equal_to_its_sources_output_is_stored_once(tmp_path):
     """act's input is fc's output bit for bit: the manifest says so and act's file leaves it
     out; it loads back as the same values in act's own shape.  An operand that differs in one
-    bit (-0.0 for 0.0) or in dtype is stored; a trace with nothing shared stays version 1."""
+    bit (-0.0 for 0.0) or in dtype is stored."""
     from safetensors import safe_open
     y = np.array([[1.5, 0.0], [-2.0, 3.0]], np.float32)
     ops = [Op("fc", "linear", {"input": X[:2, :3], "weight": W[:2, :3],
@@ -338,30 +338,42 @@ def test_a_linked_operand_equal_to_its_sources_output_is_stored_once(tmp_path):
     for o in ops:
         for role, a in o.tensors.items():
             _same_array(back.op(o.name).tensors[role], a)
-    alone = save_trace(Trace(ops[:1]), tmp_path / "alone")
-    assert json.loads((alone / "manifest.json").read_text())["version"] == 1
 
 
-@pytest.mark.parametrize("same_as, words", [("mm", "not an earlier op it takes input from"),
-                                            ("act", "not an earlier op it takes input from"),
-                                            (7, "not an earlier op")])
-def test_a_bad_same_as_is_refused(tmp_path, same_as, words):
+
+@pytest.mark.parametrize("op, role, same_as, words", [
+    (2, "input", "mm", "only a linked operand"),            # itself
+    (2, "input", "act", "only a linked operand"),           # not the op it takes input from
+    (2, "input", 7, "only a linked operand"),
+    (2, "output", "fc", "only a linked operand"),           # a role that is not an operand
+    (0, "weight", "fc", "only a linked operand"),
+    (3, "input", "act", "only a linked operand"),           # the source of 'other', not 'input'
+    (1, "input", "fc", "version 1 does not have")])
+def test_a_bad_same_as_is_refused(tmp_path, op, role, same_as, words):
     folder = _write(tmp_path / "t", _good_ops() + [
-        ("mm", "relu", {"input": Y, "output": Y}, {"inputs_from": ["fc"]})])
+        ("mm", "relu", {"input": Y, "output": Y}, {"inputs_from": ["fc"]}),
+        ("sum", "add", {"input": Y, "other": np.maximum(Y, 0), "output": Y + np.maximum(Y, 0)},
+         {"inputs_from": ["fc", "act"]})], version=1 if words.startswith("version") else 2)
 
     def alias(m):
-        m["ops"][2]["tensors"]["input"]["same_as"] = same_as
+        m["ops"][op]["tensors"][role]["same_as"] = same_as
     _edit_manifest(folder, alias)
     assert words in _load_error(folder)
 
 
-def test_a_same_as_of_another_dtype_or_size_is_refused(tmp_path):
-    folder = _write(tmp_path / "t", _good_ops())
+def test_a_same_as_of_another_dtype_or_size_or_in_the_extras_is_refused(tmp_path):
+    folder = _write(tmp_path / "t", _good_ops(), version=2)
 
     def alias(m):
         m["ops"][1]["tensors"]["input"] = {"shape": [2], "dtype": "float32", "same_as": "fc"}
     _edit_manifest(folder, alias)
     assert "cannot be the output of 'fc'" in _load_error(folder)
+    folder = _write(tmp_path / "x", _good_ops(), extras={"labels": np.arange(3)}, version=2)
+
+    def extra(m):
+        m["extras"]["tensors"]["labels"]["same_as"] = "fc"
+    _edit_manifest(folder, extra)
+    assert "extras: same_as is for a linked operand" in _load_error(folder)
 
 
 def test_wrong_format(tmp_path):
