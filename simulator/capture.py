@@ -317,24 +317,22 @@ def capture_torch(model, inputs, *, kwargs=None, loss_fn=None, target=None, labe
       but the product by v are ``fused``: their values stay in the attention kernel; with
       ``dropout_p`` the product by v is left out);
     * where the input depends on a recorded op (below): ``relu``, ``gelu``, ``softmax`` (last
-      axis), ``silu``, ``sigmoid``, ``tanh``, ``flatten``, ``transpose``/``permute``/``t``/``.T``/
-      ``.mT``/``movedim`` (``permute``), ``expand``/``expand_as``/``broadcast_to``
+      axis), ``silu``, ``sigmoid``, ``tanh``, ``flatten``, ``transpose``/``permute``/``t``/
+      ``.T``/``.mT``/``movedim`` (``permute``), ``expand``/``expand_as``/``broadcast_to``
       (``expand``), basic indexing ``x[...]`` and each piece of ``split``/``chunk``/``unbind``
       (``index``), ``+ - * /``, in place too, with the linked operand either side (``add``,
       ``sub``, ``mul``, ``div``; not with ``alpha`` or ``rounding_mode``) and ``-x`` (``mul``
       by -1), ``exp``, ``log``, ``sqrt``, ``rsqrt``, ``abs``, ``erf``, ``pow`` by a number,
-      ``clamp``/
-      ``clip``/``relu6``/``hardtanh`` with number bounds (``clamp``; ``x ** 0.5`` and
-      ``x ** -0.5`` are ``sqrt`` and ``rsqrt``, as torch computes them),
+      ``clamp``/``clip``/``relu6``/``hardtanh`` with number bounds (``clamp``; ``x ** 0.5``
+      and ``x ** -0.5`` are ``sqrt`` and ``rsqrt``, as torch computes them),
       ``torch.cat``/``concat``/``concatenate``/``stack`` where a part does (``concat``; the
       other parts are constants), ``F.layer_norm``, ``F.rms_norm`` (``nn.RMSNorm``; without
       an eps, torch's: the epsilon of float32, or of float64 for float64 inputs; a
       Llama-style RMSNorm written out links through its pow, mean, add, rsqrt and mul),
-      ``F.batch_norm`` with running statistics
-      (``batch_norm``), ``mean``, ``F.max_pool2d``/``avg_pool2d`` (``pool2d``) and
-      ``F.adaptive_avg_pool2d``.  These ops are replayed in float64
-      (:mod:`simulator.graph_ops`).  A call no op can hold (a pow by NaN, say) is left out
-      with a warning.
+      ``F.batch_norm`` with running statistics (``batch_norm``), ``mean``,
+      ``F.max_pool2d``/``avg_pool2d`` (``pool2d``) and ``F.adaptive_avg_pool2d``.  These ops
+      are replayed in float64 (:mod:`simulator.graph_ops`).  A call no op can hold (a pow by
+      NaN, say) is left out with a warning.
 
     Views, reshapes, ``unsqueeze``/``squeeze``, ``contiguous``, ``clone``, ``detach``, widening
     casts and dropout that is off keep the values in their order: they are not recorded, and
@@ -520,9 +518,9 @@ def capture_torch(model, inputs, *, kwargs=None, loss_fn=None, target=None, labe
             t = {"input": x, "weight": w, "output": out, **({} if bias is None else
                                                             {"bias": bias})}
         src, w = rec.source(x), t["weight"]
+        module = next((n for n in reversed(scope) if n), "")      # the model itself: ""
         if func in (torch.addmm, F.linear):
-            op = rec.add(scope[-1] if scope else "linear", "linear", t, [src],
-                         module=bool(scope))
+            op = rec.add(module or "linear", "linear", t, [src], module=bool(module))
         else:
             dims = 1 if func is F.conv1d else 2
             if x.ndim != dims + 2:
@@ -540,8 +538,7 @@ def capture_torch(model, inputs, *, kwargs=None, loss_fn=None, target=None, labe
             if dims == 1:
                 t = {**t, "input": x.unsqueeze(2), "weight": w.unsqueeze(2),
                      "output": out.unsqueeze(2)}
-            op = rec.add(scope[-1] if scope else "conv2d", "conv2d", t, [src], attrs,
-                         module=bool(scope))
+            op = rec.add(module or "conv2d", "conv2d", t, [src], attrs, module=bool(module))
             rec.produced(out, op.name)
         check_link(op, (tainted(x), src, x), (tainted(w), None, w))   # a weight is never linked
 
@@ -789,7 +786,7 @@ def capture_torch(model, inputs, *, kwargs=None, loss_fn=None, target=None, labe
     saved = [t.grad for t in leaves]
     try:
         for name, m in model.named_modules():       # TorchScript modules take no hooks
-            if name and not isinstance(m, torch.jit.ScriptModule):
+            if not isinstance(m, torch.jit.ScriptModule):
                 handles.append(m.register_forward_pre_hook(enter(name), with_kwargs=True,
                                                            prepend=True))
                 handles.append(m.register_forward_hook(hook(name), with_kwargs=True,

@@ -111,7 +111,7 @@ def _rounded(x: np.ndarray, fmt_name: str, cfg: Config, stream: int) -> np.ndarr
 
 def _stored(y: np.ndarray, op: Op, cfg: Config) -> np.ndarray:
     """An op's output as it is stored: rounded to the config's ``storage`` format (see the
-    module doc), unchanged where there is none or the op is ``fused``."""
+    module doc), unchanged where there is none, the op is ``fused`` or only moves values."""
     if cfg.storage is None or op.attrs.get("fused") or op.kind in MOVERS:
         return y
     fmt = formats.get(cfg.storage)

@@ -116,8 +116,8 @@ class Sweep:
 
 
 def _config(raw: dict, where: str) -> Config:
-    raw = {k: None if k in ("storage", "gradients") and v == "none" else v   # TOML has no
-           for k, v in raw.items()}                                           # null
+    # "none" stands for None, which TOML cannot write
+    raw = {k: None if k in ("storage", "gradients") and v == "none" else v for k, v in raw.items()}
     try:
         return Config(**raw)
     except TypeError as exc:

@@ -1095,3 +1095,16 @@ def test_module_scopes_survive_script_modules_raising_hooks_and_meeting_names():
 
     trace, warned = _warned(Two(), x)
     assert [o.name for o in trace.ops] == ["a", "a_3", "a_2"]
+
+
+def test_a_bare_linear_model_is_hooked_with_its_gradients():
+    """The model itself a Linear: recorded by its hooks (named for its kind), with autograd's
+    gradients, not as a functional call without them."""
+    torch.manual_seed(20)
+    model, x = nn.Linear(4, 3), torch.randn(5, 4, requires_grad=True)
+    trace = capture_torch(model, x, loss_fn=lambda o, t: (o - t).pow(2).sum(),
+                          target=torch.zeros(5, 3))
+    op, = trace.ops
+    assert op.name == "linear" and {"grad_output", "grad_input", "grad_weight"} <= set(op.tensors)
+    y = model(x)
+    np.testing.assert_allclose(op.tensors["grad_output"], (2 * y).detach().numpy(), rtol=1e-6)
