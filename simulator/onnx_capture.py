@@ -227,7 +227,7 @@ def capture_onnx(model, feeds: Mapping[str, np.ndarray], labels=None,
                 add(node, "matmul", {"a": a, "b": b, "output": values[out]}, ins[:2], out)
             elif t == "Gemm":
                 warnings.warn(f"ONNX node {node.name!r}: not recorded: only Gemm with alpha = "
-                              f"beta = 1, A not transposed, B an initializer", stacklevel=3)
+                              f"beta = 1, A not transposed, B a constant", stacklevel=3)
         elif t == "Conv" and ins[1] in consts:
             w, x, y = values[ins[1]], values[ins[0]], values[out]
             try:

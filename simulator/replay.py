@@ -72,7 +72,7 @@ from mac_models.technology import technology
 
 from . import graph_ops, metrics
 from .configs import Config, repeats
-from .traces import Op, Trace
+from .traces import Op, Trace, linked_roles
 
 MODES = ("per-op", "propagated")
 # The version of replay's results: bumped when the same trace and config give other numbers, so
@@ -281,8 +281,7 @@ def _source_shapes(op: Op) -> list[tuple]:
     if op.kind == "concat":
         parts = graph_ops.concat_parts(op.shape("output"), op.attrs)
         return [parts[i] for i in op.attrs["linked"]]
-    roles = ("a", "b") if "a" in op.tensors else ("input", "other")
-    return [op.shape(r) for r in roles[:len(op.inputs_from)]]
+    return [op.shape(r) for r in linked_roles(op.kind)[:len(op.inputs_from)]]
 
 
 def _propagated_input(op: Op, outputs: dict, failed: set) -> tuple[list, str]:
@@ -360,7 +359,7 @@ def _between(op: Op, got: list, outputs: dict, cfg: Config) -> dict:
     if op.kind == "concat":
         y = graph_ops.concat(ref_out, got, op.attrs)
     else:
-        propagated = dict(zip(("input", "other"), got))
+        propagated = dict(zip(linked_roles(op.kind), got))
         t = {r: _f64(propagated[r] if r in propagated else op.tensors[r])
              for r in op.tensors if r != "output"}    # a captured operand read only if needed
         y = graph_ops.evaluate(op.kind, t, ref_out.shape, op.attrs)

@@ -32,7 +32,7 @@ version 1, which has no ``same_as`` entries, is read too)::
   with ``"same_as": "<op name>"`` is not in the op's file: it holds, bit for bit, the ``output``
   of that op (one of its ``inputs_from``) in this entry's shape.  Writing stores a linked
   operand so wherever its bytes are its source's output (every linked input, as capture
-  records them), which halves a trace of the ops between the MACs.
+  records them), which nearly halves a CNN's trace.
 * ``extras`` holds tensors that belong to no op (task labels: ``labels``, whole numbers).
 * ``file`` is ``<op name>.safetensors``, with ``~2``, ``~3``, ... appended where names would
   meet on a case-insensitive file system or the extras file, and long names shortened.
@@ -81,6 +81,12 @@ DTYPES = ("float64", "float32", "float16", "bfloat16", "int64", "int32", "int8",
 
 class TraceError(ValueError):
     """A trace folder that cannot be read or written as asked; the message names the path."""
+
+
+def linked_roles(kind: str) -> tuple[str, str]:
+    """The roles ``inputs_from`` feeds, in its order: ``a``, ``b`` for matmul and
+    attention_scores, else ``input``, ``other`` (a concat's parts have no roles)."""
+    return ("a", "b") if kind in ("matmul", "attention_scores") else ("input", "other")
 
 
 def roles_of(kind: str) -> tuple[str, ...]:
@@ -297,8 +303,7 @@ def _same_as(o: Op, arrays: Mapping[str, np.ndarray], outputs: Mapping[str, np.n
         return a.reshape(-1).view(np.uint8)
 
     same = {}
-    roles = ("a", "b") if "a" in arrays else ("input", "other")
-    for role, src in zip(roles, o.inputs_from):
+    for role, src in zip(linked_roles(o.kind), o.inputs_from):
         a, out = arrays.get(role), outputs[src]
         if a is not None and out.dtype == a.dtype and out.size == a.size and \
                 np.array_equal(bits(out), bits(a)):
@@ -469,7 +474,7 @@ def _check_same_as(kind: Any, entries: Mapping[str, dict], inputs_from: list,
     on a linked operand (``input``/``other`` or ``a``/``b``) of a version-2 trace, naming the
     op ``inputs_from`` gives for it, whose output has the entry's dtype and size."""
     sources = {}
-    operands = ("a", "b") if kind in ("matmul", "attention_scores") else ("input", "other")
+    operands = linked_roles(kind)
     for role, e in entries.items():
         if "same_as" not in e:
             continue
@@ -517,7 +522,8 @@ def load_trace(path: Union[str, Path]) -> Trace:
     raw_ops = manifest.get("ops")
     if not isinstance(raw_ops, list):
         raise TraceError(f"{mpath}: 'ops' must be a list")
-    ops = []
+    ops: list[Op] = []
+    earlier: dict[str, Op] = {}                 # op name -> op, for same_as entries
     for i, raw in enumerate(raw_ops):
         where = f"{mpath}: ops[{i}]"
         if not isinstance(raw, dict):
@@ -533,11 +539,11 @@ def load_trace(path: Union[str, Path]) -> Trace:
         if not isinstance(inputs_from, list) or not isinstance(attrs, dict):
             raise TraceError(f"{where}: 'inputs_from' must be a list and 'attrs' an object")
         stored = {r: e for r, e in entries.items() if "same_as" not in e}
-        sources = _check_same_as(raw["kind"], entries, inputs_from, {o.name: o for o in ops},
-                                 version, where)
+        sources = _check_same_as(raw["kind"], entries, inputs_from, earlier, version, where)
         _check_header(file, stored, f"op {raw['name']!r}")
         ops.append(Op(raw["name"], raw["kind"], _LazyTensors(file, entries, f"op {raw['name']!r}",
                                                              sources), attrs, inputs_from))
+        earlier[raw["name"]] = ops[-1]
     extras = {}
     if "extras" in manifest:
         raw = manifest["extras"]
