@@ -109,10 +109,16 @@ def _rounded(x: np.ndarray, fmt_name: str, cfg: Config, stream: int) -> np.ndarr
                                           seed=(cfg.seed * 4 + stream) % (1 << 63))
 
 
+def _stores(op: Op, cfg: Config) -> bool:
+    """Whether ``op``'s output is rounded to ``cfg``'s storage format: there is one, and the
+    op is neither ``fused`` nor one that only moves values (see the module doc)."""
+    return cfg.storage is not None and not op.attrs.get("fused") and op.kind not in MOVERS
+
+
 def _stored(y: np.ndarray, op: Op, cfg: Config) -> np.ndarray:
-    """An op's output as it is stored: rounded to the config's ``storage`` format (see the
-    module doc), unchanged where there is none, the op is ``fused`` or only moves values."""
-    if cfg.storage is None or op.attrs.get("fused") or op.kind in MOVERS:
+    """An op's output as it is stored (:func:`_stores`): rounded to the config's ``storage``
+    format, else unchanged."""
+    if not _stores(op, cfg):
         return y
     fmt = formats.get(cfg.storage)
     finite = isinstance(fmt, formats.FloatFormat) and not fmt.has_inf   # stores saturate there
@@ -206,7 +212,7 @@ def _run_mac_op(op: Op, cfg: Config, x: Union[np.ndarray, None], tech, level) ->
         bias = _f64(t["bias"])
         y = y + (bias.reshape(-1, 1, 1) if op.kind == "conv2d" else bias)
     y = _stored(y.astype(np.float32), op, cfg)
-    stored = cfg.storage is not None and not op.attrs.get("fused")
+    stored = _stores(op, cfg)
     out_fmt = formats.get(cfg.storage) if stored else a_fmt
     lc = mm.layer_cost(shape, mac, {"out": out_fmt}, tech=tech, level=level)
     try:
@@ -366,7 +372,7 @@ def _between(op: Op, got: list, outputs: dict, cfg: Config) -> dict:
     y = _stored(y, op, cfg)
     outputs[op.name] = y
     row = {"role": "output", "numel": y.size, **metrics.error_metrics(ref_out, y)}
-    if cfg.storage and not op.attrs.get("fused") and op.kind not in MOVERS:
+    if _stores(op, cfg):
         row["max_ulp_error"] = metrics.max_ulp_error(ref_out, y, cfg.storage)
     if op.kind == "softmax":
         row["kl_softmax"] = metrics.kl_softmax(op.tensors["input"], t["input"])
