@@ -5,13 +5,13 @@ read once and the output written once, at one memory level (DRAM by default), in
 given (by default the MAC's operand formats, and for the output the register the sums end in:
 the promotion register where sums are promoted or block-scaled, else the accumulator's format).
 Perfect reuse inside the array is assumed: a lower bound on traffic, the usual first-order
-proxy.  Energies in pJ.
+proxy.  Tensors a fused kernel keeps on chip (``on_chip``) move nothing.  Energies in pJ.
 """
 from __future__ import annotations
 
 import numbers
 from dataclasses import dataclass, field
-from typing import Mapping, Union
+from typing import Collection, Mapping, Union
 
 from formats import IntFormat, ScaledFormat, get
 from formats.scalar import check_bool
@@ -219,7 +219,8 @@ def output_format(mac: MAC):
 
 def layer_cost(op: Union[Matmul, Conv2d], mac: Union[MAC, str],
                formats: Union[Mapping[str, object], None] = None, *, level: str = "dram",
-               kilobytes: Union[float, None] = None, tech: TechLike = None) -> LayerCost:
+               kilobytes: Union[float, None] = None, tech: TechLike = None,
+               on_chip: Collection[str] = ()) -> LayerCost:
     """MACs, compute energy, memory energy and total (pJ) of ``op`` through ``mac``.
     ``formats`` may name the stored format of ``"a"`` (activations / input), ``"b"`` (weights)
     and ``"out"``; block scales are counted per row (see ``Matmul.rows``, ``Conv2d.rows``), 2-D
@@ -228,7 +229,9 @@ def layer_cost(op: Union[Matmul, Conv2d], mac: Union[MAC, str],
     is charged for the products ``conv2d`` runs, padded channels included
     (``Conv2d.padded_dot_length``), with a block-scale step per kernel tap where each tap is a
     block of its own (``Conv2d.tap_segment``); ``macs`` counts the real ones.  A per-pixel
-    input scale is charged as one output scale, not as a block-scale step per kernel tap."""
+    input scale is charged as one output scale, not as a block-scale step per kernel tap.
+    ``on_chip`` names the tensors (of ``"a"``, ``"b"``, ``"out"``) that never go to memory, as
+    inside a fused kernel: they move nothing and are left out of ``memory``."""
     mac = as_mac(mac)
     if not isinstance(op, (Matmul, Conv2d)):
         raise TypeError(f"op must be a Matmul or a Conv2d, got {op!r}")
@@ -236,9 +239,12 @@ def layer_cost(op: Union[Matmul, Conv2d], mac: Union[MAC, str],
         raise TypeError(f"formats must be a mapping of 'a', 'b', 'out' to formats, got "
                         f"{formats!r}")
     chosen = dict(formats or {})
-    unknown = set(chosen) - {"a", "b", "out"}
-    if unknown:
-        raise ValueError(f"formats takes the keys 'a', 'b' and 'out', got {sorted(unknown)}")
+    for what, keys in (("formats", chosen), ("on_chip", on_chip)):
+        if isinstance(keys, str):
+            raise TypeError(f"{what} must be a collection of 'a', 'b', 'out', got {keys!r}")
+        unknown = set(keys) - {"a", "b", "out"}
+        if unknown:
+            raise ValueError(f"{what} takes the keys 'a', 'b' and 'out', got {sorted(unknown)}")
     fmts = {"a": get(chosen.get("a", mac.a_format)), "b": get(chosen.get("b", mac.b_format)),
             "out": get(chosen["out"]) if "out" in chosen else output_format(mac)}
     if isinstance(op, Matmul):
@@ -254,7 +260,7 @@ def layer_cost(op: Union[Matmul, Conv2d], mac: Union[MAC, str],
     memory = {name: memory_cost(fmts[name], sizes[name], level, kilobytes=kilobytes, tech=tech,
                                 channels=channels[name], rows=rows[name],
                                 matrix=matrices[name])
-              for name in ("a", "b", "out")}
+              for name in ("a", "b", "out") if name not in on_chip}
     unit = cost(mac, tech, k=k, segment=segment)
     outputs = op.macs // op.dot_length
     return LayerCost(op, mac.name, op.macs, outputs * k * unit.energy_pj, memory, unit.area_um2)

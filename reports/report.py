@@ -75,8 +75,10 @@ def _mean_sqnr(v: pd.Series) -> float:
 def summarize(results: pd.DataFrame) -> pd.DataFrame:
     """One row per configuration: accuracy (propagated replays with labels), mean output SQNR
     over MAC ops whose output is not exact (+inf when all are), energy per run (pJ: compute,
-    memory, total), energy per MAC (pJ, memory traffic included), MACs, MAC area (µm², the
-    largest over ops) and overflow / saturation counts; in the table's configuration order.
+    memory, total, over the MACs and, in propagated replays, the ops between them; of which
+    ``between_pj`` the ops between the MACs, NaN in per-op replays, which do not run them),
+    energy per MAC (total_pj / macs), MACs, MAC area (µm², the largest over ops)
+    and overflow / saturation counts; in the table's configuration order.
     Where some op failed: ``failed_ops`` counts them, ``error`` holds the first message, the
     energies and MACs cover only the ops that ran, and the mean SQNR is NaN (it would rank an
     incomplete run; the accuracy is NaN already), which keeps it off the Pareto fronts."""
@@ -84,13 +86,16 @@ def summarize(results: pd.DataFrame) -> pd.DataFrame:
     if len(modes) > 1:
         raise ValueError(f"the results mix replay modes {sorted(modes)}; summarize one at a time")
     order = list(dict.fromkeys(results["config"]))
-    out = results[(results["role"] == "output") & results["macs"].notna()]
-    g = out.groupby("config", sort=False)
+    outputs = results[results["role"] == "output"]
+    mac = outputs["macs"].notna()
+    g, every = outputs[mac].groupby("config", sort=False), outputs.groupby("config", sort=False)
+    between = outputs[~mac].groupby("config", sort=False)["total_pj"].sum()
     s = pd.DataFrame({
         "mean_output_sqnr_db": g["sqnr_db"].apply(_mean_sqnr),
-        "compute_pj": g["compute_pj"].sum(), "memory_pj": g["memory_pj"].sum(),
-        "total_pj": g["total_pj"].sum(), "macs": g["macs"].sum(),
-        "area_um2_per_mac": g["area_um2"].max(),
+        "compute_pj": every["compute_pj"].sum(), "memory_pj": every["memory_pj"].sum(),
+        "total_pj": every["total_pj"].sum(),
+        "between_pj": between if modes == {"propagated"} else math.nan,
+        "macs": g["macs"].sum(), "area_um2_per_mac": g["area_um2"].max(),
         "overflows": g["overflows"].sum(), "saturations": g["saturations"].sum()})
     s = s.reindex(order)                     # configurations whose every op failed included
     s.index.name = "config"
@@ -271,9 +276,12 @@ _COLUMNS = {
     "mean_output_sqnr_db": "the MAC ops' output SQNR against the captured outputs, in dB, "
                            "averaged over the ops not exact ('exact': all are; -inf: an "
                            "output overflowed or turned NaN)",
-    "compute_pj": "MAC energy of the whole replayed run, in pJ",
+    "compute_pj": "arithmetic energy of the whole replayed run, in pJ: the MACs and, in "
+                  "propagated replays, the vector work between them",
     "memory_pj": "energy of the run's memory traffic, in pJ",
     "total_pj": "compute_pj + memory_pj",
+    "between_pj": "the part of total_pj spent on the ops between the MACs (their arithmetic "
+                  "and traffic; not priced in per-op replays, which do not run them)",
     "pj_per_mac": "total_pj / macs",
     "macs": "multiply-accumulates in the run",
     "area_um2_per_mac": "area of one MAC unit in µm² (the largest over the ops)",

@@ -39,7 +39,7 @@ also takes the attr ``fused``: true where its output stays inside a fused kernel
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, Sequence, Union
 
 import numpy as np
 
@@ -102,6 +102,9 @@ SOURCES = {k: 2 if k in BINARY else 1 for k in
            ("layer_norm", "rms_norm", "batch_norm", "mean", "pool2d", "adaptive_avg_pool2d")}
 SOURCES["concat"] = None
 KINDS = tuple(SOURCES)
+# Ops that only move values: no arithmetic, and a storage format does not round their outputs
+# again (a per-tensor scale would otherwise change a slice's values).
+MOVERS = ("flatten", "permute", "expand", "index", "concat", "identity")
 ROLES = {**{k: ("input", "other", "output") for k in BINARY},
          "concat": ("output",),
          "layer_norm": ("input", "weight", "bias", "output"),
@@ -346,6 +349,85 @@ def _pool(x: np.ndarray, hw: tuple, mode: str, divisor=None) -> np.ndarray:
     if divisor is None:
         divisor = vh.sum(1)[:, None] * vw.sum(1)[None, :]
     return np.where(inside, taps, 0.0).sum(axis=(3, 5)) / divisor
+
+
+# Vector steps per output element of the unary kinds (mac_models.vector.STEPS); gelu, pow and
+# clamp depend on their attrs (see work).
+_UNARY_STEPS = {"relu": {"compare": 1}, "silu": {"exp": 1, "add": 1, "recip": 1, "mul": 1},
+                "sigmoid": {"exp": 1, "add": 1, "recip": 1}, "tanh": {"tanh": 1},
+                "exp": {"exp": 1}, "log": {"log": 1}, "sqrt": {"sqrt": 1},
+                "rsqrt": {"rsqrt": 1}, "erf": {"erf": 1}, "abs": {}, "identity": {}}
+_BINARY_STEPS = {"add": "add", "sub": "add", "mul": "mul", "div": "div"}
+
+
+def _steps(per: Mapping[str, int], n: int, per_row: Union[Mapping[str, int], None] = None,
+           rows: int = 0) -> dict:
+    """Counts of ``per`` steps for each of ``n`` elements and ``per_row`` for each of
+    ``rows`` rows (steps counted 0 times left out)."""
+    out = {step: k * n for step, k in per.items()}
+    for step, k in (per_row or {}).items():
+        out[step] = out.get(step, 0) + k * rows
+    return {step: k for step, k in out.items() if k}
+
+
+def _unary_steps(kind: str, attrs: Mapping[str, Any]) -> dict:
+    """Steps per element of a unary op (x³ as two multiplies; pow by 2 is one multiply, by 0 or
+    1 none, by anything else exp(e·log x))."""
+    if kind == "gelu":              # x·0.5·(1 + erf(x/√2)), or the tanh form's 6 mul, 2 add
+        return {"tanh": 1, "mul": 6, "add": 2} if attrs.get("approximate") == "tanh" else \
+            {"erf": 1, "mul": 3, "add": 1}
+    if kind == "pow":
+        e = float(attrs["exponent"])
+        return {"mul": 1} if e == 2 else {} if e in (0, 1) else {"exp": 1, "log": 1, "mul": 1}
+    if kind == "clamp":
+        return {"compare": sum(attrs.get(b) is not None for b in ("min", "max"))}
+    return _UNARY_STEPS[kind]
+
+
+def work(kind: str, shapes: Mapping[str, tuple], attrs: Mapping[str, Any]) -> dict:
+    """The vector steps (:data:`mac_models.vector.STEPS`: step name -> count) of one op of
+    ``kind`` whose tensors have ``shapes`` (by role): per output element for the elementwise
+    kinds; softmax, per element a max, a subtraction, an exp, a sum and a multiply, per row a
+    reciprocal; layer_norm, per element the sum, the subtraction of the mean, its square and
+    sum, the multiply by 1 / std (and by the weight, the bias's add), per row two multiplies
+    by 1 / n, the eps add and an rsqrt (rms_norm the same without the mean); batch_norm, a
+    multiply and an add per element with the scale and shift folded per channel (an add, an
+    rsqrt, two multiplies and an add); mean and pools, an add (a max pool's compare) per tap
+    but the first of each output and a multiply by 1 / count per output.  The movers do no
+    arithmetic."""
+    out = shapes["output"]
+    n = math.prod(out)
+    if kind in MOVERS:
+        return {}
+    if kind in BINARY:
+        return _steps({_BINARY_STEPS[kind]: 1}, n)
+    if kind == "softmax":
+        return _steps({"compare": 1, "add": 2, "exp": 1, "mul": 1}, n, {"recip": 1},
+                      n // out[-1] if out and n else n)
+    if kind in UNARY:
+        return _steps(_unary_steps(kind, attrs), n)
+    x = shapes["input"]
+    if kind in ("layer_norm", "rms_norm"):
+        width = math.prod(attrs["normalized_shape"])
+        rows = n // width if width else 0
+        per = {"add": 3 + ("bias" in shapes), "mul": 2 + ("weight" in shapes)}
+        if kind == "rms_norm":
+            per["add"] -= 2
+        return _steps(per, n, {"mul": 2 if kind == "layer_norm" else 1, "add": 1, "rsqrt": 1},
+                      rows)
+    if kind == "batch_norm":
+        return _steps({"mul": 1, "add": 1}, n, {"add": 2, "rsqrt": 1, "mul": 2}, x[1])
+    if kind == "mean":
+        return _steps({"add": 1}, math.prod(x) - n, {"mul": 1}, n)
+    if kind == "adaptive_avg_pool2d":
+        taps = math.prod(x[:2]) * math.prod(
+            int(_adaptive_windows(length, m)[2].sum()) for length, m in zip(x[2:], out[2:]))
+        return _steps({"add": 1}, taps - n, {"mul": 1}, n)
+    a = _pool_args(attrs)                    # pool2d: every tap of the window, padding's too
+    taps = n * math.prod(a["kernel"])
+    if a["mode"] == "max":
+        return _steps({"compare": 1}, taps - n)
+    return _steps({"add": 1}, taps - n, {"mul": 1}, n)
 
 
 def concat(captured: np.ndarray, parts: Sequence[np.ndarray],

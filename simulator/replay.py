@@ -44,9 +44,20 @@ that only move values (flatten, permute, expand, index, concat, identity) are no
 again.  An op whose attr ``fused`` is true (the ops capture makes of one
 ``scaled_dot_product_attention`` call but its output: k^T, repeated grouped-query heads,
 scores, scale, mask, softmax) keeps its value inside the fused kernel: it is not rounded, and a
-fused MAC's output is priced and its ulps counted as without a storage format.  The ops
-between the MACs are not priced.  Values that depend on no recorded op (the model's input,
-constants, a KV cache's past entries) stay as captured.
+fused MAC's ulps are counted as without a storage format.
+
+Costs of the ops between the MACs (propagated mode, role ``output``): ``compute_pj`` their
+vector steps (:func:`graph_ops.work`, priced by :mod:`mac_models.vector` in VECTOR_FORMAT),
+``memory_pj`` reading each of their tensors once and writing their output once at ``level``, in
+the storage format (fp32 without one), ``total_pj``; movers cost nothing (the op that reads
+their output reads it from memory).  A fused kernel's tensors stay on chip: a fused op's output
+(a mover's, where all it moves is on chip) is not written, and an operand fed by one is not
+read, by a MAC (``layer_cost``'s ``on_chip``) or another op; constants (a mask, a scale) are
+read.  Every op is otherwise a kernel of its own, as eager PyTorch runs them: a ReLU after a
+linear layer is not folded into its epilogue.  The task row's costs add up every op's.
+
+Values that depend on no recorded op (the model's input, constants, a KV cache's past entries)
+stay as captured.
 Error metrics are those of :mod:`simulator.metrics`.  An op that cannot run (NaN for a scalar
 integer format, for example) gives a row with its ``error`` message instead of stopping the
 replay; in propagated mode the ops fed by it get an ``error`` row too, and the task accuracy is
@@ -65,22 +76,25 @@ import pandas as pd
 import formats
 import mac_models as mm
 from mac_models.layers import output_format
-from mac_models.memory import pj_per_bit
+from mac_models.memory import memory_cost, pj_per_bit
 from mac_models.ops import (beyond_range, conv_block, conv_input_whole, conv_pixels,
                             conv_weights, quantized_slices)
 from mac_models.technology import technology
+from mac_models.vector import vector_energy_pj
 
 from . import graph_ops, metrics
 from .configs import Config, repeats
-from .traces import Op, Trace, linked_roles
+from .traces import GRAD_ROLES, Op, Trace, linked_roles
 
 MODES = ("per-op", "propagated")
 # The version of replay's results: bumped when the same trace and config give other numbers, so
-# that a sweep recomputes the cells an older replay wrote (2: storage formats, fused ops).
-RESULTS = 2
-# Ops that only move stored values: a storage format does not round their outputs again (a
-# per-tensor scale would otherwise change a slice's values).
-MOVERS = ("flatten", "permute", "expand", "index", "concat", "identity")
+# that a sweep recomputes the cells an older replay wrote (2: storage formats, fused ops; 3: the
+# ops between the MACs priced, fused kernels' tensors kept on chip).
+RESULTS = 3
+# The format the vector unit computes the ops between the MACs in (mac_models.vector).
+VECTOR_FORMAT = "fp32"
+# The MAC roles as layer_cost names its tensors.
+_LAYER_TENSORS = {"input": "a", "a": "a", "b": "b", "output": "out"}
 
 
 def _operand_rows(refs: list, useds: list, fmt, k_axis: int, cfg: Config,
@@ -112,7 +126,8 @@ def _rounded(x: np.ndarray, fmt_name: str, cfg: Config, stream: int) -> np.ndarr
 def _stores(op: Op, cfg: Config) -> bool:
     """Whether ``op``'s output is rounded to ``cfg``'s storage format: there is one, and the
     op is neither ``fused`` nor one that only moves values (see the module doc)."""
-    return cfg.storage is not None and not op.attrs.get("fused") and op.kind not in MOVERS
+    return cfg.storage is not None and not op.attrs.get("fused") and \
+        op.kind not in graph_ops.MOVERS
 
 
 def _stored(y: np.ndarray, op: Op, cfg: Config) -> np.ndarray:
@@ -147,8 +162,27 @@ def _f64(a) -> np.ndarray:
     return np.asarray(a, dtype=np.float64)
 
 
-def _run_mac_op(op: Op, cfg: Config, x: Union[np.ndarray, None], tech, level) -> tuple:
-    """(output as fp32, rows for the operands, output row fields) of one MAC op."""
+def _in_kernel(op: Op, kernel: set) -> bool:
+    """Whether ``op``'s output stays inside a fused kernel, given the names of the earlier ops
+    whose outputs do (``kernel``): it is ``fused`` and not a mover, or a mover whose every part
+    comes from such ops (k^T of a fused k^T is still read from memory by the kernel)."""
+    if op.kind not in graph_ops.MOVERS:
+        return bool(op.attrs.get("fused"))
+    whole = op.kind != "concat" or len(op.attrs["linked"]) == len(op.attrs["sizes"])
+    return bool(op.inputs_from) and whole and all(s in kernel for s in op.inputs_from)
+
+
+def _kept(op: Op, kernel: set) -> set:
+    """The roles of ``op`` that never go to memory: the operands fed by ops in ``kernel`` and
+    the output where ``op`` itself is in it (see :func:`_in_kernel`)."""
+    kept = {r for r, s in zip(linked_roles(op.kind), op.inputs_from) if s in kernel}
+    return kept | ({"output"} if op.name in kernel else set())
+
+
+def _run_mac_op(op: Op, cfg: Config, x: Union[np.ndarray, None], tech, level,
+                kept: set) -> tuple:
+    """(output as fp32, rows for the operands, output row fields) of one MAC op, the roles
+    ``kept`` on chip moving nothing."""
     t = op.tensors
     roles = ("input", "weight") if op.kind in ("linear", "conv2d") else ("a", "b")
     for role, v in zip(roles, (t[roles[0]] if x is None else x, t[roles[1]])):
@@ -214,7 +248,8 @@ def _run_mac_op(op: Op, cfg: Config, x: Union[np.ndarray, None], tech, level) ->
     y = _stored(y.astype(np.float32), op, cfg)
     stored = _stores(op, cfg)
     out_fmt = formats.get(cfg.storage) if stored else a_fmt
-    lc = mm.layer_cost(shape, mac, {"out": out_fmt}, tech=tech, level=level)
+    lc = mm.layer_cost(shape, mac, {"out": out_fmt}, tech=tech, level=level,
+                       on_chip={_LAYER_TENSORS[r] for r in kept})
     try:
         ulps = metrics.max_ulp_error(_f64(t["output"]), y,
                                      out_fmt if stored else output_format(mac))
@@ -312,9 +347,13 @@ def _replay_one(trace: Trace, cfg: Config, mode: str, tech, level, bar) -> list[
     failed: set[str] = set()
     rows: list[dict] = []
     totals = {"compute_pj": 0.0, "memory_pj": 0.0, "total_pj": 0.0, "macs": 0}
+    kernel: set[str] = set()                 # the ops whose outputs stay in a fused kernel
     for op in trace.ops:
         bar.update(1)
         base = {**head, "op": op.name, "kind": op.kind}
+        if _in_kernel(op, kernel):
+            kernel.add(op.name)
+        kept = _kept(op, kernel)
         got, problem = _propagated_input(op, outputs, failed) if mode == "propagated" \
             else ([], "")
         if problem:
@@ -324,15 +363,20 @@ def _replay_one(trace: Trace, cfg: Config, mode: str, tech, level, bar) -> list[
         if not op.is_mac:
             if mode == "propagated":
                 try:
-                    rows.append({**base, **_between(op, got, outputs, cfg)})
+                    row = _between(op, got, outputs, cfg)
                 except ValueError as exc:          # a storage format that cannot hold it
                     rows.append({**base, "role": "output", "error": str(exc)})
                     failed.add(op.name)
+                    continue
+                row.update(_between_cost(op, kept, cfg, tech, level))
+                rows.append({**base, **row})
+                for k in ("compute_pj", "memory_pj", "total_pj"):
+                    totals[k] += row[k]
             continue
         try:
             if len(got) > 1:
                 op = Op(op.name, op.kind, {**op.tensors, "b": got[1]}, op.attrs, op.inputs_from)
-            y, qrows, out = _run_mac_op(op, cfg, got[0] if got else None, tech, level)
+            y, qrows, out = _run_mac_op(op, cfg, got[0] if got else None, tech, level, kept)
         except ValueError as exc:
             rows.append({**base, "role": "output", "error": str(exc)})
             failed.add(op.name)
@@ -356,6 +400,26 @@ def _replay_one(trace: Trace, cfg: Config, mode: str, tech, level, bar) -> list[
             task.setdefault("error", f"{last} did not run")
         rows.append(task)
     return rows
+
+
+def _between_cost(op: Op, kept: set, cfg: Config, tech, level: str) -> dict:
+    """Cost fields of an op between the MACs: its vector steps (:func:`graph_ops.work`) in
+    VECTOR_FORMAT, and reading each of its tensors and writing its output, but the roles
+    ``kept`` on chip, in the config's storage format (fp32 without one; a scaled format's
+    blocks along the last axis).  Movers cost nothing: the op that reads their output pays."""
+    if op.kind in graph_ops.MOVERS:
+        return {"compute_pj": 0.0, "memory_pj": 0.0, "total_pj": 0.0}
+    shapes = {r: op.shape(r) for r in op.tensors if r not in GRAD_ROLES}
+    compute = vector_energy_pj(graph_ops.work(op.kind, shapes, op.attrs), VECTOR_FORMAT, tech)
+    fmt = cfg.storage or "fp32"
+    memory = 0.0
+    for role, shape in shapes.items():
+        if role not in kept:
+            n = math.prod(shape)
+            last = shape[-1] if shape and n else 1
+            memory += memory_cost(fmt, n, level, tech=tech, channels=last,
+                                  rows=n // last if n else 1).energy_pj
+    return {"compute_pj": compute, "memory_pj": memory, "total_pj": compute + memory}
 
 
 def _between(op: Op, got: list, outputs: dict, cfg: Config) -> dict:

@@ -603,14 +603,21 @@ def test_summarize_accuracy_from_task_rows(summary, results, trace):
     assert summary.loc["fp32", "mean_output_sqnr_db"] == math.inf
 
 
-def test_summarize_sums_over_mac_output_rows(summary, results):
+def test_summarize_sums_over_output_rows(summary, results):
+    """Energies over every op (the MACs and the relus between them), the rest over the MACs."""
     for cfg in CONFIGS:
-        rows = [r for _, r in results.iterrows()
-                if r["config"] == cfg.name and r["role"] == "output" and not pd.isna(r["macs"])]
+        every = [r for _, r in results.iterrows()
+                 if r["config"] == cfg.name and r["role"] == "output"]
+        rows = [r for r in every if not pd.isna(r["macs"])]
         assert [r["op"] for r in rows] == ["fc1", "fc2", "fc3"]
+        between = [r for r in every if pd.isna(r["macs"])]
+        assert [r["kind"] for r in between] == ["relu", "relu"]
         s = summary.loc[cfg.name]
         for col in ("compute_pj", "memory_pj", "total_pj"):
-            assert s[col] == pytest.approx(sum(r[col] for r in rows), rel=1e-12), col
+            assert s[col] == pytest.approx(sum(r[col] for r in every), rel=1e-12), col
+        assert s["between_pj"] == pytest.approx(sum(r["total_pj"] for r in between),
+                                                rel=1e-12)
+        assert 0 < s["between_pj"] < s["total_pj"]
         # the digits MLP (64 -> 64 -> 32 -> 10) on 360 images
         assert s["macs"] == 360 * (64 * 64 + 64 * 32 + 32 * 10)
         assert s["pj_per_mac"] == pytest.approx(s["total_pj"] / s["macs"], rel=1e-12)
@@ -622,6 +629,11 @@ def test_summarize_sums_over_mac_output_rows(summary, results):
         # the replay's own task row adds up the same costs
         task = results[(results["config"] == cfg.name) & (results["role"] == "task")].iloc[0]
         assert s["total_pj"] == pytest.approx(task["total_pj"], rel=1e-12)
+
+
+def test_per_op_summaries_leave_the_ops_between_the_macs_unpriced(trace):
+    s = summarize(replay(trace, CONFIGS[:1], "per-op")).iloc[0]
+    assert math.isnan(s["between_pj"]) and s["total_pj"] > 0
 
 
 def _by_rule(summary):

@@ -1,0 +1,208 @@
+"""The cost of the work between the MACs (mac_models.vector, graph_ops.work) and of fused
+kernels' tensors kept on chip, as replay prices them.
+
+Oracles: Horowitz's ISSCC 2014 table (fp16 / fp32 add 0.4 / 0.9 pJ, multiply 1.1 / 3.7 pJ,
+DRAM 640 pJ per 32 bits), the step recipes stated in mac_models.vector, and counts derived by
+hand from the algorithms graph_ops.work states.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+import mac_models as mm
+from mac_models.components import adder
+from mac_models.technology import technology
+from mac_models.vector import STEPS, step_energy_pj, vector_energy_pj
+from simulator import graph_ops
+from simulator.capture import from_arrays
+from simulator.configs import Config
+from simulator.replay import replay
+
+DRAM = 640 / 32                     # pJ per bit
+
+
+@pytest.mark.parametrize("fmt, add, mul", [("fp32", 0.9, 3.7), ("fp16", 0.4, 1.1)])
+def test_adds_and_multiplies_are_horowitz_s(fmt, add, mul):
+    assert step_energy_pj("add", fmt) == pytest.approx(add, rel=1e-12)
+    assert step_energy_pj("compare", fmt) == pytest.approx(add, rel=1e-12)
+    assert step_energy_pj("mul", fmt) == pytest.approx(mul, rel=1e-12)
+
+
+@pytest.mark.parametrize("fmt, p, bits, e", [("fp32", 24, 32, 8), ("fp16", 11, 16, 5),
+                                             ("bf16", 8, 16, 8)])
+def test_divisions_roots_and_functions_follow_their_recipes(fmt, p, bits, e):
+    """Newton–Raphson from a 4-bit seed: 3 iterations to fp32's 24 bits (4 -> 8 -> 16 -> 32),
+    2 to fp16's 11, 1 to bf16's 8; functions a polynomial of degree ceil(p / 4) + 1."""
+    add, mul = step_energy_pj("add", fmt), step_energy_pj("mul", fmt)
+    seed = adder(bits).energy_pj
+    its = {24: 3, 11: 2, 8: 1}[p]
+    assert step_energy_pj("recip", fmt) == pytest.approx(seed + its * (2 * mul + add))
+    assert step_energy_pj("div", fmt) == pytest.approx(seed + its * (2 * mul + add) + mul)
+    assert step_energy_pj("rsqrt", fmt) == pytest.approx(seed + its * (3 * mul + add))
+    assert step_energy_pj("sqrt", fmt) == pytest.approx(seed + its * (3 * mul + add) + mul)
+    degree = {24: 7, 11: 4, 8: 3}[p]
+    for f in ("exp", "log", "tanh", "erf"):
+        assert step_energy_pj(f, fmt) == pytest.approx(
+            (degree + 1) * (mul + add) + adder(e).energy_pj)
+
+
+def test_steps_scale_with_the_node_and_sum():
+    for step in STEPS:
+        assert step_energy_pj(step, tech=7) == pytest.approx(
+            step_energy_pj(step) * technology(7).energy_scale)
+    assert vector_energy_pj({"add": 10, "exp": 2}, "fp16") == pytest.approx(
+        10 * 0.4 + 2 * step_energy_pj("exp", "fp16"))
+    assert vector_energy_pj({}) == 0.0
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda: step_energy_pj("add", "int8"), "float format"),
+    (lambda: step_energy_pj("cosh"), "no vector step"),
+    (lambda: vector_energy_pj({"add": -1}), ">= 0"),
+    (lambda: vector_energy_pj({"add": math.nan}), ">= 0"),
+    (lambda: vector_energy_pj({"add": True}), ">= 0")])
+def test_bad_steps_raise(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
+
+
+@pytest.mark.parametrize("kind, shapes, attrs, want", [
+    # softmax of 6 rows of 4: per element max, subtract, exp, sum, multiply; per row 1 / sum
+    ("softmax", {"input": (2, 3, 4), "output": (2, 3, 4)}, {},
+     {"compare": 24, "add": 48, "exp": 24, "mul": 24, "recip": 6}),
+    # layer norm of 10 rows of 8 with weight and bias: per element sum, subtract, sum of
+    # squares, bias (4 adds), square, 1 / std, weight (3 multiplies); per row mean and
+    # variance (2 multiplies by 1 / n), eps add, rsqrt
+    ("layer_norm", {"input": (2, 5, 8), "weight": (8,), "bias": (8,), "output": (2, 5, 8)},
+     {"normalized_shape": [8], "eps": 1e-5}, {"add": 330, "mul": 260, "rsqrt": 10}),
+    ("rms_norm", {"input": (2, 5, 8), "weight": (8,), "output": (2, 5, 8)},
+     {"normalized_shape": [8], "eps": 1e-5}, {"add": 90, "mul": 250, "rsqrt": 10}),
+    ("rms_norm", {"input": (10, 8), "output": (10, 8)}, {"normalized_shape": [8], "eps": 0.0},
+     {"add": 90, "mul": 170, "rsqrt": 10}),
+    ("batch_norm", {"input": (2, 3, 4, 4), "running_mean": (3,), "running_var": (3,),
+                    "output": (2, 3, 4, 4)}, {"eps": 1e-5},
+     {"mul": 102, "add": 102, "rsqrt": 3}),
+    ("mean", {"input": (4, 6), "output": (4,)}, {"dims": [1]}, {"add": 20, "mul": 4}),
+    ("pool2d", {"input": (1, 1, 4, 4), "output": (1, 1, 2, 2)},
+     {"mode": "max", "kernel": [2, 2]}, {"compare": 12}),
+    ("pool2d", {"input": (1, 1, 4, 4), "output": (1, 1, 2, 2)},
+     {"mode": "avg", "kernel": [2, 2]}, {"add": 12, "mul": 4}),
+    # 5 into 2 windows: [0, 3) and [2, 5), 3 taps each way: 36 taps for 4 outputs
+    ("adaptive_avg_pool2d", {"input": (1, 1, 5, 5), "output": (1, 1, 2, 2)}, {},
+     {"add": 32, "mul": 4}),
+    ("div", {"input": (3, 4), "other": (4,), "output": (3, 4)}, {}, {"div": 12}),
+    ("sub", {"input": (3, 4), "other": (), "output": (3, 4)}, {}, {"add": 12}),
+    ("gelu", {"input": (5,), "output": (5,)}, {"approximate": "tanh"},
+     {"tanh": 5, "mul": 30, "add": 10}),
+    ("gelu", {"input": (5,), "output": (5,)}, {}, {"erf": 5, "mul": 15, "add": 5}),
+    ("silu", {"input": (5,), "output": (5,)}, {}, {"exp": 5, "add": 5, "recip": 5, "mul": 5}),
+    ("pow", {"input": (5,), "output": (5,)}, {"exponent": 2}, {"mul": 5}),
+    ("pow", {"input": (5,), "output": (5,)}, {"exponent": 1.5},
+     {"exp": 5, "log": 5, "mul": 5}),
+    ("clamp", {"input": (5,), "output": (5,)}, {"min": 0, "max": None}, {"compare": 5}),
+    ("relu", {"input": (0, 3), "output": (0, 3)}, {}, {}),
+    ("abs", {"input": (5,), "output": (5,)}, {}, {}),
+    ("concat", {"output": (4, 3)}, {"dim": 0, "sizes": [2, 2], "linked": [0]}, {}),
+    ("permute", {"input": (4, 3), "output": (3, 4)}, {"dims": [1, 0]}, {})])
+def test_work_counts_the_steps_of_each_kind(kind, shapes, attrs, want):
+    assert graph_ops.work(kind, shapes, attrs) == want
+
+
+def test_every_kind_has_a_work_count():
+    shapes = {"input": (1, 2, 4, 4), "other": (1, 2, 4, 4), "output": (1, 2, 4, 4),
+              "running_mean": (2,), "running_var": (2,)}
+    attrs = {"mode": "max", "kernel": [2, 2], "dims": [0, 1, 2, 3], "normalized_shape": [4],
+             "eps": 0.0, "exponent": 3.0, "index": ["..."], "dim": 0, "sizes": [1],
+             "linked": [0], "min": 0.0}
+    for kind in graph_ops.KINDS:
+        steps = graph_ops.work(kind, shapes, attrs)
+        assert set(steps) <= set(STEPS), kind
+        assert (not steps) == (kind in graph_ops.MOVERS + ("abs",)), kind
+
+
+def _attention(fused: bool) -> object:
+    """x -> q, k projections; k^T; scores; scale; softmax; p @ v (v a constant); relu."""
+    rng = np.random.default_rng(5)
+    x, wq, wk = rng.normal(size=(4, 8)), rng.normal(size=(8, 8)), rng.normal(size=(8, 8))
+    v = rng.normal(size=(4, 8))
+    q, k = x @ wq.T, x @ wk.T
+    s = q @ k.T
+    p = np.exp(s / 8 - (s / 8).max(-1, keepdims=True))
+    p /= p.sum(-1, keepdims=True)
+    f = {"fused": True} if fused else {}
+    return from_arrays({
+        "q": {"kind": "linear", "input": x, "weight": wq, "output": q},
+        "k": {"kind": "linear", "input": x, "weight": wk, "output": k},
+        "kT": {"kind": "permute", "input": k, "output": k.T, "inputs_from": ["k"],
+               "attrs": {"dims": [1, 0], **f}},
+        "scores": {"kind": "attention_scores", "a": q, "b": k.T, "output": s,
+                   "inputs_from": ["q", "kT"], "attrs": f},
+        "scale": {"kind": "mul", "input": s, "other": np.array(1 / 8), "output": s / 8,
+                  "inputs_from": ["scores"], "attrs": f},
+        "softmax": {"kind": "softmax", "input": s / 8, "output": p, "inputs_from": ["scale"],
+                    "attrs": f},
+        "pv": {"kind": "matmul", "a": p, "b": v, "output": p @ v, "inputs_from": ["softmax"]},
+        "relu": {"kind": "relu", "input": p @ v, "output": np.maximum(p @ v, 0),
+                 "inputs_from": ["pv"]}})
+
+
+@pytest.mark.parametrize("storage, bits", [(None, 32), ("bf16", 16)])
+def test_ops_between_the_macs_pay_their_steps_and_traffic(storage, bits):
+    """Unfused: a relu of 32 values reads and writes 32 values in the storage format (fp32
+    without one) at 20 pJ a bit and compares each once (an fp32 add, 0.9 pJ); the scale reads
+    its scalar too; the k^T permute costs nothing itself."""
+    df = replay(_attention(False), Config(mac={"accumulator": "exact"}, storage=storage),
+                "propagated")
+    out = df[df.role == "output"].set_index("op")
+    relu = out.loc["relu"]
+    assert relu.memory_pj == pytest.approx(2 * 32 * bits * DRAM)
+    assert relu.compute_pj == pytest.approx(32 * 0.9)
+    assert relu.total_pj == pytest.approx(relu.memory_pj + relu.compute_pj)
+    assert out.loc["scale", "memory_pj"] == pytest.approx((2 * 16 + 1) * bits * DRAM)
+    assert out.loc["scale", "compute_pj"] == pytest.approx(16 * 3.7)
+    assert out.loc["kT", ["compute_pj", "memory_pj", "total_pj"]].tolist() == [0, 0, 0]
+    soft = out.loc["softmax"]
+    assert soft.compute_pj == pytest.approx(vector_energy_pj(
+        {"compare": 16, "add": 32, "exp": 16, "mul": 16, "recip": 4}))
+
+
+def test_a_fused_kernel_keeps_its_tensors_on_chip():
+    """Fused (as capture marks what one scaled_dot_product_attention call computes but its
+    output): the scores are not written, the scale and softmax move nothing, the output
+    matmul reads its probabilities from the kernel; k^T is still read, from k in memory.
+    Each MAC's memory is layer_cost's with exactly those tensors left out."""
+    cfg = Config(mac={"accumulator": "exact"})
+    for mode in ("per-op", "propagated"):
+        fused = replay(_attention(True), cfg, mode)
+        out = fused[fused.role == "output"].set_index("op")
+        mac = cfg.build_mac()
+        shape = mm.Matmul(4, 8, 4)
+        a_fmt = {"out": "fp32"}
+        scores = mm.layer_cost(shape, mac, a_fmt, on_chip={"out"})
+        assert out.loc["scores", "memory_pj"] == pytest.approx(scores.memory_pj)
+        assert set(scores.memory) == {"a", "b"}
+        pv = mm.layer_cost(mm.Matmul(4, 4, 8), mac, a_fmt, on_chip={"a"})
+        assert out.loc["pv", "memory_pj"] == pytest.approx(pv.memory_pj)
+        if mode == "propagated":
+            assert out.loc["softmax", "memory_pj"] == 0 < out.loc["softmax", "compute_pj"]
+            assert out.loc["scale", "memory_pj"] == 32 * DRAM      # its scalar, a constant
+            plain = replay(_attention(False), cfg, mode)
+            saved = plain[plain.role == "output"].total_pj.sum() - out.total_pj.sum()
+            # unfused, the scores written, the scale's input and output, the softmax's input
+            # and output, pv's a: 6 tensors of 16 fp32 values more
+            assert saved == pytest.approx(6 * 16 * 32 * DRAM)
+
+
+def test_layer_cost_on_chip_checks_its_keys():
+    shape = mm.Matmul(2, 3, 4)
+    with pytest.raises(ValueError, match="on_chip takes"):
+        mm.layer_cost(shape, "int8->int32", on_chip={"c"})
+    with pytest.raises(TypeError, match="collection"):
+        mm.layer_cost(shape, "int8->int32", on_chip="out")
+    whole = mm.layer_cost(shape, "int8->int32")
+    kept = mm.layer_cost(shape, "int8->int32", on_chip=("a", "out"))
+    assert kept.memory_pj == pytest.approx(whole.memory["b"].energy_pj)
+    assert kept.compute_pj == whole.compute_pj
