@@ -293,10 +293,12 @@ _COLUMNS = {
 
 def _configurations(results: pd.DataFrame) -> pd.DataFrame:
     """What each configuration runs: weight and activation formats, MAC (preset name, spec
-    table, or fp32acc: an fp32 accumulator), the rounding, and the storage format of the values
-    between the MACs where a configuration has one."""
-    columns = [c for c in ("config", "weights", "activations", "mac", "rounding", "storage")
-               if c in results and (c != "storage" or results[c].notna().any())]
+    table, or fp32acc: an fp32 accumulator), the rounding, the storage format of the values
+    between the MACs where a configuration has one, and the fusion where one fuses."""
+    optional = {"storage": lambda v: v.notna(), "fusion": lambda v: v.fillna("none") != "none"}
+    columns = [c for c in ("config", "weights", "activations", "mac", "rounding", "storage",
+                           "fusion")
+               if c in results and (c not in optional or optional[c](results[c]).any())]
     return results.drop_duplicates("config")[columns].set_index("config")
 
 

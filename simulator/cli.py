@@ -80,6 +80,11 @@ def _replay_options(p: argparse.ArgumentParser) -> None:
                    help="store every op's output (the values between the MACs: a bf16 residual "
                         "stream, say) in FORMAT, in every configuration (default, or 'none': "
                         "MAC outputs in fp32, the ops between them in float64)")
+    p.add_argument("--fusion", choices=("none", "epilogue"), default="none",
+                   help="what the hardware fuses, in every configuration: none (every op a "
+                        "kernel of its own, the default) or epilogue (a MAC applies the "
+                        "elementwise ops that alone read its output, a ReLU or a residual "
+                        "add, before writing it: that output is neither stored nor moved)")
     p.add_argument("--tech", type=float, default=None, help="process node in nm (45 default)")
     p.add_argument("--level", choices=("rf", "sram", "dram"), default="dram",
                    help="memory level the tensors move to and from (default dram)")

@@ -173,6 +173,9 @@ def _configs(args: argparse.Namespace) -> list:
     if args.storage and args.storage != "none":
         configs = [replace(c, storage=args.storage, name=f"{c.name},store:{args.storage}")
                    for c in configs]
+    if args.fusion != "none":
+        configs = [replace(c, fusion=args.fusion, name=f"{c.name},fuse:{args.fusion}")
+                   for c in configs]
     return configs
 
 

@@ -4,7 +4,9 @@ A :class:`Config` names the weight, activation and gradient formats (registry na
 :mod:`formats.registry`), the MAC (a preset name, a :class:`mac_models.MAC`, a spec table, or
 None for an fp32 accumulator), the rounding of the operands and the seed, and the ``storage``
 format of the values between the MACs (None: MAC outputs in fp32 and the ops between the MACs
-in float64; see :mod:`simulator.replay`).  The MAC's operand
+in float64; see :mod:`simulator.replay`), and the ``fusion`` of the hardware: "none" (every op a
+kernel of its own) or "epilogue" (a MAC applies the elementwise ops that alone read its output
+before it writes it; see :mod:`simulator.replay`).  The MAC's operand
 formats are replaced by the config's: the MAC contributes its multiplier, accumulator, order
 and promotion, the config says what is multiplied.  A spec table (from TOML or a dict) is::
 
@@ -29,6 +31,7 @@ ACCUMULATORS = {"int": mm.IntAccumulator, "float": mm.FloatAccumulator,
                 "quire": mm.QuireAccumulator}
 MAC_ARGS = ("promote_every", "fused", "order", "chunks", "product_format", "product_rounding")
 MacSpec = Union[str, mm.MAC, Mapping[str, Any], None]
+FUSIONS = ("none", "epilogue")
 
 
 def mac_from_spec(spec: Mapping[str, Any]) -> mm.MAC:
@@ -66,6 +69,7 @@ class Config:
     seed: int = 0
     name: str = ""
     storage: Union[str, None] = None
+    fusion: str = "none"
 
     def __post_init__(self) -> None:
         _format_name(self.weights, "weights")
@@ -73,6 +77,8 @@ class Config:
         for what in ("gradients", "storage"):
             if getattr(self, what) is not None:
                 _format_name(getattr(self, what), what)
+        if self.fusion not in FUSIONS:
+            raise ValueError(f"fusion must be one of {', '.join(FUSIONS)}, got {self.fusion!r}")
         if self.rounding not in MODES:
             raise ValueError(f"unknown rounding {self.rounding!r}; choose one of "
                              f"{', '.join(MODES)}")
@@ -102,8 +108,8 @@ class Config:
         return json.dumps(self.mac, sort_keys=True)
 
     def default_name(self) -> str:
-        """``formats|accumulator`` (+ promotion, rounding and seed, gradients and storage where
-        they matter; other MAC options are left out: see :mod:`simulator.sweep` for grid
+        """``formats|accumulator`` (+ promotion, rounding and seed, gradients, storage and
+        fusion where they matter; other MAC options are left out: see :mod:`simulator.sweep` for grid
         cells)."""
         fmt = self.weights if self.weights == self.activations else \
             f"w:{self.weights},a:{self.activations}"
@@ -112,7 +118,8 @@ class Config:
         tail = "" if self.rounding == "nearest_even" else f",{self.rounding},seed{self.seed}"
         grad = f",grad:{self.gradients}" if self.gradients else ""
         store = f",store:{self.storage}" if self.storage else ""
-        return f"{fmt}|{acc}{tail}{grad}{store}"
+        fuse = "" if self.fusion == "none" else f",fuse:{self.fusion}"
+        return f"{fmt}|{acc}{tail}{grad}{store}{fuse}"
 
     def build_mac(self) -> mm.MAC:
         """The MAC that multiplies activations (A) by weights (B) in this configuration."""
@@ -136,20 +143,21 @@ class Config:
     def key(self) -> str:
         """A stable identifier of what this config computes: the formats, the MAC as built
         (so a preset and the same MAC written out are one key), the gradients, the rounding and
-        the seed where the rounding uses it, the storage format where there is one (so that
-        keys of configs without one, and sweeps written before it existed, stay as they were);
-        the name is left out."""
+        the seed where the rounding uses it, the storage format where there is one and the
+        fusion where it is not "none" (so that keys of configs without them, and sweeps written
+        before they existed, stay as they were); the name is left out."""
         seed = self.seed if self.rounding == "stochastic" else None
         blob = json.dumps([self.weights, self.activations, repr(self.build_mac()),
                            self.gradients, self.rounding, seed] +
-                          ([self.storage] if self.storage else []))
+                          ([self.storage] if self.storage else []) +
+                          ([{"fusion": self.fusion}] if self.fusion != "none" else []))
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     def as_dict(self) -> dict:
         """The record columns that describe this config."""
         return {"config": self.name, "weights": self.weights, "activations": self.activations,
                 "mac": self._mac_name(), "gradients": self.gradients, "rounding": self.rounding,
-                "seed": self.seed, "storage": self.storage}
+                "seed": self.seed, "storage": self.storage, "fusion": self.fusion}
 
 
 def repeats(values: list[str]) -> list[str]:

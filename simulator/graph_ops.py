@@ -105,6 +105,9 @@ KINDS = tuple(SOURCES)
 # Ops that only move values: no arithmetic, and a storage format does not round their outputs
 # again (a per-tensor scale would otherwise change a slice's values).
 MOVERS = ("flatten", "permute", "expand", "index", "concat", "identity")
+# Elementwise kinds (each output element from the same element of each input): what a MAC's
+# epilogue can apply to its outputs before writing them (see simulator.replay).
+ELEMENTWISE = tuple(k for k in UNARY if k not in ("softmax", "identity")) + tuple(BINARY)
 ROLES = {**{k: ("input", "other", "output") for k in BINARY},
          "concat": ("output",),
          "layer_norm": ("input", "weight", "bias", "output"),

@@ -44,7 +44,11 @@ that only move values (flatten, permute, expand, index, concat, identity) are no
 again.  An op whose attr ``fused`` is true (the ops capture makes of one
 ``scaled_dot_product_attention`` call but its output: k^T, repeated grouped-query heads,
 scores, scale, mask, softmax) keeps its value inside the fused kernel: it is not rounded, and a
-fused MAC's ulps are counted as without a storage format.
+fused MAC's ulps are counted as without a storage format.  A config's ``fusion`` "epilogue"
+keeps a MAC's output in its epilogue the same way where the one op that reads it (in the trace)
+is elementwise (:data:`graph_ops.ELEMENTWISE`: a ReLU, a GELU, a residual add, a scale) and
+takes it as its ``input``, and so on down a chain of such ops: only the chain's last output is
+stored.
 
 Costs of the ops between the MACs (propagated mode, role ``output``): ``compute_pj`` their
 vector steps (:func:`graph_ops.work`, priced by :mod:`mac_models.vector` in VECTOR_FORMAT),
@@ -53,8 +57,9 @@ the storage format (fp32 without one), ``total_pj``; movers cost nothing (the op
 their output reads it from memory).  A fused kernel's tensors stay on chip: a fused op's output
 (a mover's, where all it moves is on chip) is not written, and an operand fed by one is not
 read, by a MAC (``layer_cost``'s ``on_chip``) or another op; constants (a mask, a scale) are
-read.  Every op is otherwise a kernel of its own, as eager PyTorch runs them: a ReLU after a
-linear layer is not folded into its epilogue.  The task row's costs add up every op's.
+read.  An epilogue's kept outputs likewise.  Every other op is a kernel of its own, as eager
+PyTorch runs them (with fusion "none", a ReLU after a linear layer too).  The task row's costs
+add up every op's.
 
 Values that depend on no recorded op (the model's input, constants, a KV cache's past entries)
 stay as captured.
@@ -67,6 +72,7 @@ NaN.  (Scaled formats follow their own NaN rule: a group holding NaN decodes to 
 from __future__ import annotations
 
 import math
+from collections import Counter
 from dataclasses import replace
 from typing import Callable, Iterable, Union
 
@@ -123,17 +129,18 @@ def _rounded(x: np.ndarray, fmt_name: str, cfg: Config, stream: int) -> np.ndarr
                                           seed=(cfg.seed * 4 + stream) % (1 << 63))
 
 
-def _stores(op: Op, cfg: Config) -> bool:
-    """Whether ``op``'s output is rounded to ``cfg``'s storage format: there is one, and the
-    op is neither ``fused`` nor one that only moves values (see the module doc)."""
-    return cfg.storage is not None and not op.attrs.get("fused") and \
+def _stores(op: Op, cfg: Config, kept: set) -> bool:
+    """Whether ``op``'s output is rounded to ``cfg``'s storage format: there is one, the output
+    is not ``kept`` on chip (:func:`_kept`) and the op does more than move values (see the
+    module doc)."""
+    return cfg.storage is not None and "output" not in kept and \
         op.kind not in graph_ops.MOVERS
 
 
-def _stored(y: np.ndarray, op: Op, cfg: Config) -> np.ndarray:
+def _stored(y: np.ndarray, op: Op, cfg: Config, kept: set) -> np.ndarray:
     """An op's output as it is stored (:func:`_stores`): rounded to the config's ``storage``
     format, else unchanged."""
-    if not _stores(op, cfg):
+    if not _stores(op, cfg, kept):
         return y
     fmt = formats.get(cfg.storage)
     finite = isinstance(fmt, formats.FloatFormat) and not fmt.has_inf   # stores saturate there
@@ -165,11 +172,31 @@ def _f64(a) -> np.ndarray:
 def _in_kernel(op: Op, kernel: set) -> bool:
     """Whether ``op``'s output stays inside a fused kernel, given the names of the earlier ops
     whose outputs do (``kernel``): it is ``fused`` and not a mover, or a mover whose every part
-    comes from such ops (k^T of a fused k^T is still read from memory by the kernel)."""
+    comes from such ops (a fused k^T of a k in memory is read from memory by the kernel)."""
     if op.kind not in graph_ops.MOVERS:
         return bool(op.attrs.get("fused"))
     whole = op.kind != "concat" or len(op.attrs["linked"]) == len(op.attrs["sizes"])
     return bool(op.inputs_from) and whole and all(s in kernel for s in op.inputs_from)
+
+
+def _on_chip(trace: Trace, cfg: Config) -> set:
+    """The names of the ops whose outputs never go to memory under ``cfg``: fused kernels'
+    (:func:`_in_kernel`) and, with fusion "epilogue", every op whose one reader in the trace is
+    an elementwise op (:data:`graph_ops.ELEMENTWISE`) taking it as its ``input`` while it is a
+    MAC or such a reader itself (a MAC's epilogue applies a chain of them, then writes)."""
+    readers = Counter(s for op in trace.ops for s in op.inputs_from)
+    macs = {op.name for op in trace.ops if op.is_mac}
+    kernel: set[str] = set()
+    epilogue: set[str] = set()               # the ops a MAC's epilogue applies
+    for op in trace.ops:
+        if _in_kernel(op, kernel):
+            kernel.add(op.name)
+        elif cfg.fusion == "epilogue" and op.kind in graph_ops.ELEMENTWISE and op.inputs_from:
+            src = op.inputs_from[0]
+            if (src in macs or src in epilogue) and readers[src] == 1 and src not in kernel:
+                kernel.add(src)
+                epilogue.add(op.name)
+    return kernel
 
 
 def _kept(op: Op, kernel: set) -> set:
@@ -245,8 +272,8 @@ def _run_mac_op(op: Op, cfg: Config, x: Union[np.ndarray, None], tech, level,
     if "bias" in t:
         bias = _f64(t["bias"])
         y = y + (bias.reshape(-1, 1, 1) if op.kind == "conv2d" else bias)
-    y = _stored(y.astype(np.float32), op, cfg)
-    stored = _stores(op, cfg)
+    y = _stored(y.astype(np.float32), op, cfg, kept)
+    stored = _stores(op, cfg, kept)
     out_fmt = formats.get(cfg.storage) if stored else a_fmt
     lc = mm.layer_cost(shape, mac, {"out": out_fmt}, tech=tech, level=level,
                        on_chip={_LAYER_TENSORS[r] for r in kept})
@@ -347,12 +374,10 @@ def _replay_one(trace: Trace, cfg: Config, mode: str, tech, level, bar) -> list[
     failed: set[str] = set()
     rows: list[dict] = []
     totals = {"compute_pj": 0.0, "memory_pj": 0.0, "total_pj": 0.0, "macs": 0}
-    kernel: set[str] = set()                 # the ops whose outputs stay in a fused kernel
+    kernel = _on_chip(trace, cfg)
     for op in trace.ops:
         bar.update(1)
         base = {**head, "op": op.name, "kind": op.kind}
-        if _in_kernel(op, kernel):
-            kernel.add(op.name)
         kept = _kept(op, kernel)
         got, problem = _propagated_input(op, outputs, failed) if mode == "propagated" \
             else ([], "")
@@ -363,7 +388,7 @@ def _replay_one(trace: Trace, cfg: Config, mode: str, tech, level, bar) -> list[
         if not op.is_mac:
             if mode == "propagated":
                 try:
-                    row = _between(op, got, outputs, cfg)
+                    row = _between(op, got, outputs, cfg, kept)
                 except ValueError as exc:          # a storage format that cannot hold it
                     rows.append({**base, "role": "output", "error": str(exc)})
                     failed.add(op.name)
@@ -422,9 +447,9 @@ def _between_cost(op: Op, kept: set, cfg: Config, tech, level: str) -> dict:
     return {"compute_pj": compute, "memory_pj": memory, "total_pj": compute + memory}
 
 
-def _between(op: Op, got: list, outputs: dict, cfg: Config) -> dict:
+def _between(op: Op, got: list, outputs: dict, cfg: Config, kept: set) -> dict:
     """Run an op between the MACs on its propagated operands ``got`` (the captured ones where
-    there are none), its output stored as ``cfg`` says; its row."""
+    there are none), its output stored as ``cfg`` says (unless ``kept`` on chip); its row."""
     ref_out = np.asarray(op.tensors["output"], dtype=np.float64)
     if op.kind == "concat":
         y = graph_ops.concat(ref_out, got, op.attrs)
@@ -433,10 +458,10 @@ def _between(op: Op, got: list, outputs: dict, cfg: Config) -> dict:
         t = {r: _f64(propagated[r] if r in propagated else op.tensors[r])
              for r in op.tensors if r != "output"}    # a captured operand read only if needed
         y = graph_ops.evaluate(op.kind, t, ref_out.shape, op.attrs)
-    y = _stored(y, op, cfg)
+    y = _stored(y, op, cfg, kept)
     outputs[op.name] = y
     row = {"role": "output", "numel": y.size, **metrics.error_metrics(ref_out, y)}
-    if _stores(op, cfg):
+    if _stores(op, cfg, kept):
         row["max_ulp_error"] = metrics.max_ulp_error(ref_out, y, cfg.storage)
     if op.kind == "softmax":
         row["kl_softmax"] = metrics.kl_softmax(op.tensors["input"], t["input"])

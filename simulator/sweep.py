@@ -17,6 +17,8 @@ A sweep file (TOML)::
     seed = [0]
     storage = ["none", "bf16"]      # the values between the MACs ("none", or leave the key
                                     # out: as computed; see simulator.replay)
+    fusion = ["none", "epilogue"]   # epilogue: a MAC applies the elementwise ops that alone
+                                    # read its output (see simulator.configs)
 
     [[configs]]                     # extra cells, one table each (Config's fields)
     name = "int8"
@@ -71,7 +73,7 @@ else:                                            # pragma: no cover - Python 3.1
 
 BUILTIN = "builtin:digits"
 GRID_KEYS = ("formats", "weights", "activations", "mac", "rounding", "seed", "gradients",
-             "storage")
+             "storage", "fusion")
 TOP_KEYS = ("trace", "mode", "output", "tech", "level", "grid", "configs")
 
 
@@ -143,11 +145,12 @@ def _grid(grid: Any, where: str) -> list[Config]:
     if not pairs:
         raise SweepError(f"{where}: [grid] needs formats, or weights and activations")
     out = []
-    for (w, a), mac, rnd, seed, grad, store in itertools.product(
+    for (w, a), mac, rnd, seed, grad, store, fuse in itertools.product(
             pairs, grid.get("mac", [None]), grid.get("rounding", ["nearest_even"]),
-            grid.get("seed", [0]), grid.get("gradients", [None]), grid.get("storage", [None])):
+            grid.get("seed", [0]), grid.get("gradients", [None]), grid.get("storage", [None]),
+            grid.get("fusion", ["none"])):
         out.append(_config({"weights": w, "activations": a, "mac": mac, "rounding": rnd,
-                            "seed": seed, "gradients": grad, "storage": store},
+                            "seed": seed, "gradients": grad, "storage": store, "fusion": fuse},
                            f"{where}: [grid] cell weights={w}, activations={a}, mac={mac}"))
     # cells whose default names meet (MAC spec tables differing in order, chunks, ...) but
     # that compute different things get their key appended; equal ones are refused later

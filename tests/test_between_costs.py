@@ -8,6 +8,7 @@ hand from the algorithms graph_ops.work states.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -206,3 +207,103 @@ def test_layer_cost_on_chip_checks_its_keys():
     kept = mm.layer_cost(shape, "int8->int32", on_chip=("a", "out"))
     assert kept.memory_pj == pytest.approx(whole.memory["b"].energy_pj)
     assert kept.compute_pj == whole.compute_pj
+
+
+def _mlp(x, w1, w2, between):
+    """linear -> the ops ``between`` (name: (kind, attrs, other or None)) in a chain -> linear,
+    computed in float64 (the replay's reference: only its own rounding is measured)."""
+    ops = {"fc1": {"kind": "linear", "input": x, "weight": w1, "output": x @ w1.T}}
+    prev, y = "fc1", x @ w1.T
+    for name, (kind, attrs, other) in between.items():
+        z = graph_ops.evaluate(kind, {"input": y, **({"other": other} if other is not None
+                                                      else {})}, y.shape, attrs)
+        ops[name] = {"kind": kind, "input": y, "output": z, "inputs_from": [prev],
+                     "attrs": attrs, **({"other": other} if other is not None else {})}
+        prev, y = name, z
+    ops["fc2"] = {"kind": "linear", "input": y, "weight": w2, "output": y @ w2.T,
+                  "inputs_from": [prev]}
+    return from_arrays(ops)
+
+
+def test_an_epilogue_keeps_a_mac_output_its_one_elementwise_reader_takes():
+    """fc1 -> mul by 3 -> relu -> fc2 in bf16 storage.  With fusion "epilogue" fc1's and the
+    mul's outputs stay in fc1's epilogue: neither is rounded to bf16 (the relu's output is the
+    bf16 cast, by ml_dtypes, of relu(3 * fp32(fc1))) nor moved; with "none" each is stored."""
+    import ml_dtypes
+    rng = np.random.default_rng(8)
+    x, w1, w2 = rng.normal(size=(6, 8)), rng.normal(size=(8, 8)), rng.normal(size=(4, 8))
+    trace = _mlp(x, w1, w2, {"mul": ("mul", {}, np.array(3.0)),
+                             "relu": ("relu", {}, None)})
+    exact = {"accumulator": "exact"}
+    cfgs = [Config(mac=exact, storage="bf16", name="none"),
+            Config(mac=exact, storage="bf16", fusion="epilogue", name="epilogue")]
+    df = replay(trace, cfgs, "propagated")
+    out = df[df.role == "output"].set_index(["config", "op"])
+    fc1 = (x.astype(np.float32) @ w1.T.astype(np.float32)).astype(np.float64)   # exact, fp32
+
+    def bf16(v):
+        return v.astype(ml_dtypes.bfloat16).astype(np.float64)
+
+    want = {"none": bf16(np.maximum(bf16(3 * bf16(fc1)), 0)),
+            "epilogue": bf16(np.maximum(3 * fc1, 0))}
+    ref = trace.op("relu").tensors["output"]
+    for name, y in want.items():
+        assert out.loc[(name, "relu"), "max_abs_error"] == np.max(np.abs(y - ref))
+    assert not np.array_equal(want["none"], want["epilogue"])
+    n = 6 * 8
+    fc1_none = out.loc[("none", "fc1"), "memory_pj"]
+    kept = mm.layer_cost(mm.Matmul(6, 8, 8), cfgs[0].build_mac(), {"out": "bf16"},
+                         on_chip={"out"})
+    assert out.loc[("epilogue", "fc1"), "memory_pj"] == pytest.approx(kept.memory_pj)
+    assert fc1_none - kept.memory_pj == pytest.approx(n * 16 * DRAM)
+    # the mul reads its scalar only; the relu writes its output only
+    assert out.loc[("epilogue", "mul"), "memory_pj"] == pytest.approx(16 * DRAM)
+    assert out.loc[("epilogue", "relu"), "memory_pj"] == pytest.approx(n * 16 * DRAM)
+    assert out.loc[("none", "relu"), "memory_pj"] == pytest.approx(2 * n * 16 * DRAM)
+    for op in ("mul", "relu"):      # the arithmetic is the same
+        assert out.loc[("epilogue", op), "compute_pj"] == out.loc[("none", op), "compute_pj"]
+
+
+def test_an_epilogue_needs_the_one_reader_to_be_elementwise_and_direct():
+    """No fusion where fc1's output has two readers (a relu and a residual add of it), where a
+    softmax (a row reduction) or a mover reads it, or where the MAC is an add's ``other``."""
+    rng = np.random.default_rng(9)
+    x, w1, w2 = rng.normal(size=(4, 8)), rng.normal(size=(8, 8)), rng.normal(size=(3, 8))
+    cfg = Config(mac={"accumulator": "exact"}, fusion="epilogue", name="epilogue")
+    plain = replace(cfg, fusion="none", name="none")
+
+    def memory(trace):
+        df = replay(trace, [cfg, plain], "propagated")
+        return df[df.role == "output"].set_index(["op", "config"]).memory_pj.unstack()
+
+    def fused_ops(trace):
+        m = memory(trace)
+        return sorted(m.index[m["epilogue"] != m["none"]])
+
+    assert fused_ops(_mlp(x, w1, w2, {"relu": ("relu", {}, None)})) == ["fc1", "relu"]
+    assert fused_ops(_mlp(x, w1, w2, {"soft": ("softmax", {}, None)})) == []
+    assert fused_ops(_mlp(x, w1, w2, {"flip": ("permute", {"dims": [0, 1]}, None)})) == []
+    y = x @ w1.T
+    r = np.maximum(y, 0)
+    assert fused_ops(from_arrays({
+        "fc1": {"kind": "linear", "input": x, "weight": w1, "output": y},
+        "relu": {"kind": "relu", "input": y, "output": r, "inputs_from": ["fc1"]},
+        "res": {"kind": "add", "input": r, "other": y, "output": r + y,
+                "inputs_from": ["relu", "fc1"]}})) == []
+    w0 = w1[::-1].copy()                             # fc0 feeds the add's input, fc1 its other
+    z = x @ w0.T
+    m = memory(from_arrays({
+        "fc0": {"kind": "linear", "input": x, "weight": w0, "output": z},
+        "fc1": {"kind": "linear", "input": x, "weight": w1, "output": y},
+        "add": {"kind": "add", "input": z, "other": y, "output": z + y,
+                "inputs_from": ["fc0", "fc1"]}}))
+    assert sorted(m.index[m["epilogue"] != m["none"]]) == ["add", "fc0"]
+    assert m.loc["fc0", "none"] - m.loc["fc0", "epilogue"] == pytest.approx(32 * 32 * DRAM)
+
+
+def test_fusion_is_a_config_field_that_names_and_keys_it():
+    plain, fused = Config("fp16", "fp16"), Config("fp16", "fp16", fusion="epilogue")
+    assert fused.name == "fp16|fp32,fuse:epilogue" and plain.name == "fp16|fp32"
+    assert fused.key() != plain.key() and fused.as_dict()["fusion"] == "epilogue"
+    with pytest.raises(ValueError, match="fusion must be one of none, epilogue"):
+        Config(fusion="all")

@@ -110,6 +110,7 @@ def test_cli_rounding_choices_are_the_library_modes():
     (["replay", "builtin:digits", "--config", "fp16:fp16:fp16-"], "quote the argument"),
     (["replay", "builtin:digits", "--output", "x.xlsx"], ".csv or .parquet"),
     (["replay", "builtin:digits", "--storage"], "expected one argument"),
+    (["replay", "builtin:digits", "--fusion", "all"], "invalid choice"),
     (["table", "--rows", "0"], "--rows: 0 is below the least allowed, 1"),
     (["quantize", "x.npy", "--format", "fp16", "--rounding", "sideways"], "invalid choice"),
     (["table", "--seed", "-1"], "--seed: -1 is below"),
@@ -559,6 +560,17 @@ def test_replay_storage_rounds_every_output_to_its_format(tmp_path):
         err = y.astype(np.float16).astype(np.float64) - y
         assert out.loc[op.name, "max_abs_error"] == np.max(np.abs(err))
         assert out.loc[op.name, "mse"] == pytest.approx(np.mean(err ** 2), rel=1e-12)
+
+
+def test_replay_fusion_names_the_configurations_and_saves_traffic(tmp_path):
+    rows = {}
+    for fusion in ("none", "epilogue"):
+        r = _ok(_numsim("replay", "builtin:digits", "--config", "fp32:fp32", "--fusion", fusion,
+                        "--json", cwd=tmp_path))
+        rows[fusion] = json.loads(r.stdout)[0]
+    assert rows["none"]["config"] == "fp32|fp32"
+    assert rows["epilogue"]["config"] == "fp32|fp32,fuse:epilogue"
+    assert rows["epilogue"]["memory_pj"] < rows["none"]["memory_pj"]
 
 
 def test_replay_missing_trace_folder(tmp_path):

@@ -1076,3 +1076,16 @@ def test_the_configurations_table_shows_storage_where_a_configuration_has_one(tm
     assert table[0] == ["config", "weights", "activations", "mac", "rounding", "storage"]
     assert [r[0] for r in table[1:]] == [c.name for c in cfgs]
     assert table[2][-1] == "bf16" and table[1][-1] == ""        # none: left blank
+
+
+def test_the_configurations_table_shows_fusion_where_a_configuration_fuses(tmp_path):
+    cfgs = [Config("fp16", "fp16", "fp16->fp32"),
+            Config("fp16", "fp16", "fp16->fp32", fusion="epilogue")]
+    res = replay(digits.trace(), cfgs, "propagated")
+    table = _parse(write_report(res, tmp_path, meta={"title": "f"})).tables[-1]
+    assert table[0] == ["config", "weights", "activations", "mac", "rounding", "fusion"]
+    assert [r[-1] for r in table[1:]] == ["none", "epilogue"]
+    s = summarize(res)                 # the relus' inputs move no more: less energy, same error
+    assert s.loc[cfgs[1].name, "total_pj"] < s.loc[cfgs[0].name, "total_pj"]
+    assert s.loc[cfgs[1].name, "mean_output_sqnr_db"] == s.loc[cfgs[0].name,
+                                                              "mean_output_sqnr_db"]

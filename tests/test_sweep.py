@@ -166,6 +166,19 @@ def test_a_storage_grid_key_multiplies_the_cells_and_keeps_old_keys(tmp_path):
     assert len({c.key() for c in sw.configs}) == 3
 
 
+def test_a_fusion_grid_key_multiplies_the_cells(tmp_path):
+    (tmp_path / "s.toml").write_text('trace = "t"\noutput = "o"\n[grid]\nformats = ["fp16"]\n'
+                                     'fusion = ["none", "epilogue"]\n')
+    sw = load_sweep(tmp_path / "s.toml")
+    assert [(c.name, c.fusion) for c in sw.configs] == [
+        ("fp16|fp32", "none"), ("fp16|fp32,fuse:epilogue", "epilogue")]
+    assert sw.configs[0].key() == Config("fp16", "fp16").key() != sw.configs[1].key()
+    (tmp_path / "s.toml").write_text('trace = "t"\noutput = "o"\n[grid]\nformats = ["fp16"]\n'
+                                     'fusion = ["all"]\n')
+    with pytest.raises(SweepError, match="fusion must be one of"):
+        load_sweep(tmp_path / "s.toml")
+
+
 def test_load_sweep_weights_by_activations_and_defaults(tmp_path):
     (tmp_path / "s.toml").write_text("""
 trace = "builtin:digits"
