@@ -78,8 +78,10 @@ def _replay_options(p: argparse.ArgumentParser) -> None:
                         "of the ops before it (propagated, the default)")
     p.add_argument("--storage", metavar="FORMAT",
                    help="store every op's output (the values between the MACs: a bf16 residual "
-                        "stream, say) in FORMAT, in every configuration (default, or 'none': "
-                        "MAC outputs in fp32, the ops between them in float64)")
+                        "stream, say) in FORMAT, in every configuration, and in propagated "
+                        "mode read the activations no op made (embeddings, a KV cache) from "
+                        "it (default, or 'none': MAC outputs in fp32, the ops between them in "
+                        "float64)")
     p.add_argument("--fusion", choices=("none", "epilogue"), default="none",
                    help="what the hardware fuses, in every configuration: none (every op a "
                         "kernel of its own, the default) or epilogue (a MAC applies the "

@@ -39,7 +39,7 @@ also takes the attr ``fused``: true where its output stays inside a fused kernel
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping, Sequence, Union
+from typing import Any, Callable, Mapping, Sequence, Union
 
 import numpy as np
 
@@ -433,15 +433,16 @@ def work(kind: str, shapes: Mapping[str, tuple], attrs: Mapping[str, Any]) -> di
     return _steps({"add": 1}, taps - n, {"mul": 1}, n)
 
 
-def concat(captured: np.ndarray, parts: Sequence[np.ndarray],
-           attrs: Mapping[str, Any]) -> np.ndarray:
+def concat(captured: np.ndarray, parts: Sequence[np.ndarray], attrs: Mapping[str, Any],
+           constant: Callable[[np.ndarray], np.ndarray] = lambda part: part) -> np.ndarray:
     """A ``concat`` op's output: the ``captured`` output with its linked parts (``attrs``
     ``linked``) replaced by ``parts``, one per linked part in order, each of that part's
-    shape."""
+    shape, and each other part, a constant, as ``constant`` reads it (as captured by
+    default)."""
     ends = np.cumsum(attrs["sizes"])
     pieces = np.split(np.asarray(captured, dtype=np.float64), ends[:-1], axis=attrs["dim"])
-    for i, part in zip(attrs["linked"], parts):
-        pieces[i] = part
+    given = dict(zip(attrs["linked"], parts))
+    pieces = [given[i] if i in given else constant(p) for i, p in enumerate(pieces)]
     return np.concatenate(pieces, axis=attrs["dim"])
 
 

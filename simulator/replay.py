@@ -62,7 +62,11 @@ PyTorch runs them (with fusion "none", a ReLU after a linear layer too).  The ta
 add up every op's.
 
 Values that depend on no recorded op (the model's input, constants, a KV cache's past entries)
-stay as captured.
+stay as captured, but with a storage format in propagated mode: there the activations an op
+reads without a source (a MAC's ``input``, ``a``, ``b``; an op's ``input``, ``other``; a concat's
+constant parts: the embeddings, a KV cache's past entries, a mask) are read as stored, rounded
+to it, unless a single value (a kernel's argument, such as a scale).  Parameters (a norm's
+weight and bias, a MAC's bias) stay as captured.
 Error metrics are those of :mod:`simulator.metrics`.  An op that cannot run (NaN for a scalar
 integer format, for example) gives a row with its ``error`` message instead of stopping the
 replay; in propagated mode the ops fed by it get an ``error`` row too, and the task accuracy is
@@ -137,18 +141,38 @@ def _stores(op: Op, cfg: Config, kept: set) -> bool:
         op.kind not in graph_ops.MOVERS
 
 
-def _stored(y: np.ndarray, op: Op, cfg: Config, kept: set) -> np.ndarray:
-    """An op's output as it is stored (:func:`_stores`): rounded to the config's ``storage``
-    format, else unchanged."""
-    if not _stores(op, cfg, kept):
-        return y
+def _to_storage(y: np.ndarray, cfg: Config, what: str) -> np.ndarray:
+    """``y`` rounded to the config's storage format as a store rounds it (see the module doc);
+    a ValueError naming ``what`` where the format cannot hold it."""
     fmt = formats.get(cfg.storage)
     finite = isinstance(fmt, formats.FloatFormat) and not fmt.has_inf   # stores saturate there
     try:
         got = fmt.quantize(np.atleast_1d(y), **({"overflow": "saturate"} if finite else {}))
     except ValueError as exc:
-        raise ValueError(f"its output cannot be stored in {cfg.storage}: {exc}") from exc
+        raise ValueError(f"{what} cannot be stored in {cfg.storage}: {exc}") from exc
     return got.reshape(np.shape(y))
+
+
+def _stored(y: np.ndarray, op: Op, cfg: Config, kept: set) -> np.ndarray:
+    """An op's output as it is stored (:func:`_stores`): rounded to the config's ``storage``
+    format, else unchanged."""
+    return _to_storage(y, cfg, "its output") if _stores(op, cfg, kept) else y
+
+
+def _constant(v, cfg: Config, what: str) -> np.ndarray:
+    """A value no recorded op made (an embedding, a KV cache's past entries, a mask) as a
+    propagated op reads it from memory: rounded to the storage format where the config has
+    one, but for a single value (a kernel's argument, such as a scale, not a stored tensor)."""
+    v = _f64(v)
+    return v if cfg.storage is None or v.size <= 1 else _to_storage(v, cfg, what)
+
+
+def _mac_operands(op: Op, got: list, cfg: Config) -> list:
+    """The activations a MAC op reads in propagated mode: ``got``, the outputs of its sources,
+    then the operands without one as stored (:func:`_constant`)."""
+    roles = linked_roles(op.kind)[:2 if op.kind in ("matmul", "attention_scores") else 1]
+    return [got[i] if i < len(got) else _constant(op.tensors[r], cfg, f"its {r}")
+            for i, r in enumerate(roles)]
 
 
 def _grad_rows(op: Op, cfg: Config) -> list[dict]:
@@ -399,6 +423,8 @@ def _replay_one(trace: Trace, cfg: Config, mode: str, tech, level, bar) -> list[
                     totals[k] += row[k]
             continue
         try:
+            if mode == "propagated":
+                got = _mac_operands(op, got, cfg)
             if len(got) > 1:
                 op = Op(op.name, op.kind, {**op.tensors, "b": got[1]}, op.attrs, op.inputs_from)
             y, qrows, out = _run_mac_op(op, cfg, got[0] if got else None, tech, level, kept)
@@ -429,17 +455,18 @@ def _replay_one(trace: Trace, cfg: Config, mode: str, tech, level, bar) -> list[
 
 def _between_cost(op: Op, kept: set, cfg: Config, tech, level: str) -> dict:
     """Cost fields of an op between the MACs: its vector steps (:func:`graph_ops.work`) in
-    VECTOR_FORMAT, and reading each of its tensors and writing its output, but the roles
-    ``kept`` on chip, in the config's storage format (fp32 without one; a scaled format's
-    blocks along the last axis).  Movers cost nothing: the op that reads their output pays."""
+    VECTOR_FORMAT, and reading each of its tensors of more than one value and writing its
+    output, but the roles ``kept`` on chip, in the config's storage format (fp32 without one;
+    a scaled format's blocks along the last axis).  Movers cost nothing: the op that reads
+    their output pays."""
     if op.kind in graph_ops.MOVERS:
         return {"compute_pj": 0.0, "memory_pj": 0.0, "total_pj": 0.0}
     shapes = {r: op.shape(r) for r in op.tensors if r not in GRAD_ROLES}
     compute = vector_energy_pj(graph_ops.work(op.kind, shapes, op.attrs), VECTOR_FORMAT, tech)
     fmt = cfg.storage or "fp32"
     memory = 0.0
-    for role, shape in shapes.items():
-        if role not in kept:
+    for role, shape in shapes.items():          # one value read is a kernel's argument
+        if role not in kept and (role == "output" or math.prod(shape) > 1):
             n = math.prod(shape)
             last = shape[-1] if shape and n else 1
             memory += memory_cost(fmt, n, level, tech=tech, channels=last,
@@ -452,11 +479,13 @@ def _between(op: Op, got: list, outputs: dict, cfg: Config, kept: set) -> dict:
     there are none), its output stored as ``cfg`` says (unless ``kept`` on chip); its row."""
     ref_out = np.asarray(op.tensors["output"], dtype=np.float64)
     if op.kind == "concat":
-        y = graph_ops.concat(ref_out, got, op.attrs)
+        y = graph_ops.concat(ref_out, got, op.attrs,
+                             lambda part: _constant(part, cfg, "its constant part"))
     else:
         propagated = dict(zip(linked_roles(op.kind), got))
-        t = {r: _f64(propagated[r] if r in propagated else op.tensors[r])
-             for r in op.tensors if r != "output"}    # a captured operand read only if needed
+        t = {r: _f64(propagated[r]) if r in propagated else
+             _constant(op.tensors[r], cfg, f"its {r}") if r in ("input", "other") else
+             _f64(op.tensors[r]) for r in op.tensors if r != "output"}
         y = graph_ops.evaluate(op.kind, t, ref_out.shape, op.attrs)
     y = _stored(y, op, cfg, kept)
     outputs[op.name] = y
