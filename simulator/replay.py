@@ -99,7 +99,7 @@ from .traces import GRAD_ROLES, Op, Trace, linked_roles
 MODES = ("per-op", "propagated")
 # The version of replay's results: bumped when the same trace and config give other numbers, so
 # that a sweep recomputes the cells an older replay wrote (2: storage formats, fused ops; 3: the
-# ops between the MACs priced, fused kernels' tensors kept on chip).
+# ops between the MACs priced, fused kernels' tensors kept on chip, constants read as stored).
 RESULTS = 3
 # The format the vector unit computes the ops between the MACs in (mac_models.vector).
 VECTOR_FORMAT = "fp32"
