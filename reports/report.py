@@ -88,13 +88,15 @@ def summarize(results: pd.DataFrame) -> pd.DataFrame:
     order = list(dict.fromkeys(results["config"]))
     outputs = results[results["role"] == "output"]
     mac = outputs["macs"].notna()
-    g, every = outputs[mac].groupby("config", sort=False), outputs.groupby("config", sort=False)
-    between = outputs[~mac].groupby("config", sort=False)["total_pj"].sum()
+    priced = outputs[outputs["total_pj"].notna()]          # the ops that ran
+    g, every = outputs[mac].groupby("config", sort=False), priced.groupby("config", sort=False)
+    between = priced[priced["macs"].isna()].groupby("config", sort=False)["total_pj"].sum()
     s = pd.DataFrame({
         "mean_output_sqnr_db": g["sqnr_db"].apply(_mean_sqnr),
         "compute_pj": every["compute_pj"].sum(), "memory_pj": every["memory_pj"].sum(),
         "total_pj": every["total_pj"].sum(),
-        "between_pj": between if modes == {"propagated"} else math.nan,
+        "between_pj": between.reindex(every.size().index, fill_value=0.0)
+        if modes == {"propagated"} else math.nan,
         "macs": g["macs"].sum(), "area_um2_per_mac": g["area_um2"].max(),
         "overflows": g["overflows"].sum(), "saturations": g["saturations"].sum()})
     s = s.reindex(order)                     # configurations whose every op failed included
@@ -317,8 +319,12 @@ def _notes(results: pd.DataFrame, meta: Mapping) -> list[str]:
         "exactly as that design does (products exact unless the MAC rounds them; aligned, "
         "Kulisch and quire adders as modelled in mac_models).",
         "energy and area: proxies calibrated to Horowitz (ISSCC 2014, 45 nm, 0.9 V), node "
-        "scaling from Stillmaker & Baas (2017); memory traffic: each tensor read once and the "
-        "output written once (a lower bound); wires, control and leakage are not modelled.",
+        "scaling from Stillmaker & Baas (2017); memory traffic: each op reads each of its "
+        "tensors once and writes its output once (perfect reuse inside an op), in the storage "
+        "format (the activation format without one), except what a fused kernel or, with "
+        "fusion 'epilogue', a MAC's epilogue keeps on chip; the ops between the MACs are "
+        "priced in propagated replays, as fp32 vector steps; wires, control and leakage are "
+        "not modelled.",
         "versions: " + ", ".join(f"{k} {v}" for k, v in _versions().items()),
         f"generated {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC",
     ]

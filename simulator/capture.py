@@ -616,15 +616,17 @@ def capture_torch(model, inputs, *, kwargs=None, loss_fn=None, target=None, labe
         h = scores * scale
         op = rec.add("mul", "mul", {"input": scores, "other": torch.tensor(
             scale, dtype=torch.float64), "output": h}, [op.name], FUSED)
+        made = None                          # "causal", "bool": the mask's origin
         if _arg(args, kw, 5, "is_causal"):
-            mask = torch.ones(q.shape[-2], k.shape[-2], dtype=torch.bool).tril()
+            mask, made = torch.ones(q.shape[-2], k.shape[-2], dtype=torch.bool).tril(), "causal"
         if mask is not None:
             if mask.dtype == torch.bool:     # as an additive mask, no longer its source's values
-                ms = None
+                ms, made = None, made or "bool"
                 mask = torch.zeros(mask.shape, dtype=h.dtype).masked_fill(~mask, -math.inf)
             h, before = h + mask, h
             op = rec.add("add", "add", {"input": before, "other": mask, "output": h},
-                         [op.name, ms] if ms else [op.name], FUSED)
+                         [op.name, ms] if ms else [op.name],
+                         {**FUSED, **({"mask": made} if made else {})})
             check_link(op, (mt, ms, mask))
         p = torch.softmax(h, -1)           # SDPA's softmax gives a row of -inf zeros, not NaN
         p = torch.where(torch.isneginf(h).all(-1, keepdim=True), torch.zeros((), dtype=p.dtype), p)

@@ -20,7 +20,10 @@ also takes the attr ``fused``: true where its output stays inside a fused kernel
   ``"..."``;
 * binary, roles ``input`` and ``other`` broadcast together: ``add``, ``sub``, ``mul``, ``div``
   (attr ``reverse``: ``other - input``, ``other / input``, so that the operand a trace links
-  first is always ``input``);
+  first is always ``input``; attr ``mask`` on an attention mask's add, where capture made the
+  additive mask its ``other`` holds: "causal" where the kernel builds it (``is_causal``: it is
+  not read from memory), "bool" where the model gave a boolean mask (one byte per element is
+  read));
 * ``concat``: the output only, and attrs ``dim`` (a non-negative axis), ``sizes`` (each part's
   length along it, in order) and ``linked`` (the indices of the parts that ``inputs_from``
   gives, in order): a part without a source is a constant, its values those of the captured
@@ -39,6 +42,7 @@ also takes the attr ``fused``: true where its output stays inside a fused kernel
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any, Callable, Mapping, Sequence, Union
 
 import numpy as np
@@ -118,7 +122,7 @@ REQUIRED = {**{k: ("input", "other", "output") for k in BINARY}, "concat": ("out
 # The attrs each kind accepts (nothing else, so that a misspelt or unmodelled one, softmax's
 # ``dim`` or add's ``alpha``, cannot be ignored).
 # ``fused`` (every kind): the output stays inside a fused kernel (see simulator.replay).
-_OWN = {**{k: ("reverse",) for k in BINARY},
+_OWN = {**{k: ("reverse", "mask") for k in BINARY},
         "gelu": ("approximate",), "softmax": ("safe",), "permute": ("dims",),
         "index": ("index",), "layer_norm": ("normalized_shape", "eps"),
         "rms_norm": ("normalized_shape", "eps"), "batch_norm": ("eps",),
@@ -128,6 +132,7 @@ _OWN = {**{k: ("reverse",) for k in BINARY},
                    "count_include_pad", "divisor_override")}
 ATTRS = {k: _OWN.get(k, ()) + ("fused",) for k in KINDS}
 _FLAGS = ("safe", "reverse", "keepdim", "ceil_mode", "count_include_pad", "fused")
+MASKS = ("causal", "bool")             # where an attention mask's add got its other from
 POOL_DEFAULTS = {"stride": None, "padding": [0, 0], "dilation": [1, 1], "ceil_mode": False,
                  "count_include_pad": True, "divisor_override": None}
 
@@ -262,6 +267,8 @@ def shape_problem(kind: str, shapes: Mapping[str, tuple], attrs: Mapping[str, An
                 return f"output {out} does not hold the {math.prod(x)} values of input {x}"
             return ""
         if kind in BINARY:
+            if attrs.get("mask", "causal") not in MASKS:
+                return f"mask must be one of {', '.join(MASKS)}, got {attrs['mask']!r}"
             try:
                 want = tuple(np.broadcast_shapes(x, shapes["other"]))
             except ValueError:
@@ -359,7 +366,7 @@ def _pool(x: np.ndarray, hw: tuple, mode: str, divisor=None) -> np.ndarray:
 _UNARY_STEPS = {"relu": {"compare": 1}, "silu": {"exp": 1, "add": 1, "recip": 1, "mul": 1},
                 "sigmoid": {"exp": 1, "add": 1, "recip": 1}, "tanh": {"tanh": 1},
                 "exp": {"exp": 1}, "log": {"log": 1}, "sqrt": {"sqrt": 1},
-                "rsqrt": {"rsqrt": 1}, "erf": {"erf": 1}, "abs": {}, "identity": {}}
+                "rsqrt": {"rsqrt": 1}, "erf": {"erf": 1}, "abs": {}}
 _BINARY_STEPS = {"add": "add", "sub": "add", "mul": "mul", "div": "div"}
 
 
@@ -374,8 +381,9 @@ def _steps(per: Mapping[str, int], n: int, per_row: Union[Mapping[str, int], Non
 
 
 def _unary_steps(kind: str, attrs: Mapping[str, Any]) -> dict:
-    """Steps per element of a unary op (x³ as two multiplies; pow by 2 is one multiply, by 0 or
-    1 none, by anything else exp(e·log x))."""
+    """Steps per element of a unary op: gelu's tanh form computes x³ as two multiplies; pow
+    by 2 is one multiply, by 0 or 1 none, by any other exponent (3 and -1 too) exp(e·log x),
+    a pessimistic price for small integer exponents."""
     if kind == "gelu":              # x·0.5·(1 + erf(x/√2)), or the tanh form's 6 mul, 2 add
         return {"tanh": 1, "mul": 6, "add": 2} if attrs.get("approximate") == "tanh" else \
             {"erf": 1, "mul": 3, "add": 1}
@@ -421,7 +429,7 @@ def work(kind: str, shapes: Mapping[str, tuple], attrs: Mapping[str, Any]) -> di
     if kind == "batch_norm":
         return _steps({"mul": 1, "add": 1}, n, {"add": 2, "rsqrt": 1, "mul": 2}, x[1])
     if kind == "mean":
-        return _steps({"add": 1}, math.prod(x) - n, {"mul": 1}, n)
+        return _steps({"add": 1}, max(math.prod(x) - n, 0), {"mul": 1}, n)  # empty: no adds
     if kind == "adaptive_avg_pool2d":
         taps = math.prod(x[:2]) * math.prod(
             int(_adaptive_windows(length, m)[2].sum()) for length, m in zip(x[2:], out[2:]))
@@ -477,7 +485,9 @@ def evaluate(kind: str, t: Mapping[str, np.ndarray], shape: tuple,
                                                           attrs["eps"])
         return y * t.get("weight", np.ones(1)).reshape(c) + t.get("bias", np.zeros(1)).reshape(c)
     if kind == "mean":
-        return x.mean(axis=tuple(attrs["dims"]), keepdims=attrs.get("keepdim", False))
+        with warnings.catch_warnings():                   # an empty mean is NaN, as torch's
+            warnings.simplefilter("ignore", RuntimeWarning)
+            return x.mean(axis=tuple(attrs["dims"]), keepdims=attrs.get("keepdim", False))
     if kind == "adaptive_avg_pool2d":
         (ih, vh, nh), (iw, vw, nw) = (_adaptive_windows(n, m) for n, m in zip(x.shape[2:],
                                                                              shape[2:]))

@@ -30,17 +30,14 @@ arithmetic, concatenation, norms, pooling: :mod:`simulator.graph_ops`) run in fl
 propagated values, a binary op's ``other`` (a concat's part) its captured value where the trace
 gives it no source, and are skipped in per-op mode.  A MAC op's result is the MAC's output
 register plus the bias, rounded to fp32 (the value the next op reads, which quantizes it
-again); its memory traffic is priced in the activation format, in which the next layer reads
-it.  A config's ``storage`` format is the one the values between the MACs are kept in (a bf16
+again).  A config's ``storage`` format is the one the values between the MACs are kept in (a bf16
 residual stream, say): every op's output, a MAC's after that fp32 rounding and an op between the
 MACs' after its float64 evaluation, is rounded to it as a store would (nearest even; a scaled
 format's blocks along the last axis, where an infinity makes its block NaN; a float format
 without infinities saturates, infinities included, to its largest finite value, as fp8 stores
 with ``satfinite`` do; formats with infinities keep them, and overflow to them, as IEEE casts
 do, so an attention mask's -inf survives a bf16 or fp8 e5m2 store), in both modes; the
-output's ``max_ulp_error`` is then in its ulps, and a MAC output's memory traffic is priced in
-it (without a storage format, in the activation format, in which the next layer reads it).  Ops
-that only move values (flatten, permute, expand, index, concat, identity) are not rounded
+output's ``max_ulp_error`` is then in its ulps.  Ops that only move values (flatten, permute, expand, index, concat, identity) are not rounded
 again.  An op whose attr ``fused`` is true (the ops capture makes of one
 ``scaled_dot_product_attention`` call but its output: k^T, repeated grouped-query heads,
 scores, scale, mask, softmax) keeps its value inside the fused kernel: it is not rounded, and a
@@ -50,23 +47,30 @@ is elementwise (:data:`graph_ops.ELEMENTWISE`: a ReLU, a GELU, a residual add, a
 takes it as its ``input``, and so on down a chain of such ops: only the chain's last output is
 stored.
 
+Memory traffic, at ``level``: each op reads each of its tensors once and writes its output
+once.  Every tensor between the ops moves in one format: the storage format, or without one the
+activation format (as if each op wrote the format the next MAC reads); weights move in the
+weight format, other parameters (a norm's weight, running statistics) in the dtype they were
+captured in; a single value (a scale) is a kernel's argument and moves nothing.  A fused
+kernel's tensors stay on chip, in both modes: a fused op's output (a mover's, where all it
+moves is on chip) is not written, and an operand fed by one is not read, by a MAC
+(``layer_cost``'s ``on_chip``) or another op; an epilogue's kept outputs likewise.  An
+attention mask capture made (graph_ops' attr ``mask``) is not read where "causal" (the kernel
+builds it) and moves a byte per element where "bool".  Every other op is a kernel of its own,
+as eager PyTorch runs them (with fusion "none", a ReLU after a linear layer too).
+
 Costs of the ops between the MACs (propagated mode, role ``output``): ``compute_pj`` their
 vector steps (:func:`graph_ops.work`, priced by :mod:`mac_models.vector` in VECTOR_FORMAT),
-``memory_pj`` reading each of their tensors once and writing their output once at ``level``, in
-the storage format (fp32 without one), ``total_pj``; movers cost nothing (the op that reads
-their output reads it from memory).  A fused kernel's tensors stay on chip: a fused op's output
-(a mover's, where all it moves is on chip) is not written, and an operand fed by one is not
-read, by a MAC (``layer_cost``'s ``on_chip``) or another op; constants (a mask, a scale) are
-read.  An epilogue's kept outputs likewise.  Every other op is a kernel of its own, as eager
-PyTorch runs them (with fusion "none", a ReLU after a linear layer too).  The task row's costs
-add up every op's.
+``memory_pj`` their traffic, ``total_pj``; movers cost nothing (the op that reads their output
+reads it from memory).  The task row's costs add up every op's.
 
 Values that depend on no recorded op (the model's input, constants, a KV cache's past entries)
 stay as captured, but with a storage format in propagated mode: there the activations an op
 reads without a source (a MAC's ``input``, ``a``, ``b``; an op's ``input``, ``other``; a concat's
 constant parts: the embeddings, a KV cache's past entries, a mask) are read as stored, rounded
-to it, unless a single value (a kernel's argument, such as a scale).  Parameters (a norm's
-weight and bias, a MAC's bias) stay as captured.
+to it, unless a single value (a kernel's argument, such as a scale) or a mask capture made.
+Parameters (a norm's weight and bias, a MAC's bias) stay as captured.
+
 Error metrics are those of :mod:`simulator.metrics`.  An op that cannot run (NaN for a scalar
 integer format, for example) gives a row with its ``error`` message instead of stopping the
 replay; in propagated mode the ops fed by it get an ``error`` row too, and the task accuracy is
@@ -165,6 +169,13 @@ def _constant(v, cfg: Config, what: str) -> np.ndarray:
     one, but for a single value (a kernel's argument, such as a scale, not a stored tensor)."""
     v = _f64(v)
     return v if cfg.storage is None or v.size <= 1 else _to_storage(v, cfg, what)
+
+
+def _is_activation(op: Op, role: str) -> bool:
+    """Whether ``role`` of an op between the MACs is an activation read as stored: its
+    ``input`` or ``other``, but for an attention mask capture made (its zeros and -inf are
+    built in the kernel, not a stored tensor's values: graph_ops' attr ``mask``)."""
+    return role == "input" or (role == "other" and not op.attrs.get("mask"))
 
 
 def _mac_operands(op: Op, got: list, cfg: Config) -> list:
@@ -297,13 +308,14 @@ def _run_mac_op(op: Op, cfg: Config, x: Union[np.ndarray, None], tech, level,
         bias = _f64(t["bias"])
         y = y + (bias.reshape(-1, 1, 1) if op.kind == "conv2d" else bias)
     y = _stored(y.astype(np.float32), op, cfg, kept)
-    stored = _stores(op, cfg, kept)
-    out_fmt = formats.get(cfg.storage) if stored else a_fmt
-    lc = mm.layer_cost(shape, mac, {"out": out_fmt}, tech=tech, level=level,
+    moved = {"out": cfg.storage or cfg.activations}        # see the module doc
+    if cfg.storage:
+        moved.update({"a": cfg.storage, **({"b": cfg.storage} if roles[0] == "a" else {})})
+    lc = mm.layer_cost(shape, mac, moved, tech=tech, level=level,
                        on_chip={_LAYER_TENSORS[r] for r in kept})
     try:
-        ulps = metrics.max_ulp_error(_f64(t["output"]), y,
-                                     out_fmt if stored else output_format(mac))
+        ulps = metrics.max_ulp_error(_f64(t["output"]), y, cfg.storage if
+                                     _stores(op, cfg, kept) else output_format(mac))
     except ValueError:                       # an integer register wider than any stored format
         ulps = math.nan
     out = {"max_ulp_error": ulps, "overflows": r.overflows, "saturations": r.saturations,
@@ -412,12 +424,12 @@ def _replay_one(trace: Trace, cfg: Config, mode: str, tech, level, bar) -> list[
         if not op.is_mac:
             if mode == "propagated":
                 try:
-                    row = _between(op, got, outputs, cfg, kept)
+                    row = {**_between(op, got, outputs, cfg, kept),
+                           **_between_cost(op, kept, cfg, tech, level)}
                 except ValueError as exc:          # a storage format that cannot hold it
                     rows.append({**base, "role": "output", "error": str(exc)})
                     failed.add(op.name)
                     continue
-                row.update(_between_cost(op, kept, cfg, tech, level))
                 rows.append({**base, **row})
                 for k in ("compute_pj", "memory_pj", "total_pj"):
                     totals[k] += row[k]
@@ -463,15 +475,30 @@ def _between_cost(op: Op, kept: set, cfg: Config, tech, level: str) -> dict:
         return {"compute_pj": 0.0, "memory_pj": 0.0, "total_pj": 0.0}
     shapes = {r: op.shape(r) for r in op.tensors if r not in GRAD_ROLES}
     compute = vector_energy_pj(graph_ops.work(op.kind, shapes, op.attrs), VECTOR_FORMAT, tech)
-    fmt = cfg.storage or "fp32"
+    per_bit = pj_per_bit(level, tech=tech)
     memory = 0.0
     for role, shape in shapes.items():          # one value read is a kernel's argument
-        if role not in kept and (role == "output" or math.prod(shape) > 1):
-            n = math.prod(shape)
-            last = shape[-1] if shape and n else 1
-            memory += memory_cost(fmt, n, level, tech=tech, channels=last,
-                                  rows=n // last if n else 1).energy_pj
+        if role in kept or (role != "output" and math.prod(shape) <= 1):
+            continue
+        if role == "other" and op.attrs.get("mask"):      # built in the kernel, or bytes
+            memory += (op.attrs["mask"] == "bool") * 8 * math.prod(shape) * per_bit
+        elif role in ("input", "other", "output"):
+            memory += _tensor_pj(cfg.storage or cfg.activations, shape, level, tech)
+        else:                                             # a parameter, as captured
+            memory += op.bits(role) * math.prod(shape) * per_bit
     return {"compute_pj": compute, "memory_pj": memory, "total_pj": compute + memory}
+
+
+def _tensor_pj(fmt, shape: tuple, level: str, tech) -> float:
+    """Energy (pJ) of moving a tensor of ``shape`` in ``fmt`` once: a scaled format's groups
+    along its last axis, its tiles over its last two (as ``quantize`` makes them)."""
+    n = math.prod(shape)
+    if not n:
+        return 0.0
+    last = shape[-1] if shape else 1
+    matrix = (shape[-2] if len(shape) > 1 else 1, last)
+    return memory_cost(fmt, n, level, tech=tech, channels=last, rows=n // last,
+                       matrix=matrix).energy_pj
 
 
 def _between(op: Op, got: list, outputs: dict, cfg: Config, kept: set) -> dict:
@@ -484,7 +511,7 @@ def _between(op: Op, got: list, outputs: dict, cfg: Config, kept: set) -> dict:
     else:
         propagated = dict(zip(linked_roles(op.kind), got))
         t = {r: _f64(propagated[r]) if r in propagated else
-             _constant(op.tensors[r], cfg, f"its {r}") if r in ("input", "other") else
+             _constant(op.tensors[r], cfg, f"its {r}") if _is_activation(op, r) else
              _f64(op.tensors[r]) for r in op.tensors if r != "output"}
         y = graph_ops.evaluate(op.kind, t, ref_out.shape, op.attrs)
     y = _stored(y, op, cfg, kept)

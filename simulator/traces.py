@@ -77,6 +77,8 @@ REQUIRED = {**graph_ops.REQUIRED, "linear": ("input", "weight", "output"),
 # one cannot be ignored); other kinds' attrs are free metadata, kept as given.
 ATTRS = {"conv2d": ("stride", "padding", "dilation", "groups"), **graph_ops.ATTRS}
 DTYPES = ("float64", "float32", "float16", "bfloat16", "int64", "int32", "int8", "uint8", "bool")
+_BITS = {"float64": 64, "float32": 32, "float16": 16, "bfloat16": 16, "int64": 64, "int32": 32,
+         "int8": 8, "uint8": 8, "bool": 8}
 
 
 class TraceError(ValueError):
@@ -112,6 +114,13 @@ class Op:
     def shape(self, role: str) -> tuple:
         """The shape of the tensor ``role``, without reading a loaded trace's data."""
         return _shape(self.tensors, role)
+
+    def bits(self, role: str) -> int:
+        """Bits per element of the tensor ``role`` in the dtype it was captured in (a bool's
+        byte: 8), without reading a loaded trace's data."""
+        if isinstance(self.tensors, _LazyTensors):
+            return _BITS[self.tensors.dtype(role)]
+        return 8 * np.asarray(self.tensors[role]).dtype.itemsize
 
     def __repr__(self) -> str:               # the tensors' shapes, not their values
         shapes = ", ".join(f"{r}={v}" for r, v in _shapes(self.tensors).items())

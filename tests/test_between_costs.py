@@ -13,6 +13,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+import formats
 import mac_models as mm
 from mac_models.components import adder
 from mac_models.technology import technology
@@ -87,6 +88,7 @@ def test_bad_steps_raise(call, match):
                     "output": (2, 3, 4, 4)}, {"eps": 1e-5},
      {"mul": 102, "add": 102, "rsqrt": 3}),
     ("mean", {"input": (4, 6), "output": (4,)}, {"dims": [1]}, {"add": 20, "mul": 4}),
+    ("mean", {"input": (3, 0), "output": (3,)}, {"dims": [1]}, {"mul": 3}),   # nothing to add
     ("pool2d", {"input": (1, 1, 4, 4), "output": (1, 1, 2, 2)},
      {"mode": "max", "kernel": [2, 2]}, {"compare": 12}),
     ("pool2d", {"input": (1, 1, 4, 4), "output": (1, 1, 2, 2)},
@@ -254,8 +256,8 @@ def test_an_epilogue_keeps_a_mac_output_its_one_elementwise_reader_takes():
     assert not np.array_equal(want["none"], want["epilogue"])
     n = 6 * 8
     fc1_none = out.loc[("none", "fc1"), "memory_pj"]
-    kept = mm.layer_cost(mm.Matmul(6, 8, 8), cfgs[0].build_mac(), {"out": "bf16"},
-                         on_chip={"out"})
+    kept = mm.layer_cost(mm.Matmul(6, 8, 8), cfgs[0].build_mac(), {"a": "bf16", "out": "bf16"},
+                         on_chip={"out"})               # x read as stored: in bf16
     assert out.loc[("epilogue", "fc1"), "memory_pj"] == pytest.approx(kept.memory_pj)
     assert fc1_none - kept.memory_pj == pytest.approx(n * 16 * DRAM)
     # the mul reads nothing (its scalar is an argument); the relu writes its output only
@@ -309,3 +311,57 @@ def test_fusion_is_a_config_field_that_names_and_keys_it():
     assert fused.key() != plain.key() and fused.as_dict()["fusion"] == "epilogue"
     with pytest.raises(ValueError, match="fusion must be one of none, epilogue"):
         Config(fusion="all")
+
+
+def test_each_tensor_moves_in_one_format():
+    """Without a storage format every tensor between the ops moves in the activation format
+    (fp8 here: 8 bits), as the MACs write and read it: fc1 writes what the relu reads, the
+    relu writes what fc2 reads.  With one, in it, and a parameter in its captured dtype (a
+    layer norm's float32 weight: 32 bits)."""
+    rng = np.random.default_rng(12)
+    x, w1, w2 = rng.normal(size=(4, 8)), rng.normal(size=(8, 8)), rng.normal(size=(3, 8))
+    trace = _mlp(x, w1, w2, {"relu": ("relu", {}, None)})
+    cfg = Config("fp8_e4m3", "fp8_e4m3", "fp8_e4m3->fp32")
+    out = replay(trace, cfg, "propagated").query("role == 'output'").set_index("op")
+    n = 4 * 8
+    mac = cfg.build_mac()
+    fc1 = mm.layer_cost(mm.Matmul(4, 8, 8), mac, {"out": "fp8_e4m3"})
+    assert fc1.memory["out"].bits == n * 8 and out.loc["fc1", "memory_pj"] == fc1.memory_pj
+    assert out.loc["relu", "memory_pj"] == pytest.approx(2 * n * 8 * DRAM)
+    fc2 = mm.layer_cost(mm.Matmul(4, 8, 3), mac, {"out": "fp8_e4m3"})
+    assert fc2.memory["a"].bits == n * 8 and out.loc["fc2", "memory_pj"] == fc2.memory_pj
+    g = rng.uniform(0.5, 1.5, 8).astype(np.float32)
+    y = x - x.mean(-1, keepdims=True)
+    y = y / np.sqrt((y ** 2).mean(-1, keepdims=True) + 1e-5) * g
+    ln = from_arrays({"ln": {"kind": "layer_norm", "input": x, "weight": g, "output": y,
+                             "attrs": {"normalized_shape": [8], "eps": 1e-5}}})
+    row = replay(ln, Config(storage="bf16"), "propagated").query("role == 'output'").iloc[0]
+    assert row.memory_pj == pytest.approx((2 * n * 16 + 8 * 32) * DRAM)
+
+
+def test_a_tiled_storage_format_pays_each_tile_s_scale():
+    """fp8 128x128 tiles over a (4, 1, 256) tensor: each of the 4 (1, 256) matrices takes two
+    tiles, so 8 fp32 scales, as encode stores them, besides the 1024 8-bit elements."""
+    x = np.random.default_rng(13).normal(size=(4, 1, 256))
+    st = formats.get("fp8_e4m3_128x128").encode(x)
+    bits = x.size * 8 + st.scales.size * 32
+    assert st.scales.size == 8
+    t = from_arrays({"relu": {"kind": "relu", "input": x, "output": np.maximum(x, 0)}})
+    row = replay(t, Config(storage="fp8_e4m3_128x128"), "propagated").query(
+        "role == 'output'").iloc[0]
+    assert row.memory_pj == pytest.approx(2 * bits * DRAM)
+    empty = from_arrays({"relu": {"kind": "relu", "input": np.zeros((3, 0)),
+                                  "output": np.zeros((3, 0))},
+                         "mean": {"kind": "mean", "input": np.zeros((3, 0)),
+                                  "output": np.full(3, np.nan), "inputs_from": ["relu"],
+                                  "attrs": {"dims": [1]}}})
+    rows = replay(empty, Config(storage="int8_channel"), "propagated").query("role == 'output'")
+    assert "error" not in rows or rows.error.isna().all()
+    assert rows.set_index("op").loc["relu", "total_pj"] == 0      # nothing moves, no scales
+
+
+def test_a_mask_attr_names_where_the_mask_came_from():
+    x = np.zeros((2, 2))
+    with pytest.raises(ValueError, match="mask must be one of causal, bool"):
+        from_arrays({"add": {"kind": "add", "input": x, "other": x, "output": x,
+                             "attrs": {"mask": "float"}}})

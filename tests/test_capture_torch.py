@@ -553,6 +553,12 @@ def test_a_transformer_block_links_end_to_end_and_round_trips(causal, tmp_path):
     assert [o.kind for o in trace.ops if o.attrs.get("fused")] == [
         "permute", "attention_scores", "mul", "add", "softmax"]
     assert trace.ops[[o.kind for o in trace.ops].index("softmax") + 1].attrs == {}
+    # the mask capture made: built by a causal kernel (never read), or the model's booleans
+    # (one byte each, 20 pJ a bit from DRAM), whatever the storage format
+    assert trace.op("add").attrs == {"fused": True, "mask": "causal" if causal else "bool"}
+    row = replay(trace, Config(storage="fp8_e4m3"), "propagated").query(
+        "op == 'add' and role == 'output'").iloc[0]
+    assert row.memory_pj == (0 if causal else 3 * 6 * 6 * 8 * 20.0)
     path = save_trace(trace, tmp_path / "t")
     cfg = [_exact_fp32(), Config("bf16", "bf16", "bf16->fp32", name="bf16"),
            Config("bf16", "bf16", "bf16->fp32", storage="fp8_e4m3", name="store")]

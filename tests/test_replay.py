@@ -541,13 +541,16 @@ def test_storage_rounds_every_propagated_output_as_a_bf16_pipeline_stores_it():
 
 
 def test_storage_prices_outputs_and_counts_ulps_in_its_format(digits_trace):
-    """A MAC output stored in fp8 is priced in fp8 and its error counted in fp8 ulps (half an
-    ulp at most, plus the fp32 reference's own rounding, for fp32 operands summed exactly); a
-    storage format that cannot hold a NaN output gives an error row."""
+    """A MAC output stored in fp8 is priced in fp8, as is the input the MAC reads (a stored
+    tensor), and its error counted in fp8 ulps (half an ulp at most, plus the fp32 reference's
+    own rounding, for fp32 operands summed exactly); a storage format that cannot hold a NaN
+    output gives an error row."""
     cfg = Config("fp32", "fp32", {"accumulator": "exact"}, storage="fp8_e4m3")
     df = replay(digits_trace, [cfg], "per-op")
     row = _row(df, "fc1", "output")
-    want = mm.layer_cost(mm.Matmul(360, 64, 64), cfg.build_mac(), {"out": "fp8_e4m3"})
+    want = mm.layer_cost(mm.Matmul(360, 64, 64), cfg.build_mac(),
+                         {"a": "fp8_e4m3", "out": "fp8_e4m3"})
+    assert want.memory["b"].format == "fp32"                         # the weights: their own
     assert row["memory_pj"] == pytest.approx(want.memory_pj, rel=1e-12)
     assert 0.45 < row["max_ulp_error"] <= 0.5 + 1e-4
     assert Config("fp32", "fp32").key() != Config("fp32", "fp32", storage="bf16").key()

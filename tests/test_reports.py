@@ -763,6 +763,9 @@ def test_summarize_keeps_a_configuration_whose_ops_all_failed():
     assert "cannot hold NaN" in str(s.loc["int8", "error"])
     assert math.isnan(s.loc["int8", "accuracy"])
     assert recommend(s)[0] == "fp32"
+    for column in ("compute_pj", "memory_pj", "total_pj", "between_pj"):   # nothing ran
+        assert math.isnan(s.loc["int8", column]), column
+    assert s.loc["fp32", "between_pj"] == 0       # a run of MACs only: nothing between them
 
 
 def test_a_configuration_with_a_failed_op_is_marked_and_off_the_fronts(tmp_path):
