@@ -110,6 +110,52 @@ def _same_values(func, x, out, args: tuple, kw: Mapping) -> bool:
                                     torch.promote_types(x.dtype, out.dtype) == out.dtype)
 
 
+def _einsum_terms(eq: str, ndims: tuple) -> Union[tuple, None]:
+    """The index letters of the two operands and of the output of the einsum ``eq`` on
+    operands of ``ndims`` axes, with '...' spelled out in letters ``eq`` leaves unused (right
+    aligned, as broadcasting aligns them) and an implicit output made explicit as torch makes
+    it (the ellipsis, then the letters met once, in alphabetical order); None where ``eq`` does
+    not have two operands or does not fit them."""
+    lhs, arrow, out = eq.replace(" ", "").partition("->")
+    terms = lhs.split(",")
+    if len(terms) != 2:
+        return None
+    spare = [c for c in "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ" if c not in eq]
+    wide = max(nd - len(t) + 3 if "..." in t else 0 for t, nd in zip(terms, ndims))
+    if wide < 0 or wide > len(spare):
+        return None
+    dots = "".join(spare[:wide])
+    spelt = [t.replace("...", dots[wide - (nd - len(t) + 3):]) if "..." in t else t
+             for t, nd in zip(terms, ndims)]
+    if not arrow:
+        once = sorted(c for c in lhs if c.isalpha() and lhs.count(c) == 1)
+        out = ("..." if "..." in lhs else "") + "".join(once)
+    out = out.replace("...", dots)
+    if any(len(t) != nd for t, nd in zip(spelt, ndims)) or not all(
+            t.isalpha() for t in spelt + [out] if t):
+        return None
+    return spelt[0], spelt[1], out
+
+
+def _einsum_matmul(a: str, b: str, out: str, sa: tuple, sb: tuple) -> Union[tuple, None]:
+    """(batch, m, k, n) letters of the einsum ``a,b->out`` (operand shapes ``sa``, ``sb``)
+    where it is a batched matmul: each letter once per term, the batch letters in all three
+    with equal sizes, m in a and the output, n in b and the output, k in a and b only; else
+    None."""
+    if any(len(set(t)) != len(t) for t in (a, b, out)):
+        return None
+    batch = [c for c in out if c in a and c in b]
+    m = [c for c in out if c in a and c not in b]
+    n = [c for c in out if c in b and c not in a]
+    k = [c for c in a if c in b and c not in out]
+    size = {**dict(zip(b, sb)), **dict(zip(a, sa))}
+    if sorted(a) != sorted(batch + m + k) or sorted(b) != sorted(batch + k + n) or \
+            sorted(out) != sorted(batch + m + n) or \
+            any(sa[a.index(c)] != sb[b.index(c)] for c in batch + k) or not size:
+        return None
+    return batch, m, k, n
+
+
 def _permutation(func, x, args: tuple, kw: Mapping) -> list[int]:
     """The axes of ``x`` in the order a transpose, permute, t, ``.T``, ``.mT``/``.mH`` or
     movedim call puts them."""
@@ -315,7 +361,11 @@ def capture_torch(model, inputs, *, kwargs=None, loss_fn=None, target=None, labe
       mask, ``softmax``, ``matmul`` by v; grouped-query keys and values are repeated per query
       head by an ``expand`` op, so their memory traffic is priced once per query head; all
       but the product by v are ``fused``: their values stay in the attention kernel; with
-      ``dropout_p`` the product by v is left out);
+      ``dropout_p`` the product by v is left out; a mask built for ``is_causal`` or from a
+      boolean ``attn_mask`` has the add's attr ``mask``); a two-operand ``torch.einsum`` that
+      is one batched matmul (``bhqd,bhkd->bhqk``, ``bij,jk->bik``, ...) as a ``matmul`` named
+      ``einsum`` between the ``permute`` and ``flatten`` ops that lay its operands out as
+      (batch, m, k) and (batch, k, n) and its output back;
     * where the input depends on a recorded op (below): ``relu``, ``gelu``, ``softmax`` (last
       axis), ``silu``, ``sigmoid``, ``tanh``, ``flatten``, ``transpose``/``permute``/``t``/
       ``.T``/``.mT``/``movedim`` (``permute``), ``expand``/``expand_as``/``broadcast_to``
@@ -334,7 +384,7 @@ def capture_torch(model, inputs, *, kwargs=None, loss_fn=None, target=None, labe
       are replayed in float64 (:mod:`simulator.graph_ops`).  A call no op can hold (a pow by
       NaN, say) is left out with a warning.
 
-    Views, reshapes, ``unsqueeze``/``squeeze``, ``contiguous``, ``clone``, ``detach``, widening
+    Views, reshapes, ``unflatten``, ``unsqueeze``/``squeeze``, ``contiguous``, ``clone``, ``detach``, widening
     casts and dropout that is off keep the values in their order: they are not recorded, and
     pass their input's link on (replay reshapes).  ``nn.MultiheadAttention`` computes inside
     torch and is not recorded (a warning says so).  A module called again is named
@@ -345,7 +395,8 @@ def capture_torch(model, inputs, *, kwargs=None, loss_fn=None, target=None, labe
     embedding lookups, what is computed from them alone) is replayed as captured, which is
     exact: propagated replay changes only what depends on a recorded op.  An op that reads such
     a dependent value without a link (through an operation capture does not record: a
-    narrowing cast, ``x.amax()``, ``torch.roll``, ``einsum``, ...) is named in a warning, with
+    narrowing cast, ``x.amax()``, ``torch.roll``, an ``einsum`` that is no matmul, ...) is
+    named in a warning, with
     that operation; propagated replay feeds it its captured input, so the error of the ops
     before does not reach it.
     Under ``torch.inference_mode()`` tensors keep no version counter, so nothing is linked (a
@@ -415,7 +466,7 @@ def capture_torch(model, inputs, *, kwargs=None, loss_fn=None, target=None, labe
                   T.new_ones, T.new_full, T.new_empty}          # outputs owe x nothing but shape
     passes = {T.view, T.view_as, T.reshape, T.reshape_as, torch.reshape, T.unsqueeze,
               torch.unsqueeze, T.squeeze, torch.squeeze, T.contiguous, T.clone, torch.clone,
-              T.detach, T.to, T.float, T.type_as, F.dropout}
+              T.detach, T.to, T.float, T.type_as, F.dropout, T.unflatten, torch.unflatten}
     pieces = {T.split, torch.split, T.chunk, torch.chunk, T.unbind, torch.unbind}
     expands = {T.expand, T.expand_as, torch.broadcast_to}
     permutes = {T.transpose, torch.transpose, T.permute, torch.permute, T.t, torch.t,
@@ -637,6 +688,64 @@ def capture_torch(model, inputs, *, kwargs=None, loss_fn=None, target=None, labe
                          [op.name, vs] if vs else [op.name])
             check_link(op, (vt_, vs, v))
 
+    def arrange(t, letters: str, order: list, shape: tuple):
+        """``t`` (indexed by ``letters``) permuted to ``order`` and reshaped to ``shape``, the
+        permute and flatten recorded where ``t`` is tainted; (the result, its source)."""
+        src = rec.source(t)
+        perm = [letters.index(c) for c in order]
+        if perm != sorted(perm):
+            p = t.permute(perm)
+            if tainted(t):
+                op = rec.add("permute", "permute", {"input": t, "output": p}, [src],
+                             {"dims": perm})
+                check_link(op, (True, src, t))
+                src = op.name
+            t = p
+        if tuple(t.shape) != shape:
+            r = t.reshape(shape)
+            if src is not None:
+                src = rec.add("flatten", "flatten", {"input": t, "output": r}, [src]).name
+            t = r
+        return t, src
+
+    def record_einsum(args, kw, out) -> None:
+        """A two-operand ``torch.einsum`` that is a batched matmul, as the ops it amounts to:
+        each operand permuted to (batch, m, k) and (batch, k, n) and flattened to 3-D (2-D
+        without batch letters), a
+        ``matmul`` (named ``einsum``), then flattened and permuted to the output (the movers
+        only where they move something; a tainted operand goes first, so that it links).
+        Other equations are left unrecorded (their readers warn, unlinked)."""
+        pair = list(args[1]) if len(args) == 2 and isinstance(args[1], (list, tuple)) \
+            else list(args[1:])
+        if len(pair) != 2 or not isinstance(args[0], str) or not all(
+                isinstance(t, torch.Tensor) and t.is_floating_point() for t in pair + [out]):
+            return
+        terms = _einsum_terms(args[0], tuple(t.ndim for t in pair))
+        plan = terms and _einsum_matmul(*terms, tuple(pair[0].shape), tuple(pair[1].shape))
+        if not plan:
+            return
+        (x, y), (ta, tb, to), (batch, m, k, n) = pair, terms, plan
+        if tainted(y) and not tainted(x):               # the tainted operand goes first
+            x, y, ta, tb, m, n = y, x, tb, ta, n, m
+        size = {**dict(zip(tb, y.shape)), **dict(zip(ta, x.shape))}
+        nb, nm, nk, nn = (math.prod(size[c] for c in g) for g in (batch, m, k, n))
+        lead = (nb,) if batch else ()                    # no batch: 2-D operands
+        a, asrc = arrange(x, ta, batch + m + k, lead + (nm, nk))
+        b, bsrc = arrange(y, tb, batch + k + n, lead + (nk, nn))
+        perm = [to.index(c) for c in batch + m + n]      # the output, back to (B, M, N)
+        o1 = out.permute(perm) if perm != sorted(perm) else out
+        o2 = o1.reshape(lead + (nm, nn)) if tuple(o1.shape) != lead + (nm, nn) else o1
+        op = rec.add("einsum", "matmul", {"a": a, "b": b, "output": o2},
+                     [asrc, bsrc] if asrc and bsrc else [asrc] if asrc and not tainted(y)
+                     else [])
+        check_link(op, (tainted(x), asrc, x), (tainted(y), bsrc if asrc else None, y))
+        if o2 is not o1:
+            op = rec.add("flatten", "flatten", {"input": o2, "output": o1}, [op.name])
+        if o1 is not out:
+            inverse = [perm.index(i) for i in range(len(perm))]
+            rec.add("permute", "permute", {"input": o1, "output": out}, [op.name],
+                    {"dims": inverse})
+
     class Mode(TorchFunctionMode):
         def __torch_function__(self, func, types, args=(), kwargs=None):
             kw = dict(kwargs or {})
@@ -703,6 +812,8 @@ def capture_torch(model, inputs, *, kwargs=None, loss_fn=None, target=None, labe
                                (xt, src, x))
                 elif func is F.scaled_dot_product_attention:
                     record_attention(x, args, kw, out)
+                elif func is torch.einsum:
+                    record_einsum(args, kw, out)
                 elif func in functional and not hooked.keys() & set(scope):
                     record_functional(func, args, kw, out)
                 elif func in passes:

@@ -4,6 +4,7 @@ The oracle is PyTorch itself: captured tensors must be the ones torch computed (
 weights, autograd gradients), and replaying them in fp32 must land within fp32 rounding of
 torch's outputs (torch sums in another order, so not bit for bit).
 """
+import math
 import warnings
 
 import numpy as np
@@ -669,10 +670,10 @@ def test_functional_macs_are_recorded_and_a_head_capture_misses_is_named():
     """F.conv1d, F.conv2d, torch.addmm (GPT-2's Conv1D) and F.linear (a head tied to an
     embedding) outside any hooked module are recorded and linked, each once (a Linear
     module's own F.linear is not recorded twice); exact fp32 replay reproduces torch.  A head
-    computed by einsum is not recorded, and with labels capture says replay would score the
-    wrong tensor."""
+    computed by a two-operand einsum is one matmul; by a three-operand one it is not recorded,
+    and with labels capture says replay would score the wrong tensor."""
     class Fn(nn.Module):
-        def __init__(self, einsum: bool):
+        def __init__(self, einsum: int):
             super().__init__()
             self.w1, self.w2 = nn.Parameter(torch.randn(4, 3, 3)), nn.Parameter(
                 torch.randn(4, 4, 3, 3))
@@ -685,13 +686,15 @@ def test_functional_macs_are_recorded_and_a_head_capture_misses_is_named():
             h = F.conv2d(h.unsqueeze(2), self.w2, padding="same").squeeze(2)
             h = torch.addmm(self.c_b, h.mean(-1), self.c_w)     # (N, 6)
             h = self.lin(h)
-            if self.einsum:
+            if self.einsum == 2:
                 return torch.einsum("nd,vd->nv", h, self.emb.weight)
+            if self.einsum == 3:
+                return torch.einsum("nd,vd,d->nv", h, self.emb.weight, torch.ones(6))
             return F.linear(h, self.emb.weight)
 
     torch.manual_seed(12)
     x = torch.randn(3, 3, 8)
-    model = Fn(False)
+    model = Fn(0)
     with torch.no_grad():
         labels = model(x).argmax(-1).numpy()
         with warnings.catch_warnings():
@@ -707,7 +710,11 @@ def test_functional_macs_are_recorded_and_a_head_capture_misses_is_named():
     assert (df[df.role == "output"].sqnr_db > 120).all()
     assert df[df.role == "task"].accuracy.item() == 1.0
     with torch.no_grad(), pytest.warns(UserWarning, match="not the output of the last"):
-        capture_torch(Fn(True), x, labels=labels)
+        capture_torch(Fn(3), x, labels=labels)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("error")
+        head = capture_torch(Fn(2), x, labels=labels).ops[-1]
+    assert (head.name, head.kind, head.inputs_from) == ("einsum", "matmul", ["lin"])
 
 
 def test_linear_subclasses_dynamic_weights_and_errors_inside_modules():
@@ -1114,3 +1121,93 @@ def test_a_bare_linear_model_is_hooked_with_its_gradients():
     assert op.name == "linear" and {"grad_output", "grad_input", "grad_weight"} <= set(op.tensors)
     y = model(x)
     np.testing.assert_allclose(op.tensors["grad_output"], (2 * y).detach().numpy(), rtol=1e-6)
+
+
+EINSUMS = ["bhqd,bhkd->bhqk", "bhqk,bhkd->bhqd", "ij,jk", "...ij,...jk->...ik", "bij,jk->bki",
+           "i,j->ij", "ij,ij->", "bn,dn->bd", "abc,cb->a", "b i j , b j k -> b k i",
+           "ij,jk->ijk"]
+
+
+@pytest.mark.parametrize("eq", EINSUMS)
+def test_an_einsum_plan_is_the_einsum(eq):
+    """Each operand permuted to (batch, m, k) / (batch, k, n), flattened, multiplied, then
+    flattened and permuted to the output: torch.einsum's result (float64, to rounding)."""
+    from simulator.capture import _einsum_matmul, _einsum_terms
+    shapes = {"bhqd,bhkd->bhqk": ((2, 3, 4, 5), (2, 3, 6, 5)),
+              "bhqk,bhkd->bhqd": ((2, 3, 4, 6), (2, 3, 6, 5)),
+              "ij,jk": ((3, 4), (4, 5)), "...ij,...jk->...ik": ((2, 3, 4), (4, 5)),
+              "bij,jk->bki": ((2, 3, 4), (4, 5)), "i,j->ij": ((3,), (4,)),
+              "ij,ij->": ((3, 4), (3, 4)), "bn,dn->bd": ((3, 4), (5, 4)),
+              "abc,cb->a": ((2, 3, 4), (4, 3)), "b i j , b j k -> b k i": ((2, 3, 4), (2, 4, 5)),
+              "ij,jk->ijk": ((3, 4), (4, 5))}
+    sa, sb = shapes[eq]
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.randn(sa, generator=g, dtype=torch.float64), torch.randn(
+        sb, generator=g, dtype=torch.float64)
+    ta, tb, to = _einsum_terms(eq, (x.ndim, y.ndim))
+    batch, m, k, n = _einsum_matmul(ta, tb, to, sa, sb)
+    size = {**dict(zip(tb, sb)), **dict(zip(ta, sa))}
+    nb, nm, nk, nn = (math.prod(size[c] for c in grp) for grp in (batch, m, k, n))
+    a = x.permute([ta.index(c) for c in batch + m + k]).reshape(nb, nm, nk)
+    b = y.permute([tb.index(c) for c in batch + k + n]).reshape(nb, nk, nn)
+    got = (a @ b).reshape([size[c] for c in batch + m + n])
+    got = got.permute([(batch + m + n).index(c) for c in to])
+    torch.testing.assert_close(got, torch.einsum(eq, x, y), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("eq, nd", [("ii->i", (2,)), ("ij,jk,kl->il", (2, 2, 2)),
+                                    ("ii,ij->j", (2, 2)), ("ij,jk->i", (2, 2)),
+                                    ("ij,k->i", (2, 1))])
+def test_einsums_that_are_not_one_matmul_have_no_plan(eq, nd):
+    from simulator.capture import _einsum_matmul, _einsum_terms
+    terms = _einsum_terms(eq, nd)
+    assert terms is None or _einsum_matmul(*terms, (3,) * nd[0], (3,) * nd[1]) is None
+
+
+class _EinsumAttention(torch.nn.Module):
+    """Attention written with einsum, a weight applied as ``W h`` to a linear's output (a
+    constant first operand, which capture puts second so that h links)."""
+
+    def __init__(self):
+        super().__init__()
+        self.q, self.v, self.h = (torch.nn.Linear(8, 8) for _ in range(3))
+        self.wk = torch.nn.Parameter(torch.randn(8, 8) / 3)
+
+    def forward(self, x):
+        q, v = self.q(x).unflatten(-1, (2, 4)), self.v(x).unflatten(-1, (2, 4))
+        k = torch.einsum("oi,bti->bto", self.wk, self.h(x)).unflatten(-1, (2, 4))
+        s = torch.einsum("bqhd,bkhd->bhqk", q, k) / 2
+        return torch.einsum("bhqk,bkhd->bqhd", s.softmax(-1), v).flatten(-2)
+
+
+def test_einsum_attention_links_end_to_end():
+    torch.manual_seed(3)
+    model, x = _EinsumAttention().eval(), torch.randn(2, 5, 8)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("error")                   # every op linked: no warning
+        trace = capture_torch(model, (x,))
+    mms = [o for o in trace.ops if o.kind == "matmul"]
+    assert [o.name for o in mms] == ["einsum", "einsum_2", "einsum_3"]
+    assert mms[0].inputs_from == ["flatten"] and trace.op("flatten").inputs_from == ["h"]
+    assert [o.shape("a") for o in mms] == [(10, 8), (4, 5, 4), (4, 5, 5)]
+    assert [o.shape("b") for o in mms] == [(8, 8), (4, 4, 5), (4, 5, 4)]
+    with torch.no_grad():
+        want = model(x).numpy()
+    assert np.array_equal(trace.ops[-1].tensors["output"], want)
+    df = replay(trace, [_exact_fp32()], "propagated")
+    out = df[df.role == "output"]
+    assert "error" not in df and (out.sqnr_db > 110).all()
+
+
+def test_an_einsum_that_is_no_matmul_is_not_recorded_and_its_reader_warns():
+    class Diag(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc, self.out = torch.nn.Linear(4, 4), torch.nn.Linear(2, 2)
+
+        def forward(self, x):                    # the diagonal of each 2x2: no matmul
+            return self.out(torch.einsum("bii->bi", self.fc(x).unflatten(-1, (2, 2))))
+
+    with pytest.warns(UserWarning, match=r"out \(after einsum\)"):
+        trace = capture_torch(Diag().eval(), (torch.randn(3, 4),))
+    assert [o.name for o in trace.ops] == ["fc", "out"] and trace.op("out").inputs_from == []
