@@ -320,11 +320,11 @@ def _notes(results: pd.DataFrame, meta: Mapping) -> list[str]:
         "Kulisch and quire adders as modelled in mac_models).",
         "energy and area: proxies calibrated to Horowitz (ISSCC 2014, 45 nm, 0.9 V), node "
         "scaling from Stillmaker & Baas (2017); memory traffic: each op reads each of its "
-        "tensors once and writes its output once (perfect reuse inside an op), in the storage "
-        "format (the activation format without one), except what a fused kernel or, with "
-        "fusion 'epilogue', a MAC's epilogue keeps on chip; the ops between the MACs are "
-        "priced in propagated replays, as fp32 vector steps; wires, control and leakage are "
-        "not modelled.",
+        "tensors once and writes its output once (perfect reuse inside an op), activations in "
+        "the storage format (the activation format without one), weights in the weight format, "
+        "other parameters as captured, except what a fused kernel or, with fusion 'epilogue', "
+        "a MAC's epilogue keeps on chip; the ops between the MACs are priced in propagated "
+        "replays, as fp32 vector steps; wires, control and leakage are not modelled.",
         "versions: " + ", ".join(f"{k} {v}" for k, v in _versions().items()),
         f"generated {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC",
     ]

@@ -82,7 +82,7 @@ def _replay_options(p: argparse.ArgumentParser) -> None:
                         "mode read the activations no op made (embeddings, a KV cache) from "
                         "it (default, or 'none': MAC outputs in fp32, the ops between them in "
                         "float64)")
-    p.add_argument("--fusion", choices=("none", "epilogue"), default="none",
+    p.add_argument("--fusion", choices=("none", "epilogue"), default="none",  # configs.FUSIONS
                    help="what the hardware fuses, in every configuration: none (every op a "
                         "kernel of its own, the default) or epilogue (a MAC applies the "
                         "elementwise ops that alone read its output, a ReLU or a residual "

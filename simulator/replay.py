@@ -42,21 +42,24 @@ again.  An op whose attr ``fused`` is true (the ops capture makes of one
 ``scaled_dot_product_attention`` call but its output: k^T, repeated grouped-query heads,
 scores, scale, mask, softmax) keeps its value inside the fused kernel: it is not rounded, and a
 fused MAC's ulps are counted as without a storage format.  A config's ``fusion`` "epilogue"
-keeps a MAC's output in its epilogue the same way where the one op that reads it (in the trace)
-is elementwise (:data:`graph_ops.ELEMENTWISE`: a ReLU, a GELU, a residual add, a scale) and
-takes it as its ``input``, and so on down a chain of such ops: only the chain's last output is
-stored.
+keeps a MAC's output in its epilogue the same way, in propagated mode, where the one op that
+reads it (in the trace) is elementwise (:data:`graph_ops.ELEMENTWISE`: a ReLU, a GELU, a
+residual add either way round, a scale), and so on down a chain of such ops: only the chain's
+last output is stored (an add of two such MAC outputs goes to the later MAC's epilogue, which
+reads the other from memory; a value the model returns besides is not seen).
 
 Memory traffic, at ``level``: each op reads each of its tensors once and writes its output
 once.  Every tensor between the ops moves in one format: the storage format, or without one the
 activation format (as if each op wrote the format the next MAC reads); weights move in the
 weight format, other parameters (a norm's weight, running statistics) in the dtype they were
-captured in; a single value (a scale) is a kernel's argument and moves nothing.  A fused
-kernel's tensors stay on chip, in both modes: a fused op's output (a mover's, where all it
-moves is on chip) is not written, and an operand fed by one is not read, by a MAC
-(``layer_cost``'s ``on_chip``) or another op; an epilogue's kept outputs likewise.  An
-attention mask capture made (graph_ops' attr ``mask``) is not read where "causal" (the kernel
-builds it) and moves a byte per element where "bool".  Every other op is a kernel of its own,
+captured in (an integer or boolean operand too); a single value (a scale) is a kernel's
+argument and moves nothing.  A fused kernel's tensors stay on chip, in both modes: a fused
+op's output (a mover's, where all it moves is on chip) is not written, and an operand fed by
+one is not read, by a MAC (``layer_cost``'s ``on_chip``) or another op; an epilogue's kept
+outputs likewise.  An operand a fused kernel reads through its fused movers from memory is
+read once: grouped-query keys and values once per key head, not per query head.  An attention
+mask capture made (graph_ops' attr ``mask``) is not read where "causal" (the kernel builds it)
+and moves a byte per element where "bool".  Every other op is a kernel of its own,
 as eager PyTorch runs them (with fusion "none", a ReLU after a linear layer too).
 
 Costs of the ops between the MACs (propagated mode, role ``output``): ``compute_pj`` their
@@ -67,9 +70,10 @@ reads it from memory).  The task row's costs add up every op's.
 Values that depend on no recorded op (the model's input, constants, a KV cache's past entries)
 stay as captured, but with a storage format in propagated mode: there the activations an op
 reads without a source (a MAC's ``input``, ``a``, ``b``; an op's ``input``, ``other``; a concat's
-constant parts: the embeddings, a KV cache's past entries, a mask) are read as stored, rounded
-to it, unless a single value (a kernel's argument, such as a scale) or a mask capture made.
-Parameters (a norm's weight and bias, a MAC's bias) stay as captured.
+constant parts: the embeddings, a KV cache's past entries, a float mask) holding floats are
+read as stored, rounded to it, their infinities (a mask's -inf) kept, unless a single value (a
+kernel's argument, such as a scale) or a mask capture made.  Parameters (a norm's weight and
+bias, a MAC's bias) and integer or boolean operands stay as captured.
 
 Error metrics are those of :mod:`simulator.metrics`.  An op that cannot run (NaN for a scalar
 integer format, for example) gives a row with its ``error`` message instead of stopping the
@@ -82,7 +86,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from dataclasses import replace
-from typing import Callable, Iterable, Union
+from typing import Callable, Iterable, Mapping, Union
 
 import numpy as np
 import pandas as pd
@@ -150,8 +154,10 @@ def _to_storage(y: np.ndarray, cfg: Config, what: str) -> np.ndarray:
     a ValueError naming ``what`` where the format cannot hold it."""
     fmt = formats.get(cfg.storage)
     finite = isinstance(fmt, formats.FloatFormat) and not fmt.has_inf   # stores saturate there
-    try:
-        got = fmt.quantize(np.atleast_1d(y), **({"overflow": "saturate"} if finite else {}))
+    tiled = isinstance(fmt, formats.ScaledFormat) and isinstance(fmt.group, tuple)
+    try:                                         # a vector in tiles: one row, as _tensor_pj
+        got = fmt.quantize(np.atleast_2d(y) if tiled else np.atleast_1d(y),
+                           **({"overflow": "saturate"} if finite else {}))
     except ValueError as exc:
         raise ValueError(f"{what} cannot be stored in {cfg.storage}: {exc}") from exc
     return got.reshape(np.shape(y))
@@ -163,27 +169,46 @@ def _stored(y: np.ndarray, op: Op, cfg: Config, kept: set) -> np.ndarray:
     return _to_storage(y, cfg, "its output") if _stores(op, cfg, kept) else y
 
 
-def _constant(v, cfg: Config, what: str) -> np.ndarray:
-    """A value no recorded op made (an embedding, a KV cache's past entries, a mask) as a
-    propagated op reads it from memory: rounded to the storage format where the config has
-    one, but for a single value (a kernel's argument, such as a scale, not a stored tensor)."""
-    v = _f64(v)
-    return v if cfg.storage is None or v.size <= 1 else _to_storage(v, cfg, what)
+def _argument(shape: tuple) -> bool:
+    """Whether a constant of ``shape`` is a single value: a kernel's argument (a scale), not a
+    tensor read from memory, so neither rounded to the storage format nor priced."""
+    return math.prod(shape) <= 1
 
 
 def _is_activation(op: Op, role: str) -> bool:
-    """Whether ``role`` of an op between the MACs is an activation read as stored: its
-    ``input`` or ``other``, but for an attention mask capture made (its zeros and -inf are
-    built in the kernel, not a stored tensor's values: graph_ops' attr ``mask``)."""
-    return role == "input" or (role == "other" and not op.attrs.get("mask"))
+    """Whether ``role`` is an activation an op reads as stored (:func:`_constant`): a MAC's
+    ``input``, ``a``, ``b``, another op's ``input`` or ``other`` holding floats, but for a
+    single value and for an attention mask capture made (graph_ops' attr ``mask``: its zeros
+    and -inf are built in the kernel from a causal flag or booleans)."""
+    acts = ("input", "a", "b") if op.is_mac else ("input", "other")
+    return role in acts and not (role == "other" and op.attrs.get("mask")) and \
+        op.dtype(role).startswith(("float", "bfloat")) and not _argument(op.shape(role))
+
+
+def _constant(op: Op, role: str, cfg: Config) -> np.ndarray:
+    """``role`` of ``op``, a value no recorded op made (an embedding, a KV cache's past
+    entries, a mask), as a propagated op reads it: where it is an activation
+    (:func:`_is_activation`) and the config has a storage format, rounded to it (its
+    infinities, a mask's -inf, kept as they are: a scaled format would make their blocks
+    NaN), else as captured."""
+    return _constant_value(_f64(op.tensors[role]), cfg, f"its {role}") \
+        if _is_activation(op, role) else _f64(op.tensors[role])
+
+
+def _constant_value(v: np.ndarray, cfg: Config, what: str) -> np.ndarray:
+    """A constant activation ``v`` as stored (see :func:`_constant`)."""
+    if cfg.storage is None or v.size <= 1:
+        return v
+    finite = np.isfinite(v)
+    got = _to_storage(np.where(finite, v, 0.0), cfg, what)
+    return np.where(finite, got, v)
 
 
 def _mac_operands(op: Op, got: list, cfg: Config) -> list:
     """The activations a MAC op reads in propagated mode: ``got``, the outputs of its sources,
     then the operands without one as stored (:func:`_constant`)."""
     roles = linked_roles(op.kind)[:2 if op.kind in ("matmul", "attention_scores") else 1]
-    return [got[i] if i < len(got) else _constant(op.tensors[r], cfg, f"its {r}")
-            for i, r in enumerate(roles)]
+    return [got[i] if i < len(got) else _constant(op, r, cfg) for i, r in enumerate(roles)]
 
 
 def _grad_rows(op: Op, cfg: Config) -> list[dict]:
@@ -214,24 +239,46 @@ def _in_kernel(op: Op, kernel: set) -> bool:
     return bool(op.inputs_from) and whole and all(s in kernel for s in op.inputs_from)
 
 
-def _on_chip(trace: Trace, cfg: Config) -> set:
+def _on_chip(trace: Trace, cfg: Config, mode: str) -> set:
     """The names of the ops whose outputs never go to memory under ``cfg``: fused kernels'
-    (:func:`_in_kernel`) and, with fusion "epilogue", every op whose one reader in the trace is
-    an elementwise op (:data:`graph_ops.ELEMENTWISE`) taking it as its ``input`` while it is a
-    MAC or such a reader itself (a MAC's epilogue applies a chain of them, then writes)."""
+    (:func:`_in_kernel`) and, with fusion "epilogue" in propagated mode (per-op mode runs no
+    ops between the MACs, so none writes an epilogue's result), every op whose one reader in
+    the trace is an elementwise op (:data:`graph_ops.ELEMENTWISE`) while it is a MAC or such a
+    reader itself (a MAC's epilogue applies a chain of them, then writes); of a binary op's two
+    such sources, the later one (its MAC runs last and reads the other from memory)."""
     readers = Counter(s for op in trace.ops for s in op.inputs_from)
+    order = {op.name: i for i, op in enumerate(trace.ops)}
     macs = {op.name for op in trace.ops if op.is_mac}
     kernel: set[str] = set()
     epilogue: set[str] = set()               # the ops a MAC's epilogue applies
+    fuse = cfg.fusion == "epilogue" and mode == "propagated"
     for op in trace.ops:
         if _in_kernel(op, kernel):
             kernel.add(op.name)
-        elif cfg.fusion == "epilogue" and op.kind in graph_ops.ELEMENTWISE and op.inputs_from:
-            src = op.inputs_from[0]
-            if (src in macs or src in epilogue) and readers[src] == 1 and src not in kernel:
-                kernel.add(src)
+        elif fuse and op.kind in graph_ops.ELEMENTWISE:
+            heads = [s for s in op.inputs_from if (s in macs or s in epilogue) and
+                     readers[s] == 1 and s not in kernel]
+            if heads:
+                kernel.add(max(heads, key=order.get))
                 epilogue.add(op.name)
     return kernel
+
+
+def _read_shares(op: Op, by_name: Mapping[str, Op]) -> dict:
+    """{role: the share of its elements a MAC op reads from memory} for the operands that
+    reach it through fused movers (a fused kernel's k^T, its grouped-query heads) from a tensor
+    in memory: a fused ``expand`` repeats what the kernel reads once (1 / the repeats)."""
+    shares = {}
+    for role, src in zip(linked_roles(op.kind), op.inputs_from):
+        share, o = 1.0, by_name[src]
+        while o.kind in ("expand", "permute", "flatten", "identity") and \
+                o.attrs.get("fused") and o.inputs_from:
+            if o.kind == "expand":
+                share *= math.prod(o.shape("input")) / max(math.prod(o.shape("output")), 1)
+            o = by_name[o.inputs_from[0]]
+        if share < 1:
+            shares[role] = share
+    return shares
 
 
 def _kept(op: Op, kernel: set) -> set:
@@ -242,9 +289,10 @@ def _kept(op: Op, kernel: set) -> set:
 
 
 def _run_mac_op(op: Op, cfg: Config, x: Union[np.ndarray, None], tech, level,
-                kept: set) -> tuple:
+                kept: set, shares: dict) -> tuple:
     """(output as fp32, rows for the operands, output row fields) of one MAC op, the roles
-    ``kept`` on chip moving nothing."""
+    ``kept`` on chip moving nothing and those in ``shares`` (:func:`_read_shares`) that share
+    of their elements."""
     t = op.tensors
     roles = ("input", "weight") if op.kind in ("linear", "conv2d") else ("a", "b")
     for role, v in zip(roles, (t[roles[0]] if x is None else x, t[roles[1]])):
@@ -313,6 +361,8 @@ def _run_mac_op(op: Op, cfg: Config, x: Union[np.ndarray, None], tech, level,
         moved.update({"a": cfg.storage, **({"b": cfg.storage} if roles[0] == "a" else {})})
     lc = mm.layer_cost(shape, mac, moved, tech=tech, level=level,
                        on_chip={_LAYER_TENSORS[r] for r in kept})
+    memory = lc.memory_pj - sum((1 - share) * lc.memory[_LAYER_TENSORS[r]].energy_pj
+                                for r, share in shares.items() if r not in kept)
     try:
         ulps = metrics.max_ulp_error(_f64(t["output"]), y, cfg.storage if
                                      _stores(op, cfg, kept) else output_format(mac))
@@ -321,7 +371,7 @@ def _run_mac_op(op: Op, cfg: Config, x: Union[np.ndarray, None], tech, level,
     out = {"max_ulp_error": ulps, "overflows": r.overflows, "saturations": r.saturations,
            "swamped": r.swamped,
            "max_abs_partial": r.max_abs_partial, "macs": r.macs, "compute_pj": lc.compute_pj,
-           "memory_pj": lc.memory_pj, "total_pj": lc.total_pj, "area_um2": lc.area_um2}
+           "memory_pj": memory, "total_pj": lc.compute_pj + memory, "area_um2": lc.area_um2}
     return y, rows, out
 
 
@@ -410,7 +460,8 @@ def _replay_one(trace: Trace, cfg: Config, mode: str, tech, level, bar) -> list[
     failed: set[str] = set()
     rows: list[dict] = []
     totals = {"compute_pj": 0.0, "memory_pj": 0.0, "total_pj": 0.0, "macs": 0}
-    kernel = _on_chip(trace, cfg)
+    kernel = _on_chip(trace, cfg, mode)
+    by_name = {op.name: op for op in trace.ops}
     for op in trace.ops:
         bar.update(1)
         base = {**head, "op": op.name, "kind": op.kind}
@@ -439,7 +490,8 @@ def _replay_one(trace: Trace, cfg: Config, mode: str, tech, level, bar) -> list[
                 got = _mac_operands(op, got, cfg)
             if len(got) > 1:
                 op = Op(op.name, op.kind, {**op.tensors, "b": got[1]}, op.attrs, op.inputs_from)
-            y, qrows, out = _run_mac_op(op, cfg, got[0] if got else None, tech, level, kept)
+            y, qrows, out = _run_mac_op(op, cfg, got[0] if got else None, tech, level, kept,
+                                        _read_shares(op, by_name))
         except ValueError as exc:
             rows.append({**base, "role": "output", "error": str(exc)})
             failed.add(op.name)
@@ -467,24 +519,25 @@ def _replay_one(trace: Trace, cfg: Config, mode: str, tech, level, bar) -> list[
 
 def _between_cost(op: Op, kept: set, cfg: Config, tech, level: str) -> dict:
     """Cost fields of an op between the MACs: its vector steps (:func:`graph_ops.work`) in
-    VECTOR_FORMAT, and reading each of its tensors of more than one value and writing its
-    output, but the roles ``kept`` on chip, in the config's storage format (fp32 without one;
-    a scaled format's blocks along the last axis).  Movers cost nothing: the op that reads
-    their output pays."""
+    VECTOR_FORMAT, and its traffic (see the module doc): each tensor read once and the output
+    written once, but the roles ``kept`` on chip and single values; activations in the
+    storage format, or the activation format without one; an attention mask capture made as
+    its attr ``mask`` says; parameters and other constants in their captured dtype.  Movers
+    cost nothing: the op that reads their output pays."""
     if op.kind in graph_ops.MOVERS:
         return {"compute_pj": 0.0, "memory_pj": 0.0, "total_pj": 0.0}
     shapes = {r: op.shape(r) for r in op.tensors if r not in GRAD_ROLES}
     compute = vector_energy_pj(graph_ops.work(op.kind, shapes, op.attrs), VECTOR_FORMAT, tech)
     per_bit = pj_per_bit(level, tech=tech)
     memory = 0.0
-    for role, shape in shapes.items():          # one value read is a kernel's argument
-        if role in kept or (role != "output" and math.prod(shape) <= 1):
+    for role, shape in shapes.items():
+        if role in kept or (role != "output" and _argument(shape)):
             continue
         if role == "other" and op.attrs.get("mask"):      # built in the kernel, or bytes
             memory += (op.attrs["mask"] == "bool") * 8 * math.prod(shape) * per_bit
-        elif role in ("input", "other", "output"):
+        elif role == "output" or _is_activation(op, role):
             memory += _tensor_pj(cfg.storage or cfg.activations, shape, level, tech)
-        else:                                             # a parameter, as captured
+        else:
             memory += op.bits(role) * math.prod(shape) * per_bit
     return {"compute_pj": compute, "memory_pj": memory, "total_pj": compute + memory}
 
@@ -507,12 +560,11 @@ def _between(op: Op, got: list, outputs: dict, cfg: Config, kept: set) -> dict:
     ref_out = np.asarray(op.tensors["output"], dtype=np.float64)
     if op.kind == "concat":
         y = graph_ops.concat(ref_out, got, op.attrs,
-                             lambda part: _constant(part, cfg, "its constant part"))
+                             lambda part: _constant_value(part, cfg, "its constant part"))
     else:
         propagated = dict(zip(linked_roles(op.kind), got))
-        t = {r: _f64(propagated[r]) if r in propagated else
-             _constant(op.tensors[r], cfg, f"its {r}") if _is_activation(op, r) else
-             _f64(op.tensors[r]) for r in op.tensors if r != "output"}
+        t = {r: _f64(propagated[r]) if r in propagated else _constant(op, r, cfg)
+             for r in op.tensors if r != "output"}
         y = graph_ops.evaluate(op.kind, t, ref_out.shape, op.attrs)
     y = _stored(y, op, cfg, kept)
     outputs[op.name] = y

@@ -115,6 +115,13 @@ class Op:
         """The shape of the tensor ``role``, without reading a loaded trace's data."""
         return _shape(self.tensors, role)
 
+    def dtype(self, role: str) -> str:
+        """The name of the dtype the tensor ``role`` was captured in ("float32", "bfloat16",
+        "bool", ...), without reading a loaded trace's data."""
+        if isinstance(self.tensors, _LazyTensors):
+            return self.tensors.dtype(role)
+        return np.asarray(self.tensors[role]).dtype.name
+
     def bits(self, role: str) -> int:
         """Bits per element of the tensor ``role`` in the dtype it was captured in (a bool's
         byte: 8), without reading a loaded trace's data."""

@@ -269,8 +269,11 @@ def test_an_epilogue_keeps_a_mac_output_its_one_elementwise_reader_takes():
 
 
 def test_an_epilogue_needs_the_one_reader_to_be_elementwise_and_direct():
-    """No fusion where fc1's output has two readers (a relu and a residual add of it), where a
-    softmax (a row reduction) or a mover reads it, or where the MAC is an add's ``other``."""
+    """No fusion where fc1's output has two readers (a relu and a residual add of it), or where
+    a softmax (a row reduction) or a mover reads it.  An add of two MAC outputs fuses into the
+    later MAC's epilogue, which reads the earlier one's from memory: as ``input`` or ``other``
+    (``residual + o_proj(x)``, as Llama writes it).  Per-op mode fuses no epilogue: it runs no
+    op to write its result."""
     rng = np.random.default_rng(9)
     x, w1, w2 = rng.normal(size=(4, 8)), rng.normal(size=(8, 8)), rng.normal(size=(3, 8))
     cfg = Config(mac={"accumulator": "exact"}, fusion="epilogue", name="epilogue")
@@ -294,15 +297,20 @@ def test_an_epilogue_needs_the_one_reader_to_be_elementwise_and_direct():
         "relu": {"kind": "relu", "input": y, "output": r, "inputs_from": ["fc1"]},
         "res": {"kind": "add", "input": r, "other": y, "output": r + y,
                 "inputs_from": ["relu", "fc1"]}})) == []
-    w0 = w1[::-1].copy()                             # fc0 feeds the add's input, fc1 its other
+    w0 = w1[::-1].copy()
     z = x @ w0.T
-    m = memory(from_arrays({
-        "fc0": {"kind": "linear", "input": x, "weight": w0, "output": z},
-        "fc1": {"kind": "linear", "input": x, "weight": w1, "output": y},
-        "add": {"kind": "add", "input": z, "other": y, "output": z + y,
-                "inputs_from": ["fc0", "fc1"]}}))
-    assert sorted(m.index[m["epilogue"] != m["none"]]) == ["add", "fc0"]
-    assert m.loc["fc0", "none"] - m.loc["fc0", "epilogue"] == pytest.approx(32 * 32 * DRAM)
+    for first, second in (("fc0", "fc1"), ("fc1", "fc0")):   # either feeds the add's input
+        out = {"fc0": z, "fc1": y}
+        trace = from_arrays({
+            "fc0": {"kind": "linear", "input": x, "weight": w0, "output": z},
+            "fc1": {"kind": "linear", "input": x, "weight": w1, "output": y},
+            "add": {"kind": "add", "input": out[first], "other": out[second],
+                    "output": z + y, "inputs_from": [first, second]}})
+        m = memory(trace)
+        assert sorted(m.index[m["epilogue"] != m["none"]]) == ["add", "fc1"]
+        assert m.loc["fc1", "none"] - m.loc["fc1", "epilogue"] == pytest.approx(32 * 32 * DRAM)
+    per_op = replay(trace, [cfg, plain], "per-op").query("role == 'output'")
+    assert (per_op.groupby("op").memory_pj.nunique() == 1).all()
 
 
 def test_fusion_is_a_config_field_that_names_and_keys_it():
@@ -365,3 +373,11 @@ def test_a_mask_attr_names_where_the_mask_came_from():
     with pytest.raises(ValueError, match="mask must be one of causal, bool"):
         from_arrays({"add": {"kind": "add", "input": x, "other": x, "output": x,
                              "attrs": {"mask": "float"}}})
+
+
+def test_the_command_line_offers_every_fusion():
+    from simulator.cli import build_parser
+    from simulator.configs import FUSIONS
+    replay_parser = build_parser()._subparsers._group_actions[0].choices["replay"]
+    fusion = next(a for a in replay_parser._actions if a.dest == "fusion")
+    assert tuple(fusion.choices) == FUSIONS

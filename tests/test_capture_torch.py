@@ -15,6 +15,7 @@ torch = pytest.importorskip("torch", reason="torch is an optional extra (pip ins
 nn = torch.nn
 F = torch.nn.functional
 
+from mac_models import Matmul, layer_cost  # noqa: E402
 from simulator import graph_ops  # noqa: E402
 from simulator.capture import capture_torch  # noqa: E402
 from simulator.configs import Config  # noqa: E402
@@ -348,6 +349,14 @@ def test_keyword_arguments_and_grouped_query_attention():
     k = q.view(1, 2, 4, 2)[:, :, :2].repeat_interleave(2, dim=1)
     assert sc["b"].shape == (1, 4, 2, 2)
     np.testing.assert_allclose(sc["b"], k.transpose(-2, -1).numpy(), rtol=1e-6)
+    # the kernel reads the 2 key heads once, not once per query head: 2 heads of 2 x 2 fp32
+    # values for the scores' b and for the product's b (20 pJ a bit from DRAM)
+    rows = df[df.role == "output"].set_index("op")
+    mac = _exact_fp32().build_mac()
+    for op, kept in (("attention_scores", {"out"}), ("matmul_2", {"a"})):
+        whole = layer_cost(Matmul(2, 2, 2, 4, True), mac, on_chip=kept)   # 4 heads of 2 x 2
+        want = whole.memory_pj - whole.memory["b"].energy_pj + 2 * 4 * 32 * 20.0
+        assert rows.loc[op, "memory_pj"] == pytest.approx(want), op
 
 
 def test_checkpointing_records_no_phantom_ops():

@@ -663,3 +663,37 @@ def test_constants_are_read_as_stored_in_propagated_mode():
     fc_captured = bf16((h @ w.T).astype(np.float32))
     assert per_op.loc["fc", "max_abs_error"] == pytest.approx(
         np.max(np.abs(fc_captured - h @ w.T)), rel=1e-12)
+
+
+@pytest.mark.parametrize("storage", ["mxfp8_e4m3", "int8_tensor", "nvfp4", "fp8_e4m3_128x128"])
+def test_constants_keep_their_infinities_and_fit_any_storage(storage):
+    """A float attention mask's -inf, read as stored, stays -inf (a scaled format would make
+    its blocks NaN and the softmax all NaN); a 1-D constant (a bias added on its own) fits a
+    tiled format as one row; an integer operand (an attention mask of 0s and 1s multiplied in)
+    is read as captured, neither rounded nor priced as the storage format."""
+    rng = np.random.default_rng(40)
+    s = _grid_values(rng, (4, 64), 8)
+    p = np.maximum(s, 0)
+    mask = np.where(np.tril(np.ones((4, 64)), 40) > 0, 0.0, -np.inf)
+    bias = rng.normal(size=64)
+    keep = (rng.random((4, 64)) > 0.2).astype(np.int64)
+    p = np.exp(p + mask - (p + mask).max(-1, keepdims=True))
+    p /= p.sum(-1, keepdims=True)
+    trace = from_arrays({
+        "relu": {"kind": "relu", "input": s, "output": np.maximum(s, 0)},
+        "mask": {"kind": "add", "input": np.maximum(s, 0), "other": mask,     # in a kernel
+                 "output": np.maximum(s, 0) + mask, "inputs_from": ["relu"],
+                 "attrs": {"fused": True}},
+        "soft": {"kind": "softmax", "input": np.maximum(s, 0) + mask, "output": p,
+                 "inputs_from": ["mask"], "attrs": {"fused": True}},
+        "bias": {"kind": "add", "input": p, "other": bias, "output": p + bias,
+                 "inputs_from": ["soft"]},
+        "keep": {"kind": "mul", "input": p + bias, "other": keep, "output": (p + bias) * keep,
+                 "inputs_from": ["bias"]}})
+    df = replay(trace, Config(storage=storage), "propagated").query("role == 'output'")
+    out = df.set_index("op")
+    assert "error" not in df or df.error.isna().all()
+    assert (out.nan_count == 0).all() and out.loc["soft", "sqnr_db"] > 0
+    n = 4 * 64
+    moved = mm.memory_cost(storage, n, rows=4, channels=64, matrix=(4, 64)).energy_pj
+    assert out.loc["keep", "memory_pj"] == pytest.approx(2 * moved + n * 64 * 20.0)
