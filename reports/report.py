@@ -29,6 +29,8 @@ from typing import Mapping, Union
 import numpy as np
 import pandas as pd
 
+from mac_models import memory
+
 from . import plots
 
 _SORT_JS = """
@@ -308,6 +310,23 @@ def _column_notes(summary: pd.DataFrame) -> list[str]:
     return [f"{c}: {_COLUMNS[c]}" for c in summary.columns if c in _COLUMNS]
 
 
+def _memory_notes(results: pd.DataFrame) -> list[str]:
+    """What the traffic was priced at (memory level, pJ per bit, node), and what the values
+    between the MACs were kept in where no configuration names a storage format."""
+    notes = []
+    if "level" in results and "tech_nm" in results:
+        for (level, node), _ in results.groupby(["level", "tech_nm"]):
+            e = memory.pj_per_bit(level, tech=node)
+            notes.append(f"memory level {level} at {node:g} nm: {e:.4g} pJ per bit moved"
+                         + (" (DRAM does not scale with the node)" if level == "dram" else
+                            f" ({memory.DEFAULT_KB[level]:g} KB)"))
+    if "storage" in results and results["storage"].isna().any():
+        notes.append("configurations without a storage format keep the values between the "
+                     "MACs in fp32 (the error) while their traffic is priced in the activation "
+                     "format, as if stored in it: give a storage format to model both")
+    return notes
+
+
 def _notes(results: pd.DataFrame, meta: Mapping) -> list[str]:
     seeds = sorted(set(results["seed"].dropna().astype(int))) if "seed" in results else []
     modes = sorted(set(results["mode"].dropna())) if "mode" in results else []
@@ -325,6 +344,7 @@ def _notes(results: pd.DataFrame, meta: Mapping) -> list[str]:
         "other parameters as captured, except what a fused kernel or, with fusion 'epilogue', "
         "a MAC's epilogue keeps on chip; the ops between the MACs are priced in propagated "
         "replays, as fp32 vector steps; wires, control and leakage are not modelled.",
+        *_memory_notes(results),
         "versions: " + ", ".join(f"{k} {v}" for k, v in _versions().items()),
         f"generated {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC",
     ]
@@ -347,7 +367,8 @@ def _write_html(path, summary, results, pick, rule, front_e, front_a, figs, cost
               f"<p>{_heatmap_note(summary)}</p>",
               f'<img alt="layer_heatmap" src="data:image/png;base64,{figs["layer_heatmap"]}">']
     if costs:
-        parts += [f"<h2>Cost breakdown (pJ per MAC, {html.escape(cost_note)})</h2>",
+        parts += [f"<h2>Cost breakdown (MAC arithmetic only, pJ per MAC, "
+                  f"{html.escape(cost_note)})</h2>",
                   _table_html(_breakdowns(costs))]
     if etable is not None and len(etable):
         parts += ["<h2>Format error table</h2>",
@@ -387,7 +408,7 @@ def _write_markdown(path, summary, results, pick, rule, front_e, front_a, fig_na
               _heatmap_note(summary), "",
               "![layer_heatmap](figures/layer_heatmap.png)", ""]
     if costs:
-        lines += [f"## Cost breakdown (pJ per MAC, {cost_note})", "",
+        lines += [f"## Cost breakdown (MAC arithmetic only, pJ per MAC, {cost_note})", "",
                   _md_table(_breakdowns(costs)), ""]
     if etable is not None and len(etable):
         lines += ["## Format error table", "", _md_table(etable.set_index("format")), ""]

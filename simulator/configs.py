@@ -72,6 +72,11 @@ class Config:
     fusion: str = "none"
 
     def __post_init__(self) -> None:
+        for what in ("gradients", "storage"):        # "none", as the command line and TOML
+            if getattr(self, what) == "none":         # say it, is None
+                object.__setattr__(self, what, None)
+        if self.fusion is None:
+            object.__setattr__(self, "fusion", "none")
         _format_name(self.weights, "weights")
         _format_name(self.activations, "activations")
         for what in ("gradients", "storage"):

@@ -95,8 +95,8 @@ class Sweep:
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
-            raise SweepError(f"{self.source or 'sweep'}: mode must be one of {MODES}, got "
-                             f"{self.mode!r}")
+            raise SweepError(f"{self.source or 'sweep'}: mode must be one of "
+                             f"{', '.join(MODES)}, got {self.mode!r}")
         if not self.configs:
             raise SweepError(f"{self.source or 'sweep'}: no configurations ([grid] or "
                              f"[[configs]])")

@@ -317,6 +317,8 @@ def test_fusion_is_a_config_field_that_names_and_keys_it():
     plain, fused = Config("fp16", "fp16"), Config("fp16", "fp16", fusion="epilogue")
     assert fused.name == "fp16|fp32,fuse:epilogue" and plain.name == "fp16|fp32"
     assert fused.key() != plain.key() and fused.as_dict()["fusion"] == "epilogue"
+    assert Config("fp16", "fp16", storage="none", gradients="none", fusion=None) == \
+        Config("fp16", "fp16")                   # as the command line and TOML spell them
     with pytest.raises(ValueError, match="fusion must be one of none, epilogue"):
         Config(fusion="all")
 

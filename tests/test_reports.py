@@ -1081,6 +1081,16 @@ def test_the_configurations_table_shows_storage_where_a_configuration_has_one(tm
     assert table[2][-1] == "bf16" and table[1][-1] == ""        # none: left blank
 
 
+def test_the_method_notes_say_what_traffic_costs_and_what_storage_means(tmp_path):
+    cfgs = [Config("fp16", "fp16", "fp16->fp32"),
+            Config("fp16", "fp16", "fp16->fp32", storage="bf16")]
+    md = (write_report(replay(digits.trace(), cfgs, "propagated", level="sram", tech=7),
+                       tmp_path, meta={"title": "m"}).parent / "report.md").read_text()
+    e = mm.memory.pj_per_bit("sram", tech=7)
+    assert f"memory level sram at 7 nm: {e:.4g} pJ per bit moved (256 KB)" in md
+    assert "without a storage format keep the values between the MACs in fp32" in md
+
+
 def test_the_configurations_table_shows_fusion_where_a_configuration_fuses(tmp_path):
     cfgs = [Config("fp16", "fp16", "fp16->fp32"),
             Config("fp16", "fp16", "fp16->fp32", fusion="epilogue")]
