@@ -384,8 +384,9 @@ def capture_torch(model, inputs, *, kwargs=None, loss_fn=None, target=None, labe
       are replayed in float64 (:mod:`simulator.graph_ops`).  A call no op can hold (a pow by
       NaN, say) is left out with a warning.
 
-    Views, reshapes, ``unflatten``, ``unsqueeze``/``squeeze``, ``contiguous``, ``clone``, ``detach``, widening
-    casts and dropout that is off keep the values in their order: they are not recorded, and
+    Views, reshapes, ``unflatten``, ``unsqueeze``/``squeeze``, ``contiguous``, ``clone``,
+    ``detach``, widening casts and dropout that is off keep the values in their order: they
+    are not recorded, and
     pass their input's link on (replay reshapes).  ``nn.MultiheadAttention`` computes inside
     torch and is not recorded (a warning says so).  A module called again is named
     ``<name>_2``, ... (never another module's name).

@@ -114,8 +114,8 @@ class Config:
 
     def default_name(self) -> str:
         """``formats|accumulator`` (+ promotion, rounding and seed, gradients, storage and
-        fusion where they matter; other MAC options are left out: see :mod:`simulator.sweep` for grid
-        cells)."""
+        fusion where they matter; other MAC options are left out: see :mod:`simulator.sweep`
+        for grid cells)."""
         fmt = self.weights if self.weights == self.activations else \
             f"w:{self.weights},a:{self.activations}"
         mac = self.build_mac()

@@ -30,15 +30,15 @@ arithmetic, concatenation, norms, pooling: :mod:`simulator.graph_ops`) run in fl
 propagated values, a binary op's ``other`` (a concat's part) its captured value where the trace
 gives it no source, and are skipped in per-op mode.  A MAC op's result is the MAC's output
 register plus the bias, rounded to fp32 (the value the next op reads, which quantizes it
-again).  A config's ``storage`` format is the one the values between the MACs are kept in (a bf16
-residual stream, say): every op's output, a MAC's after that fp32 rounding and an op between the
-MACs' after its float64 evaluation, is rounded to it as a store would (nearest even; a scaled
-format's blocks along the last axis, where an infinity makes its block NaN; a float format
-without infinities saturates, infinities included, to its largest finite value, as fp8 stores
-with ``satfinite`` do; formats with infinities keep them, and overflow to them, as IEEE casts
-do, so an attention mask's -inf survives a bf16 or fp8 e5m2 store), in both modes; the
-output's ``max_ulp_error`` is then in its ulps.  Ops that only move values (flatten, permute, expand, index, concat, identity) are not rounded
-again.  An op whose attr ``fused`` is true (the ops capture makes of one
+again).  A config's ``storage`` format is the one the values between the MACs are kept in (a
+bf16 residual stream, say): every op's output, a MAC's after that fp32 rounding and an op
+between the MACs' after its float64 evaluation, is rounded to it as a store would (nearest
+even; a scaled format's blocks along the last axis, where an infinity makes its block NaN; a
+float format without infinities saturates, infinities included, to its largest finite value,
+as fp8 stores with ``satfinite`` do; formats with infinities keep them, and overflow to them,
+as IEEE casts do, so an attention mask's -inf survives a bf16 or fp8 e5m2 store), in both
+modes; the output's ``max_ulp_error`` is then in its ulps.  Ops that only move values
+(flatten, permute, expand, index, concat, identity) are not rounded again.  An op whose attr ``fused`` is true (the ops capture makes of one
 ``scaled_dot_product_attention`` call but its output: k^T, repeated grouped-query heads,
 scores, scale, mask, softmax) keeps its value inside the fused kernel: it is not rounded, and a
 fused MAC's ulps are counted as without a storage format.  A config's ``fusion`` "epilogue"
@@ -197,7 +197,7 @@ def _constant(op: Op, role: str, cfg: Config) -> np.ndarray:
 
 def _constant_value(v: np.ndarray, cfg: Config, what: str) -> np.ndarray:
     """A constant activation ``v`` as stored (see :func:`_constant`)."""
-    if cfg.storage is None or v.size <= 1:
+    if cfg.storage is None or _argument(v.shape):
         return v
     finite = np.isfinite(v)
     got = _to_storage(np.where(finite, v, 0.0), cfg, what)
