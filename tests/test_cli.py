@@ -490,10 +490,11 @@ def test_replay_builtin_json_and_parquet(replayed, captured):
     task = table[table["role"] == "task"].set_index("config")
     for rec in recs:
         assert task.loc[rec["config"], "accuracy"] == rec["accuracy"]
-        mac_out = table[(table["config"] == rec["config"]) & (table["role"] == "output")
-                        & table["macs"].notna()]
-        assert list(mac_out["op"]) == ["fc1", "fc2", "fc3"]
-        assert rec["total_pj"] == pytest.approx(mac_out["total_pj"].sum(), rel=1e-12)
+        out = table[(table["config"] == rec["config"]) & (table["role"] == "output")]
+        assert list(out.loc[out["macs"].notna(), "op"]) == ["fc1", "fc2", "fc3"]
+        assert rec["total_pj"] == pytest.approx(out["total_pj"].sum(), rel=1e-12)  # relus too
+        between = out.loc[out["macs"].isna(), "total_pj"].sum()
+        assert rec["between_pj"] == pytest.approx(between, rel=1e-12) and between > 0
     assert "wrote" in r.stderr and "results.parquet" in r.stderr
 
 
