@@ -359,7 +359,7 @@ def capture_torch(model, inputs, *, kwargs=None, loss_fn=None, target=None, labe
       more dims (``matmul``); ``F.scaled_dot_product_attention`` as the ops it computes
       (``permute`` k^T, ``attention_scores`` q @ k^T, ``mul`` by the scale, ``add`` of the
       mask, ``softmax``, ``matmul`` by v; grouped-query keys and values are repeated per query
-      head by an ``expand`` op, so their memory traffic is priced once per query head; all
+      head by a fused ``expand`` op, which the kernel reads once per key head; all
       but the product by v are ``fused``: their values stay in the attention kernel; with
       ``dropout_p`` the product by v is left out; a mask built for ``is_causal`` or from a
       boolean ``attn_mask`` has the add's attr ``mask``); a two-operand ``torch.einsum`` that
@@ -386,8 +386,7 @@ def capture_torch(model, inputs, *, kwargs=None, loss_fn=None, target=None, labe
 
     Views, reshapes, ``unflatten``, ``unsqueeze``/``squeeze``, ``contiguous``, ``clone``,
     ``detach``, widening casts and dropout that is off keep the values in their order: they
-    are not recorded, and
-    pass their input's link on (replay reshapes).  ``nn.MultiheadAttention`` computes inside
+    are not recorded, and pass their input's link on (replay reshapes).  ``nn.MultiheadAttention`` computes inside
     torch and is not recorded (a warning says so).  A module called again is named
     ``<name>_2``, ... (never another module's name).
 
@@ -397,9 +396,8 @@ def capture_torch(model, inputs, *, kwargs=None, loss_fn=None, target=None, labe
     exact: propagated replay changes only what depends on a recorded op.  An op that reads such
     a dependent value without a link (through an operation capture does not record: a
     narrowing cast, ``x.amax()``, ``torch.roll``, an ``einsum`` that is no matmul, ...) is
-    named in a warning, with
-    that operation; propagated replay feeds it its captured input, so the error of the ops
-    before does not reach it.
+    named in a warning, with that operation; propagated replay feeds it its captured input, so
+    the error of the ops before does not reach it.
     Under ``torch.inference_mode()`` tensors keep no version counter, so nothing is linked (a
     warning says so; ``torch.no_grad()`` links).
 
