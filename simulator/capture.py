@@ -13,7 +13,7 @@ from typing import Any, Mapping, Union
 
 import numpy as np
 
-from . import graph_ops
+from . import einsum, graph_ops
 from .links import unlinked_message
 from .onnx_capture import capture_onnx  # noqa: F401  (importable from here, as before)
 from .traces import DTYPES, Op, Trace, TraceError
@@ -108,52 +108,6 @@ def _same_values(func, x, out, args: tuple, kw: Mapping) -> bool:
         return _arg(args, kw, 2, "training") is False or _arg(args, kw, 1, "p") == 0
     return out.dtype == x.dtype or (x.is_floating_point() and out.is_floating_point() and
                                     torch.promote_types(x.dtype, out.dtype) == out.dtype)
-
-
-def _einsum_terms(eq: str, ndims: tuple) -> Union[tuple, None]:
-    """The index letters of the two operands and of the output of the einsum ``eq`` on
-    operands of ``ndims`` axes, with '...' spelled out in letters ``eq`` leaves unused (right
-    aligned, as broadcasting aligns them) and an implicit output made explicit as torch makes
-    it (the ellipsis, then the letters met once, in alphabetical order); None where ``eq`` does
-    not have two operands or does not fit them."""
-    lhs, arrow, out = eq.replace(" ", "").partition("->")
-    terms = lhs.split(",")
-    if len(terms) != 2:
-        return None
-    spare = [c for c in "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ" if c not in eq]
-    wide = max(nd - len(t) + 3 if "..." in t else 0 for t, nd in zip(terms, ndims))
-    if wide < 0 or wide > len(spare):
-        return None
-    dots = "".join(spare[:wide])
-    spelt = [t.replace("...", dots[wide - (nd - len(t) + 3):]) if "..." in t else t
-             for t, nd in zip(terms, ndims)]
-    if not arrow:
-        once = sorted(c for c in lhs if c.isalpha() and lhs.count(c) == 1)
-        out = ("..." if "..." in lhs else "") + "".join(once)
-    out = out.replace("...", dots)
-    if any(len(t) != nd for t, nd in zip(spelt, ndims)) or not all(
-            t.isalpha() for t in spelt + [out] if t):
-        return None
-    return spelt[0], spelt[1], out
-
-
-def _einsum_matmul(a: str, b: str, out: str, sa: tuple, sb: tuple) -> Union[tuple, None]:
-    """(batch, m, k, n) letters of the einsum ``a,b->out`` (operand shapes ``sa``, ``sb``)
-    where it is a batched matmul: each letter once per term, the batch letters in all three
-    with equal sizes, m in a and the output, n in b and the output, k in a and b only; else
-    None."""
-    if any(len(set(t)) != len(t) for t in (a, b, out)):
-        return None
-    batch = [c for c in out if c in a and c in b]
-    m = [c for c in out if c in a and c not in b]
-    n = [c for c in out if c in b and c not in a]
-    k = [c for c in a if c in b and c not in out]
-    size = {**dict(zip(b, sb)), **dict(zip(a, sa))}
-    if sorted(a) != sorted(batch + m + k) or sorted(b) != sorted(batch + k + n) or \
-            sorted(out) != sorted(batch + m + n) or \
-            any(sa[a.index(c)] != sb[b.index(c)] for c in batch + k) or not size:
-        return None
-    return batch, m, k, n
 
 
 def _permutation(func, x, args: tuple, kw: Mapping) -> list[int]:
@@ -386,9 +340,9 @@ def capture_torch(model, inputs, *, kwargs=None, loss_fn=None, target=None, labe
 
     Views, reshapes, ``unflatten``, ``unsqueeze``/``squeeze``, ``contiguous``, ``clone``,
     ``detach``, widening casts and dropout that is off keep the values in their order: they
-    are not recorded, and pass their input's link on (replay reshapes).  ``nn.MultiheadAttention`` computes inside
-    torch and is not recorded (a warning says so).  A module called again is named
-    ``<name>_2``, ... (never another module's name).
+    are not recorded, and pass their input's link on (replay reshapes).
+    ``nn.MultiheadAttention`` computes inside torch and is not recorded (a warning says so).
+    A module called again is named ``<name>_2``, ... (never another module's name).
 
     ``inputs_from`` links an op to the recorded ops whose outputs it reads, unchanged in place
     since.  A value that depends on no recorded op (the model's input, parameters, masks,
@@ -687,11 +641,10 @@ def capture_torch(model, inputs, *, kwargs=None, loss_fn=None, target=None, labe
                          [op.name, vs] if vs else [op.name])
             check_link(op, (vt_, vs, v))
 
-    def arrange(t, letters: str, order: list, shape: tuple):
-        """``t`` (indexed by ``letters``) permuted to ``order`` and reshaped to ``shape``, the
-        permute and flatten recorded where ``t`` is tainted; (the result, its source)."""
+    def arrange(t, perm: list, shape: tuple):
+        """``t`` permuted by ``perm`` and reshaped to ``shape``, the permute and flatten
+        recorded where ``t`` is tainted; (the result, its source)."""
         src = rec.source(t)
-        perm = [letters.index(c) for c in order]
         if perm != sorted(perm):
             p = t.permute(perm)
             if tainted(t):
@@ -708,42 +661,37 @@ def capture_torch(model, inputs, *, kwargs=None, loss_fn=None, target=None, labe
         return t, src
 
     def record_einsum(args, kw, out) -> None:
-        """A two-operand ``torch.einsum`` that is a batched matmul, as the ops it amounts to:
-        each operand permuted to (batch, m, k) and (batch, k, n) and flattened to 3-D (2-D
-        without batch letters), a
-        ``matmul`` (named ``einsum``), then flattened and permuted to the output (the movers
-        only where they move something; a tainted operand goes first, so that it links).
+        """A two-operand ``torch.einsum`` that is a batched matmul (:mod:`simulator.einsum`),
+        as the ops it amounts to: the operands laid out by ``permute`` and ``flatten`` ops, a
+        ``matmul`` named ``einsum``, then ``flatten`` and ``permute`` back to the output (each
+        mover only where it moves something; a tainted operand goes first, so that it links).
         Other equations are left unrecorded (their readers warn, unlinked)."""
         pair = list(args[1]) if len(args) == 2 and isinstance(args[1], (list, tuple)) \
             else list(args[1:])
         if len(pair) != 2 or not isinstance(args[0], str) or not all(
                 isinstance(t, torch.Tensor) and t.is_floating_point() for t in pair + [out]):
             return
-        terms = _einsum_terms(args[0], tuple(t.ndim for t in pair))
-        plan = terms and _einsum_matmul(*terms, tuple(pair[0].shape), tuple(pair[1].shape))
-        if not plan:
+        x, y = pair
+        swap = tainted(y) and not tainted(x)             # the tainted operand goes first
+        p = einsum.plan(args[0], tuple(x.shape), tuple(y.shape), swap)
+        if p is None:
             return
-        (x, y), (ta, tb, to), (batch, m, k, n) = pair, terms, plan
-        if tainted(y) and not tainted(x):               # the tainted operand goes first
-            x, y, ta, tb, m, n = y, x, tb, ta, n, m
-        size = {**dict(zip(tb, y.shape)), **dict(zip(ta, x.shape))}
-        nb, nm, nk, nn = (math.prod(size[c] for c in g) for g in (batch, m, k, n))
-        lead = (nb,) if batch else ()                    # no batch: 2-D operands
-        a, asrc = arrange(x, ta, batch + m + k, lead + (nm, nk))
-        b, bsrc = arrange(y, tb, batch + k + n, lead + (nk, nn))
-        perm = [to.index(c) for c in batch + m + n]      # the output, back to (B, M, N)
-        o1 = out.permute(perm) if perm != sorted(perm) else out
-        o2 = o1.reshape(lead + (nm, nn)) if tuple(o1.shape) != lead + (nm, nn) else o1
-        op = rec.add("einsum", "matmul", {"a": a, "b": b, "output": o2},
+        if swap:
+            x, y = y, x
+        a, asrc = arrange(x, p.a_perm, p.a_shape)
+        b, bsrc = arrange(y, p.b_perm, p.b_shape)
+        back = [p.out_perm.index(i) for i in range(len(p.out_perm))]
+        middle = out.permute(back) if back != sorted(back) else out
+        product = middle.reshape(p.product) if p.product != p.middle else middle
+        op = rec.add("einsum", "matmul", {"a": a, "b": b, "output": product},
                      [asrc, bsrc] if asrc and bsrc else [asrc] if asrc and not tainted(y)
                      else [])
         check_link(op, (tainted(x), asrc, x), (tainted(y), bsrc if asrc else None, y))
-        if o2 is not o1:
-            op = rec.add("flatten", "flatten", {"input": o2, "output": o1}, [op.name])
-        if o1 is not out:
-            inverse = [perm.index(i) for i in range(len(perm))]
-            rec.add("permute", "permute", {"input": o1, "output": out}, [op.name],
-                    {"dims": inverse})
+        if product is not middle:
+            op = rec.add("flatten", "flatten", {"input": product, "output": middle}, [op.name])
+        if middle is not out:
+            rec.add("permute", "permute", {"input": middle, "output": out}, [op.name],
+                    {"dims": p.out_perm})
 
     class Mode(TorchFunctionMode):
         def __torch_function__(self, func, types, args=(), kwargs=None):

@@ -6,7 +6,7 @@ from typing import Mapping
 
 import numpy as np
 
-from . import graph_ops
+from . import einsum, graph_ops
 from .links import unlinked_message
 from .traces import Op, Trace, TraceError
 
@@ -100,7 +100,9 @@ def capture_onnx(model, feeds: Mapping[str, np.ndarray], labels=None,
       puts before a shared one, say) as ``linear`` (a following ``Add`` of a 1-D constant is
       folded in as the bias); other ``MatMul`` as ``matmul``; 1-D and 2-D ``Conv``
       (symmetric explicit pads) as ``conv2d`` (auto_pad VALID, and SAME where it pads evenly,
-      included; other Conv nodes are left out with a warning);
+      included; other Conv nodes are left out with a warning); a two-input ``Einsum`` that is
+      one batched matmul as ``matmul`` between ``permute`` and ``flatten`` ops, as
+      capture_torch records ``torch.einsum`` (other Einsum nodes are left out with a warning);
     * where the input depends on a recorded op (below): ``Relu``, ``Gelu``, ``Sigmoid``,
       ``Tanh``, ``Softmax`` (on the last axis; before opset 13 only of 2-D inputs),
       ``Flatten``, ``Identity``, ``Transpose`` (``permute``), ``Expand``, ``Add``, ``Sub``,
@@ -196,6 +198,57 @@ def capture_onnx(model, feeds: Mapping[str, np.ndarray], labels=None,
     def have(n) -> bool:
         return n in values
 
+    def arrange(node, name: str, perm: list, shape: tuple, tag: str) -> tuple:
+        """The value ``name`` permuted by ``perm`` and reshaped to ``shape``, the permute and
+        flatten recorded (as values ``tag``.permute, ``tag``.flatten) where it is tainted;
+        (the array, the name its link goes through)."""
+        x = values[name]
+        if perm != sorted(perm):
+            y = x.transpose(perm)
+            if name in tainted:
+                add(node, "permute", {"input": x, "output": y}, [name], f"{tag}.permute",
+                    {"dims": perm})
+                name = f"{tag}.permute"
+            x = y
+        if x.shape != shape:
+            y = x.reshape(shape)
+            if name in tainted:
+                add(node, "flatten", {"input": x, "output": y}, [name], f"{tag}.flatten")
+                name = f"{tag}.flatten"
+            x = y
+        return x, name
+
+    def record_einsum(node, equation: str, ins: list, out: str) -> None:
+        """A two-input ``Einsum`` that is a batched matmul (:mod:`simulator.einsum`), as the
+        ops it amounts to, like capture_torch's: movers laying out the operands, a
+        ``matmul``, movers back (the linked operand first); others are left out with a
+        warning."""
+        x, y = (ins + ["", ""])[:2]
+        swap = y in producer and x not in producer
+        p = einsum.plan(equation, values[x].shape, values[y].shape, swap) \
+            if len(ins) == 2 else None
+        if p is None:
+            warnings.warn(f"ONNX node {node.name!r}: not recorded: einsum {equation!r} is no "
+                          f"single matmul", stacklevel=4)
+            return
+        if swap:
+            x, y = y, x
+        a, an = arrange(node, x, p.a_perm, p.a_shape, f"{out}.a")
+        b, bn = arrange(node, y, p.b_perm, p.b_shape, f"{out}.b")
+        back = [p.out_perm.index(i) for i in range(len(p.out_perm))]
+        middle = values[out].transpose(back)
+        flat, turn = p.product != p.middle, back != sorted(back)
+        middle_name = f"{out}.middle" if turn else out
+        product_name = f"{out}.product" if flat else middle_name
+        add(node, "matmul", {"a": a, "b": b, "output": middle.reshape(p.product)}, [an, bn],
+            product_name)
+        if flat:
+            add(node, "flatten", {"input": middle.reshape(p.product), "output": middle},
+                [product_name], middle_name)
+        if turn:
+            add(node, "permute", {"input": middle, "output": values[out]}, [middle_name], out,
+                {"dims": p.out_perm})
+
     def record(node, t, ins, out, at) -> None:
         if t in ("Gemm", "MatMul"):
             a, b = values[ins[0]], values[ins[1]]
@@ -228,6 +281,8 @@ def capture_onnx(model, feeds: Mapping[str, np.ndarray], labels=None,
             elif t == "Gemm":
                 warnings.warn(f"ONNX node {node.name!r}: not recorded: only Gemm with alpha = "
                               f"beta = 1, A not transposed, B a constant", stacklevel=3)
+        elif t == "Einsum" and values[out].dtype.kind == "f":
+            record_einsum(node, at["equation"], ins, out)
         elif t == "Conv" and ins[1] in consts:
             w, x, y = values[ins[1]], values[ins[0]], values[out]
             try:

@@ -520,3 +520,42 @@ def test_an_if_whose_branch_reads_the_input_is_not_a_constant_weight():
                        [("x", [3, 3])], ["y"], [cond])
     trace = capture_onnx(model, {"x": np.eye(3, dtype=np.float32) * 2})
     assert [(o.name, o.kind) for o in trace.ops] == [("mm", "matmul")]
+
+
+def test_einsum_nodes_that_are_matmuls_link_through_their_layout():
+    """Attention scores and the product by v written as Einsum (a linear's output both sides),
+    and a weight applied as ``oi,bti->bto`` (the constant first: the linked operand goes
+    first): each a matmul between the movers that lay it out, linked end to end; the values
+    each op holds are numpy's einsum of the graph's (float32 rounding); a diagonal is left out
+    with a warning."""
+    rng = np.random.default_rng(21)
+    inits = [_init(rng, "wq", 8, 8), _init(rng, "wk", 8, 8)]
+    nodes = [helper.make_node("MatMul", ["x", "wq"], ["q"], name="q"),
+             helper.make_node("Einsum", ["wk", "q"], ["k"], name="k", equation="oi,bti->bto"),
+             helper.make_node("Einsum", ["q", "k"], ["s"], name="s", equation="bqd,bkd->bqk"),
+             helper.make_node("Einsum", ["s", "k"], ["o"], name="o", equation="bqk,bkd->bdq")]
+    model = _run_graph(nodes, [("x", [2, 5, 8])], ["o"], inits)
+    x = rng.standard_normal((2, 5, 8)).astype(np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        trace = capture_onnx(model, {"x": x})
+    assert [(o.name, o.kind, o.inputs_from) for o in trace.ops] == [
+        ("q", "linear", []),
+        ("k", "flatten", ["q"]), ("k_2", "matmul", ["k"]), ("k_3", "flatten", ["k_2"]),
+        ("s", "permute", ["k_3"]), ("s_2", "matmul", ["q", "s"]),           # q @ k^T
+        ("o", "matmul", ["s_2", "k_3"]), ("o_2", "permute", ["o"])]          # then to b d q
+    wq, wk = (numpy_helper.to_array(i).astype(np.float64) for i in inits)
+    q = x.astype(np.float64) @ wq
+    k = np.einsum("oi,bti->bto", wk, q)
+    s = np.einsum("bqd,bkd->bqk", q, k)
+    np.testing.assert_allclose(trace.op("k_2").tensors["b"], wk.T, rtol=1e-6)
+    np.testing.assert_allclose(trace.op("s_2").tensors["output"], s, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(trace.ops[-1].tensors["output"],
+                               np.einsum("bqk,bkd->bdq", s, k), rtol=1e-4, atol=1e-3)
+    df = replay(trace, [_exact()], "propagated")
+    assert (df[df.role == "output"].sqnr_db > 110).all() and "error" not in df
+    diag = _run_graph([helper.make_node("MatMul", ["x", "w"], ["h"], name="fc"),
+                       helper.make_node("Einsum", ["h"], ["d"], name="d", equation="ii->i")],
+                      [("x", [3, 3])], ["d"], [_init(rng, "w", 3, 3)])
+    with pytest.warns(UserWarning, match="not recorded"):
+        capture_onnx(diag, {"x": rng.standard_normal((3, 3)).astype(np.float32)})

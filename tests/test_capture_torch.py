@@ -16,7 +16,7 @@ nn = torch.nn
 F = torch.nn.functional
 
 from mac_models import Matmul, layer_cost  # noqa: E402
-from simulator import graph_ops  # noqa: E402
+from simulator import einsum, graph_ops  # noqa: E402
 from simulator.capture import capture_torch  # noqa: E402
 from simulator.configs import Config  # noqa: E402
 from simulator.replay import replay  # noqa: E402
@@ -1138,10 +1138,11 @@ EINSUMS = ["bhqd,bhkd->bhqk", "bhqk,bhkd->bhqd", "ij,jk", "...ij,...jk->...ik", 
 
 
 @pytest.mark.parametrize("eq", EINSUMS)
-def test_an_einsum_plan_is_the_einsum(eq):
-    """Each operand permuted to (batch, m, k) / (batch, k, n), flattened, multiplied, then
-    flattened and permuted to the output: torch.einsum's result (float64, to rounding)."""
-    from simulator.capture import _einsum_matmul, _einsum_terms
+@pytest.mark.parametrize("swap", [False, True])
+def test_an_einsum_plan_is_the_einsum(eq, swap):
+    """Each operand permuted and reshaped as the plan says, multiplied (the second first where
+    swapped), then reshaped and permuted to the output: torch.einsum's result (float64, to
+    rounding)."""
     shapes = {"bhqd,bhkd->bhqk": ((2, 3, 4, 5), (2, 3, 6, 5)),
               "bhqk,bhkd->bhqd": ((2, 3, 4, 6), (2, 3, 6, 5)),
               "ij,jk": ((3, 4), (4, 5)), "...ij,...jk->...ik": ((2, 3, 4), (4, 5)),
@@ -1153,14 +1154,11 @@ def test_an_einsum_plan_is_the_einsum(eq):
     g = torch.Generator().manual_seed(1)
     x, y = torch.randn(sa, generator=g, dtype=torch.float64), torch.randn(
         sb, generator=g, dtype=torch.float64)
-    ta, tb, to = _einsum_terms(eq, (x.ndim, y.ndim))
-    batch, m, k, n = _einsum_matmul(ta, tb, to, sa, sb)
-    size = {**dict(zip(tb, sb)), **dict(zip(ta, sa))}
-    nb, nm, nk, nn = (math.prod(size[c] for c in grp) for grp in (batch, m, k, n))
-    a = x.permute([ta.index(c) for c in batch + m + k]).reshape(nb, nm, nk)
-    b = y.permute([tb.index(c) for c in batch + k + n]).reshape(nb, nk, nn)
-    got = (a @ b).reshape([size[c] for c in batch + m + n])
-    got = got.permute([(batch + m + n).index(c) for c in to])
+    p = einsum.plan(eq, sa, sb, swap)
+    first, second = (y, x) if swap else (x, y)
+    a = first.permute(p.a_perm).reshape(p.a_shape)
+    b = second.permute(p.b_perm).reshape(p.b_shape)
+    got = (a @ b).reshape(p.middle).permute(p.out_perm)
     torch.testing.assert_close(got, torch.einsum(eq, x, y), rtol=1e-12, atol=1e-12)
 
 
@@ -1168,9 +1166,8 @@ def test_an_einsum_plan_is_the_einsum(eq):
                                     ("ii,ij->j", (2, 2)), ("ij,jk->i", (2, 2)),
                                     ("ij,k->i", (2, 1))])
 def test_einsums_that_are_not_one_matmul_have_no_plan(eq, nd):
-    from simulator.capture import _einsum_matmul, _einsum_terms
-    terms = _einsum_terms(eq, nd)
-    assert terms is None or _einsum_matmul(*terms, (3,) * nd[0], (3,) * nd[1]) is None
+    assert einsum.plan(eq, (3,) * nd[0], (3,) * nd[-1]) is None
+    assert einsum.plan("bij,bjk->bik", (2, 3, 4), (1, 4, 5)) is None       # broadcast batch
 
 
 class _EinsumAttention(torch.nn.Module):
