@@ -641,55 +641,48 @@ def capture_torch(model, inputs, *, kwargs=None, loss_fn=None, target=None, labe
                          [op.name, vs] if vs else [op.name])
             check_link(op, (vt_, vs, v))
 
-    def arrange(t, perm: list, shape: tuple):
-        """``t`` permuted by ``perm`` and reshaped to ``shape``, the permute and flatten
-        recorded where ``t`` is tainted; (the result, its source)."""
+    def arrange(t, perm: list):
+        """``t`` permuted by ``perm``, the permute recorded where ``t`` is tainted; (the
+        result, its source).  Reshapes are not recorded: replay reshapes a link."""
         src = rec.source(t)
-        if perm != sorted(perm):
-            p = t.permute(perm)
-            if tainted(t):
-                op = rec.add("permute", "permute", {"input": t, "output": p}, [src],
-                             {"dims": perm})
-                check_link(op, (True, src, t))
-                src = op.name
-            t = p
-        if tuple(t.shape) != shape:
-            r = t.reshape(shape)
-            if src is not None:
-                src = rec.add("flatten", "flatten", {"input": t, "output": r}, [src]).name
-            t = r
-        return t, src
+        if perm == sorted(perm):
+            return t, src
+        p = t.permute(perm)
+        if tainted(t):
+            op = rec.add("permute", "permute", {"input": t, "output": p}, [src], {"dims": perm})
+            check_link(op, (True, src, t))
+            src = op.name
+        return p, src
 
-    def record_einsum(args, kw, out) -> None:
+    def record_einsum(args, out) -> None:
         """A two-operand ``torch.einsum`` that is a batched matmul (:mod:`simulator.einsum`),
-        as the ops it amounts to: the operands laid out by ``permute`` and ``flatten`` ops, a
-        ``matmul`` named ``einsum``, then ``flatten`` and ``permute`` back to the output (each
-        mover only where it moves something; a tainted operand goes first, so that it links).
-        Other equations are left unrecorded (their readers warn, unlinked)."""
+        as the ops it amounts to: the operands laid out by ``permute`` ops, a ``matmul`` named
+        ``einsum``, then a ``permute`` to the output (each only where it moves something; the
+        operand with a link goes first, so that it links).  Other equations are left
+        unrecorded (their readers warn, unlinked)."""
         pair = list(args[1]) if len(args) == 2 and isinstance(args[1], (list, tuple)) \
             else list(args[1:])
         if len(pair) != 2 or not isinstance(args[0], str) or not all(
                 isinstance(t, torch.Tensor) and t.is_floating_point() for t in pair + [out]):
             return
         x, y = pair
-        swap = tainted(y) and not tainted(x)             # the tainted operand goes first
+        swap = (bool(rec.source(y)) and not rec.source(x)) or (tainted(y) and not tainted(x))
         p = einsum.plan(args[0], tuple(x.shape), tuple(y.shape), swap)
         if p is None:
             return
         if swap:
             x, y = y, x
-        a, asrc = arrange(x, p.a_perm, p.a_shape)
-        b, bsrc = arrange(y, p.b_perm, p.b_shape)
-        back = [p.out_perm.index(i) for i in range(len(p.out_perm))]
-        middle = out.permute(back) if back != sorted(back) else out
-        product = middle.reshape(p.product) if p.product != p.middle else middle
-        op = rec.add("einsum", "matmul", {"a": a, "b": b, "output": product},
+        a, asrc = arrange(x, p.a_perm)
+        b, bsrc = arrange(y, p.b_perm)
+        middle = out.permute(p.back) if p.back != sorted(p.back) else out
+        op = rec.add("einsum", "matmul", {"a": a.reshape(p.a_shape), "b": b.reshape(p.b_shape),
+                                          "output": middle.reshape(p.product)},
                      [asrc, bsrc] if asrc and bsrc else [asrc] if asrc and not tainted(y)
                      else [])
         check_link(op, (tainted(x), asrc, x), (tainted(y), bsrc if asrc else None, y))
-        if product is not middle:
-            op = rec.add("flatten", "flatten", {"input": product, "output": middle}, [op.name])
-        if middle is not out:
+        if middle is out:
+            rec.produced(out, op.name)            # replay reshapes the product to it
+        else:
             rec.add("permute", "permute", {"input": middle, "output": out}, [op.name],
                     {"dims": p.out_perm})
 
@@ -760,7 +753,7 @@ def capture_torch(model, inputs, *, kwargs=None, loss_fn=None, target=None, labe
                 elif func is F.scaled_dot_product_attention:
                     record_attention(x, args, kw, out)
                 elif func is torch.einsum:
-                    record_einsum(args, kw, out)
+                    record_einsum(args, out)
                 elif func in functional and not hooked.keys() & set(scope):
                     record_functional(func, args, kw, out)
                 elif func in passes:
@@ -858,8 +851,8 @@ def capture_torch(model, inputs, *, kwargs=None, loss_fn=None, target=None, labe
         if labels is not None and rec.ops and rec.source(last) != rec.ops[-1].name:
             warnings.warn(f"the model's output is not the output of the last recorded op, "
                           f"{rec.ops[-1].name}, whose output replay scores against the labels: "
-                          f"the op that makes the logits is not one capture records (einsum, "
-                          f"a custom kernel, ...)", stacklevel=2)
+                          f"the op that makes the logits is not one capture records (an einsum "
+                          f"that is no single matmul, a custom kernel, ...)", stacklevel=2)
         if rec.blind:
             warnings.warn("tensors made under torch.inference_mode() keep no version counter, "
                           "so capture cannot see an in-place change and links no op to "

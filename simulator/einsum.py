@@ -4,8 +4,10 @@
 (batch, k, n) and reshaped to 3-D (2-D without batch letters), multiplied, and the product
 reshaped and permuted back to the output.  Letters: batch ones in both operands and the output
 (equal sizes), m ones in the first operand and the output, n ones in the second and the output,
-k ones in both operands only; each once per term.  Anything else (a diagonal, a sum over one
-operand's letter, three operands, broadcast batch sizes) has no plan.
+k ones (at least one: an outer product or a scaling multiplies, it does not accumulate) in both
+operands only; each once per term.  Anything else (a diagonal, a sum over one operand's letter,
+three operands, sizes that broadcast) has no plan.  Reshapes are not recorded: replay reshapes
+a link to the operand it feeds.
 """
 from __future__ import annotations
 
@@ -46,13 +48,13 @@ def terms(equation: str, ndims: tuple) -> Union[tuple, None]:
 def groups(a: str, b: str, out: str, sa: tuple, sb: tuple) -> Union[tuple, None]:
     """(batch, m, k, n) letters of the einsum ``a,b->out`` on operands of shapes ``sa``,
     ``sb`` where it is a batched matmul (see the module doc), else None."""
-    if any(len(set(t)) != len(t) for t in (a, b, out)) or not (a or b):
+    if any(len(set(t)) != len(t) for t in (a, b, out)):
         return None
     batch = [c for c in out if c in a and c in b]
     m = [c for c in out if c in a and c not in b]
     n = [c for c in out if c in b and c not in a]
     k = [c for c in a if c in b and c not in out]
-    if sorted(a) != sorted(batch + m + k) or sorted(b) != sorted(batch + k + n) or \
+    if not k or sorted(a) != sorted(batch + m + k) or sorted(b) != sorted(batch + k + n) or \
             sorted(out) != sorted(batch + m + n) or \
             any(sa[a.index(c)] != sb[b.index(c)] for c in batch + k):
         return None
@@ -73,6 +75,11 @@ class Plan:
     product: tuple
     middle: tuple
     out_perm: list
+
+    @property
+    def back(self) -> list:
+        """The permutation from the output to ``middle`` (the inverse of ``out_perm``)."""
+        return [self.out_perm.index(i) for i in range(len(self.out_perm))]
 
 
 def plan(equation: str, sa: tuple, sb: tuple, swap: bool = False) -> Union[Plan, None]:

@@ -101,8 +101,9 @@ def capture_onnx(model, feeds: Mapping[str, np.ndarray], labels=None,
       folded in as the bias); other ``MatMul`` as ``matmul``; 1-D and 2-D ``Conv``
       (symmetric explicit pads) as ``conv2d`` (auto_pad VALID, and SAME where it pads evenly,
       included; other Conv nodes are left out with a warning); a two-input ``Einsum`` that is
-      one batched matmul as ``matmul`` between ``permute`` and ``flatten`` ops, as
-      capture_torch records ``torch.einsum`` (other Einsum nodes are left out with a warning);
+      one batched matmul as ``matmul`` (``linear`` by a constant without batch letters) between
+      the ``permute`` ops that lay it out, as capture_torch records ``torch.einsum`` (other
+      Einsum nodes reading a recorded op's output are left out with a warning);
     * where the input depends on a recorded op (below): ``Relu``, ``Gelu``, ``Sigmoid``,
       ``Tanh``, ``Softmax`` (on the last axis; before opset 13 only of 2-D inputs),
       ``Flatten``, ``Identity``, ``Transpose`` (``permute``), ``Expand``, ``Add``, ``Sub``,
@@ -166,11 +167,12 @@ def capture_onnx(model, feeds: Mapping[str, np.ndarray], labels=None,
     taken: set = set()
     folded: set = set()
 
-    def add(node, kind, tensors, sources, out_name, attrs=None, reads=None):
+    def add(node, kind, tensors, sources, out_name, attrs=None, reads=None, label=""):
         """Record an op reading the values ``sources``: linked where the first has a producer
         (then each other one that has a producer too; one without is a constant: a binary op's
         ``other``; a concat passes only its linked parts); ``reads``: the values to check for a
-        missed link (``sources`` unless given)."""
+        missed link (``sources`` unless given); ``label``: added to the node's name (an op of
+        several one node makes)."""
         attrs = attrs or {}
         if kind in graph_ops.KINDS:
             problem = graph_ops.shape_problem(kind, {r: np.shape(v) for r, v in tensors.items()},
@@ -178,7 +180,8 @@ def capture_onnx(model, feeds: Mapping[str, np.ndarray], labels=None,
             if problem:
                 warnings.warn(f"ONNX node {node.name!r}: not recorded: {problem}", stacklevel=3)
                 return
-        base = (node.name or node.op_type.lower()).replace("/", ".").lstrip(".") or "op"
+        base = ((node.name or node.op_type.lower()) + label).replace("/", ".").lstrip(".") \
+            or "op"
         name, i = base, 1
         while name in taken:
             i += 1
@@ -198,56 +201,52 @@ def capture_onnx(model, feeds: Mapping[str, np.ndarray], labels=None,
     def have(n) -> bool:
         return n in values
 
-    def arrange(node, name: str, perm: list, shape: tuple, tag: str) -> tuple:
-        """The value ``name`` permuted by ``perm`` and reshaped to ``shape``, the permute and
-        flatten recorded (as values ``tag``.permute, ``tag``.flatten) where it is tainted;
-        (the array, the name its link goes through)."""
+    def arrange(node, name: str, perm: list, role: str) -> tuple:
+        """The value ``name`` permuted by ``perm``, the permute (op ``<node>.<role>``)
+        recorded where it is tainted; (the array, the name its link goes through)."""
         x = values[name]
-        if perm != sorted(perm):
-            y = x.transpose(perm)
-            if name in tainted:
-                add(node, "permute", {"input": x, "output": y}, [name], f"{tag}.permute",
-                    {"dims": perm})
-                name = f"{tag}.permute"
-            x = y
-        if x.shape != shape:
-            y = x.reshape(shape)
-            if name in tainted:
-                add(node, "flatten", {"input": x, "output": y}, [name], f"{tag}.flatten")
-                name = f"{tag}.flatten"
-            x = y
-        return x, name
+        if perm == sorted(perm):
+            return x, name
+        y = x.transpose(perm)
+        if name in tainted:
+            tag = f"{name}.{node.name or 'einsum'}.{role}"
+            add(node, "permute", {"input": x, "output": y}, [name], tag, {"dims": perm},
+                label=f".{role}")
+            name = tag
+        return y, name
 
     def record_einsum(node, equation: str, ins: list, out: str) -> None:
-        """A two-input ``Einsum`` that is a batched matmul (:mod:`simulator.einsum`), as the
-        ops it amounts to, like capture_torch's: movers laying out the operands, a
-        ``matmul``, movers back (the linked operand first); others are left out with a
-        warning."""
-        x, y = (ins + ["", ""])[:2]
-        swap = y in producer and x not in producer
-        p = einsum.plan(equation, values[x].shape, values[y].shape, swap) \
-            if len(ins) == 2 else None
+        """A two-input ``Einsum`` that is a batched matmul (:mod:`simulator.einsum`), as
+        capture_torch records ``torch.einsum``: ``permute`` ops laying out the operands, a
+        ``matmul`` named after the node (``linear`` where one operand is a constant and there
+        are no batch letters, as a MatMul by a constant), a ``permute`` to the output; other
+        Einsum nodes reading a recorded op's output are left out with a warning."""
+        p = None
+        if len(ins) == 2:
+            x, y = ins
+            swap = y in producer and x not in producer      # the linked operand first
+            p = einsum.plan(equation, values[x].shape, values[y].shape, swap)
         if p is None:
-            warnings.warn(f"ONNX node {node.name!r}: not recorded: einsum {equation!r} is no "
-                          f"single matmul", stacklevel=4)
+            if any(i in tainted for i in ins):
+                warnings.warn(f"ONNX node {node.name!r}: not recorded: einsum {equation!r} is "
+                              f"no single matmul", stacklevel=4)
             return
         if swap:
             x, y = y, x
-        a, an = arrange(node, x, p.a_perm, p.a_shape, f"{out}.a")
-        b, bn = arrange(node, y, p.b_perm, p.b_shape, f"{out}.b")
-        back = [p.out_perm.index(i) for i in range(len(p.out_perm))]
-        middle = values[out].transpose(back)
-        flat, turn = p.product != p.middle, back != sorted(back)
-        middle_name = f"{out}.middle" if turn else out
-        product_name = f"{out}.product" if flat else middle_name
-        add(node, "matmul", {"a": a, "b": b, "output": middle.reshape(p.product)}, [an, bn],
-            product_name)
-        if flat:
-            add(node, "flatten", {"input": middle.reshape(p.product), "output": middle},
-                [product_name], middle_name)
+        a, an = arrange(node, x, p.a_perm, "a")
+        b, bn = arrange(node, y, p.b_perm, "b")
+        middle = values[out].transpose(p.back)
+        turn = p.back != sorted(p.back)
+        product_name = f"{out}.middle" if turn else out
+        a, b, product = a.reshape(p.a_shape), b.reshape(p.b_shape), middle.reshape(p.product)
+        if y in consts and x not in consts and len(p.a_shape) == 2:
+            add(node, "linear", {"input": a, "weight": np.ascontiguousarray(b.T),
+                                 "output": product}, [an], product_name)
+        else:
+            add(node, "matmul", {"a": a, "b": b, "output": product}, [an, bn], product_name)
         if turn:
-            add(node, "permute", {"input": middle, "output": values[out]}, [middle_name], out,
-                {"dims": p.out_perm})
+            add(node, "permute", {"input": middle, "output": values[out]}, [product_name], out,
+                {"dims": p.out_perm}, label=".out")
 
     def record(node, t, ins, out, at) -> None:
         if t in ("Gemm", "MatMul"):

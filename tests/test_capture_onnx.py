@@ -523,11 +523,11 @@ def test_an_if_whose_branch_reads_the_input_is_not_a_constant_weight():
 
 
 def test_einsum_nodes_that_are_matmuls_link_through_their_layout():
-    """Attention scores and the product by v written as Einsum (a linear's output both sides),
-    and a weight applied as ``oi,bti->bto`` (the constant first: the linked operand goes
-    first): each a matmul between the movers that lay it out, linked end to end; the values
-    each op holds are numpy's einsum of the graph's (float32 rounding); a diagonal is left out
-    with a warning."""
+    """A weight applied as ``oi,bti->bto`` (a constant, no batch letters: a linear, as a
+    MatMul by a constant, the linked operand first), then attention scores and a product
+    written as Einsum: matmuls between the permutes that lay them out, each op named after its
+    node, linked end to end; the values each op holds are numpy's einsum of the graph's
+    (float32 rounding); a diagonal of a recorded op's output is left out with a warning."""
     rng = np.random.default_rng(21)
     inits = [_init(rng, "wq", 8, 8), _init(rng, "wk", 8, 8)]
     nodes = [helper.make_node("MatMul", ["x", "wq"], ["q"], name="q"),
@@ -540,16 +540,15 @@ def test_einsum_nodes_that_are_matmuls_link_through_their_layout():
         warnings.simplefilter("error")
         trace = capture_onnx(model, {"x": x})
     assert [(o.name, o.kind, o.inputs_from) for o in trace.ops] == [
-        ("q", "linear", []),
-        ("k", "flatten", ["q"]), ("k_2", "matmul", ["k"]), ("k_3", "flatten", ["k_2"]),
-        ("s", "permute", ["k_3"]), ("s_2", "matmul", ["q", "s"]),           # q @ k^T
-        ("o", "matmul", ["s_2", "k_3"]), ("o_2", "permute", ["o"])]          # then to b d q
+        ("q", "linear", []), ("k", "linear", ["q"]),
+        ("s.b", "permute", ["k"]), ("s", "matmul", ["q", "s.b"]),            # q @ k^T
+        ("o", "matmul", ["s", "k"]), ("o.out", "permute", ["o"])]            # then to b d q
     wq, wk = (numpy_helper.to_array(i).astype(np.float64) for i in inits)
     q = x.astype(np.float64) @ wq
     k = np.einsum("oi,bti->bto", wk, q)
     s = np.einsum("bqd,bkd->bqk", q, k)
-    np.testing.assert_allclose(trace.op("k_2").tensors["b"], wk.T, rtol=1e-6)
-    np.testing.assert_allclose(trace.op("s_2").tensors["output"], s, rtol=1e-4, atol=1e-4)
+    np.testing.assert_array_equal(trace.op("k").tensors["weight"], wk.astype(np.float32))
+    np.testing.assert_allclose(trace.op("s").tensors["output"], s, rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(trace.ops[-1].tensors["output"],
                                np.einsum("bqk,bkd->bdq", s, k), rtol=1e-4, atol=1e-3)
     df = replay(trace, [_exact()], "propagated")
