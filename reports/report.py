@@ -322,8 +322,8 @@ def _memory_notes(results: pd.DataFrame) -> list[str]:
                             f" ({memory.DEFAULT_KB[level]:g} KB)"))
     if "storage" in results and results["storage"].isna().any():
         notes.append("configurations without a storage format keep the values between the "
-                     "MACs in fp32 (the error) while their traffic is priced in the activation "
-                     "format, as if stored in it: give a storage format to model both")
+                     "MACs in fp32: a tensor moves in the activation format where MACs alone "
+                     "read it (they quantize it to that format anyway), else in fp32")
     return notes
 
 
@@ -340,7 +340,7 @@ def _notes(results: pd.DataFrame, meta: Mapping) -> list[str]:
         "energy and area: proxies calibrated to Horowitz (ISSCC 2014, 45 nm, 0.9 V), node "
         "scaling from Stillmaker & Baas (2017); memory traffic: each op reads each of its "
         "tensors once and writes its output once (perfect reuse inside an op), activations in "
-        "the storage format (the activation format without one), weights in the weight format, "
+        "the storage format (without one, as below), weights in the weight format, "
         "other parameters as captured, except what a fused kernel or, with fusion 'epilogue', "
         "a MAC's epilogue keeps on chip; the ops between the MACs are priced in propagated "
         "replays, as fp32 vector steps; wires, control and leakage are not modelled.",

@@ -49,11 +49,17 @@ last output is stored (an add of two such MAC outputs goes to the later MAC's ep
 reads the other from memory; a value the model returns besides is not seen).
 
 Memory traffic, at ``level``: each op reads each of its tensors once and writes its output
-once.  Every tensor between the ops moves in one format: the storage format, or without one the
-activation format (as if each op wrote the format the next MAC reads); weights move in the
-weight format, other parameters (a norm's weight, running statistics) in the dtype they were
-captured in (an integer or boolean operand too); a single value (a scale) is a kernel's
-argument and moves nothing.  A fused kernel's tensors stay on chip, in both modes: a fused
+once.  Every tensor between the ops moves in one format, the one its values are kept in: the
+storage format; without one, the activation format where every op that reads the tensor (a
+mover's readers count as the tensor's own: a view moves as what it views) is a MAC, which
+quantizes it to that format anyway (the quantization fused into the op that writes it), and
+otherwise the dtype it was captured in (a residual stream, a MAC output a norm or a ReLU
+reads: there the values stay as precise as the error model keeps them, so energy and error
+describe one machine).  A constant an op reads (the model's input, an embedding) moves in the
+storage format, else in the activation format where a MAC reads it and in its captured dtype
+where another op does.  Weights move in the weight format, other parameters (a norm's weight,
+running statistics) in the dtype they were captured in (an integer or boolean operand too); a
+single value (a scale) is a kernel's argument and moves nothing.  A fused kernel's tensors stay on chip, in both modes: a fused
 op's output (a mover's, where all it moves is on chip) is not written, and an operand fed by
 one is not read, by a MAC (``layer_cost``'s ``on_chip``) or another op; an epilogue's kept
 outputs likewise.  An operand a fused kernel reads through its fused movers from memory is
@@ -107,9 +113,13 @@ from .traces import GRAD_ROLES, Op, Trace, linked_roles
 MODES = ("per-op", "propagated")
 # The version of replay's results: bumped when the same trace and config give other numbers, so
 # that a sweep recomputes the cells an older replay wrote (2: storage formats, fused ops; 3: the
-# ops between the MACs priced, fused kernels' tensors kept on chip, constants read as stored).
-RESULTS = 3
-# The format the vector unit computes the ops between the MACs in (mac_models.vector).
+# ops between the MACs priced, fused kernels' tensors kept on chip, constants read as stored;
+# 4: without a storage format, a tensor moves in the activation format only where MACs alone
+# read it).
+RESULTS = 4
+# The format the vector unit computes the ops between the MACs in (mac_models.vector), and the
+# one a float tensor between the ops is kept in where no format is chosen for it (see the module
+# doc: a MAC's output is rounded to fp32, the ops between the MACs compute near enough to it).
 VECTOR_FORMAT = "fp32"
 # The MAC roles as layer_cost names its tensors.
 _LAYER_TENSORS = {"input": "a", "a": "a", "b": "b", "output": "out"}
@@ -182,7 +192,12 @@ def _is_activation(op: Op, role: str) -> bool:
     and -inf are built in the kernel from a causal flag or booleans)."""
     acts = ("input", "a", "b") if op.is_mac else ("input", "other")
     return role in acts and not (role == "other" and op.attrs.get("mask")) and \
-        op.dtype(role).startswith(("float", "bfloat")) and not _argument(op.shape(role))
+        _is_float(op, role) and not _argument(op.shape(role))
+
+
+def _is_float(op: Op, role: str) -> bool:
+    """Whether the tensor ``role`` of ``op`` was captured holding floats."""
+    return op.dtype(role).startswith(("float", "bfloat"))
 
 
 def _constant(op: Op, role: str, cfg: Config) -> np.ndarray:
@@ -264,6 +279,52 @@ def _on_chip(trace: Trace, cfg: Config, mode: str) -> set:
     return kernel
 
 
+def _moved_formats(trace: Trace, cfg: Config) -> dict:
+    """{op name: the format its output moves in}, a registry name, or None for an output
+    captured as integers or booleans (priced in its captured dtype): see the module doc."""
+    if cfg.storage is not None:
+        return {op.name: cfg.storage for op in trace.ops}
+    parent: dict[str, str] = {}                # a mover and what it moves are one tensor
+
+    def tensor(name: str) -> str:
+        while parent.get(name, name) != name:
+            name = parent[name]
+        return name
+
+    for op in trace.ops:
+        if op.kind in graph_ops.MOVERS:
+            for src in op.inputs_from:
+                parent[tensor(src)] = tensor(op.name)
+    readers: dict[str, list] = {}
+    for op in trace.ops:
+        if op.kind not in graph_ops.MOVERS:
+            for src in op.inputs_from:
+                readers.setdefault(tensor(src), []).append(op.is_mac)
+
+    def moved(op: Op) -> Union[str, None]:
+        macs = readers.get(tensor(op.name), [])
+        if macs and all(macs):
+            return cfg.activations
+        return VECTOR_FORMAT if _is_float(op, "output") else None
+
+    return {op.name: moved(op) for op in trace.ops}
+
+
+def _operand_formats(op: Op, moves: Mapping[str, Union[str, None]], cfg: Config) -> dict:
+    """{role: the format it moves in} for ``op``'s output and the activations it reads
+    (:func:`_moved_formats` for those an op made; see the module doc for constants)."""
+    fmts = {"output": moves[op.name]}
+    sources = dict(zip(linked_roles(op.kind), op.inputs_from))
+    for role in linked_roles(op.kind) if op.is_mac else ("input", "other"):
+        if role in sources:
+            fmts[role] = moves[sources[role]]
+        elif cfg.storage is not None or op.is_mac:
+            fmts[role] = cfg.storage or cfg.activations
+        else:
+            fmts[role] = VECTOR_FORMAT
+    return fmts
+
+
 def _read_shares(op: Op, by_name: Mapping[str, Op]) -> dict:
     """{role: the share of its elements a MAC op reads from memory} for the operands that
     reach it through fused movers (a fused kernel's k^T, its grouped-query heads) from a tensor
@@ -289,10 +350,11 @@ def _kept(op: Op, kernel: set) -> set:
 
 
 def _run_mac_op(op: Op, cfg: Config, x: Union[np.ndarray, None], tech, level,
-                kept: set, shares: dict) -> tuple:
-    """(output as fp32, rows for the operands, output row fields) of one MAC op, the roles
-    ``kept`` on chip moving nothing and those in ``shares`` (:func:`_read_shares`) that share
-    of their elements."""
+                kept: set, shares: dict, fmts: dict) -> tuple:
+    """(output as fp32, rows for the operands, output row fields) of one MAC op, its output
+    and activations moving in ``fmts`` (:func:`_operand_formats`), the roles ``kept`` on chip
+    moving nothing and those in ``shares`` (:func:`_read_shares`) that share of their
+    elements."""
     t = op.tensors
     roles = ("input", "weight") if op.kind in ("linear", "conv2d") else ("a", "b")
     for role, v in zip(roles, (t[roles[0]] if x is None else x, t[roles[1]])):
@@ -356,9 +418,7 @@ def _run_mac_op(op: Op, cfg: Config, x: Union[np.ndarray, None], tech, level,
         bias = _f64(t["bias"])
         y = y + (bias.reshape(-1, 1, 1) if op.kind == "conv2d" else bias)
     y = _stored(y.astype(np.float32), op, cfg, kept)
-    moved = {"out": cfg.storage or cfg.activations}        # see the module doc
-    if cfg.storage:
-        moved.update({"a": cfg.storage, **({"b": cfg.storage} if roles[0] == "a" else {})})
+    moved = {_LAYER_TENSORS[r]: f for r, f in fmts.items() if r in _LAYER_TENSORS}
     lc = mm.layer_cost(shape, mac, moved, tech=tech, level=level,
                        on_chip={_LAYER_TENSORS[r] for r in kept})
     memory = lc.memory_pj - sum((1 - share) * lc.memory[_LAYER_TENSORS[r]].energy_pj
@@ -461,6 +521,7 @@ def _replay_one(trace: Trace, cfg: Config, mode: str, tech, level, bar) -> list[
     rows: list[dict] = []
     totals = {"compute_pj": 0.0, "memory_pj": 0.0, "total_pj": 0.0, "macs": 0}
     kernel = _on_chip(trace, cfg, mode)
+    moves = _moved_formats(trace, cfg)
     by_name = {op.name: op for op in trace.ops}
     for op in trace.ops:
         bar.update(1)
@@ -476,7 +537,8 @@ def _replay_one(trace: Trace, cfg: Config, mode: str, tech, level, bar) -> list[
             if mode == "propagated":
                 try:
                     row = {**_between(op, got, outputs, cfg, kept),
-                           **_between_cost(op, kept, cfg, tech, level)}
+                           **_between_cost(op, kept, _operand_formats(op, moves, cfg), tech,
+                                           level)}
                 except ValueError as exc:          # a storage format that cannot hold it
                     rows.append({**base, "role": "output", "error": str(exc)})
                     failed.add(op.name)
@@ -491,7 +553,8 @@ def _replay_one(trace: Trace, cfg: Config, mode: str, tech, level, bar) -> list[
             if len(got) > 1:
                 op = Op(op.name, op.kind, {**op.tensors, "b": got[1]}, op.attrs, op.inputs_from)
             y, qrows, out = _run_mac_op(op, cfg, got[0] if got else None, tech, level, kept,
-                                        _read_shares(op, by_name))
+                                        _read_shares(op, by_name),
+                                        _operand_formats(op, moves, cfg))
         except ValueError as exc:
             rows.append({**base, "role": "output", "error": str(exc)})
             failed.add(op.name)
@@ -517,13 +580,13 @@ def _replay_one(trace: Trace, cfg: Config, mode: str, tech, level, bar) -> list[
     return rows
 
 
-def _between_cost(op: Op, kept: set, cfg: Config, tech, level: str) -> dict:
+def _between_cost(op: Op, kept: set, fmts: dict, tech, level: str) -> dict:
     """Cost fields of an op between the MACs: its vector steps (:func:`graph_ops.work`) in
     VECTOR_FORMAT, and its traffic (see the module doc): each tensor read once and the output
-    written once, but the roles ``kept`` on chip and single values; activations in the
-    storage format, or the activation format without one; an attention mask capture made as
-    its attr ``mask`` says; parameters and other constants in their captured dtype.  Movers
-    cost nothing: the op that reads their output pays."""
+    written once, but the roles ``kept`` on chip and single values; the output and the
+    activations in ``fmts`` (:func:`_operand_formats`; None: their captured dtype); an
+    attention mask capture made as its attr ``mask`` says; parameters and other constants in
+    their captured dtype.  Movers cost nothing: the op that reads their output pays."""
     if op.kind in graph_ops.MOVERS:
         return {"compute_pj": 0.0, "memory_pj": 0.0, "total_pj": 0.0}
     shapes = {r: op.shape(r) for r in op.tensors if r not in GRAD_ROLES}
@@ -535,8 +598,8 @@ def _between_cost(op: Op, kept: set, cfg: Config, tech, level: str) -> dict:
             continue
         if role == "other" and op.attrs.get("mask"):      # built in the kernel, or bytes
             memory += (op.attrs["mask"] == "bool") * 8 * math.prod(shape) * per_bit
-        elif role == "output" or _is_activation(op, role):
-            memory += _tensor_pj(cfg.storage or cfg.activations, shape, level, tech)
+        elif (role == "output" or _is_activation(op, role)) and fmts.get(role):
+            memory += _tensor_pj(fmts[role], shape, level, tech)
         else:
             memory += op.bits(role) * math.prod(shape) * per_bit
     return {"compute_pj": compute, "memory_pj": memory, "total_pj": compute + memory}

@@ -323,27 +323,53 @@ def test_fusion_is_a_config_field_that_names_and_keys_it():
         Config(fusion="all")
 
 
-def test_each_tensor_moves_in_one_format():
-    """Without a storage format every tensor between the ops moves in the activation format
-    (fp8 here: 8 bits), as the MACs write and read it: fc1 writes what the relu reads, the
-    relu writes what fc2 reads.  With one, in it, and a parameter in its captured dtype (a
-    layer norm's float32 weight: 32 bits)."""
+def test_each_tensor_moves_in_the_format_its_values_are_kept_in():
+    """Without a storage format a tensor moves in the activation format (fp8: 8 bits) where
+    MACs alone read it, since each quantizes it to that format anyway; where another op reads
+    it too, in fp32 (32 bits), as replay keeps its values.  The graph: fc1 -> relu -> fc2
+    (fc2's output read only through a permute, by the matmul), the relu's output also read by
+    an add of a constant, whose output only the matmul reads; the matmul's output, which
+    nothing reads, is the model's.  A constant moves in the activation format where a MAC reads
+    it (fc1's input) and in fp32 where another op does (the add's).  With a storage format every
+    tensor moves in it, and a parameter in its captured dtype (a layer norm's float32 weight)."""
     rng = np.random.default_rng(12)
-    x, w1, w2 = rng.normal(size=(4, 8)), rng.normal(size=(8, 8)), rng.normal(size=(3, 8))
-    trace = _mlp(x, w1, w2, {"relu": ("relu", {}, None)})
+    x, w1, w2 = rng.normal(size=(4, 8)), rng.normal(size=(8, 8)), rng.normal(size=(8, 8))
+    c = rng.normal(size=(4, 8))
+    h = x @ w1.T
+    r = np.maximum(h, 0)
+    y, z = r @ w2.T, r + c
+    trace = from_arrays({
+        "fc1": {"kind": "linear", "input": x, "weight": w1, "output": h},
+        "relu": {"kind": "relu", "input": h, "output": r, "inputs_from": ["fc1"]},
+        "fc2": {"kind": "linear", "input": r, "weight": w2, "output": y, "inputs_from": ["relu"]},
+        "add": {"kind": "add", "input": r, "other": c, "output": z, "inputs_from": ["relu"]},
+        "yT": {"kind": "permute", "input": y, "output": y.T, "attrs": {"dims": [1, 0]},
+               "inputs_from": ["fc2"]},
+        "mm": {"kind": "matmul", "a": z, "b": y.T, "output": z @ y.T,
+               "inputs_from": ["add", "yT"]}})
     cfg = Config("fp8_e4m3", "fp8_e4m3", "fp8_e4m3->fp32")
     out = replay(trace, cfg, "propagated").query("role == 'output'").set_index("op")
-    n = 4 * 8
-    mac = cfg.build_mac()
-    fc1 = mm.layer_cost(mm.Matmul(4, 8, 8), mac, {"out": "fp8_e4m3"})
-    assert fc1.memory["out"].bits == n * 8 and out.loc["fc1", "memory_pj"] == fc1.memory_pj
-    assert out.loc["relu", "memory_pj"] == pytest.approx(2 * n * 8 * DRAM)
-    fc2 = mm.layer_cost(mm.Matmul(4, 8, 3), mac, {"out": "fp8_e4m3"})
-    assert fc2.memory["a"].bits == n * 8 and out.loc["fc2", "memory_pj"] == fc2.memory_pj
+    n, mac = 4 * 8, cfg.build_mac()
+    fc1 = mm.layer_cost(mm.Matmul(4, 8, 8), mac, {"out": "fp32"})
+    assert fc1.memory["a"].bits == n * 8 and fc1.memory["out"].bits == n * 32
+    assert out.loc["fc1", "memory_pj"] == fc1.memory_pj
+    assert out.loc["relu", "memory_pj"] == pytest.approx((n * 32 + n * 32) * DRAM)
+    fc2 = mm.layer_cost(mm.Matmul(4, 8, 8), mac, {"a": "fp32", "out": "fp8_e4m3"})
+    assert out.loc["fc2", "memory_pj"] == fc2.memory_pj
+    assert out.loc["add", "memory_pj"] == pytest.approx((n * 32 + n * 32 + n * 8) * DRAM)
+    assert out.loc["yT", "memory_pj"] == 0
+    matmul = mm.layer_cost(mm.Matmul(4, 8, 4), replace(mac, b_format="fp8_e4m3", name=""),
+                           {"out": "fp32"})
+    assert matmul.memory["b"].bits == n * 8
+    assert out.loc["mm", "memory_pj"] == matmul.memory_pj
+    stored = replay(trace, replace(cfg, storage="bf16", name=""), "propagated").query(
+        "role == 'output'").set_index("op")
+    assert stored.loc["relu", "memory_pj"] == pytest.approx(2 * n * 16 * DRAM)
+    assert stored.loc["add", "memory_pj"] == pytest.approx(3 * n * 16 * DRAM)
     g = rng.uniform(0.5, 1.5, 8).astype(np.float32)
-    y = x - x.mean(-1, keepdims=True)
-    y = y / np.sqrt((y ** 2).mean(-1, keepdims=True) + 1e-5) * g
-    ln = from_arrays({"ln": {"kind": "layer_norm", "input": x, "weight": g, "output": y,
+    v = x - x.mean(-1, keepdims=True)
+    v = v / np.sqrt((v ** 2).mean(-1, keepdims=True) + 1e-5) * g
+    ln = from_arrays({"ln": {"kind": "layer_norm", "input": x, "weight": g, "output": v,
                              "attrs": {"normalized_shape": [8], "eps": 1e-5}}})
     row = replay(ln, Config(storage="bf16"), "propagated").query("role == 'output'").iloc[0]
     assert row.memory_pj == pytest.approx((2 * n * 16 + 8 * 32) * DRAM)

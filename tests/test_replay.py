@@ -4,6 +4,7 @@ Reference values are independent of the replay code: exact float64 products (nai
 conv2d), shapes read off the trace, ml_dtypes' bfloat16 rounding for gradient quantization.
 """
 import math
+from dataclasses import replace
 
 import ml_dtypes
 import numpy as np
@@ -462,17 +463,24 @@ def test_the_progress_bar_stays_off_what_is_not_a_terminal(digits_trace, capsys)
     assert capsys.readouterr().err == ""
 
 
-def test_outputs_are_priced_in_the_activation_format(digits_trace):
-    """An int8 layer's int32 sums are stored for the next layer as int8 activations, not as
-    int32: replay prices the output's traffic in the activation format (a posit8 quire's
-    posit8 output is not cheaper than an int8 layer's any more)."""
+def test_outputs_are_priced_in_the_format_their_reader_keeps(digits_trace):
+    """digits: fc1 -> relu1 -> fc2 -> relu2 -> fc3.  fc1's int32 sums are read by a ReLU
+    first, which replay runs on their fp32 values: they move in fp32.  The ReLU's output only
+    fc2 reads, which quantizes it to int8: it moves as int8 activations, not as int32.  With
+    epilogue fusion the ReLU runs in fc1's epilogue, which writes that int8 tensor itself."""
     cfg = Config("int8_channel", "int8_tensor", "int8->int32")
-    row = _row(replay(digits_trace, [cfg], "per-op"), "fc1", "output")
     op = mm.Matmul(360, 64, 64)
-    want = mm.layer_cost(op, cfg.build_mac(), {"out": "int8_tensor"})
-    assert row["memory_pj"] == pytest.approx(want.memory_pj, rel=1e-12)
-    assert want.memory["out"].bits < mm.layer_cost(op, cfg.build_mac()).memory["out"].bits
-    assert want.memory["out"].bits >= 360 * 64 * 8
+    per_op = _row(replay(digits_trace, [cfg], "per-op"), "fc1", "output")
+    fp32_out = mm.layer_cost(op, cfg.build_mac(), {"out": "fp32"})
+    assert fp32_out.memory["out"].bits == 360 * 64 * 32
+    assert per_op["memory_pj"] == pytest.approx(fp32_out.memory_pj, rel=1e-12)
+    fused = replay(digits_trace, [replace(cfg, fusion="epilogue", name="")], "propagated")
+    int8_out = mm.layer_cost(op, cfg.build_mac(), {"out": "int8_tensor"})
+    assert 360 * 64 * 8 <= int8_out.memory["out"].bits < 360 * 64 * 9
+    assert _row(fused, "fc1", "output")["memory_pj"] == \
+        pytest.approx(int8_out.memory_pj - int8_out.memory["out"].energy_pj, rel=1e-12)
+    relu1 = _row(fused, "relu1", "output")
+    assert relu1["memory_pj"] == pytest.approx(int8_out.memory["out"].energy_pj, rel=1e-12)
 
 
 def _grid_values(rng, shape, scale=64):
