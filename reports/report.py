@@ -9,9 +9,9 @@ energy-error front's rows), cost breakdowns, the format error table (when given)
 notes (conventions, seeds, package versions).
 
 Recommendation rule (stated in the report): among the configurations whose task accuracy is
-within one point of the best (without task rows, or where the captured logits get no label
-right, so that accuracy ranks nothing: whose mean output SQNR is within 1 dB of the best), the
-one with the least energy for the replayed run (``total_pj``: every configuration replays the
+within one point of the best (without labels, or where the captured logits get no label right,
+so that accuracy ranks nothing: whose model output SQNR, in a propagated replay, or else mean
+output SQNR, is within 1 dB of the best), the one with the least energy for the replayed run (``total_pj``: every configuration replays the
 same inputs), then the smallest MAC area.
 """
 from __future__ import annotations
@@ -76,7 +76,9 @@ def _mean_sqnr(v: pd.Series) -> float:
 
 def summarize(results: pd.DataFrame) -> pd.DataFrame:
     """One row per configuration: accuracy (propagated replays with labels), mean output SQNR
-    over MAC ops whose output is not exact (+inf when all are), energy per run (pJ: compute,
+    over MAC ops whose output is not exact (+inf when all are), the model's output SQNR
+    (``model_sqnr_db``, propagated replays: the last op's, every error before it propagated),
+    energy per run (pJ: compute,
     memory, total, over the MACs and, in propagated replays, the ops between them; of which
     ``between_pj`` the ops between the MACs, NaN in per-op replays, which do not run them),
     energy per MAC (total_pj / macs), MACs, MAC area (µm², the largest over ops)
@@ -105,6 +107,8 @@ def summarize(results: pd.DataFrame) -> pd.DataFrame:
     s.index.name = "config"
     s.insert(s.columns.get_loc("macs"), "pj_per_mac", s["total_pj"] / s["macs"])
     task = results[results["role"] == "task"].set_index("config")
+    if len(task) and "sqnr_db" in task:
+        s.insert(1, "model_sqnr_db", task["sqnr_db"])
     for i, column in enumerate(("accuracy", "reference_accuracy")):
         if column in task:
             s.insert(i, column, task[column])
@@ -132,15 +136,25 @@ def recommend(summary: pd.DataFrame) -> tuple[str, str]:
         rule = (f"within one point of the best accuracy ({best:.2%}), the least energy for "
                 f"the run (total_pj), then the smallest MAC area")
     else:
-        best = ok["mean_output_sqnr_db"].max()
-        pool = ok[ok["mean_output_sqnr_db"] >= best - 1.0]
-        rule = (f"within 1 dB of the best mean output SQNR ({best:.1f} dB), the least energy "
+        column = _sqnr_column(ok)
+        best = ok[column].max()
+        pool = ok[ok[column] >= best - 1.0]
+        what = "the model's output SQNR" if column == "model_sqnr_db" else "mean output SQNR"
+        rule = (f"within 1 dB of the best {what} ({best:.1f} dB), the least energy "
                 f"for the run (total_pj), then the smallest MAC area")
         if blind:
             rule = ("the captured logits get no label right (reference accuracy 0 %), so "
                     "accuracy ranks nothing: " + rule)
     pick = pool.sort_values(["total_pj", "area_um2_per_mac"]).index[0]
     return str(pick), rule
+
+
+def _sqnr_column(summary: pd.DataFrame) -> str:
+    """The SQNR that ranks configurations where accuracy does not: the model's output's
+    (propagated replays), else the mean over the MAC ops' outputs (per-op replays)."""
+    if "model_sqnr_db" in summary and summary["model_sqnr_db"].notna().any():
+        return "model_sqnr_db"
+    return "mean_output_sqnr_db"
 
 
 def _heatmap_configs(summary: pd.DataFrame, front: pd.Index, pick: str
@@ -222,11 +236,13 @@ def write_report(results: pd.DataFrame, out_dir: Union[str, Path], *,
     pick, rule = recommend(summary)
     err = "accuracy" in summary and summary["accuracy"].notna().any()
     summary["error_metric"] = (1 - summary["accuracy"]) if err else \
-        10 ** (-summary["mean_output_sqnr_db"] / 10)
+        10 ** (-summary[_sqnr_column(summary)] / 10)
     front_e = summary.index[plots.pareto_front(summary["pj_per_mac"], summary["error_metric"])]
     front_a = summary.index[plots.pareto_front(summary["area_um2_per_mac"],
                                                summary["error_metric"])]
-    ylabel = "task error (1 - accuracy)" if err else "relative output noise (10^(-SQNR/10))"
+    model = _sqnr_column(summary) == "model_sqnr_db"
+    ylabel = "task error (1 - accuracy)" if err else \
+        f"relative {'model ' if model else ''}output noise (10^(-SQNR/10))"
     named = dict(figures or {})
     figures = {
         "pareto_energy": plots.pareto(summary, "pj_per_mac", "error_metric",
@@ -280,6 +296,8 @@ _COLUMNS = {
     "mean_output_sqnr_db": "the MAC ops' output SQNR against the captured outputs, in dB, "
                            "averaged over the ops not exact ('exact': all are; -inf: an "
                            "output overflowed or turned NaN)",
+    "model_sqnr_db": "the model's output SQNR against the captured output, in dB: the last "
+                     "op's, every error before it propagated (propagated replays)",
     "compute_pj": "arithmetic energy of the whole replayed run, in pJ: the MACs and, in "
                   "propagated replays, the vector work between them",
     "memory_pj": "energy of the run's memory traffic, in pJ",

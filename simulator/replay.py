@@ -20,8 +20,10 @@
   for softmax ops, ``kl_softmax`` of the captured against the replayed logits;
 * roles ``grad_output``/``grad_input``/``grad_weight`` where captured and the config names a
   gradient format: their quantization error in that format (backward matmuls are not replayed);
-* in ``"propagated"`` mode with labels, one ``task`` row: ``accuracy`` of the replayed logits,
-  ``reference_accuracy`` of the captured ones, and the summed costs.
+* in ``"propagated"`` mode, one ``task`` row (op ``model``), the last: the summed costs,
+  ``sqnr_db`` of the model's output (the trace's last op's, every error before it propagated;
+  NaN where an op failed) and, with labels, ``accuracy`` of the replayed logits and
+  ``reference_accuracy`` of the captured ones.
 
 Modes: ``"per-op"`` feeds every op its captured inputs; ``"propagated"`` feeds each op the
 replayed output of the ops it takes input from (``inputs_from``), the captured input where the
@@ -441,15 +443,14 @@ def _accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
     return float(np.mean(right))
 
 
-def _task(labels: np.ndarray, ref: np.ndarray, got: Union[np.ndarray, None],
-          failed: bool) -> dict:
-    """Accuracy of the replayed (NaN where an op failed or ``got`` is None) and the captured
+def _task(labels: np.ndarray, ref: np.ndarray, got: Union[np.ndarray, None]) -> dict:
+    """Accuracy of the replayed (NaN where ``got`` is None: an op failed) and the captured
     logits against ``labels``."""
     if ref.shape[:-1] != labels.shape:
         return {"error": f"labels of shape {labels.shape} do not match the last op's logits "
                          f"{ref.shape} (one label per row of logits)"}
     return {"numel": labels.size,
-            "accuracy": math.nan if failed or got is None else _accuracy(got, labels),
+            "accuracy": math.nan if got is None else _accuracy(got, labels),
             "reference_accuracy": _accuracy(ref, labels)}
 
 
@@ -569,13 +570,17 @@ def _replay_one(trace: Trace, cfg: Config, mode: str, tech, level, bar) -> list[
         rows.append(row)
         for k in totals:
             totals[k] += out[k]
-    if mode == "propagated" and labels is not None and trace.ops:
-        last = trace.ops[-1].name
-        task = {**head, "op": "model", "kind": "task", "role": "task", **totals}
-        task.update(_task(np.asarray(labels), np.asarray(trace.ops[-1].tensors["output"]),
-                          outputs.get(last), bool(failed)))
-        if last not in outputs:
-            task.setdefault("error", f"{last} did not run")
+    if mode == "propagated" and trace.ops:
+        last = trace.ops[-1]
+        ref = np.asarray(last.tensors["output"])
+        got = None if failed else outputs.get(last.name)
+        task = {**head, "op": "model", "kind": "task", "role": "task", **totals,
+                "numel": ref.size,
+                "sqnr_db": math.nan if got is None else metrics.sqnr_db(_f64(ref), got)}
+        if labels is not None:
+            task.update(_task(np.asarray(labels), ref, got))
+        if last.name not in outputs:
+            task.setdefault("error", f"{last.name} did not run")
         rows.append(task)
     return rows
 

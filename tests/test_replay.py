@@ -163,10 +163,36 @@ def test_row_layout_propagated(fp32_tables, digits_trace):
     assert df.iloc[-1]["role"] == "task"
 
 
-def test_no_task_row_without_labels(digits_trace):
+def test_the_task_row_gives_the_model_output_sqnr(digits_trace):
+    """Without labels the propagated task row still sums the run and gives the SQNR of the
+    model's output, the last op's with every error before it propagated: an exact fp32 run's
+    is infinite, an int8 run's that of fc3's output row, and none comes without propagation."""
     t = Trace(digits_trace.ops, extras=None, model="nolabels")
-    df = replay(t, FP32, "propagated")
-    assert "task" not in set(df["role"])
+    int8 = Config("int8_channel", "int8_tensor", "int8->int32")
+    df = replay(t, [FP32, int8], "propagated")
+    task = df[df["role"] == "task"].set_index("config")
+    assert "accuracy" not in task and list(task["numel"]) == [360 * 10] * 2
+    assert task.loc[FP32.name, "sqnr_db"] == math.inf
+    fc3 = df[(df["op"] == "fc3") & (df["role"] == "output")].set_index("config")
+    assert 20 < task.loc[int8.name, "sqnr_db"] == fc3.loc[int8.name, "sqnr_db"] < 60
+    assert "task" not in set(replay(t, int8, "per-op")["role"])
+
+
+def test_the_model_output_sqnr_against_ml_dtypes():
+    """x -> mul by 3 -> relu, stored in bf16: the model's output is
+    bf16(relu(bf16(3 bf16(x)))) (the input read as stored), cast by ml_dtypes, and its SQNR against the float64 reference is computed here from the
+    definition (10 log10 of signal over noise energy)."""
+    x = np.random.default_rng(21).normal(size=(16, 8))
+    ref = np.maximum(3 * x, 0)
+    t = from_arrays({"mul": {"kind": "mul", "input": x, "other": np.array(3.0), "output": 3 * x},
+                     "relu": {"kind": "relu", "input": 3 * x, "output": ref,
+                              "inputs_from": ["mul"]}})
+    task = replay(t, Config(storage="bf16"), "propagated").query("role == 'task'").iloc[0]
+    bf16 = ml_dtypes.bfloat16
+    xs = x.astype(bf16).astype(np.float64)
+    got = np.maximum((3 * xs).astype(bf16).astype(np.float64), 0).astype(bf16).astype(np.float64)
+    want = 10 * math.log10(np.sum(ref ** 2) / np.sum((ref - got) ** 2))
+    assert task["sqnr_db"] == pytest.approx(want, rel=1e-12)
 
 
 def test_macs_and_costs(fp32_tables, digits_trace):

@@ -682,6 +682,27 @@ def test_recommend_rule_on_hand_made_summaries():
     assert recommend(s.assign(reference_accuracy=[0.0, 0.0, 0.2, 0.0]))[0] == "close"
 
 
+def test_without_labels_the_model_output_sqnr_ranks():
+    """Without accuracy, a propagated replay's summary ranks by the model's output SQNR, not
+    by the mean over the MAC ops (which an epilogue's unstored outputs flatter): 'mean' has the
+    best mean but a poor model output; per-op summaries, which have no model row, and summaries
+    whose model SQNR is all NaN rank by the mean."""
+    s = _summary_frame([("mean", None, 40.0, 10, 1), ("model", None, 30.0, 100, 1),
+                        ("near", None, 20.0, 50, 1)]).drop(columns="accuracy")
+    s.insert(1, "model_sqnr_db", [20.0, 35.0, 34.5])
+    pick, rule = recommend(s)
+    assert pick == "near" and "model's output SQNR (35.0 dB)" in rule
+    assert recommend(s.drop(columns="model_sqnr_db"))[0] == "mean"
+    assert recommend(s.assign(model_sqnr_db=math.nan))[0] == "mean"
+
+
+def test_summarize_takes_the_model_output_sqnr_from_the_task_rows(summary, results):
+    task = results[results["role"] == "task"].set_index("config")
+    assert summary["model_sqnr_db"].to_dict() == task["sqnr_db"].to_dict()
+    assert list(summary.columns[:4]) == ["accuracy", "reference_accuracy",
+                                         "mean_output_sqnr_db", "model_sqnr_db"]
+
+
 def test_summarize_refuses_mixed_modes(results, trace):
     per_op = replay(trace, CONFIGS[:1], "per-op")
     with pytest.raises(ValueError, match="mode"):
