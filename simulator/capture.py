@@ -310,7 +310,10 @@ def capture_torch(model, inputs, *, kwargs=None, loss_fn=None, target=None, labe
       that depends on recorded ops is never linked, and the warning names the op; such an op
       takes the name of the module it runs in, GPT-2's ``transformer.h.0.attn.c_attn`` say);
     * through a ``TorchFunctionMode``: ``torch.matmul``/``bmm``/``@`` of two operands of 2 or
-      more dims (``matmul``); ``F.scaled_dot_product_attention`` as the ops it computes
+      more dims (``matmul``; by a weight, a 2-D parameter of the model or a view of one such as
+      ``W.T``, a ``linear``, so that the weight format quantizes it; where only the second
+      operand depends on recorded ops, ``c @ h``, as ``(h^T c^T)^T``: a ``permute`` of h, the
+      product, a ``permute`` back, so that h links); ``F.scaled_dot_product_attention as the ops it computes
       (``permute`` k^T, ``attention_scores`` q @ k^T, ``mul`` by the scale, ``add`` of the
       mask, ``softmax``, ``matmul`` by v; grouped-query keys and values are repeated per query
       head by a fused ``expand`` op, which the kernel reads once per key head; all
@@ -318,8 +321,9 @@ def capture_torch(model, inputs, *, kwargs=None, loss_fn=None, target=None, labe
       ``dropout_p`` the product by v is left out; a mask built for ``is_causal`` or from a
       boolean ``attn_mask`` has the add's attr ``mask``); a two-operand ``torch.einsum`` that
       is one batched matmul (``bhqd,bhkd->bhqk``, ``bij,jk->bik``, ...) as a ``matmul`` named
-      ``einsum`` between the ``permute`` and ``flatten`` ops that lay its operands out as
-      (batch, m, k) and (batch, k, n) and its output back;
+      ``einsum`` (a ``linear`` where one operand is a weight and there is no batch letter)
+      between the ``permute`` ops that lay its operands out as (batch, m, k) and (batch, k, n)
+      and its output back;
     * where the input depends on a recorded op (below): ``relu``, ``gelu``, ``softmax`` (last
       axis), ``silu``, ``sigmoid``, ``tanh``, ``flatten``, ``transpose``/``permute``/``t``/
       ``.T``/``.mT``/``movedim`` (``permute``), ``expand``/``expand_as``/``broadcast_to``
@@ -459,6 +463,14 @@ def capture_torch(model, inputs, *, kwargs=None, loss_fn=None, target=None, labe
         """End the module's call (if its pre-hook ran: one registered before it may raise)."""
         if scope and scope[-1] == name:
             scope.pop()
+
+    params = {id(p) for p in model.parameters()}
+
+    def weight(t) -> bool:
+        """Whether ``t`` is a 2-D parameter of the model, or a view of one (``W.T``): a weight
+        ``x @ W`` or an einsum multiplies as a linear layer does."""
+        return isinstance(t, torch.Tensor) and t.ndim == 2 and not tainted(t) and \
+            id(t if t._base is None else t._base) in params
 
     def tainted(t) -> bool:
         return isinstance(t, torch.Tensor) and id(t) in rec.tainted
@@ -675,16 +687,57 @@ def capture_torch(model, inputs, *, kwargs=None, loss_fn=None, target=None, labe
         a, asrc = arrange(x, p.a_perm)
         b, bsrc = arrange(y, p.b_perm)
         middle = out.permute(p.back) if p.back != sorted(p.back) else out
-        op = rec.add("einsum", "matmul", {"a": a.reshape(p.a_shape), "b": b.reshape(p.b_shape),
-                                          "output": middle.reshape(p.product)},
-                     [asrc, bsrc] if asrc and bsrc else [asrc] if asrc and not tainted(y)
-                     else [])
-        check_link(op, (tainted(x), asrc, x), (tainted(y), bsrc if asrc else None, y))
+        if len(p.b_shape) == 2 and weight(y):
+            op = rec.add("einsum", "linear", {"input": a.reshape(p.a_shape),
+                                              "weight": b.reshape(p.b_shape).mT,
+                                              "output": middle.reshape(p.product)}, [asrc])
+            check_link(op, (tainted(x), asrc, x))
+        else:
+            op = rec.add("einsum", "matmul", {"a": a.reshape(p.a_shape),
+                                              "b": b.reshape(p.b_shape),
+                                              "output": middle.reshape(p.product)},
+                         [asrc, bsrc] if asrc and bsrc else [asrc] if asrc and not tainted(y)
+                         else [])
+            check_link(op, (tainted(x), asrc, x), (tainted(y), bsrc if asrc else None, y))
         if middle is out:
             rec.produced(out, op.name)            # replay reshapes the product to it
         else:
             rec.add("permute", "permute", {"input": middle, "output": out}, [op.name],
                     {"dims": p.out_perm})
+
+    def record_matmul(x, b, out) -> None:
+        """``x @ b`` (both 2-D or more): a ``linear`` where ``b`` is a weight, flipped where
+        only ``b`` depends on recorded ops (:func:`record_flipped`), else a ``matmul``."""
+        src, xt = rec.source(x), tainted(x)
+        if weight(b):
+            op = rec.add("matmul", "linear", {"input": x, "weight": b.mT, "output": out},
+                         [src])
+            check_link(op, (xt, src, x))
+        elif tainted(b) and not xt:
+            record_flipped(x, b, out)
+        else:
+            bsrc = rec.source(b)
+            op = rec.add("matmul", "matmul", {"a": x, "b": b, "output": out},
+                         [src, bsrc] if src and bsrc else [src] if src and not tainted(b)
+                         else [])
+            check_link(op, (xt, src, x), (tainted(b), bsrc if src else None, b))
+
+    def record_flipped(c, h, out) -> None:
+        """``c @ h`` where only ``h`` depends on recorded ops, as ``(h^T c^T)^T`` so that ``h``
+        links (a matmul's link may go to its first operand alone): a ``permute`` of ``h``, a
+        ``linear`` by ``c`` where it is a weight (else a ``matmul`` by ``c^T``), and a
+        ``permute`` back to the output."""
+        def swap(t):
+            return list(range(t.ndim - 2)) + [t.ndim - 1, t.ndim - 2]
+
+        ht, hsrc = arrange(h, swap(h))
+        flipped = out.mT
+        op = rec.add("matmul", "linear", {"input": ht, "weight": c, "output": flipped},
+                     [hsrc]) if weight(c) else \
+            rec.add("matmul", "matmul", {"a": ht, "b": c.mT, "output": flipped}, [hsrc])
+        check_link(op, (True, hsrc, h))
+        rec.add("permute", "permute", {"input": flipped, "output": out}, [op.name],
+                {"dims": swap(out)})
 
     class Mode(TorchFunctionMode):
         def __torch_function__(self, func, types, args=(), kwargs=None):
@@ -729,11 +782,7 @@ def capture_torch(model, inputs, *, kwargs=None, loss_fn=None, target=None, labe
                 if func in matmuls:
                     b = _arg(args, kw, 1, "other", "mat2")
                     if getattr(x, "ndim", 0) >= 2 and getattr(b, "ndim", 0) >= 2:
-                        bsrc = rec.source(b)
-                        op = rec.add("matmul", "matmul", {"a": x, "b": b, "output": out},
-                                     [src, bsrc] if src and bsrc else
-                                     [src] if src and not tainted(b) else [])
-                        check_link(op, (xt, src, x), (tainted(b), bsrc if src else None, b))
+                        record_matmul(x, b, out)
                 elif func in binary:
                     if out.is_floating_point() and (xt or ot) and "out" not in kw and \
                             kw.get("alpha", 1) == 1 and kw.get("rounding_mode") is None and \

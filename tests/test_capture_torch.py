@@ -679,8 +679,8 @@ def test_functional_macs_are_recorded_and_a_head_capture_misses_is_named():
     """F.conv1d, F.conv2d, torch.addmm (GPT-2's Conv1D) and F.linear (a head tied to an
     embedding) outside any hooked module are recorded and linked, each once (a Linear
     module's own F.linear is not recorded twice); exact fp32 replay reproduces torch.  A head
-    computed by a two-operand einsum is one matmul; by a three-operand one it is not recorded,
-    and with labels capture says replay would score the wrong tensor."""
+    computed by a two-operand einsum by a weight is a linear; by a three-operand one it is not
+    recorded, and with labels capture says replay would score the wrong tensor."""
     class Fn(nn.Module):
         def __init__(self, einsum: int):
             super().__init__()
@@ -722,8 +722,10 @@ def test_functional_macs_are_recorded_and_a_head_capture_misses_is_named():
         capture_torch(Fn(3), x, labels=labels)
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("error")
-        head = capture_torch(Fn(2), x, labels=labels).ops[-1]
-    assert (head.name, head.kind, head.inputs_from) == ("einsum", "matmul", ["lin"])
+        tied = Fn(2)
+        head = capture_torch(tied, x, labels=labels).ops[-1]
+    assert (head.name, head.kind, head.inputs_from) == ("einsum", "linear", ["lin"])
+    np.testing.assert_array_equal(head.tensors["weight"], tied.emb.weight.detach())
 
 
 def test_linear_subclasses_dynamic_weights_and_errors_inside_modules():
@@ -1191,12 +1193,15 @@ def test_einsum_attention_links_end_to_end():
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("error")                   # every op linked: no warning
         trace = capture_torch(model, (x,))
-    mms = [o for o in trace.ops if o.kind == "matmul"]
-    assert [o.name for o in mms] == ["einsum", "einsum_2", "einsum_3"]
+    mms = [o for o in trace.ops if o.name.startswith("einsum")]
+    assert [(o.name, o.kind) for o in mms] == [("einsum", "linear"), ("einsum_2", "matmul"),
+                                               ("einsum_3", "matmul")]
     assert mms[0].inputs_from == ["h"]          # no reshape recorded: replay reshapes links
     assert [o.kind for o in trace.ops].count("flatten") == 1       # the model's own .flatten
-    assert [o.shape("a") for o in mms] == [(10, 8), (4, 5, 4), (4, 5, 5)]
-    assert [o.shape("b") for o in mms] == [(8, 8), (4, 4, 5), (4, 5, 4)]
+    assert mms[0].shape("input") == (10, 8)      # W h, a weight: a linear by W
+    np.testing.assert_array_equal(mms[0].tensors["weight"], model.wk.detach())
+    assert [o.shape("a") for o in mms[1:]] == [(4, 5, 4), (4, 5, 5)]
+    assert [o.shape("b") for o in mms[1:]] == [(4, 4, 5), (4, 5, 4)]
     with torch.no_grad():
         want = model(x).numpy()
     assert np.array_equal(trace.ops[-1].tensors["output"], want)
@@ -1240,10 +1245,60 @@ def test_an_einsum_fuses_its_epilogue_and_an_outer_product_of_constants_is_no_ma
         warnings.simplefilter("error")
         trace = capture_torch(M().eval(), (torch.randn(4, 8, 16),))
     assert [(o.name, o.kind, o.inputs_from) for o in trace.ops] == [
-        ("fc", "linear", []), ("einsum", "matmul", ["fc"]), ("relu", "relu", ["einsum"]),
+        ("fc", "linear", []), ("einsum", "linear", ["fc"]), ("relu", "relu", ["einsum"]),
         ("mul", "mul", ["relu"])]
     cfgs = [Config(mac={"accumulator": "exact"}, fusion=f, name=f) for f in ("none", "epilogue")]
     out = replay(trace, cfgs, "propagated").query("role == 'output'").set_index(["op", "config"])
     n = 4 * 8 * 8
     assert out.loc[("relu", "none"), "memory_pj"] - out.loc[("relu", "epilogue"), "memory_pj"] \
         == pytest.approx(2 * n * 32 * 20.0)   # nor reads the product nor writes (the mul does)
+
+
+def test_a_weight_multiplied_by_matmul_or_einsum_is_a_linear():
+    """``x @ W``, ``x @ W.T`` and ``einsum("btd,de->bte", x, W)`` by a 2-D parameter are
+    linear layers (weight (out, in), as ONNX records a MatMul by a constant), so a config's
+    weight format quantizes W and its activation format x.  ``W @ h``, a weight first, is
+    recorded as (h^T W^T)^T: a permute of h, a linear by W and a permute back, so h links; a
+    constant first that is no parameter (a buffer) likewise, by a matmul.  ``x @ y`` of two
+    activations stays a matmul.  Exact fp32 replay reproduces torch."""
+    class M(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(8, 8)
+            self.w, self.v = nn.Parameter(torch.randn(8, 6)), nn.Parameter(torch.randn(6, 6))
+            self.u, self.first = nn.Parameter(torch.randn(6, 4)), nn.Parameter(torch.randn(3, 5))
+            self.register_buffer("mix", torch.randn(2, 3))
+
+        def forward(self, x):                                 # x (2, 5, 8)
+            h = self.fc(x) @ self.w                           # (2, 5, 6)
+            h = torch.relu(h) @ self.v.T                      # (2, 5, 6)
+            h = torch.einsum("btd,de->bte", h, self.u)        # (2, 5, 4)
+            g = self.mix @ (self.first @ h)                   # (2, 2, 4)
+            return g @ h.mT                                   # (2, 2, 5)
+
+    torch.manual_seed(8)
+    model, x = M().eval(), torch.randn(2, 5, 8)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("error")                        # every op linked: no warning
+        trace = capture_torch(model, (x,))
+    assert [(o.name, o.kind, o.inputs_from) for o in trace.ops] == [
+        ("fc", "linear", []), ("matmul", "linear", ["fc"]), ("relu", "relu", ["matmul"]),
+        ("matmul_2", "linear", ["relu"]), ("einsum", "linear", ["matmul_2"]),
+        ("permute", "permute", ["einsum"]), ("matmul_3", "linear", ["permute"]),
+        ("permute_2", "permute", ["matmul_3"]), ("permute_3", "permute", ["permute_2"]),
+        ("matmul_4", "matmul", ["permute_3"]), ("permute_4", "permute", ["matmul_4"]),
+        ("permute_5", "permute", ["einsum"]),
+        ("matmul_5", "matmul", ["permute_4", "permute_5"])]
+    for name, w in (("matmul", model.w.T), ("matmul_2", model.v), ("einsum", model.u.T),
+                    ("matmul_3", model.first)):
+        np.testing.assert_array_equal(trace.op(name).tensors["weight"], w.detach())
+    np.testing.assert_array_equal(trace.op("matmul_4").tensors["b"], model.mix.T)
+    with torch.no_grad():
+        np.testing.assert_array_equal(trace.ops[-1].tensors["output"], model(x))
+    cfgs = [_exact_fp32(), Config("fp8_e4m3", "fp32", {"accumulator": "exact"}, name="w8")]
+    df = replay(trace, cfgs, "propagated")
+    out = df[df.role == "output"].set_index(["config", "op"])
+    assert (out.loc["fp32", "sqnr_db"] > 120).all()
+    rows = df[(df.config == "w8") & df.op.isin(["matmul", "matmul_2", "einsum", "matmul_3"])]
+    assert (rows[rows.role == "input"].sqnr_db == math.inf).all()     # fp32 activations
+    assert (rows[rows.role == "weight"].sqnr_db < 40).all()           # fp8 weights
