@@ -208,9 +208,20 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return 0
 
 
+def _say_done(sweep, command: str) -> None:
+    """Say on standard error how many of ``sweep``'s cells a rerun reads back from disk (the
+    progress bar, on a terminal only, starts there)."""
+    from .sweep import pending
+    left, total = len(pending(sweep)), len(sweep.configs)
+    if left < total:
+        print(f"numsim {command}: {total - left} of {total} cells already done in "
+              f"{sweep.output / 'cells'}; running {left}", file=sys.stderr)
+
+
 def cmd_sweep(args: argparse.Namespace) -> int:
     from .sweep import load_sweep, run_sweep
     sweep = load_sweep(args.file)
+    _say_done(sweep, "sweep")
     results = run_sweep(sweep, workers=args.workers, scheduler=args.scheduler)
     print(f"results in {sweep.output}/results.parquet and results.csv", file=sys.stderr)
     _emit_summary(results, args)
@@ -303,8 +314,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     configs = standard_configs()
     print(f"numsim demo: replaying it through {len(configs)} configurations",
           file=sys.stderr)
-    results = run_sweep(Sweep(str(out / "trace"), configs, out / "sweep"),
-                        workers=args.workers)
+    sweep = Sweep(str(out / "trace"), configs, out / "sweep")
+    _say_done(sweep, "demo")
+    results = run_sweep(sweep, workers=args.workers)
     captured = {f"{op.name}.{role}": op.tensors[role] for op in trace.ops
                 if op.kind == "linear" for role in ("input", "weight")}
     etable = error_table(DEFAULT_FORMATS, {**standard_data(16), **captured})

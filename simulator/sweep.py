@@ -259,6 +259,29 @@ def run_cell(trace_path: str, stamp: str, cfg: Config, key: str, mode: str,
     return key
 
 
+def _plan(sweep: Sweep) -> tuple[str, str, dict, list]:
+    """(the trace's folder, its stamp, {config key: cell file name}, the configurations whose
+    cells are not on disk yet); the trace is read here, so that a bad one fails before any
+    work."""
+    trace_path = _trace_path(sweep.trace)
+    if not Path(trace_path).is_dir():
+        raise SweepError(f"{sweep.source or 'sweep'}: trace {trace_path!r} is not a folder (give "
+                         f"a trace folder, relative to the sweep file, or {BUILTIN})")
+    stamp = _trace_stamp(trace_path)
+    _cached_trace(trace_path, stamp)
+    keys = {c.key(): cell_key(c, stamp, sweep.mode, sweep.tech, sweep.level)
+            for c in sweep.configs}
+    todo = [c for c in sweep.configs
+            if not (sweep.output / "cells" / f"{keys[c.key()]}.parquet").is_file()]
+    return trace_path, stamp, keys, todo
+
+
+def pending(sweep: Union[Sweep, str, Path]) -> list[Config]:
+    """The configurations of ``sweep`` whose cells are not on disk yet: those
+    :func:`run_sweep` will run (the others it reads back)."""
+    return _plan(sweep if isinstance(sweep, Sweep) else load_sweep(sweep))[3]
+
+
 def run_sweep(sweep: Union[Sweep, str, Path], *, workers: Union[int, None] = None,
               scheduler: Union[str, Any, None] = None, progress: bool = True) -> pd.DataFrame:
     """Run every cell not yet on disk, then write and return the sweep's table.
@@ -267,17 +290,9 @@ def run_sweep(sweep: Union[Sweep, str, Path], *, workers: Union[int, None] = Non
     that is a terminal."""
     if not isinstance(sweep, Sweep):
         sweep = load_sweep(sweep)
-    trace_path = _trace_path(sweep.trace)
-    if not Path(trace_path).is_dir():
-        raise SweepError(f"{sweep.source or 'sweep'}: trace {trace_path!r} is not a folder (give "
-                         f"a trace folder, relative to the sweep file, or {BUILTIN})")
-    stamp = _trace_stamp(trace_path)
-    _cached_trace(trace_path, stamp)                # validate the trace before starting work
-    keys = {c.key(): cell_key(c, stamp, sweep.mode, sweep.tech, sweep.level)
-            for c in sweep.configs}
+    trace_path, stamp, keys, todo = _plan(sweep)
     cells = sweep.output / "cells"
     cells.mkdir(parents=True, exist_ok=True)
-    todo = [c for c in sweep.configs if not (cells / f"{keys[c.key()]}.parquet").is_file()]
     from tqdm.auto import tqdm
 
     bar = tqdm(total=len(sweep.configs), initial=len(sweep.configs) - len(todo), desc="sweep",

@@ -623,6 +623,9 @@ def test_sweep_runs_and_resumes(replayed, tmp_path):
                         cwd=tmp_path))
     assert _cells(out) == cells
     assert json.loads(again.stdout) == recs
+    assert re.search(r"numsim sweep: 2 of 2 cells already done in \S*sw.cells; running 0\n",
+                     again.stderr)
+    assert "already done" not in r.stderr
 
 
 @pytest.mark.parametrize("text,needle", [
@@ -808,6 +811,7 @@ def test_demo_rerun_resumes_the_sweep(demo_rerun):
     trace it captures is the same): no new cell files, none rewritten."""
     again, before, after = demo_rerun
     _ok(again)
+    assert "numsim demo: 20 of 20 cells already done" in again.stderr
     assert len(before) == 20
     assert after == before, (f"{len(set(after) - set(before))} new cell files; "
                              f"{sum(after.get(k) != v for k, v in before.items())} of the "
