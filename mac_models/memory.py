@@ -67,37 +67,48 @@ def _count(name: str, v, lo: int) -> int:
 
 def format_bits(fmt, n_elements: int, channels: Union[int, None] = None, rows: int = 1,
                 matrix: Union[tuple[int, int], None] = None) -> int:
-    """Bits that ``n_elements`` values of ``fmt`` occupy, scales and zero points included.
-    The values form ``rows`` equal rows along which the groups run (a ragged last group is
-    padded: MXFP4's 33 values take two scales).  A format of r x c tiles takes one scale per
-    tile of each (height, width) ``matrix`` the values form (default: one matrix of ``rows``
-    rows), ragged edge tiles padded.  Plus a 32-bit per-tensor scale (NVFP4's) and one scale per
-    tensor or per channel (``channels``) where the format has them."""
+    """Bits that ``n_elements`` values of ``fmt`` occupy, scales and zero points included
+    (:func:`scale_count` scales), plus a 32-bit per-tensor scale (NVFP4's) where the format
+    has one."""
+    fmt = get(fmt)
+    scales = scale_count(fmt, n_elements, channels, rows, matrix)    # checks the arguments
+    if not isinstance(fmt, ScaledFormat):
+        return n_elements * (32 if fmt == get("tf32") else fmt.bits)   # TF32: FP32 words
+    scale_bits = 8 * fmt.scale.code_dtype.itemsize + (fmt.element.bits if fmt.zero_point else 0)
+    return n_elements * fmt.element.bits + (32 if fmt.tensor_scale else 0) + scales * scale_bits
+
+
+def scale_count(fmt, n_elements: int, channels: Union[int, None] = None, rows: int = 1,
+                matrix: Union[tuple[int, int], None] = None) -> int:
+    """The scales ``n_elements`` values of ``fmt`` carry (0 for a scalar format), the per-tensor
+    scale of a two-level format aside.  The values form ``rows`` equal rows along which the
+    groups run (a ragged last group is padded: MXFP4's 33 values take two scales).  A format of
+    r x c tiles takes one scale per tile of each (height, width) ``matrix`` the values form
+    (default: one matrix of ``rows`` rows), ragged edge tiles padded.  One scale per tensor, or
+    per channel (``channels``), where the format has them."""
     fmt = get(fmt)
     n = _count("n_elements", n_elements, 0)
     rows = _count("rows", rows, 1)
     if n % rows:
         raise ValueError(f"{n} elements do not form {rows} equal rows")
     if not isinstance(fmt, ScaledFormat):
-        return n * (32 if fmt == get("tf32") else fmt.bits)      # TF32: FP32 words (module doc)
-    scale_bits = 8 * fmt.scale.code_dtype.itemsize + (fmt.element.bits if fmt.zero_point else 0)
-    bits = n * fmt.element.bits + (32 if fmt.tensor_scale else 0)
+        return 0
     if fmt.group == "tensor":
-        return bits + scale_bits
+        return 1
     if fmt.group == "channel":
         if channels is None:
             raise ValueError(f"{fmt.name} has one scale per channel: give channels=")
-        return bits + _count("channels", channels, 1) * scale_bits
+        return _count("channels", channels, 1)
     if isinstance(fmt.group, int):
-        return bits + rows * -(-(n // rows) // fmt.group) * scale_bits
+        return rows * -(-(n // rows) // fmt.group)
     if not n:
-        return bits
+        return 0
     h, w = (rows, n // rows) if matrix is None else (_count("matrix height", matrix[0], 1),
                                                       _count("matrix width", matrix[1], 1))
     if n % (h * w):
         raise ValueError(f"{n} elements do not form {h} x {w} matrices")
     r, c = fmt.group
-    return bits + n // (h * w) * -(-h // r) * -(-w // c) * scale_bits
+    return n // (h * w) * -(-h // r) * -(-w // c)
 
 
 def memory_cost(fmt, n_elements: int, level: str = "dram", *,

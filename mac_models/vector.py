@@ -19,6 +19,17 @@ add and 3.7 pJ a multiply, Horowitz's), then scaled to the node.  Steps (:data:`
 
 The seed tables, the control and the data movement inside the unit are left out, as in
 :mod:`mac_models.costs`.  Energies in pJ.
+
+Quantizing (:func:`quantize_work`) a tensor the vector unit holds into a format takes, per
+element, an ``add`` (the rounding increment) and a ``compare`` (the range: saturate or
+overflow); a codebook's element takes ceil(log2 levels) compares instead (a binary search for
+the nearest level).  Nothing, into the vector format itself.  A scaled format adds its scales'
+work: the amax of each group (a compare per element; a zero point's minimum, another), then per
+scale either an ``add`` (a power-of-two scale: the amax's exponent less the element's largest)
+or a ``div`` (amax / the element's largest), an ``add`` (its rounding into the scale format)
+and a ``recip`` (the multiplier the elements take), and per element an ``add`` (a power-of-two
+scale applied to the exponent) or a ``mul``, and an ``add`` for a zero point; a two-level
+format's tensor scale, one more compare per element, a ``div`` and a ``mul`` per block scale.
 """
 from __future__ import annotations
 
@@ -26,9 +37,10 @@ import math
 import numbers
 from typing import Mapping, Union
 
-from formats import FloatFormat, get
+from formats import CodebookFormat, FloatFormat, ScaledFormat, get
 
 from .components import adder, fp_adder, fp_multiplier
+from .memory import scale_count
 from .technology import TechLike, technology
 
 SEED_BITS = 4                      # correct bits of an integer-subtraction seed
@@ -83,3 +95,30 @@ def vector_energy_pj(counts: Mapping[str, Union[int, float]], fmt="fp32",
             raise ValueError(f"the count of {step!r} steps must be a number >= 0, got {n!r}")
         total += n * _at_45nm(step, f)
     return total * scale
+
+
+def quantize_work(fmt, shape: tuple, vector="fp32") -> dict:
+    """The steps (step name: count) that quantize a tensor of ``shape`` held in the ``vector``
+    format into ``fmt`` (see the module doc), a scaled format's groups along the last axis and
+    its tiles over the last two, as a store makes them."""
+    f, n = get(fmt), math.prod(shape)
+    if f == _vector_format(vector) or not n:
+        return {}
+    element = f.element if isinstance(f, ScaledFormat) else f
+    work = {"compare": n * math.ceil(math.log2(element.n_finite))} if isinstance(
+        element, CodebookFormat) else {"add": n, "compare": n}
+    if not isinstance(f, ScaledFormat):
+        return work
+    last = shape[-1] if shape else 1
+    scales = scale_count(f, n, channels=last, rows=n // last,
+                         matrix=(shape[-2] if len(shape) > 1 else 1, last))
+    extra = {"compare": n * (1 + f.zero_point + f.tensor_scale)}
+    if f.scale.kind == "e8m0":
+        extra.update({"add": scales + n})
+    else:
+        extra.update({"div": scales, "add": scales, "recip": scales, "mul": n})
+    if f.zero_point:
+        extra["add"] = extra["add"] + n
+    if f.tensor_scale:
+        extra.update({"div": extra.get("div", 0) + 1, "mul": extra.get("mul", 0) + scales})
+    return {k: work.get(k, 0) + extra.get(k, 0) for k in {**work, **extra}}

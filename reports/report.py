@@ -80,7 +80,8 @@ def summarize(results: pd.DataFrame) -> pd.DataFrame:
     (``model_sqnr_db``, propagated replays: the last op's, every error before it propagated),
     energy per run (pJ: compute,
     memory, total, over the MACs and, in propagated replays, the ops between them; of which
-    ``between_pj`` the ops between the MACs, NaN in per-op replays, which do not run them),
+    ``between_pj`` the ops between the MACs, NaN in per-op replays, which do not run them, and
+    ``quantize_pj`` the quantizing, NaN for tables replay wrote before it priced that),
     energy per MAC (total_pj / macs), MACs, MAC area (µm², the largest over ops)
     and overflow / saturation counts; in the table's configuration order.
     Where some op failed: ``failed_ops`` counts them, ``error`` holds the first message, the
@@ -101,6 +102,7 @@ def summarize(results: pd.DataFrame) -> pd.DataFrame:
         "total_pj": every["total_pj"].sum(),
         "between_pj": between.reindex(every.size().index, fill_value=0.0)
         if modes == {"propagated"} else math.nan,
+        "quantize_pj": every["quantize_pj"].sum() if "quantize_pj" in priced else math.nan,
         "macs": g["macs"].sum(), "area_um2_per_mac": g["area_um2"].max(),
         "overflows": g["overflows"].sum(), "saturations": g["saturations"].sum()})
     s = s.reindex(order)                     # configurations whose every op failed included
@@ -304,6 +306,9 @@ _COLUMNS = {
     "total_pj": "compute_pj + memory_pj",
     "between_pj": "the part of total_pj spent on the ops between the MACs (their arithmetic "
                   "and traffic; not priced in per-op replays, which do not run them)",
+    "quantize_pj": "the part of compute_pj spent quantizing: each tensor into the format it "
+                   "is stored in, each MAC's activations into the activation format where they "
+                   "are not stored in it (weights are quantized offline)",
     "pj_per_mac": "total_pj / macs",
     "macs": "multiply-accumulates in the run",
     "area_um2_per_mac": "area of one MAC unit in µm² (the largest over the ops)",

@@ -16,7 +16,8 @@
 * role ``output``: the op's output against the captured one, with the MAC's event counts
   (``overflows``, ``saturations``, ``swamped``, ``max_abs_partial``, ``macs``) and its cost
   (``compute_pj``, ``memory_pj``, ``total_pj``, ``area_um2`` of one MAC unit, from
-  :func:`mac_models.layer_cost`); for the trace's last op when it has ``labels`` (logits) and
+  :func:`mac_models.layer_cost`; ``compute_pj`` adds the bias add, an fp32 add per output, and
+  ``quantize_pj``, below); for the trace's last op when it has ``labels`` (logits) and
   for softmax ops, ``kl_softmax`` of the captured against the replayed logits;
 * roles ``grad_output``/``grad_input``/``grad_weight`` where captured and the config names a
   gradient format: their quantization error in that format (backward matmuls are not replayed);
@@ -71,9 +72,13 @@ and moves a byte per element where "bool".  Every other op is a kernel of its ow
 as eager PyTorch runs them (with fusion "none", a ReLU after a linear layer too).
 
 Costs of the ops between the MACs (propagated mode, role ``output``): ``compute_pj`` their
-vector steps (:func:`graph_ops.work`, priced by :mod:`mac_models.vector` in VECTOR_FORMAT),
-``memory_pj`` their traffic, ``total_pj``; movers cost nothing (the op that reads their output
-reads it from memory).  The task row's costs add up every op's.
+vector steps (:func:`graph_ops.work`, priced by :mod:`mac_models.vector` in VECTOR_FORMAT)
+and ``quantize_pj``, ``memory_pj`` their traffic, ``total_pj``; movers cost nothing (the op
+that reads their output reads it from memory).  ``quantize_pj`` (part of ``compute_pj``, every
+op's): quantizing the output into the format it moves in, unless kept on chip, and a MAC's
+activations into the activation format where they are not read in it (kept on chip, or moving
+in another format), as :func:`mac_models.vector.quantize_work` counts the steps, in
+VECTOR_FORMAT; weights are quantized once, offline.  The task row's costs add up every op's.
 
 Values that depend on no recorded op (the model's input, constants, a KV cache's past entries)
 stay as captured, but with a storage format in propagated mode: there the activations an op
@@ -106,7 +111,7 @@ from mac_models.memory import memory_cost, pj_per_bit
 from mac_models.ops import (beyond_range, conv_block, conv_input_whole, conv_pixels,
                             conv_weights, quantized_slices)
 from mac_models.technology import technology
-from mac_models.vector import vector_energy_pj
+from mac_models.vector import quantize_work, vector_energy_pj
 
 from . import graph_ops, metrics
 from .configs import Config, repeats
@@ -430,11 +435,30 @@ def _run_mac_op(op: Op, cfg: Config, x: Union[np.ndarray, None], tech, level,
                                      _stores(op, cfg, kept) else output_format(mac))
     except ValueError:                       # an integer register wider than any stored format
         ulps = math.nan
+    quantize = _quantize_pj(op, fmts, kept, cfg, tech)
+    compute = lc.compute_pj + quantize + ("bias" in t) * vector_energy_pj(
+        {"add": y.size}, VECTOR_FORMAT, tech)
     out = {"max_ulp_error": ulps, "overflows": r.overflows, "saturations": r.saturations,
            "swamped": r.swamped,
-           "max_abs_partial": r.max_abs_partial, "macs": r.macs, "compute_pj": lc.compute_pj,
-           "memory_pj": memory, "total_pj": lc.compute_pj + memory, "area_um2": lc.area_um2}
+           "max_abs_partial": r.max_abs_partial, "macs": r.macs, "compute_pj": compute,
+           "quantize_pj": quantize, "memory_pj": memory, "total_pj": compute + memory,
+           "area_um2": lc.area_um2}
     return y, rows, out
+
+
+def _quantize_pj(op: Op, fmts: dict, kept: set, cfg: Config, tech) -> float:
+    """Energy (pJ) of the quantizing ``op`` does (:func:`mac_models.vector.quantize_work`, in
+    VECTOR_FORMAT): its output into the format it moves in (``fmts``), unless kept on chip,
+    and a MAC's activations into the activation format, each unless it is read in that format
+    already (its writer quantized it).  Weights are quantized once, offline: not priced."""
+    work: Counter = Counter()
+    if "output" not in kept and fmts.get("output") and op.kind not in graph_ops.MOVERS:
+        work.update(quantize_work(fmts["output"], op.shape("output"), VECTOR_FORMAT))
+    for role in linked_roles(op.kind)[:2 if op.kind in ("matmul", "attention_scores") else 1] \
+            if op.is_mac else ():
+        if role in kept or fmts.get(role) != cfg.activations:
+            work.update(quantize_work(cfg.activations, op.shape(role), VECTOR_FORMAT))
+    return vector_energy_pj(work, VECTOR_FORMAT, tech)
 
 
 def _accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
@@ -520,7 +544,8 @@ def _replay_one(trace: Trace, cfg: Config, mode: str, tech, level, bar) -> list[
     outputs: dict[str, np.ndarray] = {}
     failed: set[str] = set()
     rows: list[dict] = []
-    totals = {"compute_pj": 0.0, "memory_pj": 0.0, "total_pj": 0.0, "macs": 0}
+    totals = {"compute_pj": 0.0, "quantize_pj": 0.0, "memory_pj": 0.0, "total_pj": 0.0,
+              "macs": 0}
     kernel = _on_chip(trace, cfg, mode)
     moves = _moved_formats(trace, cfg)
     by_name = {op.name: op for op in trace.ops}
@@ -538,14 +563,14 @@ def _replay_one(trace: Trace, cfg: Config, mode: str, tech, level, bar) -> list[
             if mode == "propagated":
                 try:
                     row = {**_between(op, got, outputs, cfg, kept),
-                           **_between_cost(op, kept, _operand_formats(op, moves, cfg), tech,
-                                           level)}
+                           **_between_cost(op, kept, _operand_formats(op, moves, cfg), cfg,
+                                           tech, level)}
                 except ValueError as exc:          # a storage format that cannot hold it
                     rows.append({**base, "role": "output", "error": str(exc)})
                     failed.add(op.name)
                     continue
                 rows.append({**base, **row})
-                for k in ("compute_pj", "memory_pj", "total_pj"):
+                for k in ("compute_pj", "quantize_pj", "memory_pj", "total_pj"):
                     totals[k] += row[k]
             continue
         try:
@@ -585,7 +610,7 @@ def _replay_one(trace: Trace, cfg: Config, mode: str, tech, level, bar) -> list[
     return rows
 
 
-def _between_cost(op: Op, kept: set, fmts: dict, tech, level: str) -> dict:
+def _between_cost(op: Op, kept: set, fmts: dict, cfg: Config, tech, level: str) -> dict:
     """Cost fields of an op between the MACs: its vector steps (:func:`graph_ops.work`) in
     VECTOR_FORMAT, and its traffic (see the module doc): each tensor read once and the output
     written once, but the roles ``kept`` on chip and single values; the output and the
@@ -593,9 +618,11 @@ def _between_cost(op: Op, kept: set, fmts: dict, tech, level: str) -> dict:
     attention mask capture made as its attr ``mask`` says; parameters and other constants in
     their captured dtype.  Movers cost nothing: the op that reads their output pays."""
     if op.kind in graph_ops.MOVERS:
-        return {"compute_pj": 0.0, "memory_pj": 0.0, "total_pj": 0.0}
+        return {"compute_pj": 0.0, "quantize_pj": 0.0, "memory_pj": 0.0, "total_pj": 0.0}
     shapes = {r: op.shape(r) for r in op.tensors if r not in GRAD_ROLES}
-    compute = vector_energy_pj(graph_ops.work(op.kind, shapes, op.attrs), VECTOR_FORMAT, tech)
+    quantize = _quantize_pj(op, fmts, kept, cfg, tech)
+    compute = quantize + vector_energy_pj(graph_ops.work(op.kind, shapes, op.attrs),
+                                          VECTOR_FORMAT, tech)
     per_bit = pj_per_bit(level, tech=tech)
     memory = 0.0
     for role, shape in shapes.items():
@@ -607,7 +634,8 @@ def _between_cost(op: Op, kept: set, fmts: dict, tech, level: str) -> dict:
             memory += _tensor_pj(fmts[role], shape, level, tech)
         else:
             memory += op.bits(role) * math.prod(shape) * per_bit
-    return {"compute_pj": compute, "memory_pj": memory, "total_pj": compute + memory}
+    return {"compute_pj": compute, "quantize_pj": quantize, "memory_pj": memory,
+            "total_pj": compute + memory}
 
 
 def _tensor_pj(fmt, shape: tuple, level: str, tech) -> float:

@@ -155,21 +155,24 @@ def _attention(fused: bool) -> object:
 @pytest.mark.parametrize("storage, bits", [(None, 32), ("bf16", 16)])
 def test_ops_between_the_macs_pay_their_steps_and_traffic(storage, bits):
     """Unfused: a relu of 32 values reads and writes 32 values in the storage format (fp32
-    without one) at 20 pJ a bit and compares each once (an fp32 add, 0.9 pJ); the scale's
-    scalar is a kernel argument, not read from memory; the k^T permute costs nothing itself."""
+    without one) at 20 pJ a bit and compares each once (an fp32 add, 0.9 pJ), and rounds each
+    into a bf16 store (an add and a compare: 1.8 pJ; nothing into fp32); the scale's scalar is
+    a kernel argument, not read from memory; the k^T permute costs nothing itself."""
     df = replay(_attention(False), Config(mac={"accumulator": "exact"}, storage=storage),
                 "propagated")
     out = df[df.role == "output"].set_index("op")
     relu = out.loc["relu"]
+    rounding = 0.0 if storage is None else 2 * 0.9
     assert relu.memory_pj == pytest.approx(2 * 32 * bits * DRAM)
-    assert relu.compute_pj == pytest.approx(32 * 0.9)
+    assert relu.quantize_pj == pytest.approx(32 * rounding)
+    assert relu.compute_pj == pytest.approx(32 * 0.9 + 32 * rounding)
     assert relu.total_pj == pytest.approx(relu.memory_pj + relu.compute_pj)
     assert out.loc["scale", "memory_pj"] == pytest.approx(2 * 16 * bits * DRAM)
-    assert out.loc["scale", "compute_pj"] == pytest.approx(16 * 3.7)
+    assert out.loc["scale", "compute_pj"] == pytest.approx(16 * 3.7 + 16 * rounding)
     assert out.loc["kT", ["compute_pj", "memory_pj", "total_pj"]].tolist() == [0, 0, 0]
     soft = out.loc["softmax"]
     assert soft.compute_pj == pytest.approx(vector_energy_pj(
-        {"compare": 16, "add": 32, "exp": 16, "mul": 16, "recip": 4}))
+        {"compare": 16, "add": 32, "exp": 16, "mul": 16, "recip": 4}) + 16 * rounding)
 
 
 def test_a_fused_kernel_keeps_its_tensors_on_chip():
@@ -264,8 +267,11 @@ def test_an_epilogue_keeps_a_mac_output_its_one_elementwise_reader_takes():
     assert out.loc[("epilogue", "mul"), "memory_pj"] == 0
     assert out.loc[("epilogue", "relu"), "memory_pj"] == pytest.approx(n * 16 * DRAM)
     assert out.loc[("none", "relu"), "memory_pj"] == pytest.approx(2 * n * 16 * DRAM)
-    for op in ("mul", "relu"):      # the arithmetic is the same
-        assert out.loc[("epilogue", op), "compute_pj"] == out.loc[("none", op), "compute_pj"]
+    for op in ("mul", "relu"):      # the arithmetic is the same, but the rounding to bf16
+        assert out.loc[("epilogue", op), "compute_pj"] - out.loc[("epilogue", op), "quantize_pj"] \
+            == out.loc[("none", op), "compute_pj"] - out.loc[("none", op), "quantize_pj"]
+    assert out.loc[("epilogue", "mul"), "quantize_pj"] == 0       # kept: not rounded
+    assert out.loc[("none", "mul"), "quantize_pj"] == pytest.approx(n * 2 * 0.9)
 
 
 def test_an_epilogue_needs_the_one_reader_to_be_elementwise_and_direct():
@@ -409,3 +415,67 @@ def test_the_command_line_offers_every_fusion():
     replay_parser = build_parser()._subparsers._group_actions[0].choices["replay"]
     fusion = next(a for a in replay_parser._actions if a.dest == "fusion")
     assert tuple(fusion.choices) == FUSIONS
+
+
+QUANTIZED = ("bf16", "fp8_e4m3", "int4", "posit8_0", "int8_tensor", "int8_channel", "mxfp4",
+             "mxint8", "nvfp4", "nf4_g64", "uint8_tensor", "fp8_e4m3_128x128")
+
+
+@pytest.mark.parametrize("fmt", QUANTIZED)
+def test_quantize_work_follows_its_recipe(fmt):
+    """The steps of mac_models.vector's stated recipe, with the count of scales taken from
+    what the format's own encoder makes of a (3, 2, 256) tensor (groups along the last axis,
+    tiles over the last two): per element a rounding add and a range compare (a codebook of
+    16 levels: 4 compares); per group an amax (a compare per element) and either an exponent
+    subtraction (e8m0 scales) or a division, a rounding and a reciprocal; per element an
+    exponent add or a multiply; a zero point's minimum and add; a tensor scale's amax pass, its
+    division and a multiply per block scale.  Nothing into fp32, the vector format itself."""
+    from mac_models.vector import quantize_work
+    shape = (3, 2, 256)
+    x = np.random.default_rng(14).normal(size=shape)
+    f, n = formats.get(fmt), x.size
+    want = {"compare": 4 * n} if fmt == "nf4_g64" else {"add": n, "compare": n}
+    if isinstance(f, formats.ScaledFormat):
+        s = f.encode(x).scales.size
+        want["compare"] += n * (1 + f.zero_point + f.tensor_scale)
+        if f.scale.name == "e8m0":
+            want["add"] = want.get("add", 0) + s + n
+        else:
+            want.update({"div": s + f.tensor_scale, "recip": s,
+                         "add": want.get("add", 0) + s + f.zero_point * n,
+                         "mul": n + f.tensor_scale * s})
+    assert quantize_work(fmt, shape) == want
+    assert quantize_work("fp32", shape) == {} and quantize_work(fmt, (0, 4)) == {}
+
+
+def test_replay_charges_the_quantizing_where_it_happens():
+    """fp8 activations, fused attention: q's and k's outputs, read by MACs alone, are written
+    in fp8 (their linears quantize them); the scores stay in the kernel, unquantized, so the
+    product by v quantizes its probabilities (4 x 4) as it reads them; v, a constant, and the
+    inputs are stored in fp8 already; the relu's output, the model's, stays fp32.  With a bf16
+    store every op rounds its output to bf16 and each MAC converts its operands to fp8.
+    Weights are quantized offline: never charged.  A linear's bias adds an fp32 add per
+    output."""
+    from mac_models.vector import quantize_work
+
+    def pj(fmt, shape):
+        return vector_energy_pj(quantize_work(fmt, shape))
+
+    cfg = Config("fp8_e4m3", "fp8_e4m3", {"accumulator": "exact"})
+    out = replay(_attention(True), cfg, "propagated").query("role == 'output'").set_index("op")
+    want = {"q": pj("fp8_e4m3", (4, 8)), "k": pj("fp8_e4m3", (4, 8)), "scores": 0.0,
+            "pv": pj("fp8_e4m3", (4, 4)), "relu": 0.0, "scale": 0.0, "softmax": 0.0}
+    assert out.quantize_pj.drop("kT").to_dict() == pytest.approx(want)
+    stored = replay(_attention(False), replace(cfg, storage="bf16", name=""), "propagated")
+    got = stored.query("role == 'output'").set_index("op").quantize_pj
+    assert got["q"] == pytest.approx(pj("bf16", (4, 8)) + pj("fp8_e4m3", (4, 8)))   # x in bf16
+    assert got["scores"] == pytest.approx(pj("bf16", (4, 4)) + pj("fp8_e4m3", (4, 8)) * 2)
+    assert got["pv"] == pytest.approx(pj("bf16", (4, 8)) + pj("fp8_e4m3", (4, 4)) +
+                                      pj("fp8_e4m3", (4, 8)))
+    x, w, b = np.ones((5, 8)), np.ones((3, 8)), np.ones(3)
+    lin = from_arrays({"fc": {"kind": "linear", "input": x, "weight": w, "bias": b,
+                              "output": x @ w.T + b}})
+    row = replay(lin, Config(), "per-op").query("role == 'output'").iloc[0]
+    plain = mm.layer_cost(mm.Matmul(5, 8, 3), Config().build_mac(), {"out": "fp32"})
+    assert row.compute_pj == pytest.approx(plain.compute_pj + 15 * 0.9)
+    assert row.quantize_pj == 0

@@ -613,8 +613,9 @@ def test_summarize_sums_over_output_rows(summary, results):
         between = [r for r in every if pd.isna(r["macs"])]
         assert [r["kind"] for r in between] == ["relu", "relu"]
         s = summary.loc[cfg.name]
-        for col in ("compute_pj", "memory_pj", "total_pj"):
+        for col in ("compute_pj", "quantize_pj", "memory_pj", "total_pj"):
             assert s[col] == pytest.approx(sum(r[col] for r in every), rel=1e-12), col
+        assert s["quantize_pj"] < s["compute_pj"]
         assert s["between_pj"] == pytest.approx(sum(r["total_pj"] for r in between),
                                                 rel=1e-12)
         assert 0 < s["between_pj"] < s["total_pj"]
