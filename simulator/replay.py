@@ -122,7 +122,7 @@ MODES = ("per-op", "propagated")
 # that a sweep recomputes the cells an older replay wrote (2: storage formats, fused ops; 3: the
 # ops between the MACs priced, fused kernels' tensors kept on chip, constants read as stored;
 # 4: without a storage format, a tensor moves in the activation format only where MACs alone
-# read it).
+# read it; quantizing and a MAC's bias add priced; the model's output SQNR in the task row).
 RESULTS = 4
 # The format the vector unit computes the ops between the MACs in (mac_models.vector), and the
 # one a float tensor between the ops is kept in where no format is chosen for it (see the module
