@@ -11,8 +11,8 @@ notes (conventions, seeds, package versions).
 Recommendation rule (stated in the report): among the configurations whose task accuracy is
 within one point of the best (without labels, or where the captured logits get no label right,
 so that accuracy ranks nothing: whose model output SQNR, in a propagated replay, or else mean
-output SQNR, is within 1 dB of the best), the one with the least energy for the replayed run (``total_pj``: every configuration replays the
-same inputs), then the smallest MAC area.
+output SQNR, is within 1 dB of the best), the one with the least energy for the replayed run
+(``total_pj``: every configuration replays the same inputs), then the smallest MAC area.
 """
 from __future__ import annotations
 
@@ -53,7 +53,8 @@ document.querySelectorAll('table.sortable th').forEach(function (th, col) {
 """
 
 _CSS = """
-body { font-family: sans-serif; max-width: 1100px; margin: 2em auto; color: #222; }
+body { font-family: sans-serif; max-width: 1300px; margin: 2em auto; color: #222; }
+.wide { overflow-x: auto; }
 table { border-collapse: collapse; font-size: 12px; margin: 0.5em 0 1.5em; }
 th, td { border: 1px solid #ccc; padding: 3px 6px; text-align: right; }
 th { background: #eee; cursor: pointer; }
@@ -204,8 +205,8 @@ def _table_html(df: pd.DataFrame) -> str:
             else:
                 cells.append(f"<td>{html.escape('' if v is None else str(v))}</td>")
         rows.append("<tr>" + "".join(cells) + "</tr>")
-    return (f'<table class="sortable"><thead><tr>{head}</tr></thead><tbody>'
-            f'{"".join(rows)}</tbody></table>')
+    return (f'<div class="wide"><table class="sortable"><thead><tr>{head}</tr></thead><tbody>'
+            f'{"".join(rows)}</tbody></table></div>')
 
 
 def _versions() -> dict:

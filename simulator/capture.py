@@ -139,6 +139,11 @@ def _permutation(func, x, args: tuple, kw: Mapping) -> list[int]:
     return order
 
 
+def _last_two_swapped(ndim: int) -> list[int]:
+    """The permutation that transposes the last two of ``ndim`` axes (``.mT``)."""
+    return list(range(ndim - 2)) + [ndim - 1, ndim - 2]
+
+
 def _index_entries(key) -> Union[list, None]:
     """A basic ``x[key]`` (integers, slices, None, Ellipsis) as an ``index`` op's attr; None
     for other keys (tensors, lists, booleans)."""
@@ -312,12 +317,13 @@ def capture_torch(model, inputs, *, kwargs=None, loss_fn=None, target=None, labe
     * through a ``TorchFunctionMode``: ``torch.matmul``/``bmm``/``@`` of two operands of 2 or
       more dims (``matmul``; by a weight, a 2-D parameter of the model or a view of one such as
       ``W.T``, a ``linear``, so that the weight format quantizes it; where only the second
-      operand depends on recorded ops, ``c @ h``, as ``(h^T c^T)^T``: a ``permute`` of h, the
-      product, a ``permute`` back, so that h links); ``F.scaled_dot_product_attention as the ops it computes
-      (``permute`` k^T, ``attention_scores`` q @ k^T, ``mul`` by the scale, ``add`` of the
-      mask, ``softmax``, ``matmul`` by v; grouped-query keys and values are repeated per query
-      head by a fused ``expand`` op, which the kernel reads once per key head; all
-      but the product by v are ``fused``: their values stay in the attention kernel; with
+      operand depends on recorded ops and is batched at least as the first, ``c @ h``, as
+      ``(h^T c^T)^T``: a ``permute`` of h, the product, a ``permute`` back, so that h links; a
+      weight first is flipped so too); ``F.scaled_dot_product_attention`` as the ops it
+      computes (``permute`` k^T, ``attention_scores`` q @ k^T, ``mul`` by the scale, ``add``
+      of the mask, ``softmax``, ``matmul`` by v; grouped-query keys and values are repeated per
+      query head by a fused ``expand`` op, which the kernel reads once per key head; all but
+      the product by v are ``fused``: their values stay in the attention kernel; with
       ``dropout_p`` the product by v is left out; a mask built for ``is_causal`` or from a
       boolean ``attn_mask`` has the add's attr ``mask``); a two-operand ``torch.einsum`` that
       is one batched matmul (``bhqd,bhkd->bhqk``, ``bij,jk->bik``, ...) as a ``matmul`` named
@@ -368,8 +374,10 @@ def capture_torch(model, inputs, *, kwargs=None, loss_fn=None, target=None, labe
     by several calls or modules, tied to other uses or decayed in the loss still gets its own.
     Under reentrant activation checkpointing (``use_reentrant=True``) the checkpointed calls
     get no gradients.  ``labels`` (an integer array) become the trace's ``labels`` extra, for
-    task accuracy in replay, which scores the last recorded op's output: a warning says so
-    where that is not the model's output."""
+    task accuracy in replay.  The op that makes the model's output (the first tensor it
+    returns) is the trace's meta ``output``, which replay scores as the model's (its SQNR, and
+    its accuracy against ``labels``); where no recorded op makes it, replay scores the last
+    recorded op and a warning says so."""
     import warnings
 
     import torch
@@ -618,9 +626,8 @@ def capture_torch(model, inputs, *, kwargs=None, loss_fn=None, target=None, labe
             k, ks = repeat_heads(k, ks, q.shape[-3] // k.shape[-3])
             v, vs = repeat_heads(v, vs, q.shape[-3] // v.shape[-3])
         kt = k.transpose(-2, -1)
-        dims = list(range(k.ndim - 2)) + [k.ndim - 1, k.ndim - 2]
         t_op = rec.add("permute", "permute", {"input": k, "output": kt}, [ks],
-                       {"dims": dims, **FUSED})
+                       {"dims": _last_two_swapped(k.ndim), **FUSED})
         check_link(t_op, (kt_, ks, k))
         qs = rec.source(q)
         scores = q @ kt
@@ -669,16 +676,18 @@ def capture_torch(model, inputs, *, kwargs=None, loss_fn=None, target=None, labe
     def record_einsum(args, out) -> None:
         """A two-operand ``torch.einsum`` that is a batched matmul (:mod:`simulator.einsum`),
         as the ops it amounts to: the operands laid out by ``permute`` ops, a ``matmul`` named
-        ``einsum``, then a ``permute`` to the output (each only where it moves something; the
-        operand with a link goes first, so that it links).  Other equations are left
-        unrecorded (their readers warn, unlinked)."""
+        ``einsum`` (a ``linear`` by a weight without batch letters), then a ``permute`` to the
+        output (each only where it moves something; the operand with a link goes first, so
+        that it links, and a weight second).  Other equations are left unrecorded (their
+        readers warn, unlinked)."""
         pair = list(args[1]) if len(args) == 2 and isinstance(args[1], (list, tuple)) \
             else list(args[1:])
         if len(pair) != 2 or not isinstance(args[0], str) or not all(
                 isinstance(t, torch.Tensor) and t.is_floating_point() for t in pair + [out]):
             return
         x, y = pair
-        swap = (bool(rec.source(y)) and not rec.source(x)) or (tainted(y) and not tainted(x))
+        swap = (bool(rec.source(y)) and not rec.source(x)) or (tainted(y) and not tainted(x)) \
+            or (weight(x) and not tainted(y) and not weight(y))
         p = einsum.plan(args[0], tuple(x.shape), tuple(y.shape), swap)
         if p is None:
             return
@@ -696,8 +705,7 @@ def capture_torch(model, inputs, *, kwargs=None, loss_fn=None, target=None, labe
             op = rec.add("einsum", "matmul", {"a": a.reshape(p.a_shape),
                                               "b": b.reshape(p.b_shape),
                                               "output": middle.reshape(p.product)},
-                         [asrc, bsrc] if asrc and bsrc else [asrc] if asrc and not tainted(y)
-                         else [])
+                         pair_sources(asrc, bsrc, y))
             check_link(op, (tainted(x), asrc, x), (tainted(y), bsrc if asrc else None, y))
         if middle is out:
             rec.produced(out, op.name)            # replay reshapes the product to it
@@ -705,39 +713,43 @@ def capture_torch(model, inputs, *, kwargs=None, loss_fn=None, target=None, labe
             rec.add("permute", "permute", {"input": middle, "output": out}, [op.name],
                     {"dims": p.out_perm})
 
+    def pair_sources(asrc, bsrc, b) -> list:
+        """A matmul's ``inputs_from``: both operands' sources, the first's alone where the
+        second operand ``b`` is a constant, else none (the graph only where all are known)."""
+        return [asrc, bsrc] if asrc and bsrc else [asrc] if asrc and not tainted(b) else []
+
     def record_matmul(x, b, out) -> None:
-        """``x @ b`` (both 2-D or more): a ``linear`` where ``b`` is a weight, flipped where
-        only ``b`` depends on recorded ops (:func:`record_flipped`), else a ``matmul``."""
+        """``x @ b`` (both 2-D or more): a ``linear`` where ``b`` is a weight; flipped
+        (:func:`record_flipped`) where ``x`` is a constant and a weight, or ``b`` alone depends
+        on recorded ops and is batched at least as ``x`` is (flipped, a batched constant
+        against a shared ``b`` would be priced once per batch); else a ``matmul``."""
         src, xt = rec.source(x), tainted(x)
         if weight(b):
             op = rec.add("matmul", "linear", {"input": x, "weight": b.mT, "output": out},
                          [src])
             check_link(op, (xt, src, x))
-        elif tainted(b) and not xt:
+        elif not xt and (weight(x) or (tainted(b) and x.ndim <= b.ndim)):
             record_flipped(x, b, out)
         else:
             bsrc = rec.source(b)
             op = rec.add("matmul", "matmul", {"a": x, "b": b, "output": out},
-                         [src, bsrc] if src and bsrc else [src] if src and not tainted(b)
-                         else [])
+                         pair_sources(src, bsrc, b))
             check_link(op, (xt, src, x), (tainted(b), bsrc if src else None, b))
 
     def record_flipped(c, h, out) -> None:
-        """``c @ h`` where only ``h`` depends on recorded ops, as ``(h^T c^T)^T`` so that ``h``
-        links (a matmul's link may go to its first operand alone): a ``permute`` of ``h``, a
-        ``linear`` by ``c`` where it is a weight (else a ``matmul`` by ``c^T``), and a
-        ``permute`` back to the output."""
-        def swap(t):
-            return list(range(t.ndim - 2)) + [t.ndim - 1, t.ndim - 2]
-
-        ht, hsrc = arrange(h, swap(h))
+        """``c @ h``, ``c`` a constant, as ``(h^T c^T)^T`` so that ``h`` links (a matmul's
+        link may go to its first operand alone) and a weight ``c`` is a linear's: a
+        ``permute`` of ``h`` (where it depends on recorded ops), a ``linear`` by ``c`` where
+        it is a weight (else a ``matmul`` by ``c^T``), and a ``permute`` back to the
+        output."""
+        ht, hsrc = arrange(h, _last_two_swapped(h.ndim))
         flipped = out.mT
         op = rec.add("matmul", "linear", {"input": ht, "weight": c, "output": flipped},
                      [hsrc]) if weight(c) else \
             rec.add("matmul", "matmul", {"a": ht, "b": c.mT, "output": flipped}, [hsrc])
-        check_link(op, (True, hsrc, h))
+        check_link(op, (tainted(h), hsrc, h))
         rec.add("permute", "permute", {"input": flipped, "output": out}, [op.name],
-                {"dims": swap(out)})
+                {"dims": _last_two_swapped(out.ndim)})
 
     class Mode(TorchFunctionMode):
         def __torch_function__(self, func, types, args=(), kwargs=None):
@@ -897,11 +909,13 @@ def capture_torch(model, inputs, *, kwargs=None, loss_fn=None, target=None, labe
             output = model(*args, **dict(kwargs or {}))
         rec.on = False                      # activation checkpointing reruns forward hooks
         last = next(iter(_tensors(output)), None)
-        if labels is not None and rec.ops and rec.source(last) != rec.ops[-1].name:
-            warnings.warn(f"the model's output is not the output of the last recorded op, "
-                          f"{rec.ops[-1].name}, whose output replay scores against the labels: "
-                          f"the op that makes the logits is not one capture records (an einsum "
-                          f"that is no single matmul, a custom kernel, ...)", stacklevel=2)
+        made = rec.source(last) if last is not None else None
+        if rec.ops and not made and not rec.blind:
+            warnings.warn(f"the model's output is not the output of a recorded op, so replay "
+                          f"scores the last recorded op's, {rec.ops[-1].name}, as the model's "
+                          f"(its SQNR, and its accuracy against labels): the op that makes the "
+                          f"output is not one capture records (an einsum that is no single "
+                          f"matmul, a custom kernel, ...)", stacklevel=2)
         if rec.blind:
             warnings.warn("tensors made under torch.inference_mode() keep no version counter, "
                           "so capture cannot see an in-place change and links no op to "
@@ -926,4 +940,5 @@ def capture_torch(model, inputs, *, kwargs=None, loss_fn=None, target=None, labe
         for t, g in zip(leaves, saved):
             t.grad = g
     extras = {} if labels is None else {"labels": np.asarray(labels)}
-    return Trace(rec.ops, extras, model=model_name or type(model).__name__)
+    return Trace(rec.ops, extras, model=model_name or type(model).__name__,
+                 meta={"output": made} if made else None)

@@ -426,4 +426,10 @@ def capture_onnx(model, feeds: Mapping[str, np.ndarray], labels=None,
     if unlinked:
         warnings.warn(unlinked_message(unlinked), stacklevel=2)
     extras = {} if labels is None else {"labels": np.asarray(labels)}
-    return Trace(ops, extras, model=model_name or (graph.name or "onnx"))
+    made = producer.get(graph.output[0].name) if graph.output else None
+    if ops and not made:
+        warnings.warn(f"the graph's output is not the output of a recorded op, so replay "
+                      f"scores the last recorded op's, {ops[-1].name}, as the model's",
+                      stacklevel=2)
+    return Trace(ops, extras, model=model_name or (graph.name or "onnx"),
+                 meta={"output": made} if made else None)

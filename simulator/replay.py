@@ -17,14 +17,14 @@
   (``overflows``, ``saturations``, ``swamped``, ``max_abs_partial``, ``macs``) and its cost
   (``compute_pj``, ``memory_pj``, ``total_pj``, ``area_um2`` of one MAC unit, from
   :func:`mac_models.layer_cost`; ``compute_pj`` adds the bias add, an fp32 add per output, and
-  ``quantize_pj``, below); for the trace's last op when it has ``labels`` (logits) and
+  ``quantize_pj``, below); for the model's output op when the trace has ``labels`` (logits) and
   for softmax ops, ``kl_softmax`` of the captured against the replayed logits;
 * roles ``grad_output``/``grad_input``/``grad_weight`` where captured and the config names a
   gradient format: their quantization error in that format (backward matmuls are not replayed);
 * in ``"propagated"`` mode, one ``task`` row (op ``model``), the last: the summed costs,
-  ``sqnr_db`` of the model's output (the trace's last op's, every error before it propagated;
-  NaN where an op failed) and, with labels, ``accuracy`` of the replayed logits and
-  ``reference_accuracy`` of the captured ones.
+  ``sqnr_db`` of the model's output (:attr:`Trace.output_op`'s, every error before it
+  propagated; NaN where an op failed) and, with labels, ``accuracy`` of the replayed logits
+  (that output) and ``reference_accuracy`` of the captured ones.
 
 Modes: ``"per-op"`` feeds every op its captured inputs; ``"propagated"`` feeds each op the
 replayed output of the ops it takes input from (``inputs_from``), the captured input where the
@@ -41,10 +41,11 @@ float format without infinities saturates, infinities included, to its largest f
 as fp8 stores with ``satfinite`` do; formats with infinities keep them, and overflow to them,
 as IEEE casts do, so an attention mask's -inf survives a bf16 or fp8 e5m2 store), in both
 modes; the output's ``max_ulp_error`` is then in its ulps.  Ops that only move values
-(flatten, permute, expand, index, concat, identity) are not rounded again.  An op whose attr ``fused`` is true (the ops capture makes of one
-``scaled_dot_product_attention`` call but its output: k^T, repeated grouped-query heads,
-scores, scale, mask, softmax) keeps its value inside the fused kernel: it is not rounded, and a
-fused MAC's ulps are counted as without a storage format.  A config's ``fusion`` "epilogue"
+(flatten, permute, expand, index, concat, identity) are not rounded again.  An op whose attr
+``fused`` is true (the ops capture makes of one ``scaled_dot_product_attention`` call but
+its output: k^T, repeated grouped-query heads, scores, scale, mask, softmax) keeps its value
+inside the fused kernel: it is not rounded, and a fused MAC's ulps are counted as without a
+storage format.  A config's ``fusion`` "epilogue"
 keeps a MAC's output in its epilogue the same way, in propagated mode, where the one op that
 reads it (in the trace) is elementwise (:data:`graph_ops.ELEMENTWISE`: a ReLU, a GELU, a
 residual add either way round, a scale), and so on down a chain of such ops: only the chain's
@@ -54,22 +55,24 @@ reads the other from memory; a value the model returns besides is not seen).
 Memory traffic, at ``level``: each op reads each of its tensors once and writes its output
 once.  Every tensor between the ops moves in one format, the one its values are kept in: the
 storage format; without one, the activation format where every op that reads the tensor (a
-mover's readers count as the tensor's own: a view moves as what it views) is a MAC, which
-quantizes it to that format anyway (the quantization fused into the op that writes it), and
-otherwise the dtype it was captured in (a residual stream, a MAC output a norm or a ReLU
-reads: there the values stay as precise as the error model keeps them, so energy and error
-describe one machine).  A constant an op reads (the model's input, an embedding) moves in the
-storage format, else in the activation format where a MAC reads it and in its captured dtype
+mover's readers count as the tensor's own: a view moves as what it views), and at least one,
+is a MAC, which quantizes it to that format anyway (the quantization fused into the op that
+writes it), and otherwise fp32 (VECTOR_FORMAT: a residual stream, a MAC output a norm or a
+ReLU reads, the model's output, which no op reads: there the values stay as precise as the
+error model keeps them, so energy and error describe one machine; a tensor of integers or
+booleans in its captured dtype).  A constant an op reads (the model's input, an embedding)
+moves in the storage format, else in the activation format where a MAC reads it and in fp32
 where another op does.  Weights move in the weight format, other parameters (a norm's weight,
 running statistics) in the dtype they were captured in (an integer or boolean operand too); a
-single value (a scale) is a kernel's argument and moves nothing.  A fused kernel's tensors stay on chip, in both modes: a fused
-op's output (a mover's, where all it moves is on chip) is not written, and an operand fed by
-one is not read, by a MAC (``layer_cost``'s ``on_chip``) or another op; an epilogue's kept
-outputs likewise.  An operand a fused kernel reads through its fused movers from memory is
-read once: grouped-query keys and values once per key head, not per query head.  An attention
-mask capture made (graph_ops' attr ``mask``) is not read where "causal" (the kernel builds it)
-and moves a byte per element where "bool".  Every other op is a kernel of its own,
-as eager PyTorch runs them (with fusion "none", a ReLU after a linear layer too).
+single value (a scale) is a kernel's argument and moves nothing.  A fused kernel's tensors
+stay on chip, in both modes: a fused op's output (a mover's, where all it moves is on chip) is
+not written, and an operand fed by one is not read, by a MAC (``layer_cost``'s ``on_chip``)
+or another op; an epilogue's kept outputs likewise.  An operand a fused kernel reads through
+its fused movers from memory is read once: grouped-query keys and values once per key head,
+not per query head.  An attention mask capture made (graph_ops' attr ``mask``) is not read
+where "causal" (the kernel builds it) and moves a byte per element where "bool".  Every
+other op is a kernel of its own, as eager PyTorch runs them (with fusion "none", a ReLU after
+a linear layer too).
 
 Costs of the ops between the MACs (propagated mode, role ``output``): ``compute_pj`` their
 vector steps (:func:`graph_ops.work`, priced by :mod:`mac_models.vector` in VECTOR_FORMAT)
@@ -226,10 +229,15 @@ def _constant_value(v: np.ndarray, cfg: Config, what: str) -> np.ndarray:
     return np.where(finite, got, v)
 
 
+def _mac_activations(op: Op) -> tuple:
+    """The activation roles of a MAC op: ``a`` and ``b``, or a linear's or conv's ``input``."""
+    return linked_roles(op.kind)[:2 if op.kind in ("matmul", "attention_scores") else 1]
+
+
 def _mac_operands(op: Op, got: list, cfg: Config) -> list:
     """The activations a MAC op reads in propagated mode: ``got``, the outputs of its sources,
     then the operands without one as stored (:func:`_constant`)."""
-    roles = linked_roles(op.kind)[:2 if op.kind in ("matmul", "attention_scores") else 1]
+    roles = _mac_activations(op)
     return [got[i] if i < len(got) else _constant(op, r, cfg) for i, r in enumerate(roles)]
 
 
@@ -322,7 +330,7 @@ def _operand_formats(op: Op, moves: Mapping[str, Union[str, None]], cfg: Config)
     (:func:`_moved_formats` for those an op made; see the module doc for constants)."""
     fmts = {"output": moves[op.name]}
     sources = dict(zip(linked_roles(op.kind), op.inputs_from))
-    for role in linked_roles(op.kind) if op.is_mac else ("input", "other"):
+    for role in _mac_activations(op) if op.is_mac else ("input", "other"):
         if role in sources:
             fmts[role] = moves[sources[role]]
         elif cfg.storage is not None or op.is_mac:
@@ -454,8 +462,7 @@ def _quantize_pj(op: Op, fmts: dict, kept: set, cfg: Config, tech) -> float:
     work: Counter = Counter()
     if "output" not in kept and fmts.get("output") and op.kind not in graph_ops.MOVERS:
         work.update(quantize_work(fmts["output"], op.shape("output"), VECTOR_FORMAT))
-    for role in linked_roles(op.kind)[:2 if op.kind in ("matmul", "attention_scores") else 1] \
-            if op.is_mac else ():
+    for role in _mac_activations(op) if op.is_mac else ():
         if role in kept or fmts.get(role) != cfg.activations:
             work.update(quantize_work(cfg.activations, op.shape(role), VECTOR_FORMAT))
     return vector_energy_pj(work, VECTOR_FORMAT, tech)
@@ -471,7 +478,7 @@ def _task(labels: np.ndarray, ref: np.ndarray, got: Union[np.ndarray, None]) -> 
     """Accuracy of the replayed (NaN where ``got`` is None: an op failed) and the captured
     logits against ``labels``."""
     if ref.shape[:-1] != labels.shape:
-        return {"error": f"labels of shape {labels.shape} do not match the last op's logits "
+        return {"error": f"labels of shape {labels.shape} do not match the output op's logits "
                          f"{ref.shape} (one label per row of logits)"}
     return {"numel": labels.size,
             "accuracy": math.nan if got is None else _accuracy(got, labels),
@@ -590,13 +597,13 @@ def _replay_one(trace: Trace, cfg: Config, mode: str, tech, level, bar) -> list[
         ref_out = np.asarray(op.tensors["output"], dtype=np.float64)
         row = {**base, "role": "output", "numel": y.size, **metrics.error_metrics(ref_out, y),
                **out}
-        if labels is not None and op.name == trace.ops[-1].name:
+        if labels is not None and op.name == trace.output_op.name:
             row["kl_softmax"] = metrics.kl_softmax(ref_out, y)
         rows.append(row)
         for k in totals:
             totals[k] += out[k]
     if mode == "propagated" and trace.ops:
-        last = trace.ops[-1]
+        last = trace.output_op
         ref = np.asarray(last.tensors["output"])
         got = None if failed else outputs.get(last.name)
         task = {**head, "op": "model", "kind": "task", "role": "task", **totals,

@@ -204,14 +204,22 @@ def _trace_path(trace: str) -> str:
 
 def _trace_stamp(path: str) -> str:
     """A hash of the trace folder's content (every file's name and bytes): a trace rewritten
-    with the same tensors keeps its stamp, any change gives a new one."""
+    with the same tensors keeps its stamp, any change gives a new one.  Hashed once per process
+    while no file's inode, size or modification time changes (save_trace writes new files)."""
+    stats = ((f.name, f.stat()) for f in sorted(Path(path).iterdir()) if f.is_file())
+    return _content_hash(str(path), tuple((name, st.st_ino, st.st_size, st.st_mtime_ns)
+                                          for name, st in stats))
+
+
+@lru_cache(maxsize=8)
+def _content_hash(path: str, files: tuple) -> str:
+    """The stamp of the trace folder ``path`` holding ``files`` (name, inode, size, mtime)."""
     h = hashlib.sha256()
-    for f in sorted(Path(path).iterdir()):
-        if f.is_file():
-            h.update(f.name.encode() + b"\0")
-            with open(f, "rb") as fh:
-                for block in iter(lambda: fh.read(1 << 20), b""):
-                    h.update(block)
+    for name, *_ in files:
+        h.update(name.encode() + b"\0")
+        with open(Path(path) / name, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
     return h.hexdigest()[:16]
 
 

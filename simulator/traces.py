@@ -34,6 +34,8 @@ version 1, which has no ``same_as`` entries, is read too)::
   operand so wherever its bytes are its source's output (every linked input, as capture
   records them), which nearly halves a CNN's trace.
 * ``extras`` holds tensors that belong to no op (task labels: ``labels``, whole numbers).
+* ``meta`` is free metadata, but for ``output``: the name of the op whose output is the
+  model's (replay scores it; without it, the last op's).
 * ``file`` is ``<op name>.safetensors``, with ``~2``, ``~3``, ... appended where names would
   meet on a case-insensitive file system or the extras file, and long names shortened.
 
@@ -146,6 +148,8 @@ class Trace:
         self.meta = dict(meta or {})
         self.path: Union[Path, None] = None
         _validate_graph(self.ops, "trace")
+        if "output" in self.meta and self.meta["output"] not in {o.name for o in self.ops}:
+            raise TraceError(f"trace: meta 'output' names no op: {self.meta['output']!r}")
         if "labels" in self.extras:
             _check_labels(self.extras["labels"], "trace")
 
@@ -155,6 +159,12 @@ class Trace:
                 return o
         raise KeyError(f"no op named {name!r} in the trace (ops: "
                        f"{', '.join(o.name for o in self.ops)})")
+
+    @property
+    def output_op(self) -> Op:
+        """The op whose output is the model's: the one ``meta["output"]`` names (capture
+        records it), else the last."""
+        return self.op(self.meta["output"]) if "output" in self.meta else self.ops[-1]
 
     def __repr__(self) -> str:
         return f"Trace({self.model!r}, {len(self.ops)} ops, path={self.path})"

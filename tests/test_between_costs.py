@@ -479,3 +479,35 @@ def test_replay_charges_the_quantizing_where_it_happens():
     plain = mm.layer_cost(mm.Matmul(5, 8, 3), Config().build_mac(), {"out": "fp32"})
     assert row.compute_pj == pytest.approx(plain.compute_pj + 15 * 0.9)
     assert row.quantize_pj == 0
+
+
+@pytest.mark.parametrize("also_read", [False, True])
+def test_a_kv_cache_concat_moves_as_its_readers_keep_it(also_read):
+    """k = linear(x) joined to a constant past (6 rows) by a concat, read by the scores
+    (cache @ q^T): the concat is a view of one tensor with k, which MACs alone read, so k is
+    written, and the whole cache read, in fp8 (8 bits).  Where a relu reads the cache too, the
+    tensor moves in fp32 (32 bits): k's write and the scores' read of all 10 rows."""
+    rng = np.random.default_rng(15)
+    x, w, past, q = (rng.normal(size=s) for s in ((4, 8), (8, 8), (6, 8), (8, 3)))
+    k = x @ w.T
+    cache = np.concatenate([past, k])
+    ops = {"k": {"kind": "linear", "input": x, "weight": w, "output": k},
+           "cache": {"kind": "concat", "output": cache, "inputs_from": ["k"],
+                     "attrs": {"dim": 0, "sizes": [6, 4], "linked": [1]}},
+           "scores": {"kind": "matmul", "a": cache, "b": q, "output": cache @ q,
+                      "inputs_from": ["cache"]}}
+    if also_read:
+        ops["relu"] = {"kind": "relu", "input": cache, "output": np.maximum(cache, 0),
+                       "inputs_from": ["cache"]}
+    trace = from_arrays(ops)
+    cfg = Config("fp8_e4m3", "fp8_e4m3", {"accumulator": "exact"})
+    out = replay(trace, cfg, "propagated").query("role == 'output'").set_index("op")
+    fmt, bits = ("fp32", 32) if also_read else ("fp8_e4m3", 8)
+    mac = cfg.build_mac()
+    k_cost = mm.layer_cost(mm.Matmul(4, 8, 8), mac, {"out": fmt})
+    assert k_cost.memory["out"].bits == 4 * 8 * bits
+    assert out.loc["k", "memory_pj"] == k_cost.memory_pj
+    scores = mm.layer_cost(mm.Matmul(10, 8, 3), replace(mac, b_format="fp8_e4m3", name=""),
+                           {"a": fmt, "out": "fp32"})
+    assert scores.memory["a"].bits == 10 * 8 * bits
+    assert out.loc["scores", "memory_pj"] == scores.memory_pj

@@ -79,6 +79,10 @@ def test_onnx_capture_structure_and_values():
     assert links == {"fc1": [], "relu1": ["fc1"], "fc2": ["relu1"], "sm": ["fc2"], "conv": []}
     df = replay(trace, [Config()], "propagated")
     assert (df.query("role == 'output'").sqnr_db > 120).all()
+    # the graph's first output, p, is the softmax's: replay scores it, not the conv after it
+    assert trace.meta["output"] == "sm" and trace.output_op.name == "sm"
+    task = df.query("role == 'task'").iloc[0]
+    assert task.numel == 5 and task.reference_accuracy == np.mean(fc2["output"].argmax(1) == 0)
 
 
 def _conv_model(inputs, inits, **attrs):

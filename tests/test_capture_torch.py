@@ -20,7 +20,7 @@ from simulator import einsum, graph_ops  # noqa: E402
 from simulator.capture import capture_torch  # noqa: E402
 from simulator.configs import Config  # noqa: E402
 from simulator.replay import replay  # noqa: E402
-from simulator.traces import load_trace, save_trace  # noqa: E402
+from simulator.traces import Trace, TraceError, load_trace, save_trace  # noqa: E402
 
 
 class Tiny(nn.Module):
@@ -598,9 +598,14 @@ def test_a_parameter_used_beside_a_recorded_value_stays_a_constant():
     with torch.no_grad(), pytest.warns(UserWarning) as caught:
         trace = capture_torch(P(), torch.randn(4, 5))
     # the relu of p is not recorded (p depends on no recorded op); the relu of h reads fc's
-    # output through setitem, which is not recorded
-    assert [str(w.message).split(":")[0] for w in caught] == ["relu (after setitem)"]
+    # output through setitem, which is not recorded; the model's first output, a, is made by
+    # no recorded op (argmax is not one), so replay scores the last op as the model's
+    messages = [str(w.message) for w in caught]
+    assert [m.split(":")[0] for m in messages[1:]] == ["relu (after setitem)"]
+    assert messages[0].startswith("the model's output is not the output of a recorded op, so "
+                                  "replay scores the last recorded op's, relu,")
     assert [o.name for o in trace.ops] == ["fc", "index", "relu"]
+    assert "output" not in trace.meta and trace.output_op.name == "relu"
 
 
 def test_reversed_arithmetic_negation_and_shape_only_calls_link():
@@ -718,7 +723,7 @@ def test_functional_macs_are_recorded_and_a_head_capture_misses_is_named():
     df = replay(trace, [_exact_fp32()], "propagated")
     assert (df[df.role == "output"].sqnr_db > 120).all()
     assert df[df.role == "task"].accuracy.item() == 1.0
-    with torch.no_grad(), pytest.warns(UserWarning, match="not the output of the last"):
+    with torch.no_grad(), pytest.warns(UserWarning, match="not the output of a recorded op"):
         capture_torch(Fn(3), x, labels=labels)
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -1302,3 +1307,66 @@ def test_a_weight_multiplied_by_matmul_or_einsum_is_a_linear():
     rows = df[(df.config == "w8") & df.op.isin(["matmul", "matmul_2", "einsum", "matmul_3"])]
     assert (rows[rows.role == "input"].sqnr_db == math.inf).all()     # fp32 activations
     assert (rows[rows.role == "weight"].sqnr_db < 40).all()           # fp8 weights
+
+
+def test_the_op_that_makes_the_model_s_output_is_scored_as_the_model_s(tmp_path):
+    """A BERT-style encoder returns its last hidden state first and a pooled vector made after
+    it: capture records the op that makes the first output as the trace's meta ``output``
+    (kept by save and load), and replay's task row scores that op's output, not the pooler's
+    that ran last.  A meta ``output`` naming no op is refused."""
+    class Encoder(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.layer, self.pooler = nn.Linear(8, 8), nn.Linear(8, 8)
+
+        def forward(self, x):                                   # x (2, 5, 8)
+            h = self.layer(x)
+            return h, torch.tanh(self.pooler(h[:, 0]))
+
+    torch.manual_seed(9)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("error")
+        trace = capture_torch(Encoder().eval(), (torch.randn(2, 5, 8),))
+    assert [o.name for o in trace.ops] == ["layer", "index", "pooler", "tanh"]
+    assert trace.meta["output"] == "layer"
+    loaded = load_trace(save_trace(trace, tmp_path / "t"))
+    assert loaded.output_op.name == "layer"
+    df = replay(loaded, Config("fp8_e4m3", "fp8_e4m3"), "propagated")
+    task = df[df.role == "task"].iloc[0]
+    layer = df[(df.op == "layer") & (df.role == "output")].iloc[0]
+    assert task.numel == 2 * 5 * 8 and task.sqnr_db == layer.sqnr_db
+    with pytest.raises(TraceError, match="meta 'output' names no op"):
+        Trace(trace.ops, meta={"output": "head"})
+
+
+def test_a_weight_first_flips_and_a_batched_constant_first_does_not():
+    """``W @ x`` and ``einsum("oi,bti->bto", W, x)`` on the model's input (nothing recorded
+    before) are linears by W all the same; a batched constant ``c`` (4, 3, 8) times a linked
+    ``h`` (8, 5) stays a matmul, unlinked with a warning (flipped, the shared h would be
+    priced once per batch)."""
+    class M(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(torch.randn(6, 8))
+            self.fc = nn.Linear(5, 5)
+            self.register_buffer("c", torch.randn(4, 3, 8))
+
+        def forward(self, x):                                    # x (2, 8, 5)
+            y = self.w @ x                                       # (2, 6, 5)
+            z = torch.einsum("oi,bti->bto", self.w, x.mT)        # (2, 5, 6)
+            return y, z, self.c @ self.fc(x[0])                  # (4, 3, 5)
+
+    torch.manual_seed(10)
+    model, x = M().eval(), torch.randn(2, 8, 5)
+    with torch.no_grad(), pytest.warns(UserWarning, match="matmul_2: an input depends"):
+        trace = capture_torch(model, (x,))
+    kinds = [(o.name, o.kind, o.inputs_from) for o in trace.ops]
+    assert kinds == [("matmul", "linear", []), ("permute", "permute", ["matmul"]),
+                     ("einsum", "linear", []), ("fc", "linear", []),
+                     ("matmul_2", "matmul", [])]
+    for name in ("matmul", "einsum"):
+        np.testing.assert_array_equal(trace.op(name).tensors["weight"], model.w.detach())
+    with torch.no_grad():
+        y, z, _ = model(x)
+    np.testing.assert_array_equal(trace.op("permute").tensors["output"], y)
+    np.testing.assert_array_equal(trace.op("einsum").tensors["output"].reshape(2, 5, 6), z)

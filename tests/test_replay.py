@@ -179,9 +179,9 @@ def test_the_task_row_gives_the_model_output_sqnr(digits_trace):
 
 
 def test_the_model_output_sqnr_against_ml_dtypes():
-    """x -> mul by 3 -> relu, stored in bf16: the model's output is
-    bf16(relu(bf16(3 bf16(x)))) (the input read as stored), cast by ml_dtypes, and its SQNR against the float64 reference is computed here from the
-    definition (10 log10 of signal over noise energy)."""
+    """x -> mul by 3 -> relu, stored in bf16: the model's output is bf16(relu(bf16(3 bf16(x))))
+    (the input read as stored), cast by ml_dtypes, and its SQNR against the float64 reference
+    is computed here from the definition (10 log10 of signal over noise energy)."""
     x = np.random.default_rng(21).normal(size=(16, 8))
     ref = np.maximum(3 * x, 0)
     t = from_arrays({"mul": {"kind": "mul", "input": x, "other": np.array(3.0), "output": 3 * x},

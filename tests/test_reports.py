@@ -152,7 +152,8 @@ def test_property_table_unknown_format_raises():
     ("fp16", "float"), ("fp8_e4m3", "float"), ("e5m7", "float"), ("int8", "int"),
     ("posit16_1", "posit"), ("nf4", "codebook"), ("mxfp4", "mx"), ("mxint8", "mx"),
     ("nvfp4", "nvfp4"), ("nf4_g64", "codebook (scaled)"), ("bfp8_16", "bfp"),
-    ("int8_channel", "int (scaled)"), ("int4_g128", "int (scaled)"), ("fp8_e4m3_1x128", "float (scaled)"),
+    ("int8_channel", "int (scaled)"), ("int4_g128", "int (scaled)"),
+    ("fp8_e4m3_1x128", "float (scaled)"),
 ])
 def test_family(name, fam):
     assert family(name) == fam

@@ -303,6 +303,7 @@ def test_resume_recomputes_only_missing_cell(local_run, monkeypatch):
     before = _cells(out)
     victim = f"{table['cell'].unique()[1]}.parquet"
     (out / "cells" / victim).unlink()
+    assert [c.name for c in S.pending(path)] == [sw.configs[1].name]   # what the rerun will run
     calls = []
     real = S.run_cell
 
