@@ -264,9 +264,10 @@ def test_the_unlinked_warning_names_three_ops_and_counts_the_rest():
                 x = fc(x).sin()                # an unrecorded op between every two layers
             return x
 
-    with pytest.warns(UserWarning, match=r"^fcs\.1 \(after sin\), fcs\.2 \(after sin\), "
-                                         r"fcs\.3 \(after sin\) and 1 more ops: an input"):
-        capture_torch(Chain(), torch.randn(2, 4))
+    with pytest.warns(UserWarning, match="scores the last recorded op's, fcs.4, as the model"), \
+            pytest.warns(UserWarning, match=r"^fcs\.1 \(after sin\), fcs\.2 \(after sin\), "
+                                            r"fcs\.3 \(after sin\) and 1 more ops: an input"):
+        capture_torch(Chain(), torch.randn(2, 4))      # the output is sin's: not recorded
 
 
 def test_grad_input_and_grad_weight_are_each_calls_own():
