@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections import Counter
 from typing import Mapping, Union
 
 from formats import CodebookFormat, FloatFormat, ScaledFormat, get
@@ -105,20 +106,17 @@ def quantize_work(fmt, shape: tuple, vector="fp32") -> dict:
     if f == _vector_format(vector) or not n:
         return {}
     element = f.element if isinstance(f, ScaledFormat) else f
-    work = {"compare": n * math.ceil(math.log2(element.n_finite))} if isinstance(
-        element, CodebookFormat) else {"add": n, "compare": n}
-    if not isinstance(f, ScaledFormat):
-        return work
-    last = shape[-1] if shape else 1
-    scales = scale_count(f, n, channels=last, rows=n // last,
-                         matrix=(shape[-2] if len(shape) > 1 else 1, last))
-    extra = {"compare": n * (1 + f.zero_point + f.tensor_scale)}
-    if f.scale.kind == "e8m0":
-        extra.update({"add": scales + n})
-    else:
-        extra.update({"div": scales, "add": scales, "recip": scales, "mul": n})
-    if f.zero_point:
-        extra["add"] = extra["add"] + n
-    if f.tensor_scale:
-        extra.update({"div": extra.get("div", 0) + 1, "mul": extra.get("mul", 0) + scales})
-    return {k: work.get(k, 0) + extra.get(k, 0) for k in {**work, **extra}}
+    work = Counter({"compare": n * math.ceil(math.log2(element.n_finite))} if isinstance(
+        element, CodebookFormat) else {"add": n, "compare": n})
+    if isinstance(f, ScaledFormat):
+        last = shape[-1] if shape else 1
+        scales = scale_count(f, n, channels=last, rows=n // last,
+                             matrix=(shape[-2] if len(shape) > 1 else 1, last))
+        work.update(compare=n * (1 + f.zero_point + f.tensor_scale), add=f.zero_point * n)
+        if f.scale.kind == "e8m0":
+            work.update(add=scales + n)
+        else:
+            work.update(div=scales, add=scales, recip=scales, mul=n)
+        if f.tensor_scale:
+            work.update(div=1, mul=scales)
+    return {step: count for step, count in work.items() if count}

@@ -78,7 +78,8 @@ def _mean_sqnr(v: pd.Series) -> float:
 def summarize(results: pd.DataFrame) -> pd.DataFrame:
     """One row per configuration: accuracy (propagated replays with labels), mean output SQNR
     over MAC ops whose output is not exact (+inf when all are), the model's output SQNR
-    (``model_sqnr_db``, propagated replays: the last op's, every error before it propagated),
+    (``model_sqnr_db``, propagated replays: the model's output op's, every error before it
+    propagated),
     energy per run (pJ: compute,
     memory, total, over the MACs and, in propagated replays, the ops between them; of which
     ``between_pj`` the ops between the MACs, NaN in per-op replays, which do not run them, and
@@ -299,8 +300,9 @@ _COLUMNS = {
     "mean_output_sqnr_db": "the MAC ops' output SQNR against the captured outputs, in dB, "
                            "averaged over the ops not exact ('exact': all are; -inf: an "
                            "output overflowed or turned NaN)",
-    "model_sqnr_db": "the model's output SQNR against the captured output, in dB: the last "
-                     "op's, every error before it propagated (propagated replays)",
+    "model_sqnr_db": "the model's output SQNR against the captured output, in dB (the op the "
+                     "trace names as the model's output, else the last), every error before it "
+                     "propagated (propagated replays)",
     "compute_pj": "arithmetic energy of the whole replayed run, in pJ: the MACs and, in "
                   "propagated replays, the vector work between them",
     "memory_pj": "energy of the run's memory traffic, in pJ",
