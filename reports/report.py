@@ -143,7 +143,7 @@ def recommend(summary: pd.DataFrame) -> tuple[str, str]:
         column = _sqnr_column(ok)
         best = ok[column].max()
         pool = ok[ok[column] >= best - 1.0]
-        what = "the model's output SQNR" if column == "model_sqnr_db" else "mean output SQNR"
+        what = "model output SQNR" if column == "model_sqnr_db" else "mean output SQNR"
         rule = (f"within 1 dB of the best {what} ({best:.1f} dB), the least energy "
                 f"for the run (total_pj), then the smallest MAC area")
         if blind:

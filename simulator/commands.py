@@ -223,7 +223,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     sweep = load_sweep(args.file)
     _say_done(sweep, "sweep")
     results = run_sweep(sweep, workers=args.workers, scheduler=args.scheduler)
-    print(f"results in {sweep.output}/results.parquet and results.csv", file=sys.stderr)
+    print(f"results in {sweep.output / 'results.parquet'} and {sweep.output / 'results.csv'}",
+          file=sys.stderr)
     _emit_summary(results, args)
     return 0
 

@@ -50,7 +50,8 @@ keeps a MAC's output in its epilogue the same way, in propagated mode, where the
 reads it (in the trace) is elementwise (:data:`graph_ops.ELEMENTWISE`: a ReLU, a GELU, a
 residual add either way round, a scale), and so on down a chain of such ops: only the chain's
 last output is stored (an add of two such MAC outputs goes to the later MAC's epilogue, which
-reads the other from memory; a value the model returns besides is not seen).
+reads the other from memory; the model's output is written, whatever reads it, but another
+value the model returns besides is not seen).
 
 Memory traffic, at ``level``: each op reads each of its tensors once and writes its output
 once.  Every tensor between the ops moves in one format, the one its values are kept in: the
@@ -58,9 +59,10 @@ storage format; without one, the activation format where every op that reads the
 mover's readers count as the tensor's own: a view moves as what it views), and at least one,
 is a MAC, which quantizes it to that format anyway (the quantization fused into the op that
 writes it), and otherwise fp32 (VECTOR_FORMAT: a residual stream, a MAC output a norm or a
-ReLU reads, the model's output, which no op reads: there the values stay as precise as the
-error model keeps them, so energy and error describe one machine; a tensor of integers or
-booleans in its captured dtype).  A constant an op reads (the model's input, an embedding)
+ReLU reads, the model's output (:attr:`Trace.output_op`'s, which the model returns and replay
+scores) and any other that no op reads: there the values stay as precise as the error model
+keeps them, so energy and error describe one machine; a tensor of integers or booleans in its
+captured dtype).  A constant an op reads (the model's input, an embedding)
 moves in the storage format, else in the activation format where a MAC reads it and in fp32
 where another op does.  Weights move in the weight format, other parameters (a norm's weight,
 running statistics) in the dtype they were captured in (an integer or boolean operand too); a
@@ -277,6 +279,7 @@ def _on_chip(trace: Trace, cfg: Config, mode: str) -> set:
     reader itself (a MAC's epilogue applies a chain of them, then writes); of a binary op's two
     such sources, the later one (its MAC runs last and reads the other from memory)."""
     readers = Counter(s for op in trace.ops for s in op.inputs_from)
+    readers[trace.output_op.name] += 1        # the model returns it: it is written
     order = {op.name: i for i, op in enumerate(trace.ops)}
     macs = {op.name for op in trace.ops if op.is_mac}
     kernel: set[str] = set()
@@ -310,7 +313,7 @@ def _moved_formats(trace: Trace, cfg: Config) -> dict:
         if op.kind in graph_ops.MOVERS:
             for src in op.inputs_from:
                 parent[tensor(src)] = tensor(op.name)
-    readers: dict[str, list] = {}
+    readers: dict[str, list] = {tensor(trace.output_op.name): [False]}   # the model returns it
     for op in trace.ops:
         if op.kind not in graph_ops.MOVERS:
             for src in op.inputs_from:

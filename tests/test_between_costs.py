@@ -22,6 +22,7 @@ from simulator import graph_ops
 from simulator.capture import from_arrays
 from simulator.configs import Config
 from simulator.replay import replay
+from simulator.traces import Trace
 
 DRAM = 640 / 32                     # pJ per bit
 
@@ -511,3 +512,28 @@ def test_a_kv_cache_concat_moves_as_its_readers_keep_it(also_read):
                            {"a": fmt, "out": "fp32"})
     assert scores.memory["a"].bits == 10 * 8 * bits
     assert out.loc["scores", "memory_pj"] == scores.memory_pj
+
+
+def test_the_model_s_output_is_written_in_fp32_whatever_reads_it():
+    """fc1 -> relu -> fc2, fp8.  The relu's output, which only fc2 reads, moves in fp8; named
+    the model's output (the trace's meta ``output``: the model returns it, replay scores it
+    unrounded) it is written in fp32.  Under epilogue fusion fc1's output stays in its epilogue
+    (the relu its one reader); named the model's output it is written, in fp32, and the relu
+    reads it back."""
+    rng = np.random.default_rng(16)
+    x, w1, w2 = rng.normal(size=(4, 8)), rng.normal(size=(8, 8)), rng.normal(size=(3, 8))
+    ops = _mlp(x, w1, w2, {"relu": ("relu", {}, None)}).ops
+    cfg = Config("fp8_e4m3", "fp8_e4m3", {"accumulator": "exact"})
+    n = 4 * 8
+
+    def memory(output, fusion):
+        trace = Trace(ops, meta={"output": output} if output else None)
+        df = replay(trace, replace(cfg, fusion=fusion, name=""), "propagated")
+        return df.query("role == 'output'").set_index("op").memory_pj
+
+    assert memory(None, "none")["relu"] == pytest.approx((n * 32 + n * 8) * DRAM)
+    assert memory("relu", "none")["relu"] == pytest.approx((n * 32 + n * 32) * DRAM)
+    fused, returned = memory(None, "epilogue"), memory("fc1", "epilogue")
+    assert fused["relu"] == pytest.approx(n * 8 * DRAM)
+    assert returned["relu"] == pytest.approx((n * 32 + n * 8) * DRAM)
+    assert returned["fc1"] - fused["fc1"] == pytest.approx(n * 32 * DRAM)

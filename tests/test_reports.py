@@ -693,7 +693,7 @@ def test_without_labels_the_model_output_sqnr_ranks():
                         ("near", None, 20.0, 50, 1)]).drop(columns="accuracy")
     s.insert(1, "model_sqnr_db", [20.0, 35.0, 34.5])
     pick, rule = recommend(s)
-    assert pick == "near" and "model's output SQNR (35.0 dB)" in rule
+    assert pick == "near" and "model output SQNR (35.0 dB)" in rule
     assert recommend(s.drop(columns="model_sqnr_db"))[0] == "mean"
     assert recommend(s.assign(model_sqnr_db=math.nan))[0] == "mean"
 
