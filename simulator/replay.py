@@ -271,15 +271,16 @@ def _in_kernel(op: Op, kernel: set) -> bool:
     return bool(op.inputs_from) and whole and all(s in kernel for s in op.inputs_from)
 
 
-def _on_chip(trace: Trace, cfg: Config, mode: str) -> set:
+def _on_chip(trace: Trace, cfg: Config, mode: str, output: Union[str, None]) -> set:
     """The names of the ops whose outputs never go to memory under ``cfg``: fused kernels'
     (:func:`_in_kernel`) and, with fusion "epilogue" in propagated mode (per-op mode runs no
     ops between the MACs, so none writes an epilogue's result), every op whose one reader in
     the trace is an elementwise op (:data:`graph_ops.ELEMENTWISE`) while it is a MAC or such a
     reader itself (a MAC's epilogue applies a chain of them, then writes); of a binary op's two
-    such sources, the later one (its MAC runs last and reads the other from memory)."""
+    such sources, the later one (its MAC runs last and reads the other from memory).  The
+    ``output`` op's output, the model's (None: an empty trace), the model returns: written."""
     readers = Counter(s for op in trace.ops for s in op.inputs_from)
-    readers[trace.output_op.name] += 1        # the model returns it: it is written
+    readers[output] += 1                      # the model returns it: it is written
     order = {op.name: i for i, op in enumerate(trace.ops)}
     macs = {op.name for op in trace.ops if op.is_mac}
     kernel: set[str] = set()
@@ -297,9 +298,10 @@ def _on_chip(trace: Trace, cfg: Config, mode: str) -> set:
     return kernel
 
 
-def _moved_formats(trace: Trace, cfg: Config) -> dict:
+def _moved_formats(trace: Trace, cfg: Config, output: Union[str, None]) -> dict:
     """{op name: the format its output moves in}, a registry name, or None for an output
-    captured as integers or booleans (priced in its captured dtype): see the module doc."""
+    captured as integers or booleans (priced in its captured dtype): see the module doc;
+    ``output`` names the model's output op (None: an empty trace)."""
     if cfg.storage is not None:
         return {op.name: cfg.storage for op in trace.ops}
     parent: dict[str, str] = {}                # a mover and what it moves are one tensor
@@ -313,7 +315,7 @@ def _moved_formats(trace: Trace, cfg: Config) -> dict:
         if op.kind in graph_ops.MOVERS:
             for src in op.inputs_from:
                 parent[tensor(src)] = tensor(op.name)
-    readers: dict[str, list] = {tensor(trace.output_op.name): [False]}   # the model returns it
+    readers: dict[str, list] = {tensor(output): [False]} if output else {}   # the model returns it
     for op in trace.ops:
         if op.kind not in graph_ops.MOVERS:
             for src in op.inputs_from:
@@ -556,8 +558,9 @@ def _replay_one(trace: Trace, cfg: Config, mode: str, tech, level, bar) -> list[
     rows: list[dict] = []
     totals = {"compute_pj": 0.0, "quantize_pj": 0.0, "memory_pj": 0.0, "total_pj": 0.0,
               "macs": 0}
-    kernel = _on_chip(trace, cfg, mode)
-    moves = _moved_formats(trace, cfg)
+    output = trace.output_op.name if trace.ops else None      # the model's output op
+    kernel = _on_chip(trace, cfg, mode, output)
+    moves = _moved_formats(trace, cfg, output)
     by_name = {op.name: op for op in trace.ops}
     for op in trace.ops:
         bar.update(1)
@@ -600,13 +603,13 @@ def _replay_one(trace: Trace, cfg: Config, mode: str, tech, level, bar) -> list[
         ref_out = np.asarray(op.tensors["output"], dtype=np.float64)
         row = {**base, "role": "output", "numel": y.size, **metrics.error_metrics(ref_out, y),
                **out}
-        if labels is not None and op.name == trace.output_op.name:
+        if labels is not None and op.name == output:
             row["kl_softmax"] = metrics.kl_softmax(ref_out, y)
         rows.append(row)
         for k in totals:
             totals[k] += out[k]
-    if mode == "propagated" and trace.ops:
-        last = trace.output_op
+    if mode == "propagated" and output:
+        last = by_name[output]
         ref = np.asarray(last.tensors["output"])
         got = None if failed else outputs.get(last.name)
         task = {**head, "op": "model", "kind": "task", "role": "task", **totals,

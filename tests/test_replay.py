@@ -178,6 +178,11 @@ def test_the_task_row_gives_the_model_output_sqnr(digits_trace):
     assert "task" not in set(replay(t, int8, "per-op")["role"])
 
 
+def test_an_empty_trace_replays_to_an_empty_table():
+    for mode in ("per-op", "propagated"):
+        assert replay(Trace([]), FP32, mode).empty
+
+
 def test_the_model_output_sqnr_against_ml_dtypes():
     """x -> mul by 3 -> relu, stored in bf16: the model's output is bf16(relu(bf16(3 bf16(x))))
     (the input read as stored), cast by ml_dtypes, and its SQNR against the float64 reference
