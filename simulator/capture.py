@@ -314,8 +314,8 @@ def capture_torch(model, inputs, *, kwargs=None, loss_fn=None, target=None, labe
       (a subclass with a forward of its own, LoRA say, is recorded so; no gradients; a weight
       that depends on recorded ops is never linked, and the warning names the op; such an op
       takes the name of the module it runs in, GPT-2's ``transformer.h.0.attn.c_attn`` say);
-    * through a ``TorchFunctionMode``: ``torch.matmul``/``bmm``/``@`` of two operands of 2 or
-      more dims (``matmul``; by a weight, a 2-D parameter of the model or a view of one such as
+    * through a ``TorchFunctionMode``: ``torch.matmul``/``bmm``/``mm``/``@`` of two operands of
+      2 or more dims (``matmul``; by a weight, a 2-D parameter of the model or a view of one such as
       ``W.T``, a ``linear``, so that the weight format quantizes it; where only the second
       operand depends on recorded ops and is batched at least as the first, ``c @ h``, as
       ``(h^T c^T)^T``: a ``permute`` of h, the product, a ``permute`` back, so that h links; a
@@ -352,6 +352,11 @@ def capture_torch(model, inputs, *, kwargs=None, loss_fn=None, target=None, labe
     ``detach``, widening casts and dropout that is off keep the values in their order: they
     are not recorded, and pass their input's link on (replay reshapes).
     ``nn.MultiheadAttention`` computes inside torch and is not recorded (a warning says so).
+    Other calls that multiply-accumulate but are not recorded (transposed and 3-D convolutions,
+    RNN/LSTM/GRU layers and cells, bilinear, tensordot, products by a vector, an einsum that is
+    no single matmul) are named in one warning, with the module they run in: their MACs are
+    missing from the trace.  A model of which nothing is recorded warns that its trace is
+    empty.
     A module called again is named ``<name>_2``, ... (never another module's name).
 
     ``inputs_from`` links an op to the recorded ops whose outputs it reads, unchanged in place
@@ -373,8 +378,9 @@ def capture_torch(model, inputs, *, kwargs=None, loss_fn=None, target=None, labe
     computed in float64 from the call's captured input and ``grad_output``, so a weight shared
     by several calls or modules, tied to other uses or decayed in the loss still gets its own.
     Under reentrant activation checkpointing (``use_reentrant=True``) the checkpointed calls
-    get no gradients.  ``labels`` (an integer array) become the trace's ``labels`` extra, for
-    task accuracy in replay.  The op that makes the model's output (the first tensor it
+    get no gradients.  ``labels`` (an integer array, one class per row of the model's output's
+    logits, else TraceError) become the trace's ``labels`` extra, for task accuracy in replay.
+    The op that makes the model's output (the first tensor it
     returns) is the trace's meta ``output``, which replay scores as the model's (its SQNR, and
     its accuracy against ``labels``); where no recorded op makes it, replay scores the last
     recorded op and a warning says so."""
@@ -392,7 +398,15 @@ def capture_torch(model, inputs, *, kwargs=None, loss_fn=None, target=None, labe
     grads: dict = {}                        # op name -> {role: gradient}
     handles = []
     T = torch.Tensor
-    matmuls = {torch.matmul, torch.bmm, T.matmul, T.__matmul__, T.bmm}
+    matmuls = {torch.matmul, torch.bmm, torch.mm, T.matmul, T.__matmul__, T.bmm, T.mm}
+    # calls that multiply-accumulate but are recorded as no op (nn.MultiheadAttention's warn
+    # of their own): their MACs are missing from the trace, and a warning names them
+    unrecorded_macs = {F.conv3d, F.conv_transpose1d, F.conv_transpose2d, F.conv_transpose3d,
+                       F.bilinear, torch.tensordot, torch.mv, T.mv, torch.dot, T.dot,
+                       torch.inner, T.inner, torch.vdot, T.vdot, torch.baddbmm, T.baddbmm,
+                       torch.addbmm, T.addbmm, torch.addmv, T.addmv, torch.lstm, torch.gru,
+                       torch.rnn_tanh, torch.rnn_relu, torch.lstm_cell, torch.gru_cell,
+                       torch.rnn_tanh_cell, torch.rnn_relu_cell}
     unary = {F.relu: "relu", torch.relu: "relu", T.relu: "relu", F.relu_: "relu",
              torch.relu_: "relu", T.relu_: "relu", F.gelu: "gelu",
              F.softmax: "softmax", torch.softmax: "softmax", T.softmax: "softmax",
@@ -442,6 +456,7 @@ def capture_torch(model, inputs, *, kwargs=None, loss_fn=None, target=None, labe
     pools = {F.max_pool2d: "max", F.avg_pool2d: "avg", F.adaptive_avg_pool2d: "adaptive"}
     functional = {F.linear, torch.addmm, F.conv1d, F.conv2d}
     scope: list[str] = []                   # the modules' forward calls under way
+    missing: dict[str, None] = {}           # "module (call)" of each unrecorded MAC call
     mha = [n for n, m in model.named_modules() if isinstance(m, torch.nn.MultiheadAttention)]
     if mha:
         warnings.warn(f"nn.MultiheadAttention computes its projections and scores inside torch; "
@@ -664,7 +679,7 @@ def capture_torch(model, inputs, *, kwargs=None, loss_fn=None, target=None, labe
         """``t`` permuted by ``perm``, the permute recorded where ``t`` is tainted; (the
         result, its source).  Reshapes are not recorded: replay reshapes a link."""
         src = rec.source(t)
-        if perm == sorted(perm):
+        if not einsum.moves(perm):
             return t, src
         p = t.permute(perm)
         if tainted(t):
@@ -673,29 +688,35 @@ def capture_torch(model, inputs, *, kwargs=None, loss_fn=None, target=None, labe
             src = op.name
         return p, src
 
-    def record_einsum(args, out) -> None:
+    def missed_macs(call: str) -> None:
+        """Note an unrecorded call that multiply-accumulates, with the module it runs in."""
+        where = scope[-1] if scope else ""
+        missing[f"{where} ({call})" if where else call] = None
+
+    def record_einsum(args, out) -> bool:
         """A two-operand ``torch.einsum`` that is a batched matmul (:mod:`simulator.einsum`),
         as the ops it amounts to: the operands laid out by ``permute`` ops, a ``matmul`` named
         ``einsum`` (a ``linear`` by a weight without batch letters), then a ``permute`` to the
         output (each only where it moves something; the operand with a link goes first, so
-        that it links, and a weight second).  Other equations are left unrecorded (their
-        readers warn, unlinked)."""
+        that it links, and a weight second); whether it recorded them.  Other equations are
+        left unrecorded (a warning names those that sum a letter; their readers warn,
+        unlinked)."""
         pair = list(args[1]) if len(args) == 2 and isinstance(args[1], (list, tuple)) \
             else list(args[1:])
         if len(pair) != 2 or not isinstance(args[0], str) or not all(
                 isinstance(t, torch.Tensor) and t.is_floating_point() for t in pair + [out]):
-            return
+            return False
         x, y = pair
         swap = (bool(rec.source(y)) and not rec.source(x)) or (tainted(y) and not tainted(x)) \
             or (weight(x) and not tainted(y) and not weight(y))
         p = einsum.plan(args[0], tuple(x.shape), tuple(y.shape), swap)
         if p is None:
-            return
+            return False
         if swap:
             x, y = y, x
         a, asrc = arrange(x, p.a_perm)
         b, bsrc = arrange(y, p.b_perm)
-        middle = out.permute(p.back) if p.back != sorted(p.back) else out
+        middle = out.permute(p.back) if einsum.moves(p.back) else out
         if len(p.b_shape) == 2 and weight(y):
             op = rec.add("einsum", "linear", {"input": a.reshape(p.a_shape),
                                               "weight": b.reshape(p.b_shape).mT,
@@ -712,6 +733,7 @@ def capture_torch(model, inputs, *, kwargs=None, loss_fn=None, target=None, labe
         else:
             rec.add("permute", "permute", {"input": middle, "output": out}, [op.name],
                     {"dims": p.out_perm})
+        return True
 
     def pair_sources(asrc, bsrc, b) -> list:
         """A matmul's ``inputs_from``: both operands' sources, the first's alone where the
@@ -789,12 +811,16 @@ def capture_torch(model, inputs, *, kwargs=None, loss_fn=None, target=None, labe
                         start += 1 if n is None else n
                         check_link(rec.add("index", "index", {"input": x, "output": piece}, [src],
                                            {"index": [[None] * 3] * dim + [at]}), (xt, src, x))
+                if func in unrecorded_macs:
+                    missed_macs(name)
                 if not isinstance(out, torch.Tensor):
                     return out
                 if func in matmuls:
                     b = _arg(args, kw, 1, "other", "mat2")
                     if getattr(x, "ndim", 0) >= 2 and getattr(b, "ndim", 0) >= 2:
                         record_matmul(x, b, out)
+                    else:
+                        missed_macs(f"{name.strip('_')} by a vector")
                 elif func in binary:
                     if out.is_floating_point() and (xt or ot) and "out" not in kw and \
                             kw.get("alpha", 1) == 1 and kw.get("rounding_mode") is None and \
@@ -814,7 +840,9 @@ def capture_torch(model, inputs, *, kwargs=None, loss_fn=None, target=None, labe
                 elif func is F.scaled_dot_product_attention:
                     record_attention(x, args, kw, out)
                 elif func is torch.einsum:
-                    record_einsum(args, out)
+                    if not record_einsum(args, out) and isinstance(args[0], str) and \
+                            einsum.contracts(args[0]):
+                        missed_macs(f"einsum {args[0]!r}")
                 elif func in functional and not hooked.keys() & set(scope):
                     record_functional(func, args, kw, out)
                 elif func in passes:
@@ -910,12 +938,23 @@ def capture_torch(model, inputs, *, kwargs=None, loss_fn=None, target=None, labe
         rec.on = False                      # activation checkpointing reruns forward hooks
         last = next(iter(_tensors(output)), None)
         made = rec.source(last) if last is not None else None
-        if rec.ops and not made and not rec.blind:
+        if missing:
+            warnings.warn(f"not recorded, though they multiply-accumulate: {', '.join(missing)} "
+                          f"(capture records linear, conv1d/conv2d, matmul/bmm/mm of 2-D or more "
+                          f"operands and einsums that are one matmul): their MACs are missing "
+                          f"from the trace, so replay neither prices them nor measures their "
+                          f"error", stacklevel=2)
+        if not rec.ops:
+            warnings.warn("no op recorded: the trace is empty (see capture_torch's doc for "
+                          "what it records)", stacklevel=2)
+        elif not made and not rec.blind:
+            cause = rec.via.get(id(last)) if last is not None else None
             warnings.warn(f"the model's output is not the output of a recorded op, so replay "
                           f"scores the last recorded op's, {rec.ops[-1].name}, as the model's "
                           f"(its SQNR, and its accuracy against labels): the op that makes the "
-                          f"output is not one capture records (an einsum that is no single "
-                          f"matmul, a custom kernel, ...)", stacklevel=2)
+                          f"output is not one capture records"
+                          + (f" ({cause})" if cause else " (an einsum that is no single "
+                             "matmul, a custom kernel, ...)"), stacklevel=2)
         if rec.blind:
             warnings.warn("tensors made under torch.inference_mode() keep no version counter, "
                           "so capture cannot see an in-place change and links no op to "
@@ -940,5 +979,7 @@ def capture_torch(model, inputs, *, kwargs=None, loss_fn=None, target=None, labe
         for t, g in zip(leaves, saved):
             t.grad = g
     extras = {} if labels is None else {"labels": np.asarray(labels)}
-    return Trace(rec.ops, extras, model=model_name or type(model).__name__,
-                 meta={"output": made} if made else None)
+    trace = Trace(rec.ops, extras, model=model_name or type(model).__name__,
+                  meta={"output": made} if made else None)
+    trace.check_labels_fit()
+    return trace

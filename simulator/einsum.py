@@ -45,6 +45,19 @@ def terms(equation: str, ndims: tuple) -> Union[tuple, None]:
     return spelt[0], spelt[1], out
 
 
+def contracts(equation: str) -> bool:
+    """Whether ``equation`` sums over a letter (one its output lacks; with an implicit output,
+    one met more than once): whether it multiply-accumulates."""
+    lhs, arrow, out = equation.replace(" ", "").partition("->")
+    letters = [c for c in lhs if c.isalpha()]
+    return any(c not in out if arrow else letters.count(c) > 1 for c in letters)
+
+
+def moves(perm: list) -> bool:
+    """Whether the permutation ``perm`` moves any axis (the identity needs no op)."""
+    return list(perm) != sorted(perm)
+
+
 def groups(a: str, b: str, out: str, sa: tuple, sb: tuple) -> Union[tuple, None]:
     """(batch, m, k, n) letters of the einsum ``a,b->out`` on operands of shapes ``sa``,
     ``sb`` where it is a batched matmul (see the module doc), else None."""

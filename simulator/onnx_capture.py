@@ -205,7 +205,7 @@ def capture_onnx(model, feeds: Mapping[str, np.ndarray], labels=None,
         """The value ``name`` permuted by ``perm``, the permute (op ``<node>.<role>``)
         recorded where it is tainted; (the array, the name its link goes through)."""
         x = values[name]
-        if perm == sorted(perm):
+        if not einsum.moves(perm):
             return x, name
         y = x.transpose(perm)
         if name in tainted:
@@ -236,7 +236,7 @@ def capture_onnx(model, feeds: Mapping[str, np.ndarray], labels=None,
         a, an = arrange(node, x, p.a_perm, "a")
         b, bn = arrange(node, y, p.b_perm, "b")
         middle = values[out].transpose(p.back)
-        turn = p.back != sorted(p.back)
+        turn = einsum.moves(p.back)
         product_name = f"{out}.middle" if turn else out
         a, b, product = a.reshape(p.a_shape), b.reshape(p.b_shape), middle.reshape(p.product)
         if y in consts and x not in consts and len(p.a_shape) == 2:
@@ -431,5 +431,7 @@ def capture_onnx(model, feeds: Mapping[str, np.ndarray], labels=None,
         warnings.warn(f"the graph's output is not the output of a recorded op, so replay "
                       f"scores the last recorded op's, {ops[-1].name}, as the model's",
                       stacklevel=2)
-    return Trace(ops, extras, model=model_name or (graph.name or "onnx"),
-                 meta={"output": made} if made else None)
+    trace = Trace(ops, extras, model=model_name or (graph.name or "onnx"),
+                  meta={"output": made} if made else None)
+    trace.check_labels_fit()
+    return trace

@@ -153,6 +153,16 @@ class Trace:
         if "labels" in self.extras:
             _check_labels(self.extras["labels"], "trace")
 
+    def check_labels_fit(self) -> None:
+        """Raise TraceError unless the ``labels`` (if any) give one class per row of the
+        model's output op's logits (what replay's accuracy needs; capture checks it)."""
+        if "labels" in self.extras and self.ops:
+            logits = _shape(self.output_op.tensors, "output")
+            if tuple(logits[:-1]) != np.shape(self.extras["labels"]):
+                raise TraceError(f"labels of shape {np.shape(self.extras['labels'])} do not "
+                                 f"match the logits of the model's output op "
+                                 f"{self.output_op.name!r}, {tuple(logits)} (one label per row)")
+
     def op(self, name: str) -> Op:
         for o in self.ops:
             if o.name == name:

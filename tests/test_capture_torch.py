@@ -138,8 +138,11 @@ def test_no_gradients_without_a_loss_and_task_accuracy():
     assert trace.ops[2].inputs_from == [trace.ops[1].name]
     task = replay(trace, [Config()], "propagated").query("role == 'task'")
     assert task.reference_accuracy.item() == 1.0       # labels are torch's own predictions
-    bad = capture_torch(model, x, labels=np.arange(3))
-    assert "labels of shape" in replay(bad, [Config()], "propagated").query(
+    with pytest.raises(TraceError, match=r"labels of shape \(3,\) do not match the logits of "
+                                         r"the model's output op '2', \(6, 2\)"):
+        capture_torch(model, x, labels=np.arange(3))
+    trace.extras["labels"] = np.arange(3)            # changed after the trace was made
+    assert "labels of shape" in replay(trace, [Config()], "propagated").query(
         "role == 'task'").error.item()
 
 
@@ -724,8 +727,13 @@ def test_functional_macs_are_recorded_and_a_head_capture_misses_is_named():
     df = replay(trace, [_exact_fp32()], "propagated")
     assert (df[df.role == "output"].sqnr_db > 120).all()
     assert df[df.role == "task"].accuracy.item() == 1.0
-    with torch.no_grad(), pytest.warns(UserWarning, match="not the output of a recorded op"):
+    with torch.no_grad(), pytest.warns(UserWarning) as caught:
         capture_torch(Fn(3), x, labels=labels)
+    assert [str(w.message).split(":")[0] for w in caught] == [
+        "not recorded, though they multiply-accumulate", "the model's output is not the output "
+        "of a recorded op, so replay scores the last recorded op's, lin, as the model's "
+        "(its SQNR, and its accuracy against labels)"]
+    assert "einsum 'nd,vd,d->nv'" in str(caught[0].message)
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("error")
         tied = Fn(2)
@@ -1371,3 +1379,40 @@ def test_a_weight_first_flips_and_a_batched_constant_first_does_not():
         y, z, _ = model(x)
     np.testing.assert_array_equal(trace.op("permute").tensors["output"], y)
     np.testing.assert_array_equal(trace.op("einsum").tensors["output"].reshape(2, 5, 6), z)
+
+
+def test_calls_that_multiply_accumulate_unrecorded_are_named_and_mm_is_recorded():
+    """A transposed conv, an LSTM, a matmul by a vector and a three-operand einsum all
+    multiply-accumulate, but capture records no op for them: one warning names each, with the
+    module it runs in, since their MACs are missing from the trace.  ``torch.mm`` by a weight
+    is a ``linear`` (its weight bit for bit the parameter).  A model with nothing recorded
+    warns that its trace is empty."""
+    class M(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.up = nn.ConvTranspose2d(3, 4, 2, stride=2)
+            self.rnn = nn.LSTM(4, 4, batch_first=True)
+            self.w, self.v = nn.Parameter(torch.randn(4, 4)), nn.Parameter(torch.randn(4))
+
+        def forward(self, x):                                   # x (2, 3, 3, 3)
+            h = self.up(x).mean((2, 3))                         # (2, 4)
+            h = self.rnn(h[:, None])[0][:, 0]
+            h = torch.mm(h, self.w)
+            chain = torch.einsum("bi,ij,jk->bk", h, self.w, self.w)
+            return h + chain + (h @ self.v)[:, None]
+
+    torch.manual_seed(2)
+    model = M().eval()
+    with torch.no_grad(), pytest.warns(UserWarning) as caught:
+        trace = capture_torch(model, (torch.randn(2, 3, 3, 3),))
+    lost = [str(w.message) for w in caught if "multiply-accumulate" in str(w.message)]
+    assert len(lost) == 1 and lost[0].startswith(
+        "not recorded, though they multiply-accumulate: up (conv_transpose2d), rnn (lstm), "
+        "einsum 'bi,ij,jk->bk', matmul by a vector (")
+    mm_op = trace.op("matmul")                          # h @ w: a linear of weight w^T
+    assert mm_op.kind == "linear" and mm_op.inputs_from == []
+    assert np.array_equal(mm_op.tensors["weight"], model.w.detach().numpy().T)
+    with pytest.warns(UserWarning) as caught:
+        assert capture_torch(nn.GRU(4, 4), (torch.randn(3, 1, 4),)).ops == []
+    assert [str(w.message).split(" (")[0] for w in caught] == [
+        "not recorded, though they multiply-accumulate: gru", "no op recorded: the trace is empty"]
