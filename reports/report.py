@@ -322,11 +322,14 @@ _COLUMNS = {
 
 
 def _configurations(results: pd.DataFrame) -> pd.DataFrame:
-    """What each configuration runs: weight and activation formats, MAC (preset name, spec
-    table, or fp32acc: an fp32 accumulator), the rounding, the storage format of the values
-    between the MACs where a configuration has one, and the fusion where one fuses."""
+    """What each configuration runs: weight and activation formats, the accumulator as built
+    (with its promotion interval; tables written before that column name the MAC preset or spec
+    instead, whose operand formats the configuration replaces), the rounding, the storage format
+    of the values between the MACs where a configuration has one, and the fusion where one
+    fuses."""
     optional = {"storage": lambda v: v.notna(), "fusion": lambda v: v.fillna("none") != "none"}
-    columns = [c for c in ("config", "weights", "activations", "mac", "rounding", "storage",
+    mac = "accumulator" if "accumulator" in results else "mac"
+    columns = [c for c in ("config", "weights", "activations", mac, "rounding", "storage",
                            "fusion")
                if c in results and (c not in optional or optional[c](results[c]).any())]
     return results.drop_duplicates("config")[columns].set_index("config")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
 from importlib import metadata
 
 from . import commands
@@ -59,11 +60,11 @@ def _table_path(text: str) -> str:
     return text
 
 
-def _output_options(p: argparse.ArgumentParser) -> None:
+def _output_options(p: argparse.ArgumentParser, table: str = "the table") -> None:
     group = p.add_mutually_exclusive_group()
-    group.add_argument("--json", action="store_true", help="print the table as JSON records")
+    group.add_argument("--json", action="store_true", help=f"print {table} as JSON records")
     group.add_argument("--csv", metavar="PATH",
-                       help="write the table as CSV to PATH ('-' for standard output)")
+                       help=f"write {table} as CSV to PATH ('-' for standard output)")
 
 
 def _replay_options(p: argparse.ArgumentParser) -> None:
@@ -156,8 +157,9 @@ def build_parser() -> argparse.ArgumentParser:
                                    "summary row per configuration.")
     p.add_argument("trace", help="trace folder, or builtin:digits")
     _replay_options(p)
-    p.add_argument("--output", type=_table_path, help="write the full table (.csv or .parquet)")
-    _output_options(p)
+    p.add_argument("--output", type=_table_path,
+                   help="write the full table, a row per op and tensor (.csv or .parquet)")
+    _output_options(p, "the summary (a row per configuration)")
     p.set_defaults(func=commands.cmd_replay)
 
     p = sub.add_parser("sweep", help="run a sweep file (TOML), resumable",
@@ -168,7 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="local worker processes (default: one per core)")
     p.add_argument("--scheduler", help="Dask scheduler address (tcp://host:8786); the "
                    "cluster's workers then run the cells and --workers does not apply")
-    _output_options(p)
+    _output_options(p, "the summary (a row per configuration)")
     p.set_defaults(func=commands.cmd_sweep)
 
     p = sub.add_parser("report", help="write the HTML/Markdown report of a results table",
@@ -190,7 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="report folder (default numsim-report)")
     p.add_argument("--workers", type=_at_least(1), default=None,
                    help="local worker processes (default: one per core)")
-    _output_options(p)
+    _output_options(p, "the summary (a row per configuration)")
     p.set_defaults(func=commands.cmd_demo)
     return parser
 
@@ -198,6 +200,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``numsim`` command; returns the process exit code."""
     args = build_parser().parse_args(argv)
+    warnings.formatwarning = lambda message, *_, **__: \
+        f"numsim {args.command}: warning: {message}\n"
     try:
         csv = getattr(args, "csv", None)
         if csv not in (None, "-") and not os.path.isdir(os.path.dirname(csv) or "."):

@@ -183,6 +183,8 @@ def _emit_summary(results: pd.DataFrame, args: argparse.Namespace) -> None:
     """Print the summary table; name on standard error the configurations that could not run
     every op (their rows carry an ``error``; their totals cover only the ops that ran)."""
     from reports.report import summarize
+    if results.empty:
+        raise ValueError("the traces have no ops (capture recorded none): nothing was replayed")
     summary = summarize(results)
     counts = [c for c in ("macs", "overflows", "saturations", "failed_ops") if c in summary]
     emit(summary.astype({c: "Int64" for c in counts}), args, index=True)     # counts as integers
@@ -198,6 +200,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from .sweep import BUILTIN, builtin_trace_path
     from .traces import load_trace
     trace = load_trace(builtin_trace_path() if args.trace == BUILTIN else args.trace)
+    if not trace.ops:
+        raise ValueError(f"{args.trace}: the trace has no ops (capture recorded none): nothing "
+                         f"to replay")
     results = replay(trace, _configs(args), args.mode, tech=args.tech, level=args.level,
                      progress=True)
     if args.output:
@@ -256,7 +261,8 @@ def _breakdown_k(results: pd.DataFrame) -> int:
 
 
 def _cost_note(tech, k: int) -> str:
-    return f"{tech or 45:g} nm, per-output work shared by K = {k} (the trace's products per output)"
+    return (f"{tech or 45:g} nm, per-output work shared by K = {k} (the trace's MACs per MAC "
+            f"output, a mean over its layers)")
 
 
 def _costs(results: pd.DataFrame) -> tuple[dict, str]:

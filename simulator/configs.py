@@ -118,13 +118,19 @@ class Config:
         for grid cells)."""
         fmt = self.weights if self.weights == self.activations else \
             f"w:{self.weights},a:{self.activations}"
-        mac = self.build_mac()
-        acc = mac.accumulator.name + (f"+promote{mac.promote_every}" if mac.promote_every else "")
+        acc = self.accumulator_name()
         tail = "" if self.rounding == "nearest_even" else f",{self.rounding},seed{self.seed}"
         grad = f",grad:{self.gradients}" if self.gradients else ""
         store = f",store:{self.storage}" if self.storage else ""
         fuse = "" if self.fusion == "none" else f",fuse:{self.fusion}"
         return f"{fmt}|{acc}{tail}{grad}{store}{fuse}"
+
+    def accumulator_name(self) -> str:
+        """The accumulator of the MAC as built, with its promotion interval: ``fp32``,
+        ``int32``, ``aligned32x14t_fp32+promote128``, ``quire_posit8_0``."""
+        mac = self.build_mac()
+        return mac.accumulator.name + (f"+promote{mac.promote_every}" if mac.promote_every
+                                       else "")
 
     def build_mac(self) -> mm.MAC:
         """The MAC that multiplies activations (A) by weights (B) in this configuration."""
@@ -161,7 +167,8 @@ class Config:
     def as_dict(self) -> dict:
         """The record columns that describe this config."""
         return {"config": self.name, "weights": self.weights, "activations": self.activations,
-                "mac": self._mac_name(), "gradients": self.gradients, "rounding": self.rounding,
+                "mac": self._mac_name(), "accumulator": self.accumulator_name(),
+                "gradients": self.gradients, "rounding": self.rounding,
                 "seed": self.seed, "storage": self.storage, "fusion": self.fusion}
 
 

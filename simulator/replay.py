@@ -45,11 +45,11 @@ modes; the output's ``max_ulp_error`` is then in its ulps.  Ops that only move v
 ``fused`` is true (the ops capture makes of one ``scaled_dot_product_attention`` call but
 its output: k^T, repeated grouped-query heads, scores, scale, mask, softmax) keeps its value
 inside the fused kernel: it is not rounded, and a fused MAC's ulps are counted as without a
-storage format.  A config's ``fusion`` "epilogue"
-keeps a MAC's output in its epilogue the same way, in propagated mode, where the one op that
-reads it (in the trace) is elementwise (:data:`graph_ops.ELEMENTWISE`: a ReLU, a GELU, a
-residual add either way round, a scale), and so on down a chain of such ops: only the chain's
-last output is stored (an add of two such MAC outputs goes to the later MAC's epilogue, which
+storage format.  A config's ``fusion`` "epilogue" keeps a MAC's output in its epilogue the
+same way, in propagated mode, where the one op that reads it (in the trace) is elementwise or a
+batch norm (:data:`EPILOGUE`: a ReLU, a GELU, a residual add either way round, a scale, a batch
+norm's per-channel scale and shift), and so on down a chain of such ops: only the chain's last
+output is stored (an add of two such MAC outputs goes to the later MAC's epilogue, which
 reads the other from memory; the model's output is written, whatever reads it, but another
 value the model returns besides is not seen).
 
@@ -102,6 +102,7 @@ NaN.  (Scaled formats follow their own NaN rule: a group holding NaN decodes to 
 from __future__ import annotations
 
 import math
+import warnings
 from collections import Counter
 from dataclasses import replace
 from typing import Callable, Iterable, Mapping, Union
@@ -133,8 +134,12 @@ RESULTS = 4
 # one a float tensor between the ops is kept in where no format is chosen for it (see the module
 # doc: a MAC's output is rounded to fp32, the ops between the MACs compute near enough to it).
 VECTOR_FORMAT = "fp32"
+# The ops a MAC's epilogue can apply (fusion "epilogue"): the elementwise ones and a batch norm
+# with running statistics, a per-channel scale and shift.
+EPILOGUE = graph_ops.ELEMENTWISE + ("batch_norm",)
 # The MAC roles as layer_cost names its tensors.
 _LAYER_TENSORS = {"input": "a", "a": "a", "b": "b", "output": "out"}
+OPERAND_ROLES = ("input", "weight", "a", "b")          # the rows of a MAC's operands
 
 
 def _operand_rows(refs: list, useds: list, fmt, k_axis: int, cfg: Config,
@@ -275,7 +280,7 @@ def _on_chip(trace: Trace, cfg: Config, mode: str, output: Union[str, None]) -> 
     """The names of the ops whose outputs never go to memory under ``cfg``: fused kernels'
     (:func:`_in_kernel`) and, with fusion "epilogue" in propagated mode (per-op mode runs no
     ops between the MACs, so none writes an epilogue's result), every op whose one reader in
-    the trace is an elementwise op (:data:`graph_ops.ELEMENTWISE`) while it is a MAC or such a
+    the trace is an elementwise op or a batch norm (:data:`EPILOGUE`) while it is a MAC or such a
     reader itself (a MAC's epilogue applies a chain of them, then writes); of a binary op's two
     such sources, the later one (its MAC runs last and reads the other from memory).  The
     ``output`` op's output, the model's (None: an empty trace), the model returns: written."""
@@ -289,7 +294,7 @@ def _on_chip(trace: Trace, cfg: Config, mode: str, output: Union[str, None]) -> 
     for op in trace.ops:
         if _in_kernel(op, kernel):
             kernel.add(op.name)
-        elif fuse and op.kind in graph_ops.ELEMENTWISE:
+        elif fuse and op.kind in EPILOGUE:
             heads = [s for s in op.inputs_from if (s in macs or s in epilogue) and
                      readers[s] == 1 and s not in kernel]
             if heads:
@@ -505,9 +510,10 @@ def _check_configs(configs) -> list[Config]:
     return configs
 
 
-def replay(trace: Trace, configs: Union[Config, Iterable[Config]], mode: str = "per-op", *,
-           tech=None, level: str = "dram", progress: bool = False) -> pd.DataFrame:
-    """Replay ``trace`` through each configuration (see the module doc for the table).
+def replay(trace: Trace, configs: Union[Config, Iterable[Config]], mode: str = "propagated",
+           *, tech=None, level: str = "dram", progress: bool = False) -> pd.DataFrame:
+    """Replay ``trace`` through each configuration (see the module doc for the table), in
+    ``mode`` "propagated" (the default, as ``numsim replay`` and sweeps have it) or "per-op".
     ``tech`` (node in nm) and ``level`` (memory level of the tensors) go to the cost model.
     ``progress``: a bar on standard error, where that is a terminal."""
     if mode not in MODES:
@@ -521,9 +527,25 @@ def replay(trace: Trace, configs: Union[Config, Iterable[Config]], mode: str = "
     bar = tqdm(total=len(configs) * len(trace.ops), desc="replay", unit="op",
                disable=None if progress else True)      # None: off where not a terminal
     for cfg in configs:
-        rows += _replay_one(trace, cfg, mode, tech, level, bar)
+        done = _replay_one(trace, cfg, mode, tech, level, bar)
+        _warn_flushed(cfg, done)
+        rows += done
     bar.close()
     return pd.DataFrame(rows)
+
+
+def _warn_flushed(cfg: Config, rows: list[dict]) -> None:
+    """Warn where more than half of a MAC operand's elements, non-zero as captured, quantize to
+    zero: a format without a scale for the data (plain int8 holds whole numbers), say."""
+    flushed = [f"{r['op']}'s {r['role']}" for r in rows if r["role"] in OPERAND_ROLES and
+               r.get("underflow_count", 0) > r["numel"] / 2]
+    if flushed:
+        more = f" and {len(flushed) - 3} more" if len(flushed) > 3 else ""
+        warnings.warn(f"configuration {cfg.name!r}: most elements of {', '.join(flushed[:3])}"
+                      f"{more} quantize to zero: is the format meant to have a scale? (one "
+                      f"without holds its own range only: plain int8 whole numbers, fp4_e2m1 "
+                      f"magnitudes from 0.5 to 6; int8_channel, mxfp4 and the like scale to "
+                      f"the data)", stacklevel=3)
 
 
 def _source_shapes(op: Op) -> list[tuple]:

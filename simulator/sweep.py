@@ -109,7 +109,14 @@ class Sweep:
         dup = set(repeats(keys))
         if dup:
             names = [c.name for c, k in zip(self.configs, keys) if k in dup]
-            raise SweepError(f"{self.source or 'sweep'}: configurations repeat: {names}")
+            shown = ", ".join(names[:6]) + (f" and {len(names) - 6} more" if len(names) > 6
+                                             else "")
+            raise SweepError(f"{self.source or 'sweep'}: configurations repeat (the same formats, "
+                             f"MAC as built and options): {shown}.  A grid's formats replace a "
+                             f"MAC preset's operand formats, so presets with one accumulator "
+                             f"(bf16->fp32 and mxfp4->fp32: an fp32 register) give the same "
+                             f"configurations: list one, or pair formats with MACs in "
+                             f"[[configs]] tables")
         repeated = repeats([c.name for c in self.configs])
         if repeated:
             raise SweepError(f"{self.source or 'sweep'}: different configurations share the "

@@ -276,8 +276,9 @@ def test_an_epilogue_keeps_a_mac_output_its_one_elementwise_reader_takes():
 
 
 def test_an_epilogue_needs_the_one_reader_to_be_elementwise_and_direct():
-    """No fusion where fc1's output has two readers (a relu and a residual add of it), or where
-    a softmax (a row reduction) or a mover reads it.  An add of two MAC outputs fuses into the
+    """A batch norm with running statistics fuses as the elementwise ops do.  No fusion where
+    fc1's output has two readers (a relu and a residual add of it), or where a softmax (a row
+    reduction) or a mover reads it.  An add of two MAC outputs fuses into the
     later MAC's epilogue, which reads the earlier one's from memory: as ``input`` or ``other``
     (``residual + o_proj(x)``, as Llama writes it).  Per-op mode fuses no epilogue: it runs no
     op to write its result."""
@@ -295,6 +296,17 @@ def test_an_epilogue_needs_the_one_reader_to_be_elementwise_and_direct():
         return sorted(m.index[m["epilogue"] != m["none"]])
 
     assert fused_ops(_mlp(x, w1, w2, {"relu": ("relu", {}, None)})) == ["fc1", "relu"]
+    mean, var = rng.normal(size=8), rng.uniform(0.5, 2.0, size=8)
+    y = x @ w1.T
+    bn = (y - mean) / np.sqrt(var + 1e-5)          # a batch norm is a per-channel scale + shift
+    assert fused_ops(from_arrays({
+        "fc1": {"kind": "linear", "input": x, "weight": w1, "output": y},
+        "bn": {"kind": "batch_norm", "input": y, "running_mean": mean, "running_var": var,
+               "output": bn, "inputs_from": ["fc1"], "attrs": {"eps": 1e-5}},
+        "relu": {"kind": "relu", "input": bn, "output": np.maximum(bn, 0), "inputs_from": ["bn"]},
+        "fc2": {"kind": "linear", "input": np.maximum(bn, 0), "weight": w2,
+                "output": np.maximum(bn, 0) @ w2.T, "inputs_from": ["relu"]}})) == \
+        ["bn", "fc1", "relu"]
     assert fused_ops(_mlp(x, w1, w2, {"soft": ("softmax", {}, None)})) == []
     assert fused_ops(_mlp(x, w1, w2, {"flip": ("permute", {"dims": [0, 1]}, None)})) == []
     y = x @ w1.T

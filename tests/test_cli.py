@@ -25,7 +25,7 @@ from safetensors.numpy import load_file, save_file
 import formats
 from reports.report import recommend, summarize
 from simulator.standard import standard_configs
-from simulator.traces import load_trace
+from simulator.traces import Trace, load_trace, save_trace
 
 SUBCOMMANDS = ["formats", "quantize", "table", "capture", "replay", "sweep", "report", "demo"]
 FP16_CFG = "fp16:fp16:fp16->fp32"
@@ -460,6 +460,19 @@ def test_capture_onto_existing_folder(captured, work):
 
 # --- replay ---------------------------------------------------------------------------------
 
+def test_replay_warnings_are_one_line_named_for_the_command(tmp_path):
+    r = _ok(_numsim("replay", "builtin:digits", "--config", "int8:int8:int8->int32", "--mode",
+                    "per-op", cwd=tmp_path))
+    assert "numsim replay: warning: configuration 'int8|int32': most elements of fc1's weight" \
+        in r.stderr and "UserWarning" not in r.stderr
+
+
+def test_replay_of_an_empty_trace_says_so(tmp_path):
+    save_trace(Trace([]), tmp_path / "empty")
+    _input_error(_numsim("replay", "empty", "--config", "fp32:fp32", cwd=tmp_path), "replay",
+                 "empty: the trace has no ops")
+
+
 def _reference_accuracy(trace_dir):
     t = load_trace(trace_dir)
     logits = np.asarray(t.op("fc3").tensors["output"])
@@ -682,7 +695,8 @@ def test_report_on_replay_parquet(replayed, work):
     assert (rep / "report.md").is_file() and "index.html" in r.stderr
     # the breakdown shares per-output work by the trace's products per output: the digits
     # MLP's 64x64, 64x32 and 32x10 layers, (4096 + 2048 + 320) / (64 + 32 + 10) = 61
-    assert "K = 61 (the trace's products per output)" in (rep / "report.md").read_text()
+    assert "K = 61 (the trace's MACs per MAC output, a mean over its layers)" in \
+        (rep / "report.md").read_text()
 
 
 def test_report_on_per_op_csv(per_op_csv, work):

@@ -4,6 +4,7 @@ Reference values are independent of the replay code: exact float64 products (nai
 conv2d), shapes read off the trace, ml_dtypes' bfloat16 rounding for gradient quantization.
 """
 import math
+import warnings
 from dataclasses import replace
 
 import ml_dtypes
@@ -79,7 +80,8 @@ def test_max_ulp_error_of_operands_and_outputs():
     df = replay(tr, [Config("fp16", "fp16", "fp16->fp16", name="h"),
                      Config("int8", "int8", "int8->int32", name="i"),
                      Config("posit16_1", "posit16_1", "posit16_quire", name="p"),
-                     Config("mxfp8_e4m3", "mxfp8_e4m3", "mxfp8->fp32", name="m")]).set_index(
+                     Config("mxfp8_e4m3", "mxfp8_e4m3", "mxfp8->fp32", name="m")],
+                "per-op").set_index(
         ["config", "role"])["max_ulp_error"]
     for c in ("h", "i"):
         assert 0.4 < df[c, "input"] <= 0.5 and 0.4 < df[c, "weight"] <= 0.5
@@ -99,7 +101,7 @@ def test_max_ulp_error_of_a_fixed_point_register():
     y[1, 1] += 2.0 ** -8
     tr = from_arrays({"fc": {"kind": "linear", "input": x, "weight": w, "output": y}})
     mac = mm.MAC("fix8_4", accumulator=mm.IntAccumulator(32))
-    df = replay(tr, [Config("fix8_4", "fix8_4", mac, name="fx")])
+    df = replay(tr, [Config("fix8_4", "fix8_4", mac, name="fx")], "per-op")
     assert df.set_index("role").loc["output", "max_ulp_error"] == 1.0
 
 
@@ -117,6 +119,7 @@ def test_fp32_propagated_accuracy_equals_reference(fp32_tables, digits_trace):
     assert ref > 0.9                     # the model is trained, not random
 
 
+@pytest.mark.filterwarnings("ignore:configuration .* quantize to zero")
 def test_error_grows_as_formats_shrink(digits_trace):
     names = ["fp16", "fp8_e4m3", "fp4_e2m1"]
     df = replay(digits_trace, [Config(n, n) for n in names], "per-op")
@@ -278,6 +281,7 @@ def test_nan_input_float_format_counts_nans(mode):
     assert "error" not in df.columns or df["error"].isna().all()
 
 
+@pytest.mark.filterwarnings("ignore:configuration .* quantize to zero")
 def test_nan_input_scalar_integer_format_gives_error_row():
     for mode in ("per-op", "propagated"):
         df = replay(_nan_trace(), Config("int8", "int8", "int8->int32"), mode)
@@ -482,11 +486,30 @@ def test_gradient_rows_only_with_a_gradient_format(grad_trace, mode):
 def test_empty_operand_is_an_error_row_that_names_it(kind, tensors):
     """An op with an empty operand is kept as an error row naming the operand and its shape
     (it failed inside the cost model or a reshape, with messages naming neither)."""
-    df = replay(Trace([Op("op", kind, tensors)]), [Config()])
+    df = replay(Trace([Op("op", kind, tensors)]), [Config()], "per-op")
     row, = df.to_dict("records")
     role = "input" if kind == "linear" else "a"
     assert row["op"] == "op" and "empty" in row["error"]
     assert f"{role} is empty (shape {tensors[role].shape})" in row["error"]
+
+
+def test_a_format_that_flushes_most_of_an_operand_warns(digits_trace):
+    """Plain int8 holds whole numbers: most of the digits MLP's weights lie in (-0.5, 0.5)
+    (checked first) and round to zero, and the replay says so; int8 per channel scales them and
+    stays quiet."""
+    assert all((np.abs(digits_trace.op(n).tensors["weight"]) < 0.5).mean() > 0.5 for n in
+               ("fc1", "fc2", "fc3"))
+    with pytest.warns(UserWarning, match=r"configuration 'int8\|int32': most elements of fc1's "
+                                         r"weight, fc2's weight, fc3's weight quantize to zero"):
+        replay(digits_trace, [Config("int8", "int8", "int8->int32")], "per-op")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        replay(digits_trace, [Config("int8_channel", "int8_tensor", "int8->int32")], "per-op")
+
+
+def test_the_default_mode_is_propagated_as_on_the_command_line(digits_trace):
+    df = replay(digits_trace, [Config()])
+    assert set(df["mode"]) == {"propagated"} and (df["role"] == "task").sum() == 1
 
 
 def test_the_progress_bar_stays_off_what_is_not_a_terminal(digits_trace, capsys):

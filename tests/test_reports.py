@@ -791,6 +791,7 @@ def test_summarize_keeps_a_configuration_whose_ops_all_failed():
     assert s.loc["fp32", "between_pj"] == 0       # a run of MACs only: nothing between them
 
 
+@pytest.mark.filterwarnings("ignore:configuration .* quantize to zero")
 def test_a_configuration_with_a_failed_op_is_marked_and_off_the_fronts(tmp_path):
     """int8 cannot hold the NaN in fc2's input: its run is incomplete, so its energy covers fc1
     only (a cheaper-looking run); the summary counts the failed op, gives no mean SQNR and
@@ -930,8 +931,8 @@ def test_report_summary_table_and_layer_table(report_dir, summary):
     costs = p.tables[2]
     assert [r[0] for r in costs[1:]] == list(summary.index)
     configurations = p.tables[4]
-    assert configurations[0] == ["config", "weights", "activations", "mac", "rounding"]
-    assert configurations[1:] == [[c.name, c.weights, c.activations, c.as_dict()["mac"],
+    assert configurations[0] == ["config", "weights", "activations", "accumulator", "rounding"]
+    assert configurations[1:] == [[c.name, c.weights, c.activations, c.accumulator_name(),
                                    c.rounding] for c in CONFIGS]
 
 
@@ -1099,9 +1100,24 @@ def test_the_configurations_table_shows_storage_where_a_configuration_has_one(tm
     res = replay(digits.trace(), cfgs, "propagated")
     p = _parse(write_report(res, tmp_path, meta={"title": "s"}))
     table = p.tables[-1]
-    assert table[0] == ["config", "weights", "activations", "mac", "rounding", "storage"]
+    assert table[0] == ["config", "weights", "activations", "accumulator", "rounding",
+                        "storage"]
     assert [r[0] for r in table[1:]] == [c.name for c in cfgs]
     assert table[2][-1] == "bf16" and table[1][-1] == ""        # none: left blank
+
+
+def test_the_configurations_table_names_the_accumulator_as_built(tmp_path):
+    # "fp8 e5m2" runs on the fp8_e4m3->fp32 preset with its operand formats replaced: the table
+    # names what accumulates (an fp32 register; the aligned adder with its promotion interval)
+    h100 = {"accumulator": "aligned", "n": 32, "p": 14, "format": "fp32", "promote_every": 128}
+    cfgs = [Config("fp8_e5m2", "fp8_e5m2", "fp8_e4m3->fp32", name="e5m2"),
+            Config("fp8_e5m2", "fp8_e5m2", h100, name="e5m2 h100")]
+    res = replay(digits.trace(), cfgs, "per-op")
+    table = _parse(write_report(res, tmp_path / "new", meta={"title": "a"})).tables[-1]
+    assert [r[3] for r in table] == ["accumulator", "fp32", "aligned32x14t_fp32+promote128"]
+    old = res.drop(columns=["accumulator"])       # a table written before the column existed
+    table = _parse(write_report(old, tmp_path / "old", meta={"title": "a"})).tables[-1]
+    assert [r[3] for r in table][:2] == ["mac", "fp8_e4m3->fp32"]
 
 
 def test_the_method_notes_say_what_traffic_costs_and_what_storage_means(tmp_path):
@@ -1119,7 +1135,8 @@ def test_the_configurations_table_shows_fusion_where_a_configuration_fuses(tmp_p
             Config("fp16", "fp16", "fp16->fp32", fusion="epilogue")]
     res = replay(digits.trace(), cfgs, "propagated")
     table = _parse(write_report(res, tmp_path, meta={"title": "f"})).tables[-1]
-    assert table[0] == ["config", "weights", "activations", "mac", "rounding", "fusion"]
+    assert table[0] == ["config", "weights", "activations", "accumulator", "rounding",
+                        "fusion"]
     assert [r[-1] for r in table[1:]] == ["none", "epilogue"]
     s = summarize(res)                 # the relus' inputs move no more: less energy
     assert s.loc[cfgs[1].name, "total_pj"] < s.loc[cfgs[0].name, "total_pj"]

@@ -122,6 +122,13 @@ def test_cells_that_compute_the_same_are_refused(tmp_path):
         (tmp_path / "s.toml").write_text(f'trace = "t"\noutput = "o"\n[grid]\n{grid}\n')
         with pytest.raises(SweepError, match="repeat"):
             load_sweep(tmp_path / "s.toml")
+    # a grid's formats replace the presets' operand formats: two presets with an fp32
+    # accumulator make each format's configuration twice; the message says why
+    (tmp_path / "s.toml").write_text('trace = "t"\noutput = "o"\n[grid]\nformats = ["bf16", '
+                                     '"fp8_e4m3"]\nmac = ["bf16->fp32", "mxfp4->fp32"]\n')
+    with pytest.raises(SweepError, match=r"repeat .*: bf16\|fp32, bf16\|fp32, fp8_e4m3\|fp32, "
+                                         r"fp8_e4m3\|fp32\.  A grid's formats replace"):
+        load_sweep(tmp_path / "s.toml")
 
 
 @pytest.mark.parametrize("trace", ["nope", "afile"])
