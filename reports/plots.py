@@ -86,15 +86,21 @@ def _text_box(ann, renderer):
 MAX_NAMED_POINTS = 40      # more points than this: a Pareto plot names only its front
 
 
-def _label_points(ax: plt.Axes, d: pd.DataFrame, x: str, y: str, fontsize: float = 6) -> None:
+def _label_points(ax: plt.Axes, d: pd.DataFrame, x: str, y: str, keep: Sequence = (),
+                  fontsize: float = 6) -> int:
     """Name each point beside it; a label that would overlap one already placed or leave the
     axes vertically moves down or up by whole lines (nearest free place first, a thin line back
-    to its point), so crowded plots stay readable."""
+    to its point), so crowded plots stay readable.  The points in ``keep`` (a Pareto front) are
+    named first; a label of another point with no free place within 20 lines is left out, one of
+    theirs stays beside its point.  Returns how many labels were left out."""
     ax.autoscale_view()
     renderer = ax.figure.canvas.get_renderer()
     frame = ax.get_window_extent(renderer)
     placed = []
-    for name, r in d.sort_values(y, ascending=False).iterrows():
+    left_out = 0
+    order = d.assign(_other=~d.index.isin(list(keep))).sort_values(["_other", y],
+                                                                  ascending=[True, False])
+    for name, r in order.iterrows():
         ann = ax.annotate(str(name), (r[x], r[y]), fontsize=fontsize, xytext=(3, 2),
                           textcoords="offset points", zorder=4,
                           arrowprops=dict(arrowstyle="-", lw=0.3, color="0.6",
@@ -106,27 +112,37 @@ def _label_points(ax: plt.Axes, d: pd.DataFrame, x: str, y: str, fontsize: float
                 break
             ann.xyann = (3, 2 + line * ((step + 1) // 2) * (-1) ** step)
             box = _text_box(ann, renderer)
-        else:                                   # no free place within 20 lines: stay beside it
-            ann.xyann, box = (3, 2), first
+        else:                                   # no free place within 20 lines
+            if name not in keep:
+                ann.remove()
+                left_out += 1
+                continue
+            ann.xyann, box = (3, 2), first      # a front point's name stays beside it
         placed.append(box)
+    return left_out
 
 
 def pareto(summary: pd.DataFrame, x: str, y: str, xlabel: str, ylabel: str,
            logy: bool = True) -> plt.Figure:
-    """``y`` (an error) against ``x`` (a cost), one point per configuration, front marked."""
+    """``y`` (an error) against ``x`` (a cost), one point per configuration, front marked and
+    named (names of other points that would crowd are left out; the legend says how many)."""
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     d = summary[np.isfinite(summary[x].astype(float)) & np.isfinite(summary[y].astype(float))]
     front = pareto_front(d[x], d[y])
     ax.scatter(d[x], d[y], c=np.where(front, "tab:red", "tab:gray"), s=18, zorder=3)
     f = d[front].sort_values(x)
     step = -(-len(f) // MAX_NAMED_POINTS)           # a front of hundreds: every step-th named
-    label = "Pareto front"
-    if len(d) > MAX_NAMED_POINTS:
-        label += f" (named{'' if step == 1 else f', one in {step}'}; {len(d)} points in all)"
-    ax.plot(f[x], f[y], color="tab:red", lw=1, label=label)
+    ax.plot(f[x], f[y], color="tab:red", lw=1)
     if logy and (d[y] > 0).all():
         ax.set_yscale("log")
-    _label_points(ax, f.iloc[::step] if len(d) > MAX_NAMED_POINTS else d, x, y)
+    shown = f.iloc[::step] if len(d) > MAX_NAMED_POINTS else d
+    named = len(shown) - _label_points(ax, shown, x, y, keep=f.index)
+    label = "Pareto front"
+    if len(d) > MAX_NAMED_POINTS and step > 1:
+        label += f" (named, one in {step}; {len(d)} points in all)"
+    elif named < len(d):
+        label += f" ({named} of {len(d)} points named, the others would crowd: see the tables)"
+    ax.lines[-1].set_label(label)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
