@@ -12,7 +12,9 @@ Recommendation rule (stated in the report): among the configurations whose task 
 within one point of the best (without labels, or where the captured logits get no label right,
 so that accuracy ranks nothing: whose model output SQNR, in a propagated replay, or else mean
 output SQNR, is within 1 dB of the best), the one with the least energy for the replayed run
-(``total_pj``: every configuration replays the same inputs), then the smallest MAC area.
+(``total_pj``: every configuration replays the same inputs), then the smallest MAC area.  The
+tolerances are :func:`recommend`'s arguments: ``accuracy_drop`` (points), and ``min_sqnr_db``,
+an SQNR floor in place of "within 1 dB of the best", which fp32 alone meets in most replays.
 """
 from __future__ import annotations
 
@@ -125,8 +127,12 @@ def summarize(results: pd.DataFrame) -> pd.DataFrame:
     return s
 
 
-def recommend(summary: pd.DataFrame) -> tuple[str, str]:
-    """(configuration, the rule applied) — see the module doc."""
+def recommend(summary: pd.DataFrame, accuracy_drop: float = 0.01,
+              min_sqnr_db: Union[float, None] = None) -> tuple[str, str]:
+    """(configuration, the rule applied) — see the module doc.  ``accuracy_drop``: how far
+    below the best accuracy a candidate may be (a fraction: 0.01 is one point);
+    ``min_sqnr_db``: where SQNR ranks, the least a candidate's may be (None: 1 dB below the
+    best)."""
     ok = summary[summary["error"].isna()] if "error" in summary else summary
     if "accuracy" in ok:
         ok = ok[ok["accuracy"].notna()]
@@ -136,16 +142,23 @@ def recommend(summary: pd.DataFrame) -> tuple[str, str]:
         not (ok["reference_accuracy"] > 0).any()
     if "accuracy" in ok and not blind:
         best = ok["accuracy"].max()
-        pool = ok[ok["accuracy"] >= best - 0.01]
-        rule = (f"within one point of the best accuracy ({best:.2%}), the least energy for "
+        pool = ok[ok["accuracy"] >= best - accuracy_drop]
+        points = "one point" if accuracy_drop == 0.01 else f"{100 * accuracy_drop:g} points"
+        rule = (f"within {points} of the best accuracy ({best:.2%}), the least energy for "
                 f"the run (total_pj), then the smallest MAC area")
     else:
         column = _sqnr_column(ok)
         best = ok[column].max()
-        pool = ok[ok[column] >= best - 1.0]
         what = "model output SQNR" if column == "model_sqnr_db" else "mean output SQNR"
-        rule = (f"within 1 dB of the best {what} ({best:.1f} dB), the least energy "
-                f"for the run (total_pj), then the smallest MAC area")
+        if min_sqnr_db is None:
+            pool = ok[ok[column] >= best - 1.0]
+            within = f"within 1 dB of the best {what} ({best:.1f} dB)"
+        else:
+            pool = ok[ok[column] >= min_sqnr_db]
+            within = f"a {what} of {min_sqnr_db:g} dB or more (the best: {best:.1f} dB)"
+            if not len(pool):
+                return "none", f"no configuration reaches {within}"
+        rule = f"{within}, the least energy for the run (total_pj), then the smallest MAC area"
         if blind:
             rule = ("the captured logits get no label right (reference accuracy 0 %), so "
                     "accuracy ranks nothing: " + rule)
@@ -225,19 +238,21 @@ def write_report(results: pd.DataFrame, out_dir: Union[str, Path], *,
                  error_table: Union[pd.DataFrame, None] = None,
                  presets: Union[list, None] = None, meta: Union[Mapping, None] = None,
                  figures: Union[Mapping[str, object], None] = None,
-                 cost_note: str = "45 nm", svg: bool = False) -> Path:
+                 cost_note: str = "45 nm", svg: bool = False, accuracy_drop: float = 0.01,
+                 min_sqnr_db: Union[float, None] = None) -> Path:
     """Write the report for ``results`` (a replay table) into ``out_dir``; returns the HTML
     path.  ``costs`` maps configuration names to :class:`mac_models.MacCost` for the cost
     breakdowns; ``error_table`` is a :func:`reports.tables.error_table`; ``presets`` are MAC
     presets for the accumulation-error plot; ``meta`` adds method notes (title, model, ...);
     ``figures`` adds more matplotlib figures by name (a tensor's histogram, say);
-    ``cost_note`` says at which node and dot length ``costs`` were priced."""
+    ``cost_note`` says at which node and dot length ``costs`` were priced; ``accuracy_drop``
+    and ``min_sqnr_db`` go to :func:`recommend`."""
     out = Path(out_dir)
     figdir = out / "figures"
     figdir.mkdir(parents=True, exist_ok=True)
     meta = dict(meta or {})
     summary = summarize(results)
-    pick, rule = recommend(summary)
+    pick, rule = recommend(summary, accuracy_drop, min_sqnr_db)
     err = "accuracy" in summary and summary["accuracy"].notna().any()
     summary["error_metric"] = (1 - summary["accuracy"]) if err else \
         10 ** (-summary[_sqnr_column(summary)] / 10)

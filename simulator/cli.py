@@ -7,6 +7,7 @@ message, on standard error, names the file or key), 2 a usage error (argparse), 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import warnings
@@ -40,6 +41,17 @@ def _at_least(minimum: int):
             raise argparse.ArgumentTypeError(f"{value} is below the least allowed, {minimum}")
         return value
     return parse
+
+
+def _finite(text: str) -> float:
+    """An argparse type: a finite number."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not finite")
+    return value
 
 
 def _config_spec(text: str) -> list[str]:
@@ -183,6 +195,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--title", default="numsim hardware-design report",
                    help="the report's title (default: numsim hardware-design report)")
     p.add_argument("--svg", action="store_true", help="also write the plots as SVG")
+    p.add_argument("--accuracy-drop", type=_finite, default=1.0, metavar="POINTS",
+                   help="recommend among the configurations whose accuracy is at most POINTS "
+                        "percentage points below the best (default 1)")
+    p.add_argument("--min-sqnr", type=_finite, metavar="DB",
+                   help="where SQNR ranks (no labels), recommend among the configurations "
+                        "with at least DB dB (default: within 1 dB of the best, which often "
+                        "only fp32 is)")
     p.set_defaults(func=commands.cmd_report)
 
     p = sub.add_parser("demo", help="run the main job on the built-in example",

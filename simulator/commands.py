@@ -295,7 +295,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     results = _read_results(Path(args.results))
     costs, note = _costs(results)
     path = write_report(results, args.output, costs=costs, cost_note=note, svg=args.svg,
-                        meta={"title": args.title, "results": str(args.results)})
+                        meta={"title": args.title, "results": str(args.results)},
+                        accuracy_drop=args.accuracy_drop / 100, min_sqnr_db=args.min_sqnr)
     print(f"report written to {path}", file=sys.stderr)
     return 0
 

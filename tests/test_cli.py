@@ -118,6 +118,8 @@ def test_cli_rounding_choices_are_the_library_modes():
     (["table", "--input", "x.npy", "--distributions", "gaussian"], "not allowed with"),
     (["sweep", "s.toml", "--workers", "0"], "--workers: 0 is below"),
     (["demo", "--workers", "-3"], "--workers: -3 is below"),
+    (["report", "r.csv", "--min-sqnr", "nan"], "--min-sqnr: 'nan' is not finite"),
+    (["report", "r.csv", "--accuracy-drop", "lots"], "'lots' is not a number"),
 ])
 def test_usage_errors_exit_2(args, needle, tmp_path):
     r = _numsim(*args, cwd=tmp_path)
@@ -697,6 +699,23 @@ def test_report_on_replay_parquet(replayed, work):
     # MLP's 64x64, 64x32 and 32x10 layers, (4096 + 2048 + 320) / (64 + 32 + 10) = 61
     assert "K = 61 (the trace's MACs per MAC output, a mean over its layers)" in \
         (rep / "report.md").read_text()
+
+
+def test_report_tolerances_change_the_recommendation(tmp_path):
+    """Per-op, SQNR ranks: within 1 dB of the best only fp16 qualifies; with an SQNR floor
+    below int8's, the cheaper int8 run is recommended, and the rule says so."""
+    _ok(_numsim("replay", "builtin:digits", "--config", FP16_CFG, "--config", INT8_CFG,
+                "--mode", "per-op", "--output", "r.parquet", cwd=tmp_path))
+    summary = summarize(pd.read_parquet(tmp_path / "r.parquet"))
+    sqnr = summary["mean_output_sqnr_db"]
+    assert sqnr[FP16_NAME] > sqnr[INT8_NAME] + 1
+    assert summary.loc[INT8_NAME, "total_pj"] < summary.loc[FP16_NAME, "total_pj"]
+    for options, pick in (([], FP16_NAME), (["--min-sqnr", f"{sqnr[INT8_NAME] - 1:.1f}"],
+                                            INT8_NAME)):
+        _ok(_numsim("report", "r.parquet", "--output", "rep", *options, cwd=tmp_path))
+        text = (tmp_path / "rep" / "index.html").read_text(encoding="utf-8")
+        assert _recommendation(text) == pick
+    assert f"SQNR of {sqnr[INT8_NAME] - 1:.1f} dB or more" in text
 
 
 def test_report_on_per_op_csv(per_op_csv, work):

@@ -705,6 +705,15 @@ def test_recommend_rule_on_hand_made_summaries():
     pick, rule = recommend(s5)
     assert pick == "best" and "reference accuracy 0" in rule and "dB" in rule
     assert recommend(s.assign(reference_accuracy=[0.0, 0.0, 0.2, 0.0]))[0] == "close"
+    # the tolerances: two points of accuracy admit 'cheapest'; an SQNR floor of 39 dB admits
+    # 'b' and 'c' (c the cheaper), one of 45 dB none
+    pick, rule = recommend(s, accuracy_drop=0.02)
+    assert pick == "cheapest" and "within 2 points of the best accuracy" in rule
+    pick, rule = recommend(s2, min_sqnr_db=38.9)
+    assert pick == "c" and "mean output SQNR of 38.9 dB or more (the best: 40.0 dB)" in rule
+    assert recommend(s2, min_sqnr_db=39.0)[0] == "b"
+    pick, rule = recommend(s2, min_sqnr_db=45)
+    assert pick == "none" and rule.startswith("no configuration reaches a mean output SQNR of 45")
 
 
 def test_without_labels_the_model_output_sqnr_ranks():
