@@ -138,8 +138,8 @@ def pareto(summary: pd.DataFrame, x: str, y: str, xlabel: str, ylabel: str,
     shown = f.iloc[::step] if len(d) > MAX_NAMED_POINTS else d
     named = len(shown) - _label_points(ax, shown, x, y, keep=f.index)
     label = "Pareto front"
-    if len(d) > MAX_NAMED_POINTS and step > 1:
-        label += f" (named, one in {step}; {len(d)} points in all)"
+    if len(d) > MAX_NAMED_POINTS:
+        label += f" (named{'' if step == 1 else f', one in {step}'}; {len(d)} points in all)"
     elif named < len(d):
         label += f" ({named} of {len(d)} points named, the others would crowd: see the tables)"
     ax.lines[-1].set_label(label)

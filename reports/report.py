@@ -133,6 +133,8 @@ def recommend(summary: pd.DataFrame, accuracy_drop: float = 0.01,
     below the best accuracy a candidate may be (a fraction: 0.01 is one point);
     ``min_sqnr_db``: where SQNR ranks, the least a candidate's may be (None: 1 dB below the
     best)."""
+    if not accuracy_drop >= 0:
+        raise ValueError(f"accuracy_drop must be a fraction of 0 or more, got {accuracy_drop!r}")
     ok = summary[summary["error"].isna()] if "error" in summary else summary
     if "accuracy" in ok:
         ok = ok[ok["accuracy"].notna()]

@@ -379,7 +379,7 @@ def capture_torch(model, inputs, *, kwargs=None, loss_fn=None, target=None, labe
     by several calls or modules, tied to other uses or decayed in the loss still gets its own.
     Under reentrant activation checkpointing (``use_reentrant=True``) the checkpointed calls
     get no gradients.  ``labels`` (an integer array, one class per row of the model's output's
-    logits, else TraceError) become the trace's ``labels`` extra, for task accuracy in replay.
+    logits, else TraceError where a recorded op makes that output) become the trace's ``labels`` extra, for task accuracy in replay.
     The op that makes the model's output (the first tensor it
     returns) is the trace's meta ``output``, which replay scores as the model's (its SQNR, and
     its accuracy against ``labels``); where no recorded op makes it, replay scores the last
@@ -939,7 +939,9 @@ def capture_torch(model, inputs, *, kwargs=None, loss_fn=None, target=None, labe
         last = next(iter(_tensors(output)), None)
         made = rec.source(last) if last is not None else None
         if missing:
-            warnings.warn(f"not recorded, though they multiply-accumulate: {', '.join(missing)} "
+            calls = ", ".join(list(missing)[:3]) + (f" and {len(missing) - 3} more"
+                                                    if len(missing) > 3 else "")
+            warnings.warn(f"not recorded, though they multiply-accumulate: {calls} "
                           f"(capture records linear, conv1d/conv2d, matmul/bmm/mm of 2-D or more "
                           f"operands and einsums that are one matmul): their MACs are missing "
                           f"from the trace, so replay neither prices them nor measures their "

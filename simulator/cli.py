@@ -54,6 +54,14 @@ def _finite(text: str) -> float:
     return value
 
 
+def _non_negative(text: str) -> float:
+    """An argparse type: a finite number >= 0."""
+    value = _finite(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is negative")
+    return value
+
+
 def _config_spec(text: str) -> list[str]:
     """An argparse type: WEIGHTS:ACTIVATIONS[:MAC_PRESET] as its two or three parts."""
     parts = text.split(":")
@@ -98,8 +106,9 @@ def _replay_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fusion", choices=("none", "epilogue"), default="none",  # configs.FUSIONS
                    help="what the hardware fuses, in every configuration: none (every op a "
                         "kernel of its own, the default) or epilogue (a MAC applies the "
-                        "elementwise ops that alone read its output, a ReLU or a residual "
-                        "add, before writing it: that output is neither stored nor moved)")
+                        "elementwise ops and batch norms that alone read its output, a ReLU "
+                        "or a residual add, before writing it: that output is neither stored "
+                        "nor moved)")
     p.add_argument("--tech", type=float, default=None, help="process node in nm (45 default)")
     p.add_argument("--level", choices=("rf", "sram", "dram"), default="dram",
                    help="memory level the tensors move to and from (default dram)")
@@ -195,7 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--title", default="numsim hardware-design report",
                    help="the report's title (default: numsim hardware-design report)")
     p.add_argument("--svg", action="store_true", help="also write the plots as SVG")
-    p.add_argument("--accuracy-drop", type=_finite, default=1.0, metavar="POINTS",
+    p.add_argument("--accuracy-drop", type=_non_negative, default=1.0, metavar="POINTS",
                    help="recommend among the configurations whose accuracy is at most POINTS "
                         "percentage points below the best (default 1)")
     p.add_argument("--min-sqnr", type=_finite, metavar="DB",
@@ -219,6 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``numsim`` command; returns the process exit code."""
     args = build_parser().parse_args(argv)
+    plain = warnings.formatwarning              # restored for a program that calls main()
     warnings.formatwarning = lambda message, *_, **__: \
         f"numsim {args.command}: warning: {message}\n"
     try:
@@ -235,6 +245,8 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, TypeError, KeyError, OSError, ImportError) as exc:
         print(f"numsim {args.command}: error: {exc}", file=sys.stderr)
         return 1
+    finally:
+        warnings.formatwarning = plain
 
 
 if __name__ == "__main__":

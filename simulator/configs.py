@@ -5,8 +5,8 @@ A :class:`Config` names the weight, activation and gradient formats (registry na
 None for an fp32 accumulator), the rounding of the operands and the seed, and the ``storage``
 format of the values between the MACs (None: MAC outputs in fp32 and the ops between the MACs
 in float64; see :mod:`simulator.replay`), and the ``fusion`` of the hardware: "none" (every op a
-kernel of its own) or "epilogue" (a MAC applies the elementwise ops that alone read its output
-before it writes it; see :mod:`simulator.replay`).  The MAC's operand
+kernel of its own) or "epilogue" (a MAC applies the elementwise ops and batch norms that alone
+read its output before it writes it; see :mod:`simulator.replay`).  The MAC's operand
 formats are replaced by the config's: the MAC contributes its multiplier, accumulator, order
 and promotion, the config says what is multiplied.  A spec table (from TOML or a dict) is::
 

@@ -46,11 +46,12 @@ def terms(equation: str, ndims: tuple) -> Union[tuple, None]:
 
 
 def contracts(equation: str) -> bool:
-    """Whether ``equation`` sums over a letter (one its output lacks; with an implicit output,
-    one met more than once): whether it multiply-accumulates."""
+    """Whether ``equation`` multiplies operands and sums over a letter (one its output lacks;
+    with an implicit output, one met more than once): whether it multiply-accumulates (a
+    one-operand sum or trace only adds)."""
     lhs, arrow, out = equation.replace(" ", "").partition("->")
     letters = [c for c in lhs if c.isalpha()]
-    return any(c not in out if arrow else letters.count(c) > 1 for c in letters)
+    return "," in lhs and any(c not in out if arrow else letters.count(c) > 1 for c in letters)
 
 
 def moves(perm: list) -> bool:

@@ -20,7 +20,8 @@ never "exact"); sums run over those elements; ``n`` is their count.  Empty selec
 * ``kl_softmax(x, y) = mean over rows of sum_i p_i (log p_i - log q_i)`` with p = softmax(x),
   q = softmax(y) along the last axis (nats), for logits; see its docstring for infinities.
 * Counts against the reference: ``nan_count`` (NaN in y where x is not), ``inf_count`` (y
-  infinite where x is finite: overflow), ``underflow_count`` (y == 0 where x != 0: flushed),
+  infinite where x is finite: overflow), ``underflow_count`` (y == 0 where x != 0: flushed, out
+  of ``nonzero_count``, the finite x != 0),
   ``saturation_count`` (|y| < |x| at a format's largest magnitude: ``|y| == fmt_max < |x|``).
 """
 from __future__ import annotations
@@ -176,6 +177,12 @@ def underflow_count(x, y) -> int:
     return int(np.count_nonzero((y == 0) & (x != 0) & np.isfinite(x)))
 
 
+def nonzero_count(x) -> int:
+    """The finite non-zero elements of the reference: those ``underflow_count`` can flush."""
+    x = np.asarray(x, dtype=np.float64)
+    return int(np.count_nonzero((x != 0) & np.isfinite(x)))
+
+
 def saturation_count(x, y, fmt_max: Union[float, None]) -> int:
     """Elements clamped to the format's largest magnitude ``fmt_max`` (0 when None)."""
     x, y = _pair(x, y)
@@ -192,7 +199,7 @@ def error_metrics(x, y, fmt_max: Union[float, None] = None) -> dict:
            "max_abs_error": max_abs_error(x, y), "mean_rel_error": mean_rel_error(x, y),
            "max_rel_error": max_rel_error(x, y), "cosine": cosine(x, y),
            "nan_count": nan_count(x, y), "inf_count": inf_count(x, y),
-           "underflow_count": underflow_count(x, y)}
+           "underflow_count": underflow_count(x, y), "nonzero_count": nonzero_count(x)}
     if fmt_max is not None:
         rec["saturation_count"] = saturation_count(x, y, fmt_max)
     return rec

@@ -128,8 +128,9 @@ MODES = ("per-op", "propagated")
 # that a sweep recomputes the cells an older replay wrote (2: storage formats, fused ops; 3: the
 # ops between the MACs priced, fused kernels' tensors kept on chip, constants read as stored;
 # 4: without a storage format, a tensor moves in the activation format only where MACs alone
-# read it; quantizing and a MAC's bias add priced; the model's output SQNR in the task row).
-RESULTS = 4
+# read it; quantizing and a MAC's bias add priced; the model's output SQNR in the task row;
+# 5: a batch norm fuses into an epilogue; rows count the reference's non-zero elements).
+RESULTS = 5
 # The format the vector unit computes the ops between the MACs in (mac_models.vector), and the
 # one a float tensor between the ops is kept in where no format is chosen for it (see the module
 # doc: a MAC's output is rounded to fp32, the ops between the MACs compute near enough to it).
@@ -527,25 +528,37 @@ def replay(trace: Trace, configs: Union[Config, Iterable[Config]], mode: str = "
     bar = tqdm(total=len(configs) * len(trace.ops), desc="replay", unit="op",
                disable=None if progress else True)      # None: off where not a terminal
     for cfg in configs:
-        done = _replay_one(trace, cfg, mode, tech, level, bar)
-        _warn_flushed(cfg, done)
-        rows += done
+        rows += _replay_one(trace, cfg, mode, tech, level, bar)
     bar.close()
-    return pd.DataFrame(rows)
+    results = pd.DataFrame(rows)
+    warn_flushed(results)
+    return results
 
 
-def _warn_flushed(cfg: Config, rows: list[dict]) -> None:
-    """Warn where more than half of a MAC operand's elements, non-zero as captured, quantize to
-    zero: a format without a scale for the data (plain int8 holds whole numbers), say."""
-    flushed = [f"{r['op']}'s {r['role']}" for r in rows if r["role"] in OPERAND_ROLES and
-               r.get("underflow_count", 0) > r["numel"] / 2]
-    if flushed:
+class FlushWarning(UserWarning):
+    """Most of a MAC operand's non-zero elements quantize to zero (:func:`warn_flushed`)."""
+
+
+def warn_flushed(results: pd.DataFrame) -> None:
+    """Warn (:class:`FlushWarning`, once per configuration) where more than half of a MAC
+    operand's non-zero elements quantize to zero in ``results``, a replay table: a format
+    without a scale for the data (plain int8 holds whole numbers), say."""
+    if results.empty or "nonzero_count" not in results:      # a table older than the count
+        return
+    lost = results[results["role"].isin(OPERAND_ROLES) &
+                   (results["underflow_count"] > results["nonzero_count"] / 2)]
+    for config, g in lost.groupby("config", sort=False):
+        flushed = [f"{op}'s {role}" for op, role in zip(g["op"], g["role"])]
         more = f" and {len(flushed) - 3} more" if len(flushed) > 3 else ""
-        warnings.warn(f"configuration {cfg.name!r}: most elements of {', '.join(flushed[:3])}"
-                      f"{more} quantize to zero: is the format meant to have a scale? (one "
-                      f"without holds its own range only: plain int8 whole numbers, fp4_e2m1 "
-                      f"magnitudes from 0.5 to 6; int8_channel, mxfp4 and the like scale to "
-                      f"the data)", stacklevel=3)
+        scaled = any(isinstance(formats.get(f), formats.ScaledFormat)
+                     for f in (g["weights"].iloc[0], g["activations"].iloc[0]))
+        hint = "" if scaled else (
+            ": is the format meant to have a scale? (one without holds its own range only: "
+            "plain int8 whole numbers, fp4_e2m1 magnitudes from 0.5 to 6; int8_channel, mxfp4 "
+            "and the like scale to the data)")
+        warnings.warn(f"configuration {config!r}: most non-zero elements of "
+                      f"{', '.join(flushed[:3])}{more} quantize to zero{hint}", FlushWarning,
+                      stacklevel=3)
 
 
 def _source_shapes(op: Op) -> list[tuple]:

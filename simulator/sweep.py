@@ -17,8 +17,8 @@ A sweep file (TOML)::
     seed = [0]
     storage = ["none", "bf16"]      # the values between the MACs ("none", or leave the key
                                     # out: as computed; see simulator.replay)
-    fusion = ["none", "epilogue"]   # epilogue: a MAC applies the elementwise ops that alone
-                                    # read its output (see simulator.configs)
+    fusion = ["none", "epilogue"]   # epilogue: a MAC applies the elementwise ops and batch
+                                    # norms that alone read its output (simulator.configs)
 
     [[configs]]                     # extra cells, one table each (Config's fields)
     name = "int8"
@@ -51,6 +51,7 @@ import itertools
 import os
 import sys
 import tempfile
+import warnings
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
@@ -63,7 +64,7 @@ from mac_models.memory import pj_per_bit
 from mac_models.technology import technology
 
 from .configs import Config, repeats
-from .replay import MODES, RESULTS, replay
+from .replay import MODES, RESULTS, FlushWarning, replay, warn_flushed
 from .traces import load_trace, save_trace, umask
 
 if sys.version_info >= (3, 11):
@@ -108,15 +109,18 @@ class Sweep:
         keys = [c.key() for c in self.configs]
         dup = set(repeats(keys))
         if dup:
-            names = [c.name for c, k in zip(self.configs, keys) if k in dup]
-            shown = ", ".join(names[:6]) + (f" and {len(names) - 6} more" if len(names) > 6
-                                             else "")
+            same = [c for c, k in zip(self.configs, keys) if k in dup]
+            shown = ", ".join(c.name for c in same[:6]) + (
+                f" and {len(same) - 6} more" if len(same) > 6 else "")
+            why = ""
+            if len({(k, c.as_dict()["mac"]) for c, k in zip(self.configs, keys)
+                    if k in dup}) > len(dup):      # one computation under two MAC specs
+                why = ("; a grid's formats replace a MAC preset's operand formats, so presets "
+                       "with one accumulator (bf16->fp32 and mxfp4->fp32: an fp32 register) "
+                       "give the same configurations: list one, or pair formats with MACs in "
+                       "[[configs]] tables")
             raise SweepError(f"{self.source or 'sweep'}: configurations repeat (the same formats, "
-                             f"MAC as built and options): {shown}.  A grid's formats replace a "
-                             f"MAC preset's operand formats, so presets with one accumulator "
-                             f"(bf16->fp32 and mxfp4->fp32: an fp32 register) give the same "
-                             f"configurations: list one, or pair formats with MACs in "
-                             f"[[configs]] tables")
+                             f"MAC as built and options): {shown}{why}")
         repeated = repeats([c.name for c in self.configs])
         if repeated:
             raise SweepError(f"{self.source or 'sweep'}: different configurations share the "
@@ -268,7 +272,9 @@ def run_cell(trace_path: str, stamp: str, cfg: Config, key: str, mode: str,
     if threads:
         import numba
         numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
-    df = replay(_cached_trace(trace_path, stamp), [cfg], mode, tech=tech, level=level)
+    with warnings.catch_warnings():              # run_sweep warns for the whole table
+        warnings.simplefilter("ignore", FlushWarning)
+        df = replay(_cached_trace(trace_path, stamp), [cfg], mode, tech=tech, level=level)
     df.insert(0, "cell", key)
     _write_atomic(df, Path(cells_dir) / f"{key}.parquet", "parquet")
     return key
@@ -339,6 +345,7 @@ def run_sweep(sweep: Union[Sweep, str, Path], *, workers: Union[int, None] = Non
                        for c in sweep.configs], ignore_index=True)
     _write_atomic(table, sweep.output / "results.parquet", "parquet")
     _write_atomic(table, sweep.output / "results.csv", "csv")
+    warn_flushed(table)                          # the cells' replays, wherever they ran
     return table
 
 

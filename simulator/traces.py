@@ -154,9 +154,11 @@ class Trace:
             _check_labels(self.extras["labels"], "trace")
 
     def check_labels_fit(self) -> None:
-        """Raise TraceError unless the ``labels`` (if any) give one class per row of the
-        model's output op's logits (what replay's accuracy needs; capture checks it)."""
-        if "labels" in self.extras and self.ops:
+        """Raise TraceError unless the ``labels`` (if any) give one class per row of the logits
+        of the op ``meta["output"]`` names (what replay's accuracy needs; capture checks it
+        where it found the op that makes the model's output; replay's task row reports a
+        mismatch with the last op, its stand-in otherwise)."""
+        if "labels" in self.extras and "output" in self.meta:
             logits = _shape(self.output_op.tensors, "output")
             if tuple(logits[:-1]) != np.shape(self.extras["labels"]):
                 raise TraceError(f"labels of shape {np.shape(self.extras['labels'])} do not "

@@ -145,6 +145,19 @@ def test_no_gradients_without_a_loss_and_task_accuracy():
     assert "labels of shape" in replay(trace, [Config()], "propagated").query(
         "role == 'task'").error.item()
 
+    class Pool(nn.Module):               # the head, an einsum no op holds, is not recorded:
+        def __init__(self):              # the labels fit its logits, not the last op's
+            super().__init__()
+            self.lin, self.c = nn.Linear(4, 6), nn.Parameter(torch.randn(3, 6))
+
+        def forward(self, x):                               # x (2, 5, 4)
+            return torch.einsum("btd,cd->bc", self.lin(x), self.c)
+
+    with torch.no_grad(), pytest.warns(UserWarning) as caught:
+        pooled = capture_torch(Pool(), torch.randn(2, 5, 4), labels=np.array([0, 2]))
+    assert "not the output of a recorded op" in str(caught[-1].message)
+    assert [o.name for o in pooled.ops] == ["lin"] and "output" not in pooled.meta
+
 
 def test_a_module_called_twice_gets_each_calls_gradients():
     """Each call is its own op with its own grad_output (dL/dy of that call, from autograd) and
@@ -1408,7 +1421,20 @@ def test_calls_that_multiply_accumulate_unrecorded_are_named_and_mm_is_recorded(
     lost = [str(w.message) for w in caught if "multiply-accumulate" in str(w.message)]
     assert len(lost) == 1 and lost[0].startswith(
         "not recorded, though they multiply-accumulate: up (conv_transpose2d), rnn (lstm), "
-        "einsum 'bi,ij,jk->bk', matmul by a vector (")
+        "einsum 'bi,ij,jk->bk' and 1 more (")       # the fourth: the matmul by a vector
+
+    class VectorHead(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc, self.v = nn.Linear(4, 4), nn.Parameter(torch.randn(4))
+
+        def forward(self, x):
+            return self.fc(x) @ self.v
+
+    with torch.no_grad(), pytest.warns(UserWarning) as caught:
+        capture_torch(VectorHead(), torch.randn(2, 4))
+    assert str(caught[0].message).startswith(
+        "not recorded, though they multiply-accumulate: matmul by a vector (")
     mm_op = trace.op("matmul")                          # h @ w: a linear of weight w^T
     assert mm_op.kind == "linear" and mm_op.inputs_from == []
     assert np.array_equal(mm_op.tensors["weight"], model.w.detach().numpy().T)
@@ -1416,3 +1442,12 @@ def test_calls_that_multiply_accumulate_unrecorded_are_named_and_mm_is_recorded(
         assert capture_torch(nn.GRU(4, 4), (torch.randn(3, 1, 4),)).ops == []
     assert [str(w.message).split(" (")[0] for w in caught] == [
         "not recorded, though they multiply-accumulate: gru", "no op recorded: the trace is empty"]
+
+
+@pytest.mark.parametrize("eq,sums", [("ij,jk->ik", True), ("ij,jk", True), ("bi,ij,jk->bk", True),
+                                     ("ij,ij->i", True), ("i,j->ij", False),
+                                     ("ij,ij->ij", False), ("ij->i", False), ("ii->", False),
+                                     ("bii->bi", False)])
+def test_an_einsum_multiply_accumulates_where_it_multiplies_and_sums(eq, sums):
+    """A letter summed away after a product is a MAC; a one-operand sum or trace only adds."""
+    assert einsum.contracts(eq) is sums

@@ -120,6 +120,7 @@ def test_cli_rounding_choices_are_the_library_modes():
     (["demo", "--workers", "-3"], "--workers: -3 is below"),
     (["report", "r.csv", "--min-sqnr", "nan"], "--min-sqnr: 'nan' is not finite"),
     (["report", "r.csv", "--accuracy-drop", "lots"], "'lots' is not a number"),
+    (["report", "r.csv", "--accuracy-drop", "-1"], "'-1' is negative"),
 ])
 def test_usage_errors_exit_2(args, needle, tmp_path):
     r = _numsim(*args, cwd=tmp_path)
@@ -465,7 +466,7 @@ def test_capture_onto_existing_folder(captured, work):
 def test_replay_warnings_are_one_line_named_for_the_command(tmp_path):
     r = _ok(_numsim("replay", "builtin:digits", "--config", "int8:int8:int8->int32", "--mode",
                     "per-op", cwd=tmp_path))
-    assert "numsim replay: warning: configuration 'int8|int32': most elements of fc1's weight" \
+    assert "numsim replay: warning: configuration 'int8|int32': most non-zero elements of fc1's weight" \
         in r.stderr and "UserWarning" not in r.stderr
 
 

@@ -89,6 +89,8 @@ def test_counts_hand_made():
     assert M.inf_count(x, y) == 2
     # y == 0 (either sign) where x is finite and nonzero: 3 and 7 -> 2
     assert M.underflow_count(x, y) == 2
+    # out of x's finite non-zero elements: 1, 2, 3, 4, 5, -7, 1
+    assert M.nonzero_count(x) == 7
 
 
 def test_saturation_count_hand_made():
@@ -264,7 +266,7 @@ def test_error_metrics_record_matches_the_functions(noisy):
     e = yf - xf
     assert set(rec) == {"mse", "rmse", "sqnr_db", "max_abs_error", "mean_rel_error",
                         "max_rel_error", "cosine", "nan_count", "inf_count",
-                        "underflow_count", "saturation_count"}
+                        "underflow_count", "nonzero_count", "saturation_count"}
     assert rec["mse"] == pytest.approx(np.mean(e * e), rel=1e-12)
     assert rec["max_abs_error"] == np.max(np.abs(e))
     assert rec["nan_count"] == rec["inf_count"] == 0

@@ -496,15 +496,30 @@ def test_empty_operand_is_an_error_row_that_names_it(kind, tensors):
 def test_a_format_that_flushes_most_of_an_operand_warns(digits_trace):
     """Plain int8 holds whole numbers: most of the digits MLP's weights lie in (-0.5, 0.5)
     (checked first) and round to zero, and the replay says so; int8 per channel scales them and
-    stays quiet."""
+    stays quiet.  A sparse operand (a ReLU's output, 70 % zeros) counts its non-zero elements
+    only; a scaled format gets no hint to scale."""
     assert all((np.abs(digits_trace.op(n).tensors["weight"]) < 0.5).mean() > 0.5 for n in
                ("fc1", "fc2", "fc3"))
-    with pytest.warns(UserWarning, match=r"configuration 'int8\|int32': most elements of fc1's "
-                                         r"weight, fc2's weight, fc3's weight quantize to zero"):
+    with pytest.warns(UserWarning, match=r"configuration 'int8\|int32': most non-zero elements "
+                                         r"of fc1's weight, fc2's weight, fc3's weight quantize "
+                                         r"to zero: is the format meant to have a scale\?"):
         replay(digits_trace, [Config("int8", "int8", "int8->int32")], "per-op")
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         replay(digits_trace, [Config("int8_channel", "int8_tensor", "int8->int32")], "per-op")
+    rng = np.random.default_rng(5)
+    x = np.where(np.arange(40) % 10 < 7, 0.0, 0.4) * rng.choice([-1, 1], size=(8, 40))
+    w = rng.integers(-3, 4, size=(4, 40)).astype(float)
+    sparse = from_arrays({"fc": {"kind": "linear", "input": x, "weight": w}})
+    with pytest.warns(UserWarning, match=r"most non-zero elements of fc's input quantize to "
+                                         r"zero: is"):
+        replay(sparse, [Config("int8", "int8", "int8->int32")], "per-op")
+    # an outlier of 1000 per block of 32 gives MXFP4 blocks a scale of 2^7: 0.4 / 2^7 is below
+    # e2m1's least magnitude, 0.5
+    outlier = np.where(np.arange(32) == 0, 1000.0, 0.4) * rng.choice([-1, 1], size=(8, 32))
+    big = from_arrays({"fc": {"kind": "linear", "input": outlier, "weight": w[:, :32]}})
+    with pytest.warns(UserWarning, match=r"fc's input quantize to zero$"):     # no hint
+        replay(big, [Config("fp8_e4m3", "mxfp4", "mxfp4->fp32")], "per-op")
 
 
 def test_the_default_mode_is_propagated_as_on_the_command_line(digits_trace):

@@ -712,6 +712,8 @@ def test_recommend_rule_on_hand_made_summaries():
     pick, rule = recommend(s2, min_sqnr_db=38.9)
     assert pick == "c" and "mean output SQNR of 38.9 dB or more (the best: 40.0 dB)" in rule
     assert recommend(s2, min_sqnr_db=39.0)[0] == "b"
+    with pytest.raises(ValueError, match="accuracy_drop must be a fraction of 0 or more"):
+        recommend(s, accuracy_drop=-0.05)
     pick, rule = recommend(s2, min_sqnr_db=45)
     assert pick == "none" and rule.startswith("no configuration reaches a mean output SQNR of 45")
 
@@ -964,8 +966,8 @@ def test_report_summary_table_and_layer_table(report_dir, summary):
     assert [r[0] for r in costs[1:]] == list(summary.index)
     configurations = p.tables[4]
     assert configurations[0] == ["config", "weights", "activations", "accumulator", "rounding"]
-    assert configurations[1:] == [[c.name, c.weights, c.activations, c.accumulator_name(),
-                                   c.rounding] for c in CONFIGS]
+    assert configurations[1:] == [[c.name, c.weights, c.activations, acc, c.rounding]
+                                  for c, acc in zip(CONFIGS, ("fp32", "fp32", "int32"))]
 
 
 def test_report_recommendation_follows_the_rule(report_dir, summary):

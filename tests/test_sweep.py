@@ -14,7 +14,7 @@ import simulator.sweep as S
 from simulator import digits
 from simulator.capture import from_arrays
 from simulator.configs import Config
-from simulator.replay import replay
+from simulator.replay import FlushWarning, replay
 from simulator.sweep import SweepError, load_sweep, run_sweep
 from simulator.traces import load_trace, save_trace
 
@@ -127,8 +127,13 @@ def test_cells_that_compute_the_same_are_refused(tmp_path):
     (tmp_path / "s.toml").write_text('trace = "t"\noutput = "o"\n[grid]\nformats = ["bf16", '
                                      '"fp8_e4m3"]\nmac = ["bf16->fp32", "mxfp4->fp32"]\n')
     with pytest.raises(SweepError, match=r"repeat .*: bf16\|fp32, bf16\|fp32, fp8_e4m3\|fp32, "
-                                         r"fp8_e4m3\|fp32\.  A grid's formats replace"):
+                                         r"fp8_e4m3\|fp32; a grid's formats replace"):
         load_sweep(tmp_path / "s.toml")
+    (tmp_path / "s.toml").write_text('trace = "t"\noutput = "o"\n[grid]\nformats = ["fp16"]\n'
+                                     'seed = [0, 1]\n')
+    with pytest.raises(SweepError) as seeds:              # no presets in it: no such reason
+        load_sweep(tmp_path / "s.toml")
+    assert str(seeds.value).endswith("options): fp16|fp32, fp16|fp32")
 
 
 @pytest.mark.parametrize("trace", ["nope", "afile"])
@@ -389,3 +394,16 @@ activations = "fp32"
     out = table[table["role"] == "output"]
     assert sorted(out["op"]) == ["fc1", "fc2", "fc3"]
     assert (out["mse"] == 0).all()                        # fp32 reproduces the capture
+
+
+def test_a_sweep_warns_of_flushed_operands_from_its_table_run_or_read_back(tmp_path):
+    """Plain int8 flushes the digits MLP's weights (most under 0.5 in magnitude: see
+    test_replay) wherever the cell ran: in workers (two here), whose own warnings go nowhere the
+    user sees, and on a rerun that reads the cells back; once per configuration."""
+    (tmp_path / "s.toml").write_text('trace = "builtin:digits"\noutput = "o"\nmode = "per-op"\n'
+                                     '[grid]\nformats = ["int8", "int8_tensor"]\n'
+                                     'mac = ["int8->int32"]\n')
+    for _ in range(2):
+        with pytest.warns(FlushWarning) as caught:
+            run_sweep(tmp_path / "s.toml", workers=2, progress=False)
+        assert [str(w.message).split(":")[0] for w in caught] == ["configuration 'int8|int32'"]
