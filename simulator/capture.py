@@ -379,9 +379,9 @@ def capture_torch(model, inputs, *, kwargs=None, loss_fn=None, target=None, labe
     by several calls or modules, tied to other uses or decayed in the loss still gets its own.
     Under reentrant activation checkpointing (``use_reentrant=True``) the checkpointed calls
     get no gradients.  ``labels`` (an integer array, one class per row of the model's output's
-    logits, else TraceError where a recorded op makes that output) become the trace's ``labels`` extra, for task accuracy in replay.
-    The op that makes the model's output (the first tensor it
-    returns) is the trace's meta ``output``, which replay scores as the model's (its SQNR, and
+    logits, else TraceError where a recorded op makes that output) become the trace's
+    ``labels`` extra, for task accuracy in replay.  The op that makes the model's output (the
+    first tensor it returns) is the trace's meta ``output``, which replay scores as the model's (its SQNR, and
     its accuracy against ``labels``); where no recorded op makes it, replay scores the last
     recorded op and a warning says so."""
     import warnings

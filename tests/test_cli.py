@@ -466,8 +466,8 @@ def test_capture_onto_existing_folder(captured, work):
 def test_replay_warnings_are_one_line_named_for_the_command(tmp_path):
     r = _ok(_numsim("replay", "builtin:digits", "--config", "int8:int8:int8->int32", "--mode",
                     "per-op", cwd=tmp_path))
-    assert "numsim replay: warning: configuration 'int8|int32': most non-zero elements of fc1's weight" \
-        in r.stderr and "UserWarning" not in r.stderr
+    assert "numsim replay: warning: configuration 'int8|int32': most non-zero elements of " \
+        "fc1's weight" in r.stderr and "Warning" not in r.stderr
 
 
 def test_replay_of_an_empty_trace_says_so(tmp_path):
