@@ -132,7 +132,7 @@ def pareto(summary: pd.DataFrame, x: str, y: str, xlabel: str, ylabel: str,
     ax.scatter(d[x], d[y], c=np.where(front, "tab:red", "tab:gray"), s=18, zorder=3)
     f = d[front].sort_values(x)
     step = -(-len(f) // MAX_NAMED_POINTS)           # a front of hundreds: every step-th named
-    ax.plot(f[x], f[y], color="tab:red", lw=1)
+    front_line, = ax.plot(f[x], f[y], color="tab:red", lw=1)
     if logy and (d[y] > 0).all():
         ax.set_yscale("log")
     shown = f.iloc[::step] if len(d) > MAX_NAMED_POINTS else d
@@ -142,7 +142,7 @@ def pareto(summary: pd.DataFrame, x: str, y: str, xlabel: str, ylabel: str,
         label += f" (named{'' if step == 1 else f', one in {step}'}; {len(d)} points in all)"
     elif named < len(d):
         label += f" ({named} of {len(d)} points named, the others would crowd: see the tables)"
-    ax.lines[-1].set_label(label)
+    front_line.set_label(label)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
